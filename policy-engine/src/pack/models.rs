@@ -1,0 +1,60 @@
+//! Providers (where traffic goes) and models (what may be called, at which price).
+
+use serde::{Deserialize, Serialize};
+
+/// The provider used when a pack declares none, or a model names none.
+pub const DEFAULT_PROVIDER: &str = "openai";
+pub const DEFAULT_PROVIDER_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_PROVIDER_KEY_ENV: &str = "OPENAI_API_KEY";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Base URL including the API prefix, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Name of the environment variable that holds the provider key. The key itself never
+    /// appears in a pack (`SECRET_IN_PACK`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_connect")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the response head (or the first streamed byte) arrives.
+    #[serde(default = "default_first_byte")]
+    pub first_byte_timeout_ms: u64,
+}
+
+fn default_connect() -> u64 {
+    5_000
+}
+fn default_first_byte() -> u64 {
+    60_000
+}
+
+impl ProviderSpec {
+    /// OpenAI's public API with the key from `OPENAI_API_KEY`.
+    pub fn default_openai() -> Self {
+        Self {
+            base_url: DEFAULT_PROVIDER_BASE_URL.to_owned(),
+            api_key_env: Some(DEFAULT_PROVIDER_KEY_ENV.to_owned()),
+            connect_timeout_ms: default_connect(),
+            first_byte_timeout_ms: default_first_byte(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Provider name; defaults to the only provider, or `openai` when there is none.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// USD per million input tokens.
+    #[serde(default)]
+    pub input_usd_per_mtok: Option<f64>,
+    /// USD per million output tokens.
+    #[serde(default)]
+    pub output_usd_per_mtok: Option<f64>,
+    /// Model name sent upstream, when it differs from the name callers use.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}

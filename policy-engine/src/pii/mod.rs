@@ -1,0 +1,1 @@
+//! PII detection and redaction. Placeholder: the engine lands with the PII issue.
