@@ -5,6 +5,13 @@
 //! user must fix (bad pack, failing test), 2 usage errors (clap) or "changes found" where a
 //! command documents it.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "a command-line tool prints its results"
+)]
+
+mod pack_cmds;
+mod render;
 mod scan;
 
 use std::process::ExitCode;
@@ -24,6 +31,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check pack files and print every diagnostic (exit 1 on any error).
+    Validate(pack_cmds::ValidateArgs),
+    /// Print a pack's content hash (its identity), or an environment's effective hash.
+    Hash(pack_cmds::HashArgs),
+    /// Semantic diff of two packs, or of one pack in two environments.
+    Diff(pack_cmds::DiffArgs),
+    /// Run a pack's `tests:` against the compiled pack (exit 1 on any failure).
+    Test(pack_cmds::TestArgs),
     /// Find PII in text on stdin and print the findings and the redacted text.
     Scan(scan::ScanArgs),
 }
@@ -31,6 +46,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Validate(args) => pack_cmds::validate(&args),
+        Command::Hash(args) => pack_cmds::hash(&args),
+        Command::Diff(args) => pack_cmds::diff_cmd(&args),
+        Command::Test(args) => pack_cmds::test(&args),
         Command::Scan(args) => scan::run(&args),
     }
 }
