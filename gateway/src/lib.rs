@@ -1,1 +1,3 @@
-//! Placeholder until its issue lands.
+//! Palisade's data plane.
+
+pub mod audit;
