@@ -1,3 +1,4 @@
 //! Palisade's data plane.
 
 pub mod audit;
+pub mod control;
