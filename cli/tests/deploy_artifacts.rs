@@ -108,3 +108,83 @@ fn the_dockerfile_passes_hadolint() {
     assert!(docker.contains("USER 65532"), "runs as non-root");
     assert!(Path::new(&root()).join(".dockerignore").exists());
 }
+
+#[test]
+fn prometheus_rules_pass_promtool_checks_and_their_unit_tests() {
+    let dir = root().join("configs/prometheus");
+    let d = |f: &str| dir.join(f).display().to_string();
+    let hint = "apt-get install prometheus";
+    let (ok, text) = run(
+        "promtool",
+        &["check", "rules", &d("palisade.rules.yml")],
+        hint,
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = run(
+        "promtool",
+        &["test", "rules", &d("palisade.rules.test.yml")],
+        hint,
+    );
+    assert!(ok && text.contains("SUCCESS"), "{text}");
+    let (ok, text) = run("promtool", &["check", "config", &d("prometheus.yml")], hint);
+    assert!(ok, "{text}");
+    // Every alert has a unit test.
+    let rules = std::fs::read_to_string(dir.join("palisade.rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("palisade.rules.test.yml")).unwrap();
+    for line in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests.contains(&format!("alertname: {line}")),
+            "alert {line} has no promtool unit test"
+        );
+    }
+    let k8s: serde_json::Value = serde_yaml_to_json(&dir.join("kubernetes-scrape.yml"));
+    assert!(k8s["scrape_configs"][0]["kubernetes_sd_configs"].is_array());
+}
+
+#[test]
+fn the_grafana_dashboard_is_valid_json_with_the_promised_panels() {
+    let text = std::fs::read_to_string(root().join("configs/grafana/palisade.json")).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let titles: Vec<&str> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for want in [
+        "Requests",
+        "added latency",
+        "decisions",
+        "PII findings",
+        "budget",
+        "version per environment",
+        "drifting",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "no panel about {want}: {titles:?}"
+        );
+    }
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            assert!(t["expr"].as_str().unwrap().contains("palisade_"), "{t}");
+        }
+    }
+}
+
+fn serde_yaml_to_json(path: &Path) -> serde_json::Value {
+    let (ok, text) = run(
+        "python3",
+        &[
+            "-c",
+            "import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            path.to_str().unwrap(),
+        ],
+        "python3 with PyYAML",
+    );
+    assert!(ok, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
