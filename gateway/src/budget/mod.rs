@@ -356,7 +356,8 @@ impl BudgetEnforcer {
     }
 
     async fn apply(&self, held: &Held, deltas: Vec<(MeterKey, i64, Option<i64>)>, op: &str) {
-        if deltas.is_empty() {
+        // A fail-open reservation released, or a settle that matched its estimate: no round trip.
+        if deltas.iter().all(|(_, d, _)| *d == 0) {
             return;
         }
         match held.shared.store.adjust(&deltas).await {

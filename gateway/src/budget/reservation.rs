@@ -79,7 +79,8 @@ impl Held {
     /// Give everything back without awaiting: for `Drop`.
     fn release_detached(self) {
         self.shared.metrics.released_by_drop();
-        let deltas = self.deltas(0, 0);
+        let mut deltas = self.deltas(0, 0);
+        deltas.retain(|(_, d, _)| *d != 0);
         if deltas.is_empty() {
             return;
         }
