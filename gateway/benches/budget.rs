@@ -9,9 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use gateway::budget::{
-    BudgetEnforcer, BudgetMetrics, BudgetRequest, BudgetStore, ManualClock,
-};
+use gateway::budget::{BudgetEnforcer, BudgetMetrics, BudgetRequest, BudgetStore, ManualClock};
 use policy_engine::pack::{BudgetEnforcerConfig, BudgetLimit, BudgetWindow, ExhaustedAction};
 use policy_engine::ModelRoute;
 
@@ -42,10 +40,20 @@ fn limit(scope: &str, window: BudgetWindow, usd: Option<f64>, tokens: Option<u64
 fn enforcer() -> BudgetEnforcer {
     let mut limits = vec![
         limit("environment", BudgetWindow::Monthly, Some(1e9), None),
-        limit("team:support", BudgetWindow::Daily, None, Some(u64::MAX / 4)),
+        limit(
+            "team:support",
+            BudgetWindow::Daily,
+            None,
+            Some(u64::MAX / 4),
+        ),
     ];
     for k in 0..THREADS {
-        limits.push(limit(&format!("key:k{k}"), BudgetWindow::Daily, Some(1e9), None));
+        limits.push(limit(
+            &format!("key:k{k}"),
+            BudgetWindow::Daily,
+            Some(1e9),
+            None,
+        ));
     }
     let cfg = BudgetEnforcerConfig {
         limits,
@@ -89,7 +97,11 @@ fn threaded(e: &BudgetEnforcer, iters: u64, distinct: bool) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let key = if distinct { format!("k{t}") } else { "k0".to_owned() };
+            let key = if distinct {
+                format!("k{t}")
+            } else {
+                "k0".to_owned()
+            };
             s.spawn(move || {
                 for _ in 0..iters {
                     one(e, &key);
