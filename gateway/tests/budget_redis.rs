@@ -124,7 +124,12 @@ fn models() -> BTreeMap<String, ModelRoute> {
     [("gpt-4o".to_owned(), r)].into_iter().collect()
 }
 
-fn enforcer(url: &str, usd: f64, on_unavailable: StoreUnavailable) -> BudgetEnforcer {
+fn enforcer(
+    url: &str,
+    usd: f64,
+    on_unavailable: StoreUnavailable,
+    op_timeout: Duration,
+) -> BudgetEnforcer {
     let cfg = BudgetEnforcerConfig {
         store: StoreKind::Redis,
         on_store_unavailable: on_unavailable,
@@ -138,7 +143,7 @@ fn enforcer(url: &str, usd: f64, on_unavailable: StoreUnavailable) -> BudgetEnfo
         }],
         ..BudgetEnforcerConfig::default()
     };
-    let store = RedisStore::open(url, Duration::from_millis(300)).unwrap();
+    let store = RedisStore::open(url, op_timeout).unwrap();
     BudgetEnforcer::new(
         "support",
         Some("prod"),
@@ -158,6 +163,9 @@ const REQ: BudgetRequest<'static> = BudgetRequest {
     est_input_tokens: 1000,
     max_output_tokens: Some(1000),
 };
+
+/// Operation timeout of the failure test: how long a dead Redis may delay a decision.
+const FAST: Duration = Duration::from_millis(300);
 
 const REPLICA_URL: &str = "PALISADE_TEST_REPLICA_REDIS_URL";
 const START_AT_MS: &str = "PALISADE_TEST_REPLICA_START_AT_MS";
@@ -183,7 +191,8 @@ fn replica_process() {
         .unwrap();
     let start_at: u128 = std::env::var(START_AT_MS).unwrap().parse().unwrap();
     let admitted = rt.block_on(async {
-        let e = enforcer(&url, 5.0, StoreUnavailable::FailClosed);
+        let e = // Generous: a loaded CI machine must not turn into a spurious fail_closed here.
+        enforcer(&url, 5.0, StoreUnavailable::FailClosed, Duration::from_secs(10));
         // A start line shared by the three processes, so their bursts overlap.
         let wait = start_at.saturating_sub(unix_ms());
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
@@ -291,11 +300,12 @@ async fn reserve_until_ok(e: &BudgetEnforcer) -> gateway::budget::Reservation {
 async fn dead_redis_fails_closed_or_open_and_recovery_is_automatic() {
     let redis = RedisServer::start();
     let port = redis.port;
-    let closed = enforcer(&redis.url(), 100.0, StoreUnavailable::FailClosed);
-    let open = enforcer(&redis.url(), 100.0, StoreUnavailable::FailOpen);
-    let r = closed.reserve(&REQ).await.unwrap();
+    let closed = enforcer(&redis.url(), 100.0, StoreUnavailable::FailClosed, FAST);
+    let open = enforcer(&redis.url(), 100.0, StoreUnavailable::FailOpen, FAST);
+    // Polled: on a loaded machine the first connection may take longer than FAST.
+    let r = reserve_until_ok(&closed).await;
     closed.settle(r, 1000, 1000).await;
-    let r = open.reserve(&REQ).await.unwrap();
+    let r = reserve_until_ok(&open).await;
     assert!(r.enforced());
     open.release(r).await;
 
@@ -304,10 +314,10 @@ async fn dead_redis_fails_closed_or_open_and_recovery_is_automatic() {
         closed.reserve(&REQ).await.unwrap_err(),
         BudgetDecision::StoreUnavailable
     );
-    assert_eq!(closed.metrics().decisions(DecisionLabel::FailClosed), 1);
+    assert!(closed.metrics().decisions(DecisionLabel::FailClosed) >= 1);
     let r = open.reserve(&REQ).await.unwrap();
     assert!(!r.enforced(), "passed without a check");
-    assert_eq!(open.metrics().decisions(DecisionLabel::FailOpen), 1);
+    assert!(open.metrics().decisions(DecisionLabel::FailOpen) >= 1);
     drop(r);
 
     // Same port, fresh (empty) server: both recover without being rebuilt.
