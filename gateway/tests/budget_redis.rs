@@ -349,3 +349,44 @@ fn server_guard_helpers_work() {
     assert!(ping(redis.port));
     assert_eq!(redis.get("absent"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_streams_leak_no_reservation_in_redis() {
+    let redis = RedisServer::start();
+    let e = enforcer(
+        &redis.url(),
+        100.0,
+        StoreUnavailable::FailClosed,
+        Duration::from_secs(10),
+    );
+    let key = format!(
+        "palisade:budget:{{support/prod}}:environment:monthly:usd:{}",
+        month_start()
+    );
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(20);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (e, held_tx) = (e.clone(), held_tx.clone());
+            tokio::spawn(async move {
+                let _r = e.reserve(&REQ).await.unwrap();
+                held_tx.send(()).await.unwrap();
+                // A stream that never finishes; the client goes away (abort below).
+                std::future::pending::<()>().await;
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        held_rx.recv().await.unwrap();
+    }
+    assert_eq!(redis.get(&key), 20 * 12_500);
+    for t in tasks {
+        t.abort();
+        let _ = t.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.get(&key) != 0 {
+        assert!(Instant::now() < deadline, "reservations leaked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(e.metrics().drop_releases(), 20);
+}
