@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod budget;
+pub mod clock;
 pub mod control;

@@ -10,60 +10,11 @@
 //! sleeping — tests drive a [`ManualClock`] instead (the shape of linkerd2-proxy's
 //! `local_rate_limit`, which takes its clock from the caller).
 
-use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use policy_engine::pack::BudgetWindow;
 
 const SECS_PER_DAY: i64 = 86_400;
 
-/// Where budgets read the time. Seconds since the Unix epoch, UTC.
-pub trait Clock: Send + Sync + fmt::Debug {
-    fn now_unix(&self) -> i64;
-}
-
-/// The real wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_unix(&self) -> i64 {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            // A clock set before 1970 is a broken host; treat it as the epoch.
-            Err(_) => 0,
-        }
-    }
-}
-
-/// A clock that moves only when told to. For tests and simulations.
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    now: AtomicI64,
-}
-
-impl ManualClock {
-    pub fn new(now_unix: i64) -> Self {
-        Self {
-            now: AtomicI64::new(now_unix),
-        }
-    }
-
-    pub fn set(&self, now_unix: i64) {
-        self.now.store(now_unix, Ordering::SeqCst);
-    }
-
-    pub fn advance(&self, secs: i64) {
-        self.now.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_unix(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// One occurrence of a window: `[start, end)`. `end` is `None` for `total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
