@@ -13,9 +13,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,90 +26,7 @@ use policy_engine::pack::{
 };
 use policy_engine::ModelRoute;
 
-/// A `redis-server` child in a temp dir; killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        for _ in 0..20 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if let Some(s) = Self::start_on(port) {
-                return s;
-            }
-        }
-        panic!("could not start redis-server on a free port");
-    }
-
-    /// `None` when the port was taken in the meantime (the server exits at once).
-    fn start_on(port: u16) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(port) {
-                return Some(Self {
-                    child,
-                    port,
-                    _dir: dir,
-                });
-            }
-            if child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            std::thread::yield_now();
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn get(&self, key: &str) -> i64 {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).unwrap();
-        let mut buf = [0u8; 128];
-        let n = s.read(&mut buf).unwrap();
-        let reply = String::from_utf8_lossy(&buf[..n]);
-        reply.lines().nth(1).map_or(0, |l| l.parse().unwrap_or(0))
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-}
+use test_support::{redis_ping as ping, RedisServer};
 
 fn models() -> BTreeMap<String, ModelRoute> {
     let r = ModelRoute {
@@ -299,7 +214,7 @@ async fn reserve_until_ok(e: &BudgetEnforcer) -> gateway::budget::Reservation {
 #[tokio::test]
 async fn dead_redis_fails_closed_or_open_and_recovery_is_automatic() {
     let redis = RedisServer::start();
-    let port = redis.port;
+    let port = redis.port();
     let closed = enforcer(&redis.url(), 100.0, StoreUnavailable::FailClosed, FAST);
     let open = enforcer(&redis.url(), 100.0, StoreUnavailable::FailOpen, FAST);
     // Polled: on a loaded machine the first connection may take longer than FAST.
@@ -346,7 +261,7 @@ fn restart_on(port: u16) -> RedisServer {
 #[test]
 fn server_guard_helpers_work() {
     let redis = RedisServer::start();
-    assert!(ping(redis.port));
+    assert!(ping(redis.port()));
     assert_eq!(redis.get("absent"), 0);
 }
 
