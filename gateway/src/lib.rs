@@ -1,3 +1,5 @@
 //! Palisade's data plane.
 
 pub mod audit;
+pub mod budget;
+pub mod control;
