@@ -82,13 +82,13 @@ pub(crate) fn check_gateway_key(caller: &Caller, environment: &str) -> Result<()
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn validate(instance: &Instance) -> Result<(), ApiError> {
     if !valid_id(&instance.id) {
         return Err(ApiError::BadRequest(
-            "instance.id must be 1 to 128 printable characters without `/`".to_owned(),
+            "instance.id must be 1 to 128 printable ASCII characters".to_owned(),
         ));
     }
     if instance.pack.is_empty() || instance.environment.is_empty() {

@@ -72,7 +72,14 @@ struct RollbackBody {
 
 /// Route one request.
 pub(crate) async fn dispatch(app: &App, req: &Req) -> Result<Resp, ApiError> {
-    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    // Split first, then decode: a percent-encoded `/` inside a gateway id stays in its segment.
+    let decoded: Vec<String> = req
+        .path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| crate::server::percent_decode(s, false))
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let m = &req.method;
     match segments.as_slice() {
         ["healthz"] if m == Method::GET => ok(&json!({ "status": "ok" })),

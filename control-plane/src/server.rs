@@ -64,14 +64,14 @@ impl Req {
     }
 }
 
-/// Decode `%XX` and `+` in a query component.
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` (and, in a query component, `+` as a space).
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 match u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or(""), 16) {
                     Ok(b) => {
@@ -94,7 +94,7 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            (percent_decode(k, true), percent_decode(v, true))
         })
         .collect()
 }
@@ -183,5 +183,6 @@ mod tests {
         assert_eq!(q[2], ("x".into(), "1 2".into()));
         assert_eq!(q[3], ("bad".into(), "%zz".into()));
         assert_eq!(q[4], ("end".into(), "%4".into()));
+        assert_eq!(percent_decode("gw%3A1+a", false), "gw:1+a");
     }
 }
