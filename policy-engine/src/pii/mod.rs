@@ -1,1 +1,34 @@
-//! PII detection and redaction. Placeholder: the engine lands with the PII issue.
+//! PII detection and redaction: the engine behind the `pii-detector` policy.
+//!
+//! [`PiiDetector::compile`] turns a pack's settings into one immutable detector: a trigger scan
+//! plus per-candidate validators for the built-in entities (`scanner`, `numeric`, `tokens`,
+//! `keys`, `validators`), one multi-pattern regex and one term automaton for custom entities
+//! (`custom`), normalisation of evasive characters (`normalize`), replacement styles and the
+//! per-request [`RedactionSession`] (`redact`), and an incremental [`StreamRedactor`] for SSE
+//! (`stream`). `corpus` is a seeded generator of labelled text used by the accuracy test and
+//! the benchmarks; it is not part of the supported API.
+//!
+//! The engine never reads the environment, never logs values, and never allocates for text in
+//! which it finds nothing.
+
+mod compile;
+#[doc(hidden)]
+pub mod corpus;
+mod custom;
+mod detector;
+mod keys;
+mod normalize;
+mod numeric;
+mod redact;
+mod scanner;
+mod stream;
+mod tokens;
+mod validators;
+
+#[cfg(test)]
+mod tests;
+
+pub use compile::{PiiCompileError, REGEX_SIZE_LIMIT};
+pub use detector::{EntityId, Finding, PiiDetector};
+pub use redact::RedactionSession;
+pub use stream::StreamRedactor;
