@@ -67,7 +67,13 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
     let mut c = parse(hay, t, lo);
     let end = c.groups.get(c.n.wrapping_sub(1)).map_or(t + 1, |g| g.1);
     if glued_id || is_currency_before(hay, c.start) {
-        return Step::miss(end);
+        // The groups glued to the identifier or price are part of it; a space ends it.
+        let k = c
+            .seps
+            .iter()
+            .take(c.n.saturating_sub(1))
+            .position(|&s| s == b' ');
+        return Step::miss(k.map_or(end, |k| c.groups[k].1));
     }
     if c.start < t && c.start > 0 && is_word(at(hay, c.start - 1)) {
         c.lead = Lead::None;
@@ -88,7 +94,7 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
             if j == c.n && !right_ok {
                 continue;
             }
-            if let Some(kind) = classify(hay, &c, i, j) {
+            if let Some(kind) = classify(hay, &c, i, j, i > 0 || j < c.n) {
                 let s = if i == 0 { c.start } else { c.groups[i].0 };
                 let e = c.groups[j - 1].1;
                 return Step {
@@ -140,7 +146,9 @@ fn parse(hay: &[u8], t: usize, lo: usize) -> Cluster {
     c
 }
 
-fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize) -> Option<u16> {
+/// `partial`: the range is a space-split part of a longer cluster. National trunk-0 numbers are
+/// then refused: `0947 9801 86` inside a 22-digit tracking number is not a phone.
+fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Option<u16> {
     let gs = &c.groups[i..j];
     let seps = &c.seps[i..j - 1];
     let lead = if i == 0 { c.lead } else { Lead::None };
@@ -185,7 +193,8 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize) -> Option<u16> {
             && first(k) >= b'2'
             && first(k + 1) >= b'2'
     };
-    let trunk0 = first(0) == b'0'
+    let trunk0 = !partial
+        && first(0) == b'0'
         && (10..=11).contains(&ndig)
         && gs.len() >= 2
         && (2..=5).contains(&len(0))
