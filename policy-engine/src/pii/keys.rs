@@ -7,7 +7,7 @@
 //! without a known prefix are deliberately not reported: they cost precision (git SHAs, UUIDs,
 //! base64 blobs) for little recall.
 
-use super::scanner::{ent, is_word, Step};
+use super::scanner::{ent, is_glued_left, is_word, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alphabet {
@@ -103,7 +103,11 @@ pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
         return Step::miss(t + 1);
     };
     let miss = Step::miss(t + 1);
-    if t > 0 && hay.get(t - 1).is_some_and(|&b| is_word(b) || b == b'-') {
+    if t > 0
+        && hay
+            .get(t - 1)
+            .is_some_and(|&b| is_glued_left(b) || b == b'-')
+    {
         return miss;
     }
     let body_start = t + r.prefix.len();

@@ -13,7 +13,7 @@
 //! Not covered: bare 10-digit phone numbers without `+` (indistinguishable from order numbers
 //! and timestamps without context), vanity numbers (`1-800-FLOWERS`).
 
-use super::scanner::{ent, is_word, Step};
+use super::scanner::{ent, is_glued_left, is_word, Step};
 use super::validators::{card_issuer_ok, luhn, ssn_ok};
 
 const MAX_GROUPS: usize = 12;
@@ -55,7 +55,7 @@ fn is_currency_before(hay: &[u8], t: usize) -> bool {
 /// Confirm the cluster opened by the digit at `t`.
 pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
     let prev = if t > 0 { at(hay, t - 1) } else { 0 };
-    if t > 0 && is_word(prev) {
+    if t > 0 && is_glued_left(prev) {
         // Inside a word (a hash, a SKU, `user1`): skip the rest of it, bounded.
         let mut i = t;
         while i < hay.len() && i - t < MAX_CLUSTER && is_word(at(hay, i)) {
@@ -64,7 +64,7 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
         return Step::miss(i);
     }
     let glued_id = t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_word(at(hay, t - 2));
-    let mut c = parse(hay, t, lo);
+    let c = parse(hay, t, lo);
     let end = c.groups.get(c.n.wrapping_sub(1)).map_or(t + 1, |g| g.1);
     if glued_id || is_currency_before(hay, c.start) {
         // The groups glued to the identifier or price are part of it; a space ends it.
@@ -75,9 +75,9 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
             .position(|&s| s == b' ');
         return Step::miss(k.map_or(end, |k| c.groups[k].1));
     }
-    if c.start < t && c.start > 0 && is_word(at(hay, c.start - 1)) {
-        c.lead = Lead::None;
-        c.start = t;
+    if c.start < t && c.start > 0 && is_glued_left(at(hay, c.start - 1)) {
+        // `x+44…` or `f(555…`: an expression, not a phone number.
+        return Step::miss(end);
     }
     let right_ok = !(is_word(at(hay, end))
         || at(hay, end) == b'@'
@@ -161,8 +161,11 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
         if gs.len() == 4 && all_seps(b".") {
             let octet = |k: usize| {
                 let g = hay.get(gs[k].0..gs[k].1).unwrap_or_default();
+                if !(1..=3).contains(&g.len()) {
+                    return false;
+                }
                 let v = g.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
-                (1..=3).contains(&g.len()) && v <= 255 && !(g.len() > 1 && g[0] == b'0')
+                v <= 255 && !(g.len() > 1 && g[0] == b'0')
             };
             return (0..4).all(octet).then_some(ent::IP);
         }

@@ -53,6 +53,14 @@ pub(crate) fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// Whether a candidate right after byte `b` is glued to what precedes it. `]` (end of a
+/// placeholder) and `*` (a masked character) count as glue, so text right after a replacement
+/// (`[PHONE_1]+44…`, `***:***+44…`) reads as it did before redaction, when the value there
+/// ended in a word character: this keeps redaction idempotent.
+pub(crate) fn is_glued_left(b: u8) -> bool {
+    is_word(b) || b == b']' || b == b'*'
+}
+
 /// The outcome of confirming one candidate: a finding, and where scanning continues otherwise.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Step {

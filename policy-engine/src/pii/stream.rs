@@ -126,7 +126,11 @@ impl<'d> StreamRedactor<'d> {
         if last {
             return;
         }
-        let bound_local = bound.saturating_sub(norm0).min(hay.len());
+        let mut bound_local = bound.saturating_sub(norm0).min(hay.len());
+        // Pass positions are byte offsets; release only up to a character boundary.
+        while bound_local > 0 && hay.get(bound_local).is_some_and(|b| (b & 0xC0) == 0x80) {
+            bound_local -= 1;
+        }
         let target = norm
             .as_ref()
             .map_or(bound_local, |n| n.orig_start(bound_local, orig_len));

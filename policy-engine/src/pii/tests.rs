@@ -324,3 +324,32 @@ fn disabled_entities_are_not_reported() {
     let d = PiiDetector::compile(&cfg, None).unwrap();
     assert_eq!(d.find("078-05-1120 a@b.io 4111111111111111").len(), 1);
 }
+
+#[test]
+fn regression_long_dotted_digit_group_does_not_overflow_ipv4_octet() {
+    none("1.2.3.99999999999999999");
+}
+
+#[test]
+fn regression_stream_release_point_is_snapped_to_a_char_boundary() {
+    let d = det();
+    let text = "é".repeat(400) + " a@b.io " + &"日本".repeat(100);
+    let mut s = RedactionSession::new();
+    let mut out = String::new();
+    let mut st = d.stream();
+    st.push(&text[..600], &mut s, &mut out);
+    st.push(&text[600..], &mut s, &mut out);
+    st.finish(&mut s, &mut out);
+    assert_eq!(out, d.redact(&text, &mut RedactionSession::new()));
+}
+
+#[test]
+fn regression_plus_glued_to_a_value_stays_unredacted_after_redaction() {
+    // `…9837+44 20…`: the `+` belongs to the text before it, so neither the original nor the
+    // redacted text (`[PHONE_1]+44 20…`) reports a second phone.
+    let d = det();
+    let text = "call +1 583 950 9837+44 20 7946 7422 now";
+    let once = d.redact(text, &mut RedactionSession::new()).into_owned();
+    assert_eq!(once, "call [PHONE_1]+44 20 7946 7422 now");
+    assert_eq!(d.find(&once), vec![]);
+}

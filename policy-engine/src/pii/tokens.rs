@@ -9,7 +9,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::scanner::{ent, is_word, Step};
+use super::scanner::{ent, is_glued_left, is_word, Step};
 use super::validators::{iban_len, iban_ok};
 
 fn is_local(b: u8) -> bool {
@@ -87,7 +87,7 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     while s > lo && t - s < 40 && is_hex_or_colon(at(hay, s - 1)) {
         s -= 1;
     }
-    if s > 0 && (is_word(at(hay, s - 1)) || matches!(at(hay, s - 1), b':' | b'.')) {
+    if s > 0 && (is_glued_left(at(hay, s - 1)) || matches!(at(hay, s - 1), b':' | b'.')) {
         return miss;
     }
     let mut e = t;
@@ -130,7 +130,7 @@ pub(crate) fn iban(hay: &[u8], t: usize, lo: usize) -> Option<(usize, usize)> {
     }
     let s = t - 2;
     let cc = hay.get(s..t)?;
-    if !cc.iter().all(u8::is_ascii_uppercase) || (s > 0 && is_word(at(hay, s - 1))) {
+    if !cc.iter().all(u8::is_ascii_uppercase) || (s > 0 && is_glued_left(at(hay, s - 1))) {
         return None;
     }
     let want = iban_len(cc)?;
