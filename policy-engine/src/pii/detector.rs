@@ -239,7 +239,7 @@ pub(crate) fn sweep(
     upto: usize,
     mut emit: impl FnMut(Raw),
 ) {
-    if raw.len() > 1 {
+    if !raw.is_sorted_by_key(|r| (r.start, std::cmp::Reverse(r.end), r.pass)) {
         raw.sort_unstable_by_key(|r| (r.start, std::cmp::Reverse(r.end), r.pass));
     }
     let n = raw.iter().take_while(|r| r.start < upto).count();

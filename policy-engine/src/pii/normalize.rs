@@ -3,37 +3,72 @@
 //! Why: `４１１１ １１１１…` or an e-mail address with zero-width spaces between its letters is
 //! the same personal data as its plain form, and evasion by invisible characters is cheap. Text
 //! is mapped character by character (fullwidth ASCII U+FF01–FF5E → ASCII; NBSP and the U+2000
-//! spaces → space; zero-width, bidi marks, word joiner, soft hyphen, BOM → removed), and every
-//! normalised byte remembers the original byte range it came from so spans are reported on the
-//! original text. The mapping is per character, so normalising a prefix gives a prefix of the
-//! normalised whole: the stream redactor relies on that.
+//! spaces → space; zero-width, bidi marks, word joiner, soft hyphen, BOM → removed), and a
+//! sparse segment map leads every normalised byte back to the original bytes it came from, so
+//! spans are reported on the original text. The mapping is per character, so normalising a
+//! prefix gives a prefix of the normalised whole: the stream redactor relies on that.
 //!
 //! What it does not do: Unicode NFKC in general, homoglyph folding (Cyrillic `а` stays), or
 //! case folding. Texts without the lead bytes 0xC2, 0xE2 and 0xEF are returned untouched after
 //! one `memchr3` pass, so clean ASCII and most non-Latin prose pay nothing more.
 
-/// A normalised copy of a text plus, per normalised byte, the original byte range it came from.
+/// A normalised copy of a text and the map from its bytes back to the original.
+///
+/// The map is sparse: a list of segments, each either a run of unchanged bytes or one mapped
+/// character, so building it costs a `memcpy` per run rather than work per byte.
 #[derive(Debug)]
 pub(crate) struct Normalized {
     pub(crate) text: Vec<u8>,
-    starts: Vec<u32>,
-    ends: Vec<u32>,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    norm: usize,
+    orig: usize,
+    /// 0 for a run of unchanged bytes; otherwise the original length of one mapped character.
+    mapped_len: usize,
 }
 
 impl Normalized {
+    fn segment_of(&self, i: usize) -> Option<&Segment> {
+        let k = self.segments.partition_point(|s| s.norm <= i);
+        self.segments.get(k.checked_sub(1)?)
+    }
+
     /// Original offset where normalised byte `i` begins (`i == len` maps to the original end).
     pub(crate) fn orig_start(&self, i: usize, orig_len: usize) -> usize {
-        self.starts.get(i).map_or(orig_len, |&s| s as usize)
+        if i >= self.text.len() {
+            return orig_len;
+        }
+        match self.segment_of(i) {
+            Some(s) if s.mapped_len > 0 => s.orig,
+            Some(s) => s.orig + (i - s.norm),
+            None => i,
+        }
     }
 
     /// Original offset just after normalised byte `i`.
     pub(crate) fn orig_end(&self, i: usize) -> usize {
-        self.ends.get(i).map_or(0, |&e| e as usize)
+        match self.segment_of(i) {
+            Some(s) if s.mapped_len > 0 => s.orig + s.mapped_len,
+            Some(s) => s.orig + (i - s.norm) + 1,
+            None => i + 1,
+        }
     }
 
     /// Number of normalised bytes produced by the original text before `orig` (a char boundary).
     pub(crate) fn norm_index_of(&self, orig: usize) -> usize {
-        self.starts.partition_point(|&s| (s as usize) < orig)
+        let k = self.segments.partition_point(|s| s.orig < orig);
+        let Some(s) = k.checked_sub(1).and_then(|k| self.segments.get(k)) else {
+            return orig.min(self.text.len());
+        };
+        let seg_len = self.segments.get(k).map_or(self.text.len(), |n| n.norm) - s.norm;
+        if s.mapped_len > 0 {
+            s.norm + seg_len.min(1)
+        } else {
+            s.norm + (orig - s.orig).min(seg_len)
+        }
     }
 }
 
@@ -55,49 +90,54 @@ fn map_char(c: char) -> Mapped {
     }
 }
 
-/// Whether `text` may contain a character that normalisation changes. Cheap: one `memchr3`.
-pub(crate) fn may_need(text: &[u8]) -> bool {
-    memchr::memchr3(0xC2, 0xE2, 0xEF, text).is_some()
+/// The characters normalisation changes, in order: (offset, length, mapping).
+fn edits(text: &str) -> impl Iterator<Item = (usize, usize, Mapped)> + '_ {
+    memchr::memchr3_iter(0xC2, 0xE2, 0xEF, text.as_bytes()).filter_map(move |i| {
+        let c = text.get(i..)?.chars().next()?;
+        match map_char(c) {
+            Mapped::Keep => None,
+            m => Some((i, c.len_utf8(), m)),
+        }
+    })
 }
 
 /// Normalise `text`, or `None` when nothing would change (the common case).
 pub(crate) fn normalize(text: &str) -> Option<Normalized> {
-    if !may_need(text.as_bytes()) {
-        return None;
-    }
-    if !text.chars().any(|c| !matches!(map_char(c), Mapped::Keep)) {
-        return None;
-    }
+    let mut edits = edits(text).peekable();
+    edits.peek()?;
     let mut out = Normalized {
         text: Vec::with_capacity(text.len()),
-        starts: Vec::with_capacity(text.len()),
-        ends: Vec::with_capacity(text.len()),
+        segments: Vec::new(),
     };
-    for (i, c) in text.char_indices() {
-        let end = i + c.len_utf8();
-        // Offsets are u32: a single text over 4 GiB is far beyond any request body limit, and
-        // saturating keeps spans in range rather than wrapping.
-        let (s32, e32) = (sat_u32(i), sat_u32(end));
-        match map_char(c) {
-            Mapped::Drop => {}
-            Mapped::To(b) => {
-                out.text.push(b);
-                out.starts.push(s32);
-                out.ends.push(e32);
-            }
-            Mapped::Keep => {
-                let mut tmp = [0u8; 4];
-                for (k, &b) in c.encode_utf8(&mut tmp).as_bytes().iter().enumerate() {
-                    out.text.push(b);
-                    out.starts.push(sat_u32(i + k));
-                    out.ends.push(sat_u32(i + k + 1));
-                }
-            }
+    let mut at = 0;
+    for (i, len, m) in edits {
+        if i > at {
+            out.segments.push(Segment {
+                norm: out.text.len(),
+                orig: at,
+                mapped_len: 0,
+            });
+            out.text
+                .extend_from_slice(text.as_bytes().get(at..i).unwrap_or_default());
         }
+        if let Mapped::To(b) = m {
+            out.segments.push(Segment {
+                norm: out.text.len(),
+                orig: i,
+                mapped_len: len,
+            });
+            out.text.push(b);
+        }
+        at = i + len;
+    }
+    if at < text.len() {
+        out.segments.push(Segment {
+            norm: out.text.len(),
+            orig: at,
+            mapped_len: 0,
+        });
+        out.text
+            .extend_from_slice(text.as_bytes().get(at..).unwrap_or_default());
     }
     Some(out)
-}
-
-fn sat_u32(v: usize) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
 }

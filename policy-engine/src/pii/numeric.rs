@@ -239,8 +239,11 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
 
 /// Printed card layouts: one block, blocks of four (last one 1–4), or Amex/Diners 4-6-5 / 4-6-4.
 fn card_shape(gs: &[(usize, usize)]) -> bool {
-    let lens: Vec<usize> = gs.iter().map(|g| g.1 - g.0).collect();
-    match lens.as_slice() {
+    let mut lens = [0usize; MAX_GROUPS];
+    for (l, g) in lens.iter_mut().zip(gs) {
+        *l = g.1 - g.0;
+    }
+    match lens.get(..gs.len()).unwrap_or_default() {
         [_] => true,
         [4, 6, 5] | [4, 6, 4] => true,
         [init @ .., last] if init.len() >= 3 => {

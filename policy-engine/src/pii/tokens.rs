@@ -83,6 +83,10 @@ fn is_hex_or_colon(b: u8) -> bool {
 /// IPv6 address containing the `:` at `t`.
 pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     let miss = Step::miss(t + 1);
+    // Cheap exit for the common `:` of prose (`Note: …`, `à jour :`).
+    if !(is_hex_or_colon(at(hay, t + 1)) || (t > 0 && at(hay, t - 1).is_ascii_hexdigit())) {
+        return miss;
+    }
     let mut s = t;
     while s > lo && t - s < 40 && is_hex_or_colon(at(hay, s - 1)) {
         s -= 1;
@@ -108,7 +112,13 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     };
     let colons = cand.iter().filter(|&&b| b == b':').count();
     let groups = cand.split(|&b| b == b':').filter(|g| !g.is_empty()).count();
-    if colons < 2 || groups < 2 || !cand.iter().any(u8::is_ascii_digit) {
+    // Eight groups, or fewer with `::`: `12:30:45` and MAC-like `00:1A:2B:3C:4D:5E` are neither.
+    let compressed = cand.windows(2).any(|w| w == b"::");
+    let embedded_v4 = colons == 6 && cand.contains(&b'.');
+    if !(colons == 7 || compressed || embedded_v4)
+        || groups < 2
+        || !cand.iter().any(u8::is_ascii_digit)
+    {
         return miss;
     }
     let parsed = std::str::from_utf8(cand)
