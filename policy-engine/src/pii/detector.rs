@@ -183,12 +183,23 @@ impl PiiDetector {
     /// `text` with every finding replaced; borrowed (no allocation) when nothing is found.
     pub fn redact<'t>(&self, text: &'t str, session: &mut RedactionSession) -> Cow<'t, str> {
         let findings = self.find(text);
+        self.redact_found(text, &findings, session)
+    }
+
+    /// Like [`redact`](Self::redact), with findings a caller already has from
+    /// [`find`](Self::find) on the same text (one detection pass when both are needed).
+    pub fn redact_found<'t>(
+        &self,
+        text: &'t str,
+        findings: &[Finding],
+        session: &mut RedactionSession,
+    ) -> Cow<'t, str> {
         if findings.is_empty() {
             return Cow::Borrowed(text);
         }
         let mut out = String::with_capacity(text.len() + 16);
         let mut at = 0;
-        for f in &findings {
+        for f in findings {
             out.push_str(text.get(at..f.start).unwrap_or_default());
             self.write_replacement(f, text, session, &mut out);
             at = f.end;
