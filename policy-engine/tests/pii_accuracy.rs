@@ -118,3 +118,24 @@ fn tuning_split_mistakes() {
     let table = score(&generate(TUNING_SEED, 5000), 40);
     print_table("tuning split", &table);
 }
+
+/// Writes the held-out split as JSONL (`{"text", "labels": [{"entity","start","end"}]}`) to the
+/// path in `PII_CORPUS_OUT`, for the Presidio comparison in `benches/pii-presidio/`.
+#[test]
+#[ignore = "tool: PII_CORPUS_OUT=/tmp/corpus.jsonl cargo test -p policy-engine --test pii_accuracy -- --ignored export"]
+fn export_held_out_corpus_as_jsonl() {
+    let Ok(path) = std::env::var("PII_CORPUS_OUT") else {
+        return;
+    };
+    let mut out = String::new();
+    for s in generate(HELD_OUT_SEED, 5000) {
+        let labels: Vec<serde_json::Value> = s
+            .labels
+            .iter()
+            .map(|l| serde_json::json!({"entity": l.entity, "start": l.start, "end": l.end}))
+            .collect();
+        out.push_str(&serde_json::json!({"text": s.text, "labels": labels}).to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
