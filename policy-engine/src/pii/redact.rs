@@ -11,6 +11,7 @@
 //! only in memory for the life of one request and exposes only counts and entity types.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -67,10 +68,14 @@ impl RedactionSession {
             return 0;
         };
         tally.count = tally.count.saturating_add(1);
+        if let Some(&index) = tally.indexes.get(value) {
+            return index;
+        }
         let next = u32::try_from(tally.indexes.len())
             .unwrap_or(u32::MAX)
             .saturating_add(1);
-        *tally.indexes.entry(value.to_owned()).or_insert(next)
+        tally.indexes.insert(value.to_owned(), next);
+        next
     }
 }
 
@@ -110,11 +115,8 @@ impl Replacer {
             .map_or("PII", String::as_str);
         match self.style {
             RedactionStyle::Placeholder => {
-                out.push('[');
-                out.push_str(label);
-                out.push('_');
-                out.push_str(&index.to_string());
-                out.push(']');
+                // Writing into a String cannot fail.
+                let _ = write!(out, "[{label}_{index}]");
             }
             RedactionStyle::Hash => {
                 out.push('[');
@@ -124,7 +126,7 @@ impl Replacer {
                 if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) {
                     mac.update(value.as_bytes());
                     for b in mac.finalize().into_bytes().iter().take(4) {
-                        out.push_str(&format!("{b:02x}"));
+                        let _ = write!(out, "{b:02x}");
                     }
                 }
                 out.push(']');

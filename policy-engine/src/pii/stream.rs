@@ -7,9 +7,11 @@
 //! concatenated output equals `redact` of the concatenated input for any chunking (property
 //! tested in `tests/pii_stream.rs`).
 //!
-//! Hold-back bound: at most `LOOKAHEAD + MAX_LEFT` = 394 bytes of *normalised* text are held
-//! back after a `push` — 394 bytes of ASCII text, at most 3 × 394 = 1,182 bytes when the tail is
-//! fullwidth characters ([`PiiDetector::max_holdback_bytes`]). Invisible characters that
+//! Hold-back bound: at most `LOOKAHEAD + MAX_LEFT` = 328 + 64 = 392 bytes of *normalised* text
+//! are held back after a `push` — 392 bytes of ASCII text, at most 3 × 392 = 1,176 bytes when
+//! the tail is fullwidth characters ([`PiiDetector::max_holdback_bytes`]). `LOOKAHEAD` is set by
+//! custom regexes (256-byte match + 64-byte context window + 8); `MAX_LEFT` by the longest
+//! e-mail local part the detector accepts. Invisible characters that
 //! normalisation removes (zero-width spaces, BOM, bidi marks) produce no normalised bytes and come
 //! on top of that bound: a tail padded with them is held until real text follows or `finish`.
 //! Text already flushed cannot be retracted: a finding is only ever redacted in full, never after

@@ -353,3 +353,19 @@ fn regression_plus_glued_to_a_value_stays_unredacted_after_redaction() {
     assert_eq!(once, "call [PHONE_1]+44 20 7946 7422 now");
     assert_eq!(d.find(&once), vec![]);
 }
+
+#[test]
+fn stream_holds_back_at_most_392_bytes_of_ascii_and_states_1176_overall() {
+    let d = det();
+    assert_eq!(d.max_holdback_bytes(), 1176);
+    let text = "The quick brown fox jumps over the lazy dog, call 555-234-5678. ".repeat(200);
+    let mut s = RedactionSession::new();
+    let mut out = String::new();
+    let mut st = d.stream();
+    for chunk in text.as_bytes().chunks(7) {
+        st.push(std::str::from_utf8(chunk).unwrap(), &mut s, &mut out);
+        assert!(st.held_back() <= 392, "held {}", st.held_back());
+    }
+    st.finish(&mut s, &mut out);
+    assert_eq!(out, d.redact(&text, &mut RedactionSession::new()));
+}
