@@ -369,3 +369,22 @@ fn stream_holds_back_at_most_392_bytes_of_ascii_and_states_1176_overall() {
     st.finish(&mut s, &mut out);
     assert_eq!(out, d.redact(&text, &mut RedactionSession::new()));
 }
+
+#[test]
+fn detector_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PiiDetector>();
+}
+
+proptest::proptest! {
+    /// The SWAR trigger scan agrees with a plain byte-by-byte search, from any start.
+    #[test]
+    fn swar_trigger_scan_agrees_with_plain_search(text in "[a-z :@0-9é日\\n]{0,200}", from in 0usize..210) {
+        let bytes = text.as_bytes();
+        let expected = bytes
+            .get(from..)
+            .and_then(|rest| rest.iter().position(|b| b.is_ascii_digit() || *b == b':' || *b == b'@'))
+            .map(|i| i + from);
+        proptest::prop_assert_eq!(super::scanner::next_byte_trigger(bytes, from), expected);
+    }
+}
