@@ -7,11 +7,12 @@
 //! values stay linkable across requests without being recoverable.
 //!
 //! Every replacement is chosen so that no detector matches it again (no `@`, no digit runs
-//! that form a number shape, no key prefix): redaction is idempotent. The session keeps values
-//! only in memory for the life of one request and exposes only counts and entity types.
+//! that form a number shape, no key prefix): redaction is idempotent. The session keeps only
+//! keyed hashes of values, for the life of one request, and exposes only counts and entity types.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -19,16 +20,71 @@ use sha2::Sha256;
 use crate::pack::RedactionStyle;
 
 /// Per-request redaction state: stable indexes per (entity, value) and counts per entity type.
+///
+/// Values are remembered only as 64-bit keyed hashes (a multiply-xorshift hash seeded per
+/// session from the standard library's random keys),
+/// so a session never holds the personal data it redacted; two distinct values collide with
+/// probability 2⁻⁶⁴ per pair, which would merely give them one placeholder.
 #[derive(Debug, Default, Clone)]
 pub struct RedactionSession {
     /// Entity name → tally, in first-seen order.
     tallies: Vec<(String, Tally)>,
+    seed: Seed,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seed(u64);
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self(RandomState::new().hash_one(0x5EED_u64) | 1)
+    }
+}
+
+impl Seed {
+    /// A fast keyed 64-bit hash of `value`: eight bytes at a time, multiply and xor-shift.
+    fn hash(self, value: &[u8]) -> u64 {
+        const M: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mix = |h: u64, w: u64| {
+            let x = (h ^ w).wrapping_mul(M);
+            x ^ (x >> 29)
+        };
+        let mut h = self.0 ^ (value.len() as u64).wrapping_mul(M);
+        let mut chunks = value.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = mix(h, u64::from_le_bytes(w));
+        }
+        let mut w = [0u8; 8];
+        let rest = chunks.remainder();
+        w[..rest.len()].copy_from_slice(rest);
+        mix(mix(h, u64::from_le_bytes(w)), self.0).wrapping_mul(M)
+    }
+}
+
+/// Keys of `Tally::indexes` are hashes already; hash them again for nothing.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 struct Tally {
     count: u32,
-    indexes: HashMap<String, u32>,
+    indexes: HashMap<u64, u32, BuildHasherDefault<PreHashed>>,
 }
 
 impl RedactionSession {
@@ -64,17 +120,18 @@ impl RedactionSession {
                 self.tallies.len() - 1
             }
         };
+        let key = self.seed.hash(value.as_bytes());
         let Some((_, tally)) = self.tallies.get_mut(k) else {
             return 0;
         };
         tally.count = tally.count.saturating_add(1);
-        if let Some(&index) = tally.indexes.get(value) {
+        if let Some(&index) = tally.indexes.get(&key) {
             return index;
         }
         let next = u32::try_from(tally.indexes.len())
             .unwrap_or(u32::MAX)
             .saturating_add(1);
-        tally.indexes.insert(value.to_owned(), next);
+        tally.indexes.insert(key, next);
         next
     }
 }
