@@ -20,20 +20,11 @@ use super::scanner::{Builtins, PassState, Raw, MAX_LEFT, MAX_RIGHT};
 use super::stream::StreamRedactor;
 use crate::pack::{PiiAction, PiiDetectorConfig};
 
-/// Bytes of normalised text right of a trigger any pass may read before deciding.
-pub(crate) const LOOKAHEAD: usize = {
-    let custom = MAX_CUSTOM_MATCH + CONTEXT_WINDOW + 8;
-    let a = if custom > MAX_RIGHT {
-        custom
-    } else {
-        MAX_RIGHT
-    };
-    if a > MAX_TERM + 8 {
-        a
-    } else {
-        MAX_TERM + 8
-    }
-};
+/// Bytes of normalised text right of a trigger each pass may read before deciding: built-ins
+/// (e-mail domain), custom regexes (longest match + context window + a `\b`), terms.
+const BUILTIN_LOOKAHEAD: usize = MAX_RIGHT;
+const REGEX_LOOKAHEAD: usize = MAX_CUSTOM_MATCH + CONTEXT_WINDOW + 8;
+const TERM_LOOKAHEAD: usize = MAX_TERM + 8;
 /// Bytes of normalised text left of a pass's position a decision may read.
 pub(crate) const LOOKBEHIND: usize = MAX_LEFT + 16 + CONTEXT_WINDOW;
 
@@ -67,6 +58,8 @@ pub struct PiiDetector {
     custom: Compiled,
     replacer: Replacer,
     action: PiiAction,
+    /// The largest look-ahead of the passes this detector runs.
+    lookahead: usize,
 }
 
 /// Per-pass scan positions, in normalised offsets.
@@ -97,6 +90,16 @@ impl PiiDetector {
             .iter()
             .map(|n| n.to_ascii_uppercase())
             .collect();
+        let lookahead = [
+            (builtins.is_some(), BUILTIN_LOOKAHEAD),
+            (compiled.regexes.is_some(), REGEX_LOOKAHEAD),
+            (compiled.terms.is_some(), TERM_LOOKAHEAD),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0);
         Ok(Self {
             names: compiled.names.clone(),
             builtins,
@@ -107,6 +110,7 @@ impl PiiDetector {
                 key: hash_key.map(<[u8]>::to_vec),
             },
             action: cfg.action,
+            lookahead,
         })
     }
 
@@ -121,12 +125,21 @@ impl PiiDetector {
         self.action
     }
 
-    /// The most original-text bytes a `StreamRedactor` holds back, for text without invisible
-    /// characters (see the `stream` module docs for the exact statement).
+    /// The most original-text bytes a `StreamRedactor` holds back after a `push`, for text
+    /// without invisible characters (see the `stream` module docs for the exact statement).
     pub fn max_holdback_bytes(&self) -> usize {
-        // Normalised hold-back is at most LOOKAHEAD + MAX_LEFT bytes; one normalised byte comes
+        // Normalised hold-back is at most lookahead + MAX_LEFT bytes; one normalised byte comes
         // from at most 3 original bytes (a fullwidth character).
-        (LOOKAHEAD + MAX_LEFT) * 3
+        self.max_holdback_normalized() * 3
+    }
+
+    /// The hold-back bound in normalised bytes (equal to original bytes for ASCII text).
+    pub(crate) fn max_holdback_normalized(&self) -> usize {
+        self.lookahead + MAX_LEFT
+    }
+
+    pub(crate) fn lookahead(&self) -> usize {
+        self.lookahead
     }
 
     /// Run every pass over `hay` from `states` up to triggers before `limit`.

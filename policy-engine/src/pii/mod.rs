@@ -8,8 +8,8 @@
 //! (`stream`). `corpus` is a seeded generator of labelled text used by the accuracy test and
 //! the benchmarks; it is not part of the supported API.
 //!
-//! The engine never reads the environment, never logs values, and never allocates for text in
-//! which it finds nothing.
+//! The engine never reads the environment and never logs values; text in which it finds
+//! nothing, and which has no character to normalise, is scanned without allocating.
 
 mod compile;
 #[doc(hidden)]

@@ -7,17 +7,19 @@
 //! concatenated output equals `redact` of the concatenated input for any chunking (property
 //! tested in `tests/pii_stream.rs`).
 //!
-//! Hold-back bound: at most `LOOKAHEAD + MAX_LEFT` = 328 + 64 = 392 bytes of *normalised* text
-//! are held back after a `push` — 392 bytes of ASCII text, at most 3 × 392 = 1,176 bytes when
-//! the tail is fullwidth characters ([`PiiDetector::max_holdback_bytes`]). `LOOKAHEAD` is set by
-//! custom regexes (256-byte match + 64-byte context window + 8); `MAX_LEFT` by the longest
-//! e-mail local part the detector accepts. Invisible characters that
-//! normalisation removes (zero-width spaces, BOM, bidi marks) produce no normalised bytes and come
-//! on top of that bound: a tail padded with them is held until real text follows or `finish`.
+//! Hold-back bound: after a `push`, at most `lookahead + MAX_LEFT` bytes of *normalised* text
+//! are held back, where `lookahead` is the largest window of the passes the pack uses — 260
+//! bytes for the built-ins (an e-mail domain), 328 with custom regexes (256-byte match + 64-byte
+//! context + 8), 136 for term lists — and `MAX_LEFT` = 64 (the longest e-mail local part). So
+//! the default configuration holds back at most 324 bytes of ASCII text, and at most 3 × 324 =
+//! 972 bytes when the tail is fullwidth characters; with custom regexes 392 / 1,176
+//! ([`PiiDetector::max_holdback_bytes`]). Invisible characters that normalisation removes
+//! (zero-width spaces, BOM, bidi marks) produce no normalised bytes and come on top of that
+//! bound: a tail padded with them is held until real text follows or `finish`.
 //! Text already flushed cannot be retracted: a finding is only ever redacted in full, never after
 //! part of it has left.
 
-use super::detector::{sweep, to_original, PassStates, PiiDetector, LOOKAHEAD, LOOKBEHIND};
+use super::detector::{sweep, to_original, PassStates, PiiDetector, LOOKBEHIND};
 use super::normalize::normalize;
 use super::redact::RedactionSession;
 use super::scanner::Raw;
@@ -79,7 +81,7 @@ impl<'d> StreamRedactor<'d> {
         let limit = if last {
             hay.len()
         } else {
-            match hay.len().checked_sub(LOOKAHEAD) {
+            match hay.len().checked_sub(self.det.lookahead()) {
                 Some(l) => l,
                 None => return,
             }
