@@ -6,8 +6,9 @@
 //! spaces, is classified by shape in a fixed order — IPv4, SSN, card, phone — so one span gets
 //! one type (`078-05-1120` is an SSN and never also a phone). Validators decide cards (Luhn,
 //! issuer, length) and SSNs (area, group, serial); phones are accepted only in plausible
-//! structures: E.164 with `+`, NANP `(NXX) NXX-XXXX` and variants, and national trunk-0 numbers
-//! of 10–11 digits in groups of two or more. Dates, times, versions, prices (`$`, `€`, `£`),
+//! structures: E.164 with `+` or `00`, NANP `(NXX) NXX-XXXX` and variants (area code 2–9;
+//! the exchange is not checked, since `555-123-4567` is how people write example numbers), and
+//! national trunk-0 numbers of 10–11 digits in groups of two or more. Dates, times, versions, prices (`$`, `€`, `£`),
 //! ISBNs, bare order numbers and Unix timestamps match none of those shapes.
 //!
 //! Not covered: bare 10-digit phone numbers without `+` (indistinguishable from order numbers
@@ -191,10 +192,7 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
         return None;
     }
     let nanp = |k: usize| {
-        (len(k), len(k + 1), len(k + 2)) == (3, 3, 4)
-            && gs.len() == k + 3
-            && first(k) >= b'2'
-            && first(k + 1) >= b'2'
+        (len(k), len(k + 1), len(k + 2)) == (3, 3, 4) && gs.len() == k + 3 && first(k) >= b'2'
     };
     let trunk0 = !partial
         && first(0) == b'0'
@@ -202,6 +200,15 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
         && gs.len() >= 2
         && (2..=5).contains(&len(0))
         && (0..gs.len()).all(|k| len(k) >= 2);
+    // `0049 30 1234567`: the international call prefix 00 spelled out instead of `+`.
+    let intl00 = !partial
+        && gs.len() >= 2
+        && (3..=5).contains(&len(0))
+        && hay
+            .get(gs[0].0..gs[0].0 + 3)
+            .is_some_and(|p| p.starts_with(b"00") && p[2] != b'0')
+        && (10..=17).contains(&ndig)
+        && all_seps(b" -");
     let phone = match lead {
         Lead::Plus => {
             let parens_balanced = seps.iter().filter(|&&s| s == b'(').count()
@@ -232,6 +239,7 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
                 && all_seps(b" -.")
                 && (nanp(0) || (len(0) == 1 && first(0) == b'1' && nanp(1))))
                 || (trunk0 && all_seps(b" -"))
+                || intl00
         }
     };
     phone.then_some(ent::PHONE)

@@ -13,6 +13,9 @@ fn finds_each_builtin_entity() {
     one("call +44 20 7946 0958.", "phone", "+44 20 7946 0958");
     one("ruf +49 (0)30 1234567 an", "phone", "+49 (0)30 1234567");
     one("tel 03-1234-5678", "phone", "03-1234-5678");
+    one("Call me at 555-123-4567.", "phone", "555-123-4567");
+    one("tel: 0049 30 1234567", "phone", "0049 30 1234567");
+    one("mobile 07911 123456", "phone", "07911 123456");
     one(
         "card 4111 1111 1111 1111 ok",
         "credit_card",
