@@ -114,6 +114,14 @@ impl PiiDetector {
         })
     }
 
+    /// Every diagnostic `compile` would report, except the missing HMAC key of `redaction:
+    /// hash` — for `palisade validate`, which checks a pack without the deployment's secrets.
+    pub fn check(cfg: &PiiDetectorConfig) -> Vec<PiiCompileError> {
+        Self::compile(cfg, Some(b"validation only"))
+            .err()
+            .unwrap_or_default()
+    }
+
     /// The entity name of a finding (`email`, or a custom entity's name).
     pub fn entity_name(&self, id: EntityId) -> &str {
         self.names

@@ -172,3 +172,23 @@ fn regression_plus_glued_to_a_value_stays_unredacted_after_redaction() {
     assert_eq!(once, "call [PHONE_1]+44 20 7946 7422 now");
     assert_eq!(d.find(&once), vec![]);
 }
+
+#[test]
+fn check_reports_config_errors_but_not_the_missing_hash_key() {
+    let cfg = PiiDetectorConfig {
+        redaction: RedactionStyle::Hash,
+        entities: Some(vec!["emial".into()]),
+        ..Default::default()
+    };
+    let paths: Vec<String> = PiiDetector::check(&cfg)
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(paths, ["entities[0]"]);
+    let compiled: Vec<String> = PiiDetector::compile(&cfg, None)
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(compiled, ["entities[0]", "hash_key_env"]);
+}
