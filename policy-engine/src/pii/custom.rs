@@ -9,6 +9,10 @@
 //! bytes on either side, and terms are at most `MAX_TERM` bytes, so each decision reads a
 //! bounded window and the stream redactor can hold back a bounded tail.
 //!
+//! Neither pass reports a match lying inside a replacement the engine wrote (`[EMAIL_1]`,
+//! `[EMAIL:1a2b3c4d]`), so a term such as `email` keeps redaction idempotent; a custom regex that
+//! matches the `*` of masked text is not guarded against.
+//!
 //! Not done: Unicode case folding of terms (ASCII only), context for term lists.
 
 use aho_corasick::{AhoCorasick, Input as AcInput};
@@ -61,10 +65,14 @@ fn next_char(hay: &[u8], i: usize) -> Option<char> {
         .and_then(|s| s.chars().next())
 }
 
-/// No letter or digit directly before `s` or after `e`.
+/// No letter or digit directly before `s` or after `e`. The edges of a replacement count as
+/// letters (`]` and `*` before, `[` and `*` after): the value it replaced was glued to its
+/// neighbour, and redacting it must not unglue the neighbour (idempotence).
 pub(crate) fn word_bounded(hay: &[u8], s: usize, e: usize) -> bool {
-    let wordy = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-    !wordy(prev_char(hay, s)) && !wordy(next_char(hay, e))
+    let wordy = |c: Option<char>, glue: char| {
+        c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '*' || c == glue)
+    };
+    !wordy(prev_char(hay, s), ']') && !wordy(next_char(hay, e), '[')
 }
 
 impl RegexPass {
@@ -85,7 +93,8 @@ impl RegexPass {
                     .context
                     .as_ref()
                     .is_none_or(|ac| has_context(ac, hay, m.start(), m.end()));
-                (valid && ctx).then_some(ent.entity)
+                let redacted = inside_placeholder(hay, m.start(), m.end());
+                (valid && ctx && !redacted).then_some(ent.entity)
             });
             match ok {
                 Some(entity) if m.end() > m.start() => {
@@ -102,6 +111,51 @@ impl RegexPass {
         }
     }
 }
+
+/// Whether `hay[s..e]` lies inside a replacement this engine wrote (`[EMAIL_1]`,
+/// `[EMAIL:1a2b3c4d]`), so that a custom term like `email` cannot match redacted text again.
+/// Reads at most `PLACEHOLDER_REACH` bytes on either side.
+pub(crate) fn inside_placeholder(hay: &[u8], s: usize, e: usize) -> bool {
+    let label = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_';
+    let inner_byte = |b: u8| label(b) || b == b':' || (b'a'..=b'f').contains(&b);
+    let mut l = s;
+    while l > 0 && s - l < PLACEHOLDER_REACH && hay.get(l - 1).is_some_and(|&b| inner_byte(b)) {
+        l -= 1;
+    }
+    if l == 0 || hay.get(l - 1) != Some(&b'[') {
+        return false;
+    }
+    let mut r = e;
+    while r < hay.len() && r - e < PLACEHOLDER_REACH && hay.get(r).is_some_and(|&b| b != b']') {
+        r += 1;
+    }
+    let Some(inner) = hay.get(l..r).filter(|_| hay.get(r) == Some(&b']')) else {
+        return false;
+    };
+    let hashed = inner.rsplit(|&b| b == b':').next().filter(|h| {
+        h.len() == 8
+            && h.iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    });
+    let (name, ok_tail) = match hashed {
+        Some(h) => (
+            inner.get(..inner.len() - h.len() - 1).unwrap_or_default(),
+            true,
+        ),
+        None => {
+            let k = inner.iter().rposition(|&b| b == b'_').unwrap_or(0);
+            let n = inner.get(k + 1..).unwrap_or_default();
+            (
+                inner.get(..k).unwrap_or_default(),
+                !n.is_empty() && n.iter().all(u8::is_ascii_digit),
+            )
+        }
+    };
+    ok_tail && !name.is_empty() && name.iter().all(|&b| label(b))
+}
+
+/// How far `inside_placeholder` looks for the brackets around a match.
+pub(crate) const PLACEHOLDER_REACH: usize = 64;
 
 fn has_context(ac: &AhoCorasick, hay: &[u8], s: usize, e: usize) -> bool {
     let from = s.saturating_sub(CONTEXT_WINDOW);
@@ -129,7 +183,10 @@ impl TermPass {
                 return;
             }
             match self.entity_of.get(m.pattern().as_usize()) {
-                Some(&entity) if word_bounded(hay, m.start(), m.end()) => {
+                Some(&entity)
+                    if word_bounded(hay, m.start(), m.end())
+                        && !inside_placeholder(hay, m.start(), m.end()) =>
+                {
                     out.push(Raw {
                         start: m.start(),
                         end: m.end(),

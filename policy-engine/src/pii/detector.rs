@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use super::compile::{compile, Compiled, PiiCompileError};
-use super::custom::{CONTEXT_WINDOW, MAX_CUSTOM_MATCH, MAX_TERM};
+use super::custom::{CONTEXT_WINDOW, MAX_CUSTOM_MATCH, MAX_TERM, PLACEHOLDER_REACH};
 use super::normalize::{normalize, Normalized};
 use super::redact::{RedactionSession, Replacer};
 use super::scanner::{Builtins, PassState, Raw, MAX_LEFT, MAX_RIGHT};
@@ -24,7 +24,7 @@ use crate::pack::{PiiAction, PiiDetectorConfig};
 /// (e-mail domain), custom regexes (longest match + context window + a `\b`), terms.
 const BUILTIN_LOOKAHEAD: usize = MAX_RIGHT;
 const REGEX_LOOKAHEAD: usize = MAX_CUSTOM_MATCH + CONTEXT_WINDOW + 8;
-const TERM_LOOKAHEAD: usize = MAX_TERM + 8;
+const TERM_LOOKAHEAD: usize = MAX_TERM + PLACEHOLDER_REACH + 8;
 /// Bytes of normalised text left of a pass's position a decision may read.
 pub(crate) const LOOKBEHIND: usize = MAX_LEFT + 16 + CONTEXT_WINDOW;
 

@@ -192,3 +192,24 @@ fn check_reports_config_errors_but_not_the_missing_hash_key() {
         .collect();
     assert_eq!(compiled, ["entities[0]", "hash_key_env"]);
 }
+
+#[test]
+fn custom_term_equal_to_a_label_does_not_match_its_own_placeholder() {
+    let cfg = PiiDetectorConfig {
+        redaction: RedactionStyle::Hash,
+        custom: vec![
+            custom("email_word", None, Some(&["email"])),
+            custom("r", Some(r"EMAIL"), None),
+        ],
+        ..Default::default()
+    };
+    let d = PiiDetector::compile(&cfg, Some(b"k")).unwrap();
+    let once = d
+        .redact("send email to a@b.io", &mut RedactionSession::new())
+        .into_owned();
+    assert!(
+        once.starts_with("send [EMAIL_WORD:") && once.contains(" to [EMAIL:"),
+        "{once}"
+    );
+    assert_eq!(d.find(&once), vec![], "{once}");
+}
