@@ -7,7 +7,7 @@
 //! without a known prefix are deliberately not reported: they cost precision (git SHAs, UUIDs,
 //! base64 blobs) for little recall.
 
-use super::scanner::{ent, is_glued_left, is_word, Step};
+use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alphabet {
@@ -127,7 +127,7 @@ pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
     if body.len() < r.min || body.len() > r.max {
         return miss;
     }
-    if hay.get(i).is_some_and(|&b| is_word(b)) {
+    if hay.get(i).is_some_and(|&b| is_glued_right(b)) {
         return miss;
     }
     if r.needs_digit

@@ -14,7 +14,7 @@
 //! Not covered: bare 10-digit phone numbers without `+` (indistinguishable from order numbers
 //! and timestamps without context), vanity numbers (`1-800-FLOWERS`).
 
-use super::scanner::{ent, is_glued_left, is_word, Step};
+use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
 use super::validators::{card_issuer_ok, luhn, ssn_ok};
 
 const MAX_GROUPS: usize = 12;
@@ -80,7 +80,7 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
         // `x+44…` or `f(555…`: an expression, not a phone number.
         return Step::miss(end);
     }
-    let right_ok = !(is_word(at(hay, end))
+    let right_ok = !(is_glued_right(at(hay, end))
         || at(hay, end) == b'@'
         || (matches!(at(hay, end), b':' | b',' | b'-' | b'.')
             && at(hay, end + 1).is_ascii_alphanumeric()));

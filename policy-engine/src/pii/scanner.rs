@@ -61,6 +61,11 @@ pub(crate) fn is_glued_left(b: u8) -> bool {
     is_word(b) || b == b']' || b == b'*'
 }
 
+/// The mirror of [`is_glued_left`] for the byte after a candidate: `[` starts a placeholder.
+pub(crate) fn is_glued_right(b: u8) -> bool {
+    is_word(b) || b == b'[' || b == b'*'
+}
+
 /// The outcome of confirming one candidate: a finding, and where scanning continues otherwise.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Step {

@@ -41,6 +41,9 @@ pub struct StreamRedactor<'d> {
     pending: Vec<Raw>,
     /// End of the last finding kept by the overlap sweep.
     last_end: usize,
+    /// Reused buffers, so a `push` of a small SSE delta does not allocate.
+    scratch_found: Vec<Raw>,
+    scratch_kept: Vec<Raw>,
 }
 
 impl<'d> StreamRedactor<'d> {
@@ -53,6 +56,8 @@ impl<'d> StreamRedactor<'d> {
             states: PassStates::default(),
             pending: Vec::new(),
             last_end: 0,
+            scratch_found: Vec::new(),
+            scratch_kept: Vec::new(),
         }
     }
 
@@ -94,7 +99,8 @@ impl<'d> StreamRedactor<'d> {
             s.floor = s.floor.saturating_sub(norm0);
         }
         let before = local;
-        let mut found = Vec::new();
+        let mut found = std::mem::take(&mut self.scratch_found);
+        found.clear();
         self.det.scan(hay, &mut local, limit, &mut found);
         for ((s, l), b) in self.states.iter_mut().zip(local).zip(before) {
             s.pos = l.pos + norm0;
@@ -102,22 +108,24 @@ impl<'d> StreamRedactor<'d> {
                 s.floor = l.floor + norm0;
             }
         }
-        self.pending.extend(found.into_iter().map(|r| Raw {
+        self.pending.extend(found.drain(..).map(|r| Raw {
             start: r.start + norm0,
             end: r.end + norm0,
             ..r
         }));
+        self.scratch_found = found;
         let bound = if last {
             usize::MAX
         } else {
             self.det.future_start_bound(&self.states)
         };
-        let mut kept = Vec::new();
+        let mut kept = std::mem::take(&mut self.scratch_kept);
+        kept.clear();
         sweep(&mut self.pending, &mut self.last_end, bound, |r| {
             kept.push(r)
         });
         let orig_len = self.buf.len();
-        for r in kept {
+        for &r in &kept {
             let local_raw = Raw {
                 start: r.start - norm0,
                 end: r.end - norm0,
@@ -128,6 +136,7 @@ impl<'d> StreamRedactor<'d> {
             self.det.write_replacement(&f, &self.buf, session, out);
             self.emitted = f.end;
         }
+        self.scratch_kept = kept;
         if last {
             return;
         }

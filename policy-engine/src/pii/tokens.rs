@@ -9,7 +9,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::scanner::{ent, is_glued_left, is_word, Step};
+use super::scanner::{ent, is_glued_left, is_glued_right, Step};
 use super::validators::{iban_len, iban_ok};
 
 fn is_local(b: u8) -> bool {
@@ -67,7 +67,7 @@ pub(crate) fn email(hay: &[u8], t: usize, lo: usize) -> Step {
     if labels < 2 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
         return miss;
     }
-    if is_word(at(hay, i)) || matches!(at(hay, i), b'@' | b'-') {
+    if is_glued_right(at(hay, i)) || matches!(at(hay, i), b'@' | b'-') {
         return miss;
     }
     Step {
@@ -101,10 +101,14 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     while e > t && at(hay, e - 1) == b'.' {
         e -= 1;
     }
+    if is_glued_right(at(hay, e)) {
+        return miss;
+    }
     if e > t + 1 && at(hay, e - 1) == b':' && at(hay, e - 2) != b':' {
         e -= 1;
     }
-    if is_word(at(hay, e)) || (at(hay, e) == b'.' && at(hay, e + 1).is_ascii_alphanumeric()) {
+    if is_glued_right(at(hay, e)) || (at(hay, e) == b'.' && at(hay, e + 1).is_ascii_alphanumeric())
+    {
         return miss;
     }
     let Some(cand) = hay.get(s..e) else {
@@ -159,7 +163,7 @@ pub(crate) fn iban(hay: &[u8], t: usize, lo: usize) -> Option<(usize, usize)> {
             return None;
         }
     }
-    if is_word(at(hay, i)) {
+    if is_glued_right(at(hay, i)) {
         return None;
     }
     iban_ok(compact.get(..n)?).then_some((s, i))

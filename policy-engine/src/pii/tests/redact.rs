@@ -213,3 +213,14 @@ fn custom_term_equal_to_a_label_does_not_match_its_own_placeholder() {
     );
     assert_eq!(d.find(&once), vec![], "{once}");
 }
+
+#[test]
+fn regression_address_glued_to_an_email_stays_unreported_after_redaction() {
+    // The IPv6 address is glued to the e-mail's local part, so it is not an address; after
+    // redaction `…:6a7:[EMAIL_1]` must not turn into one.
+    let d = det();
+    let text = "at 2001:db8:6d17:214::6a7:1234li.wang@post.fr ok";
+    let once = d.redact(text, &mut RedactionSession::new()).into_owned();
+    assert_eq!(once, "at 2001:db8:6d17:214::6a7:[EMAIL_1] ok");
+    assert_eq!(d.find(&once), vec![]);
+}
