@@ -49,16 +49,7 @@ fn tampering_with_an_admin_log_row_is_detected(backend: Backend) {
 fn a_change_whose_admin_record_cannot_be_written_is_refused(backend: Backend) {
     let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
-    // Make every later admin-log insert fail, as a full disk or a revoked grant would.
-    match backend {
-        Backend::Sqlite => cp.db.execute(&[
-            "CREATE TRIGGER log_full BEFORE INSERT ON admin_log BEGIN SELECT RAISE(ABORT, 'log full'); END",
-        ]),
-        Backend::Postgres => cp.db.execute(&[
-            "CREATE FUNCTION log_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'log full'; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER log_full BEFORE INSERT ON admin_log FOR EACH ROW EXECUTE FUNCTION log_full()",
-        ]),
-    };
+    cp.db.break_admin_log();
     let o = cp.cli(
         Some(ADMIN_KEY),
         &["deploy", "support", "1.0.0", "-e", "dev", "--note", "d"],

@@ -328,7 +328,70 @@ fn bad_manifests_and_missing_roles_fail_with_their_codes_and_write_nothing(backe
     assert_eq!(code, 0, "{out}");
 }
 
+fn an_import_whose_tests_fail_or_whose_admin_record_cannot_be_written_changes_nothing(
+    backend: Backend,
+) {
+    let b = ControlPlane::start(backend, 200);
+    let failing = format!(
+        "{PACK_V1}tests:\n  - name: hello is blocked\n    input: hello\n    expect: block\n"
+    );
+    let loaded = policy_engine::load(&failing).unwrap();
+    let manifest = |yaml: &str, hash: String| {
+        Manifest {
+            format_version: 1,
+            exported_at: "2025-01-01T00:00:00.000Z".to_owned(),
+            origin: "http://elsewhere".to_owned(),
+            environment: "dev".to_owned(),
+            packs: vec![ManifestPack {
+                name: "support".to_owned(),
+                version: "1.0.0".to_owned(),
+                hash,
+                yaml: yaml.to_owned(),
+            }],
+        }
+        .to_yaml()
+        .unwrap()
+    };
+    let file = b.file("failing.yaml", &manifest(&failing, loaded.hash.to_string()));
+    let (code, out) = import(&b, ADMIN_KEY, &file, "dev", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("IMPORT_REFUSED") && out.contains("FAILED"),
+        "{out}"
+    );
+    let versions = b.http(
+        "GET",
+        "/v1/packs/support/versions",
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(versions.status, 404);
+    let last = history(&b).pop().unwrap();
+    assert_eq!(
+        (&last["action"], &last["outcome"]),
+        (&"import".into(), &"refused".into())
+    );
+
+    let good = policy_engine::load(PACK_V1).unwrap();
+    let file = b.file("good.yaml", &manifest(PACK_V1, good.hash.to_string()));
+    b.db.break_admin_log();
+    let (code, out) = import(&b, ADMIN_KEY, &file, "dev", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("STORAGE_ERROR"), "{out}");
+    let versions = b.http(
+        "GET",
+        "/v1/packs/support/versions",
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(versions.status, 404, "nothing applied without its record");
+    assert_eq!(desired_hash(&b, "dev", "support"), None);
+}
+
 on_both_backends!(
+    an_import_whose_tests_fail_or_whose_admin_record_cannot_be_written_changes_nothing,
     export_then_dry_run_then_import_gives_the_same_hashes_and_a_second_dry_run_is_clean,
     replace_deactivates_a_pack_the_manifest_lacks_and_lists_it_first,
     bad_manifests_and_missing_roles_fail_with_their_codes_and_write_nothing,

@@ -104,6 +104,19 @@ impl Database {
         }
     }
 
+    /// Make every later admin-log insert fail, as a full disk or a revoked grant would.
+    pub fn break_admin_log(&self) {
+        match self.backend {
+            Backend::Sqlite => self.execute(&[
+                "CREATE TRIGGER log_full BEFORE INSERT ON admin_log BEGIN SELECT RAISE(ABORT, 'log full'); END",
+            ]),
+            Backend::Postgres => self.execute(&[
+                "CREATE FUNCTION log_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'log full'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER log_full BEFORE INSERT ON admin_log FOR EACH ROW EXECUTE FUNCTION log_full()",
+            ]),
+        };
+    }
+
     /// Run statements on the registry directly, as someone with database access might.
     pub fn execute(&self, statements: &[&str]) -> u64 {
         let url = match self.backend {
