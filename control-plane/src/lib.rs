@@ -3,9 +3,8 @@
 //! manifests, and the hash-chained admin log, served as a JSON API over HTTP.
 //!
 //! Storage is sqlx over SQLite by default or Postgres, with portable SQL (see `db`); several
-//! processes may share one Postgres. Pack
-//! validation, compilation, tests and diffs come from `policy-engine`; this crate adds who may
-//! change what, when, and the evidence for it. It does not enforce policy on traffic (that is the
+//! processes may share one Postgres. Pack validation, compilation, tests and diffs come from
+//! `policy-engine`; this crate adds who may change what, when, and the evidence for it. It does not enforce policy on traffic (that is the
 //! gateway) and has no web console yet.
 //!
 //! Entry points: [`App::open`] (migrate, seed) and [`serve`] (HTTP until shutdown).
