@@ -14,6 +14,7 @@ mod audit_cmd;
 mod cp_client;
 mod cp_cmds;
 mod cp_fleet;
+mod cp_manifest;
 mod cp_server;
 mod pack_cmds;
 mod render;
@@ -65,6 +66,10 @@ enum Command {
     Status(cp_fleet::StatusArgs),
     /// The control plane's admin log (and `--verify` of its hash chain).
     History(cp_cmds::HistoryArgs),
+    /// Write the manifest of what an environment runs (pack versions, hashes, exact YAML).
+    Export(cp_manifest::ExportArgs),
+    /// Bring an environment to a manifest (additive; `--replace`, `--dry-run`: exit 2 on changes).
+    Import(cp_manifest::ImportArgs),
     /// Create, list and revoke service and gateway keys.
     #[command(subcommand)]
     Keys(cp_fleet::KeysCommand),
@@ -90,6 +95,8 @@ fn main() -> ExitCode {
         Command::Rollback(args) => cp_cmds::rollback(&args),
         Command::Status(args) => cp_fleet::status(&args),
         Command::History(args) => cp_cmds::history(&args),
+        Command::Export(args) => cp_manifest::export(&args),
+        Command::Import(args) => cp_manifest::import(&args),
         Command::Keys(cmd) => cp_fleet::keys(&cmd),
         Command::Environments(cmd) => cp_fleet::environments(&cmd),
     }

@@ -13,7 +13,7 @@ mod cp_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cp_support::{eventually, pack, text, ControlPlane, ADMIN_KEY, PACK_V1};
+use cp_support::{eventually, pack, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
 use gateway::control::wire::{ActiveSource, AttemptError, Counters, Instance};
 use gateway::control::{Agent, AgentConfig, Applied, ControlClient, PackApplier};
 use policy_engine::{CompileOptions, Diagnostics};
@@ -51,9 +51,8 @@ impl PackApplier for CompileOnly {
     }
 }
 
-#[test]
-fn the_gateway_agent_syncs_is_rejected_rolls_back_and_goes_offline() {
-    let cp = ControlPlane::start(200);
+fn the_gateway_agent_syncs_is_rejected_rolls_back_and_goes_offline(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
     let disabled =
         pack("1.1.0", 30).replace("  version: 1.1.0\n", "  version: 1.1.0\n  enabled: false\n");
@@ -133,3 +132,5 @@ fn the_gateway_agent_syncs_is_rejected_rolls_back_and_goes_offline() {
     state_is("OFFLINE");
     assert_eq!(cp.cli(Some(ADMIN_KEY), &["status"]).status.code(), Some(1));
 }
+
+on_both_backends!(the_gateway_agent_syncs_is_rejected_rolls_back_and_goes_offline,);

@@ -11,12 +11,11 @@ mod cp_support;
 
 use std::time::Duration;
 
-use cp_support::{ack, eventually, pack, text, ControlPlane, ADMIN_KEY, PACK_V1};
+use cp_support::{ack, eventually, pack, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
 use serde_json::{json, Value};
 
-#[test]
-fn a_gateway_that_stops_reporting_turns_offline_and_status_fails() {
-    let cp = ControlPlane::start(200);
+fn a_gateway_that_stops_reporting_turns_offline_and_status_fails(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let hash = cp.push(PACK_V1);
     assert!(cp
         .cli(
@@ -64,9 +63,8 @@ fn a_gateway_that_stops_reporting_turns_offline_and_status_fails() {
     assert_eq!(cp.state_of("gw-a").as_deref(), Some("SYNCED"));
 }
 
-#[test]
-fn a_nack_shows_rejected_with_the_error_while_the_old_version_keeps_serving() {
-    let cp = ControlPlane::start(200);
+fn a_nack_shows_rejected_with_the_error_while_the_old_version_keeps_serving(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let h1 = cp.push(PACK_V1);
     cp.push(&pack("1.1.0", 7));
     assert!(cp
@@ -112,9 +110,8 @@ fn a_nack_shows_rejected_with_the_error_while_the_old_version_keeps_serving() {
     );
 }
 
-#[test]
-fn a_gateway_that_does_not_converge_turns_stale() {
-    let cp = ControlPlane::start(200);
+fn a_gateway_that_does_not_converge_turns_stale(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let h1 = cp.push(PACK_V1);
     cp.push(&pack("1.1.0", 7));
     assert!(cp
@@ -139,9 +136,8 @@ fn a_gateway_that_does_not_converge_turns_stale() {
     });
 }
 
-#[test]
-fn gateway_keys_are_bound_to_their_environment() {
-    let cp = ControlPlane::start(200);
+fn gateway_keys_are_bound_to_their_environment(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let gk = cp.create_key("gateway", Some("dev"));
     assert_eq!(cp.register(&gk, "gw-x", "prod").status, 403);
     let h = cp.http("GET", "/v1/history", Some(ADMIN_KEY), &[], None);
@@ -165,3 +161,10 @@ fn gateway_keys_are_bound_to_their_environment() {
         "a gateway key needs an environment"
     );
 }
+
+on_both_backends!(
+    a_gateway_that_stops_reporting_turns_offline_and_status_fails,
+    a_nack_shows_rejected_with_the_error_while_the_old_version_keeps_serving,
+    a_gateway_that_does_not_converge_turns_stale,
+    gateway_keys_are_bound_to_their_environment,
+);

@@ -8,11 +8,10 @@
 
 mod cp_support;
 
-use cp_support::{text, ControlPlane, ADMIN_KEY, PACK_V1};
+use cp_support::{text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
 
-#[test]
-fn tampering_with_an_admin_log_row_is_detected() {
-    let cp = ControlPlane::start(200);
+fn tampering_with_an_admin_log_row_is_detected(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
     assert!(cp
         .cli(
@@ -33,14 +32,10 @@ fn tampering_with_an_admin_log_row_is_detected() {
     );
 
     // Rewrite the deploy's note, as someone with database access might.
-    let url = format!("sqlite://{}", cp.db_path().display());
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let done = sqlx::query("UPDATE admin_log SET detail = replace(detail, '\"note\":\"d\"', '\"note\":\"approved by the CISO\"') WHERE action = 'deploy'")
-            .execute(&pool).await.unwrap();
-        assert_eq!(done.rows_affected(), 1);
-        pool.close().await;
-    });
+    let changed = cp.db.execute(&[
+        "UPDATE admin_log SET detail = replace(detail, '\"note\":\"d\"', '\"note\":\"approved by the CISO\"') WHERE action = 'deploy'",
+    ]);
+    assert_eq!(changed, 1);
     let o = cp.cli(Some(ADMIN_KEY), &["history", "--verify"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("BROKEN at record 6"), "{}", text(&o));
@@ -51,23 +46,10 @@ fn tampering_with_an_admin_log_row_is_detected() {
     );
 }
 
-#[test]
-fn a_change_whose_admin_record_cannot_be_written_is_refused() {
-    let cp = ControlPlane::start(200);
+fn a_change_whose_admin_record_cannot_be_written_is_refused(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
-    let url = format!("sqlite://{}", cp.db_path().display());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query("CREATE TRIGGER log_full BEFORE INSERT ON admin_log BEGIN SELECT RAISE(ABORT, 'log full'); END")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
+    cp.db.break_admin_log();
     let o = cp.cli(
         Some(ADMIN_KEY),
         &["deploy", "support", "1.0.0", "-e", "dev", "--note", "d"],
@@ -108,3 +90,8 @@ fn a_change_whose_admin_record_cannot_be_written_is_refused() {
         "the version was not stored"
     );
 }
+
+on_both_backends!(
+    tampering_with_an_admin_log_row_is_detected,
+    a_change_whose_admin_record_cannot_be_written_is_refused,
+);

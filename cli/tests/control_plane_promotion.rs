@@ -11,7 +11,7 @@ mod cp_support;
 
 use std::time::{Duration, Instant};
 
-use cp_support::{ack, eventually, pack, text, ControlPlane, ADMIN_KEY, PACK_V1};
+use cp_support::{ack, eventually, pack, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
 use serde_json::{json, Value};
 
 fn gates(a: &Value) -> Vec<(String, bool)> {
@@ -34,9 +34,10 @@ fn promote_http(cp: &ControlPlane, key: &str, from: &str, to: &str) -> (u16, Val
     (a.status, a.body)
 }
 
-#[test]
-fn promotion_is_refused_naming_every_failing_gate_then_allowed_after_soak_by_an_admin() {
-    let cp = ControlPlane::start(200);
+fn promotion_is_refused_naming_every_failing_gate_then_allowed_after_soak_by_an_admin(
+    backend: Backend,
+) {
+    let cp = ControlPlane::start(backend, 200);
     let o = cp.cli(
         Some(ADMIN_KEY),
         &["environments", "set", "prod", "--soak-ms", "1500"],
@@ -178,9 +179,8 @@ fn promotion_is_refused_naming_every_failing_gate_then_allowed_after_soak_by_an_
         .any(|r| r["action"] == "promote" && r["outcome"] == "refused"));
 }
 
-#[test]
-fn a_rejected_source_gateway_blocks_promotion_and_the_path_is_enforced() {
-    let cp = ControlPlane::start(200);
+fn a_rejected_source_gateway_blocks_promotion_and_the_path_is_enforced(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let hash = cp.push(PACK_V1);
     assert!(cp
         .cli(
@@ -226,9 +226,8 @@ fn a_rejected_source_gateway_blocks_promotion_and_the_path_is_enforced() {
     assert!(gates(&body).contains(&("path".to_owned(), false)), "{body}");
 }
 
-#[test]
-fn rollback_moves_the_pointer_back_and_is_recorded() {
-    let cp = ControlPlane::start(200);
+fn rollback_moves_the_pointer_back_and_is_recorded(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
     let h2 = cp.push(&pack("1.1.0", 7));
     for v in ["1.0.0", "1.1.0"] {
@@ -338,3 +337,9 @@ fn rollback_moves_the_pointer_back_and_is_recorded() {
         "a forward move"
     );
 }
+
+on_both_backends!(
+    promotion_is_refused_naming_every_failing_gate_then_allowed_after_soak_by_an_admin,
+    a_rejected_source_gateway_blocks_promotion_and_the_path_is_enforced,
+    rollback_moves_the_pointer_back_and_is_recorded,
+);

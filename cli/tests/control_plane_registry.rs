@@ -9,12 +9,11 @@
 
 mod cp_support;
 
-use cp_support::{pack, text, ControlPlane, ADMIN_KEY, PACK_V1};
+use cp_support::{pack, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
 use serde_json::{json, Value};
 
-#[test]
-fn push_then_versions_then_deploy_and_the_gateway_sees_it() {
-    let cp = ControlPlane::start(200);
+fn push_then_versions_then_deploy_and_the_gateway_sees_it(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let file = cp.file("v1.yaml", PACK_V1);
     let o = cp.cli(
         Some(ADMIN_KEY),
@@ -95,9 +94,8 @@ fn push_then_versions_then_deploy_and_the_gateway_sees_it() {
     );
 }
 
-#[test]
-fn identical_push_is_a_noop_and_a_changed_document_under_the_same_version_is_409() {
-    let cp = ControlPlane::start(200);
+fn identical_push_is_a_noop_and_a_changed_document_under_the_same_version_is_409(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let file = cp.file("v1.yaml", PACK_V1);
     assert!(cp
         .cli(Some(ADMIN_KEY), &["push", &file, "--note", "for dev"])
@@ -141,9 +139,8 @@ fn identical_push_is_a_noop_and_a_changed_document_under_the_same_version_is_409
     assert_eq!(a.body["versions"].as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn broken_pack_is_refused_with_422_and_every_diagnostic() {
-    let cp = ControlPlane::start(200);
+fn broken_pack_is_refused_with_422_and_every_diagnostic(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let broken = "pack:\n  name: support\n  version: 1.0.0\npolicies:\n  chain: [audit-logger, no-such-policy]\npolicy:\n  audit-logger:\n    on_queue_full: explode\n";
     let a = cp.http(
         "POST",
@@ -170,9 +167,8 @@ fn broken_pack_is_refused_with_422_and_every_diagnostic() {
     assert!(text(&o).contains("UNKNOWN_POLICY"), "{}", text(&o));
 }
 
-#[test]
-fn missing_or_wrong_key_is_401_invalid_service_key() {
-    let cp = ControlPlane::start(200);
+fn missing_or_wrong_key_is_401_invalid_service_key(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     for key in [
         None,
         Some("pal_0000000000000000000000000000000000000000000000000000000000000000"),
@@ -198,9 +194,8 @@ fn refused_records(cp: &ControlPlane, action: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn viewer_key_cannot_deploy_and_the_attempt_is_logged() {
-    let cp = ControlPlane::start(200);
+fn viewer_key_cannot_deploy_and_the_attempt_is_logged(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
     let viewer = cp.create_key("viewer", None);
     let o = cp.cli(
@@ -285,9 +280,8 @@ fn viewer_key_cannot_deploy_and_the_attempt_is_logged() {
     );
 }
 
-#[test]
-fn remote_diff_of_two_versions_says_looser() {
-    let cp = ControlPlane::start(200);
+fn remote_diff_of_two_versions_says_looser(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     cp.push(PACK_V1);
     cp.push(&pack("1.1.0", 7));
     let o = cp.cli(
@@ -302,9 +296,8 @@ fn remote_diff_of_two_versions_says_looser() {
     assert!(text(&o).contains("retention_days"), "{}", text(&o));
 }
 
-#[test]
-fn keys_are_shown_once_listed_without_secrets_and_revocable() {
-    let cp = ControlPlane::start(200);
+fn keys_are_shown_once_listed_without_secrets_and_revocable(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
     let viewer = cp.create_key("viewer", None);
     assert!(viewer.starts_with("pal_") && viewer.len() == 68, "{viewer}");
     let o = cp.cli(Some(ADMIN_KEY), &["keys", "list"]);
@@ -335,9 +328,10 @@ fn keys_are_shown_once_listed_without_secrets_and_revocable() {
     );
 }
 
-#[test]
-fn first_start_without_admin_key_prints_a_generated_one_once() {
-    let cp = ControlPlane::start_with(200, None, tempfile::tempdir().unwrap());
+fn first_start_without_admin_key_prints_a_generated_one_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = cp_support::Database::fresh(backend, dir.path());
+    let cp = ControlPlane::start_with(200, None, dir, db);
     let line = cp
         .stdout_lines
         .iter()
@@ -348,8 +342,8 @@ fn first_start_without_admin_key_prints_a_generated_one_once() {
         cp.http("GET", "/v1/packs", Some(&key), &[], None).status,
         200
     );
-    let dir = cp.stop();
-    let cp = ControlPlane::start_with(200, None, dir);
+    let (dir, db) = cp.stop();
+    let cp = ControlPlane::start_with(200, None, dir, db);
     assert!(
         !cp.stdout_lines.iter().any(|l| l.contains("admin key")),
         "shown once: {:?}",
@@ -360,3 +354,14 @@ fn first_start_without_admin_key_prints_a_generated_one_once() {
         200
     );
 }
+
+on_both_backends!(
+    push_then_versions_then_deploy_and_the_gateway_sees_it,
+    identical_push_is_a_noop_and_a_changed_document_under_the_same_version_is_409,
+    broken_pack_is_refused_with_422_and_every_diagnostic,
+    missing_or_wrong_key_is_401_invalid_service_key,
+    viewer_key_cannot_deploy_and_the_attempt_is_logged,
+    remote_diff_of_two_versions_says_looser,
+    keys_are_shown_once_listed_without_secrets_and_revocable,
+    first_start_without_admin_key_prints_a_generated_one_once,
+);

@@ -5,10 +5,14 @@
 //! placeholders (sqlx's SQLite driver accepts them), `BIGINT` Unix milliseconds for time, `TEXT`
 //! for everything else, no autoincrement (sequence numbers are computed inside the writing
 //! transaction and guarded by a primary key), and `INSERT .. ON CONFLICT .. DO UPDATE` which both
-//! accept. Writes go through [`Db::begin_write`], which serialises them inside this process; a
-//! second process on the same Postgres that races for the same sequence number loses on the
-//! primary key and its change is refused, never forked. What this module does not do: pooling
-//! knobs, connection retries, or advisory locks around migrations (issue 8, with Postgres).
+//! accept. Writes go through [`Db::begin_write`], which serialises them inside this process and,
+//! on Postgres, across processes too (a transaction-scoped advisory lock), so two control planes
+//! on one database append to the pointer history and the admin log one after the other. Should a
+//! writer ever bypass that lock, the primary key still refuses the second of two racing changes
+//! rather than forking the chain. Migrations run at start-up under a session advisory lock on
+//! Postgres, so two processes starting at once do not both create the schema (SQLite's own file
+//! lock serialises them there). What this module does not do: pooling knobs or connection
+//! retries.
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions as _, Connection as _};
@@ -110,10 +114,34 @@ pub enum OpenError {
     },
 }
 
+/// Advisory-lock key of the schema migrations (any constant; "palisade" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x7061_6c69_7361_6401;
+/// Advisory-lock key every write transaction takes on Postgres.
+const WRITE_LOCK: i64 = 0x7061_6c69_7361_6402;
+
+/// Which database the registry lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a normalised URL names.
+    pub fn of(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
 /// The registry database.
 #[derive(Debug)]
 pub struct Db {
     pool: AnyPool,
+    backend: Backend,
     write: Mutex<()>,
 }
 
@@ -141,7 +169,8 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(OpenError::Connect)?;
-        if url.starts_with("sqlite:") {
+        let backend = Backend::of(&url);
+        if backend == Backend::Sqlite {
             // Readers do not block the writer's commit in WAL mode.
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&pool)
@@ -150,6 +179,7 @@ impl Db {
         }
         let db = Self {
             pool,
+            backend,
             write: Mutex::new(()),
         };
         db.migrate().await?;
@@ -160,48 +190,96 @@ impl Db {
         &self.pool
     }
 
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// A connection for reads.
     pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
         self.pool.acquire().await
     }
 
-    /// Start a write transaction; the guard serialises writers of this process.
+    /// Start a write transaction. The guard serialises writers of this process; on Postgres the
+    /// transaction also holds an advisory lock until it ends, which serialises the writers of
+    /// every process on the database.
     pub async fn begin_write(&self) -> Result<(MutexGuard<'_, ()>, Tx), sqlx::Error> {
         let guard = self.write.lock().await;
-        let tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            advisory_lock(&mut tx, "pg_advisory_xact_lock", WRITE_LOCK).await?;
+        }
         Ok((guard, tx))
     }
 
     async fn migrate(&self) -> Result<(), OpenError> {
-        let fail = |version| move |source| OpenError::Migrate { version, source };
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(fail(0))?;
         let mut conn = self.pool.acquire().await.map_err(fail(0))?;
-        for (version, statements) in MIGRATIONS {
-            if applied(&mut conn, *version).await.map_err(fail(*version))? {
-                continue;
+        if self.backend == Backend::Postgres {
+            advisory_lock(&mut conn, "pg_advisory_lock", MIGRATION_LOCK)
+                .await
+                .map_err(fail(0))?;
+        }
+        let outcome = migrate_on(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            // Closing the connection would release the lock too; unlock so the pooled
+            // connection goes back clean.
+            let unlocked = advisory_lock(&mut conn, "pg_advisory_unlock", MIGRATION_LOCK).await;
+            if let Err(e) = unlocked {
+                conn.detach();
+                tracing::warn!(error = %e, "could not release the migration lock; connection closed");
             }
-            let mut tx = conn.begin().await.map_err(fail(*version))?;
-            for sql in *statements {
-                sqlx::query(sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail(*version))?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(*version)
-                .bind(crate::clock::Clock::now_ms(&crate::clock::SystemClock))
+        }
+        outcome
+    }
+}
+
+fn fail(version: i64) -> impl FnOnce(sqlx::Error) -> OpenError {
+    move |source| OpenError::Migrate { version, source }
+}
+
+/// `SELECT <function>(key)`, wrapped so that the row holds a type every driver of `Any` decodes
+/// (the lock functions return `void` or `boolean`).
+async fn advisory_lock(
+    conn: &mut AnyConnection,
+    function: &str,
+    key: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT 1 AS locked FROM (SELECT {function}($1)) AS l"
+    ))
+    .bind(key)
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}
+
+/// Apply every migration not yet recorded, each in its own transaction.
+async fn migrate_on(conn: &mut AnyConnection) -> Result<(), OpenError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(fail(0))?;
+    for (version, statements) in MIGRATIONS {
+        if applied(conn, *version).await.map_err(fail(*version))? {
+            continue;
+        }
+        let mut tx = conn.begin().await.map_err(fail(*version))?;
+        for sql in *statements {
+            sqlx::query(sql)
                 .execute(&mut *tx)
                 .await
                 .map_err(fail(*version))?;
-            tx.commit().await.map_err(fail(*version))?;
         }
-        Ok(())
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(crate::clock::Clock::now_ms(&crate::clock::SystemClock))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail(*version))?;
+        tx.commit().await.map_err(fail(*version))?;
     }
+    Ok(())
 }
 
 async fn applied(conn: &mut AnyConnection, version: i64) -> Result<bool, sqlx::Error> {

@@ -203,15 +203,18 @@ pub(crate) async fn rollback(
                 format!("{environment} already runs {pack} {v}"),
             ))
         }
-        Some(v) => hist.iter().find(|p| p.version == v).ok_or_else(|| {
-            ApiError::conflict(
-                "NOT_IN_HISTORY",
-                format!("{environment} never ran {pack} {v}; use deploy for a new version"),
-            )
-        })?,
+        Some(v) => hist
+            .iter()
+            .find(|p| p.version == v && !p.is_deactivation())
+            .ok_or_else(|| {
+                ApiError::conflict(
+                    "NOT_IN_HISTORY",
+                    format!("{environment} never ran {pack} {v}; use deploy for a new version"),
+                )
+            })?,
         None => hist
             .iter()
-            .find(|p| p.version != current.version)
+            .find(|p| p.version != current.version && !p.is_deactivation())
             .ok_or_else(|| {
                 ApiError::conflict(
                     "NOTHING_TO_ROLL_BACK",

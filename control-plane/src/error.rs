@@ -27,6 +27,16 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("the pack does not compile")]
     Compile(Diagnostics),
+    /// A pack inside a manifest that does not compile; `pack` names it.
+    #[error("pack `{pack}` in the manifest does not compile")]
+    CompileIn {
+        pack: String,
+        diagnostics: Diagnostics,
+    },
+    /// A request that is well-formed but cannot be acted on (a manifest of a newer format, a
+    /// manifest whose hashes do not match its packs).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     /// A deploy or promotion that one or more gates refused; `gates` names every gate.
@@ -65,7 +75,9 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Compile(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Compile(_) | Self::CompileIn { .. } | Self::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Refused { status, .. } => *status,
             Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,10 +89,12 @@ impl ApiError {
         match self {
             Self::InvalidKey => "INVALID_SERVICE_KEY",
             Self::Forbidden(_) => "FORBIDDEN",
-            Self::NotFound { code, .. } | Self::Conflict { code, .. } => code,
+            Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unprocessable { code, .. } => code,
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::BodyTooLarge(_) => "BODY_TOO_LARGE",
-            Self::Compile(_) => "POLICY_COMPILE_ERROR",
+            Self::Compile(_) | Self::CompileIn { .. } => "POLICY_COMPILE_ERROR",
             Self::Refused { code, .. } => code,
             Self::Storage(_) => "STORAGE_ERROR",
             Self::Internal(_) => "INTERNAL",
@@ -107,6 +121,14 @@ impl ApiError {
                     d.errors().count()
                 ));
                 error["diagnostics"] = json!(d);
+            }
+            Self::CompileIn { pack, diagnostics } => {
+                error["message"] = json!(format!(
+                    "pack `{pack}` in the manifest does not compile: {} error(s)",
+                    diagnostics.errors().count()
+                ));
+                error["pack"] = json!(pack);
+                error["diagnostics"] = json!(diagnostics);
             }
             Self::Refused { gates, .. } => {
                 error["message"] = json!(self.to_string());

@@ -1,10 +1,10 @@
 //! Palisade's control plane: the registry of pack versions, environments and their deployment
-//! pointers, promotion gates, gateway status (desired vs actual), keys and roles, and the
-//! hash-chained admin log, served as a JSON API over HTTP.
+//! pointers, promotion gates, gateway status (desired vs actual), keys and roles, export/import
+//! manifests, and the hash-chained admin log, served as a JSON API over HTTP.
 //!
-//! Storage is sqlx over SQLite by default or Postgres, with portable SQL (see `db`). Pack
-//! validation, compilation, tests and diffs come from `policy-engine`; this crate adds who may
-//! change what, when, and the evidence for it. It does not enforce policy on traffic (that is the
+//! Storage is sqlx over SQLite by default or Postgres, with portable SQL (see `db`); several
+//! processes may share one Postgres. Pack validation, compilation, tests and diffs come from
+//! `policy-engine`; this crate adds who may change what, when, and the evidence for it. It does not enforce policy on traffic (that is the
 //! gateway) and has no web console yet.
 //!
 //! Entry points: [`App::open`] (migrate, seed) and [`serve`] (HTTP until shutdown).
@@ -19,7 +19,9 @@ mod deploy;
 pub mod envs;
 pub mod error;
 mod fleet;
+mod import;
 pub mod keys;
+pub mod manifest;
 mod pointers;
 mod promote;
 mod registry;

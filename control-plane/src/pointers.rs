@@ -5,12 +5,19 @@
 //! transaction, guarded by the primary key), so rollback is a forward move and "what did prod run
 //! last Tuesday" is a query. Gates and permissions are not checked here; see `deploy` and
 //! `promote`.
+//!
+//! An import with `--replace` can take a pack out of an environment: that appends a row with the
+//! action [`DEACTIVATE`] and no version, after which the environment has no desired version of
+//! the pack (gateways get 404 `NO_DESIRED_VERSION` and keep what they run) until a later move.
 
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
 use crate::clock::rfc3339;
 use crate::state::DesiredRef;
+
+/// The action of a row that removes the environment's pointer for a pack.
+pub(crate) const DEACTIVATE: &str = "deactivate";
 
 /// One move of a pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +34,11 @@ pub(crate) struct Pointer {
 }
 
 impl Pointer {
+    /// Whether this row takes the pack out of the environment rather than naming a version.
+    pub(crate) fn is_deactivation(&self) -> bool {
+        self.action == DEACTIVATE
+    }
+
     pub(crate) fn to_json(&self) -> Value {
         json!({
             "environment": self.environment,
@@ -68,7 +80,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Pointer, sqlx::Error> {
     })
 }
 
-/// The newest pointer of an (environment, pack).
+/// The newest pointer of an (environment, pack), unless that row deactivated it.
 pub(crate) async fn current(
     conn: &mut AnyConnection,
     environment: &str,
@@ -81,7 +93,11 @@ pub(crate) async fn current(
     .bind(pack)
     .fetch_optional(conn)
     .await?;
-    row.as_ref().map(from_row).transpose()
+    Ok(row
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .filter(|p| !p.is_deactivation()))
 }
 
 /// The whole history of an (environment, pack), newest first.
@@ -100,7 +116,7 @@ pub(crate) async fn history(
     rows.iter().map(from_row).collect()
 }
 
-/// The newest pointer of every (environment, pack), optionally of one environment.
+/// The newest pointer of every (environment, pack) that has one, optionally of one environment.
 pub(crate) async fn all_current(
     conn: &mut AnyConnection,
     environment: Option<&str>,
@@ -108,9 +124,11 @@ pub(crate) async fn all_current(
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM deployments d WHERE ($1 IS NULL OR d.environment = $1)
          AND d.seq = (SELECT MAX(x.seq) FROM deployments x WHERE x.environment = d.environment AND x.pack = d.pack)
+         AND d.action <> $2
          ORDER BY d.environment, d.pack"
     ))
     .bind(environment)
+    .bind(DEACTIVATE)
     .fetch_all(conn)
     .await?;
     rows.iter().map(from_row).collect()
@@ -126,9 +144,10 @@ pub(crate) async fn desired(
     Ok(with_since(&hist))
 }
 
-/// From a newest-first history: the current pointer and the time it reached its hash.
+/// From a newest-first history: the current pointer and the time it reached its hash (`None`
+/// when there is none, or the newest row deactivated it).
 pub(crate) fn with_since(hist: &[Pointer]) -> Option<(Pointer, DesiredRef)> {
-    let cur = hist.first()?;
+    let cur = hist.first().filter(|p| !p.is_deactivation())?;
     let since = hist
         .iter()
         .take_while(|p| p.hash == cur.hash)

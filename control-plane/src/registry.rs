@@ -170,18 +170,16 @@ pub(crate) async fn push(
             ),
         ));
     }
-    sqlx::query(
-        "INSERT INTO pack_versions (pack, version, hash, yaml, author, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(pack)
-    .bind(version)
-    .bind(&hash)
-    .bind(yaml)
-    .bind(&caller.key_id)
-    .bind(note)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    let stored = StoredVersion {
+        pack: pack.clone(),
+        version: version.clone(),
+        hash: hash.clone(),
+        yaml: yaml.to_owned(),
+        author: caller.key_id.clone(),
+        note: note.to_owned(),
+        created_at: now,
+    };
+    insert(&mut tx, &stored).await?;
     let entry = Entry {
         actor: &caller.key_id,
         action: "push",
@@ -195,6 +193,24 @@ pub(crate) async fn push(
     Ok(json!({
         "status": "created", "pack": pack, "version": version, "hash": hash, "warnings": warnings,
     }))
+}
+
+/// Store a new version inside the caller's transaction (the caller checked it compiles and that
+/// the name+version is free).
+pub(crate) async fn insert(conn: &mut AnyConnection, v: &StoredVersion) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO pack_versions (pack, version, hash, yaml, author, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&v.pack)
+    .bind(&v.version)
+    .bind(&v.hash)
+    .bind(&v.yaml)
+    .bind(&v.author)
+    .bind(&v.note)
+    .bind(v.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Semantic diff of two stored versions, each resolved for its environment (`None`: the base).

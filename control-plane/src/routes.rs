@@ -15,6 +15,7 @@ use crate::api_gateway;
 use crate::app::App;
 use crate::deploy;
 use crate::error::{json_response, ApiError};
+use crate::import;
 use crate::keys::{Caller, Role};
 use crate::pointers;
 use crate::promote;
@@ -148,6 +149,20 @@ pub(crate) async fn dispatch(app: &App, req: &Req) -> Result<Resp, ApiError> {
                 &b.note,
             )
             .await?)
+        }
+        ["v1", "export"] if m == Method::GET => {
+            viewer(app, req).await?;
+            // The origin is the URL the caller reached this control plane by.
+            let origin = req
+                .header("host")
+                .map_or_else(|| "unknown".to_owned(), |h| format!("http://{h}"));
+            let manifest = import::export(app, required(req, "environment")?, origin).await?;
+            ok(&json!(manifest))
+        }
+        ["v1", "import"] if m == Method::POST => {
+            let caller = viewer(app, req).await?;
+            let body: import::ImportRequest = req.json()?;
+            ok(&import::import(app, &caller, &body).await?)
         }
         ["v1", "deployments"] if m == Method::GET => {
             viewer(app, req).await?;

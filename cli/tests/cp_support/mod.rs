@@ -1,7 +1,13 @@
 //! Shared harness of the `control_plane_*` tests: the real `palisade control-plane` binary on
-//! port 0 with a SQLite file in a temporary directory, the CLI run against it, a minimal HTTP/1.1
-//! client for the gateway protocol (the real gateway agent comes later), and polling with
-//! deadlines instead of sleeps.
+//! port 0 over either backend (a SQLite file in a temporary directory, or a fresh database in a
+//! PostgreSQL cluster shared by the tests of one test binary), the CLI run against it, a minimal
+//! HTTP/1.1 client for the gateway protocol, and polling with deadlines instead of sleeps.
+//!
+//! Every test body is a `fn(Backend)`; [`on_both_backends!`] turns each into two `#[test]`s,
+//! `NAME::sqlite` and `NAME::postgres`, so the whole suite runs against both databases. The
+//! cluster is started by the first test that needs it and stopped when the last test holding it
+//! ends (it is reference-counted, not a process-lifetime static, so no `postgres` outlives the
+//! test binary).
 #![allow(
     dead_code,
     unreachable_pub,
@@ -11,11 +17,132 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use test_support::PostgresServer;
+
+/// For each named test body `fn NAME(Backend)`, a module `NAME` with the `#[test]`s `sqlite` and
+/// `postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::cp_support::Backend::Sqlite);
+                }
+
+                #[test]
+                fn postgres() {
+                    super::$name($crate::cp_support::Backend::Postgres);
+                }
+            }
+        )+
+    };
+}
+
+/// The registry database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's registry: a SQLite file, or a database of its own in the shared cluster. Clones
+/// name the same database (two control-plane processes on one registry).
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub backend: Backend,
+    /// What `--database` is given.
+    pub url: String,
+    _cluster: Option<Arc<PostgresServer>>,
+}
+
+/// The test binary's PostgreSQL cluster, started on first use and stopped with its last user.
+#[expect(
+    clippy::disallowed_types,
+    reason = "test harness on no async runtime; the lock is held only while a cluster starts"
+)]
+fn cluster() -> Arc<PostgresServer> {
+    use std::sync::Mutex;
+    static SHARED: Mutex<Weak<PostgresServer>> = Mutex::new(Weak::new());
+    let mut slot = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(pg) = slot.upgrade() {
+        return pg;
+    }
+    let pg = Arc::new(PostgresServer::start());
+    *slot = Arc::downgrade(&pg);
+    pg
+}
+
+impl Database {
+    /// A new, empty registry for one test; a SQLite file goes into `dir`.
+    pub fn fresh(backend: Backend, dir: &std::path::Path) -> Self {
+        match backend {
+            Backend::Sqlite => Self {
+                backend,
+                url: dir.join("registry.db").display().to_string(),
+                _cluster: None,
+            },
+            Backend::Postgres => {
+                static NEXT: AtomicU32 = AtomicU32::new(1);
+                let pg = cluster();
+                let name = format!("palisade_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+                Self {
+                    backend,
+                    url: pg.create_database(&name),
+                    _cluster: Some(pg),
+                }
+            }
+        }
+    }
+
+    /// Make every later admin-log insert fail, as a full disk or a revoked grant would.
+    pub fn break_admin_log(&self) {
+        match self.backend {
+            Backend::Sqlite => self.execute(&[
+                "CREATE TRIGGER log_full BEFORE INSERT ON admin_log BEGIN SELECT RAISE(ABORT, 'log full'); END",
+            ]),
+            Backend::Postgres => self.execute(&[
+                "CREATE FUNCTION log_full() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'log full'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER log_full BEFORE INSERT ON admin_log FOR EACH ROW EXECUTE FUNCTION log_full()",
+            ]),
+        };
+    }
+
+    /// Run statements on the registry directly, as someone with database access might.
+    pub fn execute(&self, statements: &[&str]) -> u64 {
+        let url = match self.backend {
+            Backend::Sqlite => format!("sqlite://{}", self.url),
+            Backend::Postgres => self.url.clone(),
+        };
+        sqlx::any::install_default_drivers();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            let mut affected = 0;
+            for sql in statements {
+                affected += sqlx::query(sql)
+                    .execute(&pool)
+                    .await
+                    .unwrap()
+                    .rows_affected();
+            }
+            pool.close().await;
+            affected
+        })
+    }
+}
 
 pub const ADMIN_KEY: &str = "pal_test_admin_key_0123456789abcdef";
 
@@ -34,6 +161,7 @@ pub struct ControlPlane {
     pub url: String,
     pub addr: String,
     pub dir: tempfile::TempDir,
+    pub db: Database,
     pub stdout_lines: Vec<String>,
 }
 
@@ -60,23 +188,28 @@ impl HttpAnswer {
 }
 
 impl ControlPlane {
-    pub fn start(report_interval_ms: u64) -> Self {
-        Self::start_with(
-            report_interval_ms,
-            Some(ADMIN_KEY),
-            tempfile::tempdir().unwrap(),
-        )
+    /// A control plane with the test admin key on a fresh registry of `backend`.
+    pub fn start(backend: Backend, report_interval_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::fresh(backend, dir.path());
+        Self::start_with(report_interval_ms, Some(ADMIN_KEY), dir, db)
+    }
+
+    /// Another control-plane process on the same registry as `self`.
+    pub fn start_another(&self, report_interval_ms: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(report_interval_ms, Some(ADMIN_KEY), dir, self.db.clone())
     }
 
     pub fn start_with(
         report_interval_ms: u64,
         admin_key: Option<&str>,
         dir: tempfile::TempDir,
+        db: Database,
     ) -> Self {
-        let db = dir.path().join("registry.db");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
         cmd.args(["control-plane", "--listen", "127.0.0.1:0", "--database"])
-            .arg(&db)
+            .arg(&db.url)
             .args(["--report-interval-ms", &report_interval_ms.to_string()])
             .env_remove("PALISADE_ADMIN_KEY")
             .stdout(Stdio::piped())
@@ -110,22 +243,19 @@ impl ControlPlane {
                     url: url.to_owned(),
                     addr,
                     dir,
+                    db,
                     stdout_lines: lines,
                 };
             }
         }
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("registry.db")
-    }
-
-    /// Stop the process and hand back its directory (to restart on the same database).
-    pub fn stop(mut self) -> tempfile::TempDir {
+    /// Stop the process and hand back its directory and database (to restart on them).
+    pub fn stop(mut self) -> (tempfile::TempDir, Database) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self.dir, dir)
+        (std::mem::replace(&mut self.dir, dir), self.db.clone())
     }
 
     /// Run `palisade ARGS` against this control plane with `key` as PALISADE_SERVICE_KEY.
