@@ -10,6 +10,7 @@
     reason = "a command-line tool prints its results"
 )]
 
+mod gateway_cmd;
 mod pack_cmds;
 mod render;
 mod scan;
@@ -41,6 +42,8 @@ enum Command {
     Test(pack_cmds::TestArgs),
     /// Find PII in text on stdin and print the findings and the redacted text.
     Scan(scan::ScanArgs),
+    /// Run the gateway: an OpenAI-compatible proxy enforcing a pack.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,5 +54,6 @@ fn main() -> ExitCode {
         Command::Diff(args) => pack_cmds::diff_cmd(&args),
         Command::Test(args) => pack_cmds::test(&args),
         Command::Scan(args) => scan::run(&args),
+        Command::Gateway(args) => gateway_cmd::run(args),
     }
 }

@@ -70,7 +70,7 @@ pub struct GatewayConfig {
     pub server: ServerSettings,
     /// Quiet time after the last file event before a reload starts.
     pub reload_debounce: Duration,
-    /// Watch the pack file (SIGHUP works either way).
+    /// Watch the pack file (SIGHUP reloads either way).
     pub watch: bool,
 }
 
@@ -122,6 +122,7 @@ pub struct Gateway {
     tls: Option<TlsAcceptor>,
     config: GatewayConfig,
     local_addr: SocketAddr,
+    triggers: reload::Triggers,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -162,6 +163,8 @@ impl Gateway {
             observer,
             config.limits,
         ));
+        // Watch before the first read, so no edit falls between the two.
+        let triggers = reload::Triggers::new(&config.pack_path, config.watch);
         let first = reload::prepare_file(&state, &config.pack_path).await?;
         state.activate(first);
         let listener =
@@ -181,6 +184,7 @@ impl Gateway {
             tls,
             config,
             local_addr,
+            triggers,
         })
     }
 
@@ -201,16 +205,15 @@ impl Gateway {
     /// Serve (and watch the pack) until `shutdown` resolves, then drain in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
-        let watcher = self.config.watch.then(|| {
-            tokio::spawn(reload::watch(
-                Arc::clone(&self.state),
-                self.config.pack_path.clone(),
-                self.config.reload_debounce,
-                async move {
-                    let _ = stop_rx.changed().await;
-                },
-            ))
-        });
+        let watcher = tokio::spawn(reload::watch(
+            Arc::clone(&self.state),
+            self.config.pack_path.clone(),
+            self.config.reload_debounce,
+            self.triggers,
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        ));
         server::serve(
             self.listener,
             self.tls,
@@ -220,8 +223,6 @@ impl Gateway {
         )
         .await;
         drop(stop_tx);
-        if let Some(w) = watcher {
-            let _ = w.await;
-        }
+        let _ = watcher.await;
     }
 }

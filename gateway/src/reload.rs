@@ -67,21 +67,50 @@ pub async fn prepare_file(
     }
 }
 
-/// Watch `path` and SIGHUP until `shutdown` resolves.
+/// The reload triggers of one gateway: the file watcher (installed when this is created, so a
+/// bound gateway already sees edits) and SIGHUP (installed when the loop starts).
+#[derive(Debug)]
+pub struct Triggers {
+    tx: mpsc::Sender<Trigger>,
+    rx: mpsc::Receiver<Trigger>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Triggers {
+    pub(crate) fn new(path: &Path, watch_file: bool) -> Self {
+        let (tx, rx) = mpsc::channel::<Trigger>(1);
+        let watcher = if watch_file {
+            match file_watcher(path, tx.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot watch the pack file; reload with SIGHUP");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Self {
+            tx,
+            rx,
+            _watcher: watcher,
+        }
+    }
+}
+
+/// Reload on each trigger until `shutdown` resolves.
 pub(crate) async fn watch(
     state: Arc<GatewayState>,
     path: PathBuf,
     debounce: Duration,
+    triggers: Triggers,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<Trigger>(1);
-    let _watcher = match file_watcher(&path, tx.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot watch the pack file; reload with SIGHUP");
-            None
-        }
-    };
+    let Triggers {
+        tx,
+        mut rx,
+        _watcher,
+    } = triggers;
     spawn_sighup(tx);
     tokio::pin!(shutdown);
     loop {
