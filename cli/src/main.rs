@@ -10,6 +10,7 @@
     reason = "a command-line tool prints its results"
 )]
 
+mod audit_cmd;
 mod gateway_cmd;
 mod pack_cmds;
 mod render;
@@ -40,6 +41,9 @@ enum Command {
     Diff(pack_cmds::DiffArgs),
     /// Run a pack's `tests:` against the compiled pack (exit 1 on any failure).
     Test(pack_cmds::TestArgs),
+    /// Read a gateway's audit log: verify its hash chain, tail it, query it.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Find PII in text on stdin and print the findings and the redacted text.
     Scan(scan::ScanArgs),
     /// Run the gateway: an OpenAI-compatible proxy enforcing a pack.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Hash(args) => pack_cmds::hash(&args),
         Command::Diff(args) => pack_cmds::diff_cmd(&args),
         Command::Test(args) => pack_cmds::test(&args),
+        Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::Scan(args) => scan::run(&args),
         Command::Gateway(args) => gateway_cmd::run(args),
     }

@@ -237,8 +237,12 @@ pub(crate) fn test(args: &TestArgs) -> ExitCode {
                 }
             }
             println!(
-                "\npack {} {} ({env}): {} passed, {} failed",
-                compiled.name, compiled.version, report.passed, report.failed
+                "\npack {} {} ({env}): {} passed, {} failed; {} for other environments",
+                compiled.name,
+                compiled.version,
+                report.passed,
+                report.failed,
+                report.not_applicable
             );
         }
     }

@@ -10,10 +10,13 @@
 //! swapped in one store ([`state`], [`reload`]); `/status` and `/metrics` say what runs.
 //!
 //! Start one with [`Gateway::bind`] then [`Gateway::run`]; `palisade gateway` is a thin CLI over
-//! exactly that. This crate does not implement the budget enforcer or the audit logger: they
-//! are [`RequestObserver`]s handed to [`Gateway::bind`].
+//! exactly that. The budget enforcer and the audit logger plug in as [`RequestObserver`]s
+//! handed to [`Gateway::bind`]; the audit log's writer lives in [`audit`], and [`control`] keeps
+//! a gateway on the version its control plane wants.
 
+pub mod audit;
 pub mod body;
+pub mod control;
 pub mod error;
 pub mod hooks;
 pub mod keys;

@@ -71,6 +71,7 @@ pub fn load(text: &str) -> Result<LoadedPack, Diagnostics> {
     };
 
     validate::document(&document, &mut sink);
+    validate::test_environments(&document, &mut sink);
     let mut resolved = BTreeMap::new();
     for (name, overrides) in env_values.iter().flat_map(|m| m.iter()) {
         let Some(name) = name.as_str() else { continue };

@@ -31,6 +31,8 @@ pub struct TestReport {
     pub outcomes: Vec<TestOutcome>,
     pub passed: usize,
     pub failed: usize,
+    /// Tests written for other environments only.
+    pub not_applicable: usize,
 }
 
 impl TestReport {
@@ -43,6 +45,10 @@ impl TestReport {
 pub fn run_tests(pack: &CompiledPack) -> TestReport {
     let mut report = TestReport::default();
     for t in &pack.tests {
+        if !t.applies_to(pack.environment.as_deref()) {
+            report.not_applicable += 1;
+            continue;
+        }
         let outcome = run_one(pack, t);
         if outcome.passed {
             report.passed += 1;

@@ -90,6 +90,33 @@ pub(crate) fn document(doc: &PackDocument, sink: &mut Sink<'_>) {
     }
 }
 
+/// Tests may name environments; only the base document knows which exist (resolved documents
+/// carry no `environments:` block), so this runs once, on the base.
+pub(crate) fn test_environments(doc: &PackDocument, sink: &mut Sink<'_>) {
+    for (i, t) in doc.tests.iter().enumerate() {
+        for (j, env) in t.environments.iter().flatten().enumerate() {
+            if !doc.environments.contains_key(env) {
+                let known: Vec<&str> = doc.environments.keys().map(String::as_str).collect();
+                let d = PackDiagnostic::error(
+                    DiagnosticCode::UnknownEnvironment,
+                    format!("tests[{i}].environments[{j}]"),
+                    format!(
+                        "test `{}` names an environment the pack does not declare",
+                        t.name
+                    ),
+                )
+                .found(env.clone())
+                .expected(if known.is_empty() {
+                    "an `environments:` block declaring it".to_owned()
+                } else {
+                    format!("one of {}", known.join(", "))
+                });
+                sink.emit(d, false);
+            }
+        }
+    }
+}
+
 fn meta(doc: &PackDocument, sink: &mut Sink<'_>) {
     let name = &doc.pack.name;
     let name_ok = !name.is_empty()

@@ -20,9 +20,22 @@ pub struct PackTest {
     /// Expected request text after redaction, when the author wants to pin it.
     #[serde(default)]
     pub redacted: Option<String>,
+    /// Environments this test applies to (default: all). Lets a pack state that dev only logs
+    /// what prod blocks, and have both checked.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
 }
 
 impl PackTest {
+    /// Whether the test applies when the pack is resolved for `environment`.
+    pub fn applies_to(&self, environment: Option<&str>) -> bool {
+        match (&self.environments, environment) {
+            (None, _) => true,
+            (Some(list), Some(env)) => list.iter().any(|e| e == env),
+            (Some(_), None) => false,
+        }
+    }
+
     /// Every text of the test's request, in order.
     pub fn texts(&self) -> impl Iterator<Item = &str> {
         self.input

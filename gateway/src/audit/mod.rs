@@ -1,0 +1,66 @@
+//! The per-request audit log: one hash-chained JSON line per request.
+//!
+//! - [`record`]: what a line says about a request (decisions, never raw content).
+//! - [`chain`]: how a line is sealed and checked.
+//! - [`files`]: daily files, retention, recovery of a torn tail.
+//! - [`writer`]: the bounded queue and the writer thread ([`AuditSink`]).
+//! - [`verify`]: walking a directory and naming the first broken link.
+//!
+//! This log may drop records under pressure only where the pack says `on_queue_full: drop`, and
+//! every drop is counted and written into the chain. The control plane's admin log is a
+//! different log with stricter rules (it refuses the change it cannot record).
+
+pub mod chain;
+pub mod files;
+pub mod record;
+pub mod verify;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use record::{
+    AuditRecord, BudgetNote, Caller, Latency, Outcome, PackRef, PolicyDecision, Usage,
+};
+pub use writer::{AuditSink, AuditStats, WriterHandle};
+
+/// Wall-clock time, injected so rotation and retention are tested without waiting for midnight.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the audit log {file} is corrupt ({reason}); run `palisade audit verify` on its directory"
+    )]
+    Corrupt { file: PathBuf, reason: String },
+    #[error("the audit writer has stopped")]
+    Closed,
+    #[error("the audit record could not be written: {0}")]
+    Write(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! What one audit record says about one request.
+//!
+//! A record holds decisions, never content: who called, which pack version and hash decided,
+//! what each policy did (PII: entity types and counts and the action, never a value), what it
+//! cost and how it ended. The only text it may carry is the *redacted* request, and only when the
+//! pack sets `include_redacted_text`. Field order is the serialisation order, which is part of
+//! the chained line format: add fields at the end.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub request_id: String,
+    pub environment: String,
+    pub pack: PackRef,
+    pub caller: Caller,
+    /// `/v1/chat/completions`, … (a fixed set: the gateway's routes).
+    pub route: String,
+    pub model_requested: Option<String>,
+    pub model_used: Option<String>,
+    pub outcome: Outcome,
+    /// Status sent to the caller.
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub latency: Latency,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    pub budget: Option<BudgetNote>,
+    pub policies: Vec<PolicyDecision>,
+    /// Passed redacted and marked for human review (`action: escalate`).
+    pub escalated: bool,
+    /// The redacted request text, only with `include_redacted_text: true`.
+    pub redacted_text: Option<String>,
+    /// Our error code (`pii_blocked`, `budget_exceeded`, …) when the request did not succeed.
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The caller key's id from the keys file (never the key or its hash); `None`: anonymous.
+    pub key_id: Option<String>,
+    pub team: Option<String>,
+}
+
+/// How the request ended. One per request, exactly once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    #[default]
+    Allowed,
+    Redacted,
+    BlockedPii,
+    BlockedBudget,
+    /// Refused before policies ran: bad key, model not allowed, malformed request.
+    Rejected,
+    UpstreamError,
+    /// The client went away before the response was complete.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Redacted => "redacted",
+            Self::BlockedPii => "blocked_pii",
+            Self::BlockedBudget => "blocked_budget",
+            Self::Rejected => "rejected",
+            Self::UpstreamError => "upstream_error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Time spent in the gateway itself (policies, parsing, queuing), microseconds.
+    pub gateway_us: u64,
+    /// Time waiting for the provider, microseconds; `None` when it was never called.
+    pub upstream_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetNote {
+    /// `reserved`, `blocked`, `degraded`, `alert`, `unavailable_open`, `unavailable_closed`.
+    pub decision: String,
+    /// The deciding scope (`team:support/daily`), when a limit decided.
+    pub scope: Option<String>,
+    pub remaining_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDecision {
+    /// `audit-logger`, `pii-detector`, `budget-enforcer`.
+    pub policy: String,
+    /// What the policy did: `pass`, `redact`, `block`, `log`, `escalate`, `degrade`, …
+    pub decision: String,
+    /// PII: entity type → count (request and response together).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entities: BTreeMap<String, u32>,
+}

@@ -1,0 +1,363 @@
+//! The audit sink: a bounded queue in front of one writer thread.
+//!
+//! The request path never touches the disk. It hands a record to a bounded queue; when the queue
+//! is full the pack decides: `block` waits for room (correctness first), `drop` counts the record
+//! as dropped and the next line written carries the count (`dropped_before`), so the gap is in the
+//! chain itself. One dedicated OS thread owns the file: it batches whatever is queued, seals each
+//! line into the chain, writes the batch with one `write`, and fsyncs at least every
+//! `fsync_interval_ms` (every batch when it is 0). `record_durable` waits until its line is on
+//! disk, for callers that must not acknowledge a request before its record survives a crash.
+//!
+//! Files rotate at UTC midnight by the injected clock; retention runs at start and on rotation.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy};
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::{seal, LineBody, LineKind};
+use super::files;
+use super::record::AuditRecord;
+use super::{AuditError, Clock};
+
+/// Most lines sealed and written in one batch.
+const MAX_BATCH: usize = 512;
+
+/// Counters the gateway exports as metrics and in `/status`.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+struct Entry {
+    record: Box<AuditRecord>,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Handle held by the request path. Cloning is cheap; the writer stops when every handle is gone.
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Entry>,
+    on_full: QueueFullPolicy,
+    /// Dropped since the last line written; the writer takes it into `dropped_before`.
+    pending_drops: Arc<AtomicU64>,
+    stats: Arc<AuditStats>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("request_id", &self.record.request_id)
+            .finish()
+    }
+}
+
+/// Joins the writer thread once every sink handle is dropped.
+#[derive(Debug)]
+pub struct WriterHandle {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    /// Wait for the writer to flush and stop (call after dropping every `AuditSink`).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl AuditSink {
+    /// Recover the chain in `cfg.dir` and start the writer thread. Blocking (file I/O): call it
+    /// at start-up or from `spawn_blocking`, never on a request.
+    pub fn start(
+        cfg: &AuditLoggerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, WriterHandle), AuditError> {
+        let dir = PathBuf::from(&cfg.dir);
+        std::fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        let tail = files::recover(&dir)?;
+        let stats = Arc::new(AuditStats::default());
+        let pending_drops = Arc::new(AtomicU64::new(0));
+        let capacity = usize::try_from(cfg.queue_capacity.max(1)).unwrap_or(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let mut writer = Writer {
+            dir,
+            clock,
+            retention_days: cfg.retention_days,
+            fsync_every: Duration::from_millis(cfg.fsync_interval_ms),
+            file: None,
+            date: String::new(),
+            seq: tail.last_seq,
+            prev_hash: tail.last_hash.clone(),
+            pending_drops: Arc::clone(&pending_drops),
+            stats: Arc::clone(&stats),
+            dirty_since: None,
+        };
+        let note = match &tail.discarded {
+            Some((file, bytes)) => format!("recovered: discarded a torn line of {bytes} bytes at the end of {}; chain continues from seq {}", file.display(), tail.last_seq),
+            None => format!("started; chain continues from seq {}", tail.last_seq),
+        };
+        let kind = if tail.discarded.is_some() {
+            LineKind::Recovered
+        } else {
+            LineKind::Started
+        };
+        writer.write_batch(vec![], Some((kind, note)))?;
+        let thread = std::thread::Builder::new()
+            .name("palisade-audit".to_owned())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::io(std::path::Path::new("audit writer thread"), e))?;
+        let sink = Self {
+            tx,
+            on_full: cfg.on_queue_full,
+            pending_drops,
+            stats,
+        };
+        Ok((
+            sink,
+            WriterHandle {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Queue a record. Under `block` this waits for room; under `drop` a full queue drops the
+    /// record, counts it, and returns `Ok(false)`.
+    pub async fn record(&self, record: AuditRecord) -> Result<bool, AuditError> {
+        let entry = Entry {
+            record: Box::new(record),
+            ack: None,
+        };
+        match self.on_full {
+            QueueFullPolicy::Block => self
+                .tx
+                .send(entry)
+                .await
+                .map(|()| true)
+                .map_err(|_| AuditError::Closed),
+            QueueFullPolicy::Drop => match self.tx.try_send(entry) {
+                Ok(()) => Ok(true),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.pending_drops.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(false)
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
+            },
+        }
+    }
+
+    /// Queue a record and wait until its line is written and fsynced. Always waits for room,
+    /// whatever `on_queue_full` says: the caller asked for durability.
+    pub async fn record_durable(&self, record: AuditRecord) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        let entry = Entry {
+            record: Box::new(record),
+            ack: Some(ack),
+        };
+        self.tx.send(entry).await.map_err(|_| AuditError::Closed)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AuditError::Write(e)),
+            Err(_) => Err(AuditError::Closed),
+        }
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    retention_days: u32,
+    fsync_every: Duration,
+    file: Option<File>,
+    date: String,
+    seq: u64,
+    prev_hash: String,
+    pending_drops: Arc<AtomicU64>,
+    stats: Arc<AuditStats>,
+    /// When the oldest unsynced write happened.
+    dirty_since: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
+        // A current-thread runtime only for its timer: this thread owns the file and may block.
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            tracing::error!(
+                "audit writer: cannot build its timer runtime; records will not be written"
+            );
+            return;
+        };
+        rt.block_on(async {
+            loop {
+                let wait = match self.dirty_since {
+                    Some(t) => self.fsync_every.saturating_sub(t.elapsed()),
+                    None => Duration::from_secs(3600),
+                };
+                let first = match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some(e)) => e,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.sync();
+                        continue;
+                    }
+                };
+                let mut batch = Vec::with_capacity(16);
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = self.write_batch(batch, None) {
+                    tracing::error!(error = %e, "audit writer: a batch could not be written");
+                }
+            }
+        });
+        self.sync();
+    }
+
+    /// Seal and write `batch` (plus an optional writer event first) with one write call.
+    fn write_batch(
+        &mut self,
+        batch: Vec<Entry>,
+        event: Option<(LineKind, String)>,
+    ) -> Result<(), AuditError> {
+        let now = self.clock.now();
+        let ts = humantime::format_rfc3339_millis(now).to_string();
+        self.rotate(&ts)?;
+        let mut buf = String::with_capacity(512 * (batch.len() + 1));
+        let mut acks = Vec::new();
+        let mut lines = 0u64;
+        if let Some((kind, note)) = event {
+            self.seal_into(&ts, kind, None, Some(note), &mut buf)?;
+        }
+        for e in batch {
+            self.seal_into(&ts, LineKind::Request, Some(*e.record), None, &mut buf)?;
+            lines += 1;
+            if let Some(a) = e.ack {
+                acks.push(a);
+            }
+        }
+        let result = self.append(buf.as_bytes());
+        if result.is_ok() {
+            self.stats.written.fetch_add(lines, Ordering::Relaxed);
+            if self.dirty_since.is_none() {
+                self.dirty_since = Some(Instant::now());
+            }
+            if !acks.is_empty()
+                || self.fsync_every.is_zero()
+                || self
+                    .dirty_since
+                    .is_some_and(|t| t.elapsed() >= self.fsync_every)
+            {
+                self.sync();
+            }
+        } else {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+        for a in acks {
+            let _ = a.send(outcome.clone());
+        }
+        result
+    }
+
+    /// Seal the next line of the chain and append it (with its newline) to `buf`.
+    fn seal_into(
+        &mut self,
+        ts: &str,
+        kind: LineKind,
+        record: Option<AuditRecord>,
+        note: Option<String>,
+        buf: &mut String,
+    ) -> Result<(), AuditError> {
+        let body = LineBody {
+            seq: self.seq + 1,
+            ts: ts.to_owned(),
+            kind,
+            dropped_before: self.pending_drops.swap(0, Ordering::Relaxed),
+            record,
+            note,
+            prev_hash: self.prev_hash.clone(),
+        };
+        let (line, hash) = seal(&body).map_err(|e| AuditError::Write(e.to_string()))?;
+        self.seq += 1;
+        self.prev_hash = hash;
+        buf.push_str(&line);
+        buf.push('\n');
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        let path = files::file_for(&self.dir, &self.date);
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| AuditError::Write("no open audit file".to_owned()))?;
+        file.write_all(bytes).map_err(|e| AuditError::io(&path, e))
+    }
+
+    fn sync(&mut self) {
+        if self.dirty_since.take().is_none() {
+            return;
+        }
+        if let Some(f) = &self.file {
+            match f.sync_data() {
+                Ok(()) => {
+                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "audit writer: fsync failed");
+                }
+            }
+        }
+    }
+
+    /// Open the file of `ts`'s UTC date if it is not the open one; apply retention on a change.
+    fn rotate(&mut self, ts: &str) -> Result<(), AuditError> {
+        let date = ts.get(..10).unwrap_or(ts);
+        if self.file.is_some() && self.date == date {
+            return Ok(());
+        }
+        self.sync();
+        let path = files::file_for(&self.dir, date);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| AuditError::io(&path, e))?;
+        self.file = Some(file);
+        self.date = date.to_owned();
+        let cutoff_time =
+            self.clock.now() - Duration::from_secs(86_400 * u64::from(self.retention_days));
+        let cutoff = humantime::format_rfc3339(cutoff_time).to_string();
+        let removed = files::apply_retention(&self.dir, cutoff.get(..10).unwrap_or(""))?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                retention_days = self.retention_days,
+                "audit files past retention deleted"
+            );
+        }
+        Ok(())
+    }
+}

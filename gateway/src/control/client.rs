@@ -1,0 +1,214 @@
+//! A small JSON client for the control plane's gateway endpoints.
+//!
+//! One pooled hyper client; every call has a deadline (the long poll's own wait plus a margin),
+//! and answers are read through a size limit. The gateway key travels as a bearer token and is
+//! never logged. Plain `http://` only for now: TLS to the control plane goes through the same
+//! rustls connector as the provider client once both are in one place.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::wire::{Desired, Register, Registered, Report};
+
+/// Largest answer read from the control plane (a pack document is well below this).
+const MAX_ANSWER: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("invalid control plane URL `{0}`: expected http://HOST:PORT")]
+    Url(String),
+    #[error("control plane unreachable: {0}")]
+    Unreachable(String),
+    #[error("control plane answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("control plane answer is not what the protocol says: {0}")]
+    Protocol(String),
+    #[error("control plane did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What a poll for the desired version found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredAnswer {
+    Changed(Desired),
+    NotModified,
+    NothingDeployed,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    base: String,
+    key: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ControlClient {
+    pub fn new(base: &str, key: &str) -> Result<Self, ControlError> {
+        let base = base.trim_end_matches('/');
+        if !base.starts_with("http://") || base.len() <= "http://".len() {
+            return Err(ControlError::Url(base.to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(2)
+            .build(connector);
+        Ok(Self {
+            base: base.to_owned(),
+            key: key.to_owned(),
+            http,
+        })
+    }
+
+    pub async fn register(&self, body: &Register) -> Result<Registered, ControlError> {
+        let (status, bytes) = self
+            .call(
+                Method::POST,
+                "/v1/gateways/register",
+                Some(body),
+                None,
+                Duration::from_secs(10),
+            )
+            .await?;
+        expect_ok(status, &bytes)?;
+        parse(&bytes)
+    }
+
+    /// Long-poll for the desired version; `known` is the hash already seen (`If-None-Match`).
+    pub async fn desired(
+        &self,
+        environment: &str,
+        pack: &str,
+        known: Option<&str>,
+        wait: Duration,
+    ) -> Result<DesiredAnswer, ControlError> {
+        let path = format!(
+            "/v1/gateways/desired?environment={}&pack={}&wait={}",
+            enc(environment),
+            enc(pack),
+            wait.as_secs()
+        );
+        let etag = known.map(|h| format!("\"{h}\""));
+        let (status, bytes) = self
+            .call::<()>(
+                Method::GET,
+                &path,
+                None,
+                etag.as_deref(),
+                wait + Duration::from_secs(10),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => Ok(DesiredAnswer::Changed(parse(&bytes)?)),
+            StatusCode::NOT_MODIFIED => Ok(DesiredAnswer::NotModified),
+            StatusCode::NOT_FOUND => Ok(DesiredAnswer::NothingDeployed),
+            other => Err(status_error(other, &bytes)),
+        }
+    }
+
+    pub async fn report(&self, id: &str, body: &Report) -> Result<(), ControlError> {
+        let path = format!("/v1/gateways/{}/report", enc(id));
+        let (status, bytes) = self
+            .call(
+                Method::POST,
+                &path,
+                Some(body),
+                None,
+                Duration::from_secs(10),
+            )
+            .await?;
+        expect_ok(status, &bytes)
+    }
+
+    async fn call<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        if_none_match: Option<&str>,
+        deadline: Duration,
+    ) -> Result<(StatusCode, Bytes), ControlError> {
+        let bytes = match body {
+            Some(b) => Bytes::from(
+                serde_json::to_vec(b).map_err(|e| ControlError::Protocol(e.to_string()))?,
+            ),
+            None => Bytes::new(),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(tag) = if_none_match {
+            req = req.header(header::IF_NONE_MATCH, tag);
+        }
+        let req = req
+            .body(Full::new(bytes))
+            .map_err(|e| ControlError::Url(e.to_string()))?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the body is wrapped in Limited, so collecting is bounded"
+        )]
+        let work = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ControlError::Unreachable(e.to_string()))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| ControlError::Protocol(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| ControlError::Timeout(deadline))?
+    }
+}
+
+fn expect_ok(status: StatusCode, body: &[u8]) -> Result<(), ControlError> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status_error(status, body))
+    }
+}
+
+fn status_error(status: StatusCode, body: &[u8]) -> ControlError {
+    let text = String::from_utf8_lossy(body);
+    let short: String = text.chars().take(300).collect();
+    ControlError::Status {
+        status: status.as_u16(),
+        body: short,
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(bytes).map_err(|e| ControlError::Protocol(e.to_string()))
+}
+
+/// Percent-encode a query or path value (environment and pack names are plain already; this
+/// keeps an odd instance id from breaking the URL).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,102 @@
+//! The gateway ↔ control-plane protocol, gateway side. The control plane has its own copy of
+//! these shapes (the crates do not depend on each other); the end-to-end tests keep them in step.
+//!
+//! The report follows OPA's status API plus Envoy's ACK/NACK: what the gateway was told to run
+//! (`desired`), what it runs (`active`, with where it came from), and what happened the last time
+//! it tried to change (`last_attempt`), so a rejection never looks like success.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub environment: String,
+    pub pack: String,
+    pub build: String,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Register {
+    pub instance: Instance,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registered {
+    #[serde(default)]
+    pub report_interval_ms: Option<u64>,
+}
+
+/// `GET /v1/gateways/desired` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub pack: String,
+    pub version: String,
+    pub hash: String,
+    pub yaml: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredSeen {
+    pub version: String,
+    pub hash: String,
+    pub seen_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActiveSource {
+    ControlPlane,
+    Persisted,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    pub version: String,
+    pub hash: String,
+    pub activated_at: String,
+    pub source: ActiveSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptResult {
+    #[serde(rename = "ACK")]
+    Ack,
+    #[serde(rename = "NACK")]
+    Nack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub code: String,
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastAttempt {
+    pub version: String,
+    pub at: String,
+    pub result: AttemptResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AttemptError>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub blocked: u64,
+    pub redactions: u64,
+    pub audit_dropped: u64,
+}
+
+/// `POST /v1/gateways/{id}/report` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub instance: Instance,
+    pub desired: Option<DesiredSeen>,
+    pub active: Option<Active>,
+    pub last_attempt: Option<LastAttempt>,
+    pub counters: Counters,
+}

@@ -1,0 +1,303 @@
+//! Every diagnostic code fires on a crafted pack, at the right path, line and column.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use policy_engine::{load, DiagnosticCode, Diagnostics, PackDiagnostic, Severity};
+
+fn errors_of(text: &str) -> Diagnostics {
+    match load(text) {
+        Ok(p) => panic!(
+            "expected the pack to be refused, it loaded with hash {}",
+            p.hash
+        ),
+        Err(d) => d,
+    }
+}
+
+fn find<'a>(d: &'a Diagnostics, code: DiagnosticCode, path: &str) -> &'a PackDiagnostic {
+    d.iter()
+        .find(|x| x.code == code && x.path == path)
+        .unwrap_or_else(|| panic!("no {code} at {path}; got:\n{d}"))
+}
+
+fn at(d: &PackDiagnostic) -> (usize, usize) {
+    (d.line.expect("line"), d.column.expect("column"))
+}
+
+const SEED: &str = "\
+pack:
+  name: support-staging
+  version: 2.3.0
+  enabled: true
+  description: Support staging baseline
+policies:
+  chain:
+    - audit-logger
+    - pii-detector
+policy:
+  audit-logger:
+    retention_days: 30
+  pii-detector:
+    action: redact
+";
+
+#[test]
+fn the_seed_document_from_the_deployment_guide_loads_unchanged() {
+    let p = load(SEED).unwrap();
+    assert_eq!(p.document.pack.name, "support-staging");
+    assert_eq!(p.document.policies.chain, ["audit-logger", "pii-detector"]);
+    assert_eq!(
+        p.document
+            .policy
+            .audit_logger
+            .as_ref()
+            .unwrap()
+            .retention_days,
+        30
+    );
+    assert!(p.warnings.is_empty(), "{}", p.warnings);
+}
+
+#[test]
+fn invalid_enum_value_names_path_position_and_allowed_values() {
+    let d = errors_of(&SEED.replace("action: redact", "action: redcat"));
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "policy.pii-detector.action",
+    );
+    assert_eq!(at(x), (14, 13));
+    assert_eq!(x.found.as_deref(), Some("redcat"));
+    let expected = x.expected.as_deref().unwrap();
+    for allowed in ["redact", "block", "log", "escalate"] {
+        assert!(expected.contains(allowed), "{expected}");
+    }
+}
+
+#[test]
+fn unknown_field_points_at_the_key_and_lists_known_fields() {
+    let d = errors_of(&SEED.replace(
+        "    retention_days: 30",
+        "    retention_days: 30\n    retension: 7",
+    ));
+    let x = find(
+        &d,
+        DiagnosticCode::UnknownField,
+        "policy.audit-logger.retension",
+    );
+    assert_eq!(at(x), (13, 5));
+    assert!(x.expected.as_deref().unwrap().contains("retention_days"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_not_just_the_first() {
+    let text = SEED
+        .replace("action: redact", "action: redcat\n    acton: block")
+        .replace(
+            "    - pii-detector",
+            "    - pii-detector\n    - rate-limiter",
+        )
+        .replace("  enabled: true", "  enabled: true\n  colour: red");
+    let d = errors_of(&text);
+    find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "policy.pii-detector.action",
+    );
+    find(
+        &d,
+        DiagnosticCode::UnknownField,
+        "policy.pii-detector.acton",
+    );
+    find(&d, DiagnosticCode::UnknownPolicy, "policies.chain[2]");
+    find(&d, DiagnosticCode::UnknownField, "pack.colour");
+    assert!(d.errors().count() >= 4, "{d}");
+}
+
+#[test]
+fn a_policy_in_the_chain_without_implementation_is_an_error() {
+    let d = errors_of(&SEED.replace(
+        "    - pii-detector",
+        "    - pii-detector\n    - toxicity-filter",
+    ));
+    let x = find(&d, DiagnosticCode::UnknownPolicy, "policies.chain[2]");
+    assert_eq!(at(x), (10, 7));
+    assert_eq!(x.severity, Severity::Error);
+}
+
+#[test]
+fn settings_for_an_unknown_policy_are_unknown_policy() {
+    let d = errors_of(&format!("{SEED}  toxicity-filter:\n    threshold: 0.5\n"));
+    let x = find(&d, DiagnosticCode::UnknownPolicy, "policy.toxicity-filter");
+    assert_eq!(at(x), (15, 3));
+}
+
+#[test]
+fn a_configured_policy_missing_from_the_chain_is_a_warning_only() {
+    let p = load(&format!("{SEED}  budget-enforcer: {{}}\n")).unwrap();
+    let w = p
+        .warnings
+        .iter()
+        .find(|d| d.code == DiagnosticCode::UnusedPolicy)
+        .expect("warning");
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!(w.path, "policy.budget-enforcer");
+}
+
+#[test]
+fn a_newer_format_version_is_refused_before_anything_else() {
+    let d = errors_of(&format!("format_version: 2\n{SEED}  unknown-thing: {{}}\n"));
+    assert_eq!(d.len(), 1, "{d}");
+    let x = find(&d, DiagnosticCode::UnsupportedPackVersion, "format_version");
+    assert_eq!(at(x), (1, 17));
+}
+
+#[test]
+fn a_key_written_into_the_pack_is_an_error_pointing_to_api_key_env() {
+    let text = format!("{SEED}providers:\n  openai:\n    base_url: https://api.openai.com/v1\n    api_key: sk-proj-abcdefghijklmnopqrstuvwxyz0123\n");
+    let d = errors_of(&text);
+    let x = find(&d, DiagnosticCode::SecretInPack, "providers.openai.api_key");
+    assert_eq!(at(x), (18, 14));
+    assert!(x.help.as_deref().unwrap().contains("api_key_env"));
+    // The diagnostic never carries the secret itself.
+    let rendered = format!("{d}{}", serde_json::to_string(&d).unwrap());
+    assert!(!rendered.contains("abcdefghijklmnop"), "{rendered}");
+}
+
+#[test]
+fn a_key_pasted_into_api_key_env_is_caught_too() {
+    let text = format!("{SEED}providers:\n  openai:\n    base_url: https://api.openai.com/v1\n    api_key_env: sk-abcdefghijklmnopqrstuvwxyz0123\n");
+    let d = errors_of(&text);
+    find(
+        &d,
+        DiagnosticCode::SecretInPack,
+        "providers.openai.api_key_env",
+    );
+}
+
+#[test]
+fn the_parse_error_never_echoes_the_document() {
+    let text =
+        "pack:\n  name: x\n  secret_note: sk-abcdefghijklmnopqrstuvwxyz0123\n  version: [1, 2\n";
+    let d = errors_of(text);
+    let x = find(&d, DiagnosticCode::YamlSyntax, "");
+    assert!(x.line.is_some());
+    assert!(!format!("{d}").contains("abcdefghijklmnop"), "{d}");
+}
+
+#[test]
+fn overriding_a_path_that_does_not_exist_is_an_error_in_the_override_block() {
+    let text = format!(
+        "{SEED}environments:\n  prod:\n    policy:\n      pii-detector:\n        actoin: block\n"
+    );
+    let d = errors_of(&text);
+    let x = find(
+        &d,
+        DiagnosticCode::UnknownOverridePath,
+        "environments.prod.policy.pii-detector.actoin",
+    );
+    assert_eq!(at(x), (19, 9));
+}
+
+#[test]
+fn an_invalid_value_in_an_override_points_into_the_override() {
+    let text = format!(
+        "{SEED}environments:\n  prod:\n    policy:\n      pii-detector:\n        action: shout\n"
+    );
+    let d = errors_of(&text);
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "environments.prod.policy.pii-detector.action",
+    );
+    assert_eq!(at(x), (19, 17));
+}
+
+#[test]
+fn an_undeclared_environment_is_unknown_environment() {
+    let text = format!("{SEED}environments:\n  dev: {{}}\n  prod: {{}}\n");
+    let p = load(&text).unwrap();
+    let d = p.resolve(Some("prdo")).unwrap_err();
+    let x = find(&d, DiagnosticCode::UnknownEnvironment, "environments");
+    assert_eq!(x.found.as_deref(), Some("prdo"));
+    assert!(x.expected.as_deref().unwrap().contains("prod"));
+    assert_eq!(at(x), (15, 1));
+}
+
+#[test]
+fn a_pack_without_environments_applies_everywhere() {
+    let p = load(SEED).unwrap();
+    assert_eq!(p.resolve(Some("prod")).unwrap(), &p.document);
+}
+
+#[test]
+fn references_to_unknown_models_and_providers_are_reported() {
+    let text = format!(
+        "{SEED}  budget-enforcer:\n    limits:\n      - {{scope: environment, window: daily, usd: 5, on_exhausted: degrade, degrade_to: gpt-5-tiny}}\nmodels:\n  gpt-4o:\n    provider: azure\n    input_usd_per_mtok: 2.5\n    output_usd_per_mtok: 10\n"
+    )
+    .replace("    - pii-detector", "    - pii-detector\n    - budget-enforcer");
+    let d = errors_of(&text);
+    find(
+        &d,
+        DiagnosticCode::UnknownReference,
+        "models.gpt-4o.provider",
+    );
+    find(
+        &d,
+        DiagnosticCode::UnknownReference,
+        "policy.budget-enforcer.limits[0].degrade_to",
+    );
+}
+
+#[test]
+fn a_usd_limit_without_prices_is_a_diagnostic() {
+    let text = format!("{SEED}  budget-enforcer:\n    limits:\n      - scope: environment\n        window: monthly\n        usd: 100\n")
+        .replace("    - pii-detector", "    - pii-detector\n    - budget-enforcer");
+    let d = errors_of(&text);
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "policy.budget-enforcer.limits[0].usd",
+    );
+    assert_eq!(at(x), (20, 14));
+}
+
+#[test]
+fn invalid_semver_and_bad_types_are_invalid_value() {
+    let d = errors_of(
+        &SEED
+            .replace("version: 2.3.0", "version: two")
+            .replace("retention_days: 30", "retention_days: thirty"),
+    );
+    find(&d, DiagnosticCode::InvalidValue, "pack.version");
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "policy.audit-logger.retention_days",
+    );
+    assert_eq!(at(x), (12, 21));
+}
+
+#[test]
+fn a_missing_pack_block_is_missing_field() {
+    let d = errors_of("policies:\n  chain: []\n");
+    find(&d, DiagnosticCode::MissingField, "pack");
+}
+
+#[test]
+fn a_disabled_pack_loads_but_cannot_be_activated() {
+    let p = load(
+        &SEED
+            .replace("enabled: true", "enabled: false")
+            .replace("    - pii-detector\n", "")
+            .replace("  pii-detector:\n    action: redact\n", ""),
+    )
+    .unwrap();
+    let c = p.compile(None, &Default::default()).unwrap();
+    let d = c.check_activatable().unwrap_err();
+    find(&d, DiagnosticCode::PackDisabled, "pack.enabled");
+}
