@@ -1,8 +1,8 @@
 //! The active pack: a [`CompiledPack`] bundled with everything the request path derives from it
-//! (header values, provider clients), prepared completely before it is swapped in.
+//! (header values, provider endpoints), prepared completely before it is swapped in.
 //!
 //! This is the "fallible prepare" half of a hot swap: [`prepare`] parses, validates, compiles,
-//! refuses a disabled pack (`PACK_DISABLED`) and builds every provider's client, and only a value
+//! refuses a disabled pack (`PACK_DISABLED`) and checks every provider's URL and key, and only a value
 //! that made it through all of that can reach the store (see `state`). Provider keys are read
 //! from the environment variables the pack names here, once per version, never per request.
 //! It runs on a blocking thread during reloads (it is CPU work: regex and automaton builds).
@@ -18,7 +18,7 @@ use http::HeaderValue;
 use policy_engine::pack::{ScanSide, DEFAULT_PROVIDER};
 use policy_engine::{CompileOptions, CompiledPack, Diagnostics};
 
-use crate::upstream::{self, Upstream, UpstreamConfigError};
+use crate::upstream::{Upstream, UpstreamConfigError};
 
 /// Where the active pack came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,13 +101,11 @@ impl PrepareError {
     }
 }
 
-/// Parse, validate, compile and wire up a pack for `environment`. `previous` lends its provider
-/// clients (and their warm connections) when the connect timeout did not change.
+/// Parse, validate, compile and wire up a pack for `environment`.
 pub fn prepare(
     text: &str,
     environment: &str,
     source: PackSource,
-    previous: Option<&ActivePack>,
 ) -> Result<ActivePack, PrepareError> {
     let loaded = policy_engine::load(text).map_err(PrepareError::Pack)?;
     let doc = loaded
@@ -147,15 +145,7 @@ pub fn prepare(
                     None
                 }
             });
-        let connect = std::time::Duration::from_millis(spec.connect_timeout_ms);
-        let reusable = previous
-            .and_then(|p| p.upstreams.values().find(|u| u.connect_timeout == connect))
-            .map(|u| u.client.clone());
-        let client = match reusable {
-            Some(c) => c,
-            None => upstream::client(connect)?,
-        };
-        let up = Upstream::new(&name, &spec, key.as_deref(), client)?;
+        let up = Upstream::new(&name, &spec, key.as_deref())?;
         upstreams.insert(name, Arc::new(up));
     }
 

@@ -52,12 +52,9 @@ pub async fn prepare_file(
             source,
         })?;
     let environment = state.environment.clone();
-    let previous = state.active();
     let source = PackSource::File(path.display().to_string());
-    let joined = tokio::task::spawn_blocking(move || {
-        pack::prepare(&text, &environment, source, previous.as_deref())
-    })
-    .await;
+    let joined =
+        tokio::task::spawn_blocking(move || pack::prepare(&text, &environment, source)).await;
     match joined {
         Ok(r) => r,
         Err(e) => Err(PrepareError::Read {

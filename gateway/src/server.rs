@@ -1,6 +1,11 @@
 //! The listener: accept, TLS, HTTP/1.1 + HTTP/2, timeouts, connection limit, graceful drain.
 //!
-//! Every accepted socket gets TCP_NODELAY. A connection is served by hyper-util's auto builder
+//! Thread per core: the listening socket is shared by `threads` OS threads, each running its
+//! own single-threaded tokio runtime with its own accept loop. A connection, its requests, its
+//! upstream connections (see `upstream`'s per-thread pools) and its SSE relay task all stay on
+//! the thread that accepted it, so the request path has no work stealing and no cross-thread
+//! wake-ups; that halved the CPU per request at one connection compared with tokio's
+//! multi-thread scheduler (see benches/README.md). Every accepted socket gets TCP_NODELAY. A connection is served by hyper-util's auto builder
 //! (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN). HTTP/1's header read timeout also bounds
 //! how long an idle keep-alive connection may wait for its next request (hyper starts that timer
 //! whenever it waits for a request head); HTTP/2 connections are pinged and closed when the
@@ -22,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::service;
@@ -36,6 +41,8 @@ pub struct ServerSettings {
     pub http2_keepalive: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
+    /// Serving threads; 0 means one per available core.
+    pub threads: usize,
 }
 
 impl Default for ServerSettings {
@@ -46,11 +53,12 @@ impl Default for ServerSettings {
             http2_keepalive: Duration::from_secs(30),
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
+            threads: 0,
         }
     }
 }
 
-/// Serve until `shutdown` resolves, then drain.
+/// Serve until `shutdown` resolves, then drain, on `settings.threads` serving threads.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -58,6 +66,76 @@ pub(crate) async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let threads = match settings.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the listener to the serving threads");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut finished = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let l = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share the listener with a serving thread");
+                break;
+            }
+        };
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let (tls, state, permits, stop) = (
+            tls.clone(),
+            Arc::clone(&state),
+            Arc::clone(&permits),
+            stop_rx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("palisade-io-{i}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(worker(l, tls, state, settings, permits, stop)),
+                    Err(e) => tracing::error!(error = %e, "cannot start a serving runtime"),
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => finished.push(done_rx),
+            Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
+        }
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for done in finished {
+        let _ = done.await;
+    }
+}
+
+/// One serving thread: accept until told to stop, then drain its own connections.
+async fn worker(
+    listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<GatewayState>,
+    settings: ServerSettings,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener");
+            return;
+        }
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -72,18 +150,18 @@ pub(crate) async fn serve(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
-    tokio::pin!(shutdown);
+    let stopping = stop.wait_for(|s| *s);
+    tokio::pin!(stopping);
     loop {
         let permit = tokio::select! {
-            () = &mut shutdown => break,
+            _ = &mut stopping => break,
             p = Arc::clone(&permits).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            _ = &mut stopping => break,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -107,7 +185,7 @@ pub(crate) async fn serve(
     }
     drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = graceful.shutdown() => tracing::debug!("serving thread drained"),
         () = tokio::time::sleep(settings.drain_timeout) => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
         }

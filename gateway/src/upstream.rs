@@ -1,11 +1,14 @@
-//! The provider side: one pooled HTTP client per connect timeout, and per provider the parsed
-//! base URL and the injected key.
+//! The provider side: pooled HTTP clients, and per provider the parsed base URL and the
+//! injected key.
 //!
 //! The caller's headers are never copied upstream: a request to the provider carries only
 //! `content-type`, `accept` and the provider key read from the environment variable the pack
 //! names (read when a pack is prepared, not per request). Clients are built with TCP_NODELAY,
-//! a bounded idle pool and HTTP/1.1 + HTTP/2 (ALPN) over rustls with the webpki roots, and are
-//! reused across pack reloads so a reload does not drop warm connections.
+//! a bounded idle pool and HTTP/1.1 + HTTP/2 (ALPN) over rustls with the webpki roots. There is
+//! one client per serving thread and connect timeout (a thread-local): the server runs one
+//! single-threaded runtime per core, and a connection pooled on the thread that uses it is
+//! driven there too, with no cross-thread wake-ups on the request path. The pools live outside
+//! the pack, so a reload does not drop warm connections.
 //!
 //! Not here: retries and fallbacks between providers (a failed upstream call is reported, not
 //! retried, so a budget reservation is never charged twice).
@@ -46,7 +49,7 @@ pub enum UpstreamConfigError {
 }
 
 /// Build a client that connects within `connect_timeout`.
-pub(crate) fn client(connect_timeout: Duration) -> Result<HttpClient, UpstreamConfigError> {
+fn client(connect_timeout: Duration) -> Result<HttpClient, UpstreamConfigError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -80,7 +83,25 @@ pub struct Upstream {
     auth: Option<HeaderValue>,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
-    pub(crate) client: HttpClient,
+}
+
+thread_local! {
+    /// This thread's clients, by connect timeout (a pack has one or two distinct values).
+    static CLIENTS: std::cell::RefCell<Vec<(Duration, HttpClient)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's client for `connect_timeout`, built on first use.
+fn thread_client(connect_timeout: Duration) -> Result<HttpClient, UpstreamConfigError> {
+    CLIENTS.with(|cell| {
+        let mut clients = cell.borrow_mut();
+        if let Some((_, c)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
+            return Ok(c.clone());
+        }
+        let c = client(connect_timeout)?;
+        clients.push((connect_timeout, c.clone()));
+        Ok(c)
+    })
 }
 
 impl Upstream {
@@ -89,7 +110,6 @@ impl Upstream {
         name: &str,
         spec: &ProviderSpec,
         key: Option<&str>,
-        client: HttpClient,
     ) -> Result<Self, UpstreamConfigError> {
         let bad = |reason: &str| UpstreamConfigError::BadUrl {
             provider: name.to_owned(),
@@ -122,7 +142,6 @@ impl Upstream {
             auth,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(spec.first_byte_timeout_ms),
-            client,
         })
     }
 
@@ -163,7 +182,9 @@ impl Upstream {
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
         // first and is reported as such.
         let budget = self.first_byte_timeout.max(self.connect_timeout);
-        match tokio::time::timeout(budget, self.client.request(req)).await {
+        let client =
+            thread_client(self.connect_timeout).map_err(|e| ApiError::Upstream(e.to_string()))?;
+        match tokio::time::timeout(budget, client.request(req)).await {
             Err(_) => Err(ApiError::UpstreamTimeout {
                 ms: u64::try_from(self.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
                 phase: "first byte",
