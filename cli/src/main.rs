@@ -16,6 +16,7 @@ mod cp_cmds;
 mod cp_fleet;
 mod cp_manifest;
 mod cp_server;
+mod gateway_cmd;
 mod pack_cmds;
 mod render;
 mod scan;
@@ -76,6 +77,8 @@ enum Command {
     /// List, create and configure environments.
     #[command(subcommand)]
     Environments(cp_fleet::EnvironmentsCommand),
+    /// Run the gateway: an OpenAI-compatible proxy enforcing a pack.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,5 +102,6 @@ fn main() -> ExitCode {
         Command::Import(args) => cp_manifest::import(&args),
         Command::Keys(cmd) => cp_fleet::keys(&cmd),
         Command::Environments(cmd) => cp_fleet::environments(&cmd),
+        Command::Gateway(args) => gateway_cmd::run(args),
     }
 }

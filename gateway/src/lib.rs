@@ -1,6 +1,233 @@
-//! Palisade's data plane.
+//! Palisade's data plane: an OpenAI-compatible proxy that runs the compiled policy chain on
+//! every request.
+//!
+//! Applications point an OpenAI SDK's `base_url` at the gateway. Each request loads the active
+//! [`ActivePack`] once from an `ArcSwap` and runs on that version to its end: authentication
+//! against hashed caller keys ([`keys`]), the model allow-list, the PII policy on decoded JSON
+//! strings ([`policy`]), the hooks where budgets and audit plug in ([`hooks`]), the provider
+//! call with the provider's key injected ([`upstream`]), and response scanning — JSON, or SSE
+//! through the incremental redactor ([`sse`]). Packs are prepared off the request path and
+//! swapped in one store ([`state`], [`reload`]); `/status` and `/metrics` say what runs.
+//!
+//! Start one with [`Gateway::bind`] then [`Gateway::run`]; `palisade gateway` is a thin CLI over
+//! exactly that. The budget enforcer and the audit logger plug in as [`RequestObserver`]s
+//! handed to [`Gateway::bind`]; the audit log's writer lives in [`audit`], and [`control`] keeps
+//! a gateway on the version its control plane wants.
 
 pub mod audit;
 pub mod budget;
 pub mod clock;
+pub mod body;
 pub mod control;
+pub mod error;
+pub mod hooks;
+pub mod keys;
+pub mod metrics;
+mod ops;
+pub mod pack;
+pub mod policy;
+mod proxy;
+pub mod reload;
+mod request;
+mod respond;
+pub mod server;
+mod service;
+pub mod sse;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use error::ApiError;
+pub use hooks::{
+    Admission, Admit, ApiRoute, Failure, NoopObserver, PiiReport, Rejection, RejectionKind,
+    RequestId, RequestMeta, RequestObserver, Settled, Usage,
+};
+pub use keys::{CallerAuth, KeyTable};
+pub use pack::{ActivePack, PackSource, PrepareError};
+pub use server::ServerSettings;
+pub use state::{GatewayState, Limits, ReloadReport};
+
+/// Default request body limit: 8 MiB (long conversations with base64 images stay under it).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+/// Largest non-streamed provider answer held in memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub pack_path: PathBuf,
+    pub environment: String,
+    /// Caller keys file; `None` runs anonymous, allowed only on loopback.
+    pub keys_path: Option<PathBuf>,
+    /// PEM certificate chain and private key for TLS on the listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub limits: Limits,
+    pub server: ServerSettings,
+    /// Quiet time after the last file event before a reload starts.
+    pub reload_debounce: Duration,
+    /// Watch the pack file (SIGHUP reloads either way).
+    pub watch: bool,
+}
+
+impl GatewayConfig {
+    pub fn new(pack_path: impl Into<PathBuf>, environment: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pack_path: pack_path.into(),
+            environment: environment.into(),
+            keys_path: None,
+            tls: None,
+            limits: Limits {
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            },
+            server: ServerSettings::default(),
+            reload_debounce: Duration::from_millis(250),
+            watch: true,
+        }
+    }
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the policy pack cannot be activated:\n{0}")]
+    Pack(#[from] PrepareError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to listen on {0} without --keys: anonymous callers are allowed only on a loopback address"
+    )]
+    AnonymousOnPublicAddress(SocketAddr),
+}
+
+/// A bound gateway, ready to run.
+pub struct Gateway {
+    state: Arc<GatewayState>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    config: GatewayConfig,
+    local_addr: SocketAddr,
+    triggers: reload::Triggers,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Load keys, TLS and the pack, then bind. Nothing is served until [`Gateway::run`].
+    pub async fn bind(
+        config: GatewayConfig,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Self, StartError> {
+        let auth = match &config.keys_path {
+            Some(p) => CallerAuth::Keys(Arc::new(KeyTable::from_file(p)?)),
+            None if config.listen.ip().is_loopback() => {
+                tracing::warn!(
+                    listen = %config.listen,
+                    "NO CALLER KEYS: every caller is accepted anonymously (loopback only); pass --keys to authenticate callers"
+                );
+                CallerAuth::Anonymous
+            }
+            None => return Err(StartError::AnonymousOnPublicAddress(config.listen)),
+        };
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
+        let state = Arc::new(GatewayState::new(
+            config.environment.clone(),
+            metrics::Metrics::new()?,
+            auth,
+            observer,
+            config.limits,
+        ));
+        // Watch before the first read, so no edit falls between the two.
+        let triggers = reload::Triggers::new(&config.pack_path, config.watch);
+        let first = reload::prepare_file(&state, &config.pack_path).await?;
+        state.activate(first);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Self {
+            state,
+            listener,
+            tls,
+            config,
+            local_addr,
+            triggers,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
+    /// Serve (and watch the pack) until `shutdown` resolves, then drain in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
+        let watcher = tokio::spawn(reload::watch(
+            Arc::clone(&self.state),
+            self.config.pack_path.clone(),
+            self.config.reload_debounce,
+            self.triggers,
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        ));
+        server::serve(
+            self.listener,
+            self.tls,
+            self.state,
+            self.config.server,
+            shutdown,
+        )
+        .await;
+        drop(stop_tx);
+        let _ = watcher.await;
+    }
+}

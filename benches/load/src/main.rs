@@ -1,0 +1,212 @@
+//! `palisade-load-mock`: a minimal, fast mock of an OpenAI-compatible provider for the load
+//! benchmark (`benches/load/run.sh`).
+//!
+//! It answers `POST …/chat/completions` with a `chat.completion` (usage included) or, with
+//! `"stream": true`, an SSE stream: a role chunk, `MOCK_CHUNKS` content chunks, a finish
+//! chunk, the usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
+//! `GET /mock/stats` returns request counters so the driver can check that every client
+//! request reached the provider exactly once. It runs on one thread (`MOCK_THREADS`=1 by
+//! default) so it leaves the second core to the gateway and wrk, and it prints its bound
+//! address on stdout (`MOCK_ADDR`, default `127.0.0.1:0`). Not a test fixture: the tests have
+//! their own recording mock in `gateway/tests/support/mock.rs`.
+
+#![expect(
+    clippy::print_stdout,
+    reason = "prints its bound address for the driver script"
+)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+type RespBody = Either<Full<Bytes>, QueueBody>;
+
+#[derive(Debug, Default)]
+struct Stats {
+    chat: AtomicU64,
+    stream: AtomicU64,
+}
+
+/// Pre-built SSE frames, yielded one by one.
+#[derive(Debug)]
+struct QueueBody(VecDeque<Bytes>);
+
+impl Body for QueueBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+const WORDS: [&str; 8] = [
+    "Hello",
+    "! This",
+    " is a",
+    " mock",
+    " response",
+    " from the",
+    " benchmark",
+    " upstream.",
+];
+const CONTENT: &str = "Hello! This is a mock response from the benchmark upstream.";
+
+fn json_resp(status: StatusCode, v: &Value) -> Response<RespBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(v.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    st: Arc<Stats>,
+    chunks: usize,
+) -> Result<Response<RespBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::GET && path == "/mock/stats" {
+        let v = json!({"chat": st.chat.load(Relaxed), "stream": st.stream.load(Relaxed)});
+        return Ok(json_resp(StatusCode::OK, &v));
+    }
+    if req.method() != Method::POST || !path.ends_with("/chat/completions") {
+        let v =
+            json!({"error": {"message": "mock: no such route", "type": "invalid_request_error"}});
+        return Ok(json_resp(StatusCode::NOT_FOUND, &v));
+    }
+    #[expect(clippy::disallowed_methods, reason = "bounded by Limited")]
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
+        let v = json!({"error": {"message": "mock: bad json", "type": "invalid_request_error"}});
+        return Ok(json_resp(StatusCode::BAD_REQUEST, &v));
+    };
+    let n = st.chat.fetch_add(1, Relaxed);
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock");
+    let id = format!("chatcmpl-mock{n:012}");
+    let usage = json!({"prompt_tokens": 250, "completion_tokens": 12, "total_tokens": 262});
+    if !parsed
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        let v = json!({
+            "id": id, "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT, "refusal": null},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return Ok(json_resp(StatusCode::OK, &v));
+    }
+    st.stream.fetch_add(1, Relaxed);
+    let include_usage = parsed
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+               "system_fingerprint": "fp_mock",
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    };
+    let mut frames = VecDeque::new();
+    frames.push_back(sse(&chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )));
+    for i in 0..chunks {
+        frames.push_back(sse(&chunk(
+            json!({"content": WORDS[i % WORDS.len()]}),
+            Value::Null,
+        )));
+    }
+    frames.push_back(sse(&chunk(json!({}), json!("stop"))));
+    if include_usage {
+        frames.push_back(sse(&json!({"id": id, "object": "chat.completion.chunk",
+            "created": 1_700_000_000, "model": model, "choices": [], "usage": usage})));
+    }
+    frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    let mut r = Response::new(Either::Right(QueueBody(frames)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    Ok(r)
+}
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+async fn serve(addr: String, chunks: usize) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "palisade-load-mock listening on http://{}",
+        listener.local_addr()?
+    );
+    let st = Arc::new(Stats::default());
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let st = Arc::clone(&st);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |r| handle(r, Arc::clone(&st), chunks));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                .await;
+        });
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let addr = std::env::var("MOCK_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let threads = env_usize("MOCK_THREADS", 1).max(1);
+    let chunks = env_usize("MOCK_CHUNKS", 5);
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let result = rt.and_then(|rt| rt.block_on(serve(addr, chunks)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade-load-mock: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Every way an API request can be refused or fail, as one small enum with a stable code.
+//!
+//! Each variant knows its OpenAI error `code`, `type`, `param`, HTTP status, which side is to
+//! blame and a low-cardinality metric label, so the edge (`respond::error_response`, the only
+//! place an error becomes a response) and the hooks never match on message text. Policy
+//! decisions are not errors until the edge decides to refuse: a PII block travels as a
+//! [`crate::policy::Verdict`] and becomes [`ApiError::PiiBlocked`] only when it is enforced.
+//! This module does not log: the edge does, once.
+
+use http::StatusCode;
+
+use crate::hooks::Rejection;
+
+/// Who caused a failure; a metric label and a hint for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The caller sent something we refuse (bad key, bad JSON, too large).
+    Client,
+    /// The active pack refused it (PII block, model not allowed, budget).
+    Policy,
+    /// The provider failed or was too slow.
+    Upstream,
+    /// The gateway itself (no pack loaded).
+    Gateway,
+}
+
+impl Blame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Policy => "policy",
+            Self::Upstream => "upstream",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+/// A refused or failed API request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidApiKey(&'static str),
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("the request body is larger than the gateway's limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the model `{model}` is not allowed by the active policy pack")]
+    ModelNotAllowed { model: String },
+    #[error("the {side} contains personal data ({entities}) and the active policy pack blocks it")]
+    PiiBlocked {
+        side: &'static str,
+        entities: String,
+    },
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
+    #[error("the provider did not answer within {ms} ms ({phase})")]
+    UpstreamTimeout { ms: u64, phase: &'static str },
+    #[error("the provider could not be reached or failed: {0}")]
+    Upstream(String),
+    #[error("unknown route; this gateway serves the OpenAI API under /v1")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("no policy pack is active yet")]
+    NotReady,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn invalid_param(param: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    /// The stable code in the error body; also the metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidApiKey(_) => "invalid_api_key",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::TooLarge { .. } => "request_too_large",
+            Self::ModelNotAllowed { .. } => "model_not_allowed",
+            Self::PiiBlocked { .. } => "pii_blocked",
+            Self::Rejected(r) => r.kind.code(),
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Upstream(_) => "upstream_error",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotReady => "pack_not_loaded",
+        }
+    }
+
+    /// The status the OpenAI SDKs map to the right exception class.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest { .. } | Self::PiiBlocked { .. } => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::Rejected(r) => r.kind.status(),
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Rejected(r) => r.kind.error_type(),
+            Self::UpstreamTimeout { .. } | Self::Upstream(_) | Self::NotReady => "api_error",
+            Self::ModelNotAllowed { .. } => "permission_error",
+            Self::InvalidApiKey(_) => "authentication_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidRequest { param, .. } => *param,
+            Self::ModelNotAllowed { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::InvalidApiKey(_)
+            | Self::InvalidRequest { .. }
+            | Self::TooLarge { .. }
+            | Self::NotFound
+            | Self::MethodNotAllowed => Blame::Client,
+            Self::ModelNotAllowed { .. } | Self::PiiBlocked { .. } | Self::Rejected(_) => {
+                Blame::Policy
+            }
+            Self::UpstreamTimeout { .. } | Self::Upstream(_) => Blame::Upstream,
+            Self::NotReady => Blame::Gateway,
+        }
+    }
+
+    /// Whether an SDK should retry. Policy refusals never succeed on retry, and the OpenAI
+    /// SDKs retry 429 and 5xx unless told otherwise (`x-should-retry`).
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamTimeout { .. } | Self::Upstream(_) | Self::NotReady
+        ) || matches!(self, Self::Rejected(r) if r.kind.retryable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::RejectionKind;
+
+    #[test]
+    fn every_code_has_the_status_an_sdk_expects() {
+        let cases = [
+            (ApiError::InvalidApiKey("x"), 401, "invalid_api_key"),
+            (ApiError::invalid("x"), 400, "invalid_request"),
+            (ApiError::TooLarge { limit: 1 }, 413, "request_too_large"),
+            (
+                ApiError::ModelNotAllowed { model: "m".into() },
+                403,
+                "model_not_allowed",
+            ),
+            (
+                ApiError::PiiBlocked {
+                    side: "request",
+                    entities: "email".into(),
+                },
+                400,
+                "pii_blocked",
+            ),
+            (
+                ApiError::Rejected(Rejection::new(RejectionKind::BudgetExceeded, "over")),
+                429,
+                "budget_exceeded",
+            ),
+            (
+                ApiError::UpstreamTimeout {
+                    ms: 1,
+                    phase: "connect",
+                },
+                504,
+                "upstream_timeout",
+            ),
+            (ApiError::Upstream("x".into()), 502, "upstream_error"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status, "{code}");
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn policy_refusals_tell_sdks_not_to_retry() {
+        let budget = ApiError::Rejected(Rejection::new(RejectionKind::BudgetExceeded, "over"));
+        assert!(!budget.retryable());
+        assert!(ApiError::Upstream("x".into()).retryable());
+    }
+}

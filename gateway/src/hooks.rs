@@ -1,0 +1,303 @@
+//! Where the budget enforcer and the audit logger plug in: a [`RequestObserver`] sees every API
+//! request's outcome exactly once.
+//!
+//! The contract, for every request on an API route (`/v1/chat/completions`, `/v1/completions`,
+//! `/v1/embeddings`) that arrives while a pack is active:
+//!
+//! 1. [`RequestObserver::admit`] is called **at most once**, after authentication, parsing, the
+//!    model allow-list and the request-side PII policy, right before the request is forwarded.
+//!    It may refuse ([`Rejection`], e.g. `budget_exceeded`) and may be asynchronous
+//!    ([`Admit::Pending`]) for a reservation in a shared store. What it returns
+//!    ([`Admission`]) is handed back in the terminal call, so a reservation can be settled or
+//!    released.
+//! 2. Then **exactly one** terminal call: [`RequestObserver::settled`] when the provider's answer
+//!    was delivered (for a stream: the stream ended cleanly; it carries the provider-reported
+//!    usage), or [`RequestObserver::failed`] for everything else — a refusal by the gateway
+//!    (before or after `admit`), a provider error status, a broken stream, or a client that went
+//!    away (detected when the response body, or the handler future, is dropped unfinished).
+//!
+//! Exactly-once is enforced by construction: the terminal call is made by consuming an
+//! [`Outcome`] guard whose `Drop` reports cancellation if nothing else did. Requests refused with
+//! `pack_not_loaded` (no pack yet) and ops routes are not reported.
+//!
+//! Hot-path cost: [`NoopObserver`] makes none of these calls allocate. `admit` returns
+//! [`Admit::Ready`] without boxing; only an observer that really waits boxes a future. The
+//! observer runs on the runtime threads: it must not block (queue to a writer task instead).
+//! Several observers are combined by the caller (e.g. a struct holding the budget enforcer and
+//! the audit sink that forwards each call); this module does not impose an order.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::StatusCode;
+use policy_engine::pack::PiiAction;
+use policy_engine::ModelRoute;
+
+use crate::error::ApiError;
+use crate::keys::Caller;
+use crate::pack::ActivePack;
+
+/// A request's identity, also sent to the caller as `x-palisade-request-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64, pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}{:016x}", self.0, self.1)
+    }
+}
+
+/// The API route of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl ApiRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    /// Path below the provider's base URL.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// What a PII scan found on one side of a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PiiReport {
+    /// Entity name → findings. Empty when the side was scanned and clean.
+    pub findings: Vec<(String, u32)>,
+    /// What the policy did about it (`Log` when nothing was found).
+    pub action: Option<PiiAction>,
+    /// Whether text sent on was changed.
+    pub redacted: bool,
+}
+
+impl PiiReport {
+    pub fn total(&self) -> u32 {
+        self.findings.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Everything known about a request when an observer is called. Built once per request.
+#[derive(Debug)]
+pub struct RequestMeta {
+    pub id: RequestId,
+    pub route: ApiRoute,
+    pub started: Instant,
+    /// The pack version this request runs on, start to end.
+    pub pack: Arc<ActivePack>,
+    /// `None`: anonymous (loopback without a keys file) or not yet authenticated.
+    pub caller: Option<Arc<Caller>>,
+    /// The allowed model and its provider, once known.
+    pub model: Option<ModelRoute>,
+    pub stream: bool,
+    /// `max_tokens` / `max_completion_tokens` as requested.
+    pub max_tokens: Option<u64>,
+    /// Size of the request body, a basis for input-token estimates before usage is known.
+    pub request_bytes: usize,
+    /// Request-side PII result (`None`: not scanned).
+    pub pii_request: Option<PiiReport>,
+    /// Response-side PII result (`None`: not scanned).
+    pub pii_response: Option<PiiReport>,
+}
+
+/// Token usage as reported by the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Opaque value an observer returns from `admit` and gets back in the terminal call
+/// (e.g. a reservation id). Zero for observers that do not need one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    pub token: u64,
+}
+
+/// Why an observer refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// 429 `budget_exceeded`.
+    BudgetExceeded,
+    /// 503 `policy_unavailable`: a store the policy needs is down and it fails closed.
+    Unavailable,
+}
+
+impl RejectionKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::Unavailable => "policy_unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Self::BudgetExceeded => "insufficient_quota",
+            Self::Unavailable => "api_error",
+        }
+    }
+
+    pub fn retryable(self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    /// Shown to the caller.
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(kind: RejectionKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer of `admit`: ready now (no allocation) or a future to await.
+pub enum Admit {
+    Ready(Result<Admission, Rejection>),
+    Pending(Pin<Box<dyn Future<Output = Result<Admission, Rejection>> + Send>>),
+}
+
+impl fmt::Debug for Admit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
+            Self::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// How a request ended when it did not end with a delivered answer.
+#[derive(Debug)]
+pub enum Failure<'a> {
+    /// The gateway refused or could not complete it; the error says why (code, status, blame).
+    Refused(&'a ApiError),
+    /// The provider answered with this non-success status; its body was passed to the caller.
+    UpstreamStatus(StatusCode),
+    /// The provider's stream broke off after the response had started.
+    StreamBroken,
+    /// The client went away: before the response head (`mid_stream: false`) or while the body
+    /// was being delivered.
+    Cancelled { mid_stream: bool },
+}
+
+/// How a delivered request ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Settled {
+    pub status: StatusCode,
+    /// `None` when the provider reported none.
+    pub usage: Option<Usage>,
+}
+
+/// Callbacks that see every API request outcome exactly once; see the module docs.
+pub trait RequestObserver: Send + Sync + fmt::Debug + 'static {
+    /// Called at most once, before forwarding. The default admits everything.
+    fn admit(&self, _meta: &RequestMeta) -> Admit {
+        Admit::Ready(Ok(Admission::default()))
+    }
+
+    /// The answer was delivered.
+    fn settled(&self, _meta: &RequestMeta, _admission: Admission, _settled: &Settled) {}
+
+    /// The request ended any other way. `admission` is `Some` iff `admit` accepted it.
+    fn failed(&self, _meta: &RequestMeta, _admission: Option<Admission>, _failure: &Failure<'_>) {}
+}
+
+/// Observes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopObserver;
+
+impl RequestObserver for NoopObserver {}
+
+/// The exactly-once guard: consumed by `settle` or `fail`; dropped unconsumed it reports
+/// [`Failure::Cancelled`].
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    observer: Arc<dyn RequestObserver>,
+    pub(crate) meta: RequestMeta,
+    admission: Option<Admission>,
+    mid_stream: bool,
+    done: bool,
+}
+
+impl Outcome {
+    pub(crate) fn new(observer: Arc<dyn RequestObserver>, meta: RequestMeta) -> Self {
+        Self {
+            observer,
+            meta,
+            admission: None,
+            mid_stream: false,
+            done: false,
+        }
+    }
+
+    /// Ask the observer; at most once per request.
+    pub(crate) async fn admit(&mut self) -> Result<(), Rejection> {
+        debug_assert!(self.admission.is_none());
+        let admission = match self.observer.admit(&self.meta) {
+            Admit::Ready(r) => r?,
+            Admit::Pending(fut) => fut.await?,
+        };
+        self.admission = Some(admission);
+        Ok(())
+    }
+
+    /// From now on a drop means the client left while the body was being delivered.
+    pub(crate) fn streaming(&mut self) {
+        self.mid_stream = true;
+    }
+
+    pub(crate) fn settle(mut self, settled: &Settled) {
+        self.done = true;
+        let admission = self.admission.unwrap_or_default();
+        self.observer.settled(&self.meta, admission, settled);
+    }
+
+    pub(crate) fn fail(mut self, failure: &Failure<'_>) {
+        self.done = true;
+        self.observer.failed(&self.meta, self.admission, failure);
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.done {
+            let failure = Failure::Cancelled {
+                mid_stream: self.mid_stream,
+            };
+            self.observer.failed(&self.meta, self.admission, &failure);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The PII policy on decoded JSON: which strings of a request or a response are scanned, and
+//! what the pack's action does with them.
+//!
+//! Strings are scanned after JSON decoding (never raw bytes, where `\u0040` would hide an `@`):
+//! chat message `content` as a string and as content parts (`text`), tool-call and legacy
+//! function-call `arguments`, the completions `prompt`, embeddings `input`; on the response
+//! side, chat `message.content` and tool-call arguments, completions `text`. One
+//! [`RedactionSession`] spans a whole request, so the same value gets the same placeholder in
+//! every message. Actions: `redact` and `escalate` rewrite the strings, `log` only counts,
+//! `block` refuses (the caller learns the entity types, never the values).
+//!
+//! Not here: streams (`sse`, through the detector's incremental redactor), and arrays of token
+//! ids, which carry no text to scan.
+
+use std::borrow::Cow;
+
+use policy_engine::pack::PiiAction;
+use policy_engine::pii::{PiiDetector, RedactionSession};
+use serde_json::Value;
+
+use crate::hooks::{ApiRoute, PiiReport};
+
+/// What the scan decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allow,
+    /// Strings were rewritten.
+    Redacted,
+    /// Refuse; names the entity types found.
+    Block(String),
+}
+
+/// Scan a request tree in place.
+pub(crate) fn scan_request(
+    detector: &PiiDetector,
+    route: ApiRoute,
+    tree: &mut Value,
+) -> (Verdict, PiiReport) {
+    let mut session = RedactionSession::default();
+    let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
+    let mut changed = false;
+    let mut visit = |s: &mut String| {
+        if let Some(new) = redacted(detector, s, &mut session) {
+            if rewrite {
+                *s = new;
+                changed = true;
+            }
+        }
+    };
+    match route {
+        ApiRoute::ChatCompletions => {
+            for msg in array_mut(tree, "messages") {
+                content_strings(msg.get_mut("content"), &mut visit);
+                tool_call_arguments(msg, &mut visit);
+            }
+        }
+        ApiRoute::Completions => strings_or_list(tree.get_mut("prompt"), &mut visit),
+        ApiRoute::Embeddings => strings_or_list(tree.get_mut("input"), &mut visit),
+    }
+    decide(detector.action(), &session, changed)
+}
+
+/// Scan a non-streamed response tree in place.
+pub(crate) fn scan_response(
+    detector: &PiiDetector,
+    route: ApiRoute,
+    tree: &mut Value,
+) -> (Verdict, PiiReport) {
+    let mut session = RedactionSession::default();
+    let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
+    let mut changed = false;
+    let mut visit = |s: &mut String| {
+        if let Some(new) = redacted(detector, s, &mut session) {
+            if rewrite {
+                *s = new;
+                changed = true;
+            }
+        }
+    };
+    for choice in array_mut(tree, "choices") {
+        match route {
+            ApiRoute::ChatCompletions => {
+                if let Some(msg) = choice.get_mut("message") {
+                    content_strings(msg.get_mut("content"), &mut visit);
+                    tool_call_arguments(msg, &mut visit);
+                }
+            }
+            ApiRoute::Completions => {
+                if let Some(Value::String(s)) = choice.get_mut("text") {
+                    visit(s);
+                }
+            }
+            ApiRoute::Embeddings => {}
+        }
+    }
+    decide(detector.action(), &session, changed)
+}
+
+/// The redacted text, or `None` when the detector found nothing.
+fn redacted(detector: &PiiDetector, s: &str, session: &mut RedactionSession) -> Option<String> {
+    match detector.redact(s, session) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(new) => Some(new),
+    }
+}
+
+pub(crate) fn report(session: &RedactionSession, action: PiiAction, redacted: bool) -> PiiReport {
+    let findings: Vec<(String, u32)> = session
+        .counts()
+        .filter(|(_, n)| *n > 0)
+        .map(|(e, n)| (e.to_owned(), n))
+        .collect();
+    PiiReport {
+        action: Some(if findings.is_empty() {
+            PiiAction::Log
+        } else {
+            action
+        }),
+        findings,
+        redacted,
+    }
+}
+
+fn decide(action: PiiAction, session: &RedactionSession, changed: bool) -> (Verdict, PiiReport) {
+    let report = report(session, action, changed);
+    let verdict = if report.findings.is_empty() {
+        Verdict::Allow
+    } else if action == PiiAction::Block {
+        let names: Vec<&str> = report.findings.iter().map(|(e, _)| e.as_str()).collect();
+        Verdict::Block(names.join(", "))
+    } else if changed {
+        Verdict::Redacted
+    } else {
+        Verdict::Allow
+    };
+    (verdict, report)
+}
+
+fn array_mut<'v>(tree: &'v mut Value, key: &str) -> impl Iterator<Item = &'v mut Value> {
+    tree.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flat_map(|a| a.iter_mut())
+}
+
+/// A `content` value: a string, or a list of parts whose `text` fields are strings.
+fn content_strings(content: Option<&mut Value>, visit: &mut impl FnMut(&mut String)) {
+    match content {
+        Some(Value::String(s)) => visit(s),
+        Some(Value::Array(parts)) => {
+            for part in parts {
+                if let Some(Value::String(s)) = part.get_mut("text") {
+                    visit(s);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn tool_call_arguments(msg: &mut Value, visit: &mut impl FnMut(&mut String)) {
+    for call in array_mut(msg, "tool_calls") {
+        if let Some(Value::String(s)) = call
+            .get_mut("function")
+            .and_then(|f| f.get_mut("arguments"))
+        {
+            visit(s);
+        }
+    }
+    if let Some(Value::String(s)) = msg
+        .get_mut("function_call")
+        .and_then(|f| f.get_mut("arguments"))
+    {
+        visit(s);
+    }
+}
+
+/// A string, or a list whose string items are visited (token-id lists are skipped).
+fn strings_or_list(v: Option<&mut Value>, visit: &mut impl FnMut(&mut String)) {
+    match v {
+        Some(Value::String(s)) => visit(s),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Value::String(s) = item {
+                    visit(s);
+                }
+            }
+        }
+        _ => {}
+    }
+}

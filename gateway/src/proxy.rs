@@ -1,0 +1,313 @@
+//! One API request, start to end, on one pack version: authenticate, read, check the model,
+//! run the request-side PII policy, ask the hooks to admit, forward, and deliver the answer
+//! (scanned when the pack says so).
+//!
+//! The order is the chain's natural order for a gateway: cheap refusals first (key, size,
+//! JSON, model), then PII (a blocked request never reaches the provider, nor a budget
+//! reservation), then `admit` (budget) right before the provider is called, so a reservation
+//! is only made for a request that will really be forwarded. Every early return is an
+//! [`ApiError`]; `service` turns it into the response and the `failed` hook.
+//!
+//! Not here: SSE relaying (`sse`), the PII walk over JSON (`policy`), body rewriting
+//! (`request`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::body::{read_limited, GatewayBody, ReadError};
+use crate::error::ApiError;
+use crate::hooks::{Failure, Outcome, PiiReport, Settled};
+use crate::pack::ActivePack;
+use crate::policy::{self, Verdict};
+use crate::request::{self, Rewrite};
+use crate::service::InFlight;
+use crate::sse;
+use crate::state::GatewayState;
+
+/// Run an API request. On `Ok`, `outcome` has been consumed (settled, failed, or moved into a
+/// stream's task); on `Err`, the caller reports the failure.
+pub(crate) async fn run<'p>(
+    state: &GatewayState,
+    pack: &'p Arc<ActivePack>,
+    req: Request<Incoming>,
+    outcome: &mut Option<Outcome>,
+    model_label: &mut &'p str,
+    in_flight: InFlight,
+) -> Result<Response<GatewayBody>, ApiError> {
+    let Some(o) = outcome.as_mut() else {
+        return Err(ApiError::Upstream(
+            "internal: request outcome missing".to_owned(),
+        ));
+    };
+    let route = o.meta.route;
+    o.meta.caller = state.auth.authenticate(req.headers())?;
+    let accept = req.headers().get(ACCEPT).cloned();
+    let declared_length = content_length(req.headers());
+    let limit = state.limits.max_body_bytes;
+    let body = read_limited(req.into_body(), declared_length, limit)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
+            ReadError::Io(m) => ApiError::invalid(m),
+        })?;
+    o.meta.request_bytes = body.len();
+
+    let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_request);
+    let mut parsed = request::parse(&body, detector.is_some())?;
+    o.meta.stream = parsed.facts.stream && route != crate::hooks::ApiRoute::Embeddings;
+    o.meta.max_tokens = parsed.facts.max_tokens;
+    let model_route =
+        pack.compiled
+            .route(&parsed.facts.model)
+            .ok_or_else(|| ApiError::ModelNotAllowed {
+                model: parsed.facts.model.clone(),
+            })?;
+    *model_label = pack.model_label(&model_route.name);
+
+    let mut dirty = false;
+    if let (Some(det), Some(tree)) = (detector, parsed.tree.as_mut()) {
+        let (verdict, report) = policy::scan_request(det, route, tree);
+        count_pii(state, &report, "request");
+        o.meta.pii_request = Some(report);
+        match verdict {
+            Verdict::Allow => decision(state, "allow"),
+            Verdict::Redacted => {
+                decision(state, det.action().as_str());
+                dirty = true;
+            }
+            Verdict::Block(entities) => {
+                decision(state, "block");
+                return Err(ApiError::PiiBlocked {
+                    side: "request",
+                    entities,
+                });
+            }
+        }
+    }
+    let stream = o.meta.stream;
+    let rename = (model_route.upstream_model != model_route.name)
+        .then_some(model_route.upstream_model.as_str());
+    let upstream_body = request::upstream_body(
+        body,
+        &mut parsed,
+        Rewrite {
+            upstream_model: rename,
+            include_usage: stream,
+        },
+        dirty,
+    )?;
+    let upstream = pack.upstream(&model_route.provider).ok_or_else(|| {
+        ApiError::Upstream(format!(
+            "the pack routes `{}` to provider `{}`, which it does not define",
+            model_route.name, model_route.provider
+        ))
+    })?;
+    o.meta.model = Some(model_route);
+
+    o.admit().await.map_err(ApiError::Rejected)?;
+
+    let sent = Instant::now();
+    let resp = upstream
+        .send(
+            Method::POST,
+            route.upstream_path(),
+            Some(upstream_body),
+            accept.as_ref(),
+        )
+        .await;
+    let upstream_head = sent.elapsed();
+    state
+        .metrics
+        .upstream
+        .with_label_values(&[route.as_str()])
+        .observe(upstream_head.as_secs_f64());
+    let resp = resp?;
+    let (parts, upstream_body) = resp.into_parts();
+
+    let is_sse = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+
+    if parts.status.is_success() && is_sse {
+        let Some(o) = outcome.take() else {
+            return Err(ApiError::Upstream(
+                "internal: request outcome missing".to_owned(),
+            ));
+        };
+        observe_overhead(state, o.meta.started, upstream_head, route.as_str());
+        let body = sse::relay(
+            upstream_body,
+            o,
+            Arc::clone(pack),
+            parsed.facts.wants_usage(),
+            state.metrics.clone(),
+            in_flight,
+        );
+        return Ok(with_headers(parts.status, &parts.headers, body));
+    }
+
+    let answer = read_limited(
+        upstream_body,
+        content_length(&parts.headers),
+        state.limits.max_response_bytes,
+    )
+    .await
+    .map_err(|e| ApiError::Upstream(format!("reading the provider's answer failed: {e}")))?;
+    let read_done = sent.elapsed();
+
+    if !parts.status.is_success() {
+        if let Some(o) = outcome.take() {
+            o.fail(&Failure::UpstreamStatus(parts.status));
+        }
+        return Ok(with_headers(
+            parts.status,
+            &parts.headers,
+            GatewayBody::full(answer),
+        ));
+    }
+
+    let (answer, usage) = finish_json(state, pack, route, answer, outcome)?;
+    let Some(o) = outcome.take() else {
+        return Err(ApiError::Upstream(
+            "internal: request outcome missing".to_owned(),
+        ));
+    };
+    observe_overhead(state, o.meta.started, read_done, route.as_str());
+    o.settle(&Settled {
+        status: parts.status,
+        usage,
+    });
+    drop(in_flight);
+    Ok(with_headers(
+        parts.status,
+        &parts.headers,
+        GatewayBody::full(answer),
+    ))
+}
+
+/// A JSON answer: read its usage, scan it when the pack says so.
+fn finish_json(
+    state: &GatewayState,
+    pack: &ActivePack,
+    route: crate::hooks::ApiRoute,
+    answer: Bytes,
+    outcome: &mut Option<Outcome>,
+) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
+    let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
+    let Some(det) = detector else {
+        #[derive(serde::Deserialize)]
+        struct UsagePeek {
+            #[serde(default)]
+            usage: Option<Value>,
+        }
+        let usage = serde_json::from_slice::<UsagePeek>(&answer)
+            .ok()
+            .and_then(|p| p.usage)
+            .as_ref()
+            .and_then(sse::parse_usage);
+        return Ok((answer, usage));
+    };
+    let Ok(mut tree) = serde_json::from_slice::<Value>(&answer) else {
+        // Not JSON: nothing we can scan as decoded strings; pass it on unchanged.
+        return Ok((answer, None));
+    };
+    let usage = tree.get("usage").and_then(sse::parse_usage);
+    let (verdict, report) = policy::scan_response(det, route, &mut tree);
+    count_pii(state, &report, "response");
+    if let Some(o) = outcome.as_mut() {
+        o.meta.pii_response = Some(report);
+    }
+    match verdict {
+        Verdict::Allow => Ok((answer, usage)),
+        Verdict::Redacted => {
+            decision(state, det.action().as_str());
+            serde_json::to_vec(&tree)
+                .map(|v| (Bytes::from(v), usage))
+                .map_err(|e| ApiError::Upstream(format!("cannot re-encode the answer: {e}")))
+        }
+        Verdict::Block(entities) => {
+            decision(state, "block");
+            Err(ApiError::PiiBlocked {
+                side: "response",
+                entities,
+            })
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn decision(state: &GatewayState, action: &str) {
+    state
+        .metrics
+        .decisions
+        .with_label_values(&["pii-detector", action])
+        .inc();
+}
+
+fn count_pii(state: &GatewayState, report: &PiiReport, side: &str) {
+    for (entity, n) in &report.findings {
+        state
+            .metrics
+            .pii_findings
+            .with_label_values(&[entity.as_str(), side])
+            .inc_by(u64::from(*n));
+    }
+}
+
+fn observe_overhead(
+    state: &GatewayState,
+    started: Instant,
+    upstream: std::time::Duration,
+    route: &str,
+) {
+    let total = started.elapsed();
+    state
+        .metrics
+        .overhead
+        .with_label_values(&[route])
+        .observe(total.saturating_sub(upstream).as_secs_f64());
+}
+
+/// The provider's headers minus hop-by-hop and length (the body may have changed).
+fn with_headers(
+    status: StatusCode,
+    upstream: &HeaderMap,
+    body: GatewayBody,
+) -> Response<GatewayBody> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if matches!(
+            n,
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "content-length"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "set-cookie"
+        ) {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    resp
+}

@@ -1,0 +1,98 @@
+//! Building responses: the one place an [`ApiError`] becomes an HTTP response, and the headers
+//! every response carries.
+//!
+//! Error bodies follow OpenAI's shape, `{"error":{"message","type","param","code"}}`, so SDKs
+//! raise their usual exception classes. Policy refusals add `x-should-retry: false`, which the
+//! OpenAI SDKs honour, so a blocked prompt or an exhausted budget is not retried in a loop.
+//! Every response — success, error, ops route — gets `x-palisade-request-id`,
+//! `x-palisade-pack-version` and `x-palisade-pack-hash` from [`stamp`].
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::GatewayBody;
+use crate::error::ApiError;
+use crate::hooks::RequestId;
+use crate::pack::ActivePack;
+
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-palisade-request-id");
+pub(crate) static PACK_VERSION: HeaderName = HeaderName::from_static("x-palisade-pack-version");
+pub(crate) static PACK_HASH: HeaderName = HeaderName::from_static("x-palisade-pack-hash");
+static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_PACK: HeaderValue = HeaderValue::from_static("none");
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+/// The only conversion from an error to a response.
+pub(crate) fn error_response(err: &ApiError) -> Response<GatewayBody> {
+    let envelope = ErrorEnvelope {
+        error: ErrorBody {
+            message: err.to_string(),
+            kind: err.error_type(),
+            param: err.param(),
+            code: err.code(),
+        },
+    };
+    let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = err.status();
+    resp.headers_mut().insert(CONTENT_TYPE, JSON);
+    if !err.retryable() {
+        resp.headers_mut()
+            .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
+    }
+    resp
+}
+
+/// A JSON response with a status.
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, JSON);
+    resp
+}
+
+pub(crate) fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Add the identity headers to a response.
+pub(crate) fn stamp(resp: &mut Response<GatewayBody>, id: RequestId, pack: Option<&ActivePack>) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        h.insert(REQUEST_ID.clone(), v);
+    }
+    match pack {
+        Some(p) => {
+            h.insert(PACK_VERSION.clone(), p.version_header.clone());
+            h.insert(PACK_HASH.clone(), p.hash_header.clone());
+        }
+        None => {
+            h.insert(PACK_VERSION.clone(), NO_PACK);
+            h.insert(PACK_HASH.clone(), NO_PACK);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The listener: accept, TLS, HTTP/1.1 + HTTP/2, timeouts, connection limit, graceful drain.
+//!
+//! Thread per core: the listening socket is shared by `threads` OS threads, each running its
+//! own single-threaded tokio runtime with its own accept loop. A connection, its requests, its
+//! upstream connections (see `upstream`'s per-thread pools) and its SSE relay task all stay on
+//! the thread that accepted it, so the request path has no work stealing and no cross-thread
+//! wake-ups; that halved the CPU per request at one connection compared with tokio's
+//! multi-thread scheduler (see benches/README.md). Every accepted socket gets TCP_NODELAY. A connection is served by hyper-util's auto builder
+//! (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN). HTTP/1's header read timeout also bounds
+//! how long an idle keep-alive connection may wait for its next request (hyper starts that timer
+//! whenever it waits for a request head); HTTP/2 connections are pinged and closed when the
+//! peer stops answering. The number of open connections is bounded by a semaphore: at the
+//! limit, the gateway stops accepting (the kernel backlog absorbs the burst) rather than
+//! failing requests it already holds. On shutdown the listener closes, every connection is told
+//! to finish its in-flight requests (and open streams) and close, and the server waits for
+//! them up to the drain timeout.
+//!
+//! Not here: what a request does (`service`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::service;
+use crate::state::GatewayState;
+
+/// Connection handling settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub http2_keepalive: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    /// Serving threads; 0 means one per available core.
+    pub threads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            http2_keepalive: Duration::from_secs(30),
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            threads: 0,
+        }
+    }
+}
+
+/// Serve until `shutdown` resolves, then drain, on `settings.threads` serving threads.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<GatewayState>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let threads = match settings.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the listener to the serving threads");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut finished = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let l = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share the listener with a serving thread");
+                break;
+            }
+        };
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let (tls, state, permits, stop) = (
+            tls.clone(),
+            Arc::clone(&state),
+            Arc::clone(&permits),
+            stop_rx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("palisade-io-{i}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(worker(l, tls, state, settings, permits, stop)),
+                    Err(e) => tracing::error!(error = %e, "cannot start a serving runtime"),
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => finished.push(done_rx),
+            Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
+        }
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for done in finished {
+        let _ = done.await;
+    }
+}
+
+/// One serving thread: accept until told to stop, then drain its own connections.
+async fn worker(
+    listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<GatewayState>,
+    settings: ServerSettings,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(settings.http2_keepalive))
+        .keep_alive_timeout(settings.http2_keepalive)
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let stopping = stop.wait_for(|s| *s);
+    tokio::pin!(stopping);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopping => break,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut stopping => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = Arc::clone(&builder);
+        let state = Arc::clone(&state);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection(stream, peer, tls, builder, state, watcher, settings).await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!("serving thread drained"),
+        () = tokio::time::sleep(settings.drain_timeout) => {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<GatewayState>,
+    watcher: hyper_util::server::graceful::Watcher,
+    settings: ServerSettings,
+) {
+    let svc = service_fn(move |req| service::handle(Arc::clone(&state), req));
+    let result = match tls {
+        None => {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(settings.tls_handshake_timeout, acceptor.accept(stream)).await;
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,135 @@
+//! The request entry point: route, run, stamp, count.
+//!
+//! Each request loads the active pack once (an `ArcSwap` load, no lock) and hands that one
+//! `Arc` to everything that follows, so a reload mid-request changes nothing for it. API
+//! routes go to `proxy`, ops routes to `ops`; whatever comes back is stamped with the request
+//! id and the pack's version and hash here, for every response, errors included. Errors are
+//! turned into responses by `respond::error_response`, called from here and nowhere else
+//! except the ops module's not-ready answers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use prometheus::IntGauge;
+
+use crate::body::GatewayBody;
+use crate::error::ApiError;
+use crate::hooks::{ApiRoute, Failure, Outcome, RequestMeta};
+use crate::respond::{error_response, stamp};
+use crate::state::GatewayState;
+use crate::{ops, proxy};
+
+/// Counts a request as in flight until dropped (moved into a stream's task for streams).
+#[derive(Debug)]
+pub(crate) struct InFlight(IntGauge);
+
+impl InFlight {
+    fn new(g: &IntGauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serve one request.
+pub(crate) async fn handle(
+    state: Arc<GatewayState>,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let started = Instant::now();
+    let id = state.next_request_id();
+    let pack = state.pack_guard().clone();
+    let api = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/chat/completions") => Some(ApiRoute::ChatCompletions),
+        (&Method::POST, "/v1/completions") => Some(ApiRoute::Completions),
+        (&Method::POST, "/v1/embeddings") => Some(ApiRoute::Embeddings),
+        _ => None,
+    };
+    let mut resp = match (api, pack.as_ref()) {
+        (Some(_), None) => error_response(&ApiError::NotReady),
+        (Some(route), Some(pack)) => {
+            let in_flight = InFlight::new(&state.metrics.in_flight);
+            let meta = RequestMeta {
+                id,
+                route,
+                started,
+                pack: Arc::clone(pack),
+                caller: None,
+                model: None,
+                stream: false,
+                max_tokens: None,
+                request_bytes: 0,
+                pii_request: None,
+                pii_response: None,
+            };
+            let mut outcome = Some(Outcome::new(Arc::clone(&state.observer), meta));
+            let mut model_label = "other";
+            let result =
+                proxy::run(&state, pack, req, &mut outcome, &mut model_label, in_flight).await;
+            let resp = match result {
+                Ok(resp) => resp,
+                Err(err) => {
+                    if let Some(o) = outcome.take() {
+                        o.fail(&Failure::Refused(&err));
+                    }
+                    state
+                        .metrics
+                        .errors
+                        .with_label_values(&[err.code(), err.blame().as_str()])
+                        .inc();
+                    if err.status().is_server_error() {
+                        tracing::warn!(request_id = %id, code = err.code(), error = %err, "request failed");
+                    } else {
+                        tracing::debug!(request_id = %id, code = err.code(), error = %err, "request refused");
+                    }
+                    error_response(&err)
+                }
+            };
+            state
+                .metrics
+                .requests
+                .with_label_values(&[route.as_str(), model_label, resp.status().as_str()])
+                .inc();
+            resp
+        }
+        (None, _) => route_other(&state, &req, pack.as_deref()),
+    };
+    stamp(&mut resp, id, pack.as_deref());
+    Ok(resp)
+}
+
+fn route_other(
+    state: &GatewayState,
+    req: &Request<Incoming>,
+    pack: Option<&crate::pack::ActivePack>,
+) -> Response<GatewayBody> {
+    let path = req.uri().path();
+    let get = req.method() == Method::GET;
+    match path {
+        "/v1/models" if get => ops::models(pack),
+        p if get && p.starts_with("/v1/models/") => {
+            ops::model(pack, p.trim_start_matches("/v1/models/"))
+        }
+        "/status" if get => ops::status(state, pack),
+        "/metrics" if get => ops::metrics(state),
+        "/healthz" if get => ops::healthz(),
+        "/readyz" if get => ops::readyz(pack),
+        "/v1/chat/completions"
+        | "/v1/completions"
+        | "/v1/embeddings"
+        | "/v1/models"
+        | "/status"
+        | "/metrics"
+        | "/healthz"
+        | "/readyz" => error_response(&ApiError::MethodNotAllowed),
+        _ => error_response(&ApiError::NotFound),
+    }
+}

@@ -1,0 +1,301 @@
+//! A mock OpenAI provider for tests: the real JSON and SSE wire format, on port 0, recording
+//! what it received. Shared by the gateway's in-process tests and the CLI's binary tests
+//! (included there with `#[path]`).
+//!
+//! Streams: a role chunk, one chunk per `Behaviour::chunks` entry, a finish chunk, the usage
+//! chunk when the request set `stream_options.include_usage`, then `data: [DONE]`.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared test support: each test binary uses a different part"
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+
+/// What the mock does; changeable while it runs.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Content pieces of a streamed answer, one SSE event each.
+    pub chunks: Vec<String>,
+    /// Content of a JSON answer.
+    pub reply: String,
+    /// Answer every API call with this status and an OpenAI error body.
+    pub fail_status: Option<u16>,
+    /// Wait before the response head.
+    pub head_delay: Duration,
+    /// Wait between streamed events.
+    pub chunk_delay: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            chunks: vec!["Hello".into(), ", ".into(), "world".into(), "!".into()],
+            reply: "Hello from the mock provider.".into(),
+            fail_status: None,
+            head_delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// One request as the provider received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    behaviour: Mutex<Behaviour>,
+    received: Mutex<Vec<Received>>,
+    api_calls: AtomicU64,
+    streams_finished: AtomicU64,
+}
+
+/// A running mock provider.
+#[derive(Debug, Clone)]
+pub struct MockProvider {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl MockProvider {
+    /// Start on 127.0.0.1:0 in the current runtime.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = stream.set_nodelay(true);
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&s), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, shared }
+    }
+
+    /// Base URL as a pack's provider `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub async fn set(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut *self.shared.behaviour.lock().await);
+    }
+
+    pub async fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().await.clone()
+    }
+
+    pub async fn last(&self) -> Option<Received> {
+        self.shared.received.lock().await.last().cloned()
+    }
+
+    /// API calls received (chat, completions, embeddings).
+    pub fn api_calls(&self) -> u64 {
+        self.shared.api_calls.load(Ordering::SeqCst)
+    }
+
+    /// Streams whose every event was written.
+    pub fn streams_finished(&self) -> u64 {
+        self.shared.streams_finished.load(Ordering::SeqCst)
+    }
+}
+
+type MockBody = http_body_util::Either<Full<Bytes>, ChannelBody>;
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let is_get = req.method() == hyper::Method::GET;
+    let bytes = gateway::body::read_limited(req.into_body(), None, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if is_get && path.ends_with("/models") {
+        return Ok(json_response(
+            200,
+            &json!({"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":0,"owned_by":"mock"}]}),
+        ));
+    }
+    shared.api_calls.fetch_add(1, Ordering::SeqCst);
+    shared.received.lock().await.push(Received {
+        path: path.clone(),
+        authorization,
+        body: body.clone(),
+    });
+    let behaviour = shared.behaviour.lock().await.clone();
+    if !behaviour.head_delay.is_zero() {
+        tokio::time::sleep(behaviour.head_delay).await;
+    }
+    if let Some(status) = behaviour.fail_status {
+        return Ok(json_response(
+            status,
+            &json!({"error":{"message":"mock failure","type":"server_error","param":null,"code":"mock_failure"}}),
+        ));
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
+    let prompt_tokens = (bytes.len() / 4) as u64;
+    if path.ends_with("/embeddings") {
+        let n = match body.get("input") {
+            Some(Value::Array(a)) => a.len(),
+            _ => 1,
+        };
+        let data: Vec<Value> = (0..n)
+            .map(|i| json!({"object":"embedding","index":i,"embedding":[0.1,0.2,0.3]}))
+            .collect();
+        return Ok(json_response(
+            200,
+            &json!({
+                "object":"list","data":data,"model":model,
+                "usage":{"prompt_tokens":prompt_tokens,"total_tokens":prompt_tokens}
+            }),
+        ));
+    }
+    let legacy = path.ends_with("/completions") && !path.ends_with("/chat/completions");
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let choice = if legacy {
+            json!({"index":0,"text":behaviour.reply,"logprobs":null,"finish_reason":"stop"})
+        } else {
+            json!({"index":0,"message":{"role":"assistant","content":behaviour.reply,"refusal":null},"logprobs":null,"finish_reason":"stop"})
+        };
+        return Ok(json_response(
+            200,
+            &json!({
+                "id":"chatcmpl-mock","object": if legacy {"text_completion"} else {"chat.completion"},
+                "created":1_700_000_000,"model":model,"system_fingerprint":"fp_mock",
+                "choices":[choice],
+                "usage":{"prompt_tokens":prompt_tokens,"completion_tokens":7,"total_tokens":prompt_tokens+7}
+            }),
+        ));
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let shared2 = Arc::clone(&shared);
+    tokio::spawn(async move {
+        let usage_null = if include_usage {
+            json!({"usage": null})
+        } else {
+            json!({})
+        };
+        let chunk = |delta: Value, finish: Value| {
+            let mut c = json!({
+                "id":"chatcmpl-mock","object":"chat.completion.chunk","created":1_700_000_000,
+                "model":model,"system_fingerprint":"fp_mock",
+                "choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}]
+            });
+            if let (Some(o), Some(u)) = (c.as_object_mut(), usage_null.as_object()) {
+                o.extend(u.clone());
+            }
+            c
+        };
+        let mut events = vec![chunk(json!({"role":"assistant","content":""}), Value::Null)];
+        for piece in &behaviour.chunks {
+            events.push(chunk(json!({"content": piece}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+        if include_usage {
+            events.push(json!({
+                "id":"chatcmpl-mock","object":"chat.completion.chunk","created":1_700_000_000,
+                "model":model,"system_fingerprint":"fp_mock","choices":[],
+                "usage":{"prompt_tokens":prompt_tokens,"completion_tokens":behaviour.chunks.len(),"total_tokens":prompt_tokens + behaviour.chunks.len() as u64}
+            }));
+        }
+        for e in events {
+            if !behaviour.chunk_delay.is_zero() {
+                tokio::time::sleep(behaviour.chunk_delay).await;
+            }
+            if tx
+                .send(Bytes::from(format!("data: {e}\n\n")))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if tx
+            .send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .is_ok()
+        {
+            shared2.streams_finished.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut resp = Response::new(http_body_util::Either::Right(ChannelBody(rx)));
+    resp.headers_mut().insert(
+        "content-type",
+        "text/event-stream; charset=utf-8".parse().unwrap(),
+    );
+    resp.headers_mut()
+        .insert("cache-control", "no-cache".parse().unwrap());
+    Ok(resp)
+}
+
+fn json_response(status: u16, v: &Value) -> Response<MockBody> {
+    let mut resp = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(
+        v.to_string(),
+    ))));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("openai-processing-ms", "1".parse().unwrap());
+    resp
+}
+
+/// A body fed by a channel.
+pub struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
