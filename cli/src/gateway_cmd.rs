@@ -7,6 +7,11 @@
 //! Logs go to stderr (`RUST_LOG` filters, default `info`); stdout carries only that line.
 //! A pack that cannot be activated at start-up is fatal (exit 1, every diagnostic printed);
 //! later, a bad pack is rejected and the running one keeps serving.
+//!
+//! With `--control-plane URL` the pack comes from the control plane instead of a file: `--pack`
+//! names it, the gateway key comes from `PALISADE_GATEWAY_KEY` (never a flag), the last good
+//! pack is persisted in `--state-dir` and served at start-up while the control plane is down,
+//! and `/readyz` stays unready until some pack is active.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,13 +20,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::control::wire::Instance;
+use gateway::control::{Agent, AgentConfig, ControlClient, GatewayApplier};
 use gateway::{Gateway, GatewayConfig, NoopObserver, DEFAULT_MAX_BODY_BYTES};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct GatewayArgs {
-    /// The policy pack file (watched; SIGHUP reloads it too).
+    /// The policy pack file (watched; SIGHUP reloads it too), or with --control-plane the
+    /// pack's name in the registry.
     #[arg(long)]
-    pack: PathBuf,
+    pack: String,
+    /// Take the pack from this control plane (key in PALISADE_GATEWAY_KEY) instead of a file.
+    #[arg(long, env = "PALISADE_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// Where the last good pack from the control plane is kept across restarts.
+    #[arg(long, default_value = "./state")]
+    state_dir: PathBuf,
     /// The environment whose overrides apply (e.g. dev, staging, prod).
     #[arg(long)]
     environment: String,
@@ -67,10 +81,11 @@ pub(crate) fn run(args: GatewayArgs) -> ExitCode {
 }
 
 async fn serve(args: GatewayArgs) -> ExitCode {
-    let mut config = GatewayConfig::new(args.pack, args.environment);
+    let mut config = GatewayConfig::new(PathBuf::from(&args.pack), args.environment.clone());
+    config.managed = args.control_plane.is_some();
     config.listen = args.listen;
-    config.keys_path = args.keys;
-    config.tls = args.tls_cert.zip(args.tls_key);
+    config.keys_path = args.keys.clone();
+    config.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     config.limits.max_body_bytes = args.max_body_bytes;
     config.watch = !args.no_watch;
     config.server.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
@@ -89,10 +104,72 @@ async fn serve(args: GatewayArgs) -> ExitCode {
             gw.local_addr()
         );
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let agent = match &args.control_plane {
+        None => None,
+        Some(url) => match start_agent(url, &args, &gw).await {
+            Ok(agent) => Some(tokio::spawn(agent.run(stopped(stop_rx.clone())))),
+            Err(message) => {
+                eprintln!("palisade gateway: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     println!("palisade gateway listening on {}", gw.url());
     let _ = std::io::stdout().flush();
-    gw.run(shutdown_signal()).await;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    gw.run(stopped(stop_rx)).await;
+    if let Some(a) = agent {
+        let _ = a.await;
+    }
     ExitCode::SUCCESS
+}
+
+/// Build the control-plane agent and activate the persisted pack, if any, before serving.
+async fn start_agent(
+    url: &str,
+    args: &GatewayArgs,
+    gw: &Gateway,
+) -> Result<Agent<GatewayApplier>, String> {
+    let key = std::env::var("PALISADE_GATEWAY_KEY")
+        .map_err(|_| "--control-plane needs the gateway key in PALISADE_GATEWAY_KEY".to_owned())?;
+    let client = ControlClient::new(url, &key).map_err(|e| e.to_string())?;
+    let applier = GatewayApplier::new(
+        std::sync::Arc::clone(gw.state()),
+        url,
+        &args.state_dir.display().to_string(),
+    )
+    .map_err(|e| format!("metrics: {e}"))?;
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "gateway".to_owned());
+    let instance = Instance {
+        id: format!("{host}-{}-{}", gw.local_addr().port(), std::process::id()),
+        environment: args.environment.clone(),
+        pack: args.pack.clone(),
+        build: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    };
+    let cfg = AgentConfig {
+        instance,
+        state_dir: args.state_dir.clone(),
+        long_poll: Duration::from_secs(25),
+        report_interval: Duration::from_secs(2),
+    };
+    let agent = Agent::new(client, std::sync::Arc::new(applier), cfg);
+    agent.start_from_persisted().await;
+    Ok(agent)
 }
 
 /// SIGTERM or Ctrl-C.

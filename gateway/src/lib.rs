@@ -15,9 +15,9 @@
 //! a gateway on the version its control plane wants.
 
 pub mod audit;
+pub mod body;
 pub mod budget;
 pub mod clock;
-pub mod body;
 pub mod control;
 pub mod error;
 pub mod hooks;
@@ -77,6 +77,9 @@ pub struct GatewayConfig {
     pub reload_debounce: Duration,
     /// Watch the pack file (SIGHUP reloads either way).
     pub watch: bool,
+    /// The pack is supplied from outside (the control-plane agent): no file is read or watched,
+    /// and the gateway starts not ready until the first pack is applied. `pack_path` is unused.
+    pub managed: bool,
 }
 
 impl GatewayConfig {
@@ -94,6 +97,7 @@ impl GatewayConfig {
             server: ServerSettings::default(),
             reload_debounce: Duration::from_millis(250),
             watch: true,
+            managed: false,
         }
     }
 }
@@ -169,9 +173,11 @@ impl Gateway {
             config.limits,
         ));
         // Watch before the first read, so no edit falls between the two.
-        let triggers = reload::Triggers::new(&config.pack_path, config.watch);
-        let first = reload::prepare_file(&state, &config.pack_path).await?;
-        state.activate(first);
+        let triggers = reload::Triggers::new(&config.pack_path, config.watch && !config.managed);
+        if !config.managed {
+            let first = reload::prepare_file(&state, &config.pack_path).await?;
+            state.activate(first);
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -210,6 +216,17 @@ impl Gateway {
     /// Serve (and watch the pack) until `shutdown` resolves, then drain in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
+        if self.config.managed {
+            server::serve(
+                self.listener,
+                self.tls,
+                self.state,
+                self.config.server,
+                shutdown,
+            )
+            .await;
+            return;
+        }
         let watcher = tokio::spawn(reload::watch(
             Arc::clone(&self.state),
             self.config.pack_path.clone(),

@@ -8,6 +8,7 @@
 //! the gateway until the response head, minus the provider's time to its head) and
 //! `palisade_upstream_seconds`.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -151,6 +152,41 @@ impl Metrics {
     pub(crate) fn rejected(&self) {
         self.reloads.with_label_values(&["rejected"]).inc();
         self.last_reload_ok.set(0);
+    }
+
+    /// The registry, for components that export their own metrics (control-plane agent).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Totals for the control-plane report: requests, blocked and redacted decisions.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let sum = |families: Vec<prometheus::proto::MetricFamily>, want: Option<&str>| -> u64 {
+            families
+                .iter()
+                .flat_map(|f| f.get_metric())
+                .filter(|m| {
+                    want.is_none_or(|w| {
+                        m.get_label()
+                            .iter()
+                            .any(|l| l.name() == "action" && l.value() == w)
+                    })
+                })
+                .map(|m| m.get_counter().get_value())
+                .map(|v| {
+                    if v.is_finite() && v > 0.0 {
+                        v as u64
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        };
+        (
+            sum(self.requests.collect(), None),
+            sum(self.decisions.collect(), Some("block")),
+            sum(self.decisions.collect(), Some("redact")),
+        )
     }
 
     /// Prometheus text exposition format.

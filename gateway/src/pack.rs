@@ -24,12 +24,19 @@ use crate::upstream::{Upstream, UpstreamConfigError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PackSource {
     File(String),
+    /// Sent by the control plane at this URL.
+    ControlPlane(String),
+    /// The last good pack persisted in this state directory, used while the control plane is
+    /// unreachable.
+    Persisted(String),
 }
 
 impl fmt::Display for PackSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::File(p) => write!(f, "file:{p}"),
+            Self::ControlPlane(url) => write!(f, "control_plane:{url}"),
+            Self::Persisted(dir) => write!(f, "persisted:{dir}"),
         }
     }
 }
@@ -38,6 +45,8 @@ impl PackSource {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::File(_) => "file",
+            Self::ControlPlane(_) => "control_plane",
+            Self::Persisted(_) => "persisted",
         }
     }
 }

@@ -83,6 +83,11 @@ impl GatewayState {
         self.pack.load_full()
     }
 
+    /// The environment whose overrides this gateway enforces.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
     pub fn last_reload(&self) -> Option<Arc<ReloadReport>> {
         self.last_reload.load_full()
     }

@@ -42,6 +42,8 @@ pub trait PackApplier: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Applied, AttemptError>> + Send;
     /// Request counters for the report.
     fn counters(&self) -> Counters;
+    /// Called with every report before it is sent (e.g. to export drift as a metric).
+    fn observe(&self, _report: &Report) {}
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +290,7 @@ async fn report_loop<A: PackApplier>(
     loop {
         let mut report = rx.borrow_and_update().clone();
         report.counters = applier.counters();
+        applier.observe(&report);
         if let Err(e) = client.report(&id, &report).await {
             tracing::debug!(error = %e, "report not delivered");
         }

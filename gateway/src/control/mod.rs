@@ -3,9 +3,11 @@
 //! last good pack.
 
 pub mod agent;
+pub mod applier;
 pub mod client;
 pub mod persist;
 pub mod wire;
 
 pub use agent::{Agent, AgentConfig, Applied, PackApplier};
+pub use applier::GatewayApplier;
 pub use client::{ControlClient, ControlError, DesiredAnswer};
