@@ -84,6 +84,15 @@ impl CpClient {
         })
     }
 
+    /// A client with an explicit key (for `palisade up`, which made the key itself).
+    pub(crate) fn with_key(base: &str, key: &str) -> Result<Self, ExitCode> {
+        let mut c = Self::new(&CpArgs {
+            control_plane: Some(base.to_owned()),
+        })?;
+        c.key = Some(key.to_owned());
+        Ok(c)
+    }
+
     /// Send a request; a transport failure is printed and becomes exit code 1.
     pub(crate) fn call(
         &self,

@@ -20,6 +20,8 @@ mod gateway_cmd;
 mod pack_cmds;
 mod render;
 mod scan;
+mod up;
+mod up_mock;
 
 use std::process::ExitCode;
 
@@ -79,6 +81,9 @@ enum Command {
     Environments(cp_fleet::EnvironmentsCommand),
     /// Run the gateway: an OpenAI-compatible proxy enforcing a pack.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Start the whole stack locally: control plane, a gateway per environment, a mock provider
+    /// when no OPENAI_API_KEY is set; the sample pack deployed to dev. Ctrl-C stops it all.
+    Up(up::UpArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,5 +108,6 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => cp_fleet::keys(&cmd),
         Command::Environments(cmd) => cp_fleet::environments(&cmd),
         Command::Gateway(args) => gateway_cmd::run(args),
+        Command::Up(args) => up::run(&args),
     }
 }

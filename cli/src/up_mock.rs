@@ -1,0 +1,121 @@
+//! The local mock provider of `palisade up`, used only when no provider key is set so that a
+//! new user can send a request through the whole stack with nothing to sign up for.
+//!
+//! It is labelled everywhere it shows: every answer carries `x-palisade-mock-provider: true`
+//! and says in its text that no model was called, and `palisade up` prints that it is running.
+//! It speaks the OpenAI wire format the gateway relies on: chat completions as JSON and as SSE
+//! (with the usage chunk when `stream_options.include_usage` is set), completions, embeddings
+//! and the model list. It is not a test double for the test suite; those live with the tests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const ANSWER: &str = "This answer comes from Palisade's local mock provider: no model was called.";
+
+/// Serve on `listener` until the task is dropped.
+pub(crate) async fn serve(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = service_fn(handle);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the body is wrapped in Limited, so collecting is bounded"
+)]
+async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let body = match Limited::new(req.into_body(), 16 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "application/json",
+                json!({"error": {"message": "too large"}}).to_string(),
+            ))
+        }
+    };
+    let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = input["model"].as_str().unwrap_or("mock-model").to_owned();
+    let answer = match (method, path.as_str()) {
+        (Method::GET, p) if p.ends_with("/models") => reply(StatusCode::OK, "application/json", json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "palisade-mock"}]}).to_string()),
+        (Method::POST, p) if p.ends_with("/chat/completions") && input["stream"] == true => {
+            let usage = input["stream_options"]["include_usage"] == true;
+            reply(StatusCode::OK, "text/event-stream", sse(&model, usage))
+        }
+        (Method::POST, p) if p.ends_with("/chat/completions") => reply(StatusCode::OK, "application/json", json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
+        }).to_string()),
+        (Method::POST, p) if p.ends_with("/completions") => reply(StatusCode::OK, "application/json", json!({
+            "id": "cmpl-mock", "object": "text_completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "text": ANSWER, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
+        }).to_string()),
+        (Method::POST, p) if p.ends_with("/embeddings") => reply(StatusCode::OK, "application/json", json!({
+            "object": "list", "model": model,
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2]}],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        }).to_string()),
+        _ => reply(StatusCode::NOT_FOUND, "application/json", json!({"error": {"message": "the mock provider has no such route", "type": "invalid_request_error"}}).to_string()),
+    };
+    Ok(answer)
+}
+
+fn sse(model: &str, usage: bool) -> String {
+    let mut out = String::new();
+    let chunk = |delta: Value, finish: Value| json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    out.push_str(&format!(
+        "data: {}\n\n",
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null)
+    ));
+    for word in ANSWER.split_inclusive(' ') {
+        out.push_str(&format!(
+            "data: {}\n\n",
+            chunk(json!({"content": word}), Value::Null)
+        ));
+    }
+    out.push_str(&format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
+    if usage {
+        let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28}});
+        out.push_str(&format!("data: {u}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r.headers_mut().insert(
+        "x-palisade-mock-provider",
+        http::HeaderValue::from_static("true"),
+    );
+    r
+}
