@@ -2,7 +2,8 @@
 # Palisade: one `palisade` binary for the gateway and the control plane.
 #
 #   docker build -t palisade .
-#   docker run --rm -p 8080:8080 -e OPENAI_API_KEY palisade            # gateway, sample pack
+#   docker run --rm -p 8080:8080 -e OPENAI_API_KEY -v "$PWD/keys.yaml:/etc/palisade/keys.yaml:ro" palisade
+#                                  # gateway on the sample pack; callers from keys.yaml (see configs/keys/example.yaml)
 #   docker run --rm -p 8070:8070 palisade control-plane --listen 0.0.0.0:8070
 #
 # Stage 1 builds the dependencies from the manifests alone, so editing a source file does not
