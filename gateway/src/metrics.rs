@@ -153,6 +153,11 @@ impl Metrics {
         self.last_reload_ok.set(0);
     }
 
+    /// The registry, for observers that bring their own metrics (budget, audit).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
