@@ -6,7 +6,8 @@
 //! tests and scripts, then serve until SIGTERM or Ctrl-C and drain in-flight requests.
 //! Logs go to stderr (`RUST_LOG` filters, default `info`); stdout carries only that line.
 //! A pack that cannot be activated at start-up is fatal (exit 1, every diagnostic printed);
-//! later, a bad pack is rejected and the running one keeps serving.
+//! later, a bad pack is rejected and the running one keeps serving. Budgets and the audit log
+//! run through `gateway_policies` (flags `--redis`, `--state-dir`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,7 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::{Gateway, GatewayConfig, NoopObserver, DEFAULT_MAX_BODY_BYTES};
+use gateway::{Gateway, GatewayConfig, DEFAULT_MAX_BODY_BYTES};
+
+use crate::gateway_policies::{self, PolicyArgs};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct GatewayArgs {
@@ -49,6 +52,9 @@ pub(crate) struct GatewayArgs {
     /// Maximum open client connections.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Budget stores and state (see `gateway_policies`).
+    #[command(flatten)]
+    policies: PolicyArgs,
 }
 
 pub(crate) fn run(args: GatewayArgs) -> ExitCode {
@@ -76,13 +82,24 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.server.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     config.server.max_connections = args.max_connections;
     let anonymous = config.keys_path.is_none();
-    let gw = match Gateway::bind(config, Arc::new(NoopObserver)).await {
+    let policies = match gateway_policies::start(args.policies) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("palisade gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let gw = match Gateway::bind(config, Arc::new(policies.observer.clone())).await {
         Ok(gw) => gw,
         Err(e) => {
             eprintln!("palisade gateway: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(e) = policies.observer.startup_error() {
+        eprintln!("palisade gateway: {e}");
+        return ExitCode::FAILURE;
+    }
     if anonymous {
         eprintln!(
             "palisade gateway: WARNING: no --keys file; every caller on {} is accepted anonymously",
@@ -92,6 +109,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     println!("palisade gateway listening on {}", gw.url());
     let _ = std::io::stdout().flush();
     gw.run(shutdown_signal()).await;
+    policies.finish().await;
     ExitCode::SUCCESS
 }
 
