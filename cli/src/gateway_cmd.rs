@@ -6,7 +6,8 @@
 //! tests and scripts, then serve until SIGTERM or Ctrl-C and drain in-flight requests.
 //! Logs go to stderr (`RUST_LOG` filters, default `info`); stdout carries only that line.
 //! A pack that cannot be activated at start-up is fatal (exit 1, every diagnostic printed);
-//! later, a bad pack is rejected and the running one keeps serving.
+//! later, a bad pack is rejected and the running one keeps serving. Budgets and the audit log
+//! run through `gateway_policies` (flags `--redis`, `--state-dir`).
 //!
 //! With `--control-plane URL` the pack comes from the control plane instead of a file: `--pack`
 //! names it, the gateway key comes from `PALISADE_GATEWAY_KEY` (never a flag), the last good
@@ -22,7 +23,9 @@ use std::time::Duration;
 
 use gateway::control::wire::Instance;
 use gateway::control::{Agent, AgentConfig, ControlClient, GatewayApplier};
-use gateway::{Gateway, GatewayConfig, NoopObserver, DEFAULT_MAX_BODY_BYTES};
+use gateway::{Gateway, GatewayConfig, DEFAULT_MAX_BODY_BYTES};
+
+use crate::gateway_policies::{self, PolicyArgs};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct GatewayArgs {
@@ -33,9 +36,6 @@ pub(crate) struct GatewayArgs {
     /// Take the pack from this control plane (key in PALISADE_GATEWAY_KEY) instead of a file.
     #[arg(long, env = "PALISADE_CONTROL_PLANE")]
     control_plane: Option<String>,
-    /// Where the last good pack from the control plane is kept across restarts.
-    #[arg(long, default_value = "./state")]
-    state_dir: PathBuf,
     /// The environment whose overrides apply (e.g. dev, staging, prod).
     #[arg(long)]
     environment: String,
@@ -63,6 +63,9 @@ pub(crate) struct GatewayArgs {
     /// Maximum open client connections.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Budget stores and state (see `gateway_policies`).
+    #[command(flatten)]
+    policies: PolicyArgs,
 }
 
 pub(crate) fn run(args: GatewayArgs) -> ExitCode {
@@ -91,13 +94,25 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.server.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     config.server.max_connections = args.max_connections;
     let anonymous = config.keys_path.is_none();
-    let gw = match Gateway::bind(config, Arc::new(NoopObserver)).await {
+    let state_dir = args.policies.state_dir.clone();
+    let policies = match gateway_policies::start(args.policies.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("palisade gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let gw = match Gateway::bind(config, Arc::new(policies.observer.clone())).await {
         Ok(gw) => gw,
         Err(e) => {
             eprintln!("palisade gateway: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(e) = policies.observer.startup_error() {
+        eprintln!("palisade gateway: {e}");
+        return ExitCode::FAILURE;
+    }
     if anonymous {
         eprintln!(
             "palisade gateway: WARNING: no --keys file; every caller on {} is accepted anonymously",
@@ -110,7 +125,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     };
     let agent = match &args.control_plane {
         None => None,
-        Some(url) => match start_agent(url, &args, &gw).await {
+        Some(url) => match start_agent(url, &args, &state_dir, &gw).await {
             Ok(agent) => Some(tokio::spawn(agent.run(stopped(stop_rx.clone())))),
             Err(message) => {
                 eprintln!("palisade gateway: {message}");
@@ -128,6 +143,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     if let Some(a) = agent {
         let _ = a.await;
     }
+    policies.finish().await;
     ExitCode::SUCCESS
 }
 
@@ -135,6 +151,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
 async fn start_agent(
     url: &str,
     args: &GatewayArgs,
+    state_dir: &std::path::Path,
     gw: &Gateway,
 ) -> Result<Agent<GatewayApplier>, String> {
     let key = std::env::var("PALISADE_GATEWAY_KEY")
@@ -143,7 +160,7 @@ async fn start_agent(
     let applier = GatewayApplier::new(
         std::sync::Arc::clone(gw.state()),
         url,
-        &args.state_dir.display().to_string(),
+        &state_dir.display().to_string(),
     )
     .map_err(|e| format!("metrics: {e}"))?;
     let host = std::env::var("HOSTNAME")
@@ -163,7 +180,7 @@ async fn start_agent(
     };
     let cfg = AgentConfig {
         instance,
-        state_dir: args.state_dir.clone(),
+        state_dir: state_dir.to_owned(),
         long_poll: Duration::from_secs(25),
         report_interval: Duration::from_secs(2),
     };

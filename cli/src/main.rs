@@ -17,6 +17,7 @@ mod cp_fleet;
 mod cp_manifest;
 mod cp_server;
 mod gateway_cmd;
+mod gateway_policies;
 mod pack_cmds;
 mod render;
 mod scan;

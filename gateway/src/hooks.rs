@@ -115,6 +115,9 @@ pub struct RequestMeta {
     pub pii_request: Option<PiiReport>,
     /// Response-side PII result (`None`: not scanned).
     pub pii_response: Option<PiiReport>,
+    /// Time spent waiting for the provider: until the whole answer for JSON, until the
+    /// response head for a stream (`None`: never called).
+    pub upstream_time: Option<std::time::Duration>,
 }
 
 /// Token usage as reported by the provider.
@@ -125,11 +128,19 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-/// Opaque value an observer returns from `admit` and gets back in the terminal call
-/// (e.g. a reservation id). Zero for observers that do not need one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What an observer returns from `admit`: an opaque `token` it gets back in the terminal call
+/// (e.g. a reservation id; zero for observers that do not need one), and advice the proxy
+/// applies to the forwarded request and the response. Both advice fields are `None` for an
+/// observer that runs no budget, so admitting costs no allocation.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Admission {
     pub token: u64,
+    /// Send this model of the pack instead of the requested one (a budget's `degrade_to`); the
+    /// proxy re-routes to its provider, rewrites the JSON `model` and sets
+    /// `x-palisade-budget-degraded: FROM->TO`. Not handed back in the terminal call.
+    pub model_override: Option<String>,
+    /// USD left in the tightest applicable limit, for `x-palisade-budget-remaining-usd`.
+    pub remaining_usd: Option<f64>,
 }
 
 /// Why an observer refuses a request.
@@ -233,6 +244,16 @@ pub trait RequestObserver: Send + Sync + fmt::Debug + 'static {
 
     /// The request ended any other way. `admission` is `Some` iff `admit` accepted it.
     fn failed(&self, _meta: &RequestMeta, _admission: Option<Admission>, _failure: &Failure<'_>) {}
+
+    /// A pack version became active (at start-up inside `Gateway::bind`, and after every
+    /// reload's swap). Runs on the activating task: slow work (files, connections) belongs on a
+    /// blocking task, except for the first pack, when nothing is served yet.
+    fn pack_activated(&self, _pack: &Arc<ActivePack>) {}
+
+    /// Register the observer's metrics in the gateway's registry; called once by `Gateway::bind`.
+    fn register_metrics(&self, _registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
+        Ok(())
+    }
 }
 
 /// Observes nothing.
@@ -263,15 +284,21 @@ impl Outcome {
         }
     }
 
-    /// Ask the observer; at most once per request.
-    pub(crate) async fn admit(&mut self) -> Result<(), Rejection> {
+    /// Ask the observer; at most once per request. Returns the admission's advice (the model
+    /// override moves out; the rest is handed back in the terminal call).
+    pub(crate) async fn admit(&mut self) -> Result<Admission, Rejection> {
         debug_assert!(self.admission.is_none());
-        let admission = match self.observer.admit(&self.meta) {
+        let mut admission = match self.observer.admit(&self.meta) {
             Admit::Ready(r) => r?,
             Admit::Pending(fut) => fut.await?,
         };
+        let advice = Admission {
+            token: admission.token,
+            model_override: admission.model_override.take(),
+            remaining_usd: admission.remaining_usd,
+        };
         self.admission = Some(admission);
-        Ok(())
+        Ok(advice)
     }
 
     /// From now on a drop means the client left while the body was being delivered.
@@ -281,13 +308,14 @@ impl Outcome {
 
     pub(crate) fn settle(mut self, settled: &Settled) {
         self.done = true;
-        let admission = self.admission.unwrap_or_default();
+        let admission = self.admission.take().unwrap_or_default();
         self.observer.settled(&self.meta, admission, settled);
     }
 
     pub(crate) fn fail(mut self, failure: &Failure<'_>) {
         self.done = true;
-        self.observer.failed(&self.meta, self.admission, failure);
+        let admission = self.admission.take();
+        self.observer.failed(&self.meta, admission, failure);
     }
 }
 
@@ -297,7 +325,8 @@ impl Drop for Outcome {
             let failure = Failure::Cancelled {
                 mid_stream: self.mid_stream,
             };
-            self.observer.failed(&self.meta, self.admission, &failure);
+            let admission = self.admission.take();
+            self.observer.failed(&self.meta, admission, &failure);
         }
     }
 }

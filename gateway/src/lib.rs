@@ -11,7 +11,8 @@
 //!
 //! Start one with [`Gateway::bind`] then [`Gateway::run`]; `palisade gateway` is a thin CLI over
 //! exactly that. The budget enforcer and the audit logger plug in as [`RequestObserver`]s
-//! handed to [`Gateway::bind`]; the audit log's writer lives in [`audit`], and [`control`] keeps
+//! handed to [`Gateway::bind`] ([`observe::PolicyObserver`] combines both and follows pack
+//! reloads); the audit log's writer lives in [`audit`], and [`control`] keeps
 //! a gateway on the version its control plane wants.
 
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod hooks;
 pub mod keys;
 pub mod metrics;
+pub mod observe;
 mod ops;
 pub mod pack;
 pub mod policy;
@@ -165,9 +167,13 @@ impl Gateway {
             Some((cert, key)) => Some(tls::acceptor(cert, key)?),
             None => None,
         };
+        let metrics = metrics::Metrics::new()?;
+        observer
+            .register_metrics(metrics.registry())
+            .map_err(metrics::MetricsError::from)?;
         let state = Arc::new(GatewayState::new(
             config.environment.clone(),
-            metrics::Metrics::new()?,
+            metrics,
             auth,
             observer,
             config.limits,

@@ -5,7 +5,9 @@
 //! The order is the chain's natural order for a gateway: cheap refusals first (key, size,
 //! JSON, model), then PII (a blocked request never reaches the provider, nor a budget
 //! reservation), then `admit` (budget) right before the provider is called, so a reservation
-//! is only made for a request that will really be forwarded. Every early return is an
+//! is only made for a request that will really be forwarded; the upstream body is built after
+//! `admit`, because a budget may degrade the model (re-routed here, with response headers
+//! saying so). Every early return is an
 //! [`ApiError`]; `service` turns it into the response and the `failed` hook.
 //!
 //! Not here: SSE relaying (`sse`), the PII walk over JSON (`policy`), body rewriting
@@ -16,13 +18,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
 use crate::error::ApiError;
-use crate::hooks::{Failure, Outcome, PiiReport, Settled};
+use crate::hooks::{Admission, Failure, Outcome, PiiReport, Settled};
 use crate::pack::ActivePack;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
@@ -91,7 +93,21 @@ pub(crate) async fn run<'p>(
         }
     }
     let stream = o.meta.stream;
-    let rename = (model_route.upstream_model != model_route.name)
+    o.meta.model = Some(model_route.clone());
+    let advice = o.admit().await.map_err(ApiError::Rejected)?;
+    let budget_headers = BudgetHeaders::new(&model_route.name, &advice);
+    let model_route = match advice.model_override.as_deref() {
+        Some(to) if to != model_route.name => {
+            *model_label = pack.model_label(to);
+            pack.compiled.route(to).ok_or_else(|| {
+                ApiError::Upstream(format!(
+                    "the budget degrades to `{to}`, which the pack does not allow"
+                ))
+            })?
+        }
+        _ => model_route,
+    };
+    let rename = (model_route.upstream_model != parsed.facts.model)
         .then_some(model_route.upstream_model.as_str());
     let upstream_body = request::upstream_body(
         body,
@@ -108,9 +124,6 @@ pub(crate) async fn run<'p>(
             model_route.name, model_route.provider
         ))
     })?;
-    o.meta.model = Some(model_route);
-
-    o.admit().await.map_err(ApiError::Rejected)?;
 
     let sent = Instant::now();
     let resp = upstream
@@ -127,6 +140,9 @@ pub(crate) async fn run<'p>(
         .upstream
         .with_label_values(&[route.as_str()])
         .observe(upstream_head.as_secs_f64());
+    if let Some(o) = outcome.as_mut() {
+        o.meta.upstream_time = Some(upstream_head);
+    }
     let resp = resp?;
     let (parts, upstream_body) = resp.into_parts();
 
@@ -151,7 +167,9 @@ pub(crate) async fn run<'p>(
             state.metrics.clone(),
             in_flight,
         );
-        return Ok(with_headers(parts.status, &parts.headers, body));
+        let mut resp = with_headers(parts.status, &parts.headers, body);
+        budget_headers.apply(&mut resp);
+        return Ok(resp);
     }
 
     let answer = read_limited(
@@ -162,16 +180,17 @@ pub(crate) async fn run<'p>(
     .await
     .map_err(|e| ApiError::Upstream(format!("reading the provider's answer failed: {e}")))?;
     let read_done = sent.elapsed();
+    if let Some(o) = outcome.as_mut() {
+        o.meta.upstream_time = Some(read_done);
+    }
 
     if !parts.status.is_success() {
         if let Some(o) = outcome.take() {
             o.fail(&Failure::UpstreamStatus(parts.status));
         }
-        return Ok(with_headers(
-            parts.status,
-            &parts.headers,
-            GatewayBody::full(answer),
-        ));
+        let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
+        budget_headers.apply(&mut resp);
+        return Ok(resp);
     }
 
     let (answer, usage) = finish_json(state, pack, route, answer, outcome)?;
@@ -186,12 +205,49 @@ pub(crate) async fn run<'p>(
         usage,
     });
     drop(in_flight);
-    Ok(with_headers(
-        parts.status,
-        &parts.headers,
-        GatewayBody::full(answer),
-    ))
+    let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
+    budget_headers.apply(&mut resp);
+    Ok(resp)
 }
+
+/// What a budget tells the caller: `x-palisade-budget-remaining-usd` (tightest USD limit) and
+/// `x-palisade-budget-degraded: FROM->TO`. Empty, and allocation-free, when no budget runs.
+#[derive(Debug, Default)]
+struct BudgetHeaders {
+    remaining: Option<HeaderValue>,
+    degraded: Option<HeaderValue>,
+}
+
+impl BudgetHeaders {
+    fn new(requested: &str, advice: &Admission) -> Self {
+        let remaining = advice
+            .remaining_usd
+            .and_then(|usd| HeaderValue::from_str(&format!("{usd:.6}")).ok());
+        let degraded = advice
+            .model_override
+            .as_deref()
+            .filter(|to| *to != requested)
+            .and_then(|to| HeaderValue::from_str(&format!("{requested}->{to}")).ok());
+        Self {
+            remaining,
+            degraded,
+        }
+    }
+
+    fn apply(&self, resp: &mut Response<GatewayBody>) {
+        if let Some(v) = &self.remaining {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(REMAINING_HEADER), v.clone());
+        }
+        if let Some(v) = &self.degraded {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(DEGRADED_HEADER), v.clone());
+        }
+    }
+}
+
+const REMAINING_HEADER: &str = "x-palisade-budget-remaining-usd";
+const DEGRADED_HEADER: &str = "x-palisade-budget-degraded";
 
 /// A JSON answer: read its usage, scan it when the pack says so.
 fn finish_json(

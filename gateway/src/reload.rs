@@ -64,8 +64,9 @@ pub async fn prepare_file(
     }
 }
 
-/// The reload triggers of one gateway: the file watcher (installed when this is created, so a
-/// bound gateway already sees edits) and SIGHUP (installed when the loop starts).
+/// The reload triggers of one gateway: the file watcher and SIGHUP, both installed when this is
+/// created (at bind, before the gateway says it is listening), so an edit or a signal that
+/// arrives right after start-up is never lost — nor does an early SIGHUP kill the process.
 #[derive(Debug)]
 pub struct Triggers {
     tx: mpsc::Sender<Trigger>,
@@ -87,6 +88,7 @@ impl Triggers {
         } else {
             None
         };
+        spawn_sighup(tx.clone());
         Self {
             tx,
             rx,
@@ -108,7 +110,7 @@ pub(crate) async fn watch(
         mut rx,
         _watcher,
     } = triggers;
-    spawn_sighup(tx);
+    drop(tx);
     tokio::pin!(shutdown);
     loop {
         let trigger = tokio::select! {

@@ -69,6 +69,7 @@ pub(crate) async fn handle(
                 request_bytes: 0,
                 pii_request: None,
                 pii_response: None,
+                upstream_time: None,
             };
             let mut outcome = Some(Outcome::new(Arc::clone(&state.observer), meta));
             let mut model_label = "other";

@@ -103,7 +103,9 @@ impl GatewayState {
             source = %pack.source,
             "policy pack activated"
         );
-        self.pack.store(Some(Arc::new(pack)));
+        let pack = Arc::new(pack);
+        self.pack.store(Some(Arc::clone(&pack)));
+        self.observer.pack_activated(&pack);
         self.last_reload.store(Some(Arc::new(ReloadReport {
             at: SystemTime::now(),
             ok: true,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub use record::{
     AuditRecord, BudgetNote, Caller, Latency, Outcome, PackRef, PolicyDecision, Usage,
 };
-pub use writer::{AuditSink, AuditStats, WriterHandle};
+pub use writer::{AuditSink, AuditStats, Enqueued, WriterHandle};
 
 pub use crate::clock::{Clock, SystemClock};
 

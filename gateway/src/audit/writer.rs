@@ -37,6 +37,16 @@ pub struct AuditStats {
     pub fsyncs: AtomicU64,
 }
 
+/// What [`AuditSink::record_now`] did with a record.
+#[derive(Debug)]
+pub enum Enqueued {
+    Queued,
+    /// Queue full under `on_queue_full: drop`: counted, and noted in the next line written.
+    Dropped,
+    /// Queue full under `on_queue_full: block`: the record, to be queued by awaiting room.
+    Full(Box<AuditRecord>),
+}
+
 struct Entry {
     record: Box<AuditRecord>,
     ack: Option<oneshot::Sender<Result<(), String>>>,
@@ -82,10 +92,19 @@ impl AuditSink {
         cfg: &AuditLoggerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<(Self, WriterHandle), AuditError> {
+        Self::start_with_stats(cfg, clock, Arc::new(AuditStats::default()))
+    }
+
+    /// [`AuditSink::start`] counting into `stats`, so counters survive a change of sink (a pack
+    /// reload that moves the directory) and stay monotonic for Prometheus.
+    pub fn start_with_stats(
+        cfg: &AuditLoggerConfig,
+        clock: Arc<dyn Clock>,
+        stats: Arc<AuditStats>,
+    ) -> Result<(Self, WriterHandle), AuditError> {
         let dir = PathBuf::from(&cfg.dir);
         std::fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
         let tail = files::recover(&dir)?;
-        let stats = Arc::new(AuditStats::default());
         let pending_drops = Arc::new(AtomicU64::new(0));
         let capacity = usize::try_from(cfg.queue_capacity.max(1)).unwrap_or(1);
         let (tx, rx) = mpsc::channel(capacity);
@@ -153,6 +172,29 @@ impl AuditSink {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
             },
+        }
+    }
+
+    /// Queue a record without waiting, for synchronous callers (the request hooks). A full
+    /// queue under `drop` drops and counts the record ([`Enqueued::Dropped`]); under `block` the
+    /// record comes back ([`Enqueued::Full`]) for the caller to hand to [`AuditSink::record`] on
+    /// a task, so nothing is lost while the caller itself does not wait.
+    pub fn record_now(&self, record: AuditRecord) -> Result<Enqueued, AuditError> {
+        let entry = Entry {
+            record: Box::new(record),
+            ack: None,
+        };
+        match self.tx.try_send(entry) {
+            Ok(()) => Ok(Enqueued::Queued),
+            Err(mpsc::error::TrySendError::Full(e)) => match self.on_full {
+                QueueFullPolicy::Drop => {
+                    self.pending_drops.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(Enqueued::Dropped)
+                }
+                QueueFullPolicy::Block => Ok(Enqueued::Full(e.record)),
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
         }
     }
 

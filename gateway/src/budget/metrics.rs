@@ -2,7 +2,8 @@
 //!
 //! Spend and tokens are labelled by scope *kind* (environment, key, team, model), never by key
 //! id or team name; the remaining-budget gauge is labelled by *configured* scope and window, so
-//! its cardinality is the number of limits in the pack, not the number of callers. Decisions are
+//! its cardinality is the number of limits in the pack, not the number of callers; so is
+//! `palisade_budget_used_ratio{scope,window,unit}`, the used fraction the alert rules read. Decisions are
 //! labelled by action. Every label handle used on the request path is resolved once, here or
 //! when a pack is planned, so recording costs an atomic add.
 //!
@@ -63,6 +64,7 @@ fn kind_index(scope: &BudgetScope) -> usize {
 #[derive(Debug, Clone)]
 pub(crate) struct MeterGauges {
     pub(crate) remaining: Gauge,
+    pub(crate) used_ratio: Gauge,
 }
 
 /// The enforcer's metrics. Create once per process and share.
@@ -71,6 +73,7 @@ pub struct BudgetMetrics {
     spend_usd: prometheus::CounterVec,
     tokens: IntCounterVec,
     remaining: GaugeVec,
+    used_ratio: GaugeVec,
     decisions: IntCounterVec,
     soft: IntCounterVec,
     store_errors: IntCounterVec,
@@ -101,6 +104,13 @@ impl BudgetMetrics {
             Opts::new(
                 "palisade_budget_remaining",
                 "What is left of each configured limit in its current window (USD or tokens).",
+            ),
+            &["scope", "window", "unit"],
+        )?;
+        let used_ratio = GaugeVec::new(
+            Opts::new(
+                "palisade_budget_used_ratio",
+                "Used fraction of each configured limit in its current window (1 = exhausted).",
             ),
             &["scope", "window", "unit"],
         )?;
@@ -138,6 +148,7 @@ impl BudgetMetrics {
             spend_usd,
             tokens,
             remaining,
+            used_ratio,
             decisions,
             soft,
             store_errors,
@@ -154,6 +165,7 @@ impl BudgetMetrics {
         registry.register(Box::new(self.spend_usd.clone()))?;
         registry.register(Box::new(self.tokens.clone()))?;
         registry.register(Box::new(self.remaining.clone()))?;
+        registry.register(Box::new(self.used_ratio.clone()))?;
         registry.register(Box::new(self.decisions.clone()))?;
         registry.register(Box::new(self.soft.clone()))?;
         registry.register(Box::new(self.store_errors.clone()))?;
@@ -168,12 +180,10 @@ impl BudgetMetrics {
         dim: Dimension,
     ) -> MeterGauges {
         let scope = scope.to_string();
+        let labels = [scope.as_str(), window.as_str(), dim.as_str()];
         MeterGauges {
-            remaining: self.remaining.with_label_values(&[
-                scope.as_str(),
-                window.as_str(),
-                dim.as_str(),
-            ]),
+            remaining: self.remaining.with_label_values(&labels),
+            used_ratio: self.used_ratio.with_label_values(&labels),
         }
     }
 

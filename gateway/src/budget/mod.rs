@@ -417,6 +417,13 @@ fn set_gauge(m: &Meter, left: u64) {
         Dimension::Usd => micros_to_usd(left),
         Dimension::Tokens => left as f64,
     });
+    // Used fraction of the limit, for the alert rules (1 = exhausted; a zero limit is exhausted).
+    let used = m.cap.saturating_sub(left);
+    m.gauges.used_ratio.set(if m.cap == 0 {
+        1.0
+    } else {
+        used as f64 / m.cap as f64
+    });
 }
 
 fn scope_kind_index(scope: &BudgetScope) -> usize {

@@ -130,9 +130,20 @@ pub async fn run_periodic(
     }
 }
 
+/// Save on the blocking pool. An empty store with no file yet writes nothing, so a gateway that
+/// never ran a budget leaves no state file (nor directory) behind.
 async fn save_blocking(store: &MemoryStore, path: &Path) -> Result<(), PersistError> {
     let (store, owned) = (store.clone(), path.to_owned());
-    match tokio::task::spawn_blocking(move || save(&owned, &store)).await {
+    let write = move || {
+        if store.snapshot().is_empty() && !owned.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = owned.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        save(&owned, &store)
+    };
+    match tokio::task::spawn_blocking(write).await {
         Ok(r) => r,
         Err(e) => Err(io_err(path)(std::io::Error::other(e))),
     }

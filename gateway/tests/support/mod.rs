@@ -141,7 +141,10 @@ impl Recorder {
 impl RequestObserver for Recorder {
     fn admit(&self, meta: &RequestMeta) -> Admit {
         let _ = self.tx.send((meta.id.to_string(), Event::Admitted));
-        Admit::Ready(Ok(Admission { token: 7 }))
+        Admit::Ready(Ok(Admission {
+            token: 7,
+            ..Admission::default()
+        }))
     }
 
     fn settled(&self, meta: &RequestMeta, admission: Admission, s: &Settled) {

@@ -1,0 +1,95 @@
+//! The budget and audit side of `palisade gateway`: the flags, the stores that outlive pack
+//! reloads, and their shutdown.
+//!
+//! Budgets in memory are loaded from `--state-dir`/`budget-state.json` at start, saved every
+//! [`SAVE_INTERVAL`] and once more at shutdown (atomically, see `gateway::budget::persist`), so a
+//! restart keeps the month's spend; a crash loses at most one interval of settles. Nothing is
+//! written (no directory, no file) until a budget has counted something. Packs that
+//! keep budgets in Redis use `--redis` (or `PALISADE_REDIS_URL`). At shutdown, after the gateway
+//! has drained, the audit writers flush and are joined before the state file is saved.
+//!
+//! Kept apart from `gateway_cmd` so that file stays a thin shell over `gateway::Gateway`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::budget::{persist, RedisStore};
+use gateway::clock::{Clock, SystemClock};
+use gateway::observe::{ObserverSettings, PolicyObserver};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How often the in-memory budget counters are saved.
+const SAVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Timeout of one Redis budget operation.
+const REDIS_OP_TIMEOUT: Duration = Duration::from_millis(500);
+const STATE_FILE: &str = "budget-state.json";
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PolicyArgs {
+    /// Redis URL for packs whose budget store is `redis`.
+    #[arg(long, env = "PALISADE_REDIS_URL")]
+    redis: Option<String>,
+    /// Where the in-memory budget counters and the last good pack from the control plane are
+    /// kept between restarts.
+    #[arg(long, default_value = "./state")]
+    pub(crate) state_dir: PathBuf,
+}
+
+/// The observer and what must be stopped after the gateway drains.
+#[derive(Debug)]
+pub(crate) struct Policies {
+    pub(crate) observer: PolicyObserver,
+    stop_saver: oneshot::Sender<()>,
+    saver: JoinHandle<Result<(), persist::PersistError>>,
+}
+
+/// Load the budget state and open the stores. Call inside the runtime.
+pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let path = args.state_dir.join(STATE_FILE);
+    let memory = persist::load(&path, clock.now_unix()).map_err(|e| e.to_string())?;
+    let redis = match args.redis.as_deref() {
+        Some(url) => Some(Arc::new(
+            RedisStore::open(url, REDIS_OP_TIMEOUT).map_err(|e| format!("--redis: {e}"))?,
+        )),
+        None => None,
+    };
+    let observer = PolicyObserver::new(ObserverSettings {
+        memory: memory.clone(),
+        redis,
+        clock,
+    })
+    .map_err(|e| format!("metrics: {e}"))?;
+    let (stop_saver, stopped) = oneshot::channel();
+    let saver = tokio::spawn(persist::run_periodic(memory, path, SAVE_INTERVAL, async {
+        let _ = stopped.await;
+    }));
+    Ok(Policies {
+        observer,
+        stop_saver,
+        saver,
+    })
+}
+
+impl Policies {
+    /// After the gateway drained: flush and join the audit writers, then save the budgets.
+    pub(crate) async fn finish(self) {
+        let observer = self.observer.clone();
+        // Settles spawned by the last requests run before the final save.
+        tokio::task::yield_now().await;
+        if tokio::task::spawn_blocking(move || observer.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit writers did not stop cleanly");
+        }
+        let _ = self.stop_saver.send(());
+        match self.saver.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "saving the budget state at shutdown failed"),
+            Err(e) => tracing::error!(error = %e, "the budget state saver failed"),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The budget side of the observer: reserve in `admit`, settle or release in the terminal call.
+//!
+//! A reservation is kept in a `DashMap` under a token the observer puts in
+//! [`Admission::token`]; the terminal call takes it out again, so every path ends it exactly
+//! once: `settled` settles to the provider's usage (or, when the provider reported none, to the
+//! reservation itself — the estimate is kept as spent, the conservative side), `failed` releases
+//! it. The reservation is inserted with no await between the insert and the end of the `admit`
+//! future, so a request cancelled while reserving either never holds one or holds one its
+//! terminal call will find; a [`Reservation`] that is dropped anyway releases itself.
+//!
+//! Input tokens are estimated from the request body's size, `ceil(bytes / 4)`
+//! ([`estimate_input_tokens`] with no per-message overhead): the body includes JSON syntax and
+//! the system prompt, so this over-estimates prose by the JSON framing (typically 30–60 bytes
+//! per message) and under-estimates CJK text and code (see `budget::estimate`). Settling corrects
+//! it to the provider's usage.
+//!
+//! Settling and releasing are asynchronous (a Redis round trip) while the hooks are not: they run
+//! on a task of the current runtime. For the memory store that task finishes on its first poll.
+
+use std::fmt::Write as _;
+
+use crate::audit::BudgetNote;
+use crate::budget::Reservation;
+use crate::budget::{estimate_input_tokens, BudgetDecision, BudgetEnforcer, BudgetRequest};
+use crate::hooks::{Admission, Admit, Rejection, RejectionKind, RequestMeta, Usage};
+
+use super::{BudgetSetup, PolicyObserver};
+
+/// Caller id used for budgets when the gateway runs without keys.
+const ANONYMOUS: &str = "anonymous";
+
+/// A reservation between `admit` and the terminal call.
+#[derive(Debug)]
+pub(super) struct Held {
+    enforcer: BudgetEnforcer,
+    reservation: Reservation,
+    est_input_tokens: u64,
+    reserved_output_tokens: u64,
+    pub(super) model_used: String,
+}
+
+impl Held {
+    /// What the audit record says about the budget.
+    pub(super) fn note(&self) -> BudgetNote {
+        let r = &self.reservation;
+        let decision = if !r.enforced() {
+            "unavailable_open"
+        } else if r.degraded_from().is_some() {
+            "degraded"
+        } else if r.alerts().is_empty() {
+            "reserved"
+        } else {
+            "alert"
+        };
+        BudgetNote {
+            decision: decision.to_owned(),
+            scope: None,
+            remaining_usd: r.remaining_usd(),
+        }
+    }
+}
+
+pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &RequestMeta) -> Admit {
+    let (enforcer, default_max_tokens) = match setup {
+        BudgetSetup::NoStore { fail_open: true } => {
+            return Admit::Ready(Ok(Admission::default()));
+        }
+        BudgetSetup::NoStore { fail_open: false } => {
+            return Admit::Ready(Err(unavailable()));
+        }
+        BudgetSetup::Enforcer {
+            enforcer,
+            default_max_tokens,
+        } => (enforcer.clone(), *default_max_tokens),
+    };
+    let key_id = meta
+        .caller
+        .as_ref()
+        .map_or_else(|| ANONYMOUS.to_owned(), |c| c.id.clone());
+    let team = meta
+        .caller
+        .as_ref()
+        .map(|c| c.team.clone())
+        .filter(|t| !t.is_empty());
+    let model = meta
+        .model
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let est_input_tokens = estimate_input_tokens(meta.request_bytes, 0);
+    let max_output_tokens = meta.max_tokens;
+    let request_id = meta.id;
+    let observer = observer.clone();
+    Admit::Pending(Box::pin(async move {
+        let req = BudgetRequest {
+            key_id: &key_id,
+            team: team.as_deref(),
+            model: &model,
+            est_input_tokens,
+            max_output_tokens,
+        };
+        match enforcer.reserve(&req).await {
+            Ok(reservation) => {
+                let token = observer.next_token();
+                let admission = Admission {
+                    token,
+                    model_override: reservation
+                        .degraded_from()
+                        .map(|_| reservation.model().to_owned()),
+                    remaining_usd: reservation.remaining_usd(),
+                };
+                let held = Held {
+                    enforcer,
+                    model_used: reservation.model().to_owned(),
+                    reservation,
+                    est_input_tokens,
+                    reserved_output_tokens: max_output_tokens.unwrap_or(default_max_tokens),
+                };
+                // No await from here to the end: the terminal call will find it.
+                observer.inner.held.insert(token, held);
+                Ok(admission)
+            }
+            Err(decision @ BudgetDecision::Block { .. }) => {
+                if let BudgetDecision::Block { scope, window, .. } = &decision {
+                    let mut s = String::with_capacity(32);
+                    let _ = write!(s, "{scope}/{window}");
+                    observer.inner.blocked.insert(request_id, s);
+                }
+                Err(Rejection::new(
+                    RejectionKind::BudgetExceeded,
+                    decision.to_string(),
+                ))
+            }
+            Err(BudgetDecision::StoreUnavailable) => Err(unavailable()),
+        }
+    }))
+}
+
+fn unavailable() -> Rejection {
+    Rejection::new(
+        RejectionKind::Unavailable,
+        "the budget store is unavailable and the pack fails closed; retry later",
+    )
+}
+
+/// Settle to the provider's usage, or to the reservation when it reported none.
+pub(super) fn settle(held: Held, usage: Option<Usage>) {
+    let (input, output) = match usage {
+        Some(u) => (u.prompt_tokens, u.completion_tokens),
+        None => (held.est_input_tokens, held.reserved_output_tokens),
+    };
+    spawn_or_drop(held, move |enforcer, reservation| async move {
+        enforcer.settle(reservation, input, output).await;
+    });
+}
+
+/// Give the reservation back.
+pub(super) fn release(held: Held) {
+    spawn_or_drop(held, |enforcer, reservation| async move {
+        enforcer.release(reservation).await;
+    });
+}
+
+fn spawn_or_drop<F, Fut>(held: Held, f: F)
+where
+    F: FnOnce(BudgetEnforcer, Reservation) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(f(held.enforcer, held.reservation));
+        }
+        // Outside a runtime the reservation's drop guard releases it.
+        Err(_) => drop(held),
+    }
+}

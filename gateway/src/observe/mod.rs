@@ -1,0 +1,275 @@
+//! The gateway's policy observer: the budget enforcer and the audit logger behind the one
+//! [`RequestObserver`] the request path calls.
+//!
+//! Settings come from the pack each request runs on (`meta.pack`), and packs hot-reload, so
+//! [`PolicyObserver`] keeps a small cache of what it derives from a pack, keyed by the pack's
+//! hash and held in an `ArcSwap`: a request does one load and a short scan. A new pack version
+//! builds a new [`BudgetEnforcer`] once, over the *same* long-lived [`BudgetStore`] (counters are
+//! named by scope and window, so spend carries over a reload). The audit sink is started once
+//! per distinct audit `dir` ([`sinks`]); `budget` holds the reservation side and `record` builds
+//! the one audit record of a request.
+//!
+//! Per request: `admit` reserves (only when the pack's chain runs `budget-enforcer`); exactly
+//! one of `settled` / `failed` then settles or releases the reservation and, when the chain runs
+//! `audit-logger`, queues one record. The hooks are synchronous: settling and queueing never
+//! wait (see [`sinks`] for what a full queue does).
+//!
+//! What it does not do: persist the in-memory store (the CLI runs `budget::persist`), or apply
+//! changes of `fsync_interval_ms`, `queue_capacity` or `on_queue_full` to a directory whose sink
+//! is already running (they apply when a sink starts: a new `dir`, or a restart).
+
+mod budget;
+mod record;
+mod sinks;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use policy_engine::pack::{AuditLoggerConfig, StoreKind, StoreUnavailable};
+use policy_engine::PolicyKind;
+
+use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
+use crate::clock::Clock;
+use crate::hooks::{Admission, Admit, Failure, RequestId, RequestMeta, RequestObserver, Settled};
+use crate::pack::ActivePack;
+
+pub use sinks::AuditStartError;
+
+/// Pack versions whose derived policies stay cached (in-flight requests may still run on an
+/// older one after a reload).
+const CACHED_PACKS: usize = 4;
+
+/// What the observer is built from. The stores outlive every pack version.
+#[derive(Debug)]
+pub struct ObserverSettings {
+    /// The in-memory budget store (the CLI loads it from, and saves it to, the state file).
+    pub memory: MemoryStore,
+    /// The shared store for packs that say `store: redis` (`--redis` / `PALISADE_REDIS_URL`).
+    pub redis: Option<Arc<RedisStore>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Budget enforcement and audit logging for every request; see the module docs.
+#[derive(Debug, Clone)]
+pub struct PolicyObserver {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    memory: BudgetStore,
+    redis: Option<BudgetStore>,
+    clock: Arc<dyn Clock>,
+    budget_metrics: BudgetMetrics,
+    packs: ArcSwap<Vec<Arc<PackPolicies>>>,
+    sinks: sinks::AuditSinks,
+    held: DashMap<u64, budget::Held>,
+    /// Scope and window of a budget refusal, from `admit` to the `failed` that records it.
+    blocked: DashMap<RequestId, String>,
+    next_token: AtomicU64,
+}
+
+/// What one pack version asks of the observer.
+#[derive(Debug)]
+struct PackPolicies {
+    hash: String,
+    budget: Option<BudgetSetup>,
+    /// `Some` when the chain runs `audit-logger`.
+    audit: Option<AuditLoggerConfig>,
+}
+
+#[derive(Debug)]
+enum BudgetSetup {
+    Enforcer {
+        enforcer: BudgetEnforcer,
+        default_max_tokens: u64,
+    },
+    /// The pack wants Redis and the gateway has no URL: every reservation is "store unavailable".
+    NoStore { fail_open: bool },
+}
+
+impl PolicyObserver {
+    pub fn new(settings: ObserverSettings) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                memory: BudgetStore::Memory(settings.memory),
+                redis: settings.redis.map(BudgetStore::Redis),
+                sinks: sinks::AuditSinks::new(Arc::clone(&settings.clock))?,
+                clock: settings.clock,
+                budget_metrics: BudgetMetrics::new()?,
+                packs: ArcSwap::from_pointee(Vec::new()),
+                held: DashMap::new(),
+                blocked: DashMap::new(),
+                next_token: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Why the audit sink of the first pack could not start (start-up must then fail).
+    pub fn startup_error(&self) -> Option<Arc<AuditStartError>> {
+        self.inner.sinks.startup_error()
+    }
+
+    /// Reservations currently held (admitted, not yet settled or released).
+    pub fn reservations_held(&self) -> usize {
+        self.inner.held.len()
+    }
+
+    /// Stop the audit writers after flushing what is queued. Call after the gateway has
+    /// drained; records of requests still running afterwards are lost (and logged).
+    pub fn shutdown(&self) {
+        self.inner.sinks.shutdown();
+    }
+
+    /// The cached policies of `pack`, building them on a miss.
+    fn policies(&self, pack: &ActivePack) -> Arc<PackPolicies> {
+        if let Some(p) = self
+            .inner
+            .packs
+            .load()
+            .iter()
+            .find(|p| p.hash == pack.hash_hex)
+        {
+            return Arc::clone(p);
+        }
+        let built = Arc::new(self.build(pack));
+        self.inner.packs.rcu(|old| {
+            let mut v = Vec::with_capacity(CACHED_PACKS);
+            v.push(Arc::clone(&built));
+            v.extend(
+                old.iter()
+                    .filter(|p| p.hash != built.hash)
+                    .take(CACHED_PACKS - 1)
+                    .cloned(),
+            );
+            v
+        });
+        built
+    }
+
+    fn build(&self, pack: &ActivePack) -> PackPolicies {
+        let c = &pack.compiled;
+        let budget = c
+            .budget
+            .as_ref()
+            .filter(|_| c.runs(PolicyKind::BudgetEnforcer))
+            .and_then(|cfg| {
+                let store = match cfg.store {
+                    StoreKind::Memory => self.inner.memory.clone(),
+                    StoreKind::Redis => match &self.inner.redis {
+                        Some(r) => r.clone(),
+                        None => {
+                            tracing::error!(pack = %c.name, "the pack keeps budgets in Redis but the gateway has no --redis URL (or PALISADE_REDIS_URL); budget reservations fail as `store unavailable`");
+                            return Some(BudgetSetup::NoStore {
+                                fail_open: cfg.on_store_unavailable == StoreUnavailable::FailOpen,
+                            });
+                        }
+                    },
+                };
+                let enforcer = BudgetEnforcer::from_pack(
+                    c,
+                    store,
+                    Arc::clone(&self.inner.clock),
+                    self.inner.budget_metrics.clone(),
+                )?;
+                Some(BudgetSetup::Enforcer {
+                    enforcer,
+                    default_max_tokens: u64::from(cfg.default_max_tokens),
+                })
+            });
+        let audit = c
+            .runs(PolicyKind::AuditLogger)
+            .then(|| c.audit.clone().unwrap_or_default());
+        PackPolicies {
+            hash: pack.hash_hex.clone(),
+            budget,
+            audit,
+        }
+    }
+
+    fn next_token(&self) -> u64 {
+        self.inner.next_token.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+impl RequestObserver for PolicyObserver {
+    fn admit(&self, meta: &RequestMeta) -> Admit {
+        let policies = self.policies(&meta.pack);
+        match &policies.budget {
+            None => Admit::Ready(Ok(Admission::default())),
+            Some(setup) => budget::admit(self, setup, meta),
+        }
+    }
+
+    fn settled(&self, meta: &RequestMeta, admission: Admission, settled: &Settled) {
+        let held = self.take_held(admission.token);
+        let note = held.as_ref().map(budget::Held::note);
+        let model_used = held.as_ref().map(|h| h.model_used.clone());
+        if let Some(h) = held {
+            budget::settle(h, settled.usage);
+        }
+        self.record(meta, |policies| {
+            record::settled(meta, policies, settled, note, model_used)
+        });
+    }
+
+    fn failed(&self, meta: &RequestMeta, admission: Option<Admission>, failure: &Failure<'_>) {
+        let held = admission.and_then(|a| self.take_held(a.token));
+        let note = match &held {
+            Some(h) => Some(h.note()),
+            None => {
+                self.inner
+                    .blocked
+                    .remove(&meta.id)
+                    .map(|(_, scope)| crate::audit::BudgetNote {
+                        decision: "blocked".to_owned(),
+                        scope: Some(scope),
+                        remaining_usd: None,
+                    })
+            }
+        };
+        let model_used = held.as_ref().map(|h| h.model_used.clone());
+        if let Some(h) = held {
+            budget::release(h);
+        }
+        self.record(meta, |policies| {
+            record::failed(meta, policies, failure, note, model_used)
+        });
+    }
+
+    fn pack_activated(&self, pack: &Arc<ActivePack>) {
+        let policies = self.policies(pack);
+        if let Some(cfg) = &policies.audit {
+            self.inner.sinks.ensure(cfg);
+        }
+    }
+
+    fn register_metrics(&self, registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
+        self.inner.budget_metrics.register(registry)?;
+        self.inner.sinks.register(registry)
+    }
+}
+
+impl PolicyObserver {
+    fn take_held(&self, token: u64) -> Option<budget::Held> {
+        if token == 0 {
+            return None;
+        }
+        self.inner.held.remove(&token).map(|(_, h)| h)
+    }
+
+    /// Build and queue the record when the request's pack runs `audit-logger`.
+    fn record(
+        &self,
+        meta: &RequestMeta,
+        build: impl FnOnce(&PackPolicies) -> crate::audit::AuditRecord,
+    ) {
+        let policies = self.policies(&meta.pack);
+        if policies.audit.is_none() {
+            return;
+        }
+        self.inner.sinks.submit(build(&policies));
+    }
+}

@@ -1,0 +1,248 @@
+//! The audit sinks of the observer: one writer per distinct audit directory, swapped in when a
+//! reload changes `dir`, and the audit counters in the gateway's registry.
+//!
+//! The first pack's sink starts inside `Gateway::bind` (blocking file I/O is fine there:
+//! nothing is served yet), so a directory that cannot be opened stops start-up. A reload that
+//! changes `dir` starts the new sink on the blocking pool, off the request path; the old sink
+//! keeps taking records until the new one is up, then it is swapped out (its writer is joined
+//! at shutdown). If two reloads race, only the latest one's sink is kept.
+//!
+//! Hooks are synchronous, so records go in with [`AuditSink::record_now`]: a full queue under
+//! `on_queue_full: drop` drops and counts the record; under `block` a task awaits room for it.
+//! Nothing is lost under `block`, but the *request itself does not wait* for room: waiting inside
+//! a synchronous hook would stall a runtime thread.
+//!
+//! Counters (`palisade_audit_records_written_total`, `palisade_audit_records_dropped_total`)
+//! come from one [`AuditStats`] shared by every sink, so they never go down when a sink is
+//! replaced; `palisade_audit_records_lost_total` counts records that found no running writer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use policy_engine::pack::AuditLoggerConfig;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::IntCounter;
+
+use crate::audit::{AuditError, AuditRecord, AuditSink, AuditStats, Enqueued, WriterHandle};
+use crate::clock::Clock;
+
+/// The audit log of the first pack could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log in `{dir}` cannot be started: {source}")]
+pub struct AuditStartError {
+    pub dir: String,
+    pub source: AuditError,
+}
+
+#[derive(Debug)]
+struct ActiveSink {
+    dir: String,
+    sink: AuditSink,
+}
+
+#[derive(Debug)]
+pub(super) struct AuditSinks {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    clock: Arc<dyn Clock>,
+    current: ArcSwapOption<ActiveSink>,
+    stats: Arc<AuditStats>,
+    /// Writers to join at shutdown, by generation.
+    writers: DashMap<u64, WriterHandle>,
+    generation: AtomicU64,
+    started_once: AtomicBool,
+    startup_error: ArcSwapOption<AuditStartError>,
+    lost: IntCounter,
+}
+
+impl AuditSinks {
+    pub(super) fn new(clock: Arc<dyn Clock>) -> Result<Self, prometheus::Error> {
+        let lost = IntCounter::new(
+            "palisade_audit_records_lost_total",
+            "Audit records that found no running writer (start failure or after shutdown).",
+        )?;
+        Ok(Self {
+            inner: Arc::new(Shared {
+                clock,
+                current: ArcSwapOption::empty(),
+                stats: Arc::new(AuditStats::default()),
+                writers: DashMap::new(),
+                generation: AtomicU64::new(0),
+                started_once: AtomicBool::new(false),
+                startup_error: ArcSwapOption::empty(),
+                lost,
+            }),
+        })
+    }
+
+    pub(super) fn startup_error(&self) -> Option<Arc<AuditStartError>> {
+        self.inner.startup_error.load_full()
+    }
+
+    /// Make sure a sink writes to `cfg.dir`: nothing to do when one does; the first time,
+    /// start it here; afterwards, on the blocking pool.
+    pub(super) fn ensure(&self, cfg: &AuditLoggerConfig) {
+        if self
+            .inner
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.dir == cfg.dir)
+        {
+            return;
+        }
+        let generation = self.inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let first = !self.inner.started_once.swap(true, Ordering::AcqRel);
+        let shared = Arc::clone(&self.inner);
+        let cfg = cfg.clone();
+        let rt = tokio::runtime::Handle::try_current();
+        match rt {
+            Ok(rt) if !first => {
+                rt.spawn_blocking(move || shared.start(&cfg, generation, false));
+            }
+            _ => self.inner.start(&cfg, generation, first),
+        }
+    }
+
+    /// Queue a record without waiting (see the module docs for a full queue).
+    pub(super) fn submit(&self, record: AuditRecord) {
+        let Some(active) = self.inner.current.load_full() else {
+            self.inner.lost.inc();
+            tracing::error!(request_id = %record.request_id, "no audit writer is running: record lost");
+            return;
+        };
+        match active.sink.record_now(record) {
+            Ok(Enqueued::Queued | Enqueued::Dropped) => {}
+            Ok(Enqueued::Full(record)) => {
+                let sink = active.sink.clone();
+                let lost = self.inner.lost.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if sink.record(*record).await.is_err() {
+                                lost.inc();
+                            }
+                        });
+                    }
+                    Err(_) => lost.inc(),
+                }
+            }
+            Err(e) => {
+                self.inner.lost.inc();
+                tracing::error!(error = %e, "audit record lost");
+            }
+        }
+    }
+
+    /// Stop taking records, let every writer flush, and join them.
+    pub(super) fn shutdown(&self) {
+        self.inner.current.store(None);
+        let keys: Vec<u64> = self.inner.writers.iter().map(|e| *e.key()).collect();
+        for k in keys {
+            if let Some((_, w)) = self.inner.writers.remove(&k) {
+                w.join();
+            }
+        }
+    }
+
+    pub(super) fn register(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.inner.lost.clone()))?;
+        registry.register(Box::new(StatsCollector::new(Arc::clone(
+            &self.inner.stats,
+        ))?))
+    }
+}
+
+impl Shared {
+    fn start(&self, cfg: &AuditLoggerConfig, generation: u64, first: bool) {
+        match AuditSink::start_with_stats(cfg, Arc::clone(&self.clock), Arc::clone(&self.stats)) {
+            Ok((sink, writer)) => {
+                if self.generation.load(Ordering::Acquire) != generation {
+                    // A later reload wins; this writer stops as soon as its sink is dropped.
+                    drop(sink);
+                    writer.join();
+                    return;
+                }
+                self.writers.insert(generation, writer);
+                self.current.store(Some(Arc::new(ActiveSink {
+                    dir: cfg.dir.clone(),
+                    sink,
+                })));
+                tracing::info!(dir = %cfg.dir, "audit log writing");
+            }
+            Err(source) => {
+                tracing::error!(dir = %cfg.dir, error = %source, "the audit log cannot be started; the previous one (if any) keeps taking records");
+                if first {
+                    self.startup_error.store(Some(Arc::new(AuditStartError {
+                        dir: cfg.dir.clone(),
+                        source,
+                    })));
+                }
+            }
+        }
+    }
+}
+
+/// Exposes the shared [`AuditStats`] as counters at scrape time.
+struct StatsCollector {
+    stats: Arc<AuditStats>,
+    written: IntCounter,
+    dropped: IntCounter,
+    descs: Vec<Desc>,
+}
+
+impl StatsCollector {
+    fn new(stats: Arc<AuditStats>) -> Result<Self, prometheus::Error> {
+        let written = IntCounter::new(
+            "palisade_audit_records_written_total",
+            "Audit records written to the log.",
+        )?;
+        let dropped = IntCounter::new(
+            "palisade_audit_records_dropped_total",
+            "Audit records dropped because the queue was full under `on_queue_full: drop`.",
+        )?;
+        let descs = written
+            .desc()
+            .into_iter()
+            .chain(dropped.desc())
+            .cloned()
+            .collect();
+        Ok(Self {
+            stats,
+            written,
+            dropped,
+            descs,
+        })
+    }
+}
+
+impl Collector for StatsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for (counter, value) in [
+            (&self.written, &self.stats.written),
+            (&self.dropped, &self.stats.dropped),
+        ] {
+            let now = value.load(Ordering::Relaxed);
+            let shown = counter.get();
+            if now > shown {
+                counter.inc_by(now - shown);
+            }
+        }
+        let mut out = self.written.collect();
+        out.extend(self.dropped.collect());
+        out
+    }
+}
