@@ -11,6 +11,11 @@
 )]
 
 mod audit_cmd;
+mod cp_client;
+mod cp_cmds;
+mod cp_fleet;
+mod cp_manifest;
+mod cp_server;
 mod gateway_cmd;
 mod pack_cmds;
 mod render;
@@ -46,6 +51,32 @@ enum Command {
     Audit(audit_cmd::AuditCommand),
     /// Find PII in text on stdin and print the findings and the redacted text.
     Scan(scan::ScanArgs),
+    /// Run the control plane: registry, environments, gates, fleet status, admin log.
+    ControlPlane(cp_server::ControlPlaneArgs),
+    /// Push a pack version to the control plane's registry.
+    Push(cp_cmds::PushArgs),
+    /// List a pack's versions in the registry.
+    Versions(cp_cmds::VersionsArgs),
+    /// Point an environment at a pack version.
+    Deploy(cp_cmds::DeployArgs),
+    /// Promote the version one environment runs into the next, if every gate holds.
+    Promote(cp_cmds::PromoteArgs),
+    /// Move an environment's pointer back to a version it ran before.
+    Rollback(cp_cmds::RollbackArgs),
+    /// Desired version and every gateway's state, per environment and pack (exit 1 unless all SYNCED).
+    Status(cp_fleet::StatusArgs),
+    /// The control plane's admin log (and `--verify` of its hash chain).
+    History(cp_cmds::HistoryArgs),
+    /// Write the manifest of what an environment runs (pack versions, hashes, exact YAML).
+    Export(cp_manifest::ExportArgs),
+    /// Bring an environment to a manifest (additive; `--replace`, `--dry-run`: exit 2 on changes).
+    Import(cp_manifest::ImportArgs),
+    /// Create, list and revoke service and gateway keys.
+    #[command(subcommand)]
+    Keys(cp_fleet::KeysCommand),
+    /// List, create and configure environments.
+    #[command(subcommand)]
+    Environments(cp_fleet::EnvironmentsCommand),
     /// Run the gateway: an OpenAI-compatible proxy enforcing a pack.
     Gateway(gateway_cmd::GatewayArgs),
 }
@@ -59,6 +90,18 @@ fn main() -> ExitCode {
         Command::Test(args) => pack_cmds::test(&args),
         Command::Audit(cmd) => audit_cmd::run(&cmd),
         Command::Scan(args) => scan::run(&args),
+        Command::ControlPlane(args) => cp_server::run(&args),
+        Command::Push(args) => cp_cmds::push(&args),
+        Command::Versions(args) => cp_cmds::versions(&args),
+        Command::Deploy(args) => cp_cmds::deploy(&args),
+        Command::Promote(args) => cp_cmds::promote(&args),
+        Command::Rollback(args) => cp_cmds::rollback(&args),
+        Command::Status(args) => cp_fleet::status(&args),
+        Command::History(args) => cp_cmds::history(&args),
+        Command::Export(args) => cp_manifest::export(&args),
+        Command::Import(args) => cp_manifest::import(&args),
+        Command::Keys(cmd) => cp_fleet::keys(&cmd),
+        Command::Environments(cmd) => cp_fleet::environments(&cmd),
         Command::Gateway(args) => gateway_cmd::run(args),
     }
 }

@@ -38,8 +38,9 @@ pub(crate) struct HashArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DiffArgs {
-    /// `OLD NEW` pack files, or one file with `--from-env` and `--to-env`.
-    #[arg(required = true, num_args = 1..=2)]
+    /// `OLD NEW` pack files, one file with `--from-env` and `--to-env`, or `PACK V1 V2` to diff
+    /// two versions in the control plane's registry.
+    #[arg(required = true, num_args = 1..=3)]
     files: Vec<String>,
     /// Resolve both packs for this environment.
     #[arg(long, short)]
@@ -52,6 +53,8 @@ pub(crate) struct DiffArgs {
     to_env: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    #[command(flatten)]
+    cp: crate::cp_client::CpArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +178,10 @@ pub(crate) fn diff_cmd(args: &DiffArgs) -> ExitCode {
     let (old_file, new_file) = match args.files.as_slice() {
         [one] => (one, one),
         [a, b] => (a, b),
+        [pack, v1, v2] => {
+            let env = args.environment.as_deref();
+            return crate::cp_cmds::remote_diff(&args.cp, pack, v1, v2, env, args.format);
+        }
         _ => return ExitCode::from(2),
     };
     if args.files.len() == 1 && args.from_env.is_none() {

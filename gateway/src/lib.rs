@@ -16,6 +16,8 @@
 
 pub mod audit;
 pub mod body;
+pub mod budget;
+pub mod clock;
 pub mod control;
 pub mod error;
 pub mod hooks;

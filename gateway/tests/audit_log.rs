@@ -16,7 +16,7 @@ use gateway::audit::{AuditRecord, AuditSink, Clock, Outcome};
 use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy};
 
 /// 2026-11-22T12:00:00Z, advanced by tests; `hold` parks the writer inside `now()`.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct TestClock {
     offset_s: AtomicU64,
     hold: AtomicBool,

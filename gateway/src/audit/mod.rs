@@ -17,27 +17,13 @@ pub mod verify;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 pub use record::{
     AuditRecord, BudgetNote, Caller, Latency, Outcome, PackRef, PolicyDecision, Usage,
 };
 pub use writer::{AuditSink, AuditStats, WriterHandle};
 
-/// Wall-clock time, injected so rotation and retention are tested without waiting for midnight.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> SystemTime;
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -1,0 +1,281 @@
+//! Operator commands against the control plane's registry: `push`, `versions`, `diff PACK V1 V2`,
+//! `deploy`, `promote`, `rollback`, `history`. Each is one API call rendered for a person, or
+//! printed as JSON with `--format json`. Exit codes: 0 done (a no-op push included), 1 refused or
+//! failed (the error code, diagnostics and every failing gate on stderr), 2 usage.
+
+use std::process::ExitCode;
+
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::cp_client::{CpArgs, CpClient};
+use crate::pack_cmds::Format;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    file: String,
+    /// Why, and for which environment (required).
+    #[arg(long)]
+    note: String,
+    #[command(flatten)]
+    cp: CpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct VersionsArgs {
+    pack: String,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    #[command(flatten)]
+    cp: CpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeployArgs {
+    pack: String,
+    version: String,
+    #[arg(long, short)]
+    environment: String,
+    #[arg(long)]
+    note: String,
+    #[command(flatten)]
+    cp: CpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PromoteArgs {
+    pack: String,
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    #[arg(long)]
+    note: String,
+    #[command(flatten)]
+    cp: CpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RollbackArgs {
+    pack: String,
+    #[arg(long, short)]
+    environment: String,
+    /// The version to return to (default: the one the environment ran before the current).
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    note: String,
+    #[command(flatten)]
+    cp: CpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct HistoryArgs {
+    #[arg(long, short)]
+    environment: Option<String>,
+    #[arg(long)]
+    pack: Option<String>,
+    /// Check the admin log's hash chain instead of listing it (exit 1 when broken).
+    #[arg(long)]
+    verify: bool,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    #[command(flatten)]
+    cp: CpArgs,
+}
+
+fn client(cp: &CpArgs) -> Result<CpClient, ExitCode> {
+    CpClient::new(cp)
+}
+
+fn done(r: Result<ExitCode, ExitCode>) -> ExitCode {
+    r.unwrap_or_else(|code| code)
+}
+
+pub(crate) fn push(args: &PushArgs) -> ExitCode {
+    done((|| {
+        let c = client(&args.cp)?;
+        let yaml = std::fs::read_to_string(&args.file).map_err(|e| {
+            eprintln!("error: cannot read {}: {e}", args.file);
+            ExitCode::FAILURE
+        })?;
+        let out = c.expect_ok(
+            Method::POST,
+            "/v1/packs",
+            Some(&json!({ "yaml": yaml, "note": args.note })),
+        )?;
+        let s = |k: &str| out[k].as_str().unwrap_or("?").to_owned();
+        match s("status").as_str() {
+            "unchanged" => println!(
+                "unchanged: {} {} is already in the registry (hash {})",
+                s("pack"),
+                s("version"),
+                s("hash")
+            ),
+            _ => println!("pushed {} {} (hash {})", s("pack"), s("version"), s("hash")),
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+pub(crate) fn versions(args: &VersionsArgs) -> ExitCode {
+    done((|| {
+        let c = client(&args.cp)?;
+        let out = c.expect_ok(
+            Method::GET,
+            &format!("/v1/packs/{}/versions", args.pack),
+            None,
+        )?;
+        if args.format == Format::Json {
+            println!("{out}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{:<12} {:<14} {:<18} {:<25} NOTE",
+            "VERSION", "HASH", "AUTHOR", "PUSHED"
+        );
+        for v in out["versions"].as_array().into_iter().flatten() {
+            let f = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+            println!(
+                "{:<12} {:<14} {:<18} {:<25} {}",
+                f("version"),
+                f("hash").get(..12).unwrap_or(""),
+                f("author"),
+                f("created_at"),
+                f("note")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+/// `palisade diff PACK V1 V2`: the semantic diff of two registry versions.
+pub(crate) fn remote_diff(
+    cp: &CpArgs,
+    pack: &str,
+    from: &str,
+    to: &str,
+    environment: Option<&str>,
+    format: Format,
+) -> ExitCode {
+    done((|| {
+        let c = client(cp)?;
+        let mut path = format!("/v1/packs/{pack}/diff?from={from}&to={to}");
+        if let Some(e) = environment {
+            path.push_str(&format!("&environment={e}"));
+        }
+        let out = c.expect_ok(Method::GET, &path, None)?;
+        match format {
+            Format::Json => println!(
+                "{}",
+                json!({ "changes": out["changes"], "summary": out["summary"], "overall": out["overall"] })
+            ),
+            Format::Human => println!("{}", out["text"].as_str().unwrap_or("")),
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+fn moved(out: &Value) {
+    let p = &out["pointer"];
+    let prev = out["previous"]["version"].as_str().unwrap_or("nothing");
+    println!(
+        "{} {}: {} {} → {} (hash {}), seq {}",
+        p["action"].as_str().unwrap_or("?"),
+        p["environment"].as_str().unwrap_or("?"),
+        p["pack"].as_str().unwrap_or("?"),
+        prev,
+        p["version"].as_str().unwrap_or("?"),
+        p["hash"].as_str().unwrap_or("?").get(..12).unwrap_or(""),
+        p["seq"]
+    );
+}
+
+pub(crate) fn deploy(args: &DeployArgs) -> ExitCode {
+    done((|| {
+        let c = client(&args.cp)?;
+        let body = json!({ "pack": args.pack, "version": args.version, "environment": args.environment, "note": args.note });
+        moved(&c.expect_ok(Method::POST, "/v1/deploy", Some(&body))?);
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+pub(crate) fn promote(args: &PromoteArgs) -> ExitCode {
+    done((|| {
+        let c = client(&args.cp)?;
+        let body =
+            json!({ "pack": args.pack, "from": args.from, "to": args.to, "note": args.note });
+        let out = c.expect_ok(Method::POST, "/v1/promote", Some(&body))?;
+        moved(&out);
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+pub(crate) fn rollback(args: &RollbackArgs) -> ExitCode {
+    done((|| {
+        let c = client(&args.cp)?;
+        let body = json!({ "pack": args.pack, "environment": args.environment, "to": args.to, "note": args.note });
+        moved(&c.expect_ok(Method::POST, "/v1/rollback", Some(&body))?);
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+pub(crate) fn history(args: &HistoryArgs) -> ExitCode {
+    done((|| {
+        let c = client(&args.cp)?;
+        if args.verify {
+            let out = c.expect_ok(Method::GET, "/v1/history/verify", None)?;
+            if args.format == Format::Json {
+                println!("{out}");
+            } else if out["ok"] == json!(true) {
+                println!(
+                    "ok: {} record(s), head {}",
+                    out["records"],
+                    out["head"].as_str().unwrap_or("")
+                );
+            } else {
+                println!(
+                    "BROKEN at record {}: {}",
+                    out["broken_at"],
+                    out["problem"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(if out["ok"] == json!(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        let mut path = "/v1/history?".to_owned();
+        for (k, v) in [("environment", &args.environment), ("pack", &args.pack)] {
+            if let Some(v) = v {
+                path.push_str(&format!("{k}={v}&"));
+            }
+        }
+        let out = c.expect_ok(Method::GET, &path, None)?;
+        if args.format == Format::Json {
+            println!("{out}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for r in out["records"].as_array().into_iter().flatten() {
+            let f = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+            let d = &r["detail"];
+            let what = d["version"]
+                .as_str()
+                .or(d["id"].as_str())
+                .or(d["reason"].as_str())
+                .unwrap_or("");
+            println!(
+                "{:>5} {} {:<18} {:<20} {:<8} {:<8} {:<10} {what}",
+                r["seq"],
+                f("at"),
+                f("actor"),
+                f("action"),
+                f("outcome"),
+                f("environment"),
+                f("pack")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}

@@ -1,0 +1,97 @@
+//! `palisade control-plane`: run the registry and its API.
+//!
+//! Prints `palisade control-plane listening on http://ADDR` once the socket is bound (so
+//! `--listen 127.0.0.1:0` works for scripts and tests), and, on first start without
+//! `PALISADE_ADMIN_KEY`, the generated admin key, once. Runs until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use control_plane::{App, Config, SystemClock, DEFAULT_REPORT_INTERVAL_MS};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ControlPlaneArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// `sqlite://PATH?mode=rwc`, `postgres://…`, or a SQLite file path.
+    #[arg(long, default_value = "palisade-control-plane.db")]
+    database: String,
+    /// How often gateways report; a gateway silent for 3 intervals is OFFLINE.
+    #[arg(long, default_value_t = DEFAULT_REPORT_INTERVAL_MS)]
+    report_interval_ms: u64,
+}
+
+pub(crate) fn run(args: &ControlPlaneArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: &ControlPlaneArgs) -> ExitCode {
+    let config = Config {
+        database: args.database.clone(),
+        report_interval_ms: args.report_interval_ms,
+        admin_key: std::env::var("PALISADE_ADMIN_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+    };
+    let (app, generated) = match App::open(&config, Arc::new(SystemClock)).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(key) = generated {
+        println!(
+            "palisade control-plane generated the admin key (shown once, store it now): {key}"
+        );
+    }
+    match listener.local_addr() {
+        Ok(addr) => println!("palisade control-plane listening on http://{addr}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    control_plane::serve(listener, app, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,279 @@
+//! Keys and environments: `POST/GET /v1/keys`, `DELETE /v1/keys/{id}`, `GET/POST
+//! /v1/environments`, `PATCH /v1/environments/{name}`. Changes need an unscoped admin key and are
+//! written with their admin-log record in one transaction. The last active admin key cannot be
+//! revoked, so a registry can never lock out its operators.
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::adminlog::{self, Entry};
+use crate::app::{shown_once, App, Scope};
+use crate::envs::{self, Environment};
+use crate::error::{json_response, ApiError};
+use crate::keys::{self, Caller, Role};
+use crate::server::{Req, Resp};
+
+#[derive(Deserialize)]
+struct NewKeyBody {
+    role: String,
+    environment: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvBody {
+    name: Option<String>,
+    feeds_from: Option<String>,
+    soak_ms: Option<i64>,
+    deploy_role: Option<String>,
+}
+
+/// Routes under `/v1/keys` and `/v1/environments` (`rest` starts after `v1`).
+pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp, ApiError> {
+    let caller = app.authenticate(req.header("authorization")).await?;
+    if caller.role == Role::Gateway {
+        return Err(ApiError::Forbidden(
+            "gateway keys can only register, poll and report".to_owned(),
+        ));
+    }
+    match (rest, &req.method) {
+        (["environments"], &Method::GET) => {
+            let list = envs::list(&mut *app.db.read().await?).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "environments": list.iter().map(Environment::to_json).collect::<Vec<_>>() }),
+            ))
+        }
+        (["environments"], &Method::POST) => {
+            app.require_role(
+                &caller,
+                Role::Admin,
+                Scope::Global,
+                "environment.create",
+                None,
+            )
+            .await?;
+            let body: EnvBody = req.json()?;
+            let env = create_env(app, &caller, body).await?;
+            Ok(json_response(StatusCode::CREATED, &env))
+        }
+        (["environments", name], &Method::PATCH) => {
+            app.require_role(
+                &caller,
+                Role::Admin,
+                Scope::Global,
+                "environment.update",
+                None,
+            )
+            .await?;
+            let body: EnvBody = req.json()?;
+            Ok(json_response(
+                StatusCode::OK,
+                &update_env(app, &caller, name, body).await?,
+            ))
+        }
+        (["keys"], &Method::GET) => {
+            app.require_role(&caller, Role::Admin, Scope::Global, "key.list", None)
+                .await?;
+            let list = keys::list(&mut *app.db.read().await?).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "keys": list })))
+        }
+        (["keys"], &Method::POST) => {
+            app.require_role(&caller, Role::Admin, Scope::Global, "key.create", None)
+                .await?;
+            let body: NewKeyBody = req.json()?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &create_key(app, &caller, body).await?,
+            ))
+        }
+        (["keys", id], &Method::DELETE) => {
+            app.require_role(&caller, Role::Admin, Scope::Global, "key.revoke", None)
+                .await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &revoke_key(app, &caller, id).await?,
+            ))
+        }
+        _ => Err(ApiError::not_found(
+            "NOT_FOUND",
+            format!("no route {} {}", req.method, req.path),
+        )),
+    }
+}
+
+async fn record(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    environment: Option<&str>,
+    detail: Value,
+    tx: &mut crate::db::Tx,
+) -> Result<(), ApiError> {
+    let entry = Entry {
+        actor: &caller.key_id,
+        action,
+        outcome: "ok",
+        environment,
+        pack: None,
+        detail,
+    };
+    adminlog::append(tx, app.now(), &entry).await?;
+    Ok(())
+}
+
+async fn check_feeds_from(
+    tx: &mut crate::db::Tx,
+    from: Option<&str>,
+    name: &str,
+) -> Result<(), ApiError> {
+    if let Some(f) = from {
+        if f == name {
+            return Err(ApiError::BadRequest(
+                "an environment cannot feed itself".to_owned(),
+            ));
+        }
+        envs::require(tx, f).await?;
+    }
+    Ok(())
+}
+
+async fn create_env(app: &App, caller: &Caller, body: EnvBody) -> Result<Value, ApiError> {
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::BadRequest("`name` is required".to_owned()))?;
+    if !envs::valid_name(&name) {
+        return Err(ApiError::BadRequest(
+            "environment names are 1-32 of a-z, 0-9 and -".to_owned(),
+        ));
+    }
+    let env = Environment {
+        name,
+        feeds_from: body.feeds_from,
+        soak_ms: body.soak_ms.unwrap_or(0).max(0),
+        deploy_role: envs::parse_deploy_role(body.deploy_role.as_deref().unwrap_or("deployer"))?,
+    };
+    let (_guard, mut tx) = app.db.begin_write().await?;
+    if envs::get(&mut tx, &env.name).await?.is_some() {
+        return Err(ApiError::conflict(
+            "ENVIRONMENT_EXISTS",
+            format!("environment {} exists", env.name),
+        ));
+    }
+    check_feeds_from(&mut tx, env.feeds_from.as_deref(), &env.name).await?;
+    envs::insert(&mut tx, &env, app.now()).await?;
+    record(
+        app,
+        caller,
+        "environment.create",
+        Some(&env.name),
+        env.to_json(),
+        &mut tx,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(env.to_json())
+}
+
+async fn update_env(
+    app: &App,
+    caller: &Caller,
+    name: &str,
+    body: EnvBody,
+) -> Result<Value, ApiError> {
+    let (_guard, mut tx) = app.db.begin_write().await?;
+    let before = envs::require(&mut tx, name).await?;
+    let mut env = before.clone();
+    if let Some(s) = body.soak_ms {
+        env.soak_ms = s.max(0);
+    }
+    if let Some(r) = body.deploy_role.as_deref() {
+        env.deploy_role = envs::parse_deploy_role(r)?;
+    }
+    if let Some(f) = body.feeds_from {
+        env.feeds_from = Some(f).filter(|f| !f.is_empty());
+    }
+    check_feeds_from(&mut tx, env.feeds_from.as_deref(), name).await?;
+    envs::update(&mut tx, &env).await?;
+    let detail = json!({ "before": before.to_json(), "after": env.to_json() });
+    record(
+        app,
+        caller,
+        "environment.update",
+        Some(name),
+        detail,
+        &mut tx,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(env.to_json())
+}
+
+async fn create_key(app: &App, caller: &Caller, body: NewKeyBody) -> Result<Value, ApiError> {
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "role must be viewer, deployer, admin or gateway, not `{}`",
+            body.role
+        ))
+    })?;
+    if role == Role::Gateway && body.environment.is_none() {
+        return Err(ApiError::BadRequest(
+            "a gateway key needs an environment".to_owned(),
+        ));
+    }
+    let key = keys::generate()?;
+    let (_guard, mut tx) = app.db.begin_write().await?;
+    if let Some(e) = &body.environment {
+        envs::require(&mut tx, e).await?;
+    }
+    keys::insert(
+        &mut tx,
+        &key,
+        role,
+        body.environment.as_deref(),
+        &caller.key_id,
+        app.now(),
+    )
+    .await?;
+    let detail = json!({ "id": key.id, "role": role.as_str(), "environment": body.environment });
+    record(
+        app,
+        caller,
+        "key.create",
+        body.environment.as_deref(),
+        detail,
+        &mut tx,
+    )
+    .await?;
+    tx.commit().await?;
+    let mut out = shown_once(&key);
+    out["role"] = json!(role.as_str());
+    out["environment"] = json!(body.environment);
+    Ok(out)
+}
+
+async fn revoke_key(app: &App, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+    let (_guard, mut tx) = app.db.begin_write().await?;
+    let role = keys::role_of(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("UNKNOWN_KEY", format!("no active key {id}")))?;
+    if role == Role::Admin && keys::other_admins(&mut tx, id).await? == 0 {
+        return Err(ApiError::conflict(
+            "LAST_ADMIN_KEY",
+            "the last admin key cannot be revoked",
+        ));
+    }
+    keys::revoke(&mut tx, id, app.now()).await?;
+    record(
+        app,
+        caller,
+        "key.revoke",
+        None,
+        json!({ "id": id, "role": role.as_str() }),
+        &mut tx,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(json!({ "id": id, "revoked": true }))
+}

@@ -1,0 +1,152 @@
+//! Every way an API call can fail, and the one place where a failure becomes an HTTP response.
+//!
+//! Each variant has a stable `code` (clients and scripts match on it, never on the message) and a
+//! status. Handlers return `Result<_, ApiError>`; [`ApiError::into_response`] renders
+//! `{"error":{"code","message",...}}` with extra members (diagnostics, gates) where the variant
+//! has them. Storage errors are logged here with their cause and shown to the caller only as
+//! `STORAGE_ERROR`, so SQL text and file paths never leave the process.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use policy_engine::Diagnostics;
+use serde_json::{json, Value};
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid key")]
+    InvalidKey,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the pack does not compile")]
+    Compile(Diagnostics),
+    /// A pack inside a manifest that does not compile; `pack` names it.
+    #[error("pack `{pack}` in the manifest does not compile")]
+    CompileIn {
+        pack: String,
+        diagnostics: Diagnostics,
+    },
+    /// A request that is well-formed but cannot be acted on (a manifest of a newer format, a
+    /// manifest whose hashes do not match its packs).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A deploy or promotion that one or more gates refused; `gates` names every gate.
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        status: StatusCode,
+        message: String,
+        gates: Value,
+    },
+    #[error("storage error: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Compile(_) | Self::CompileIn { .. } | Self::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Refused { status, .. } => *status,
+            Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code, also a low-cardinality label for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidKey => "INVALID_SERVICE_KEY",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unprocessable { code, .. } => code,
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::BodyTooLarge(_) => "BODY_TOO_LARGE",
+            Self::Compile(_) | Self::CompileIn { .. } => "POLICY_COMPILE_ERROR",
+            Self::Refused { code, .. } => code,
+            Self::Storage(_) => "STORAGE_ERROR",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Render the error. The only place an error becomes a response.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let code = self.code();
+        let mut error = json!({ "code": code });
+        match &self {
+            Self::Storage(e) => {
+                tracing::error!(error = %e, "storage error");
+                error["message"] = json!("the registry's storage failed; nothing was changed");
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                error["message"] = json!("internal error");
+            }
+            Self::Compile(d) => {
+                error["message"] = json!(format!(
+                    "the pack does not compile: {} error(s)",
+                    d.errors().count()
+                ));
+                error["diagnostics"] = json!(d);
+            }
+            Self::CompileIn { pack, diagnostics } => {
+                error["message"] = json!(format!(
+                    "pack `{pack}` in the manifest does not compile: {} error(s)",
+                    diagnostics.errors().count()
+                ));
+                error["pack"] = json!(pack);
+                error["diagnostics"] = json!(diagnostics);
+            }
+            Self::Refused { gates, .. } => {
+                error["message"] = json!(self.to_string());
+                error["gates"] = gates.clone();
+            }
+            _ => error["message"] = json!(self.to_string()),
+        }
+        json_response(status, &json!({ "error": error }))
+    }
+}
+
+/// A JSON response with the given status.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

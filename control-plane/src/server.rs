@@ -1,0 +1,188 @@
+//! The HTTP listener: hyper 1 through hyper-util (HTTP/1.1 and HTTP/2 on one port), a header read
+//! timeout, a body size limit, and the conversion of a raw request into [`Req`].
+//!
+//! Bodies are read frame by frame up to [`MAX_BODY_BYTES`] (a pack is at most 1 MiB of YAML;
+//! JSON escaping can grow it) and refused past that with 413. No TLS here: run the control plane
+//! behind a TLS-terminating proxy or on a private network. Shutdown stops accepting; requests in
+//! flight (long polls included) end with the process.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// A client has this long to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A response body.
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// A request, its body read.
+#[derive(Debug)]
+pub(crate) struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub(crate) fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON of type `T`, or 400 naming what is wrong.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Decode `%XX` (and, in a query component, `+` as a space).
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or(""), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_BODY_BYTES {
+                return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parse_query(parts.uri.query()),
+        headers: parts.headers,
+        body,
+    };
+    match crate::routes::dispatch(&app, &req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(code = e.code(), path = %req.path, "request failed");
+            e.into_response()
+        }
+    }
+}
+
+/// Accept connections on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let (app, builder) = (app.clone(), builder.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(app, req).await) }
+            });
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        let q = parse_query(Some("environment=prod&pack=a%2Db&x=1+2&bad=%zz&end=%4"));
+        assert_eq!(q[0], ("environment".into(), "prod".into()));
+        assert_eq!(q[1], ("pack".into(), "a-b".into()));
+        assert_eq!(q[2], ("x".into(), "1 2".into()));
+        assert_eq!(q[3], ("bad".into(), "%zz".into()));
+        assert_eq!(q[4], ("end".into(), "%4".into()));
+        assert_eq!(percent_decode("gw%3A1+a", false), "gw:1+a");
+    }
+}

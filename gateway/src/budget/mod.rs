@@ -1,0 +1,429 @@
+//! The `budget-enforcer` policy: reserve an estimate before a request is forwarded, settle it to
+//! the provider's reported usage afterwards, release it if the request fails.
+//!
+//! [`BudgetEnforcer`] is the facade the gateway's request hooks call. It is built from a
+//! compiled pack's budget settings and model prices ([`BudgetPlan`](plan)) over a
+//! [`BudgetStore`] (memory or Redis) and an injected [`Clock`]. For one request it finds every
+//! applicable limit (environment, `key:ID`, `team:NAME`, `model:NAME`, each per window), charges
+//! them all in one all-or-nothing store operation, and decides:
+//!
+//! * every limit fits → pass; the reservation carries what the tightest USD limit has left;
+//! * a `degrade` limit does not fit → retry once with its `degrade_to` model (degrade limits now
+//!   only counted), and tell the caller;
+//! * a `block` limit does not fit → [`BudgetDecision::Block`] with the scope and the reset time;
+//! * `alert` limits never refuse; crossing the soft threshold or the limit fires an alert once
+//!   per window per limit;
+//! * the store is unreachable → `fail_open` (pass, unenforced) or `fail_closed`
+//!   ([`BudgetDecision::StoreUnavailable`]), counted either way.
+//!
+//! The store should outlive the enforcer: a pack reload builds a new enforcer over the same
+//! store, and counters are named by scope and window, not by amount, so spend survives it.
+//! This module does not parse requests (the caller passes the estimate, see [`estimate`]) nor
+//! render HTTP: a decision is a value, turned into a 429 at the gateway's edge.
+
+pub mod estimate;
+pub mod memory;
+pub mod metrics;
+pub mod persist;
+mod plan;
+pub mod redis;
+mod reservation;
+pub mod store;
+pub mod window;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use policy_engine::pack::{BudgetEnforcerConfig, BudgetScope, ExhaustedAction};
+use policy_engine::{CompiledPack, ModelRoute};
+
+pub use estimate::{estimate_input_tokens, estimate_texts, Price};
+pub use memory::MemoryStore;
+pub use metrics::{BudgetMetrics, DecisionLabel};
+pub use plan::Dimension;
+pub use redis::{RedisStore, StoreError};
+pub use reservation::{AlertKind, BudgetAlert, Reservation};
+pub use store::BudgetStore;
+pub use window::{Clock, ManualClock, SystemClock, WindowSpan};
+
+use estimate::micros_to_usd;
+use plan::{BudgetPlan, Meter};
+use reservation::{Held, HeldCharge};
+use store::{Charge, MeterKey, ReserveOutcome};
+
+/// What the gateway knows about a request before forwarding it.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetRequest<'a> {
+    pub key_id: &'a str,
+    pub team: Option<&'a str>,
+    pub model: &'a str,
+    /// From [`estimate_texts`] or [`estimate_input_tokens`].
+    pub est_input_tokens: u64,
+    /// The request's `max_tokens`; `None` reserves the pack's `default_max_tokens`.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Why a request is not sent. Not an error: the edge renders it (429 `budget_exceeded`, or 503).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetDecision {
+    #[error("budget exceeded for {scope} ({window}), resets {}", reset_display(*.reset_at))]
+    Block {
+        scope: BudgetScope,
+        window: &'static str,
+        /// Unix time the window resets; `None` for a `total` limit.
+        reset_at: Option<i64>,
+    },
+    /// The store is unreachable and the pack says `fail_closed`.
+    #[error("budget store unavailable (fail_closed)")]
+    StoreUnavailable,
+}
+
+impl BudgetDecision {
+    /// The OpenAI-style error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Block { .. } => "budget_exceeded",
+            Self::StoreUnavailable => "budget_store_unavailable",
+        }
+    }
+
+    /// HTTP status at the edge.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Block { .. } => 429,
+            Self::StoreUnavailable => 503,
+        }
+    }
+}
+
+fn reset_display(reset_at: Option<i64>) -> String {
+    reset_at.map_or_else(|| "never".to_owned(), window::format_rfc3339)
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    plan: BudgetPlan,
+    store: BudgetStore,
+    clock: Arc<dyn Clock>,
+    metrics: BudgetMetrics,
+}
+
+/// The budget policy of one compiled pack. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BudgetEnforcer {
+    shared: Arc<Shared>,
+}
+
+impl BudgetEnforcer {
+    /// The enforcer of `pack`, or `None` when the pack has no budget settings.
+    pub fn from_pack(
+        pack: &CompiledPack,
+        store: BudgetStore,
+        clock: Arc<dyn Clock>,
+        metrics: BudgetMetrics,
+    ) -> Option<Self> {
+        let plan = BudgetPlan::from_pack(pack, &metrics)?;
+        Some(Self::with_plan(plan, store, clock, metrics))
+    }
+
+    /// An enforcer from the parts of a pack (for tests and tools without a compiled pack).
+    pub fn new(
+        pack_name: &str,
+        environment: Option<&str>,
+        config: &BudgetEnforcerConfig,
+        models: &BTreeMap<String, ModelRoute>,
+        store: BudgetStore,
+        clock: Arc<dyn Clock>,
+        metrics: BudgetMetrics,
+    ) -> Self {
+        let plan = BudgetPlan::new(pack_name, environment, config, models, &metrics);
+        Self::with_plan(plan, store, clock, metrics)
+    }
+
+    fn with_plan(
+        plan: BudgetPlan,
+        store: BudgetStore,
+        clock: Arc<dyn Clock>,
+        metrics: BudgetMetrics,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                plan,
+                store,
+                clock,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &BudgetMetrics {
+        &self.shared.metrics
+    }
+
+    /// Reserve the estimated cost of `req` against every applicable limit.
+    pub async fn reserve(&self, req: &BudgetRequest<'_>) -> Result<Reservation, BudgetDecision> {
+        let sh = &self.shared;
+        let now = sh.clock.now_unix();
+        let output = req.max_output_tokens.unwrap_or(sh.plan.default_max_tokens);
+        let tokens = req.est_input_tokens.saturating_add(output);
+        let mut model = req.model;
+        let mut degraded = false;
+        loop {
+            let price = sh.plan.price(model);
+            let micros = price.cost_micros(req.est_input_tokens, output);
+            let meters: Vec<usize> = (0..sh.plan.meters.len())
+                .filter(|&i| sh.plan.meters[i].applies(req.key_id, req.team, model))
+                .collect();
+            let charges: Vec<Charge> = meters
+                .iter()
+                .map(|&i| charge(&sh.plan.meters[i], now, micros, tokens, degraded))
+                .collect();
+            let outcome = if charges.is_empty() {
+                Ok(ReserveOutcome::Admitted(Vec::new()))
+            } else {
+                sh.store.reserve(&charges, now).await
+            };
+            match outcome {
+                Ok(ReserveOutcome::Admitted(after)) => {
+                    return Ok(self.admitted(req, model, price, &meters, charges, &after, now));
+                }
+                Ok(ReserveOutcome::Rejected { index, .. }) => {
+                    let Some(meter) = meters.get(index).map(|&i| &sh.plan.meters[i]) else {
+                        sh.metrics.store_error("reserve", "bad_index");
+                        return Err(BudgetDecision::StoreUnavailable);
+                    };
+                    if meter.action == ExhaustedAction::Degrade && !degraded {
+                        if let Some(to) = meter.degrade_to.as_deref() {
+                            degraded = true;
+                            model = to;
+                            continue;
+                        }
+                    }
+                    sh.metrics.decision(DecisionLabel::Block);
+                    return Err(BudgetDecision::Block {
+                        scope: meter.scope.clone(),
+                        window: meter.window.as_str(),
+                        reset_at: WindowSpan::containing(meter.window, now).end,
+                    });
+                }
+                Err(e) => {
+                    sh.metrics.store_error("reserve", e.label());
+                    if !sh.plan.fail_open {
+                        sh.metrics.decision(DecisionLabel::FailClosed);
+                        tracing::warn!(error = %e, "budget store unavailable: failing closed");
+                        return Err(BudgetDecision::StoreUnavailable);
+                    }
+                    sh.metrics.decision(DecisionLabel::FailOpen);
+                    tracing::warn!(error = %e, "budget store unavailable: failing open");
+                    // Nothing was charged; settle still records the real usage if it can.
+                    let held = charges
+                        .into_iter()
+                        .zip(&meters)
+                        .map(|(c, &meter)| HeldCharge {
+                            key: c.key,
+                            meter,
+                            dim: sh.plan.meters[meter].dim,
+                            reserved: 0,
+                            ttl_secs: c.ttl_secs,
+                        })
+                        .collect();
+                    return Ok(Reservation {
+                        model: model.to_owned(),
+                        degraded_from: (model != req.model).then(|| req.model.to_owned()),
+                        remaining_usd: None,
+                        alerts: Vec::new(),
+                        enforced: false,
+                        held: Some(Held {
+                            shared: Arc::clone(sh),
+                            charges: held,
+                            price,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one private step of reserve")]
+    fn admitted(
+        &self,
+        req: &BudgetRequest<'_>,
+        model: &str,
+        price: Price,
+        meters: &[usize],
+        charges: Vec<Charge>,
+        after: &[u64],
+        now: i64,
+    ) -> Reservation {
+        let sh = &self.shared;
+        let mut alerts = Vec::new();
+        let mut remaining_usd: Option<u64> = None;
+        let mut alerted_exhausted = false;
+        for (&i, &used) in meters.iter().zip(after) {
+            let m = &sh.plan.meters[i];
+            let left = m.cap.saturating_sub(used);
+            set_gauge(m, left);
+            if m.dim == Dimension::Usd {
+                remaining_usd = Some(remaining_usd.map_or(left, |r| r.min(left)));
+            }
+            let start = WindowSpan::containing(m.window, now).start;
+            if used > m.cap {
+                alerted_exhausted |= m.action == ExhaustedAction::Alert;
+                if m.exhausted_announced.fetch_max(start, Ordering::AcqRel) < start {
+                    tracing::warn!(scope = %m.scope, window = m.window.as_str(), dimension = m.dim.as_str(), used, limit = m.cap, "budget exhausted; {:?} lets requests pass", m.action);
+                    alerts.push(alert(m, AlertKind::Exhausted, used));
+                }
+            } else if used >= m.soft && m.soft_announced.fetch_max(start, Ordering::AcqRel) < start
+            {
+                sh.metrics.soft_threshold(&m.scope);
+                tracing::info!(scope = %m.scope, window = m.window.as_str(), dimension = m.dim.as_str(), used, limit = m.cap, "budget soft threshold crossed");
+                alerts.push(alert(m, AlertKind::SoftThreshold, used));
+            }
+        }
+        let degraded_from = (model != req.model).then(|| req.model.to_owned());
+        sh.metrics.decision(if degraded_from.is_some() {
+            DecisionLabel::Degrade
+        } else if alerted_exhausted {
+            DecisionLabel::Alert
+        } else {
+            DecisionLabel::Allow
+        });
+        let held = charges
+            .into_iter()
+            .zip(meters)
+            .map(|(c, &meter)| HeldCharge {
+                key: c.key,
+                meter,
+                dim: sh.plan.meters[meter].dim,
+                reserved: c.amount,
+                ttl_secs: c.ttl_secs,
+            })
+            .collect();
+        Reservation {
+            model: model.to_owned(),
+            degraded_from,
+            remaining_usd: remaining_usd.map(micros_to_usd),
+            alerts,
+            enforced: true,
+            held: Some(Held {
+                shared: Arc::clone(sh),
+                charges: held,
+                price,
+            }),
+        }
+    }
+
+    /// Correct a reservation to the provider's reported usage (for streams, the final usage
+    /// chunk). Usage above the estimate is added even past a limit: it was spent.
+    pub async fn settle(
+        &self,
+        mut reservation: Reservation,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) {
+        let Some(held) = reservation.held.take() else {
+            return;
+        };
+        let micros = held.price.cost_micros(input_tokens, output_tokens);
+        let tokens = input_tokens.saturating_add(output_tokens);
+        let mut kinds_seen = [false; 4];
+        for c in &held.charges {
+            let m = &held.shared.plan.meters[c.meter];
+            let k = scope_kind_index(&m.scope);
+            if let Some(seen) = kinds_seen.get_mut(k) {
+                if !*seen {
+                    *seen = true;
+                    held.shared
+                        .metrics
+                        .spend(&m.scope, micros_to_usd(micros), tokens);
+                }
+            }
+        }
+        self.apply(&held, held.deltas(micros, tokens), "settle")
+            .await;
+    }
+
+    /// Give a reservation back: the request failed, timed out or was cancelled.
+    pub async fn release(&self, mut reservation: Reservation) {
+        let Some(held) = reservation.held.take() else {
+            return;
+        };
+        self.apply(&held, held.deltas(0, 0), "release").await;
+    }
+
+    async fn apply(&self, held: &Held, deltas: Vec<(MeterKey, i64, Option<i64>)>, op: &str) {
+        // A fail-open reservation released, or a settle that matched its estimate: no round trip.
+        if deltas.iter().all(|(_, d, _)| *d == 0) {
+            return;
+        }
+        match held.shared.store.adjust(&deltas).await {
+            Ok(after) => {
+                for (c, used) in held.charges.iter().zip(after) {
+                    let m = &held.shared.plan.meters[c.meter];
+                    set_gauge(m, m.cap.saturating_sub(used));
+                }
+            }
+            Err(e) => {
+                held.shared.metrics.store_error(op, e.label());
+                tracing::warn!(error = %e, op, "budget store unavailable: usage not recorded");
+            }
+        }
+    }
+}
+
+fn charge(m: &Meter, now: i64, micros: u64, tokens: u64, degraded: bool) -> Charge {
+    let span = WindowSpan::containing(m.window, now);
+    let cap = match m.action {
+        ExhaustedAction::Block => Some(m.cap),
+        ExhaustedAction::Degrade if !degraded => Some(m.cap),
+        ExhaustedAction::Degrade | ExhaustedAction::Alert => None,
+    };
+    Charge {
+        key: MeterKey {
+            name: Arc::clone(&m.name),
+            window_start: span.start,
+        },
+        amount: match m.dim {
+            Dimension::Usd => micros,
+            Dimension::Tokens => tokens,
+        },
+        cap,
+        ttl_secs: span.ttl_from(now),
+        window_end: span.end,
+    }
+}
+
+fn alert(m: &Meter, kind: AlertKind, used: u64) -> BudgetAlert {
+    BudgetAlert {
+        kind,
+        scope: m.scope.clone(),
+        window: m.window,
+        dimension: m.dim,
+        used,
+        limit: m.cap,
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "a gauge; exact below 2^53 tokens"
+)]
+fn set_gauge(m: &Meter, left: u64) {
+    m.gauges.remaining.set(match m.dim {
+        Dimension::Usd => micros_to_usd(left),
+        Dimension::Tokens => left as f64,
+    });
+}
+
+fn scope_kind_index(scope: &BudgetScope) -> usize {
+    match scope {
+        BudgetScope::Environment => 0,
+        BudgetScope::Key(_) => 1,
+        BudgetScope::Team(_) => 2,
+        BudgetScope::Model(_) => 3,
+    }
+}

@@ -1,0 +1,262 @@
+//! Digit clusters: phone numbers, payment cards, SSNs and IPv4 addresses.
+//!
+//! A digit that starts a word opens a *cluster*: digit groups joined by one separator each
+//! (`-`, `.`, `/`, space, or the parentheses of `(555) 123-4567` and `+49 (0)30`), at most
+//! `MAX_GROUPS` groups and `MAX_CLUSTER` bytes. The cluster, and sub-ranges of it split at
+//! spaces, is classified by shape in a fixed order — IPv4, SSN, card, phone — so one span gets
+//! one type (`078-05-1120` is an SSN and never also a phone). Validators decide cards (Luhn,
+//! issuer, length) and SSNs (area, group, serial); phones are accepted only in plausible
+//! structures: E.164 with `+` or `00`, NANP `(NXX) NXX-XXXX` and variants (area code 2–9;
+//! the exchange is not checked, since `555-123-4567` is how people write example numbers), and
+//! national trunk-0 numbers of 10–11 digits in groups of two or more. Dates, times, versions, prices (`$`, `€`, `£`),
+//! ISBNs, bare order numbers and Unix timestamps match none of those shapes.
+//!
+//! Not covered: bare 10-digit phone numbers without `+` (indistinguishable from order numbers
+//! and timestamps without context), vanity numbers (`1-800-FLOWERS`).
+
+use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
+use super::validators::{card_issuer_ok, luhn, ssn_ok};
+
+const MAX_GROUPS: usize = 12;
+/// Longest cluster in bytes; bounds how far a numeric candidate reads.
+pub(crate) const MAX_CLUSTER: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lead {
+    None,
+    Plus,
+    Paren,
+}
+
+struct Cluster {
+    start: usize,
+    lead: Lead,
+    groups: [(usize, usize); MAX_GROUPS],
+    /// `seps[k]` joins `groups[k]` and `groups[k + 1]`: b' ', b'-', b'.', b'/', b'(' or b')'.
+    seps: [u8; MAX_GROUPS],
+    n: usize,
+}
+
+fn at(hay: &[u8], i: usize) -> u8 {
+    hay.get(i).copied().unwrap_or(0)
+}
+
+fn digit(hay: &[u8], i: usize) -> bool {
+    at(hay, i).is_ascii_digit()
+}
+
+fn is_currency_before(hay: &[u8], t: usize) -> bool {
+    let before = hay.get(..t).unwrap_or_default();
+    matches!(before.last(), Some(b'$' | b'#'))
+        || ["€", "£", "¥", "₹"]
+            .iter()
+            .any(|c| before.ends_with(c.as_bytes()))
+}
+
+/// Confirm the cluster opened by the digit at `t`.
+pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
+    let prev = if t > 0 { at(hay, t - 1) } else { 0 };
+    if t > 0 && is_glued_left(prev) {
+        // Inside a word (a hash, a SKU, `user1`): skip the rest of it, bounded.
+        let mut i = t;
+        while i < hay.len() && i - t < MAX_CLUSTER && is_word(at(hay, i)) {
+            i += 1;
+        }
+        return Step::miss(i);
+    }
+    let glued_id = t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_word(at(hay, t - 2));
+    let c = parse(hay, t, lo);
+    let end = c.groups.get(c.n.wrapping_sub(1)).map_or(t + 1, |g| g.1);
+    if glued_id || is_currency_before(hay, c.start) {
+        // The groups glued to the identifier or price are part of it; a space ends it.
+        let k = c
+            .seps
+            .iter()
+            .take(c.n.saturating_sub(1))
+            .position(|&s| s == b' ');
+        return Step::miss(k.map_or(end, |k| c.groups[k].1));
+    }
+    if c.start < t && c.start > 0 && is_glued_left(at(hay, c.start - 1)) {
+        // `x+44…` or `f(555…`: an expression, not a phone number.
+        return Step::miss(end);
+    }
+    let right_ok = !(is_glued_right(at(hay, end))
+        || at(hay, end) == b'@'
+        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.')
+            && at(hay, end + 1).is_ascii_alphanumeric()));
+    for i in 0..c.n {
+        if i > 0 && c.seps[i - 1] != b' ' {
+            continue;
+        }
+        for j in (i + 1..=c.n).rev() {
+            if j < c.n && c.seps[j - 1] != b' ' {
+                continue;
+            }
+            if j == c.n && !right_ok {
+                continue;
+            }
+            if let Some(kind) = classify(hay, &c, i, j, i > 0 || j < c.n) {
+                let s = if i == 0 { c.start } else { c.groups[i].0 };
+                let e = c.groups[j - 1].1;
+                return Step {
+                    found: Some((s, e, kind)),
+                    next: e,
+                };
+            }
+        }
+    }
+    Step::miss(end)
+}
+
+fn parse(hay: &[u8], t: usize, lo: usize) -> Cluster {
+    let (lead, start) = match t.checked_sub(1).map(|p| at(hay, p)) {
+        Some(b'+') if t > lo => (Lead::Plus, t - 1),
+        Some(b'(') if t > lo => (Lead::Paren, t - 1),
+        _ => (Lead::None, t),
+    };
+    let mut c = Cluster {
+        start,
+        lead,
+        groups: [(0, 0); MAX_GROUPS],
+        seps: [0; MAX_GROUPS],
+        n: 0,
+    };
+    let limit = (t + MAX_CLUSTER).min(hay.len());
+    let mut i = t;
+    while c.n < MAX_GROUPS {
+        let gs = i;
+        while i < limit && digit(hay, i) {
+            i += 1;
+        }
+        c.groups[c.n] = (gs, i);
+        c.n += 1;
+        let (sep, next) = match (at(hay, i), at(hay, i + 1)) {
+            (b'-' | b'.' | b'/' | b' ' | b'(' | b')', d) if d.is_ascii_digit() => {
+                (at(hay, i), i + 1)
+            }
+            (b' ', b'(') if digit(hay, i + 2) => (b'(', i + 2),
+            (b')', b' ' | b'-') if digit(hay, i + 2) => (b')', i + 2),
+            _ => break,
+        };
+        if next >= limit || c.n == MAX_GROUPS {
+            break;
+        }
+        c.seps[c.n - 1] = sep;
+        i = next;
+    }
+    c
+}
+
+/// `partial`: the range is a space-split part of a longer cluster. National trunk-0 numbers are
+/// then refused: `0947 9801 86` inside a 22-digit tracking number is not a phone.
+fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Option<u16> {
+    let gs = &c.groups[i..j];
+    let seps = &c.seps[i..j - 1];
+    let lead = if i == 0 { c.lead } else { Lead::None };
+    let len = |k: usize| gs.get(k).map_or(0, |g| g.1 - g.0);
+    let first = |k: usize| gs.get(k).map_or(0, |g| at(hay, g.0));
+    let ndig: usize = gs.iter().map(|g| g.1 - g.0).sum();
+    let all_seps = |allowed: &[u8]| seps.iter().all(|s| allowed.contains(s));
+    let same_seps = seps.windows(2).all(|w| w[0] == w[1]);
+    if lead == Lead::None {
+        if gs.len() == 4 && all_seps(b".") {
+            let octet = |k: usize| {
+                let g = hay.get(gs[k].0..gs[k].1).unwrap_or_default();
+                if !(1..=3).contains(&g.len()) {
+                    return false;
+                }
+                let v = g.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+                v <= 255 && !(g.len() > 1 && g[0] == b'0')
+            };
+            return (0..4).all(octet).then_some(ent::IP);
+        }
+        if gs.len() == 3 && (len(0), len(1), len(2)) == (3, 2, 4) && same_seps && all_seps(b"- ") {
+            let g = |k: usize| hay.get(gs[k].0..gs[k].1).unwrap_or_default();
+            return ssn_ok(g(0), g(1), g(2)).then_some(ent::SSN);
+        }
+        if (13..=19).contains(&ndig) && same_seps && all_seps(b" -") && card_shape(gs) {
+            let mut d = [0u8; 19];
+            let mut n = 0;
+            for g in gs {
+                for &b in hay.get(g.0..g.1).unwrap_or_default() {
+                    d[n] = b;
+                    n += 1;
+                }
+            }
+            if luhn(&d[..n]) && card_issuer_ok(&d[..n]) {
+                return Some(ent::CARD);
+            }
+        }
+    }
+    if seps.contains(&b'/') {
+        return None;
+    }
+    let nanp = |k: usize| {
+        (len(k), len(k + 1), len(k + 2)) == (3, 3, 4) && gs.len() == k + 3 && first(k) >= b'2'
+    };
+    let trunk0 = !partial
+        && first(0) == b'0'
+        && (10..=11).contains(&ndig)
+        && gs.len() >= 2
+        && (2..=5).contains(&len(0))
+        && (0..gs.len()).all(|k| len(k) >= 2);
+    // `0049 30 1234567`: the international call prefix 00 spelled out instead of `+`.
+    let intl00 = !partial
+        && gs.len() >= 2
+        && (3..=5).contains(&len(0))
+        && hay
+            .get(gs[0].0..gs[0].0 + 3)
+            .is_some_and(|p| p.starts_with(b"00") && p[2] != b'0')
+        && (10..=17).contains(&ndig)
+        && all_seps(b" -");
+    let phone = match lead {
+        Lead::Plus => {
+            let parens_balanced = seps.iter().filter(|&&s| s == b'(').count()
+                == seps.iter().filter(|&&s| s == b')').count();
+            let dots = seps.contains(&b'.');
+            (8..=15).contains(&ndig)
+                && first(0) != b'0'
+                && (gs.len() == 1 || (1..=3).contains(&len(0)))
+                && parens_balanced
+                && (!dots || all_seps(b"."))
+        }
+        Lead::Paren => {
+            seps.first() == Some(&b')')
+                && all_seps(b") -.")
+                && seps.iter().filter(|&&s| s == b')').count() == 1
+                && (nanp(0) || trunk0)
+        }
+        Lead::None if seps.contains(&b'(') => {
+            gs.len() == 4
+                && len(0) == 1
+                && first(0) == b'1'
+                && seps.get(..2) == Some(b"()")
+                && seps.get(2).is_some_and(|s| b" -.".contains(s))
+                && nanp(1)
+        }
+        Lead::None => {
+            (same_seps
+                && all_seps(b" -.")
+                && (nanp(0) || (len(0) == 1 && first(0) == b'1' && nanp(1))))
+                || (trunk0 && all_seps(b" -"))
+                || intl00
+        }
+    };
+    phone.then_some(ent::PHONE)
+}
+
+/// Printed card layouts: one block, blocks of four (last one 1–4), or Amex/Diners 4-6-5 / 4-6-4.
+fn card_shape(gs: &[(usize, usize)]) -> bool {
+    let mut lens = [0usize; MAX_GROUPS];
+    for (l, g) in lens.iter_mut().zip(gs) {
+        *l = g.1 - g.0;
+    }
+    match lens.get(..gs.len()).unwrap_or_default() {
+        [_] => true,
+        [4, 6, 5] | [4, 6, 4] => true,
+        [init @ .., last] if init.len() >= 3 => {
+            init.iter().all(|&l| l == 4) && (1..=4).contains(last)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,237 @@
+//! The built-in pass: one trigger scan over the text, then per-candidate confirmation.
+//!
+//! Why this shape: every built-in entity has a cheap, exact trigger — a digit (phone, card, SSN,
+//! IBAN check digits, IPv4), `@` (e-mail), `:` (IPv6) or an API-key literal (`sk-`, `AKIA`,
+//! `ghp_`, …). Bytes are tested eight at a time (SWAR) for digits, `:` and `@`, and one packed
+//! Aho-Corasick automaton (Teddy where the CPU has SIMD) finds key literals, so prose without
+//! triggers is skipped at memory speed and no entity runs its own pass over the text.
+//!
+//! Determinism contract (the stream redactor depends on it): a candidate triggered at `t` reads
+//! only bytes in `[max(floor, t - MAX_LEFT) - 4, t + MAX_RIGHT)`, where `floor` is the end of
+//! the previous built-in finding, and the scan position only moves forward. Stopping at a
+//! `limit` and resuming later therefore yields exactly the findings of one uninterrupted scan.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
+
+use super::{keys, numeric, tokens};
+
+/// How far left of its trigger a built-in candidate may start (e-mail local part, IBAN country
+/// code, a `+` or `(` before a phone number).
+pub(crate) const MAX_LEFT: usize = 64;
+/// How far right of its trigger a built-in candidate may read (e-mail domain: 253 + 2).
+pub(crate) const MAX_RIGHT: usize = 260;
+
+/// A finding before overlap resolution, in normalised-text offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Raw {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) entity: u16,
+    /// Which pass found it; breaks ties at equal spans (built-ins win).
+    pub(crate) pass: u8,
+}
+
+/// Where a pass stands: the next position to look at, and the end of its last finding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PassState {
+    pub(crate) pos: usize,
+    pub(crate) floor: usize,
+}
+
+/// Indexes of the built-in entities, in `BUILTIN_ENTITIES` order.
+pub(crate) mod ent {
+    pub(crate) const EMAIL: u16 = 0;
+    pub(crate) const PHONE: u16 = 1;
+    pub(crate) const CARD: u16 = 2;
+    pub(crate) const SSN: u16 = 3;
+    pub(crate) const IBAN: u16 = 4;
+    pub(crate) const IP: u16 = 5;
+    pub(crate) const API_KEY: u16 = 6;
+}
+
+pub(crate) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Whether a candidate right after byte `b` is glued to what precedes it. `]` (end of a
+/// placeholder) and `*` (a masked character) count as glue, so text right after a replacement
+/// (`[PHONE_1]+44…`, `***:***+44…`) reads as it did before redaction, when the value there
+/// ended in a word character: this keeps redaction idempotent.
+pub(crate) fn is_glued_left(b: u8) -> bool {
+    is_word(b) || b == b']' || b == b'*'
+}
+
+/// The mirror of [`is_glued_left`] for the byte after a candidate: `[` starts a placeholder.
+pub(crate) fn is_glued_right(b: u8) -> bool {
+    is_word(b) || b == b'[' || b == b'*'
+}
+
+/// The outcome of confirming one candidate: a finding, and where scanning continues otherwise.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    pub(crate) found: Option<(usize, usize, u16)>,
+    pub(crate) next: usize,
+}
+
+impl Step {
+    pub(crate) fn miss(next: usize) -> Self {
+        Self { found: None, next }
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const L127: u64 = LO * 127;
+
+/// Non-zero when some byte of `x` is an ASCII digit, `:` or `@`.
+#[inline]
+fn swar_trigger(x: u64) -> u64 {
+    // Bytes strictly between 0x2F and 0x3B ('0'..=':'), the classic "hasbetween" bit trick;
+    // `& !x` drops bytes with the high bit set so UTF-8 never false-triggers.
+    let x7 = x & L127;
+    let between = (LO * (127 + 0x3B)).wrapping_sub(x7) & !x & x7.wrapping_add(LO * (127 - 0x2F));
+    let at = x ^ (LO * u64::from(b'@'));
+    let has_at = at.wrapping_sub(LO) & !at;
+    (between | has_at) & HI
+}
+
+fn is_trigger_byte(b: u8) -> bool {
+    matches!(b, b'0'..=b':' | b'@')
+}
+
+/// Position of the next digit, `:` or `@` at or after `from`.
+pub(crate) fn next_byte_trigger(hay: &[u8], from: usize) -> Option<usize> {
+    let rest = hay.get(from..)?;
+    let mut chunks = rest.chunks_exact(16);
+    let mut base = from;
+    for chunk in &mut chunks {
+        let (a, b) = chunk.split_at(8);
+        let (Ok(a), Ok(b)) = (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) else {
+            break;
+        };
+        if swar_trigger(u64::from_le_bytes(a)) | swar_trigger(u64::from_le_bytes(b)) != 0 {
+            if let Some(i) = chunk.iter().position(|&c| is_trigger_byte(c)) {
+                return Some(base + i);
+            }
+        }
+        base += 16;
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&c| is_trigger_byte(c))
+        .map(|i| base + i)
+}
+
+/// The built-in detectors, compiled.
+#[derive(Debug)]
+pub(crate) struct Builtins {
+    enabled: [bool; 7],
+    literals: AhoCorasick,
+}
+
+#[derive(Clone, Copy)]
+enum Trigger {
+    Byte(u8),
+    Key(usize),
+}
+
+impl Builtins {
+    pub(crate) fn new(enabled: [bool; 7]) -> Result<Self, aho_corasick::BuildError> {
+        let literals = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(keys::RULES.iter().map(|r| r.prefix))?;
+        Ok(Self { enabled, literals })
+    }
+
+    fn on(&self, e: u16) -> bool {
+        self.enabled.get(usize::from(e)).copied().unwrap_or(false)
+    }
+
+    /// Scan triggers at or after `st.pos` that lie before `limit`, appending findings to `out`.
+    pub(crate) fn run(&self, hay: &[u8], st: &mut PassState, limit: usize, out: &mut Vec<Raw>) {
+        let want_keys = self.on(ent::API_KEY);
+        let want_bytes = self.enabled.iter().take(6).any(|&e| e);
+        // The next key literal, cached until the scan position passes it.
+        let mut key_cache: Option<Option<(usize, usize)>> = None;
+        let mut key_from = 0usize;
+        loop {
+            let pos = st.pos;
+            let byte_t = if want_bytes {
+                next_byte_trigger(hay, pos)
+            } else {
+                None
+            };
+            let key_t = if want_keys {
+                let stale = match key_cache {
+                    None => true,
+                    Some(Some((at, _))) => at < pos,
+                    Some(None) => key_from > pos,
+                };
+                if stale {
+                    key_from = pos;
+                    let input = Input::new(hay).range(pos..);
+                    key_cache = Some(
+                        self.literals
+                            .find(input)
+                            .map(|m| (m.start(), m.pattern().as_usize())),
+                    );
+                }
+                key_cache.flatten()
+            } else {
+                None
+            };
+            let (t, trig) = match (byte_t, key_t) {
+                (None, None) => {
+                    st.pos = pos.max(limit);
+                    return;
+                }
+                (Some(b), Some((k, r))) if k <= b => (k, Trigger::Key(r)),
+                (Some(b), _) => (b, Trigger::Byte(hay.get(b).copied().unwrap_or(0))),
+                (None, Some((k, r))) => (k, Trigger::Key(r)),
+            };
+            if t >= limit {
+                st.pos = pos.max(limit);
+                return;
+            }
+            let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
+            let step = self.confirm(hay, t, lo, trig);
+            match step.found {
+                Some((s, e, entity)) => {
+                    out.push(Raw {
+                        start: s,
+                        end: e,
+                        entity,
+                        pass: 0,
+                    });
+                    st.floor = e;
+                    st.pos = e.max(t + 1);
+                }
+                None => st.pos = step.next.max(t + 1),
+            }
+        }
+    }
+
+    fn confirm(&self, hay: &[u8], t: usize, lo: usize, trig: Trigger) -> Step {
+        match trig {
+            Trigger::Key(rule) => keys::confirm(hay, t, rule),
+            Trigger::Byte(b'@') if self.on(ent::EMAIL) => tokens::email(hay, t, lo),
+            Trigger::Byte(b':') if self.on(ent::IP) => tokens::ipv6(hay, t, lo),
+            Trigger::Byte(b) if b.is_ascii_digit() => {
+                if self.on(ent::IBAN) {
+                    if let Some((s, e)) = tokens::iban(hay, t, lo) {
+                        return Step {
+                            found: Some((s, e, ent::IBAN)),
+                            next: e,
+                        };
+                    }
+                }
+                let step = numeric::confirm(hay, t, lo);
+                match step.found {
+                    Some((_, _, e)) if !self.on(e) => Step::miss(step.next),
+                    _ => step,
+                }
+            }
+            Trigger::Byte(_) => Step::miss(t + 1),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Detection: each entity, overlaps, hard negatives, normalisation.
+
+use super::*;
+
+#[test]
+fn finds_each_builtin_entity() {
+    one(
+        "mail jane.doe+x@example.co.uk now",
+        "email",
+        "jane.doe+x@example.co.uk",
+    );
+    one("call (555) 234-5678 today", "phone", "(555) 234-5678");
+    one("call +44 20 7946 0958.", "phone", "+44 20 7946 0958");
+    one("ruf +49 (0)30 1234567 an", "phone", "+49 (0)30 1234567");
+    one("tel 03-1234-5678", "phone", "03-1234-5678");
+    one("Call me at 555-123-4567.", "phone", "555-123-4567");
+    one("tel: 0049 30 1234567", "phone", "0049 30 1234567");
+    one("mobile 07911 123456", "phone", "07911 123456");
+    one(
+        "card 4111 1111 1111 1111 ok",
+        "credit_card",
+        "4111 1111 1111 1111",
+    );
+    one("amex 3782-822463-10005", "credit_card", "3782-822463-10005");
+    one("ssn 078-05-1120", "ssn", "078-05-1120");
+    one(
+        "iban DE89 3704 0044 0532 0130 00 thanks",
+        "iban",
+        "DE89 3704 0044 0532 0130 00",
+    );
+    one(
+        "iban GB82WEST12345698765432.",
+        "iban",
+        "GB82WEST12345698765432",
+    );
+    one("host 192.168.1.20 up", "ip_address", "192.168.1.20");
+    one(
+        "v6 2001:db8::8a2e:370:7334 up",
+        "ip_address",
+        "2001:db8::8a2e:370:7334",
+    );
+    one(
+        "key sk-proj-abcdEFGH1234ijklMNOP5678qrstUVWX90yz",
+        "api_key",
+        "sk-proj-abcdEFGH1234ijklMNOP5678qrstUVWX90yz",
+    );
+    one(
+        "aws AKIAIOSFODNN7EXAMPLE",
+        "api_key",
+        "AKIAIOSFODNN7EXAMPLE",
+    );
+}
+
+#[test]
+fn ssn_shaped_number_is_one_ssn_not_also_a_phone() {
+    one("078-05-1120", "ssn", "078-05-1120");
+}
+
+#[test]
+fn invalid_ssn_areas_groups_and_serials_are_rejected() {
+    for s in [
+        "000-12-3456",
+        "666-12-3456",
+        "912-12-3456",
+        "123-00-4567",
+        "123-45-0000",
+    ] {
+        none(s);
+    }
+}
+
+#[test]
+fn digits_inside_an_iban_are_not_a_card() {
+    // The BBAN of this IBAN starts with the Luhn-valid Visa number 4111 1111 1111 1111.
+    let text = "pay DE89 4111 1111 1111 1111 11 today";
+    one(text, "iban", "DE89 4111 1111 1111 1111 11");
+    // With a wrong check digit it is no IBAN, and the card inside it is what remains.
+    one(
+        "pay DE88 4111 1111 1111 1111 11 today",
+        "credit_card",
+        "4111 1111 1111 1111",
+    );
+}
+
+#[test]
+fn hard_negatives_are_not_reported() {
+    for s in [
+        "order 4111111111111112 shipped",
+        "on 2023-01-15 at 10:30:45",
+        "release 1.2.3 and v2.0.1",
+        "id 550e8400-e29b-41d4-a716-446655440000",
+        "commit a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",
+        "ts 1700000000 epoch",
+        "isbn 978-3-16-148410-0 and 0-306-40615-2",
+        "price $1,234.56 or €99.99",
+        "at 48.8566, 2.3522",
+        "std::vec::Vec and a::b",
+        "mac 00:1A:2B:3C:4D:5E",
+        "dates 15/01/2023 01.02.2023",
+        "sk-learn-the-basics-of-machine-learning",
+    ] {
+        none(s);
+    }
+}
+
+#[test]
+fn fullwidth_and_invisible_characters_are_normalised_and_spans_stay_original() {
+    let text = "card ４１１１ １１１１ １１１１ １１１１ end";
+    let f = found(text);
+    assert_eq!(
+        f,
+        vec![(
+            "credit_card".to_owned(),
+            "４１１１ １１１１ １１１１ １１１１".to_owned()
+        )]
+    );
+    let zw = "mail jo\u{200B}hn@exa\u{200B}mple.com\u{200B} x";
+    assert_eq!(
+        found(zw),
+        vec![(
+            "email".to_owned(),
+            "jo\u{200B}hn@exa\u{200B}mple.com".to_owned()
+        )]
+    );
+    let nbsp = "tel +44\u{A0}20\u{A0}7946\u{A0}0958";
+    assert_eq!(
+        found(nbsp),
+        vec![(
+            "phone".to_owned(),
+            "+44\u{A0}20\u{A0}7946\u{A0}0958".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn regression_long_dotted_digit_group_does_not_overflow_ipv4_octet() {
+    none("1.2.3.99999999999999999");
+}

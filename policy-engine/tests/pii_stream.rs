@@ -1,0 +1,179 @@
+//! Properties of the PII engine that must hold for every input.
+//!
+//! - Streaming equals whole-text redaction: for any text and any split into chunks (on char
+//!   boundaries), the concatenated output of `StreamRedactor` equals `PiiDetector::redact` of
+//!   the whole text, with the same session counts.
+//! - The stream holds back at most `max_holdback_bytes()` of text without invisible characters.
+//! - Redaction is idempotent: nothing is found in redacted text.
+//! - `find` never panics and returns sorted, non-overlapping spans on char boundaries.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use policy_engine::pack::{CustomEntity, PiiDetectorConfig, RedactionStyle, Validator};
+use policy_engine::pii::corpus::{generate, hard_negative, Rng, ENTITY_GENERATORS};
+use policy_engine::pii::{PiiDetector, RedactionSession};
+use proptest::prelude::*;
+
+/// The built-ins alone: the smallest look-ahead, so the tightest test of the scanner's bounds.
+fn builtin_detector(style: RedactionStyle) -> PiiDetector {
+    let cfg = PiiDetectorConfig {
+        redaction: style,
+        ..Default::default()
+    };
+    PiiDetector::compile(&cfg, Some(b"stream-test-key")).unwrap()
+}
+
+fn detector(style: RedactionStyle) -> PiiDetector {
+    let mut emp = CustomEntity {
+        name: "employee_id".into(),
+        regex: Some(r"\bE\d{6}\b".into()),
+        terms: None,
+        validator: None,
+        context: Some(vec!["employee".into()]),
+    };
+    let acct = CustomEntity {
+        name: "account".into(),
+        regex: Some(r"\bACC-\d{8,12}\b".into()),
+        terms: None,
+        validator: Some(Validator::Luhn),
+        context: None,
+    };
+    let terms = CustomEntity {
+        name: "codename".into(),
+        regex: None,
+        terms: Some(vec!["Project Falcon".into(), "bluebird".into()]),
+        validator: None,
+        context: None,
+    };
+    emp.context = Some(vec!["employee".into(), "staff".into()]);
+    let cfg = PiiDetectorConfig {
+        redaction: style,
+        custom: vec![emp, acct, terms],
+        ..Default::default()
+    };
+    PiiDetector::compile(&cfg, Some(b"stream-test-key")).unwrap()
+}
+
+/// A text of corpus sentences, entities, hard negatives and custom-entity bait.
+fn text_from(seed: u64, parts: usize) -> String {
+    let mut rng = Rng::new(seed);
+    let mut out = String::new();
+    for s in generate(seed, parts) {
+        out.push_str(&s.text);
+        match rng.below(6) {
+            0 => out.push_str(" employee E123456 "),
+            1 => out.push_str(" ACC-79927398713 and bluebird, Project  Falcon, project falcon "),
+            2 => out.push_str(&hard_negative(&mut rng)),
+            3 => out.push_str(&(ENTITY_GENERATORS[rng.below(7)].1)(&mut rng)),
+            _ => out.push(' '),
+        }
+    }
+    out
+}
+
+/// Split `text` at the given fractions (snapped to char boundaries).
+fn chunks(text: &str, cuts: &[usize]) -> Vec<String> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (text.len() + 1)).collect();
+    points.push(0);
+    points.push(text.len());
+    points.sort_unstable();
+    for p in &mut points {
+        while !text.is_char_boundary(*p) {
+            *p -= 1;
+        }
+    }
+    points
+        .windows(2)
+        .map(|w| text[w[0]..w[1]].to_owned())
+        .collect()
+}
+
+fn streamed(det: &PiiDetector, parts: &[String]) -> (String, RedactionSession, usize) {
+    let mut session = RedactionSession::new();
+    let mut out = String::new();
+    let mut max_held = 0;
+    let mut s = det.stream();
+    for p in parts {
+        s.push(p, &mut session, &mut out);
+        max_held = max_held.max(s.held_back());
+    }
+    s.finish(&mut session, &mut out);
+    (out, session, max_held)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn stream_output_equals_whole_text_redaction(
+        seed in any::<u64>(),
+        parts in 1usize..12,
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        style in prop_oneof![Just(RedactionStyle::Placeholder), Just(RedactionStyle::Mask), Just(RedactionStyle::Hash)],
+        with_custom in any::<bool>(),
+    ) {
+        let det = if with_custom { detector(style) } else { builtin_detector(style) };
+        let text = text_from(seed, parts);
+        let mut whole_session = RedactionSession::new();
+        let whole = det.redact(&text, &mut whole_session).into_owned();
+        let (out, session, _) = streamed(&det, &chunks(&text, &cuts));
+        if out != whole {
+            let i = out.bytes().zip(whole.bytes()).position(|(a, b)| a != b).unwrap_or(0);
+            let (lo, hi) = (i.saturating_sub(80), i + 80);
+            let at = |s: &str| s.get(lo..hi.min(s.len())).unwrap_or("?").to_owned();
+            prop_assert!(false, "differ at {i}:\nstream {:?}\nwhole  {:?}", at(&out), at(&whole));
+        }
+        prop_assert_eq!(session.counts().collect::<Vec<_>>(), whole_session.counts().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn stream_in_single_characters_equals_whole_text_redaction(seed in any::<u64>()) {
+        let det = detector(RedactionStyle::Placeholder);
+        let text = text_from(seed, 3);
+        let parts: Vec<String> = text.chars().map(String::from).collect();
+        let whole = det.redact(&text, &mut RedactionSession::new()).into_owned();
+        prop_assert_eq!(streamed(&det, &parts).0, whole);
+    }
+
+    #[test]
+    fn stream_holds_back_at_most_the_stated_bound(
+        seed in any::<u64>(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let det = detector(RedactionStyle::Placeholder);
+        let text: String = text_from(seed, 8).chars().filter(|c| !matches!(c, '\u{200B}'..='\u{200F}' | '\u{FEFF}' | '\u{AD}' | '\u{2060}'..='\u{2064}')).collect();
+        let parts = chunks(&text, &cuts);
+        let largest_chunk = parts.iter().map(String::len).max().unwrap_or(0);
+        let (_, _, max_held) = streamed(&det, &parts);
+        // After a push the redactor holds what it cannot release yet; a chunk smaller than
+        // the look-ahead is held whole until enough text follows.
+        prop_assert!(max_held <= det.max_holdback_bytes().max(largest_chunk.min(det.max_holdback_bytes())),
+            "held {max_held} > bound {}", det.max_holdback_bytes());
+    }
+
+    #[test]
+    fn redaction_is_idempotent(seed in any::<u64>(), style in prop_oneof![Just(RedactionStyle::Placeholder), Just(RedactionStyle::Mask), Just(RedactionStyle::Hash)]) {
+        let det = detector(style);
+        let text = text_from(seed, 6);
+        let once = det.redact(&text, &mut RedactionSession::new()).into_owned();
+        prop_assert_eq!(det.find(&once), vec![], "{}", once);
+    }
+
+    #[test]
+    fn find_never_panics_and_returns_ordered_spans_on_char_boundaries(text in "\\PC{0,300}|[0-9 +()@.:-]{0,120}|[\\x00-\\x7f]{0,200}") {
+        let det = detector(RedactionStyle::Placeholder);
+        let found = det.find(&text);
+        let mut last = 0;
+        for f in &found {
+            prop_assert!(f.start >= last && f.start < f.end && f.end <= text.len());
+            prop_assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
+            last = f.end;
+        }
+        let (out, _, _) = streamed(&det, &chunks(&text, &[text.len() / 3, text.len() / 2]));
+        prop_assert_eq!(out, det.redact(&text, &mut RedactionSession::new()).into_owned());
+    }
+}
