@@ -38,6 +38,8 @@ use crate::policy;
 const CHANNEL_FRAMES: usize = 16;
 /// An event larger than this is a broken stream, not something to buffer.
 const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Upstream frames gathered into one write at most (bounds the time-to-first-byte cost).
+const MAX_BATCH_FRAMES: usize = 64;
 /// Choices per response a stream redactor is kept for.
 const MAX_CHOICES: usize = 64;
 
@@ -98,30 +100,107 @@ async fn pump(
     proc: &mut SseProcessor<'_>,
 ) -> Pump {
     loop {
-        let frame = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = tx.closed() => return Pump::Cancelled,
             f = body.frame() => f,
         };
-        let out = match frame {
-            None => {
-                let tail = proc.finish();
-                if !tail.is_empty() && tx.send(Ok(tail)).await.is_err() {
-                    return Pump::Cancelled;
+        // Take every frame that is already here too, so one write carries them all: a provider
+        // writes each SSE event as its own chunk, and relaying them one by one would cost a
+        // syscall (and a TCP segment) per event.
+        let mut batch = Batch::default();
+        let mut end = step(first, proc, &mut batch);
+        // hyper's client hands the body over chunk by chunk from its connection task, so a
+        // frame that is already in our socket buffer needs that task to run once more: yield
+        // once, and stop batching as soon as a yield brings nothing new.
+        let mut yielded = false;
+        while end.is_none() && batch.frames < MAX_BATCH_FRAMES {
+            match try_frame(&mut body) {
+                Some(f) => {
+                    end = step(f, proc, &mut batch);
+                    yielded = false;
                 }
-                return Pump::Done;
+                None if !yielded => {
+                    tokio::task::yield_now().await;
+                    yielded = true;
+                }
+                None => break,
             }
-            Some(Err(e)) => return Pump::Broken(format!("provider stream failed: {e}")),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => match proc.push(data) {
-                    Ok(out) => out,
-                    Err(e) => return Pump::Broken(e),
-                },
-                Err(_) => continue,
+        }
+        if let Some(out) = batch.take() {
+            if tx.send(Ok(out)).await.is_err() {
+                return Pump::Cancelled;
+            }
+        }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+type UpstreamFrame = Option<Result<http_body::Frame<Bytes>, hyper::Error>>;
+
+/// Handle one upstream frame; `Some` when the stream ended.
+fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) -> Option<Pump> {
+    match frame {
+        None => {
+            batch.push(proc.finish());
+            Some(Pump::Done)
+        }
+        Some(Err(e)) => Some(Pump::Broken(format!("provider stream failed: {e}"))),
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => match proc.push(data) {
+                Ok(out) => {
+                    batch.push(out);
+                    None
+                }
+                Err(e) => Some(Pump::Broken(e)),
             },
-        };
-        if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
-            return Pump::Cancelled;
+            Err(_) => None,
+        },
+    }
+}
+
+/// The next frame if it is already available, without waiting.
+fn try_frame(body: &mut Incoming) -> Option<UpstreamFrame> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match http_body::Body::poll_frame(std::pin::Pin::new(body), &mut cx) {
+        std::task::Poll::Ready(f) => Some(f),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Output of several frames, copied only when there is more than one.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+    frames: usize,
+}
+
+impl Batch {
+    fn push(&mut self, b: Bytes) {
+        self.frames += 1;
+        if b.is_empty() {
+            return;
+        }
+        match (&mut self.first, &mut self.more) {
+            (None, None) => self.first = Some(b),
+            (Some(f), None) => {
+                let mut m = BytesMut::with_capacity(f.len() + b.len() * 4);
+                m.extend_from_slice(f);
+                m.extend_from_slice(&b);
+                self.first = None;
+                self.more = Some(m);
+            }
+            (_, Some(m)) => m.extend_from_slice(&b),
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match (self.first.take(), self.more.take()) {
+            (_, Some(m)) => Some(m.freeze()),
+            (f, None) => f,
         }
     }
 }
@@ -164,7 +243,7 @@ impl<'d> SseProcessor<'d> {
         if self.pending.is_empty()
             && self.detector.is_none()
             && data.ends_with(b"\n\n")
-            && memmem::find(&data, b"\"usage\"").is_none()
+            && !has_usage_object(&data)
         {
             return Ok(data);
         }
@@ -203,7 +282,7 @@ impl<'d> SseProcessor<'d> {
             out.extend_from_slice(event);
             return;
         }
-        let may_have_usage = memmem::find(data, b"\"usage\"").is_some();
+        let may_have_usage = has_usage_object(data);
         if self.detector.is_none() && !may_have_usage {
             out.extend_from_slice(event);
             return;
@@ -334,6 +413,18 @@ fn write_event(chunk: &Value, out: &mut BytesMut) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// Whether a `"usage"` key with an object value occurs (`"usage":null`, which providers put on
+/// every chunk once usage is requested, does not count; nor does the word in content text,
+/// where the quotes would be escaped).
+fn has_usage_object(data: &[u8]) -> bool {
+    memmem::find_iter(data, b"\"usage\"").any(|i| {
+        let rest = &data[i + 7..];
+        let rest = rest.trim_ascii_start();
+        rest.strip_prefix(b":")
+            .is_some_and(|r| r.trim_ascii_start().starts_with(b"{"))
+    })
+}
+
 /// End of the first complete event (after its blank line).
 fn event_end(buf: &[u8]) -> Option<usize> {
     let lf = memmem::find(buf, b"\n\n").map(|i| i + 2);
@@ -408,6 +499,18 @@ mod tests {
         out.extend_from_slice(&p.finish());
         assert_eq!(out, chunk("Hi").as_bytes());
         assert_eq!(p.usage.unwrap().prompt_tokens, 3);
+    }
+
+    #[test]
+    fn only_a_usage_object_counts_as_usage() {
+        assert!(has_usage_object(
+            br#"{"choices":[],"usage":{"total_tokens":1}}"#
+        ));
+        assert!(has_usage_object(br#"{"usage" : {"a":1}}"#));
+        assert!(!has_usage_object(
+            br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#
+        ));
+        assert!(!has_usage_object(br#"{"content":"the \"usage\": {x}"}"#));
     }
 
     #[test]
