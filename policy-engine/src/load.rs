@@ -53,7 +53,7 @@ pub struct LoadedPack {
 
 /// Parse and validate `text`.
 pub fn load(text: &str) -> Result<LoadedPack, Diagnostics> {
-    let map = Arc::new(SourceMap::index(text));
+    let map = Arc::new(SourceMap::lazy(text));
     let mut sink = Sink::new(&map);
     let Some(mut root) = parse(text, &mut sink) else {
         return Err(finish(sink));

@@ -7,8 +7,12 @@
 //!
 //! It does not resolve anchors and aliases beyond recording where the alias stands, and it reads
 //! only the first document of a stream (a pack is one document).
+//!
+//! The walk is done lazily, on the first lookup: a pack without diagnostics never needs a
+//! position, and the marked parse is a large share of a reload's time.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -23,30 +27,53 @@ pub struct Span {
 
 #[derive(Debug, Default)]
 pub struct SourceMap {
+    text: String,
+    index: OnceLock<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
     values: HashMap<String, Span>,
     keys: HashMap<String, Span>,
 }
 
 impl SourceMap {
-    /// Index `text`. A document the parser rejects yields an empty map: the syntax error itself
-    /// is reported by the serde parse, with its own position.
+    /// Index `text` now.
     pub fn index(text: &str) -> Self {
-        let mut walker = Walker::default();
-        let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut walker, false).is_err() {
-            return Self::default();
+        let map = Self::lazy(text);
+        let _ = map.get();
+        map
+    }
+
+    /// Keep `text` and index it on the first lookup.
+    pub fn lazy(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            index: OnceLock::new(),
         }
-        walker.map
+    }
+
+    /// A document the parser rejects yields an empty index: the syntax error itself is
+    /// reported by the serde parse, with its own position.
+    fn get(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut walker = Walker::default();
+            let mut parser = Parser::new_from_str(&self.text);
+            if parser.load(&mut walker, false).is_err() {
+                return Index::default();
+            }
+            walker.map
+        })
     }
 
     /// Position of the value at `path`.
     pub fn value(&self, path: &str) -> Option<Span> {
-        self.values.get(path).copied()
+        self.get().values.get(path).copied()
     }
 
     /// Position of the key that introduces `path` (for "unknown field" diagnostics).
     pub fn key(&self, path: &str) -> Option<Span> {
-        self.keys.get(path).copied()
+        self.get().keys.get(path).copied()
     }
 
     /// The closest known place for `path`: its value, else its key, else the key of the nearest
@@ -89,7 +116,7 @@ enum Frame {
 #[derive(Default)]
 struct Walker {
     stack: Vec<Frame>,
-    map: SourceMap,
+    map: Index,
     done: bool,
 }
 

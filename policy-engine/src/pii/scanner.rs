@@ -194,7 +194,8 @@ impl Builtins {
                 return;
             }
             let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
-            let step = self.confirm(hay, t, lo, trig);
+            let lo_is_finding = st.floor > 0 && st.floor >= t.saturating_sub(MAX_LEFT);
+            let step = self.confirm(hay, t, lo, lo_is_finding, trig);
             match step.found {
                 Some((s, e, entity)) => {
                     out.push(Raw {
@@ -211,10 +212,10 @@ impl Builtins {
         }
     }
 
-    fn confirm(&self, hay: &[u8], t: usize, lo: usize, trig: Trigger) -> Step {
+    fn confirm(&self, hay: &[u8], t: usize, lo: usize, lo_is_finding: bool, trig: Trigger) -> Step {
         match trig {
             Trigger::Key(rule) => keys::confirm(hay, t, rule),
-            Trigger::Byte(b'@') if self.on(ent::EMAIL) => tokens::email(hay, t, lo),
+            Trigger::Byte(b'@') if self.on(ent::EMAIL) => tokens::email(hay, t, lo, lo_is_finding),
             Trigger::Byte(b':') if self.on(ent::IP) => tokens::ipv6(hay, t, lo),
             Trigger::Byte(b) if b.is_ascii_digit() => {
                 if self.on(ent::IBAN) {

@@ -20,15 +20,18 @@ fn at(hay: &[u8], i: usize) -> u8 {
     hay.get(i).copied().unwrap_or(0)
 }
 
-/// E-mail around the `@` at `t`; the local part may reach left down to `lo`.
-pub(crate) fn email(hay: &[u8], t: usize, lo: usize) -> Step {
+/// E-mail around the `@` at `t`; the local part may reach left down to `lo`. `lo_is_finding`
+/// says `lo` is the end of a finding just made: that text will be replaced by a placeholder,
+/// which no local part can continue, so the address starts there — exactly what a second pass
+/// over the redacted text would find (redaction stays idempotent).
+pub(crate) fn email(hay: &[u8], t: usize, lo: usize, lo_is_finding: bool) -> Step {
     let miss = Step::miss(t + 1);
     let mut s = t;
     while s > lo && is_local(at(hay, s - 1)) {
         s -= 1;
     }
-    if s > 0 && is_local(at(hay, s - 1)) {
-        return miss; // local part longer than the window, or glued to a previous finding
+    if s > 0 && is_local(at(hay, s - 1)) && !(s == lo && lo_is_finding) {
+        return miss; // local part longer than the window
     }
     while s < t && matches!(at(hay, s), b'.' | b'-' | b'+') {
         s += 1;
