@@ -1,0 +1,127 @@
+//! Three real `palisade gateway` processes sharing one Redis for a `store: redis` budget: the
+//! cap holds across replicas exactly (the store reserves per request, so the documented
+//! overshoot bound `replicas × slice` is zero), a dead Redis turns a `fail_closed` pack into
+//! 503 `policy_unavailable`, and a Redis brought back on the same port is picked up without
+//! restarting the gateways.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod gateway_support;
+
+use std::time::Duration;
+
+use gateway_support::client::{self, chat, post, wait_until};
+use gateway_support::mock::MockProvider;
+use gateway_support::{pack, Dir, GatewayProcess};
+use test_support::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateway_processes_sharing_one_redis_never_exceed_the_limit() {
+    const N: usize = 30;
+    const K: u64 = 5;
+    let mut redis = RedisServer::start();
+    let mock = MockProvider::start().await;
+    // Every admitted request is still in flight when the last one reserves, so settling (which
+    // gives back the unused part of the estimate) cannot open room mid-test.
+    mock.set(|b| b.head_delay = Duration::from_millis(2000))
+        .await;
+    let mut body = chat("gpt-4o-mini", "How do I reset my password?", false);
+    body["max_tokens"] = 50.into();
+    let per = (body.to_string().len() as u64).div_ceil(4) + 50;
+    let limit = K * per + per - 1;
+    let policy = format!(
+        "policy:\n  budget-enforcer:\n    store: redis\n    on_store_unavailable: fail_closed\n    limits:\n      - {{scope: environment, window: daily, tokens: {limit}, on_exhausted: block}}\n"
+    );
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "budget-enforcer", &policy),
+    );
+    let redis_url = redis.url();
+    let gateways: Vec<GatewayProcess> = (0..3)
+        .map(|i| {
+            // One directory each: the helper names its log file by the test's pid.
+            let own = dir.path().join(format!("gw{i}"));
+            std::fs::create_dir_all(&own).unwrap();
+            let state = own.join("state");
+            GatewayProcess::start(
+                &p,
+                &own,
+                &[
+                    "--redis",
+                    &redis_url,
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                ],
+            )
+        })
+        .collect();
+    let urls: Vec<String> = gateways
+        .iter()
+        .map(|g| g.api("/v1/chat/completions"))
+        .collect();
+
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let (url, body) = (urls[i % urls.len()].clone(), body.clone());
+            tokio::spawn(async move { post(&client::client(), &url, &body, None).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    let mut per_gateway = [0u64; 3];
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        match r.status.as_u16() {
+            200 => {
+                admitted += 1;
+                per_gateway[i % 3] += 1;
+            }
+            429 => assert_eq!(r.error_code(), "budget_exceeded", "{}", r.text()),
+            s => panic!("unexpected status {s}: {}", r.text()),
+        }
+    }
+    assert_eq!(admitted, K, "admitted per gateway: {per_gateway:?}");
+    assert_eq!(mock.api_calls(), K);
+
+    // Redis goes away: the pack fails closed on every replica.
+    mock.set(|b| b.head_delay = Duration::ZERO).await;
+    let port = redis.port();
+    redis.kill();
+    // The same request as above: one without `max_tokens` reserves `default_max_tokens` (1024),
+    // more than this whole limit.
+    let probe = body;
+    for url in &urls {
+        let r = post(&client::client(), url, &probe, None).await;
+        assert_eq!(
+            (r.status.as_u16(), r.error_code().as_str()),
+            (503, "policy_unavailable"),
+            "{}",
+            r.text()
+        );
+    }
+
+    // Back on the same port (empty): every gateway reconnects by itself.
+    let _redis = RedisServer::start_on(port).expect("the redis port was taken meanwhile");
+    for url in &urls {
+        wait_until(
+            Duration::from_secs(20),
+            "the gateway admits again after Redis returned",
+            || {
+                let (url, probe) = (url.clone(), probe.clone());
+                async move {
+                    post(&client::client(), &url, &probe, None)
+                        .await
+                        .status
+                        .as_u16()
+                        == 200
+                }
+            },
+        )
+        .await;
+    }
+    drop(gateways);
+}
