@@ -36,17 +36,8 @@ pub(crate) fn scan_request(
     route: ApiRoute,
     tree: &mut Value,
 ) -> (Verdict, PiiReport) {
-    let mut session = RedactionSession::default();
-    let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
-    let mut changed = false;
-    let mut visit = |s: &mut String| {
-        if let Some(new) = redacted(detector, s, &mut session) {
-            if rewrite {
-                *s = new;
-                changed = true;
-            }
-        }
-    };
+    let mut scan = TreeScan::new(detector);
+    let mut visit = |s: &mut String| scan.visit(s);
     match route {
         ApiRoute::ChatCompletions => {
             for msg in array_mut(tree, "messages") {
@@ -57,7 +48,7 @@ pub(crate) fn scan_request(
         ApiRoute::Completions => strings_or_list(tree.get_mut("prompt"), &mut visit),
         ApiRoute::Embeddings => strings_or_list(tree.get_mut("input"), &mut visit),
     }
-    decide(detector.action(), &session, changed)
+    scan.decide()
 }
 
 /// Scan a non-streamed response tree in place.
@@ -66,17 +57,8 @@ pub(crate) fn scan_response(
     route: ApiRoute,
     tree: &mut Value,
 ) -> (Verdict, PiiReport) {
-    let mut session = RedactionSession::default();
-    let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
-    let mut changed = false;
-    let mut visit = |s: &mut String| {
-        if let Some(new) = redacted(detector, s, &mut session) {
-            if rewrite {
-                *s = new;
-                changed = true;
-            }
-        }
-    };
+    let mut scan = TreeScan::new(detector);
+    let mut visit = |s: &mut String| scan.visit(s);
     for choice in array_mut(tree, "choices") {
         match route {
             ApiRoute::ChatCompletions => {
@@ -93,7 +75,41 @@ pub(crate) fn scan_response(
             ApiRoute::Embeddings => {}
         }
     }
-    decide(detector.action(), &session, changed)
+    scan.decide()
+}
+
+/// One scan over the decoded strings of a JSON tree: one redaction session (so equal values get
+/// equal placeholders across messages), and strings rewritten only when the action redacts.
+struct TreeScan<'d> {
+    detector: &'d PiiDetector,
+    session: RedactionSession,
+    rewrite: bool,
+    changed: bool,
+}
+
+impl<'d> TreeScan<'d> {
+    fn new(detector: &'d PiiDetector) -> Self {
+        let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
+        Self {
+            detector,
+            session: RedactionSession::default(),
+            rewrite,
+            changed: false,
+        }
+    }
+
+    fn visit(&mut self, s: &mut String) {
+        if let Some(new) = redacted(self.detector, s, &mut self.session) {
+            if self.rewrite {
+                *s = new;
+                self.changed = true;
+            }
+        }
+    }
+
+    fn decide(self) -> (Verdict, PiiReport) {
+        decide(self.detector.action(), &self.session, self.changed)
+    }
 }
 
 /// The redacted text, or `None` when the detector found nothing.
