@@ -20,6 +20,8 @@ use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy};
 struct TestClock {
     offset_s: AtomicU64,
     hold: AtomicBool,
+    /// Set while the writer is parked inside `now()` by `hold`.
+    parked: AtomicBool,
 }
 
 const NOON_2026_11_22: u64 = 1_795_348_800;
@@ -27,8 +29,10 @@ const NOON_2026_11_22: u64 = 1_795_348_800;
 impl Clock for TestClock {
     fn now(&self) -> SystemTime {
         while self.hold.load(Ordering::Acquire) {
+            self.parked.store(true, Ordering::Release);
             std::thread::yield_now();
         }
+        self.parked.store(false, Ordering::Release);
         UNIX_EPOCH + Duration::from_secs(NOON_2026_11_22 + self.offset_s.load(Ordering::Relaxed))
     }
 }
@@ -146,9 +150,17 @@ fn a_full_queue_under_drop_counts_every_drop_in_the_chain() {
     let rt = runtime();
     clock.hold.store(true, Ordering::Release);
     rt.block_on(async {
-        // The writer takes the first record and parks in the clock; two more fill the queue.
+        // The writer takes the first record and parks in the clock (wait until it has, so its
+        // batch is closed); then exactly two more fill the queue and the rest are dropped.
         assert!(sink.record(rec(0)).await.unwrap());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !clock.parked.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never took the first record"
+            );
+            tokio::task::yield_now().await;
+        }
         let mut accepted = 1;
         let mut dropped = 0;
         let mut i = 1;
