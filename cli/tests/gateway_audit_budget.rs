@@ -33,23 +33,10 @@ fn audit_policy(dir: &Path) -> String {
     )
 }
 
-/// Request records of every file in `dir`, in chain order.
+/// Request records of the audit log in `dir`, in chain order.
 fn request_records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+    gateway_support::audit_lines(dir, false)
+        .into_iter()
         .filter(|l| l["kind"] == "request")
         .map(|l| l["record"].clone())
         .collect()

@@ -45,24 +45,9 @@ use serde_json::Value;
 
 const CLIENTS: usize = 4;
 
-/// Every line of every `.jsonl` file in `dir`, in file order; a torn last line is skipped.
+/// Every line of the audit log in `dir`, in chain order; a torn last line is skipped.
 fn lines(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    gateway_support::audit_lines(dir, true)
 }
 
 fn audit_verify(dir: &Path) -> (bool, String) {

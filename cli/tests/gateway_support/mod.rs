@@ -138,3 +138,22 @@ pub fn pii_engine_available() -> bool {
         Err(d) => panic!("the PII engine failed to compile a default detector: {d}"),
     }
 }
+
+/// Every line of the audit log in `dir`, parsed, in chain order (files from
+/// `gateway::audit::files::list`). `tolerate_torn` skips a line that is not JSON (the torn tail
+/// a crash leaves); otherwise such a line fails the test.
+#[allow(dead_code, reason = "each test binary uses the helpers it needs")]
+pub fn audit_lines(dir: &Path, tolerate_torn: bool) -> Vec<serde_json::Value> {
+    let files = gateway::audit::files::list(dir).unwrap();
+    let mut out = Vec::new();
+    for f in files {
+        for l in std::fs::read_to_string(&f).unwrap().lines() {
+            match serde_json::from_str(l) {
+                Ok(v) => out.push(v),
+                Err(e) if !tolerate_torn => panic!("{}: not an audit line ({e}): {l}", f.display()),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
