@@ -216,7 +216,6 @@ fn up(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode, String> {
     wait_ready(&dev)?;
     summary(
         &cp_url,
-        &admin_key,
         &gateways,
         mock_url.as_deref(),
         &name,
@@ -344,7 +343,6 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 fn summary(
     cp: &str,
-    admin_key: &str,
     gateways: &[(&str, String)],
     mock: Option<&str>,
     pack: &str,
@@ -377,5 +375,4 @@ fn summary(
         "\n  PALISADE_CONTROL_PLANE={cp} PALISADE_SERVICE_KEY=$(cat {}) palisade status\n",
         dir.join("admin-key").display()
     );
-    let _ = admin_key;
 }
