@@ -44,6 +44,8 @@ fn start_gateway(cp_url: &str, key: &str, state_dir: &Path) -> Gw {
         ])
         .args(["--listen", "127.0.0.1:0", "--state-dir"])
         .arg(state_dir)
+        // The pack's default audit dir is relative: keep it in the test's directory.
+        .current_dir(state_dir)
         .env("PALISADE_GATEWAY_KEY", key)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

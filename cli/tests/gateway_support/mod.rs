@@ -62,6 +62,8 @@ impl GatewayProcess {
             .arg(pack)
             .args(["--environment", "dev", "--listen", "127.0.0.1:0"])
             .args(extra)
+            // The pack's default audit dir is relative: keep it in the test's directory.
+            .current_dir(log_dir)
             .env("PALISADE_TEST_PROVIDER_KEY", PROVIDER_KEY)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
