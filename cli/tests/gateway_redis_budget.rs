@@ -2,7 +2,8 @@
 //! cap holds across replicas exactly without pre-borrowing (overshoot bound `replicas × slice`
 //! with slice 0), and within `limit + replicas × slice` with it; a dead Redis turns a
 //! `fail_closed` pack into 503 `policy_unavailable`, and a Redis brought back on the same port is
-//! picked up without restarting the gateways.
+//! picked up without restarting the gateways; clients that give up while Redis is busy leave
+//! nothing reserved.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -153,6 +154,17 @@ async fn metric(g: &GatewayProcess, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn tokens_counter_key() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "palisade:budget:{{test/dev}}:environment:daily:tokens:{}",
+        now / 86_400 * 86_400
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateway_processes_preborrowing_stay_within_limit_plus_replicas_times_slice() {
     const REPLICAS: u64 = 3;
@@ -229,4 +241,63 @@ async fn three_gateway_processes_preborrowing_stay_within_limit_plus_replicas_ti
     );
     assert!(local >= 1.0, "no reservation was served from a lease");
     assert_eq!(mock.api_calls(), admitted);
+}
+
+/// Regression: a client that went away while its reserve script waited in a busy Redis left the
+/// reservation charged (the script still ran; nobody released it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
+    let redis = RedisServer::start();
+    let mock = MockProvider::start().await;
+    let body = chat("gpt-4o-mini", "How do I reset my password?", false);
+    let policy = "policy:\n  budget-enforcer:\n    store: redis\n    limits:\n      - {scope: environment, window: daily, tokens: 1000000, on_exhausted: block}\n";
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "budget-enforcer", policy),
+    );
+    let gateways = start_gateways(1, &p, &dir, &redis.url());
+    let url = gateways[0].api("/v1/chat/completions");
+    // Connected, script loaded, one request settled.
+    wait_until(Duration::from_secs(20), "a first request", || {
+        let (url, body) = (url.clone(), body.clone());
+        async move { post(&client::client(), &url, &body, None).await.status == 200 }
+    })
+    .await;
+    let key = tokens_counter_key();
+    let spent = redis.get(&key);
+    assert!(spent > 0);
+    let drops = metric(&gateways[0], "palisade_budget_released_by_drop_total").await;
+
+    let stall = redis.stall(Duration::from_millis(2000));
+    let gave_up: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                let c = client::client();
+                tokio::time::timeout(Duration::from_millis(200), post(&c, &url, &body, None))
+                    .await
+                    .is_err()
+            })
+        })
+        .collect();
+    for t in gave_up {
+        assert!(t.await.unwrap(), "answered while redis was busy");
+    }
+    drop(stall);
+    // Redis runs the queued scripts; every one of those reservations comes back.
+    wait_until(
+        Duration::from_secs(20),
+        "the cancelled reservations given back",
+        || async {
+            metric(&gateways[0], "palisade_budget_released_by_drop_total").await >= drops + 10.0
+                && redis.get(&key) == spent
+        },
+    )
+    .await;
+    assert_eq!(
+        mock.api_calls(),
+        1,
+        "no cancelled request reached the provider"
+    );
 }

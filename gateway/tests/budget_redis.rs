@@ -2,7 +2,8 @@
 //!
 //! Invariants: three replica *processes* sharing one Redis never admit more than the limit plus
 //! the stated overshoot bound (`replicas × slice`; with slice 0: exactly the limit); a replica
-//! whose leases Redis dropped overshoots by at most its slice; a dead Redis turns into `fail_open` or
+//! whose leases Redis dropped overshoots by at most its slice; a reservation whose caller went
+//! away while the script was queued is given back; a dead Redis turns into `fail_open` or
 //! `fail_closed` as the pack says, counted; the enforcer recovers by itself when Redis comes back
 //! on the same port.
 #![allow(
@@ -361,6 +362,78 @@ async fn aborted_streams_leak_no_reservation_in_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(e.metrics().drop_releases(), 20);
+}
+
+/// Regression: a reserve future dropped while its script waited in Redis used to leave that
+/// reservation charged until the window's key expired (nobody knew the script ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserves_cancelled_while_the_script_is_queued_leak_no_reservation() {
+    let redis = RedisServer::start();
+    let e = enforcer(
+        &redis.url(),
+        100.0,
+        StoreUnavailable::FailClosed,
+        Duration::from_secs(10),
+    );
+    // Connect and load the script first, so the requests below reach Redis at once.
+    let r = reserve_until_ok(&e).await;
+    e.release(r).await;
+    assert_eq!(redis.get(&counter_key()), 0);
+
+    let stall = redis.stall(Duration::from_millis(1500));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move {
+                let _r = e.reserve(&REQ).await;
+                panic!("the script cannot have answered: redis is busy");
+            })
+        })
+        .collect();
+    // The scripts are on their way (each reserve has been polled and sent its EVALSHA).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for t in tasks {
+        t.abort();
+        assert!(t.await.unwrap_err().is_cancelled());
+    }
+    // Redis wakes up and runs all 20 scripts; their reservations must come back.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while e.metrics().drop_releases() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} given back",
+            e.metrics().drop_releases()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while redis.get(&counter_key()) != 0 {
+        assert!(Instant::now() < deadline, "reservations leaked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stall);
+}
+
+/// Regression, same leak through the timeout: a reply later than `op_timeout` is still read and
+/// the reservation given back, while the caller was told `fail_closed` on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_answered_after_the_timeout_is_given_back() {
+    let redis = RedisServer::start();
+    let e = enforcer(&redis.url(), 100.0, StoreUnavailable::FailClosed, FAST);
+    let r = reserve_until_ok(&e).await;
+    e.release(r).await;
+    let stall = redis.stall(Duration::from_millis(700));
+    let started = Instant::now();
+    assert_eq!(
+        e.reserve(&REQ).await.unwrap_err(),
+        BudgetDecision::StoreUnavailable
+    );
+    assert!(started.elapsed() < Duration::from_millis(600));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.metrics().drop_releases() < 1 || redis.get(&counter_key()) != 0 {
+        assert!(Instant::now() < deadline, "the late reservation leaked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stall);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@
 //!   ([`BudgetDecision::StoreUnavailable`]), counted either way.
 //!
 //! On Redis a reservation may be served from a slice this replica pre-borrowed
-//! (`preborrow_fraction`, see [`lease`]) without a round trip.
+//! (`preborrow_fraction`, see [`lease`]), and a reservation that needs a round trip runs it on a
+//! task of its own, so a caller cancelled mid-script cannot leak what the script reserved.
 //!
 //! The store should outlive the enforcer: a pack reload builds a new enforcer over the same
 //! store, and counters are named by scope and window, not by amount, so spend survives it.
@@ -40,8 +41,10 @@ pub mod window;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
 use policy_engine::pack::{BudgetEnforcerConfig, BudgetScope, ExhaustedAction};
 use policy_engine::{CompiledPack, ModelRoute};
@@ -169,23 +172,41 @@ impl BudgetEnforcer {
         &self.shared.metrics
     }
 
-    /// Reserve the estimated cost of `req` against every applicable limit. On Redis the answer
-    /// is awaited for the store's `op_timeout`; a reservation served entirely from pre-borrowed
-    /// slices needs no round trip.
+    /// Reserve the estimated cost of `req` against every applicable limit.
+    ///
+    /// On Redis the round trip runs on a task of its own, and this future waits for its answer
+    /// for the store's `op_timeout`. A caller dropped mid-way (the client went away) or timed out
+    /// leaves the task to finish the script it started; nobody takes the reservation, so the
+    /// task drops it and its guard gives it back. A reservation served entirely from
+    /// pre-borrowed slices is ready on the first poll and needs no task.
     pub async fn reserve(&self, req: &BudgetRequest<'_>) -> Result<Reservation, BudgetDecision> {
-        let attempt = match &self.shared.store {
-            BudgetStore::Redis(redis) => {
-                let op_timeout = redis.op_timeout();
-                tokio::time::timeout(op_timeout, self.attempt(req))
-                    .await
-                    .unwrap_or_else(|_| Attempt::StoreFailed {
-                        error: StoreError::Timeout(op_timeout),
-                        model: req.model.to_owned(),
-                    })
-            }
-            BudgetStore::Memory(_) => self.attempt(req).await,
+        let BudgetStore::Redis(redis) = &self.shared.store else {
+            let attempt = self.attempt(req).await;
+            return self.conclude(req, attempt);
         };
-        self.conclude(req, attempt)
+        let op_timeout = redis.op_timeout();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            let attempt = self.attempt(req).await;
+            return self.conclude(req, attempt);
+        };
+        let owned = OwnedRequest::new(req);
+        let this = self.clone();
+        let mut run = Box::pin(async move { this.attempt(&owned.as_request()).await });
+        let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+        if let Poll::Ready(attempt) = first {
+            return self.conclude(req, attempt);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn(async move {
+            // When nobody waits any more the attempt is dropped here, and a reservation with it.
+            let _ = tx.send(run.await);
+        });
+        let error = match tokio::time::timeout(op_timeout, rx).await {
+            Ok(Ok(attempt)) => return self.conclude(req, attempt),
+            Ok(Err(_)) => StoreError::Lost,
+            Err(_) => StoreError::Timeout(op_timeout),
+        };
+        self.store_failed(req, req.model, error)
     }
 
     /// The charges of `req` on `model`: its price, the meters that apply and one charge each.
@@ -475,6 +496,37 @@ fn charge(m: &Meter, now: i64, micros: u64, tokens: u64, degraded: bool) -> Char
 enum Attempt {
     Decided(Result<Reservation, BudgetDecision>),
     StoreFailed { error: StoreError, model: String },
+}
+
+/// A [`BudgetRequest`] the reserve task can own.
+struct OwnedRequest {
+    key_id: String,
+    team: Option<String>,
+    model: String,
+    est_input_tokens: u64,
+    max_output_tokens: Option<u64>,
+}
+
+impl OwnedRequest {
+    fn new(r: &BudgetRequest<'_>) -> Self {
+        Self {
+            key_id: r.key_id.to_owned(),
+            team: r.team.map(str::to_owned),
+            model: r.model.to_owned(),
+            est_input_tokens: r.est_input_tokens,
+            max_output_tokens: r.max_output_tokens,
+        }
+    }
+
+    fn as_request(&self) -> BudgetRequest<'_> {
+        BudgetRequest {
+            key_id: &self.key_id,
+            team: self.team.as_deref(),
+            model: &self.model,
+            est_input_tokens: self.est_input_tokens,
+            max_output_tokens: self.max_output_tokens,
+        }
+    }
 }
 
 fn alert(m: &Meter, kind: AlertKind, used: u64) -> BudgetAlert {

@@ -26,10 +26,16 @@
 //! per limit. What can always pass a cap is real usage above the estimate, added on settle (the
 //! same on one replica). See `docs/DESIGN-DECISIONS.md`, Budgets.
 //!
+//! **Cancellation.** The reserve script runs on its own task and the caller awaits its answer
+//! with the store's timeout (see `BudgetEnforcer::reserve`): a caller that goes away — client
+//! cancelled, timeout — cannot strand a reservation the script made after all; the task drops
+//! it and the reservation's guard gives it back.
+//!
 //! What it does not do: retry a failed operation (the enforcer decides `fail_open` /
 //! `fail_closed` and counts it), or connect eagerly. The connection manager connects on first
 //! use and reconnects by itself after an I/O error, so the store recovers when Redis returns.
-//! Every operation is bounded by `op_timeout`, so a hung server costs one timeout, not a hang.
+//! Every operation is bounded: a reply not read within [`LATE_REPLY_FACTOR`] × `op_timeout`
+//! is an error, so a hung server costs a timeout, not a hang.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -45,6 +51,10 @@ use super::store::{Charge, Correction, LeaseRef, MeterKey, ReserveOutcome};
 /// it, so unused budget is stranded on a replica for at most ~3 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
 
+/// The connection waits this many `op_timeout`s for a reply before giving up, so a reserve
+/// whose caller already timed out is still read, and given back, when it arrives late.
+pub const LATE_REPLY_FACTOR: u32 = 4;
+
 /// Why a Redis operation failed. The enforcer turns it into `fail_open` or `fail_closed`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,6 +64,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("budget store answered with an unexpected reply of {0} values")]
     BadReply(usize),
+    #[error("the budget store task ended without an answer")]
+    Lost,
 }
 
 impl StoreError {
@@ -63,6 +75,7 @@ impl StoreError {
             Self::Redis(_) => "redis",
             Self::Timeout(_) => "timeout",
             Self::BadReply(_) => "bad_reply",
+            Self::Lost => "lost",
         }
     }
 }
@@ -92,7 +105,7 @@ impl RedisStore {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(op_timeout))
-            .set_response_timeout(Some(op_timeout))
+            .set_response_timeout(Some(op_timeout.saturating_mul(LATE_REPLY_FACTOR)))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(op_timeout);
@@ -123,8 +136,8 @@ impl RedisStore {
         self.leases.held()
     }
 
-    /// Reserve `charges`, from leases where they can serve, else in Redis. The caller bounds it
-    /// with [`Self::op_timeout`].
+    /// Reserve `charges`, from leases where they can serve, else in Redis. Await it on a task of
+    /// its own (see the module docs): dropped mid-script, the script may still have applied.
     pub(crate) async fn reserve(
         self: &Arc<Self>,
         charges: &[Charge],
