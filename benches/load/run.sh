@@ -4,7 +4,10 @@
 # at each concurrency in CONNS; then RSS with 256 open connections.
 #
 #   benches/load/run.sh                       # build release binaries, then measure
-#   DURATION=5 WARMUP=1 CONNS="1 16 64" MODES="json stream" TARGETS="direct empty full" benches/load/run.sh
+#   DURATION=5 WARMUP=1 CONNS="1 16 64" MODES="json stream" TARGETS="direct nginx empty full" benches/load/run.sh
+#
+# `nginx` (when nginx is installed) is a bare proxy hop to the same mock, one worker, upstream
+# keep-alive, no buffering: the baseline the issue's targets are stated against, in the same run.
 #
 # Needs wrk (apt-get install wrk). Every process is started here and stopped by its PID.
 # CPU per request is the target process's utime+stime delta (from /proc/PID/stat) divided by the
@@ -16,7 +19,7 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-"1 16 64"}
 MODES=${MODES:-"json stream"}
-TARGETS=${TARGETS:-"direct empty full"}
+TARGETS=${TARGETS:-"direct nginx empty full"}
 RSS_CONNS=${RSS_CONNS:-256}
 OUT=${OUT:-/tmp/palisade-load/$(date +%Y%m%d-%H%M%S)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -89,6 +92,36 @@ fi
 export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn
 declare -A URL PID
 URL[direct]=$MOCK_URL PID[direct]=$MOCK_PID
+case " $TARGETS " in *" nginx "*)
+  if command -v nginx >/dev/null; then
+    NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$OUT/nginx/tmp"
+    cat >"$OUT/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $OUT/nginx/tmp/body;
+  proxy_temp_path $OUT/nginx/tmp/proxy;
+  keepalive_requests 1000000;
+  upstream mock { server ${MOCK_URL#http://}; keepalive 256; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+    nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off; master_process off;' >"$OUT/nginx.out" 2>&1 &
+    PIDS+=("$!")
+    PID[nginx]=$! URL[nginx]=http://127.0.0.1:$NGINX_PORT
+    for _ in $(seq 1 100); do curl -s -o /dev/null "${URL[nginx]}/" && break; sleep 0.05; done
+  else
+    echo "nginx is not installed: skipping the nginx target" >&2
+    TARGETS=$(echo " $TARGETS " | sed 's/ nginx / /')
+  fi ;;
+esac
 for t in empty full; do
   case " $TARGETS " in *" $t "*) ;; *) continue ;; esac
   start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0
@@ -132,19 +165,23 @@ done
 stats=$(curl -s "$MOCK_URL/mock/stats" || true)
 echo "mock counters: $stats" | tee "$OUT/mock-stats.txt"
 
-# Report: added latency and throughput ratio versus direct at the same mode and concurrency.
+# Report: added latency and throughput ratio versus direct at the same mode and concurrency, and
+# RPS and CPU per request versus nginx (when measured) — the issue's targets are stated that way.
 awk -F'\t' 'NR == 1 {next}
   {key = $2 "/" $3; if ($1 == "direct") {d_rps[key] = $4; d_p50[key] = $5; d_p99[key] = $6}
+   if ($1 == "nginx") {n_rps[key] = $4; n_cpu[key] = $7}
    row[NR] = $0}
   END {
-    print "| target | mode | c | RPS | ×direct | p50 ms | added p50 µs | p99 ms | added p99 µs | CPU µs/req | RSS MB | non2xx |"
-    print "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    print "| target | mode | c | RPS | ×direct | ×nginx RPS | p50 ms | added p50 µs | p99 ms | added p99 µs | CPU µs/req | ×nginx CPU | RSS MB | non2xx |"
+    print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for (i = 2; i <= NR; i++) {
       split(row[i], f, "\t"); key = f[2] "/" f[3]
       ratio = (d_rps[key] > 0) ? sprintf("%.2f", f[4] / d_rps[key]) : "-"
+      nr = (n_rps[key] > 0 && f[1] != "direct") ? sprintf("%.2f", f[4] / n_rps[key]) : "-"
+      nc = (n_cpu[key] > 0 && f[1] != "direct") ? sprintf("%.2f", f[7] / n_cpu[key]) : "-"
       ap50 = (f[1] == "direct") ? "–" : sprintf("%.0f", (f[5] - d_p50[key]) * 1000)
       ap99 = (f[1] == "direct") ? "–" : sprintf("%.0f", (f[6] - d_p99[key]) * 1000)
-      printf "| %s | %s | %s | %.0f | %s | %.3f | %s | %.3f | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], ratio, f[5], ap50, f[6], ap99, f[7], f[8], f[9]
+      printf "| %s | %s | %s | %.0f | %s | %s | %.3f | %s | %.3f | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], ratio, nr, f[5], ap50, f[6], ap99, f[7], nc, f[8], f[9]
     }
   }' "$OUT/results.tsv" | tee "$OUT/report.md"
 echo "results in $OUT"
