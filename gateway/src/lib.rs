@@ -22,6 +22,7 @@ pub mod clock;
 pub mod control;
 pub mod error;
 pub mod hooks;
+mod json_splice;
 pub mod keys;
 pub mod metrics;
 pub mod observe;

@@ -450,6 +450,31 @@ fn data_field(event: &[u8]) -> Option<&[u8]> {
     found
 }
 
+/// Usage from its raw JSON: the common all-integers shape without a tree, anything else
+/// through [`parse_usage`].
+pub(crate) fn parse_usage_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        #[serde(default)]
+        total_tokens: u64,
+    }
+    match serde_json::from_str::<Fields>(raw.get()) {
+        Ok(f) => Some(Usage {
+            prompt_tokens: f.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            total_tokens: f.total_tokens,
+        }),
+        Err(_) => serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .as_ref()
+            .and_then(parse_usage),
+    }
+}
+
 pub(crate) fn parse_usage(v: &Value) -> Option<Usage> {
     let o = v.as_object()?;
     let n = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
