@@ -20,9 +20,9 @@
 
 use std::sync::Arc;
 
+use crate::upstream::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use memchr::memmem;
 use policy_engine::pii::{PiiDetector, RedactionSession, StreamRedactor};
 use serde_json::Value;
@@ -45,7 +45,7 @@ const MAX_CHOICES: usize = 64;
 
 /// Start relaying `upstream` to the caller; returns the caller's body.
 pub(crate) fn relay(
-    upstream: Incoming,
+    upstream: UpstreamBody,
     mut outcome: Outcome,
     pack: Arc<ActivePack>,
     wants_usage: bool,
@@ -95,7 +95,7 @@ enum Pump {
 }
 
 async fn pump(
-    mut body: Incoming,
+    mut body: UpstreamBody,
     tx: &mpsc::Sender<Result<Bytes, StreamError>>,
     proc: &mut SseProcessor<'_>,
 ) -> Pump {
@@ -110,7 +110,7 @@ async fn pump(
         // syscall (and a TCP segment) per event.
         let mut batch = Batch::default();
         let mut end = step(first, proc, &mut batch);
-        // hyper's client hands the body over chunk by chunk from its connection task, so a
+        // hyper's connection task hands the body over chunk by chunk, so a
         // frame that is already in our socket buffer needs that task to run once more: yield
         // once, and stop batching as soon as a yield brings nothing new.
         let mut yielded = false;
@@ -162,7 +162,7 @@ fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) ->
 }
 
 /// The next frame if it is already available, without waiting.
-fn try_frame(body: &mut Incoming) -> Option<UpstreamFrame> {
+fn try_frame(body: &mut UpstreamBody) -> Option<UpstreamFrame> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match http_body::Body::poll_frame(std::pin::Pin::new(body), &mut cx) {
         std::task::Poll::Ready(f) => Some(f),
