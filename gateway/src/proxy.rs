@@ -186,7 +186,7 @@ pub(crate) async fn run<'p>(
 
     if !parts.status.is_success() {
         if let Some(o) = outcome.take() {
-            o.fail(&Failure::UpstreamStatus(parts.status));
+            o.fail(&Failure::UpstreamStatus(parts.status)).wait().await;
         }
         let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
         budget_headers.apply(&mut resp);
@@ -200,10 +200,13 @@ pub(crate) async fn run<'p>(
         ));
     };
     observe_overhead(state, o.meta.started, read_done, route.as_str());
+    // The answer goes out only when the observer releases it (a durable audit record).
     o.settle(&Settled {
         status: parts.status,
         usage,
-    });
+    })
+    .wait()
+    .await;
     drop(in_flight);
     let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
     budget_headers.apply(&mut resp);

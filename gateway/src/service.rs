@@ -79,7 +79,8 @@ pub(crate) async fn handle(
                 Ok(resp) => resp,
                 Err(err) => {
                     if let Some(o) = outcome.take() {
-                        o.fail(&Failure::Refused(&err));
+                        // The refusal's response waits for the observer (a durable record).
+                        o.fail(&Failure::Refused(&err)).wait().await;
                     }
                     state
                         .metrics

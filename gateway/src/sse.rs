@@ -14,7 +14,11 @@
 //! the hooks and dropped unless the caller asked for it. Ending: a clean end settles the
 //! request with that usage; an upstream error fails it (`StreamBroken`); a dropped caller body
 //! (client gone) is noticed at once through `Sender::closed` and reported as a mid-stream
-//! cancellation by the `Outcome` guard.
+//! cancellation by the `Outcome` guard. The caller's body ends only after the settle's
+//! `Release` resolved; when the observer asked for it (`holds_stream_end`, a durable audit
+//! record), the output from the terminal `data: [DONE]` event on is held back until then too, so
+//! a caller that saw `[DONE]` knows its record is on disk. Holding needs the `[DONE]` event
+//! found, so frames that contain `[DONE]` leave the pass-through fast path in that mode only.
 //!
 //! Not here: tool-call argument deltas in streams are passed through unscanned.
 
@@ -53,7 +57,7 @@ pub(crate) fn relay(
     in_flight: crate::service::InFlight,
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    outcome.streaming();
+    let hold_end = outcome.streaming();
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let detector = if pack.scan_response {
@@ -62,7 +66,11 @@ pub(crate) fn relay(
             None
         };
         let mut proc = SseProcessor::new(detector, wants_usage);
-        let result = pump(upstream, &tx, &mut proc).await;
+        if hold_end {
+            proc.watch_done = true;
+        }
+        let mut held = Batch::default();
+        let result = pump(upstream, &tx, &mut proc, &mut held).await;
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
                 metrics
@@ -73,13 +81,27 @@ pub(crate) fn relay(
             outcome.meta.pii_response = Some(report);
         }
         match result {
-            Pump::Done => outcome.settle(&Settled {
-                status: http::StatusCode::OK,
-                usage: proc.usage,
-            }),
+            Pump::Done => {
+                // The last bytes (and the body's end, when this task drops `tx`) wait for the
+                // observer's release.
+                outcome
+                    .settle(&Settled {
+                        status: http::StatusCode::OK,
+                        usage: proc.usage,
+                    })
+                    .wait()
+                    .await;
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
+            }
             Pump::Broken(e) => {
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
                 let _ = tx.send(Err(StreamError(e))).await;
-                outcome.fail(&Failure::StreamBroken);
+                // The caller's response is already broken: nothing waits for the release.
+                drop(outcome.fail(&Failure::StreamBroken));
             }
             // The guard's drop reports the cancellation.
             Pump::Cancelled => drop(outcome),
@@ -94,10 +116,13 @@ enum Pump {
     Cancelled,
 }
 
+/// Relay until the provider's stream ends. Output from the `[DONE]` event on goes into `held`
+/// instead when `proc.watch_done` is set.
 async fn pump(
     mut body: Incoming,
     tx: &mpsc::Sender<Result<Bytes, StreamError>>,
     proc: &mut SseProcessor<'_>,
+    held: &mut Batch,
 ) -> Pump {
     loop {
         let first = tokio::select! {
@@ -128,7 +153,9 @@ async fn pump(
             }
         }
         if let Some(out) = batch.take() {
-            if tx.send(Ok(out)).await.is_err() {
+            if proc.watch_done && proc.done_seen {
+                held.push(out);
+            } else if tx.send(Ok(out)).await.is_err() {
                 return Pump::Cancelled;
             }
         }
@@ -214,6 +241,11 @@ pub(crate) struct SseProcessor<'d> {
     session: RedactionSession,
     pub(crate) usage: Option<Usage>,
     finished: bool,
+    /// Look for the terminal `[DONE]` event even on the fast path.
+    pub(crate) watch_done: bool,
+    /// The `[DONE]` event has been processed (only tracked with `watch_done`, or when it came
+    /// through the slow path).
+    pub(crate) done_seen: bool,
 }
 
 impl<'d> SseProcessor<'d> {
@@ -226,6 +258,8 @@ impl<'d> SseProcessor<'d> {
             session: RedactionSession::default(),
             usage: None,
             finished: false,
+            watch_done: false,
+            done_seen: false,
         }
     }
 
@@ -244,6 +278,7 @@ impl<'d> SseProcessor<'d> {
             && self.detector.is_none()
             && data.ends_with(b"\n\n")
             && !has_usage_object(&data)
+            && !(self.watch_done && memmem::find(&data, b"[DONE]").is_some())
         {
             return Ok(data);
         }
@@ -280,6 +315,7 @@ impl<'d> SseProcessor<'d> {
         if data.trim_ascii() == b"[DONE]" {
             self.flush_all(out);
             out.extend_from_slice(event);
+            self.done_seen = true;
             return;
         }
         let may_have_usage = has_usage_object(data);
