@@ -126,6 +126,12 @@ pub struct RequestMeta {
     pub pii_request: Option<PiiReport>,
     /// Response-side PII result (`None`: not scanned).
     pub pii_response: Option<PiiReport>,
+    /// The request's scanned strings as sent upstream, only when the pack's audit logger sets
+    /// `include_redacted_text` and the text went out without a finding in it (redacted, or
+    /// clean); never raw text. `None` costs nothing.
+    pub redacted_request: Option<String>,
+    /// The same for the answer as the caller received it, when responses are scanned.
+    pub redacted_response: Option<String>,
     /// Time spent waiting for the provider: until the whole answer for JSON, until the
     /// response head for a stream (`None`: never called).
     pub upstream_time: Option<std::time::Duration>,

@@ -9,6 +9,10 @@
 //! every message. Actions: `redact` and `escalate` rewrite the strings, `log` only counts,
 //! `block` refuses (the caller learns the entity types, never the values).
 //!
+//! The same walk gives the audit record its text when the pack sets `include_redacted_text`
+//! ([`request_text`], [`response_text`]): the scanned strings as they are after the scan, one per
+//! line, bounded by [`MAX_RECORDED_TEXT`].
+//!
 //! Not here: streams (`sse`, through the detector's incremental redactor), and arrays of token
 //! ids, which carry no text to scan.
 
@@ -37,17 +41,7 @@ pub(crate) fn scan_request(
     tree: &mut Value,
 ) -> (Verdict, PiiReport) {
     let mut scan = TreeScan::new(detector);
-    let mut visit = |s: &mut String| scan.visit(s);
-    match route {
-        ApiRoute::ChatCompletions => {
-            for msg in array_mut(tree, "messages") {
-                content_strings(msg.get_mut("content"), &mut visit);
-                tool_call_arguments(msg, &mut visit);
-            }
-        }
-        ApiRoute::Completions => strings_or_list(tree.get_mut("prompt"), &mut visit),
-        ApiRoute::Embeddings => strings_or_list(tree.get_mut("input"), &mut visit),
-    }
+    request_strings(route, tree, &mut |s| scan.visit(s));
     scan.decide()
 }
 
@@ -58,13 +52,89 @@ pub(crate) fn scan_response(
     tree: &mut Value,
 ) -> (Verdict, PiiReport) {
     let mut scan = TreeScan::new(detector);
-    let mut visit = |s: &mut String| scan.visit(s);
+    response_strings(route, tree, &mut |s| scan.visit(s));
+    scan.decide()
+}
+
+/// The strings [`scan_request`] scans, as they are now — after it, as they go upstream — one
+/// per line, for the audit record's `include_redacted_text`.
+pub(crate) fn request_text(route: ApiRoute, tree: &mut Value) -> String {
+    let mut text = RecordedText::default();
+    request_strings(route, tree, &mut |s| text.line(s));
+    text.finish()
+}
+
+/// The strings [`scan_response`] scans, as they are now, one per line.
+pub(crate) fn response_text(route: ApiRoute, tree: &mut Value) -> String {
+    let mut text = RecordedText::default();
+    response_strings(route, tree, &mut |s| text.line(s));
+    text.finish()
+}
+
+/// Most bytes of text one side of a request puts into its audit record; the rest is cut off
+/// (at a character boundary) and the cut marked, so one huge prompt cannot make a huge line.
+pub(crate) const MAX_RECORDED_TEXT: usize = 256 * 1024;
+
+/// Text collected for an audit record, bounded by [`MAX_RECORDED_TEXT`].
+#[derive(Debug, Default)]
+pub(crate) struct RecordedText {
+    text: String,
+    truncated: bool,
+}
+
+impl RecordedText {
+    /// Append `s` as it is.
+    pub(crate) fn push(&mut self, s: &str) {
+        if self.truncated {
+            return;
+        }
+        let room = MAX_RECORDED_TEXT.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return;
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        self.text.push_str(" …[truncated]");
+        self.truncated = true;
+    }
+
+    /// Append `s` as a line of its own.
+    pub(crate) fn line(&mut self, s: &str) {
+        if !self.text.is_empty() {
+            self.push("\n");
+        }
+        self.push(s);
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.text
+    }
+}
+
+fn request_strings(route: ApiRoute, tree: &mut Value, visit: &mut impl FnMut(&mut String)) {
+    match route {
+        ApiRoute::ChatCompletions => {
+            for msg in array_mut(tree, "messages") {
+                content_strings(msg.get_mut("content"), visit);
+                tool_call_arguments(msg, visit);
+            }
+        }
+        ApiRoute::Completions => strings_or_list(tree.get_mut("prompt"), visit),
+        ApiRoute::Embeddings => strings_or_list(tree.get_mut("input"), visit),
+    }
+}
+
+fn response_strings(route: ApiRoute, tree: &mut Value, visit: &mut impl FnMut(&mut String)) {
     for choice in array_mut(tree, "choices") {
         match route {
             ApiRoute::ChatCompletions => {
                 if let Some(msg) = choice.get_mut("message") {
-                    content_strings(msg.get_mut("content"), &mut visit);
-                    tool_call_arguments(msg, &mut visit);
+                    content_strings(msg.get_mut("content"), visit);
+                    tool_call_arguments(msg, visit);
                 }
             }
             ApiRoute::Completions => {
@@ -75,7 +145,6 @@ pub(crate) fn scan_response(
             ApiRoute::Embeddings => {}
         }
     }
-    scan.decide()
 }
 
 /// One scan over the decoded strings of a JSON tree: one redaction session (so equal values get
@@ -203,5 +272,40 @@ fn strings_or_list(v: Option<&mut Value>, visit: &mut impl FnMut(&mut String)) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_text_is_every_scanned_string_one_per_line() {
+        let mut tree = serde_json::json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi [EMAIL_1]"}, {"type": "image_url"}]},
+                {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}
+            ]
+        });
+        assert_eq!(
+            request_text(ApiRoute::ChatCompletions, &mut tree),
+            "Be brief.\nHi [EMAIL_1]\n{}"
+        );
+        let mut tree = serde_json::json!({"choices": [{"text": "a"}, {"text": "b"}]});
+        assert_eq!(response_text(ApiRoute::Completions, &mut tree), "a\nb");
+    }
+
+    #[test]
+    fn recorded_text_is_cut_at_a_character_boundary_and_marked_once() {
+        let mut t = RecordedText::default();
+        t.push(&"a".repeat(MAX_RECORDED_TEXT - 1));
+        // `é` takes two bytes: it does not fit into the one byte left.
+        t.push("é and more");
+        t.line("not recorded");
+        let s = t.finish();
+        assert!(s.ends_with("a …[truncated]"), "{}", &s[s.len() - 20..]);
+        assert_eq!(s.len(), MAX_RECORDED_TEXT - 1 + " …[truncated]".len());
     }
 }

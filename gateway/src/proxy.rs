@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use policy_engine::PolicyKind;
 use serde_json::Value;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
@@ -73,9 +74,13 @@ pub(crate) async fn run<'p>(
     *model_label = pack.model_label(&model_route.name);
 
     let mut dirty = false;
+    let record_text = records_text(pack);
     if let (Some(det), Some(tree)) = (detector, parsed.tree.as_mut()) {
         let (verdict, report) = policy::scan_request(det, route, tree);
         count_pii(state, &report, "request");
+        if record_text && text_is_recordable(&verdict, &report) {
+            o.meta.redacted_request = Some(policy::request_text(route, tree));
+        }
         o.meta.pii_request = Some(report);
         match verdict {
             Verdict::Allow => decision(state, "allow"),
@@ -164,6 +169,7 @@ pub(crate) async fn run<'p>(
             o,
             Arc::clone(pack),
             parsed.facts.wants_usage(),
+            record_text,
             state.metrics.clone(),
             in_flight,
         );
@@ -193,7 +199,7 @@ pub(crate) async fn run<'p>(
         return Ok(resp);
     }
 
-    let (answer, usage) = finish_json(state, pack, route, answer, outcome)?;
+    let (answer, usage) = finish_json(state, pack, route, answer, outcome, record_text)?;
     let Some(o) = outcome.take() else {
         return Err(ApiError::Upstream(
             "internal: request outcome missing".to_owned(),
@@ -252,6 +258,22 @@ impl BudgetHeaders {
 const REMAINING_HEADER: &str = "x-palisade-budget-remaining-usd";
 const DEGRADED_HEADER: &str = "x-palisade-budget-degraded";
 
+/// Whether the pack's audit logger records the redacted text (`include_redacted_text`).
+fn records_text(pack: &ActivePack) -> bool {
+    let c = &pack.compiled;
+    c.audit.as_ref().is_some_and(|a| a.include_redacted_text) && c.runs(PolicyKind::AuditLogger)
+}
+
+/// Text may go into the audit record when it went on without a finding in it: redacted, or
+/// clean. `log` passes findings on unchanged and `block` sends nothing, so neither is recorded.
+fn text_is_recordable(verdict: &Verdict, report: &PiiReport) -> bool {
+    match verdict {
+        Verdict::Redacted => true,
+        Verdict::Allow => report.findings.is_empty(),
+        Verdict::Block(_) => false,
+    }
+}
+
 /// A JSON answer: read its usage, scan it when the pack says so.
 fn finish_json(
     state: &GatewayState,
@@ -259,6 +281,7 @@ fn finish_json(
     route: crate::hooks::ApiRoute,
     answer: Bytes,
     outcome: &mut Option<Outcome>,
+    record_text: bool,
 ) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
     let Some(det) = detector else {
@@ -282,6 +305,9 @@ fn finish_json(
     let (verdict, report) = policy::scan_response(det, route, &mut tree);
     count_pii(state, &report, "response");
     if let Some(o) = outcome.as_mut() {
+        if record_text && text_is_recordable(&verdict, &report) {
+            o.meta.redacted_response = Some(policy::response_text(route, &mut tree));
+        }
         o.meta.pii_response = Some(report);
     }
     match verdict {

@@ -69,6 +69,8 @@ pub(crate) async fn handle(
                 request_bytes: 0,
                 pii_request: None,
                 pii_response: None,
+                redacted_request: None,
+                redacted_response: None,
                 upstream_time: None,
             };
             let mut outcome = Some(Outcome::new(Arc::clone(&state.observer), meta));

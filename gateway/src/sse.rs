@@ -19,6 +19,8 @@
 //! record), the output from the terminal `data: [DONE]` event on is held back until then too, so
 //! a caller that saw `[DONE]` knows its record is on disk. Holding needs the `[DONE]` event
 //! found, so frames that contain `[DONE]` leave the pass-through fast path in that mode only.
+//! With `include_redacted_text` and response scanning, the text each choice streamed (as the
+//! caller received it) is collected for the audit record.
 //!
 //! Not here: tool-call argument deltas in streams are passed through unscanned.
 
@@ -36,7 +38,7 @@ use crate::body::{GatewayBody, StreamError};
 use crate::hooks::{Failure, Outcome, Settled, Usage};
 use crate::metrics::Metrics;
 use crate::pack::ActivePack;
-use crate::policy;
+use crate::policy::{self, RecordedText};
 
 /// Frames buffered between the stream task and the caller.
 const CHANNEL_FRAMES: usize = 16;
@@ -47,12 +49,14 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// Choices per response a stream redactor is kept for.
 const MAX_CHOICES: usize = 64;
 
-/// Start relaying `upstream` to the caller; returns the caller's body.
+/// Start relaying `upstream` to the caller; returns the caller's body. `record_text`: the
+/// pack's audit logger wants the redacted text (`include_redacted_text`).
 pub(crate) fn relay(
     upstream: Incoming,
     mut outcome: Outcome,
     pack: Arc<ActivePack>,
     wants_usage: bool,
+    record_text: bool,
     metrics: Metrics,
     in_flight: crate::service::InFlight,
 ) -> GatewayBody {
@@ -69,6 +73,9 @@ pub(crate) fn relay(
         if hold_end {
             proc.watch_done = true;
         }
+        if record_text && detector.is_some() {
+            proc.texts = Some(Vec::new());
+        }
         let mut held = Batch::default();
         let result = pump(upstream, &tx, &mut proc, &mut held).await;
         if let Some(report) = proc.report() {
@@ -78,6 +85,7 @@ pub(crate) fn relay(
                     .with_label_values(&[entity.as_str(), "response"])
                     .inc_by(u64::from(*n));
             }
+            outcome.meta.redacted_response = proc.recorded_text(&report);
             outcome.meta.pii_response = Some(report);
         }
         match result {
@@ -246,6 +254,8 @@ pub(crate) struct SseProcessor<'d> {
     /// The `[DONE]` event has been processed (only tracked with `watch_done`, or when it came
     /// through the slow path).
     pub(crate) done_seen: bool,
+    /// Per choice, the text the caller received, for the audit record (`None`: not collected).
+    pub(crate) texts: Option<Vec<RecordedText>>,
 }
 
 impl<'d> SseProcessor<'d> {
@@ -260,7 +270,34 @@ impl<'d> SseProcessor<'d> {
             finished: false,
             watch_done: false,
             done_seen: false,
+            texts: None,
         }
+    }
+
+    /// The collected text for the audit record: every choice's text, one after the other
+    /// (separated by a newline), when it carries no finding as the caller received it — that
+    /// is, unless the action is `log` and something was found.
+    pub(crate) fn recorded_text(&mut self, report: &crate::hooks::PiiReport) -> Option<String> {
+        let texts = self.texts.take()?;
+        if !report.findings.is_empty() && !report.redacted {
+            return None;
+        }
+        let mut out = RecordedText::default();
+        for t in texts {
+            out.line(&t.finish());
+        }
+        Some(out.finish())
+    }
+
+    /// Collect streamed text of choice `index`.
+    fn collect(&mut self, index: usize, text: &str) {
+        let Some(texts) = self.texts.as_mut() else {
+            return;
+        };
+        if texts.len() <= index {
+            texts.resize_with(index + 1, RecordedText::default);
+        }
+        texts[index].push(text);
     }
 
     /// The response-side PII result, when the stream was scanned.
@@ -387,6 +424,7 @@ impl<'d> SseProcessor<'d> {
                 redactor.finish(&mut self.session, &mut text);
                 self.redactors[index] = None;
             }
+            self.collect(index, &text);
             if log_only {
                 // `log` counts findings and never changes what the caller sees.
                 if let Some(t) = original {
@@ -408,18 +446,19 @@ impl<'d> SseProcessor<'d> {
             return;
         }
         self.finished = true;
-        for (index, slot) in self.redactors.iter_mut().enumerate() {
-            let Some(mut r) = slot.take() else { continue };
+        for index in 0..self.redactors.len() {
+            let Some(mut r) = self.redactors[index].take() else {
+                continue;
+            };
+            let mut text = String::new();
+            r.finish(&mut self.session, &mut text);
+            self.collect(index, &text);
             if self
                 .detector
                 .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log)
             {
-                let mut scratch = String::new();
-                r.finish(&mut self.session, &mut scratch);
                 continue;
             }
-            let mut text = String::new();
-            r.finish(&mut self.session, &mut text);
             if !text.is_empty() {
                 let chunk = serde_json::json!({
                     "object": "chat.completion.chunk",

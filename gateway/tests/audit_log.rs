@@ -314,11 +314,13 @@ fn record_durable_returns_only_after_the_line_is_on_disk() {
 }
 
 #[test]
-fn records_never_hold_raw_text_unless_given_redacted_text() {
+fn records_without_redacted_text_leave_the_text_fields_out() {
     let dir = tempfile::tempdir().unwrap();
     write_records(&config(dir.path()), Arc::new(TestClock::default()), 1);
     let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
-    assert!(text.contains("\"redacted_text\":null"));
+    assert!(text.contains("\"request_id\":\"req-0\""), "{text}");
+    assert!(!text.contains("redacted_text"), "{text}");
+    assert!(!text.contains("redacted_response_text"), "{text}");
     assert!(!text.contains("messages"));
 }
 
