@@ -52,7 +52,7 @@ use tokio_rustls::TlsAcceptor;
 pub use error::ApiError;
 pub use hooks::{
     Admission, Admit, ApiRoute, Failure, NoopObserver, PiiReport, Rejection, RejectionKind,
-    RequestId, RequestMeta, RequestObserver, Settled, Usage,
+    Release, RequestId, RequestMeta, RequestObserver, Settled, Usage,
 };
 pub use keys::{CallerAuth, KeyTable};
 pub use pack::{ActivePack, PackSource, PrepareError};

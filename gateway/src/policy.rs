@@ -13,6 +13,10 @@
 //! (`json_splice`), a string with escapes is decoded on its own, and a redacted string goes
 //! back as a splice of that value's bytes, so the rest of the body is forwarded as it came.
 //!
+//! The same walk gives the audit record its text when the pack sets `include_redacted_text`:
+//! the scanned strings as they are after the scan (as they go on), one per line, bounded by
+//! [`MAX_RECORDED_TEXT`].
+//!
 //! Not here: streams (`sse`, through the detector's incremental redactor), and arrays of token
 //! ids, which carry no text to scan.
 
@@ -81,8 +85,9 @@ pub(crate) fn scan_request(
     route: ApiRoute,
     body: &[u8],
     parsed: &ParsedRequest<'_>,
-) -> Result<(Verdict, PiiReport, Splice), serde_json::Error> {
-    let mut scan = SpliceScan::new(detector, body);
+    record_text: bool,
+) -> Result<Scanned, serde_json::Error> {
+    let mut scan = SpliceScan::new(detector, body, record_text);
     match route {
         ApiRoute::ChatCompletions => {
             if let Some(messages) = parsed.messages {
@@ -105,8 +110,9 @@ pub(crate) fn scan_response(
     route: ApiRoute,
     body: &[u8],
     choices: Option<&RawValue>,
-) -> Result<(Verdict, PiiReport, Splice), serde_json::Error> {
-    let mut scan = SpliceScan::new(detector, body);
+    record_text: bool,
+) -> Result<Scanned, serde_json::Error> {
+    let mut scan = SpliceScan::new(detector, body, record_text);
     if let Some(choices) = choices {
         for choice in items(choices)? {
             let Some(c) = object::<Choice<'_>>(choice)? else {
@@ -126,6 +132,19 @@ pub(crate) fn scan_response(
     Ok(scan.decide())
 }
 
+/// What a scan found and decided.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    pub(crate) verdict: Verdict,
+    pub(crate) report: PiiReport,
+    /// The redactions, as edits of the scanned body.
+    pub(crate) splice: Splice,
+    /// The scanned strings as they go on, one per line, when asked for and when they went on
+    /// without a finding in them (redacted, or clean): `log` passes findings on unchanged and
+    /// `block` sends nothing, so neither is recorded.
+    pub(crate) text: Option<String>,
+}
+
 /// One scan over the decoded strings of a body: one redaction session (so equal values get
 /// equal placeholders across messages), and strings rewritten — as splices into the body —
 /// only when the action redacts.
@@ -137,10 +156,12 @@ struct SpliceScan<'d, 'b> {
     splice: Splice,
     /// A finding whose string could not be placed in the body: never forward then.
     unplaced: bool,
+    /// The strings as they go on, for the audit record.
+    text: Option<RecordedText>,
 }
 
 impl<'d, 'b> SpliceScan<'d, 'b> {
-    fn new(detector: &'d PiiDetector, body: &'b [u8]) -> Self {
+    fn new(detector: &'d PiiDetector, body: &'b [u8], record_text: bool) -> Self {
         let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
         Self {
             detector,
@@ -149,6 +170,7 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
             rewrite,
             splice: Splice::default(),
             unplaced: false,
+            text: record_text.then(RecordedText::default),
         }
     }
 
@@ -158,13 +180,18 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
         let Some(text) = json_splice::string(raw) else {
             return;
         };
-        if let Cow::Owned(new) = self.detector.redact(&text, &mut self.session) {
+        let out = self.detector.redact(&text, &mut self.session);
+        if let Cow::Owned(new) = &out {
             if self.rewrite {
                 match json_splice::span(self.body, raw) {
-                    Some(at) => self.splice.replace_string(at, &new),
+                    Some(at) => self.splice.replace_string(at, new),
                     None => self.unplaced = true,
                 }
             }
+        }
+        if let Some(recorded) = self.text.as_mut() {
+            // Redacted when the action rewrites; otherwise the text is dropped in `decide`.
+            recorded.line(&out);
         }
     }
 
@@ -213,7 +240,7 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
         Ok(())
     }
 
-    fn decide(self) -> (Verdict, PiiReport, Splice) {
+    fn decide(self) -> Scanned {
         let changed = !self.splice.is_empty();
         let (mut verdict, report) = decide(self.detector.action(), &self.session, changed);
         if self.unplaced {
@@ -221,7 +248,61 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
             let names: Vec<&str> = report.findings.iter().map(|(e, _)| e.as_str()).collect();
             verdict = Verdict::Block(names.join(", "));
         }
-        (verdict, report, self.splice)
+        let recordable = match &verdict {
+            Verdict::Redacted => true,
+            Verdict::Allow => report.findings.is_empty(),
+            Verdict::Block(_) => false,
+        };
+        Scanned {
+            text: self.text.filter(|_| recordable).map(RecordedText::finish),
+            verdict,
+            report,
+            splice: self.splice,
+        }
+    }
+}
+
+/// Most bytes of text one side of a request puts into its audit record; the rest is cut off
+/// (at a character boundary) and the cut marked, so one huge prompt cannot make a huge line.
+pub(crate) const MAX_RECORDED_TEXT: usize = 256 * 1024;
+
+/// Text collected for an audit record, bounded by [`MAX_RECORDED_TEXT`].
+#[derive(Debug, Default)]
+pub(crate) struct RecordedText {
+    text: String,
+    truncated: bool,
+}
+
+impl RecordedText {
+    /// Append `s` as it is.
+    pub(crate) fn push(&mut self, s: &str) {
+        if self.truncated {
+            return;
+        }
+        let room = MAX_RECORDED_TEXT.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return;
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        self.text.push_str(" …[truncated]");
+        self.truncated = true;
+    }
+
+    /// Append `s` as a line of its own.
+    pub(crate) fn line(&mut self, s: &str) {
+        if !self.text.is_empty() {
+            self.push("\n");
+        }
+        self.push(s);
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.text
     }
 }
 
@@ -269,8 +350,9 @@ mod tests {
         let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
         let body = Bytes::copy_from_slice(body.as_bytes());
         let parsed = request::parse(&body)?;
-        let (verdict, _, splice) = scan_request(&det, route, &body, &parsed)
+        let scanned = scan_request(&det, route, &body, &parsed, false)
             .map_err(|e| crate::error::ApiError::invalid(e.to_string()))?;
+        let (verdict, splice) = (scanned.verdict, scanned.splice);
         let rw = Rewrite {
             upstream_model: None,
             include_usage: false,
@@ -328,14 +410,53 @@ mod tests {
             choices: &'a RawValue,
         }
         let peek: Peek<'_> = serde_json::from_slice(body).unwrap();
-        let (verdict, report, splice) =
-            scan_response(&det, ApiRoute::ChatCompletions, body, Some(peek.choices)).unwrap();
-        assert_eq!(verdict, Verdict::Redacted);
-        assert_eq!(report.findings, vec![("phone".to_owned(), 1)]);
-        let out = splice.apply(body).unwrap();
+        let s = scan_response(
+            &det,
+            ApiRoute::ChatCompletions,
+            body,
+            Some(peek.choices),
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.verdict, Verdict::Redacted);
+        assert_eq!(s.report.findings, vec![("phone".to_owned(), 1)]);
+        assert_eq!(s.text.as_deref(), Some("call [PHONE_1]"));
+        let out = s.splice.apply(body).unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"call [PHONE_1]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#
         );
+    }
+
+    #[test]
+    fn recorded_text_is_every_scanned_string_as_it_goes_on_one_per_line() {
+        let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
+        let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi ann@example.com"},{"type":"image_url"}]},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}]}"#);
+        let parsed = request::parse(&body).unwrap();
+        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, true).unwrap();
+        assert_eq!(s.text.as_deref(), Some("Be brief.\nHi [EMAIL_1]\n{}"));
+        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, false).unwrap();
+        assert_eq!(s.text, None);
+
+        // `log` forwards the value unchanged: no text is recorded then.
+        let cfg = PiiDetectorConfig {
+            action: PiiAction::Log,
+            ..PiiDetectorConfig::default()
+        };
+        let det = PiiDetector::compile(&cfg, None).unwrap();
+        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, true).unwrap();
+        assert_eq!(s.text, None);
+    }
+
+    #[test]
+    fn recorded_text_is_cut_at_a_character_boundary_and_marked_once() {
+        let mut t = RecordedText::default();
+        t.push(&"a".repeat(MAX_RECORDED_TEXT - 1));
+        // `é` takes two bytes: it does not fit into the one byte left.
+        t.push("é and more");
+        t.line("not recorded");
+        let s = t.finish();
+        assert!(s.ends_with("a …[truncated]"), "{}", &s[s.len() - 20..]);
+        assert_eq!(s.len(), MAX_RECORDED_TEXT - 1 + " …[truncated]".len());
     }
 }

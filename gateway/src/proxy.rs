@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use policy_engine::PolicyKind;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
 use crate::error::ApiError;
@@ -73,16 +74,18 @@ pub(crate) async fn run<'p>(
     *model_label = pack.model_label(&model_route.name);
 
     let mut splice = Splice::default();
+    let record_text = records_text(pack);
     if let Some(det) = detector {
-        let (verdict, report, edits) = policy::scan_request(det, route, &body, &parsed)
+        let scanned = policy::scan_request(det, route, &body, &parsed, record_text)
             .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
-        count_pii(state, &report, "request");
-        o.meta.pii_request = Some(report);
-        match verdict {
+        count_pii(state, &scanned.report, "request");
+        o.meta.pii_request = Some(scanned.report);
+        o.meta.redacted_request = scanned.text;
+        match scanned.verdict {
             Verdict::Allow => decision(state, "allow"),
             Verdict::Redacted => {
                 decision(state, det.action().as_str());
-                splice = edits;
+                splice = scanned.splice;
             }
             Verdict::Block(entities) => {
                 decision(state, "block");
@@ -165,6 +168,7 @@ pub(crate) async fn run<'p>(
             o,
             Arc::clone(pack),
             parsed.facts.wants_usage(),
+            record_text,
             state.metrics.clone(),
             in_flight,
         );
@@ -187,24 +191,27 @@ pub(crate) async fn run<'p>(
 
     if !parts.status.is_success() {
         if let Some(o) = outcome.take() {
-            o.fail(&Failure::UpstreamStatus(parts.status));
+            o.fail(&Failure::UpstreamStatus(parts.status)).wait().await;
         }
         let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
         budget_headers.apply(&mut resp);
         return Ok(resp);
     }
 
-    let (answer, usage) = finish_json(state, pack, route, answer, outcome)?;
+    let (answer, usage) = finish_json(state, pack, route, answer, outcome, record_text)?;
     let Some(o) = outcome.take() else {
         return Err(ApiError::Upstream(
             "internal: request outcome missing".to_owned(),
         ));
     };
     observe_overhead(state, o.meta.started, read_done, route.as_str());
+    // The answer goes out only when the observer releases it (a durable audit record).
     o.settle(&Settled {
         status: parts.status,
         usage,
-    });
+    })
+    .wait()
+    .await;
     drop(in_flight);
     let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
     budget_headers.apply(&mut resp);
@@ -250,6 +257,12 @@ impl BudgetHeaders {
 const REMAINING_HEADER: &str = "x-palisade-budget-remaining-usd";
 const DEGRADED_HEADER: &str = "x-palisade-budget-degraded";
 
+/// Whether the pack's audit logger records the redacted text (`include_redacted_text`).
+fn records_text(pack: &ActivePack) -> bool {
+    let c = &pack.compiled;
+    c.audit.as_ref().is_some_and(|a| a.include_redacted_text) && c.runs(PolicyKind::AuditLogger)
+}
+
 /// The fields of a provider's JSON answer the gateway reads, borrowed from it.
 #[derive(serde::Deserialize)]
 struct AnswerPeek<'a> {
@@ -268,6 +281,7 @@ fn finish_json(
     route: crate::hooks::ApiRoute,
     answer: Bytes,
     outcome: &mut Option<Outcome>,
+    record_text: bool,
 ) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
     let Ok(peek) = serde_json::from_slice::<AnswerPeek<'_>>(&answer) else {
@@ -277,15 +291,20 @@ fn finish_json(
     let Some(det) = detector else {
         return Ok((answer, usage));
     };
-    let (verdict, report, splice) = policy::scan_response(det, route, &answer, peek.choices)
-        .map_err(|e| {
-            ApiError::Upstream(format!(
-                "the provider's answer cannot be scanned for PII: {e}"
-            ))
-        })?;
+    let policy::Scanned {
+        verdict,
+        report,
+        splice,
+        text,
+    } = policy::scan_response(det, route, &answer, peek.choices, record_text).map_err(|e| {
+        ApiError::Upstream(format!(
+            "the provider's answer cannot be scanned for PII: {e}"
+        ))
+    })?;
     count_pii(state, &report, "response");
     if let Some(o) = outcome.as_mut() {
         o.meta.pii_response = Some(report);
+        o.meta.redacted_response = text;
     }
     match verdict {
         Verdict::Allow => Ok((answer, usage)),
