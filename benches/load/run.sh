@@ -33,6 +33,7 @@ CONNS=${CONNS:-"1 16 64"}
 MODES=${MODES:-"json stream"}
 TARGETS=${TARGETS:-"direct nginx empty full"}
 ROUNDS=${ROUNDS:-1}
+GW_THREADS=${GW_THREADS:-0}   # gateway serving threads; 0: one per core, 1: like nginx's one worker
 RSS_CONNS=${RSS_CONNS:-256}
 OUT=${OUT:-/tmp/palisade-load/$(date +%Y%m%d-%H%M%S)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -139,7 +140,7 @@ NGINX
 esac
 for t in $TARGETS; do
   case $t in direct | nginx) continue ;; esac
-  start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0
+  start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0 --threads "$GW_THREADS"
   URL[$t]=$START_URL PID[$t]=$START_PID
 done
 

@@ -544,3 +544,39 @@ async fn provider_connections_are_reused_after_whole_answers_and_closed_after_ab
     assert_eq!(mock.connections(), 2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_gateway_on_a_busy_port_fails_to_start_instead_of_sharing_it() {
+    provider_key();
+    let mock = MockProvider::start().await;
+    let text = pack(&mock.base_url(), "1.0.0", "", "");
+    // Several serving threads: several listening sockets on one port (SO_REUSEPORT).
+    let first =
+        TestGateway::start_with(&text, Arc::new(NoopObserver), |c| c.server.threads = 3).await;
+    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
+    let mut config = gateway::GatewayConfig::new(&first.pack_path, "dev");
+    config.listen = addr;
+    config.watch = false;
+    let second = gateway::Gateway::bind(config, Arc::new(NoopObserver)).await;
+    match second {
+        Err(gateway::StartError::Bind { addr: a, source }) => {
+            assert_eq!(a, addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        Err(e) => panic!("expected a bind error, got {e}"),
+        Ok(_) => panic!("a second gateway bound {addr}, which the first one serves"),
+    }
+    // The first one still answers on every thread's socket.
+    let c = client::client();
+    for _ in 0..12 {
+        let r = post(
+            &c,
+            &first.api("/v1/chat/completions"),
+            &chat("gpt-4o-mini", "hi", false),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    first.stop().await;
+}
