@@ -14,15 +14,21 @@
 //! the hooks and dropped unless the caller asked for it. Ending: a clean end settles the
 //! request with that usage; an upstream error fails it (`StreamBroken`); a dropped caller body
 //! (client gone) is noticed at once through `Sender::closed` and reported as a mid-stream
-//! cancellation by the `Outcome` guard.
+//! cancellation by the `Outcome` guard. The caller's body ends only after the settle's
+//! `Release` resolved; when the observer asked for it (`holds_stream_end`, a durable audit
+//! record), the output from the terminal `data: [DONE]` event on is held back until then too, so
+//! a caller that saw `[DONE]` knows its record is on disk. Holding needs the `[DONE]` event
+//! found, so frames that contain `[DONE]` leave the pass-through fast path in that mode only.
+//! With `include_redacted_text` and response scanning, the text each choice streamed (as the
+//! caller received it) is collected for the audit record.
 //!
 //! Not here: tool-call argument deltas in streams are passed through unscanned.
 
 use std::sync::Arc;
 
+use crate::upstream::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use memchr::memmem;
 use policy_engine::pii::{PiiDetector, RedactionSession, StreamRedactor};
 use serde_json::Value;
@@ -32,7 +38,7 @@ use crate::body::{GatewayBody, StreamError};
 use crate::hooks::{Failure, Outcome, Settled, Usage};
 use crate::metrics::Metrics;
 use crate::pack::ActivePack;
-use crate::policy;
+use crate::policy::{self, RecordedText};
 
 /// Frames buffered between the stream task and the caller.
 const CHANNEL_FRAMES: usize = 16;
@@ -43,17 +49,19 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// Choices per response a stream redactor is kept for.
 const MAX_CHOICES: usize = 64;
 
-/// Start relaying `upstream` to the caller; returns the caller's body.
+/// Start relaying `upstream` to the caller; returns the caller's body. `record_text`: the
+/// pack's audit logger wants the redacted text (`include_redacted_text`).
 pub(crate) fn relay(
-    upstream: Incoming,
+    upstream: UpstreamBody,
     mut outcome: Outcome,
     pack: Arc<ActivePack>,
     wants_usage: bool,
+    record_text: bool,
     metrics: Metrics,
     in_flight: crate::service::InFlight,
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    outcome.streaming();
+    let hold_end = outcome.streaming();
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let detector = if pack.scan_response {
@@ -62,7 +70,14 @@ pub(crate) fn relay(
             None
         };
         let mut proc = SseProcessor::new(detector, wants_usage);
-        let result = pump(upstream, &tx, &mut proc).await;
+        if hold_end {
+            proc.watch_done = true;
+        }
+        if record_text && detector.is_some() {
+            proc.texts = Some(Vec::new());
+        }
+        let mut held = Batch::default();
+        let result = pump(upstream, &tx, &mut proc, &mut held).await;
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
                 metrics
@@ -70,16 +85,31 @@ pub(crate) fn relay(
                     .with_label_values(&[entity.as_str(), "response"])
                     .inc_by(u64::from(*n));
             }
+            outcome.meta.redacted_response = proc.recorded_text(&report);
             outcome.meta.pii_response = Some(report);
         }
         match result {
-            Pump::Done => outcome.settle(&Settled {
-                status: http::StatusCode::OK,
-                usage: proc.usage,
-            }),
+            Pump::Done => {
+                // The last bytes (and the body's end, when this task drops `tx`) wait for the
+                // observer's release.
+                outcome
+                    .settle(&Settled {
+                        status: http::StatusCode::OK,
+                        usage: proc.usage,
+                    })
+                    .wait()
+                    .await;
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
+            }
             Pump::Broken(e) => {
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
                 let _ = tx.send(Err(StreamError(e))).await;
-                outcome.fail(&Failure::StreamBroken);
+                // The caller's response is already broken: nothing waits for the release.
+                drop(outcome.fail(&Failure::StreamBroken));
             }
             // The guard's drop reports the cancellation.
             Pump::Cancelled => drop(outcome),
@@ -94,10 +124,13 @@ enum Pump {
     Cancelled,
 }
 
+/// Relay until the provider's stream ends. Output from the `[DONE]` event on goes into `held`
+/// instead when `proc.watch_done` is set.
 async fn pump(
-    mut body: Incoming,
+    mut body: UpstreamBody,
     tx: &mpsc::Sender<Result<Bytes, StreamError>>,
     proc: &mut SseProcessor<'_>,
+    held: &mut Batch,
 ) -> Pump {
     loop {
         let first = tokio::select! {
@@ -110,7 +143,7 @@ async fn pump(
         // syscall (and a TCP segment) per event.
         let mut batch = Batch::default();
         let mut end = step(first, proc, &mut batch);
-        // hyper's client hands the body over chunk by chunk from its connection task, so a
+        // hyper's connection task hands the body over chunk by chunk, so a
         // frame that is already in our socket buffer needs that task to run once more: yield
         // once, and stop batching as soon as a yield brings nothing new.
         let mut yielded = false;
@@ -128,7 +161,9 @@ async fn pump(
             }
         }
         if let Some(out) = batch.take() {
-            if tx.send(Ok(out)).await.is_err() {
+            if proc.watch_done && proc.done_seen {
+                held.push(out);
+            } else if tx.send(Ok(out)).await.is_err() {
                 return Pump::Cancelled;
             }
         }
@@ -162,7 +197,7 @@ fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) ->
 }
 
 /// The next frame if it is already available, without waiting.
-fn try_frame(body: &mut Incoming) -> Option<UpstreamFrame> {
+fn try_frame(body: &mut UpstreamBody) -> Option<UpstreamFrame> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match http_body::Body::poll_frame(std::pin::Pin::new(body), &mut cx) {
         std::task::Poll::Ready(f) => Some(f),
@@ -214,6 +249,13 @@ pub(crate) struct SseProcessor<'d> {
     session: RedactionSession,
     pub(crate) usage: Option<Usage>,
     finished: bool,
+    /// Look for the terminal `[DONE]` event even on the fast path.
+    pub(crate) watch_done: bool,
+    /// The `[DONE]` event has been processed (only tracked with `watch_done`, or when it came
+    /// through the slow path).
+    pub(crate) done_seen: bool,
+    /// Per choice, the text the caller received, for the audit record (`None`: not collected).
+    pub(crate) texts: Option<Vec<RecordedText>>,
 }
 
 impl<'d> SseProcessor<'d> {
@@ -226,7 +268,36 @@ impl<'d> SseProcessor<'d> {
             session: RedactionSession::default(),
             usage: None,
             finished: false,
+            watch_done: false,
+            done_seen: false,
+            texts: None,
         }
+    }
+
+    /// The collected text for the audit record: every choice's text, one after the other
+    /// (separated by a newline), when it carries no finding as the caller received it — that
+    /// is, unless the action is `log` and something was found.
+    pub(crate) fn recorded_text(&mut self, report: &crate::hooks::PiiReport) -> Option<String> {
+        let texts = self.texts.take()?;
+        if !report.findings.is_empty() && !report.redacted {
+            return None;
+        }
+        let mut out = RecordedText::default();
+        for t in texts {
+            out.line(&t.finish());
+        }
+        Some(out.finish())
+    }
+
+    /// Collect streamed text of choice `index`.
+    fn collect(&mut self, index: usize, text: &str) {
+        let Some(texts) = self.texts.as_mut() else {
+            return;
+        };
+        if texts.len() <= index {
+            texts.resize_with(index + 1, RecordedText::default);
+        }
+        texts[index].push(text);
     }
 
     /// The response-side PII result, when the stream was scanned.
@@ -244,6 +315,7 @@ impl<'d> SseProcessor<'d> {
             && self.detector.is_none()
             && data.ends_with(b"\n\n")
             && !has_usage_object(&data)
+            && !(self.watch_done && memmem::find(&data, b"[DONE]").is_some())
         {
             return Ok(data);
         }
@@ -280,6 +352,7 @@ impl<'d> SseProcessor<'d> {
         if data.trim_ascii() == b"[DONE]" {
             self.flush_all(out);
             out.extend_from_slice(event);
+            self.done_seen = true;
             return;
         }
         let may_have_usage = has_usage_object(data);
@@ -351,6 +424,7 @@ impl<'d> SseProcessor<'d> {
                 redactor.finish(&mut self.session, &mut text);
                 self.redactors[index] = None;
             }
+            self.collect(index, &text);
             if log_only {
                 // `log` counts findings and never changes what the caller sees.
                 if let Some(t) = original {
@@ -372,18 +446,19 @@ impl<'d> SseProcessor<'d> {
             return;
         }
         self.finished = true;
-        for (index, slot) in self.redactors.iter_mut().enumerate() {
-            let Some(mut r) = slot.take() else { continue };
+        for index in 0..self.redactors.len() {
+            let Some(mut r) = self.redactors[index].take() else {
+                continue;
+            };
+            let mut text = String::new();
+            r.finish(&mut self.session, &mut text);
+            self.collect(index, &text);
             if self
                 .detector
                 .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log)
             {
-                let mut scratch = String::new();
-                r.finish(&mut self.session, &mut scratch);
                 continue;
             }
-            let mut text = String::new();
-            r.finish(&mut self.session, &mut text);
             if !text.is_empty() {
                 let chunk = serde_json::json!({
                     "object": "chat.completion.chunk",
@@ -448,6 +523,31 @@ fn data_field(event: &[u8]) -> Option<&[u8]> {
         }
     }
     found
+}
+
+/// Usage from its raw JSON: the common all-integers shape without a tree, anything else
+/// through [`parse_usage`].
+pub(crate) fn parse_usage_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        #[serde(default)]
+        total_tokens: u64,
+    }
+    match serde_json::from_str::<Fields>(raw.get()) {
+        Ok(f) => Some(Usage {
+            prompt_tokens: f.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            total_tokens: f.total_tokens,
+        }),
+        Err(_) => serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .as_ref()
+            .and_then(parse_usage),
+    }
 }
 
 pub(crate) fn parse_usage(v: &Value) -> Option<Usage> {

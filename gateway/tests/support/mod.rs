@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use gateway::{
-    Admission, Admit, Failure, Gateway, GatewayConfig, GatewayState, RequestMeta, RequestObserver,
-    Settled,
+    Admission, Admit, Failure, Gateway, GatewayConfig, GatewayState, Release, RequestMeta,
+    RequestObserver, Settled,
 };
 use tokio::sync::oneshot;
 
@@ -147,7 +147,7 @@ impl RequestObserver for Recorder {
         }))
     }
 
-    fn settled(&self, meta: &RequestMeta, admission: Admission, s: &Settled) {
+    fn settled(&self, meta: &RequestMeta, admission: Admission, s: &Settled) -> Release {
         assert_eq!(admission.token, 7);
         let _ = self.tx.send((
             meta.id.to_string(),
@@ -155,9 +155,10 @@ impl RequestObserver for Recorder {
                 usage_total: s.usage.map(|u| u.total_tokens),
             },
         ));
+        Release::Now
     }
 
-    fn failed(&self, meta: &RequestMeta, admission: Option<Admission>, f: &Failure<'_>) {
+    fn failed(&self, meta: &RequestMeta, admission: Option<Admission>, f: &Failure<'_>) -> Release {
         let what = match f {
             Failure::Refused(e) => e.code().to_owned(),
             Failure::UpstreamStatus(s) => format!("upstream_status_{}", s.as_u16()),
@@ -171,6 +172,7 @@ impl RequestObserver for Recorder {
                 admitted: admission.is_some(),
             },
         ));
+        Release::Now
     }
 }
 
