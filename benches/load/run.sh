@@ -6,15 +6,22 @@
 #   benches/load/run.sh                       # build release binaries, then measure
 #   DURATION=5 WARMUP=1 CONNS="1 16 64" MODES="json stream" TARGETS="direct nginx empty full" benches/load/run.sh
 #   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty audit durable" benches/load/run.sh   # audit on vs off
+#   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty budget redis borrow" benches/load/run.sh   # budgets
 #
 # Targets: direct (the mock itself); nginx (when installed: a bare proxy hop to the same mock,
 # one worker, upstream keep-alive, no buffering — the baseline the gateway's targets are stated
 # against); and gateways, each on its own pack: empty (chain [], no policy), audit (chain
 # [audit-logger], default settings: fsync every 100 ms, the request never waits), durable
 # ([audit-logger] with `on_queue_full: block` + `fsync_interval_ms: 0`: each response waits for
-# its record to be written and fsynced), full (audit + PII + budget). Audit files go to
-# $OUT/audit-*; the report counts the records written, so a run with the audit logger silently
-# off shows 0.
+# its record to be written and fsynced), full (audit + PII + budget), and budgets alone (chain
+# [budget-enforcer], one environment limit far from exhausted): budget (in-memory counters),
+# redis (counters in a redis-server started here: one Lua script per reserve and per settle) and
+# borrow (redis with `preborrow_fraction: 0.1`: most reserves served from a pre-borrowed slice,
+# settles still one script each). Redis' own CPU is not in the gateway's CPU column; it is
+# recorded in $OUT/redis-cpu.txt. Audit files go to $OUT/audit-*; the report counts the records
+# written, so a run with the audit logger silently off shows 0; budget decisions and
+# pre-borrowed reservations per gateway are in $OUT/budget-metrics.txt. Gateways keep their
+# state files in $OUT/state-TARGET.
 #
 # For each mode and concurrency the targets run back to back (then the next concurrency), and
 # ROUNDS repeats the whole sweep; the report averages the rounds, so the targets compared share
@@ -98,6 +105,10 @@ pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-audi
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-durable"$'\n    on_queue_full: block\n    fsync_interval_ms: 0' >"$OUT/durable.yaml"
 FULL_POLICY=$'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n  audit-logger:\n    dir: '"$OUT/audit-full"$'\n    retention_days: 30\n  budget-enforcer:\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
 pack 1.0.0 "audit-logger, pii-detector, budget-enforcer" "$FULL_POLICY" >"$OUT/full.yaml"
+BUDGET_LIMIT=$'\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: memory'"$BUDGET_LIMIT" >"$OUT/budget.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis'"$BUDGET_LIMIT" >"$OUT/redis.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1'"$BUDGET_LIMIT" >"$OUT/borrow.yaml"
 for t in $TARGETS; do
   case $t in direct | nginx) continue ;; esac
   [ -f "$OUT/$t.yaml" ] || { echo "unknown target $t (no pack $OUT/$t.yaml)" >&2; exit 1; }
@@ -138,15 +149,28 @@ NGINX
     TARGETS=$(echo " $TARGETS " | sed 's/ nginx / /')
   fi ;;
 esac
+REDIS_ARGS=()
+if grep -q 'store: redis' $(for t in $TARGETS; do [ -f "$OUT/$t.yaml" ] && echo "$OUT/$t.yaml"; done) /dev/null; then
+  command -v redis-server >/dev/null || { echo "redis-server is required for the redis targets" >&2; exit 1; }
+  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$OUT/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$OUT/redis" >"$OUT/redis.out" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  REDIS_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT/")
+fi
 for t in $TARGETS; do
   case $t in direct | nginx) continue ;; esac
-  start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0 --threads "$GW_THREADS"
+  start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0 --threads "$GW_THREADS" \
+    --state-dir "$OUT/state-$t" "${REDIS_ARGS[@]}"
   URL[$t]=$START_URL PID[$t]=$START_PID
 done
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "before: $(loadavg)" | tee "$OUT/loadavg.txt"
 printf 'round\ttarget\tmode\tc\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trss_mb\tnon2xx\terrors\trequests\n' >"$OUT/results.tsv"
+[ -z "${REDIS_PID:-}" ] || printf 'target\tmode\tc\tredis_cpu_us_per_req\n' >"$OUT/redis-cpu.txt"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
     body="$HERE/body-$mode.json"
@@ -155,8 +179,10 @@ for round in $(seq 1 "$ROUNDS"); do
         url="${URL[$t]}/v1/chat/completions"
         BODY_FILE=$body wrk -t1 -c"$c" -d"${WARMUP}s" -s "$HERE/wrk-post.lua" "$url" >/dev/null
         cpu0=$(cpu_ticks "${PID[$t]}")
+        rcpu0=$([ -z "${REDIS_PID:-}" ] || cpu_ticks "$REDIS_PID")
         line=$(BODY_FILE=$body wrk -t1 -c"$c" -d"${DURATION}s" -s "$HERE/wrk-post.lua" "$url" | grep '^RESULT')
         cpu1=$(cpu_ticks "${PID[$t]}")
+        rcpu1=$([ -z "${REDIS_PID:-}" ] || cpu_ticks "$REDIS_PID")
         rss=$(rss_mb "${PID[$t]}")
         get() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
         reqs=$(get requests)
@@ -164,6 +190,10 @@ for round in $(seq 1 "$ROUNDS"); do
         cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", n ? d * 1e6 / hz / n : 0}')
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$mode" "$c" "$(get rps)" "$(get p50_ms)" \
           "$(get p99_ms)" "$cpu_us" "$rss" "$(get non2xx)" "$errs" "$reqs" | tee -a "$OUT/results.tsv"
+        if [ -n "${REDIS_PID:-}" ]; then
+          printf '%s\t%s\t%s\t%s\n' "$t" "$mode" "$c" \
+            "$(awk -v d=$((rcpu1 - rcpu0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", n ? d * 1e6 / hz / n : 0}')" >>"$OUT/redis-cpu.txt"
+        fi
       done
     done
   done
@@ -185,6 +215,13 @@ done
 
 stats=$(curl -s "$MOCK_URL/mock/stats" || true)
 echo "mock counters: $stats" | tee "$OUT/mock-stats.txt"
+
+# Budget decisions and pre-borrowed reservations per gateway target.
+for t in $TARGETS; do
+  case $t in direct | nginx) continue ;; esac
+  curl -s "${URL[$t]}/metrics" | grep -E '^palisade_budget_(decisions_total|preborrowed_total|store_errors_total)' \
+    | sed "s/^/$t /" || true
+done >"$OUT/budget-metrics.txt"
 
 # Audit records written per audit target.
 for t in $TARGETS; do
