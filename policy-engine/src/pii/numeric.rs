@@ -80,32 +80,58 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
         // `x+44…` or `f(555…`: an expression, not a phone number.
         return Step::miss(end);
     }
-    let right_ok = !(is_glued_right(at(hay, end))
+    let right_ok = !glued_after(hay, end);
+    match first_finding(hay, &c, c.n, right_ok) {
+        Some((i, j, kind)) => {
+            let s = if i == 0 { c.start } else { c.groups[i].0 };
+            let e = c.groups[j - 1].1;
+            Step {
+                found: Some((s, e, kind)),
+                next: e,
+            }
+        }
+        None => Step::miss(end),
+    }
+}
+
+/// Whether the byte at `end` glues a cluster ending there to what follows.
+fn glued_after(hay: &[u8], end: usize) -> bool {
+    is_glued_right(at(hay, end))
         || at(hay, end) == b'@'
         || (matches!(at(hay, end), b':' | b',' | b'-' | b'.')
-            && at(hay, end + 1).is_ascii_alphanumeric()));
-    for i in 0..c.n {
+            && at(hay, end + 1).is_ascii_alphanumeric())
+}
+
+/// The first range of groups `i..j` among the first `n` groups of `c`, split at spaces, that
+/// classifies: earliest start, then longest. `right_ok`: the range may end at group `n`.
+///
+/// A finding that starts after group 0 leaves the groups before it as a cluster of its own
+/// once it is redacted (`07700 900253 [SSN_1]`); those are read again as such — a whole
+/// cluster, not a part of a longer one — and a finding there comes first. So a second pass
+/// over redacted text finds nothing new (idempotence).
+fn first_finding(hay: &[u8], c: &Cluster, n: usize, right_ok: bool) -> Option<(usize, usize, u16)> {
+    for i in 0..n {
         if i > 0 && c.seps[i - 1] != b' ' {
             continue;
         }
-        for j in (i + 1..=c.n).rev() {
-            if j < c.n && c.seps[j - 1] != b' ' {
+        for j in (i + 1..=n).rev() {
+            if j < n && c.seps[j - 1] != b' ' {
                 continue;
             }
-            if j == c.n && !right_ok {
+            if j == n && !right_ok {
                 continue;
             }
-            if let Some(kind) = classify(hay, &c, i, j, i > 0 || j < c.n) {
-                let s = if i == 0 { c.start } else { c.groups[i].0 };
-                let e = c.groups[j - 1].1;
-                return Step {
-                    found: Some((s, e, kind)),
-                    next: e,
-                };
+            if let Some(kind) = classify(hay, c, i, j, i > 0 || j < n) {
+                if i > 0 {
+                    if let Some(head) = first_finding(hay, c, i, true) {
+                        return Some(head);
+                    }
+                }
+                return Some((i, j, kind));
             }
         }
     }
-    Step::miss(end)
+    None
 }
 
 fn parse(hay: &[u8], t: usize, lo: usize) -> Cluster {

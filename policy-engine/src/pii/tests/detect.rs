@@ -136,3 +136,24 @@ fn fullwidth_and_invisible_characters_are_normalised_and_spans_stay_original() {
 fn regression_long_dotted_digit_group_does_not_overflow_ipv4_octet() {
     none("1.2.3.99999999999999999");
 }
+
+#[test]
+fn regression_phone_before_an_ssn_in_one_digit_cluster_is_found_on_the_first_pass() {
+    // One cluster of space-joined groups with an SSN at its end: once the SSN is found, the
+    // groups before it are read as a number of their own, as a second pass over
+    // `07700 900253 [SSN_1]` reads them.
+    let pair = |e: &str, v: &str| (e.to_owned(), v.to_owned());
+    assert_eq!(
+        found("mobile 07700 900253 693-63-5518."),
+        vec![pair("phone", "07700 900253"), pair("ssn", "693-63-5518")]
+    );
+    assert_eq!(
+        found("fr 01 28 01 46 27 4624 0164 8377 1071 ok"),
+        vec![
+            pair("phone", "01 28 01 46 27"),
+            pair("credit_card", "4624 0164 8377 1071")
+        ]
+    );
+    // Without a finding after them, trunk-0 groups inside a longer run stay no phone.
+    none("tracking 0947 9801 86 1234 5678");
+}
