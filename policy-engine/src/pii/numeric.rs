@@ -64,7 +64,11 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
         }
         return Step::miss(i);
     }
-    let glued_id = t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_word(at(hay, t - 2));
+    // `ref-555-…`, `v1.2`: digits glued to an identifier by one separator. The edge of a
+    // replacement counts as part of an identifier (`[API_KEY_1]-800-…`), as it does in
+    // `is_glued_left`, so redacting the identifier does not turn its tail into a phone.
+    let glued_id =
+        t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_glued_left(at(hay, t - 2));
     let c = parse(hay, t, lo);
     let end = c.groups.get(c.n.wrapping_sub(1)).map_or(t + 1, |g| g.1);
     if glued_id || is_currency_before(hay, c.start) {
@@ -94,12 +98,12 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
     }
 }
 
-/// Whether the byte at `end` glues a cluster ending there to what follows.
+/// Whether the byte at `end` glues a cluster ending there to what follows: a word, or one
+/// separator and a word — or a replacement standing for one (`555-123-4567.[T_1]`).
 fn glued_after(hay: &[u8], end: usize) -> bool {
     is_glued_right(at(hay, end))
         || at(hay, end) == b'@'
-        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.')
-            && at(hay, end + 1).is_ascii_alphanumeric())
+        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.') && is_glued_right(at(hay, end + 1)))
 }
 
 /// The first range of groups `i..j` among the first `n` groups of `c`, split at spaces, that
