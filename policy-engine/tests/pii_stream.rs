@@ -45,7 +45,12 @@ fn detector(style: RedactionStyle) -> PiiDetector {
     let terms = CustomEntity {
         name: "codename".into(),
         regex: None,
-        terms: Some(vec!["Project Falcon".into(), "bluebird".into()]),
+        terms: Some(vec![
+            "Project Falcon".into(),
+            "bluebird".into(),
+            "Müller".into(),
+            "Straße".into(),
+        ]),
         validator: None,
         context: None,
     };
@@ -66,7 +71,9 @@ fn text_from(seed: u64, parts: usize) -> String {
         out.push_str(&s.text);
         match rng.below(6) {
             0 => out.push_str(" employee E123456 "),
-            1 => out.push_str(" ACC-79927398713 and bluebird, Project  Falcon, project falcon "),
+            1 => out.push_str(
+                " ACC-79927398713 and bluebird, Project  Falcon, project falcon, MÜLLER, STRASSE ",
+            ),
             2 => out.push_str(&hard_negative(&mut rng)),
             3 => out.push_str(&(ENTITY_GENERATORS[rng.below(7)].1)(&mut rng)),
             _ => out.push(' '),
@@ -207,5 +214,29 @@ fn regression_generated_texts_redact_idempotently() {
         let text = text_from(seed, 6);
         let once = det.redact(&text, &mut RedactionSession::new()).into_owned();
         assert_eq!(det.find(&once), vec![], "seed {seed}: {once}");
+    }
+}
+
+/// Streams the properties once failed on: (generator seed, parts, one character per chunk
+/// rather than the whole text in one chunk), with the custom entities and placeholders.
+const STREAM_REGRESSIONS: &[(u64, usize, bool)] = &[
+    // `MÜLLER` missed by the stream: a pass paused inside a multi-byte character, and the
+    // term pass then searched the rest of the text without case folding.
+    (16_004_089_008_193_061_752, 3, true),
+    (6_077_304_454_660_604_689, 7, false),
+];
+
+#[test]
+fn regression_generated_texts_stream_like_whole_text() {
+    let det = detector(RedactionStyle::Placeholder);
+    for &(seed, parts, by_char) in STREAM_REGRESSIONS {
+        let text = text_from(seed, parts);
+        let whole = det.redact(&text, &mut RedactionSession::new()).into_owned();
+        let chunked: Vec<String> = if by_char {
+            text.chars().map(String::from).collect()
+        } else {
+            vec![text.clone()]
+        };
+        assert_eq!(streamed(&det, &chunked).0, whole, "seed {seed}");
     }
 }
