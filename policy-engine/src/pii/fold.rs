@@ -48,12 +48,23 @@ fn single(mut it: impl Iterator<Item = char>) -> Option<char> {
     it.next().is_none().then_some(c)
 }
 
-/// The fold of one character (see the module docs); ASCII is always `Same`.
+/// The fold of one character (see the module docs); ASCII is always `Same`. The basic Latin-1,
+/// Greek and Cyrillic letters are computed, the rest looked up; the `fold` tests check every
+/// character against `fold_cased`.
 pub(crate) fn fold_char(c: char) -> Fold {
-    if c.is_ascii() || caseless(c) {
-        return Fold::Same;
+    let u = u32::from(c);
+    let shifted = |by: u32| char::from_u32(u + by).map_or(Fold::Same, Fold::To);
+    match u {
+        0..=0x7F | 0xE0..=0xFF | 0x3B1..=0x3C1 | 0x3C3..=0x3C9 | 0x430..=0x45F => Fold::Same,
+        0xC0..=0xDE if u != 0xD7 => shifted(0x20),
+        0xDF => Fold::Ss,
+        0x391..=0x3A9 if u != 0x3A2 => shifted(0x20),
+        0x3C2 => Fold::To('σ'),
+        0x400..=0x40F => shifted(0x50),
+        0x410..=0x42F => shifted(0x20),
+        _ if caseless(c) => Fold::Same,
+        _ => fold_cased(c),
     }
-    fold_cased(c)
 }
 
 /// `fold_char` without the shortcut for ASCII and caseless blocks.
@@ -108,6 +119,37 @@ pub(crate) fn max_match_len(folded: &str) -> usize {
         .sum()
 }
 
+/// The characters of `s` that folding changes, with their offsets: ASCII is skipped eight
+/// bytes at a time, and the caseless blocks most prose of other scripts is written in (Hebrew
+/// to Tibetan, CJK, Hangul) by the lead byte of each character, without decoding it.
+pub(crate) fn changes(s: &str) -> impl Iterator<Item = (usize, char, Fold)> + '_ {
+    let b = s.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || loop {
+        while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+            if u64::from_le_bytes(word) & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            i += 8;
+        }
+        let lead = *b.get(i)?;
+        match lead {
+            0..=0x7F => i += 1,
+            0xD7..=0xDF => i += 2,
+            0xE0 | 0xE3..=0xE9 | 0xEB..=0xED => i += 3,
+            _ => {
+                let c = s.get(i..)?.chars().next()?;
+                let at = i;
+                i += c.len_utf8();
+                let f = fold_char(c);
+                if f != Fold::Same {
+                    return Some((at, c, f));
+                }
+            }
+        }
+    })
+}
+
 /// One character whose folded bytes differ from its original bytes.
 #[derive(Debug, Clone, Copy)]
 struct Edit {
@@ -148,12 +190,7 @@ impl<'h> Folded<'h> {
         let Ok(rest) = std::str::from_utf8(rest) else {
             return unchanged;
         };
-        let mut changes = rest
-            .char_indices()
-            .filter(|&(_, c)| !c.is_ascii())
-            .map(|(i, c)| (i, c, fold_char(c)))
-            .filter(|&(_, _, f)| f != Fold::Same)
-            .peekable();
+        let mut changes = changes(rest).peekable();
         if changes.peek().is_none() {
             return unchanged;
         }

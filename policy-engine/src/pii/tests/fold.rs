@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::pack::{PiiDetectorConfig, RedactionStyle};
-use crate::pii::fold::{fold_cased, fold_char, fold_term, max_match_len, Fold};
+use crate::pii::fold::{changes, fold_cased, fold_char, fold_term, max_match_len, Fold};
 
 fn all_chars() -> impl Iterator<Item = char> {
     (0..=0x10FFFF_u32).filter_map(char::from_u32)
@@ -43,6 +43,23 @@ fn caseless_shortcut_is_exact_and_folding_is_idempotent_and_bounded() {
     }
     // The first `s` of `ẞ`'s `ss`, where a misaligned match can end, covers all 3 bytes.
     assert!('ẞ'.len_utf8() <= max_match_len("s"));
+}
+
+#[test]
+fn the_change_scan_skips_exactly_what_does_not_fold() {
+    // Every character, interleaved with ASCII runs of every length mod 8.
+    let mut text = String::new();
+    for (k, c) in all_chars().enumerate() {
+        text.push(c);
+        text.push_str(&"ab"[..k % 3]);
+        text.push_str(&"12345678"[..k % 9]);
+    }
+    let naive: Vec<(usize, char, Fold)> = text
+        .char_indices()
+        .map(|(i, c)| (i, c, fold_char(c)))
+        .filter(|&(_, _, f)| f != Fold::Same)
+        .collect();
+    assert_eq!(changes(&text).collect::<Vec<_>>(), naive);
 }
 
 #[test]
