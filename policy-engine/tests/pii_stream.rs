@@ -63,14 +63,15 @@ fn detector(style: RedactionStyle) -> PiiDetector {
     PiiDetector::compile(&cfg, Some(b"stream-test-key")).unwrap()
 }
 
-/// A text of corpus sentences, entities, hard negatives and custom-entity bait.
+/// A text of corpus sentences, entities, hard negatives, custom-entity bait and a bare phone
+/// number after a phone word.
 fn text_from(seed: u64, parts: usize) -> String {
     let mut rng = Rng::new(seed);
     let mut out = String::new();
     for s in generate(seed, parts) {
         out.push_str(&s.text);
         match rng.below(6) {
-            0 => out.push_str(" employee E123456 "),
+            0 => out.push_str(" call 2025550143 employee E123456 "),
             1 => out.push_str(
                 " ACC-79927398713 and bluebird, Project  Falcon, project falcon, MÜLLER, STRASSE ",
             ),

@@ -20,6 +20,7 @@ mod fold;
 mod keys;
 mod normalize;
 mod numeric;
+mod phone_context;
 mod redact;
 mod scanner;
 mod stream;

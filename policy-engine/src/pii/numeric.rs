@@ -11,9 +11,11 @@
 //! national trunk-0 numbers of 10–11 digits in groups of two or more. Dates, times, versions, prices (`$`, `€`, `£`),
 //! ISBNs, bare order numbers and Unix timestamps match none of those shapes.
 //!
-//! Not covered: bare 10-digit phone numbers without `+` (indistinguishable from order numbers
-//! and timestamps without context), vanity numbers (`1-800-FLOWERS`).
+//! A bare run of ten digits is a phone only as a strict NANP number right after a phone word
+//! (`phone_context`); without that it is indistinguishable from order numbers, ids and
+//! timestamps. Not covered: other bare numbers, vanity numbers (`1-800-FLOWERS`).
 
+use super::phone_context::{phone_word_before, strict_nanp};
 use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
 use super::validators::{card_issuer_ok, luhn, ssn_ok};
 
@@ -29,6 +31,8 @@ enum Lead {
 }
 
 struct Cluster {
+    /// How far left of the cluster a rule may read (the scanner's `lo`).
+    lo: usize,
     start: usize,
     lead: Lead,
     groups: [(usize, usize); MAX_GROUPS],
@@ -145,6 +149,7 @@ fn parse(hay: &[u8], t: usize, lo: usize) -> Cluster {
         _ => (Lead::None, t),
     };
     let mut c = Cluster {
+        lo,
         start,
         lead,
         groups: [(0, 0); MAX_GROUPS],
@@ -270,6 +275,10 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
                 && (nanp(0) || (len(0) == 1 && first(0) == b'1' && nanp(1))))
                 || (trunk0 && all_seps(b" -"))
                 || intl00
+                || (!partial
+                    && gs.len() == 1
+                    && hay.get(gs[0].0..gs[0].1).is_some_and(strict_nanp)
+                    && phone_word_before(hay, c.lo, gs[0].0))
         }
     };
     phone.then_some(ent::PHONE)
