@@ -12,7 +12,8 @@
 # against); and gateways, each on its own pack: empty (chain [], no policy), audit (chain
 # [audit-logger], default settings: fsync every 100 ms, the request never waits), durable
 # ([audit-logger] with `on_queue_full: block` + `fsync_interval_ms: 0`: each response waits for
-# its record to be written and fsynced), full (audit + PII + budget). Audit files go to
+# its record to be written and fsynced), pii (chain [pii-detector], redact, request and
+# response), budget (chain [budget-enforcer], one in-memory limit), full (audit + PII + budget). Audit files go to
 # $OUT/audit-*; the report counts the records written, so a run with the audit logger silently
 # off shows 0.
 #
@@ -96,6 +97,8 @@ YAML
 pack 1.0.0 "" "" >"$OUT/empty.yaml"
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-audit" >"$OUT/audit.yaml"
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-durable"$'\n    on_queue_full: block\n    fsync_interval_ms: 0' >"$OUT/durable.yaml"
+pack 1.0.0 "pii-detector" $'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]' >"$OUT/pii.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}' >"$OUT/budget.yaml"
 FULL_POLICY=$'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n  audit-logger:\n    dir: '"$OUT/audit-full"$'\n    retention_days: 30\n  budget-enforcer:\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
 pack 1.0.0 "audit-logger, pii-detector, budget-enforcer" "$FULL_POLICY" >"$OUT/full.yaml"
 for t in $TARGETS; do
