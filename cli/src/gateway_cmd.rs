@@ -63,6 +63,9 @@ pub(crate) struct GatewayArgs {
     /// Maximum open client connections.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Serving threads, each with its own runtime and listening socket; 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Budget stores and state (see `gateway_policies`).
     #[command(flatten)]
     policies: PolicyArgs,
@@ -93,6 +96,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.watch = !args.no_watch;
     config.server.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     config.server.max_connections = args.max_connections;
+    config.server.threads = args.threads;
     let anonymous = config.keys_path.is_none();
     let state_dir = args.policies.state_dir.clone();
     let policies = match gateway_policies::start(args.policies.clone()) {

@@ -26,6 +26,12 @@ mod up_mock;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: the gateway allocates and frees small buffers on every
+/// request, often on another thread than the one that allocated them (the audit writer); glibc
+/// spent ~10 % of the gateway's CPU there (see benches/README.md, Gateway).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

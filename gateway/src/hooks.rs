@@ -15,16 +15,27 @@
 //!    usage), or [`RequestObserver::failed`] for everything else — a refusal by the gateway
 //!    (before or after `admit`), a provider error status, a broken stream, or a client that went
 //!    away (detected when the response body, or the handler future, is dropped unfinished).
+//! 3. The terminal call is synchronous, but it returns a [`Release`]: [`Release::Now`] (no
+//!    allocation), or [`Release::After`] with a future the gateway awaits before the caller gets
+//!    the end of the response — for a JSON answer or an error, before the response is sent; for
+//!    a stream, before its end, and before its terminal event (`data: [DONE]`) too when
+//!    [`RequestObserver::holds_stream_end`] said so when the stream started. This is how the
+//!    audit logger with `on_queue_full: block` and `fsync_interval_ms: 0` makes a request's
+//!    record durable before the request is acknowledged. The *work* must already be under way
+//!    when the hook returns (the record queued): the future only waits for it, because the
+//!    gateway may drop it unpolled — when the client has gone away, and always after the
+//!    cancellation reported by the guard's `Drop`.
 //!
 //! Exactly-once is enforced by construction: the terminal call is made by consuming an
 //! [`Outcome`] guard whose `Drop` reports cancellation if nothing else did. Requests refused with
 //! `pack_not_loaded` (no pack yet) and ops routes are not reported.
 //!
 //! Hot-path cost: [`NoopObserver`] makes none of these calls allocate. `admit` returns
-//! [`Admit::Ready`] without boxing; only an observer that really waits boxes a future. The
-//! observer runs on the runtime threads: it must not block (queue to a writer task instead).
-//! Several observers are combined by the caller (e.g. a struct holding the budget enforcer and
-//! the audit sink that forwards each call); this module does not impose an order.
+//! [`Admit::Ready`] and the terminal calls return [`Release::Now`] without boxing; only an
+//! observer that really waits boxes a future. The observer runs on the runtime threads: it must
+//! not block (queue to a writer task instead). Several observers are combined by the caller
+//! (e.g. a struct holding the budget enforcer and the audit sink that forwards each call); this
+//! module does not impose an order.
 
 use std::fmt;
 use std::future::Future;
@@ -115,6 +126,12 @@ pub struct RequestMeta {
     pub pii_request: Option<PiiReport>,
     /// Response-side PII result (`None`: not scanned).
     pub pii_response: Option<PiiReport>,
+    /// The request's scanned strings as sent upstream, only when the pack's audit logger sets
+    /// `include_redacted_text` and the text went out without a finding in it (redacted, or
+    /// clean); never raw text. `None` costs nothing.
+    pub redacted_request: Option<String>,
+    /// The same for the answer as the caller received it, when responses are scanned.
+    pub redacted_response: Option<String>,
     /// Time spent waiting for the provider: until the whole answer for JSON, until the
     /// response head for a stream (`None`: never called).
     pub upstream_time: Option<std::time::Duration>,
@@ -210,6 +227,34 @@ impl fmt::Debug for Admit {
     }
 }
 
+/// What a terminal call returns: whether the end of the response must wait; see the module
+/// docs. Whatever it waits for must already be under way: the future may be dropped unpolled.
+#[must_use = "await `Release::wait` before the end of the response is released"]
+pub enum Release {
+    /// Nothing to wait for (no allocation).
+    Now,
+    /// Release the end of the response once this resolves.
+    After(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+impl Release {
+    /// Wait for the release (at once for [`Release::Now`]).
+    pub async fn wait(self) {
+        if let Self::After(fut) = self {
+            fut.await;
+        }
+    }
+}
+
+impl fmt::Debug for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Now => f.write_str("Now"),
+            Self::After(_) => f.write_str("After"),
+        }
+    }
+}
+
 /// How a request ended when it did not end with a delivered answer.
 #[derive(Debug)]
 pub enum Failure<'a> {
@@ -239,11 +284,31 @@ pub trait RequestObserver: Send + Sync + fmt::Debug + 'static {
         Admit::Ready(Ok(Admission::default()))
     }
 
-    /// The answer was delivered.
-    fn settled(&self, _meta: &RequestMeta, _admission: Admission, _settled: &Settled) {}
+    /// The answer was delivered (or is about to be: the end of the response waits for the
+    /// returned [`Release`]).
+    fn settled(&self, _meta: &RequestMeta, _admission: Admission, _settled: &Settled) -> Release {
+        Release::Now
+    }
 
-    /// The request ended any other way. `admission` is `Some` iff `admit` accepted it.
-    fn failed(&self, _meta: &RequestMeta, _admission: Option<Admission>, _failure: &Failure<'_>) {}
+    /// The request ended any other way. `admission` is `Some` iff `admit` accepted it. When a
+    /// response is still to be sent (a refusal, a provider error status), it waits for the
+    /// returned [`Release`]; after a cancellation or a broken stream nobody waits for it.
+    fn failed(
+        &self,
+        _meta: &RequestMeta,
+        _admission: Option<Admission>,
+        _failure: &Failure<'_>,
+    ) -> Release {
+        Release::Now
+    }
+
+    /// Asked once when a streamed answer starts: whether the terminal call will return
+    /// [`Release::After`], so the stream must hold back its terminal event (`data: [DONE]`) until
+    /// the release. Without it the stream's last events go out before the terminal call and only
+    /// the end of the body waits. The default holds nothing.
+    fn holds_stream_end(&self, _meta: &RequestMeta) -> bool {
+        false
+    }
 
     /// A pack version became active (at start-up inside `Gateway::bind`, and after every
     /// reload's swap). Runs on the activating task: slow work (files, connections) belongs on a
@@ -301,21 +366,25 @@ impl Outcome {
         Ok(advice)
     }
 
-    /// From now on a drop means the client left while the body was being delivered.
-    pub(crate) fn streaming(&mut self) {
+    /// From now on a drop means the client left while the body was being delivered. Returns
+    /// whether the stream must hold back its terminal event for the terminal call's release.
+    pub(crate) fn streaming(&mut self) -> bool {
         self.mid_stream = true;
+        self.observer.holds_stream_end(&self.meta)
     }
 
-    pub(crate) fn settle(mut self, settled: &Settled) {
+    /// Report the delivered answer; await the [`Release`] before the response's end goes out.
+    pub(crate) fn settle(mut self, settled: &Settled) -> Release {
         self.done = true;
         let admission = self.admission.take().unwrap_or_default();
-        self.observer.settled(&self.meta, admission, settled);
+        self.observer.settled(&self.meta, admission, settled)
     }
 
-    pub(crate) fn fail(mut self, failure: &Failure<'_>) {
+    /// Report a failure; await the [`Release`] before a response that is still sent.
+    pub(crate) fn fail(mut self, failure: &Failure<'_>) -> Release {
         self.done = true;
         let admission = self.admission.take();
-        self.observer.failed(&self.meta, admission, failure);
+        self.observer.failed(&self.meta, admission, failure)
     }
 }
 
@@ -326,7 +395,8 @@ impl Drop for Outcome {
                 mid_stream: self.mid_stream,
             };
             let admission = self.admission.take();
-            self.observer.failed(&self.meta, admission, &failure);
+            // Nobody is left to answer: the release is not waited for (see `Release`).
+            drop(self.observer.failed(&self.meta, admission, &failure));
         }
     }
 }

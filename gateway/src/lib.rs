@@ -22,6 +22,7 @@ pub mod clock;
 pub mod control;
 pub mod error;
 pub mod hooks;
+mod json_splice;
 pub mod keys;
 pub mod metrics;
 pub mod observe;
@@ -51,7 +52,7 @@ use tokio_rustls::TlsAcceptor;
 pub use error::ApiError;
 pub use hooks::{
     Admission, Admit, ApiRoute, Failure, NoopObserver, PiiReport, Rejection, RejectionKind,
-    RequestId, RequestMeta, RequestObserver, Settled, Usage,
+    Release, RequestId, RequestMeta, RequestObserver, Settled, Usage,
 };
 pub use keys::{CallerAuth, KeyTable};
 pub use pack::{ActivePack, PackSource, PrepareError};
@@ -184,13 +185,10 @@ impl Gateway {
             let first = reload::prepare_file(&state, &config.pack_path).await?;
             state.activate(first);
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = server::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,

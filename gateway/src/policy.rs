@@ -9,6 +9,14 @@
 //! every message. Actions: `redact` and `escalate` rewrite the strings, `log` only counts,
 //! `block` refuses (the caller learns the entity types, never the values).
 //!
+//! No JSON tree is built: the fields are read as raw values borrowed from the body
+//! (`json_splice`), a string with escapes is decoded on its own, and a redacted string goes
+//! back as a splice of that value's bytes, so the rest of the body is forwarded as it came.
+//!
+//! The same walk gives the audit record its text when the pack sets `include_redacted_text`:
+//! the scanned strings as they are after the scan (as they go on), one per line, bounded by
+//! [`MAX_RECORDED_TEXT`].
+//!
 //! Not here: streams (`sse`, through the detector's incremental redactor), and arrays of token
 //! ids, which carry no text to scan.
 
@@ -16,107 +24,285 @@ use std::borrow::Cow;
 
 use policy_engine::pack::PiiAction;
 use policy_engine::pii::{PiiDetector, RedactionSession};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::hooks::{ApiRoute, PiiReport};
+use crate::json_splice::{self, items, object, Splice};
+use crate::request::ParsedRequest;
 
 /// What the scan decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Allow,
-    /// Strings were rewritten.
+    /// Strings were rewritten: the edits are in the returned [`Splice`].
     Redacted,
     /// Refuse; names the entity types found.
     Block(String),
 }
 
-/// Scan a request tree in place.
+/// The shapes the scan reads. Unknown fields are skipped (and still syntax-checked); a repeated
+/// known field is an error (see `json_splice`).
+#[derive(Debug, Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Function<'a> {
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// Scan a request's strings; the edits apply to `body`, from which `parsed` borrows.
 pub(crate) fn scan_request(
     detector: &PiiDetector,
     route: ApiRoute,
-    tree: &mut Value,
-) -> (Verdict, PiiReport) {
-    let mut scan = TreeScan::new(detector);
-    let mut visit = |s: &mut String| scan.visit(s);
+    body: &[u8],
+    parsed: &ParsedRequest<'_>,
+    record_text: bool,
+) -> Result<Scanned, serde_json::Error> {
+    let mut scan = SpliceScan::new(detector, body, record_text);
     match route {
         ApiRoute::ChatCompletions => {
-            for msg in array_mut(tree, "messages") {
-                content_strings(msg.get_mut("content"), &mut visit);
-                tool_call_arguments(msg, &mut visit);
+            if let Some(messages) = parsed.messages {
+                for msg in items(messages)? {
+                    if let Some(m) = object::<Message<'_>>(msg)? {
+                        scan.message(&m)?;
+                    }
+                }
             }
         }
-        ApiRoute::Completions => strings_or_list(tree.get_mut("prompt"), &mut visit),
-        ApiRoute::Embeddings => strings_or_list(tree.get_mut("input"), &mut visit),
+        ApiRoute::Completions => scan.strings_or_list(parsed.prompt)?,
+        ApiRoute::Embeddings => scan.strings_or_list(parsed.input)?,
     }
-    scan.decide()
+    Ok(scan.decide())
 }
 
-/// Scan a non-streamed response tree in place.
+/// Scan a non-streamed response's strings; `choices` is borrowed from `body`.
 pub(crate) fn scan_response(
     detector: &PiiDetector,
     route: ApiRoute,
-    tree: &mut Value,
-) -> (Verdict, PiiReport) {
-    let mut scan = TreeScan::new(detector);
-    let mut visit = |s: &mut String| scan.visit(s);
-    for choice in array_mut(tree, "choices") {
-        match route {
-            ApiRoute::ChatCompletions => {
-                if let Some(msg) = choice.get_mut("message") {
-                    content_strings(msg.get_mut("content"), &mut visit);
-                    tool_call_arguments(msg, &mut visit);
+    body: &[u8],
+    choices: Option<&RawValue>,
+    record_text: bool,
+) -> Result<Scanned, serde_json::Error> {
+    let mut scan = SpliceScan::new(detector, body, record_text);
+    if let Some(choices) = choices {
+        for choice in items(choices)? {
+            let Some(c) = object::<Choice<'_>>(choice)? else {
+                continue;
+            };
+            match route {
+                ApiRoute::ChatCompletions => {
+                    if let Some(m) = c.message.map(object::<Message<'_>>).transpose()?.flatten() {
+                        scan.message(&m)?;
+                    }
                 }
+                ApiRoute::Completions => scan.string(c.text),
+                ApiRoute::Embeddings => {}
             }
-            ApiRoute::Completions => {
-                if let Some(Value::String(s)) = choice.get_mut("text") {
-                    visit(s);
-                }
-            }
-            ApiRoute::Embeddings => {}
         }
     }
-    scan.decide()
+    Ok(scan.decide())
 }
 
-/// One scan over the decoded strings of a JSON tree: one redaction session (so equal values get
-/// equal placeholders across messages), and strings rewritten only when the action redacts.
-struct TreeScan<'d> {
+/// What a scan found and decided.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    pub(crate) verdict: Verdict,
+    pub(crate) report: PiiReport,
+    /// The redactions, as edits of the scanned body.
+    pub(crate) splice: Splice,
+    /// The scanned strings as they go on, one per line, when asked for and when they went on
+    /// without a finding in them (redacted, or clean): `log` passes findings on unchanged and
+    /// `block` sends nothing, so neither is recorded.
+    pub(crate) text: Option<String>,
+}
+
+/// One scan over the decoded strings of a body: one redaction session (so equal values get
+/// equal placeholders across messages), and strings rewritten — as splices into the body —
+/// only when the action redacts.
+struct SpliceScan<'d, 'b> {
     detector: &'d PiiDetector,
+    body: &'b [u8],
     session: RedactionSession,
     rewrite: bool,
-    changed: bool,
+    splice: Splice,
+    /// A finding whose string could not be placed in the body: never forward then.
+    unplaced: bool,
+    /// The strings as they go on, for the audit record.
+    text: Option<RecordedText>,
 }
 
-impl<'d> TreeScan<'d> {
-    fn new(detector: &'d PiiDetector) -> Self {
+impl<'d, 'b> SpliceScan<'d, 'b> {
+    fn new(detector: &'d PiiDetector, body: &'b [u8], record_text: bool) -> Self {
         let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
         Self {
             detector,
+            body,
             session: RedactionSession::default(),
             rewrite,
-            changed: false,
+            splice: Splice::default(),
+            unplaced: false,
+            text: record_text.then(RecordedText::default),
         }
     }
 
-    fn visit(&mut self, s: &mut String) {
-        if let Some(new) = redacted(self.detector, s, &mut self.session) {
+    /// Scan one value if it is a string.
+    fn string(&mut self, raw: Option<&RawValue>) {
+        let Some(raw) = raw else { return };
+        let Some(text) = json_splice::string(raw) else {
+            return;
+        };
+        let out = self.detector.redact(&text, &mut self.session);
+        if let Cow::Owned(new) = &out {
             if self.rewrite {
-                *s = new;
-                self.changed = true;
+                match json_splice::span(self.body, raw) {
+                    Some(at) => self.splice.replace_string(at, new),
+                    None => self.unplaced = true,
+                }
             }
         }
+        if let Some(recorded) = self.text.as_mut() {
+            // Redacted when the action rewrites; otherwise the text is dropped in `decide`.
+            recorded.line(&out);
+        }
     }
 
-    fn decide(self) -> (Verdict, PiiReport) {
-        decide(self.detector.action(), &self.session, self.changed)
+    /// A chat message: `content` as a string or as parts, tool-call and legacy function-call
+    /// `arguments`.
+    fn message(&mut self, m: &Message<'_>) -> Result<(), serde_json::Error> {
+        match m.content {
+            Some(c) if c.get().starts_with('[') => {
+                for part in items(c)? {
+                    if let Some(p) = object::<Part<'_>>(part)? {
+                        self.string(p.text);
+                    }
+                }
+            }
+            other => self.string(other),
+        }
+        if let Some(calls) = m.tool_calls {
+            for call in items(calls)? {
+                let f = object::<ToolCall<'_>>(call)?.and_then(|c| c.function);
+                if let Some(f) = f.map(object::<Function<'_>>).transpose()?.flatten() {
+                    self.string(f.arguments);
+                }
+            }
+        }
+        if let Some(f) = m
+            .function_call
+            .map(object::<Function<'_>>)
+            .transpose()?
+            .flatten()
+        {
+            self.string(f.arguments);
+        }
+        Ok(())
+    }
+
+    /// A string, or a list whose string items are scanned (token-id lists are skipped).
+    fn strings_or_list(&mut self, v: Option<&RawValue>) -> Result<(), serde_json::Error> {
+        match v {
+            Some(list) if list.get().starts_with('[') => {
+                for item in items(list)? {
+                    self.string(Some(item));
+                }
+            }
+            other => self.string(other),
+        }
+        Ok(())
+    }
+
+    fn decide(self) -> Scanned {
+        let changed = !self.splice.is_empty();
+        let (mut verdict, report) = decide(self.detector.action(), &self.session, changed);
+        if self.unplaced {
+            // Cannot happen for values borrowed from the body; refuse rather than leak.
+            let names: Vec<&str> = report.findings.iter().map(|(e, _)| e.as_str()).collect();
+            verdict = Verdict::Block(names.join(", "));
+        }
+        let recordable = match &verdict {
+            Verdict::Redacted => true,
+            Verdict::Allow => report.findings.is_empty(),
+            Verdict::Block(_) => false,
+        };
+        Scanned {
+            text: self.text.filter(|_| recordable).map(RecordedText::finish),
+            verdict,
+            report,
+            splice: self.splice,
+        }
     }
 }
 
-/// The redacted text, or `None` when the detector found nothing.
-fn redacted(detector: &PiiDetector, s: &str, session: &mut RedactionSession) -> Option<String> {
-    match detector.redact(s, session) {
-        Cow::Borrowed(_) => None,
-        Cow::Owned(new) => Some(new),
+/// Most bytes of text one side of a request puts into its audit record; the rest is cut off
+/// (at a character boundary) and the cut marked, so one huge prompt cannot make a huge line.
+pub(crate) const MAX_RECORDED_TEXT: usize = 256 * 1024;
+
+/// Text collected for an audit record, bounded by [`MAX_RECORDED_TEXT`].
+#[derive(Debug, Default)]
+pub(crate) struct RecordedText {
+    text: String,
+    truncated: bool,
+}
+
+impl RecordedText {
+    /// Append `s` as it is.
+    pub(crate) fn push(&mut self, s: &str) {
+        if self.truncated {
+            return;
+        }
+        let room = MAX_RECORDED_TEXT.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return;
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&s[..cut]);
+        self.text.push_str(" …[truncated]");
+        self.truncated = true;
+    }
+
+    /// Append `s` as a line of its own.
+    pub(crate) fn line(&mut self, s: &str) {
+        if !self.text.is_empty() {
+            self.push("\n");
+        }
+        self.push(s);
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.text
     }
 }
 
@@ -152,56 +338,125 @@ fn decide(action: PiiAction, session: &RedactionSession, changed: bool) -> (Verd
     (verdict, report)
 }
 
-fn array_mut<'v>(tree: &'v mut Value, key: &str) -> impl Iterator<Item = &'v mut Value> {
-    tree.get_mut(key)
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flat_map(|a| a.iter_mut())
-}
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use policy_engine::pack::PiiDetectorConfig;
 
-/// A `content` value: a string, or a list of parts whose `text` fields are strings.
-fn content_strings(content: Option<&mut Value>, visit: &mut impl FnMut(&mut String)) {
-    match content {
-        Some(Value::String(s)) => visit(s),
-        Some(Value::Array(parts)) => {
-            for part in parts {
-                if let Some(Value::String(s)) = part.get_mut("text") {
-                    visit(s);
-                }
-            }
-        }
-        _ => {}
-    }
-}
+    use super::*;
+    use crate::request::{self, Rewrite};
 
-fn tool_call_arguments(msg: &mut Value, visit: &mut impl FnMut(&mut String)) {
-    for call in array_mut(msg, "tool_calls") {
-        if let Some(Value::String(s)) = call
-            .get_mut("function")
-            .and_then(|f| f.get_mut("arguments"))
-        {
-            visit(s);
-        }
+    fn redact(route: ApiRoute, body: &str) -> Result<(Verdict, String), crate::error::ApiError> {
+        let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let parsed = request::parse(&body)?;
+        let scanned = scan_request(&det, route, &body, &parsed, false)
+            .map_err(|e| crate::error::ApiError::invalid(e.to_string()))?;
+        let (verdict, splice) = (scanned.verdict, scanned.splice);
+        let rw = Rewrite {
+            upstream_model: None,
+            include_usage: false,
+        };
+        let out = request::upstream_body(&body, &parsed, rw, splice)?;
+        Ok((verdict, String::from_utf8(out.to_vec()).unwrap()))
     }
-    if let Some(Value::String(s)) = msg
-        .get_mut("function_call")
-        .and_then(|f| f.get_mut("arguments"))
-    {
-        visit(s);
-    }
-}
 
-/// A string, or a list whose string items are visited (token-id lists are skipped).
-fn strings_or_list(v: Option<&mut Value>, visit: &mut impl FnMut(&mut String)) {
-    match v {
-        Some(Value::String(s)) => visit(s),
-        Some(Value::Array(items)) => {
-            for item in items {
-                if let Value::String(s) = item {
-                    visit(s);
-                }
-            }
+    #[test]
+    fn only_the_redacted_strings_change_every_other_byte_is_forwarded_as_sent() {
+        // Odd spacing, escapes elsewhere, key order, unknown fields: all kept byte for byte.
+        let body = "{ \"x_first\" : [1, 2.50, {\"k\":\"\\u00e9\"}],\n  \"model\":\"gpt-4o-mini\",\"messages\" : [\n    {\"role\":\"user\", \"content\":\"mail ann\\u0040example.com\\n please\", \"name\":\"a\"},\n    {\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"clean\"},{\"type\":\"text\",\"text\":\"ann@example.com\"}]},\n    {\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"t\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"to\\\":\\\"ann@example.com\\\"}\"}}]}\n  ] }";
+        let (verdict, out) = redact(ApiRoute::ChatCompletions, body).unwrap();
+        assert_eq!(verdict, Verdict::Redacted);
+        let expected = body
+            .replace(
+                "\"mail ann\\u0040example.com\\n please\"",
+                "\"mail [EMAIL_1]\\n please\"",
+            )
+            .replace("\"text\":\"ann@example.com\"", "\"text\":\"[EMAIL_1]\"")
+            .replace(
+                "\"arguments\":\"{\\\"to\\\":\\\"ann@example.com\\\"}\"",
+                "\"arguments\":\"{\\\"to\\\":\\\"[EMAIL_1]\\\"}\"",
+            );
+        assert_ne!(expected, body, "the test's replacements must apply");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_clean_request_is_forwarded_unchanged_and_lists_of_token_ids_are_skipped() {
+        let body = r#"{"model":"m","prompt":[[1,2,3],"no pii here"]}"#;
+        let (verdict, out) = redact(ApiRoute::Completions, body).unwrap();
+        assert_eq!(verdict, Verdict::Allow);
+        assert_eq!(out, body);
+    }
+
+    #[test]
+    fn a_repeated_content_key_is_refused_rather_than_half_scanned() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi","content":"ann@example.com"}]}"#;
+        let err = redact(ApiRoute::ChatCompletions, body).unwrap_err();
+        assert_eq!(err.code(), "invalid_request");
+        assert!(
+            err.to_string().contains("duplicate field `content`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn response_choices_are_redacted_in_place() {
+        let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
+        let body = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"call 415-555-0134"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
+        #[derive(Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            choices: &'a RawValue,
         }
-        _ => {}
+        let peek: Peek<'_> = serde_json::from_slice(body).unwrap();
+        let s = scan_response(
+            &det,
+            ApiRoute::ChatCompletions,
+            body,
+            Some(peek.choices),
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.verdict, Verdict::Redacted);
+        assert_eq!(s.report.findings, vec![("phone".to_owned(), 1)]);
+        assert_eq!(s.text.as_deref(), Some("call [PHONE_1]"));
+        let out = s.splice.apply(body).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"call [PHONE_1]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#
+        );
+    }
+
+    #[test]
+    fn recorded_text_is_every_scanned_string_as_it_goes_on_one_per_line() {
+        let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
+        let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi ann@example.com"},{"type":"image_url"}]},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}]}"#);
+        let parsed = request::parse(&body).unwrap();
+        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, true).unwrap();
+        assert_eq!(s.text.as_deref(), Some("Be brief.\nHi [EMAIL_1]\n{}"));
+        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, false).unwrap();
+        assert_eq!(s.text, None);
+
+        // `log` forwards the value unchanged: no text is recorded then.
+        let cfg = PiiDetectorConfig {
+            action: PiiAction::Log,
+            ..PiiDetectorConfig::default()
+        };
+        let det = PiiDetector::compile(&cfg, None).unwrap();
+        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, true).unwrap();
+        assert_eq!(s.text, None);
+    }
+
+    #[test]
+    fn recorded_text_is_cut_at_a_character_boundary_and_marked_once() {
+        let mut t = RecordedText::default();
+        t.push(&"a".repeat(MAX_RECORDED_TEXT - 1));
+        // `é` takes two bytes: it does not fit into the one byte left.
+        t.push("é and more");
+        t.line("not recorded");
+        let s = t.finish();
+        assert!(s.ends_with("a …[truncated]"), "{}", &s[s.len() - 20..]);
+        assert_eq!(s.len(), MAX_RECORDED_TEXT - 1 + " …[truncated]".len());
     }
 }

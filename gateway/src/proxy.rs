@@ -20,11 +20,12 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::Value;
+use policy_engine::PolicyKind;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
 use crate::error::ApiError;
 use crate::hooks::{Admission, Failure, Outcome, PiiReport, Settled};
+use crate::json_splice::Splice;
 use crate::pack::ActivePack;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
@@ -61,7 +62,7 @@ pub(crate) async fn run<'p>(
     o.meta.request_bytes = body.len();
 
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_request);
-    let mut parsed = request::parse(&body, detector.is_some())?;
+    let parsed = request::parse(&body)?;
     o.meta.stream = parsed.facts.stream && route != crate::hooks::ApiRoute::Embeddings;
     o.meta.max_tokens = parsed.facts.max_tokens;
     let model_route =
@@ -72,16 +73,19 @@ pub(crate) async fn run<'p>(
             })?;
     *model_label = pack.model_label(&model_route.name);
 
-    let mut dirty = false;
-    if let (Some(det), Some(tree)) = (detector, parsed.tree.as_mut()) {
-        let (verdict, report) = policy::scan_request(det, route, tree);
-        count_pii(state, &report, "request");
-        o.meta.pii_request = Some(report);
-        match verdict {
+    let mut splice = Splice::default();
+    let record_text = records_text(pack);
+    if let Some(det) = detector {
+        let scanned = policy::scan_request(det, route, &body, &parsed, record_text)
+            .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
+        count_pii(state, &scanned.report, "request");
+        o.meta.pii_request = Some(scanned.report);
+        o.meta.redacted_request = scanned.text;
+        match scanned.verdict {
             Verdict::Allow => decision(state, "allow"),
             Verdict::Redacted => {
                 decision(state, det.action().as_str());
-                dirty = true;
+                splice = scanned.splice;
             }
             Verdict::Block(entities) => {
                 decision(state, "block");
@@ -110,13 +114,13 @@ pub(crate) async fn run<'p>(
     let rename = (model_route.upstream_model != parsed.facts.model)
         .then_some(model_route.upstream_model.as_str());
     let upstream_body = request::upstream_body(
-        body,
-        &mut parsed,
+        &body,
+        &parsed,
         Rewrite {
             upstream_model: rename,
             include_usage: stream,
         },
-        dirty,
+        splice,
     )?;
     let upstream = pack.upstream(&model_route.provider).ok_or_else(|| {
         ApiError::Upstream(format!(
@@ -164,6 +168,7 @@ pub(crate) async fn run<'p>(
             o,
             Arc::clone(pack),
             parsed.facts.wants_usage(),
+            record_text,
             state.metrics.clone(),
             in_flight,
         );
@@ -186,24 +191,27 @@ pub(crate) async fn run<'p>(
 
     if !parts.status.is_success() {
         if let Some(o) = outcome.take() {
-            o.fail(&Failure::UpstreamStatus(parts.status));
+            o.fail(&Failure::UpstreamStatus(parts.status)).wait().await;
         }
         let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
         budget_headers.apply(&mut resp);
         return Ok(resp);
     }
 
-    let (answer, usage) = finish_json(state, pack, route, answer, outcome)?;
+    let (answer, usage) = finish_json(state, pack, route, answer, outcome, record_text)?;
     let Some(o) = outcome.take() else {
         return Err(ApiError::Upstream(
             "internal: request outcome missing".to_owned(),
         ));
     };
     observe_overhead(state, o.meta.started, read_done, route.as_str());
+    // The answer goes out only when the observer releases it (a durable audit record).
     o.settle(&Settled {
         status: parts.status,
         usage,
-    });
+    })
+    .wait()
+    .await;
     drop(in_flight);
     let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
     budget_headers.apply(&mut resp);
@@ -249,45 +257,63 @@ impl BudgetHeaders {
 const REMAINING_HEADER: &str = "x-palisade-budget-remaining-usd";
 const DEGRADED_HEADER: &str = "x-palisade-budget-degraded";
 
-/// A JSON answer: read its usage, scan it when the pack says so.
+/// Whether the pack's audit logger records the redacted text (`include_redacted_text`).
+fn records_text(pack: &ActivePack) -> bool {
+    let c = &pack.compiled;
+    c.audit.as_ref().is_some_and(|a| a.include_redacted_text) && c.runs(PolicyKind::AuditLogger)
+}
+
+/// The fields of a provider's JSON answer the gateway reads, borrowed from it.
+#[derive(serde::Deserialize)]
+struct AnswerPeek<'a> {
+    #[serde(borrow, default)]
+    choices: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A JSON answer: read its usage, scan it when the pack says so. An answer that is not a JSON
+/// object passes unchanged (there are no decoded strings to scan); one whose choices cannot be
+/// read while a scan is required is refused rather than passed unscanned.
 fn finish_json(
     state: &GatewayState,
     pack: &ActivePack,
     route: crate::hooks::ApiRoute,
     answer: Bytes,
     outcome: &mut Option<Outcome>,
+    record_text: bool,
 ) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
-    let Some(det) = detector else {
-        #[derive(serde::Deserialize)]
-        struct UsagePeek {
-            #[serde(default)]
-            usage: Option<Value>,
-        }
-        let usage = serde_json::from_slice::<UsagePeek>(&answer)
-            .ok()
-            .and_then(|p| p.usage)
-            .as_ref()
-            .and_then(sse::parse_usage);
-        return Ok((answer, usage));
-    };
-    let Ok(mut tree) = serde_json::from_slice::<Value>(&answer) else {
-        // Not JSON: nothing we can scan as decoded strings; pass it on unchanged.
+    let Ok(peek) = serde_json::from_slice::<AnswerPeek<'_>>(&answer) else {
         return Ok((answer, None));
     };
-    let usage = tree.get("usage").and_then(sse::parse_usage);
-    let (verdict, report) = policy::scan_response(det, route, &mut tree);
+    let usage = peek.usage.and_then(sse::parse_usage_raw);
+    let Some(det) = detector else {
+        return Ok((answer, usage));
+    };
+    let policy::Scanned {
+        verdict,
+        report,
+        splice,
+        text,
+    } = policy::scan_response(det, route, &answer, peek.choices, record_text).map_err(|e| {
+        ApiError::Upstream(format!(
+            "the provider's answer cannot be scanned for PII: {e}"
+        ))
+    })?;
     count_pii(state, &report, "response");
     if let Some(o) = outcome.as_mut() {
         o.meta.pii_response = Some(report);
+        o.meta.redacted_response = text;
     }
     match verdict {
         Verdict::Allow => Ok((answer, usage)),
         Verdict::Redacted => {
             decision(state, det.action().as_str());
-            serde_json::to_vec(&tree)
-                .map(|v| (Bytes::from(v), usage))
-                .map_err(|e| ApiError::Upstream(format!("cannot re-encode the answer: {e}")))
+            let redacted = splice.apply(&answer).ok_or_else(|| {
+                ApiError::Upstream("internal: a response field lost its place".to_owned())
+            })?;
+            Ok((redacted, usage))
         }
         Verdict::Block(entities) => {
             decision(state, "block");

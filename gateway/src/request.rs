@@ -1,35 +1,46 @@
 //! Reading an API request body: the few facts the gateway needs, and the body sent upstream.
 //!
-//! Unknown fields pass through untouched. When no policy changes anything, the caller's bytes go
-//! upstream as they are (no parse-and-reserialize round trip, no allocation): only the fields
-//! the gateway reads are decoded, borrowed from the body. A full JSON tree is built only when
-//! something must change: the request-side PII scan is on, the model is renamed for the
-//! provider, or a stream's `stream_options` must be rewritten. The common streaming case — the
-//! caller sent no `stream_options` — is a byte splice that adds
-//! `"stream_options":{"include_usage":true}`, so the provider reports usage for budgets.
+//! Unknown fields pass through untouched, byte for byte. The body is parsed once into borrowed
+//! views (`json_splice`): the facts the gateway reads are decoded, and the fields it may scan or
+//! rewrite (`model`, `stream_options`, `messages`, `prompt`, `input`) are kept as raw values
+//! that know their place in the body. When nothing changes, the caller's bytes go upstream as
+//! they are; otherwise only the changed values are spliced in — a renamed `model`, a redacted
+//! string, `"stream_options":{"include_usage":true}` added after the opening brace so the
+//! provider reports usage for budgets. No JSON tree is built on this path.
 //!
 //! Not here: what the PII policy does with the strings (`policy`).
 
-use std::borrow::Cow;
-
-use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::json_splice::{self, Splice};
 
 #[derive(Debug, Deserialize)]
 struct Peek<'a> {
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+    /// Kept even when `null`, so a rewrite replaces it instead of adding a second key.
+    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
+    stream_options: Option<&'a RawValue>,
     #[serde(default)]
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+fn raw_even_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,29 +66,16 @@ impl RequestFacts {
     }
 }
 
-/// A parsed request: its facts, and its tree when one was needed.
+/// A parsed request: its facts, and the raw values a policy may scan or the gateway rewrite,
+/// borrowed from the body.
 #[derive(Debug)]
-pub(crate) struct ParsedRequest {
+pub(crate) struct ParsedRequest<'b> {
     pub(crate) facts: RequestFacts,
-    pub(crate) tree: Option<Value>,
-}
-
-fn facts(peek: Peek<'_>) -> Result<RequestFacts, ApiError> {
-    let model = peek
-        .model
-        .ok_or_else(|| ApiError::invalid_param("model", "you must provide a model parameter"))?;
-    if model.is_empty() {
-        return Err(ApiError::invalid_param(
-            "model",
-            "the model must not be empty",
-        ));
-    }
-    Ok(RequestFacts {
-        model: model.into_owned(),
-        stream: peek.stream.unwrap_or(false),
-        stream_options: peek.stream_options.map(|o| o.include_usage),
-        max_tokens: peek.max_completion_tokens.or(peek.max_tokens),
-    })
+    model: Option<&'b RawValue>,
+    stream_options: Option<&'b RawValue>,
+    pub(crate) messages: Option<&'b RawValue>,
+    pub(crate) prompt: Option<&'b RawValue>,
+    pub(crate) input: Option<&'b RawValue>,
 }
 
 fn bad_json(e: &serde_json::Error) -> ApiError {
@@ -86,23 +84,55 @@ fn bad_json(e: &serde_json::Error) -> ApiError {
     ))
 }
 
-/// Parse `body`; build the tree only when `want_tree`.
-pub(crate) fn parse(body: &[u8], want_tree: bool) -> Result<ParsedRequest, ApiError> {
-    if want_tree {
-        let tree: Value = serde_json::from_slice(body).map_err(|e| bad_json(&e))?;
-        if !tree.is_object() {
-            return Err(ApiError::invalid("the request body must be a JSON object"));
-        }
-        let facts = facts(Peek::deserialize(&tree).map_err(|e| bad_json(&e))?)?;
-        return Ok(ParsedRequest {
-            facts,
-            tree: Some(tree),
-        });
+/// Parse `body`: one pass, no tree.
+pub(crate) fn parse(body: &[u8]) -> Result<ParsedRequest<'_>, ApiError> {
+    // A derived struct also accepts a JSON array (as a tuple); an API request is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(e) => bad_json(&e),
+                Ok(_) => ApiError::invalid("the request body must be a JSON object"),
+            },
+        );
     }
     let peek: Peek<'_> = serde_json::from_slice(body).map_err(|e| bad_json(&e))?;
+    let model = match peek.model {
+        None => {
+            return Err(ApiError::invalid_param(
+                "model",
+                "you must provide a model parameter",
+            ))
+        }
+        Some(raw) => json_splice::string(raw)
+            .ok_or_else(|| ApiError::invalid_param("model", "the model must be a string"))?,
+    };
+    if model.is_empty() {
+        return Err(ApiError::invalid_param(
+            "model",
+            "the model must not be empty",
+        ));
+    }
+    let stream_options = match peek.stream_options {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => Some(
+            serde_json::from_str::<StreamOptions>(raw.get())
+                .map_err(|e| ApiError::invalid_param("stream_options", e.to_string()))?
+                .include_usage,
+        ),
+    };
     Ok(ParsedRequest {
-        facts: facts(peek)?,
-        tree: None,
+        facts: RequestFacts {
+            model: model.into_owned(),
+            stream: peek.stream.unwrap_or(false),
+            stream_options,
+            max_tokens: peek.max_completion_tokens.or(peek.max_tokens),
+        },
+        model: peek.model,
+        stream_options: peek.stream_options,
+        messages: peek.messages,
+        prompt: peek.prompt,
+        input: peek.input,
     })
 }
 
@@ -115,81 +145,60 @@ pub(crate) struct Rewrite<'a> {
     pub(crate) include_usage: bool,
 }
 
-/// The body to send upstream. `tree_dirty` says a policy already changed the tree.
+/// The body to send upstream: `original` (a cheap clone) when nothing changes, else
+/// `original` with `splice` (the policies' edits) and the gateway's own rewrites applied.
 pub(crate) fn upstream_body(
-    original: Bytes,
-    parsed: &mut ParsedRequest,
+    original: &Bytes,
+    parsed: &ParsedRequest<'_>,
     rewrite: Rewrite<'_>,
-    tree_dirty: bool,
+    mut splice: Splice,
 ) -> Result<Bytes, ApiError> {
     let needs_usage = rewrite.include_usage && !parsed.facts.wants_usage();
-    if parsed.tree.is_none() && rewrite.upstream_model.is_none() && !tree_dirty {
-        if !needs_usage {
-            return Ok(original);
-        }
-        if parsed.facts.stream_options.is_none() {
-            if let Some(spliced) = splice_include_usage(&original) {
-                return Ok(spliced);
+    if splice.is_empty() && rewrite.upstream_model.is_none() && !needs_usage {
+        return Ok(original.clone());
+    }
+    let lost = || ApiError::Upstream("internal: a request field lost its place".to_owned());
+    if let Some(m) = rewrite.upstream_model {
+        let at = parsed
+            .model
+            .and_then(|r| json_splice::span(original, r))
+            .ok_or_else(lost)?;
+        splice.replace_string(at, m);
+    }
+    if needs_usage {
+        match parsed.stream_options {
+            None => {
+                const FIELD: &[u8] = br#""stream_options":{"include_usage":true}"#;
+                let open = original
+                    .iter()
+                    .position(|b| !b.is_ascii_whitespace())
+                    .ok_or_else(lost)?;
+                let empty = original
+                    .iter()
+                    .skip(open + 1)
+                    .find(|b| !b.is_ascii_whitespace())
+                    .is_some_and(|b| *b == b'}');
+                let mut field = FIELD.to_vec();
+                if !empty {
+                    field.push(b',');
+                }
+                splice.replace(open + 1..open + 1, field);
+            }
+            Some(raw) => {
+                // Rare: the caller sent `stream_options` without `include_usage: true`.
+                let at = json_splice::span(original, raw).ok_or_else(lost)?;
+                let mut opts = match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(Value::Object(o)) => o,
+                    _ => serde_json::Map::new(),
+                };
+                opts.insert("include_usage".to_owned(), Value::Bool(true));
+                let encoded = serde_json::to_vec(&opts)
+                    .map_err(|e| ApiError::invalid(format!("cannot re-encode the request: {e}")))?;
+                splice.replace(at, encoded);
             }
         }
     }
-    // Rare path: edit the tree.
-    let mut dirty = tree_dirty;
-    let tree = match parsed.tree.as_mut() {
-        Some(t) => t,
-        None => {
-            let t: Value = serde_json::from_slice(&original).map_err(|e| bad_json(&e))?;
-            parsed.tree.insert(t)
-        }
-    };
-    let Some(obj) = tree.as_object_mut() else {
-        return Err(ApiError::invalid("the request body must be a JSON object"));
-    };
-    if let Some(m) = rewrite.upstream_model {
-        obj.insert("model".to_owned(), Value::String(m.to_owned()));
-        dirty = true;
-    }
-    if needs_usage {
-        let opts = obj
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        if !opts.is_object() {
-            *opts = Value::Object(serde_json::Map::new());
-        }
-        if let Some(o) = opts.as_object_mut() {
-            o.insert("include_usage".to_owned(), Value::Bool(true));
-        }
-        dirty = true;
-    }
-    if !dirty {
-        return Ok(original);
-    }
-    serde_json::to_vec(tree)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::invalid(format!("cannot re-encode the request: {e}")))
-}
-
-/// Insert the usage request right after the object's opening brace. `None` if the body does
-/// not start with `{` (it was parsed as an object, so that means leading whitespace only).
-fn splice_include_usage(body: &[u8]) -> Option<Bytes> {
-    const FIELD: &[u8] = br#""stream_options":{"include_usage":true}"#;
-    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    if body[open] != b'{' {
-        return None;
-    }
-    let rest = &body[open + 1..];
-    let empty = rest
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'}');
-    let mut out = BytesMut::with_capacity(body.len() + FIELD.len() + 1);
-    out.extend_from_slice(&body[..=open]);
-    out.extend_from_slice(FIELD);
-    if !empty {
-        out.extend_from_slice(b",");
-    }
-    out.extend_from_slice(rest);
-    Some(out.freeze())
+    splice.apply(original).ok_or_else(lost)
 }
 
 #[cfg(test)]
@@ -208,21 +217,22 @@ mod tests {
 
     #[test]
     fn an_unchanged_request_is_forwarded_byte_for_byte() {
-        let mut p = parse(CHAT, false).unwrap();
+        let body = Bytes::from_static(CHAT);
+        let p = parse(&body).unwrap();
         assert_eq!(p.facts.model, "gpt-4o-mini");
-        let out = upstream_body(Bytes::from_static(CHAT), &mut p, no_rewrite(), false).unwrap();
+        let out = upstream_body(&body, &p, no_rewrite(), Splice::default()).unwrap();
         assert_eq!(&out[..], CHAT);
     }
 
     #[test]
     fn streams_ask_for_usage_and_keep_every_other_field() {
-        let body = br#" {"model":"m","stream":true,"messages":[]}"#;
-        let mut p = parse(body, false).unwrap();
+        let body = Bytes::from_static(br#" {"model":"m","stream":true,"messages":[]}"#);
+        let p = parse(&body).unwrap();
         let rw = Rewrite {
             upstream_model: None,
             include_usage: true,
         };
-        let out = upstream_body(Bytes::from_static(body), &mut p, rw, false).unwrap();
+        let out = upstream_body(&body, &p, rw, Splice::default()).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["stream"], true);
@@ -231,37 +241,51 @@ mod tests {
 
     #[test]
     fn an_explicit_include_usage_false_is_overridden_upstream() {
-        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
-        let mut p = parse(body, false).unwrap();
-        assert!(!p.facts.wants_usage());
-        let rw = Rewrite {
-            upstream_model: Some("m-2024"),
-            include_usage: true,
-        };
-        let out = upstream_body(Bytes::from_static(body), &mut p, rw, false).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
-        assert_eq!(v["model"], "m-2024");
+        for body in [
+            &br#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}"#[..],
+            br#"{"model":"m","stream":true,"stream_options":null}"#,
+        ] {
+            let body = Bytes::copy_from_slice(body);
+            let p = parse(&body).unwrap();
+            assert!(!p.facts.wants_usage());
+            let rw = Rewrite {
+                upstream_model: Some("m-2024"),
+                include_usage: true,
+            };
+            let out = upstream_body(&body, &p, rw, Splice::default()).unwrap();
+            // Still one `stream_options` key: a strict parser would refuse two.
+            let text = std::str::from_utf8(&out).unwrap();
+            assert_eq!(text.matches("stream_options").count(), 1, "{text}");
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true);
+            assert_eq!(v["model"], "m-2024");
+        }
     }
 
     #[test]
     fn malformed_requests_get_specific_messages() {
-        let cases: [&[u8]; 4] = [
-            b"not json",
-            b"[1,2]",
-            br#"{"messages":[]}"#,
-            br#"{"model":"m","stream":"yes"}"#,
+        let cases: [(&[u8], &str); 7] = [
+            (b"not json", "not a valid JSON object"),
+            (b"[1,2]", "must be a JSON object"),
+            (br#"["gpt-4o", true]"#, "must be a JSON object"),
+            (br#"{"messages":[]}"#, "must provide a model"),
+            (br#"{"model":"m","stream":"yes"}"#, "invalid type"),
+            (br#"{"model":7}"#, "must be a string"),
+            (br#"{"model":"m","model":"n"}"#, "duplicate field"),
         ];
-        for body in cases {
-            for tree in [false, true] {
-                let err = parse(body, tree).unwrap_err();
-                assert_eq!(
-                    err.code(),
-                    "invalid_request",
-                    "{}",
-                    String::from_utf8_lossy(body)
-                );
-            }
+        for (body, says) in cases {
+            let err = parse(body).unwrap_err();
+            assert_eq!(
+                err.code(),
+                "invalid_request",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(
+                err.to_string().contains(says),
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

@@ -1,7 +1,11 @@
 //! The listener: accept, TLS, HTTP/1.1 + HTTP/2, timeouts, connection limit, graceful drain.
 //!
-//! Thread per core: the listening socket is shared by `threads` OS threads, each running its
-//! own single-threaded tokio runtime with its own accept loop. A connection, its requests, its
+//! Thread per core: `threads` OS threads, each running its own single-threaded tokio runtime
+//! with its own listening socket on the same address (`SO_REUSEPORT`), so the kernel spreads
+//! new connections over the threads by their address hash. (One shared socket let whichever
+//! thread was awake accept a whole burst: 16 connections opened at once all landed on one
+//! thread, leaving the other cores idle.) `SO_REUSEPORT` lets another process of the same user
+//! bind the port too; such a process could already read the gateway's memory. A connection, its requests, its
 //! upstream connections (see `upstream`'s per-thread pools) and its SSE relay task all stay on
 //! the thread that accepted it, so the request path has no work stealing and no cross-thread
 //! wake-ups; that halved the CPU per request at one connection compared with tokio's
@@ -26,7 +30,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -58,6 +62,32 @@ impl Default for ServerSettings {
     }
 }
 
+/// The first serving thread's listening socket. An exclusive bind first proves the port free:
+/// with `SO_REUSEPORT` alone, a second gateway started on a busy port (another gateway's
+/// included) would share it silently instead of failing. It also resolves port 0.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    bind_shared(addr)
+}
+
+/// A listening socket on `addr` that other serving threads may bind too (`SO_REUSEPORT`).
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Pending connections the kernel queues per listening socket.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Serve until `shutdown` resolves, then drain, on `settings.threads` serving threads.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -70,8 +100,15 @@ pub(crate) async fn serve(
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n => n,
     };
-    let listener = match listener.into_std() {
-        Ok(l) => l,
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the listener's address");
+            return;
+        }
+    };
+    let mut first = match listener.into_std() {
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::error!(error = %e, "cannot hand the listener to the serving threads");
             return;
@@ -81,12 +118,15 @@ pub(crate) async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut finished = Vec::with_capacity(threads);
     for i in 0..threads {
-        let l = match listener.try_clone() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot share the listener with a serving thread");
-                break;
-            }
+        let l = match first.take() {
+            Some(l) => l,
+            None => match bind_shared(addr).and_then(TcpListener::into_std) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, %addr, "cannot open a listener for a serving thread");
+                    break;
+                }
+            },
         };
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (tls, state, permits, stop) = (
@@ -112,7 +152,6 @@ pub(crate) async fn serve(
             Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
         }
     }
-    drop(listener);
     shutdown.await;
     let _ = stop_tx.send(true);
     for done in finished {
@@ -149,6 +188,7 @@ async fn worker(
         .keep_alive_timeout(settings.http2_keepalive)
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
+    tokio::spawn(housekeeping());
     let graceful = GracefulShutdown::new();
     let stopping = stop.wait_for(|s| *s);
     tokio::pin!(stopping);
@@ -189,6 +229,25 @@ async fn worker(
         () = tokio::time::sleep(settings.drain_timeout) => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
         }
+    }
+}
+
+/// How often a serving thread does its housekeeping.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// A serving thread's periodic work, for as long as its runtime lives: closing upstream
+/// connections idle for too long. The tick has a second job. tokio's timer wakes its I/O driver
+/// (an eventfd write, plus an extra event on the next `epoll_wait`) whenever a timer is armed
+/// that is due before the driver's planned wake-up; hyper arms a 30 s header-read timer each
+/// time a keep-alive connection waits for its next request, and with no earlier timer pending
+/// that meant one wake-up per request. With this tick pending, the planned wake-up is never
+/// more than a second away.
+async fn housekeeping() {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        crate::upstream::sweep_idle();
     }
 }
 

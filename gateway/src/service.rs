@@ -69,6 +69,8 @@ pub(crate) async fn handle(
                 request_bytes: 0,
                 pii_request: None,
                 pii_response: None,
+                redacted_request: None,
+                redacted_response: None,
                 upstream_time: None,
             };
             let mut outcome = Some(Outcome::new(Arc::clone(&state.observer), meta));
@@ -79,7 +81,8 @@ pub(crate) async fn handle(
                 Ok(resp) => resp,
                 Err(err) => {
                     if let Some(o) = outcome.take() {
-                        o.fail(&Failure::Refused(&err));
+                        // The refusal's response waits for the observer (a durable record).
+                        o.fail(&Failure::Refused(&err)).wait().await;
                     }
                     state
                         .metrics

@@ -8,31 +8,44 @@
 //! own [`StreamRedactor`], which holds back at most `max_holdback_bytes` so that a card number
 //! split across chunks is still caught; the held text is released into later chunks and
 //! flushed into the chunk that carries the choice's `finish_reason`. Text already flushed
-//! cannot be retracted, so `block` on a streamed response acts as `redact`.
+//! cannot be retracted, so `block` on a streamed response acts as `redact`. A chunk is read
+//! as raw fields borrowed from the event (as the request path does, `json_splice`) and only
+//! the changed text is spliced back, so the rest of the event (other lines, unknown fields) is
+//! the provider's bytes; a chunk with a repeated key breaks the stream rather than pass with one
+//! copy unscanned.
 //!
 //! The usage chunk (`choices: []`, `usage: {...}`, requested upstream for budgets) is read for
 //! the hooks and dropped unless the caller asked for it. Ending: a clean end settles the
 //! request with that usage; an upstream error fails it (`StreamBroken`); a dropped caller body
 //! (client gone) is noticed at once through `Sender::closed` and reported as a mid-stream
-//! cancellation by the `Outcome` guard.
+//! cancellation by the `Outcome` guard. The caller's body ends only after the settle's
+//! `Release` resolved; when the observer asked for it (`holds_stream_end`, a durable audit
+//! record), the output from the terminal `data: [DONE]` event on is held back until then too, so
+//! a caller that saw `[DONE]` knows its record is on disk. Holding needs the `[DONE]` event
+//! found, so frames that contain `[DONE]` leave the pass-through fast path in that mode only.
+//! With `include_redacted_text` and response scanning, the text each choice streamed (as the
+//! caller received it) is collected for the audit record.
 //!
 //! Not here: tool-call argument deltas in streams are passed through unscanned.
 
 use std::sync::Arc;
 
+use crate::upstream::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use memchr::memmem;
 use policy_engine::pii::{PiiDetector, RedactionSession, StreamRedactor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::body::{GatewayBody, StreamError};
 use crate::hooks::{Failure, Outcome, Settled, Usage};
+use crate::json_splice::{self, Splice};
 use crate::metrics::Metrics;
 use crate::pack::ActivePack;
-use crate::policy;
+use crate::policy::{self, RecordedText};
 
 /// Frames buffered between the stream task and the caller.
 const CHANNEL_FRAMES: usize = 16;
@@ -43,17 +56,19 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// Choices per response a stream redactor is kept for.
 const MAX_CHOICES: usize = 64;
 
-/// Start relaying `upstream` to the caller; returns the caller's body.
+/// Start relaying `upstream` to the caller; returns the caller's body. `record_text`: the
+/// pack's audit logger wants the redacted text (`include_redacted_text`).
 pub(crate) fn relay(
-    upstream: Incoming,
+    upstream: UpstreamBody,
     mut outcome: Outcome,
     pack: Arc<ActivePack>,
     wants_usage: bool,
+    record_text: bool,
     metrics: Metrics,
     in_flight: crate::service::InFlight,
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    outcome.streaming();
+    let hold_end = outcome.streaming();
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let detector = if pack.scan_response {
@@ -62,7 +77,14 @@ pub(crate) fn relay(
             None
         };
         let mut proc = SseProcessor::new(detector, wants_usage);
-        let result = pump(upstream, &tx, &mut proc).await;
+        if hold_end {
+            proc.watch_done = true;
+        }
+        if record_text && detector.is_some() {
+            proc.texts = Some(Vec::new());
+        }
+        let mut held = Batch::default();
+        let result = pump(upstream, &tx, &mut proc, &mut held).await;
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
                 metrics
@@ -70,16 +92,31 @@ pub(crate) fn relay(
                     .with_label_values(&[entity.as_str(), "response"])
                     .inc_by(u64::from(*n));
             }
+            outcome.meta.redacted_response = proc.recorded_text(&report);
             outcome.meta.pii_response = Some(report);
         }
         match result {
-            Pump::Done => outcome.settle(&Settled {
-                status: http::StatusCode::OK,
-                usage: proc.usage,
-            }),
+            Pump::Done => {
+                // The last bytes (and the body's end, when this task drops `tx`) wait for the
+                // observer's release.
+                outcome
+                    .settle(&Settled {
+                        status: http::StatusCode::OK,
+                        usage: proc.usage,
+                    })
+                    .wait()
+                    .await;
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
+            }
             Pump::Broken(e) => {
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
                 let _ = tx.send(Err(StreamError(e))).await;
-                outcome.fail(&Failure::StreamBroken);
+                // The caller's response is already broken: nothing waits for the release.
+                drop(outcome.fail(&Failure::StreamBroken));
             }
             // The guard's drop reports the cancellation.
             Pump::Cancelled => drop(outcome),
@@ -94,10 +131,13 @@ enum Pump {
     Cancelled,
 }
 
+/// Relay until the provider's stream ends. Output from the `[DONE]` event on goes into `held`
+/// instead when `proc.watch_done` is set.
 async fn pump(
-    mut body: Incoming,
+    mut body: UpstreamBody,
     tx: &mpsc::Sender<Result<Bytes, StreamError>>,
     proc: &mut SseProcessor<'_>,
+    held: &mut Batch,
 ) -> Pump {
     loop {
         let first = tokio::select! {
@@ -110,9 +150,9 @@ async fn pump(
         // syscall (and a TCP segment) per event.
         let mut batch = Batch::default();
         let mut end = step(first, proc, &mut batch);
-        // hyper's client hands the body over chunk by chunk from its connection task, so a
-        // frame that is already in our socket buffer needs that task to run once more: yield
-        // once, and stop batching as soon as a yield brings nothing new.
+        // hyper's connection task hands the body over chunk by chunk, so a
+        // frame that is already in our socket buffer needs that task to run once more: let it
+        // run once, and stop batching as soon as that brings nothing new.
         let mut yielded = false;
         while end.is_none() && batch.frames < MAX_BATCH_FRAMES {
             match try_frame(&mut body) {
@@ -121,14 +161,16 @@ async fn pump(
                     yielded = false;
                 }
                 None if !yielded => {
-                    tokio::task::yield_now().await;
+                    run_others_once().await;
                     yielded = true;
                 }
                 None => break,
             }
         }
         if let Some(out) = batch.take() {
-            if tx.send(Ok(out)).await.is_err() {
+            if proc.watch_done && proc.done_seen {
+                held.push(out);
+            } else if tx.send(Ok(out)).await.is_err() {
                 return Pump::Cancelled;
             }
         }
@@ -143,10 +185,13 @@ type UpstreamFrame = Option<Result<http_body::Frame<Bytes>, hyper::Error>>;
 /// Handle one upstream frame; `Some` when the stream ended.
 fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) -> Option<Pump> {
     match frame {
-        None => {
-            batch.push(proc.finish());
-            Some(Pump::Done)
-        }
+        None => match proc.finish() {
+            Ok(out) => {
+                batch.push(out);
+                Some(Pump::Done)
+            }
+            Err(e) => Some(Pump::Broken(e)),
+        },
         Some(Err(e)) => Some(Pump::Broken(format!("provider stream failed: {e}"))),
         Some(Ok(frame)) => match frame.into_data() {
             Ok(data) => match proc.push(data) {
@@ -161,8 +206,27 @@ fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) ->
     }
 }
 
+/// Let the tasks already queued on this thread (the provider connection's, woken by
+/// [`try_frame`] asking for the next chunk) run before this one continues. Unlike
+/// `tokio::task::yield_now`, which defers the task until the runtime has polled its I/O driver
+/// (an `epoll_wait` system call per yield, eight per streamed answer), this goes straight to the
+/// back of the run queue.
+async fn run_others_once() {
+    let mut woke = false;
+    std::future::poll_fn(|cx| {
+        if woke {
+            std::task::Poll::Ready(())
+        } else {
+            woke = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// The next frame if it is already available, without waiting.
-fn try_frame(body: &mut Incoming) -> Option<UpstreamFrame> {
+fn try_frame(body: &mut UpstreamBody) -> Option<UpstreamFrame> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match http_body::Body::poll_frame(std::pin::Pin::new(body), &mut cx) {
         std::task::Poll::Ready(f) => Some(f),
@@ -205,6 +269,44 @@ impl Batch {
     }
 }
 
+/// The fields of a stream chunk the relay reads, borrowed from the event.
+#[derive(Deserialize)]
+struct ChunkPeek<'a> {
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice<'a> {
+    #[serde(borrow, default)]
+    index: Present<'a>,
+    #[serde(borrow, default)]
+    delta: Present<'a>,
+    #[serde(borrow, default)]
+    text: Present<'a>,
+    #[serde(borrow, default)]
+    finish_reason: Present<'a>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Present<'a>,
+}
+
+/// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
+/// `null` as absent, and a key that is there must be replaced, not added a second time).
+#[derive(Default)]
+struct Present<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
+    }
+}
+
 /// The per-stream state: framing, usage, redactors.
 pub(crate) struct SseProcessor<'d> {
     detector: Option<&'d PiiDetector>,
@@ -214,6 +316,13 @@ pub(crate) struct SseProcessor<'d> {
     session: RedactionSession,
     pub(crate) usage: Option<Usage>,
     finished: bool,
+    /// Look for the terminal `[DONE]` event even on the fast path.
+    pub(crate) watch_done: bool,
+    /// The `[DONE]` event has been processed (only tracked with `watch_done`, or when it came
+    /// through the slow path).
+    pub(crate) done_seen: bool,
+    /// Per choice, the text the caller received, for the audit record (`None`: not collected).
+    pub(crate) texts: Option<Vec<RecordedText>>,
 }
 
 impl<'d> SseProcessor<'d> {
@@ -226,7 +335,36 @@ impl<'d> SseProcessor<'d> {
             session: RedactionSession::default(),
             usage: None,
             finished: false,
+            watch_done: false,
+            done_seen: false,
+            texts: None,
         }
+    }
+
+    /// The collected text for the audit record: every choice's text, one after the other
+    /// (separated by a newline), when it carries no finding as the caller received it — that
+    /// is, unless the action is `log` and something was found.
+    pub(crate) fn recorded_text(&mut self, report: &crate::hooks::PiiReport) -> Option<String> {
+        let texts = self.texts.take()?;
+        if !report.findings.is_empty() && !report.redacted {
+            return None;
+        }
+        let mut out = RecordedText::default();
+        for t in texts {
+            out.line(&t.finish());
+        }
+        Some(out.finish())
+    }
+
+    /// Collect streamed text of choice `index`.
+    fn collect(&mut self, index: usize, text: &str) {
+        let Some(texts) = self.texts.as_mut() else {
+            return;
+        };
+        if texts.len() <= index {
+            texts.resize_with(index + 1, RecordedText::default);
+        }
+        texts[index].push(text);
     }
 
     /// The response-side PII result, when the stream was scanned.
@@ -244,6 +382,7 @@ impl<'d> SseProcessor<'d> {
             && self.detector.is_none()
             && data.ends_with(b"\n\n")
             && !has_usage_object(&data)
+            && !(self.watch_done && memmem::find(&data, b"[DONE]").is_some())
         {
             return Ok(data);
         }
@@ -251,7 +390,7 @@ impl<'d> SseProcessor<'d> {
         let mut out = BytesMut::new();
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end).freeze();
-            self.event(&event, &mut out);
+            self.event(&event, &mut out)?;
         }
         if self.pending.len() > MAX_EVENT_BYTES {
             return Err(format!(
@@ -262,66 +401,87 @@ impl<'d> SseProcessor<'d> {
     }
 
     /// The provider's stream ended: flush an incomplete event and any held-back text.
-    pub(crate) fn finish(&mut self) -> Bytes {
+    pub(crate) fn finish(&mut self) -> Result<Bytes, String> {
         let mut out = BytesMut::new();
         if !self.pending.is_empty() {
             let event = std::mem::take(&mut self.pending).freeze();
-            self.event(&event, &mut out);
+            self.event(&event, &mut out)?;
         }
         self.flush_all(&mut out);
-        out.freeze()
+        Ok(out.freeze())
     }
 
-    fn event(&mut self, event: &Bytes, out: &mut BytesMut) {
+    fn event(&mut self, event: &Bytes, out: &mut BytesMut) -> Result<(), String> {
         let Some(data) = data_field(event) else {
             out.extend_from_slice(event);
-            return;
+            return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
             self.flush_all(out);
             out.extend_from_slice(event);
-            return;
+            self.done_seen = true;
+            return Ok(());
         }
         let may_have_usage = has_usage_object(data);
         if self.detector.is_none() && !may_have_usage {
             out.extend_from_slice(event);
-            return;
+            return Ok(());
         }
-        let Ok(mut chunk) = serde_json::from_slice::<Value>(data) else {
-            out.extend_from_slice(event);
-            return;
+        let chunk = match serde_json::from_slice::<ChunkPeek<'_>>(data) {
+            Ok(c) => c,
+            // Not JSON: no decoded strings to scan, forwarded as it came.
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                out.extend_from_slice(event);
+                return Ok(());
+            }
+            // JSON the scan cannot read unambiguously (a repeated key): fail closed.
+            Err(e) => return Err(format!("provider stream chunk cannot be scanned: {e}")),
         };
-        if let Some(u) = chunk.get("usage").and_then(parse_usage) {
+        if let Some(u) = chunk.usage.and_then(parse_usage_raw) {
             self.usage = Some(u);
             let no_choices = chunk
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty);
+                .choices
+                .is_none_or(|c| json_splice::items(c).map_or(true, |v| v.is_empty()));
             if no_choices && !self.wants_usage {
-                return;
+                return Ok(());
             }
         }
-        if self.detector.is_some() && self.redact_chunk(&mut chunk) {
-            write_event(&chunk, out);
-        } else {
-            out.extend_from_slice(event);
+        let mut splice = Splice::default();
+        if self.detector.is_some() {
+            self.redact_chunk(event, chunk.choices, &mut splice)
+                .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
         }
+        if splice.is_empty() {
+            out.extend_from_slice(event);
+        } else {
+            let edited = splice
+                .apply(event)
+                .ok_or_else(|| "internal: a stream chunk field lost its place".to_owned())?;
+            out.extend_from_slice(&edited);
+        }
+        Ok(())
     }
 
-    /// Run each choice's text through its redactor; true when the chunk changed.
-    fn redact_chunk(&mut self, chunk: &mut Value) -> bool {
-        let Some(detector) = self.detector else {
-            return false;
+    /// Run each choice's text through its redactor; the changes go into `splice` (of `event`,
+    /// from which `choices` borrows).
+    fn redact_chunk(
+        &mut self,
+        event: &[u8],
+        choices: Option<&RawValue>,
+        splice: &mut Splice,
+    ) -> Result<(), serde_json::Error> {
+        let (Some(detector), Some(choices)) = (self.detector, choices) else {
+            return Ok(());
         };
-        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
-            return false;
-        };
-        let mut changed = false;
         let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
-        for choice in choices {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
+        for choice in json_splice::items(choices)? {
+            let Some(c) = json_splice::object::<StreamChoice<'_>>(choice)? else {
+                continue;
+            };
+            let index = c
+                .index
+                .0
+                .and_then(|i| serde_json::from_str::<u64>(i.get()).ok())
                 .and_then(|i| usize::try_from(i).ok())
                 .unwrap_or(0);
             if index >= MAX_CHOICES {
@@ -330,16 +490,24 @@ impl<'d> SseProcessor<'d> {
             if self.redactors.len() <= index {
                 self.redactors.resize_with(index + 1, || None);
             }
-            let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
-            let Some((holder, key)) = text_slot(choice) else {
-                continue;
-            };
-            let original = match holder.remove(key) {
-                Some(Value::String(t)) => Some(t),
-                Some(other) => {
-                    holder.insert(key.to_owned(), other);
-                    continue;
+            let finishing = c.finish_reason.0.is_some_and(|f| f.get() != "null");
+            // Where the text lives: `text` (completions) or `delta.content` (chat).
+            let (slot, holder) = match c.text.0 {
+                Some(t) => (Some(t), None),
+                None => {
+                    let Some(delta) = c.delta.0 else { continue };
+                    let Some(d) = json_splice::object::<Delta<'_>>(delta)? else {
+                        continue;
+                    };
+                    (d.content.0, Some(delta))
                 }
+            };
+            let original = match slot {
+                Some(raw) => match json_splice::string(raw) {
+                    Some(t) => Some(t),
+                    // `null` or another kind of value: nothing to scan here.
+                    None => continue,
+                },
                 None => None,
             };
             let redactor = self.redactors[index].get_or_insert_with(|| detector.stream());
@@ -351,19 +519,33 @@ impl<'d> SseProcessor<'d> {
                 redactor.finish(&mut self.session, &mut text);
                 self.redactors[index] = None;
             }
-            if log_only {
+            self.collect(index, &text);
+            if log_only || original.as_deref() == Some(text.as_str()) {
                 // `log` counts findings and never changes what the caller sees.
-                if let Some(t) = original {
-                    holder.insert(key.to_owned(), Value::String(t));
-                }
                 continue;
             }
-            changed |= original.as_deref() != Some(text.as_str());
-            if original.is_some() || !text.is_empty() {
-                holder.insert(key.to_owned(), Value::String(text));
+            match (slot, holder) {
+                (Some(raw), _) => {
+                    let at = json_splice::span(event, raw)
+                        .ok_or_else(|| serde::de::Error::custom("a text field lost its place"))?;
+                    splice.replace_string(at, &text);
+                }
+                // Held-back text released into a chunk without a `content` key: add one.
+                (None, Some(delta)) if !text.is_empty() => {
+                    let at = json_splice::span(event, delta)
+                        .ok_or_else(|| serde::de::Error::custom("a delta lost its place"))?;
+                    let empty = delta.get()[1..].trim_start().starts_with('}');
+                    let mut key = b"\"content\":".to_vec();
+                    serde_json::to_writer(&mut key, &text).map_err(serde::de::Error::custom)?;
+                    if !empty {
+                        key.push(b',');
+                    }
+                    splice.replace(at.start + 1..at.start + 1, key);
+                }
+                _ => {}
             }
         }
-        changed
+        Ok(())
     }
 
     /// Emit what every redactor still holds, as one extra chunk per choice.
@@ -372,18 +554,19 @@ impl<'d> SseProcessor<'d> {
             return;
         }
         self.finished = true;
-        for (index, slot) in self.redactors.iter_mut().enumerate() {
-            let Some(mut r) = slot.take() else { continue };
+        for index in 0..self.redactors.len() {
+            let Some(mut r) = self.redactors[index].take() else {
+                continue;
+            };
+            let mut text = String::new();
+            r.finish(&mut self.session, &mut text);
+            self.collect(index, &text);
             if self
                 .detector
                 .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log)
             {
-                let mut scratch = String::new();
-                r.finish(&mut self.session, &mut scratch);
                 continue;
             }
-            let mut text = String::new();
-            r.finish(&mut self.session, &mut text);
             if !text.is_empty() {
                 let chunk = serde_json::json!({
                     "object": "chat.completion.chunk",
@@ -393,16 +576,6 @@ impl<'d> SseProcessor<'d> {
             }
         }
     }
-}
-
-/// Where a choice's streamed text lives: `delta.content` (chat) or `text` (completions).
-fn text_slot(choice: &mut Value) -> Option<(&mut serde_json::Map<String, Value>, &'static str)> {
-    let obj = choice.as_object_mut()?;
-    if obj.contains_key("text") {
-        return Some((obj, "text"));
-    }
-    let delta = obj.get_mut("delta")?.as_object_mut()?;
-    Some((delta, "content"))
 }
 
 fn write_event(chunk: &Value, out: &mut BytesMut) {
@@ -448,6 +621,31 @@ fn data_field(event: &[u8]) -> Option<&[u8]> {
         }
     }
     found
+}
+
+/// Usage from its raw JSON: the common all-integers shape without a tree, anything else
+/// through [`parse_usage`].
+pub(crate) fn parse_usage_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        #[serde(default)]
+        total_tokens: u64,
+    }
+    match serde_json::from_str::<Fields>(raw.get()) {
+        Ok(f) => Some(Usage {
+            prompt_tokens: f.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            total_tokens: f.total_tokens,
+        }),
+        Err(_) => serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .as_ref()
+            .and_then(parse_usage),
+    }
 }
 
 pub(crate) fn parse_usage(v: &Value) -> Option<Usage> {
@@ -496,7 +694,7 @@ mod tests {
         let (a, b) = whole.split_at(whole.len() - 20);
         let mut out = p.push(Bytes::from(a.to_owned())).unwrap().to_vec();
         out.extend_from_slice(&p.push(Bytes::from(b.to_owned())).unwrap());
-        out.extend_from_slice(&p.finish());
+        out.extend_from_slice(&p.finish().unwrap());
         assert_eq!(out, chunk("Hi").as_bytes());
         assert_eq!(p.usage.unwrap().prompt_tokens, 3);
     }
@@ -517,5 +715,85 @@ mod tests {
     fn crlf_framed_events_are_split() {
         assert_eq!(event_end(b"data: x\r\n\r\ndata: y"), Some(11));
         assert_eq!(data_field(b"data: x\r\n\r\n"), Some(&b"x"[..]));
+    }
+
+    fn redacting() -> PiiDetector {
+        PiiDetector::compile(&policy_engine::pack::PiiDetectorConfig::default(), None).unwrap()
+    }
+
+    #[test]
+    fn only_the_scanned_text_is_rewritten_other_event_bytes_are_kept() {
+        let det = redacting();
+        let mut p = SseProcessor::new(Some(&det), false);
+        // An `id:` line, odd spacing and unknown fields survive; the e-mail is redacted in place.
+        let event = "id: 7\ndata: {\"choices\":[{\"index\":0, \"delta\":{\"content\":\"mail ann@example.com now\"},\"finish_reason\":\"stop\",\"x\":[1]}],\"y\":\"\\u00e9\"}\n\n";
+        let out = p.push(Bytes::from_static(event.as_bytes())).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            event.replace("mail ann@example.com now", "mail [EMAIL_1] now")
+        );
+    }
+
+    #[test]
+    fn held_back_text_is_released_into_a_finishing_chunk_without_content() {
+        let det = redacting();
+        let finishing = |delta: &str| {
+            Bytes::from(format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":\"stop\"}}]}}\n\n"
+            ))
+        };
+        for delta in [
+            "{}",
+            "{ }",
+            "{\"role\":\"assistant\"}",
+            "{\"content\":null}",
+        ] {
+            let mut p = SseProcessor::new(Some(&det), false);
+            // A number at the end of a chunk may go on in the next one: it is held back.
+            let first = p.push(Bytes::from(chunk("Call 415-555-0134"))).unwrap();
+            let last = p.push(finishing(delta)).unwrap();
+            let all = format!(
+                "{}{}",
+                std::str::from_utf8(&first).unwrap(),
+                std::str::from_utf8(&last).unwrap()
+            );
+            assert!(!all.contains("415-555-0134"), "{delta}: {all}");
+            let data = |b: &[u8]| -> Value {
+                serde_json::from_slice(b.strip_prefix(b"data: ").unwrap().trim_ascii()).unwrap()
+            };
+            let v = data(&last);
+            if delta.contains("null") {
+                // A `content: null` key is left alone (never added a second time); the held
+                // text comes in an extra chunk at the end.
+                assert_eq!(v["choices"][0]["delta"]["content"], Value::Null, "{v}");
+                let rest = p.finish().unwrap();
+                assert!(std::str::from_utf8(&rest).unwrap().contains("[PHONE_1]"));
+            } else {
+                let first = data(&first);
+                let streamed = format!(
+                    "{}{}",
+                    first["choices"][0]["delta"]["content"].as_str().unwrap(),
+                    v["choices"][0]["delta"]["content"].as_str().unwrap()
+                );
+                assert_eq!(streamed, "Call [PHONE_1]", "{delta}: {v}");
+                assert_eq!(v["choices"][0]["finish_reason"], "stop");
+                assert!(p.finish().unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_with_a_repeated_key_breaks_the_stream_instead_of_passing_unscanned() {
+        let det = redacting();
+        let mut p = SseProcessor::new(Some(&det), false);
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\",\"content\":\"ann@example.com\"}}]}\n\n";
+        let err = p.push(Bytes::from_static(event.as_bytes())).unwrap_err();
+        assert!(err.contains("duplicate field `content`"), "{err}");
+        // Without a detector nothing is scanned, so nothing needs reading.
+        let mut p = SseProcessor::new(None, false);
+        assert_eq!(
+            p.push(Bytes::from_static(event.as_bytes())).unwrap(),
+            event.as_bytes()
+        );
     }
 }

@@ -1,40 +1,55 @@
-//! The provider side: pooled HTTP clients, and per provider the parsed base URL and the
-//! injected key.
+//! The provider side: a per-thread pool of HTTP/1.1 connections, and per provider the parsed
+//! base URL and the injected key.
 //!
 //! The caller's headers are never copied upstream: a request to the provider carries only
 //! `content-type`, `accept` and the provider key read from the environment variable the pack
-//! names (read when a pack is prepared, not per request). Clients are built with TCP_NODELAY,
-//! a bounded idle pool and HTTP/1.1 + HTTP/2 (ALPN) over rustls with the webpki roots. There is
-//! one client per serving thread and connect timeout (a thread-local): the server runs one
-//! single-threaded runtime per core, and a connection pooled on the thread that uses it is
-//! driven there too, with no cross-thread wake-ups on the request path. The pools live outside
-//! the pack, so a reload does not drop warm connections.
+//! names (read when a pack is prepared, not per request). Connections are made with
+//! TCP_NODELAY over plain TCP or rustls (webpki roots), through hyper-rustls' connector.
+//!
+//! The pool is this crate's own, on `hyper::client::conn::http1`: the server runs one
+//! single-threaded runtime per core, so each serving thread keeps its idle connections in a
+//! thread-local list per origin, with no lock and no cross-thread wake-up. A connection goes back
+//! to the list when its response body has been read to the end ([`UpstreamBody`]); a body
+//! dropped early (a client that left mid-stream) closes its connection instead, since the rest
+//! of that answer is still on the wire. At most [`POOL_MAX_IDLE_PER_ORIGIN`] idle connections are
+//! kept per origin and thread, and one idle longer than [`POOL_IDLE_TIMEOUT`] is closed rather
+//! than reused. hyper-util's pooled client did the same job with a mutex-guarded pool and a task
+//! spawned per request to watch for the connection becoming idle; this pool costs neither
+//! (benches/README.md, Gateway). Upstream requests are HTTP/1.1 only (every provider speaks it);
+//! the pools live outside the pack, so a reload does not drop warm connections.
 //!
 //! Not here: retries and fallbacks between providers (a failed upstream call is reported, not
 //! retried, so a budget reservation is never charged twice).
 
-use std::error::Error as _;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use policy_engine::pack::ProviderSpec;
+use tower_service::Service;
 
 use crate::error::ApiError;
 
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Connector = HttpsConnector<HttpConnector>;
+type Sender = SendRequest<Full<Bytes>>;
 
-/// Idle connections kept per provider host. Bounds the pool; busy connections beyond it are
-/// closed after use instead of being kept.
-const POOL_MAX_IDLE_PER_HOST: usize = 512;
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per provider origin and serving thread.
+pub(crate) const POOL_MAX_IDLE_PER_ORIGIN: usize = 256;
+/// An idle connection older than this is closed instead of reused (providers close theirs
+/// after a minute or two; reusing one they are closing fails the request).
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamConfigError {
@@ -48,28 +63,148 @@ pub enum UpstreamConfigError {
     Tls(String),
 }
 
-/// Build a client that connects within `connect_timeout`.
-fn client(connect_timeout: Duration) -> Result<HttpClient, UpstreamConfigError> {
+/// A connector that connects within `connect_timeout`, HTTP/1.1 only (ALPN).
+fn connector(connect_timeout: Duration) -> Result<Connector, UpstreamConfigError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .map_err(|e| UpstreamConfigError::Tls(e.to_string()))?
         .https_or_http()
         .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https))
+        .wrap_connector(http))
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct ThreadPool {
+    /// Connectors by connect timeout (a pack has one or two distinct values).
+    connectors: Vec<(Duration, Connector)>,
+    /// Idle connections by origin (`scheme://authority`), most recently used last.
+    idle: HashMap<Box<str>, Vec<Idle>>,
+}
+
+thread_local! {
+    static POOL: RefCell<ThreadPool> = RefCell::new(ThreadPool::default());
+}
+
+/// An idle connection to `origin` that is still open, newest first; stale ones are dropped.
+fn checkout(origin: &str) -> Option<Sender> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let list = pool.idle.get_mut(origin)?;
+        while let Some(idle) = list.pop() {
+            if !idle.sender.is_closed() && idle.since.elapsed() < POOL_IDLE_TIMEOUT {
+                return Some(idle.sender);
+            }
+        }
+        None
+    })
+}
+
+/// Close this thread's idle connections that have been idle too long or were closed by the
+/// provider. Checkout takes the newest first, so after a burst the oldest would otherwise sit
+/// in the list (holding a socket) until the provider closes them.
+pub(crate) fn sweep_idle() {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        for list in pool.idle.values_mut() {
+            list.retain(|idle| {
+                !idle.sender.is_closed() && idle.since.elapsed() < POOL_IDLE_TIMEOUT
+            });
+        }
+    });
+}
+
+/// Put a connection whose last response was read to the end back in this thread's pool.
+fn checkin(origin: &str, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if let Some(list) = pool.idle.get_mut(origin) {
+            if list.len() < POOL_MAX_IDLE_PER_ORIGIN {
+                list.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+            return;
+        }
+        pool.idle.insert(
+            origin.into(),
+            vec![Idle {
+                sender,
+                since: Instant::now(),
+            }],
+        );
+    });
+}
+
+/// This thread's connector for `connect_timeout`, built on first use.
+fn thread_connector(connect_timeout: Duration) -> Result<Connector, UpstreamConfigError> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if let Some((_, c)) = pool.connectors.iter().find(|(t, _)| *t == connect_timeout) {
+            return Ok(c.clone());
+        }
+        let c = connector(connect_timeout)?;
+        pool.connectors.push((connect_timeout, c.clone()));
+        Ok(c)
+    })
+}
+
+/// A provider's response body. Reading it to the end returns its connection to the pool;
+/// dropping it early closes the connection.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<(std::sync::Arc<str>, Sender)>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some((origin, sender)) = self.conn.take() {
+            checkin(&origin, sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// One provider, ready to receive requests.
@@ -78,30 +213,15 @@ pub struct Upstream {
     pub(crate) name: String,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
+    /// `scheme://authority`: the pool key.
+    origin: std::sync::Arc<str>,
+    /// The `host` header every request carries.
+    host: HeaderValue,
     /// Path prefix of the base URL without a trailing slash, e.g. `/v1`.
     prefix: String,
     auth: Option<HeaderValue>,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
-}
-
-thread_local! {
-    /// This thread's clients, by connect timeout (a pack has one or two distinct values).
-    static CLIENTS: std::cell::RefCell<Vec<(Duration, HttpClient)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// This thread's client for `connect_timeout`, built on first use.
-fn thread_client(connect_timeout: Duration) -> Result<HttpClient, UpstreamConfigError> {
-    CLIENTS.with(|cell| {
-        let mut clients = cell.borrow_mut();
-        if let Some((_, c)) = clients.iter().find(|(t, _)| *t == connect_timeout) {
-            return Ok(c.clone());
-        }
-        let c = client(connect_timeout)?;
-        clients.push((connect_timeout, c.clone()));
-        Ok(c)
-    })
 }
 
 impl Upstream {
@@ -123,6 +243,9 @@ impl Upstream {
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
+        let origin: std::sync::Arc<str> = format!("{scheme}://{authority}").into();
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("the host cannot be sent as a header"))?;
         let auth = match key {
             Some(k) => Some(
                 HeaderValue::from_str(&format!("Bearer {k}"))
@@ -138,23 +261,13 @@ impl Upstream {
             name: name.to_owned(),
             scheme,
             authority,
+            origin,
+            host,
             prefix,
             auth,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(spec.first_byte_timeout_ms),
         })
-    }
-
-    fn uri(&self, path: &str) -> Result<Uri, ApiError> {
-        let mut pq = String::with_capacity(self.prefix.len() + path.len());
-        pq.push_str(&self.prefix);
-        pq.push_str(path);
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| ApiError::Upstream(format!("cannot build the provider URL: {e}")))
     }
 
     /// Send a request and wait for the response head, within the connect and first-byte
@@ -165,8 +278,15 @@ impl Upstream {
         path: &str,
         body: Option<Bytes>,
         accept: Option<&HeaderValue>,
-    ) -> Result<http::Response<Incoming>, ApiError> {
-        let mut builder = Request::builder().method(method).uri(self.uri(path)?);
+    ) -> Result<http::Response<UpstreamBody>, ApiError> {
+        // HTTP/1 over a connection: origin-form target, and the host as a header.
+        let mut pq = String::with_capacity(self.prefix.len() + path.len());
+        pq.push_str(&self.prefix);
+        pq.push_str(path);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(pq)
+            .header(HOST, self.host.clone());
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -182,25 +302,80 @@ impl Upstream {
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
         // first and is reported as such.
         let budget = self.first_byte_timeout.max(self.connect_timeout);
-        let client =
-            thread_client(self.connect_timeout).map_err(|e| ApiError::Upstream(e.to_string()))?;
-        match tokio::time::timeout(budget, client.request(req)).await {
-            Err(_) => Err(ApiError::UpstreamTimeout {
-                ms: u64::try_from(self.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
-                phase: "first byte",
-            }),
-            Ok(Err(e)) if is_timeout(&e) => Err(ApiError::UpstreamTimeout {
-                ms: u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX),
-                phase: "connect",
-            }),
-            Ok(Err(e)) => Err(ApiError::Upstream(describe(&e, &self.name))),
-            Ok(Ok(resp)) => Ok(resp),
-        }
+        let first_byte = ApiError::UpstreamTimeout {
+            ms: u64::try_from(self.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
+            phase: "first byte",
+        };
+        let exchange = async {
+            let mut sender = match checkout(&self.origin) {
+                Some(s) => s,
+                None => self.connect().await?,
+            };
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| ApiError::Upstream(describe(&e, &self.name, "request failed")))?;
+            Ok::<_, ApiError>((resp, sender))
+        };
+        let (resp, sender) = tokio::time::timeout(budget, exchange)
+            .await
+            .map_err(|_| first_byte)??;
+        let (parts, inner) = resp.into_parts();
+        // A connection the provider is closing after this answer is not pooled.
+        let keep = !parts
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let conn = keep.then(|| (std::sync::Arc::clone(&self.origin), sender));
+        Ok(http::Response::from_parts(
+            parts,
+            UpstreamBody { inner, conn },
+        ))
+    }
+
+    /// A new connection, its task spawned on this thread's runtime.
+    async fn connect(&self) -> Result<Sender, ApiError> {
+        let mut connector = thread_connector(self.connect_timeout)
+            .map_err(|e| ApiError::Upstream(e.to_string()))?;
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ApiError::Upstream(format!("cannot build the provider URL: {e}")))?;
+        let io = std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .and(Ok(()));
+        let io = match io {
+            Ok(()) => connector.call(uri).await,
+            Err(e) => Err(e),
+        };
+        let io = io.map_err(|e| {
+            if is_timeout(e.as_ref()) {
+                ApiError::UpstreamTimeout {
+                    ms: u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+                    phase: "connect",
+                }
+            } else {
+                ApiError::Upstream(describe(e.as_ref(), &self.name, "connection failed"))
+            }
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ApiError::Upstream(describe(&e, &self.name, "connection failed")))?;
+        let provider = self.name.clone();
+        let exec = TokioExecutor::new();
+        hyper::rt::Executor::execute(&exec, async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%provider, error = %e, "provider connection ended");
+            }
+        });
+        Ok(sender)
     }
 }
 
-fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = e.source();
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
@@ -212,13 +387,8 @@ fn is_timeout(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn describe(e: &hyper_util::client::legacy::Error, provider: &str) -> String {
-    let what = if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = format!("provider `{provider}`: {what}");
+fn describe(e: &(dyn std::error::Error + 'static), provider: &str, what: &str) -> String {
+    let mut msg = format!("provider `{provider}`: {what}: {e}");
     let mut source = e.source();
     while let Some(s) = source {
         msg.push_str(": ");

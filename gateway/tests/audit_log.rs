@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gateway::audit::verify::{verify_dir, Broken};
-use gateway::audit::{AuditRecord, AuditSink, Clock, Outcome};
+use gateway::audit::{AuditRecord, AuditSink, Clock, DurablyQueued, Enqueued, Outcome};
 use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy};
 
 /// 2026-11-22T12:00:00Z, advanced by tests; `hold` parks the writer inside `now()`.
@@ -314,10 +314,102 @@ fn record_durable_returns_only_after_the_line_is_on_disk() {
 }
 
 #[test]
-fn records_never_hold_raw_text_unless_given_redacted_text() {
+fn records_without_redacted_text_leave_the_text_fields_out() {
     let dir = tempfile::tempdir().unwrap();
     write_records(&config(dir.path()), Arc::new(TestClock::default()), 1);
     let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
-    assert!(text.contains("\"redacted_text\":null"));
+    assert!(text.contains("\"request_id\":\"req-0\""), "{text}");
+    assert!(!text.contains("redacted_text"), "{text}");
+    assert!(!text.contains("redacted_response_text"), "{text}");
     assert!(!text.contains("messages"));
+}
+
+/// Poll `fut` once without waiting.
+fn poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.poll(&mut cx)
+}
+
+/// Start a sink whose writer has taken `rec(0)` and is parked inside the clock (so nothing
+/// more is written until `clock.hold` is cleared).
+fn parked_sink(
+    cfg: &AuditLoggerConfig,
+) -> (AuditSink, gateway::audit::WriterHandle, Arc<TestClock>) {
+    let clock = Arc::new(TestClock::default());
+    let (sink, handle) = AuditSink::start(cfg, Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+    clock.hold.store(true, Ordering::Release);
+    assert!(matches!(sink.record_now(rec(0)).unwrap(), Enqueued::Queued));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !clock.parked.load(Ordering::Acquire) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never took the first record"
+        );
+        std::thread::yield_now();
+    }
+    (sink, handle, clock)
+}
+
+#[test]
+fn record_now_durable_queues_at_once_and_acknowledges_only_after_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long interval: only the waiting record makes the writer fsync.
+    let cfg = AuditLoggerConfig {
+        fsync_interval_ms: 60_000,
+        ..config(dir.path())
+    };
+    let (sink, handle, clock) = parked_sink(&cfg);
+    let DurablyQueued::Queued(ack) = sink.record_now_durable(rec(1)).unwrap() else {
+        panic!("the queue has room");
+    };
+    // Dropping an ack loses nothing: the record is already queued.
+    let DurablyQueued::Queued(dropped) = sink.record_now_durable(rec(2)).unwrap() else {
+        panic!("the queue has room");
+    };
+    drop(dropped);
+    let mut ack = std::pin::pin!(ack.durable());
+    assert!(
+        poll_once(ack.as_mut()).is_pending(),
+        "acknowledged while the writer has not written it"
+    );
+    let fsyncs_before = sink.stats().fsyncs.load(Ordering::Relaxed);
+    clock.hold.store(false, Ordering::Release);
+    runtime().block_on(ack).unwrap();
+    assert!(sink.stats().fsyncs.load(Ordering::Relaxed) > fsyncs_before);
+    let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
+    assert!(text.contains("\"request_id\":\"req-1\""), "{text}");
+    drop(sink);
+    handle.join();
+    let r = verify_dir(dir.path()).unwrap();
+    assert_eq!(
+        r.requests, 3,
+        "the record whose ack was dropped is written too"
+    );
+}
+
+#[test]
+fn record_now_durable_on_a_full_queue_hands_the_record_back_to_wait_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AuditLoggerConfig {
+        queue_capacity: 1,
+        // `drop` applies to `record_now`; a durable record is never dropped.
+        on_queue_full: QueueFullPolicy::Drop,
+        ..config(dir.path())
+    };
+    let (sink, handle, clock) = parked_sink(&cfg);
+    assert!(matches!(sink.record_now(rec(1)).unwrap(), Enqueued::Queued));
+    let DurablyQueued::Full { pending, ack } = sink.record_now_durable(rec(2)).unwrap() else {
+        panic!("capacity 1 is taken by req-1");
+    };
+    let rt = runtime();
+    let queued = rt.spawn(pending.queue());
+    clock.hold.store(false, Ordering::Release);
+    rt.block_on(async {
+        ack.durable().await.unwrap();
+        queued.await.unwrap().unwrap();
+    });
+    drop(sink);
+    handle.join();
+    let r = verify_dir(dir.path()).unwrap();
+    assert_eq!((r.requests, r.dropped), (3, 0));
 }

@@ -492,3 +492,91 @@ async fn shutdown_drains_an_open_stream() {
     assert_eq!(sse_text(&r.text()), "Hello, world!");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn provider_connections_are_reused_after_whole_answers_and_closed_after_abandoned_streams() {
+    provider_key();
+    let mock = MockProvider::start().await;
+    // One serving thread: one upstream pool, so every count below is exact.
+    let gw = TestGateway::start_with(
+        &pack(&mock.base_url(), "1.0.0", "", ""),
+        Arc::new(NoopObserver),
+        |c| c.server.threads = 1,
+    )
+    .await;
+    let c = client::client();
+    let url = gw.api("/v1/chat/completions");
+    for stream in [false, true, false, true, false] {
+        let r = post(&c, &url, &chat("gpt-4o-mini", "hi", stream), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(mock.api_calls(), 5);
+    assert_eq!(
+        mock.connections(),
+        1,
+        "answers read to the end return their connection"
+    );
+
+    // A client that leaves mid-stream: the rest of that answer is still on the wire, so its
+    // connection must not serve the next request.
+    mock.set(|b| b.chunk_delay = Duration::from_millis(200))
+        .await;
+    let resp = client::send(
+        &c,
+        "POST",
+        &url,
+        Some(chat("gpt-4o-mini", "hi", true).to_string().as_bytes()),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    mock.set(|b| b.chunk_delay = Duration::ZERO).await;
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        mock.connections(),
+        2,
+        "an abandoned stream's connection is not reused"
+    );
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.connections(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_a_busy_port_fails_to_start_instead_of_sharing_it() {
+    provider_key();
+    let mock = MockProvider::start().await;
+    let text = pack(&mock.base_url(), "1.0.0", "", "");
+    // Several serving threads: several listening sockets on one port (SO_REUSEPORT).
+    let first =
+        TestGateway::start_with(&text, Arc::new(NoopObserver), |c| c.server.threads = 3).await;
+    let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
+    let mut config = gateway::GatewayConfig::new(&first.pack_path, "dev");
+    config.listen = addr;
+    config.watch = false;
+    let second = gateway::Gateway::bind(config, Arc::new(NoopObserver)).await;
+    match second {
+        Err(gateway::StartError::Bind { addr: a, source }) => {
+            assert_eq!(a, addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        Err(e) => panic!("expected a bind error, got {e}"),
+        Ok(_) => panic!("a second gateway bound {addr}, which the first one serves"),
+    }
+    // The first one still answers on every thread's socket.
+    let c = client::client();
+    for _ in 0..12 {
+        let r = post(
+            &c,
+            &first.api("/v1/chat/completions"),
+            &chat("gpt-4o-mini", "hi", false),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    first.stop().await;
+}

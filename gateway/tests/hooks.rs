@@ -8,10 +8,11 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::{Admit, Failure, Rejection, RejectionKind, RequestMeta, RequestObserver};
+use gateway::{Admit, Failure, Rejection, RejectionKind, Release, RequestMeta, RequestObserver};
 use http_body_util::BodyExt;
 use support::client::{self, chat, post, wait_until};
 use support::mock::MockProvider;
@@ -184,9 +185,15 @@ impl RequestObserver for Exhausted {
         }))
     }
 
-    fn failed(&self, _m: &RequestMeta, admission: Option<gateway::Admission>, f: &Failure<'_>) {
+    fn failed(
+        &self,
+        _m: &RequestMeta,
+        admission: Option<gateway::Admission>,
+        f: &Failure<'_>,
+    ) -> Release {
         assert!(admission.is_none());
         assert!(matches!(f, Failure::Refused(e) if e.code() == "budget_exceeded"));
+        Release::Now
     }
 }
 
@@ -218,5 +225,119 @@ async fn an_observer_can_refuse_asynchronously_with_budget_exceeded() {
         "{m}"
     );
     wait_until(Duration::from_secs(1), "nothing", || async { true }).await;
+    gw.stop().await;
+}
+
+/// Releases every terminal call only after a few polls, counting the releases.
+#[derive(Debug, Default)]
+struct SlowRelease {
+    released: Arc<AtomicU64>,
+    hold_stream: bool,
+}
+
+impl SlowRelease {
+    fn release(&self) -> Release {
+        let released = Arc::clone(&self.released);
+        Release::After(Box::pin(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            released.fetch_add(1, Ordering::SeqCst);
+        }))
+    }
+}
+
+impl RequestObserver for SlowRelease {
+    fn settled(&self, _m: &RequestMeta, _a: gateway::Admission, _s: &gateway::Settled) -> Release {
+        self.release()
+    }
+
+    fn failed(
+        &self,
+        _m: &RequestMeta,
+        _a: Option<gateway::Admission>,
+        _f: &Failure<'_>,
+    ) -> Release {
+        self.release()
+    }
+
+    fn holds_stream_end(&self, _meta: &RequestMeta) -> bool {
+        self.hold_stream
+    }
+}
+
+/// Read a stream frame by frame; returns the text and how many releases had happened when the
+/// frame holding `[DONE]` arrived.
+async fn read_stream(
+    resp: hyper::Response<hyper::body::Incoming>,
+    released: &AtomicU64,
+) -> (String, Option<u64>) {
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut at_done = None;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+            if at_done.is_none() && text.contains("[DONE]") {
+                at_done = Some(released.load(Ordering::SeqCst));
+            }
+        }
+    }
+    (text, at_done)
+}
+
+#[tokio::test]
+async fn a_response_is_released_only_after_its_terminal_calls_release() {
+    std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
+    let mock = MockProvider::start().await;
+    let observer = Arc::new(SlowRelease {
+        hold_stream: true,
+        ..SlowRelease::default()
+    });
+    let released = Arc::clone(&observer.released);
+    let gw = TestGateway::start(&pack(&mock.base_url(), "1.0.0", "", ""), observer).await;
+    let c = client::client();
+    let url = gw.api("/v1/chat/completions");
+
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(released.load(Ordering::SeqCst), 1, "a JSON answer");
+    let r = post(&c, &url, &chat("not-in-pack", "hi", false), None).await;
+    assert_eq!(r.error_code(), "model_not_allowed");
+    assert_eq!(released.load(Ordering::SeqCst), 2, "a refusal");
+    mock.set(|b| b.fail_status = Some(500)).await;
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(released.load(Ordering::SeqCst), 3, "a provider error");
+    mock.set(|b| b.fail_status = None).await;
+
+    let body = chat("gpt-4o-mini", "hi", true).to_string();
+    let resp = client::send(&c, "POST", &url, Some(body.as_bytes()), None).await;
+    assert_eq!(resp.status(), 200);
+    let (text, at_done) = read_stream(resp, &released).await;
+    assert!(text.contains("Hello"), "{text}");
+    assert_eq!(at_done, Some(4), "`[DONE]` went out before the release");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_holds_nothing_back_still_ends_only_after_the_release() {
+    std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
+    let mock = MockProvider::start().await;
+    let observer = Arc::new(SlowRelease::default());
+    let released = Arc::clone(&observer.released);
+    let gw = TestGateway::start(&pack(&mock.base_url(), "1.0.0", "", ""), observer).await;
+    let body = chat("gpt-4o-mini", "hi", true).to_string();
+    let resp = client::send(
+        &client::client(),
+        "POST",
+        &gw.api("/v1/chat/completions"),
+        Some(body.as_bytes()),
+        None,
+    )
+    .await;
+    let (text, _) = read_stream(resp, &released).await;
+    assert!(text.contains("[DONE]"), "{text}");
+    assert_eq!(released.load(Ordering::SeqCst), 1, "the body ended first");
     gw.stop().await;
 }

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 pub use record::{
     AuditRecord, BudgetNote, Caller, Latency, Outcome, PackRef, PolicyDecision, Usage,
 };
-pub use writer::{AuditSink, AuditStats, Enqueued, WriterHandle};
+pub use writer::{
+    Ack, AuditSink, AuditStats, DurablyQueued, Enqueued, PendingRecord, WriterHandle,
+};
 
 pub use crate::clock::{Clock, SystemClock};
 

@@ -2,9 +2,11 @@
 //!
 //! A record holds decisions, never content: who called, which pack version and hash decided,
 //! what each policy did (PII: entity types and counts and the action, never a value), what it
-//! cost and how it ended. The only text it may carry is the *redacted* request, and only when the
-//! pack sets `include_redacted_text`. Field order is the serialisation order, which is part of
-//! the chained line format: add fields at the end.
+//! cost and how it ended. The only text it may carry is the *redacted* request and response, and
+//! only when the pack sets `include_redacted_text`; without it the text fields are left out of
+//! the line altogether. Field order is the serialisation order, which is part of the chained line
+//! format: add fields at the end (a line is verified on its own bytes, so lines written before a
+//! field existed still verify).
 
 use std::collections::BTreeMap;
 
@@ -31,10 +33,16 @@ pub struct AuditRecord {
     pub policies: Vec<PolicyDecision>,
     /// Passed redacted and marked for human review (`action: escalate`).
     pub escalated: bool,
-    /// The redacted request text, only with `include_redacted_text: true`.
+    /// The redacted request text (the scanned strings as sent upstream, one per line), only with
+    /// `include_redacted_text: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_text: Option<String>,
     /// Our error code (`pii_blocked`, `budget_exceeded`, …) when the request did not succeed.
     pub error_code: Option<String>,
+    /// The redacted answer text as the caller received it, only with `include_redacted_text:
+    /// true` and response scanning on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_response_text: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

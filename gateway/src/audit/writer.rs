@@ -6,7 +6,11 @@
 //! chain itself. One dedicated OS thread owns the file: it batches whatever is queued, seals each
 //! line into the chain, writes the batch with one `write`, and fsyncs at least every
 //! `fsync_interval_ms` (every batch when it is 0). `record_durable` waits until its line is on
-//! disk, for callers that must not acknowledge a request before its record survives a crash.
+//! disk, for callers that must not acknowledge a request before its record survives a crash;
+//! `record_now_durable` is the same for synchronous callers: it queues at once and returns an
+//! [`Ack`] to await. Waiting records are acknowledged per batch after one write and one fsync
+//! (group commit), so many concurrent waiters share one fsync; a failed write or fsync is
+//! reported to every waiter of the batch.
 //!
 //! Files rotate at UTC midnight by the injected clock; retention runs at start and on rotation.
 
@@ -28,6 +32,14 @@ use super::{AuditError, Clock};
 /// Most lines sealed and written in one batch.
 const MAX_BATCH: usize = 512;
 
+/// After a batch nobody waits for, the writer lets records gather this long before it looks at
+/// the queue again. Without it, under load the writer sleeps after every line and every request
+/// pays a cross-thread wake-up (a futex call on its serving thread, a context switch on the
+/// writer's); with it a wake-up writes every line of the last millisecond in one call. Records
+/// are not durable before the next fsync (`fsync_interval_ms`, 100 by default) anyway, and a
+/// pack whose responses wait for their record (`fsync_interval_ms: 0`) never gathers.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// Counters the gateway exports as metrics and in `/status`.
 #[derive(Debug, Default)]
 pub struct AuditStats {
@@ -45,6 +57,48 @@ pub enum Enqueued {
     Dropped,
     /// Queue full under `on_queue_full: block`: the record, to be queued by awaiting room.
     Full(Box<AuditRecord>),
+}
+
+/// What [`AuditSink::record_now_durable`] did with a record.
+#[derive(Debug)]
+pub enum DurablyQueued {
+    /// Queued; the [`Ack`] resolves when its line is written and fsynced.
+    Queued(Ack),
+    /// The queue is full: [`PendingRecord::queue`] waits for room — run it on a task, so the
+    /// record is not lost if the one awaiting the [`Ack`] goes away — and then the ack resolves.
+    Full { pending: PendingRecord, ack: Ack },
+}
+
+/// Resolves when a record's line is written and fsynced.
+#[derive(Debug)]
+pub struct Ack(oneshot::Receiver<Result<(), String>>);
+
+impl Ack {
+    /// `Err` when the write or the fsync of its batch failed, or the writer stopped first.
+    pub async fn durable(self) -> Result<(), AuditError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AuditError::Write(e)),
+            Err(_) => Err(AuditError::Closed),
+        }
+    }
+}
+
+/// A record that found the queue full, with its place in the queue still to be awaited.
+#[derive(Debug)]
+pub struct PendingRecord {
+    tx: mpsc::Sender<Entry>,
+    entry: Entry,
+}
+
+impl PendingRecord {
+    /// Wait for room and queue the record.
+    pub async fn queue(self) -> Result<(), AuditError> {
+        self.tx
+            .send(self.entry)
+            .await
+            .map_err(|_| AuditError::Closed)
+    }
 }
 
 struct Entry {
@@ -201,16 +255,35 @@ impl AuditSink {
     /// Queue a record and wait until its line is written and fsynced. Always waits for room,
     /// whatever `on_queue_full` says: the caller asked for durability.
     pub async fn record_durable(&self, record: AuditRecord) -> Result<(), AuditError> {
-        let (ack, done) = oneshot::channel();
+        match self.record_now_durable(record)? {
+            DurablyQueued::Queued(ack) => ack.durable().await,
+            DurablyQueued::Full { pending, ack } => {
+                pending.queue().await?;
+                ack.durable().await
+            }
+        }
+    }
+
+    /// Queue a record without waiting and get an [`Ack`] for when its line is written and
+    /// fsynced; for synchronous callers (the request hooks). A full queue is never a drop here
+    /// (the caller asked for durability): the record comes back as a [`PendingRecord`] to be
+    /// queued by awaiting room.
+    pub fn record_now_durable(&self, record: AuditRecord) -> Result<DurablyQueued, AuditError> {
+        let (tx, rx) = oneshot::channel();
         let entry = Entry {
             record: Box::new(record),
-            ack: Some(ack),
+            ack: Some(tx),
         };
-        self.tx.send(entry).await.map_err(|_| AuditError::Closed)?;
-        match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AuditError::Write(e)),
-            Err(_) => Err(AuditError::Closed),
+        match self.tx.try_send(entry) {
+            Ok(()) => Ok(DurablyQueued::Queued(Ack(rx))),
+            Err(mpsc::error::TrySendError::Full(entry)) => Ok(DurablyQueued::Full {
+                pending: PendingRecord {
+                    tx: self.tx.clone(),
+                    entry,
+                },
+                ack: Ack(rx),
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
         }
     }
 
@@ -256,7 +329,8 @@ impl Writer {
                     Ok(Some(e)) => e,
                     Ok(None) => break,
                     Err(_) => {
-                        self.sync();
+                        // A failure is logged and counted inside; nobody waits on this one.
+                        let _ = self.sync();
                         continue;
                     }
                 };
@@ -268,12 +342,16 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
+                let waited_for = batch.iter().any(|e| e.ack.is_some());
                 if let Err(e) = self.write_batch(batch, None) {
                     tracing::error!(error = %e, "audit writer: a batch could not be written");
                 }
+                if !waited_for && !self.fsync_every.is_zero() {
+                    tokio::time::sleep(GATHER.min(self.fsync_every)).await;
+                }
             }
         });
-        self.sync();
+        let _ = self.sync();
     }
 
     /// Seal and write `batch` (plus an optional writer event first) with one write call.
@@ -299,6 +377,7 @@ impl Writer {
             }
         }
         let result = self.append(buf.as_bytes());
+        let mut outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
         if result.is_ok() {
             self.stats.written.fetch_add(lines, Ordering::Relaxed);
             if self.dirty_since.is_none() {
@@ -310,12 +389,14 @@ impl Writer {
                     .dirty_since
                     .is_some_and(|t| t.elapsed() >= self.fsync_every)
             {
-                self.sync();
+                // A waiter is told about a failed fsync too: its line may not survive a crash.
+                if let Err(e) = self.sync() {
+                    outcome = Err(e);
+                }
             }
         } else {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         }
-        let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
         for a in acks {
             let _ = a.send(outcome.clone());
         }
@@ -357,19 +438,23 @@ impl Writer {
         file.write_all(bytes).map_err(|e| AuditError::io(&path, e))
     }
 
-    fn sync(&mut self) {
+    /// fsync what was written since the last one (nothing to do when nothing was).
+    fn sync(&mut self) -> Result<(), String> {
         if self.dirty_since.take().is_none() {
-            return;
+            return Ok(());
         }
-        if let Some(f) = &self.file {
-            match f.sync_data() {
-                Ok(()) => {
-                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "audit writer: fsync failed");
-                }
+        let Some(f) = &self.file else {
+            return Ok(());
+        };
+        match f.sync_data() {
+            Ok(()) => {
+                self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "audit writer: fsync failed");
+                Err(format!("fsync failed: {e}"))
             }
         }
     }
@@ -380,13 +465,17 @@ impl Writer {
         if self.file.is_some() && self.date == date {
             return Ok(());
         }
-        self.sync();
+        let _ = self.sync();
         let path = files::file_for(&self.dir, date);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| AuditError::io(&path, e))?;
+        // A new file's name must survive a machine crash as well as the lines fsynced into it.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| AuditError::io(&self.dir, e))?;
         self.file = Some(file);
         self.date = date.to_owned();
         let cutoff_time =

@@ -12,11 +12,18 @@
 //! Per request: `admit` reserves (only when the pack's chain runs `budget-enforcer`); exactly
 //! one of `settled` / `failed` then settles or releases the reservation and, when the chain runs
 //! `audit-logger`, queues one record. The hooks are synchronous: settling and queueing never
-//! wait (see [`sinks`] for what a full queue does).
+//! wait (see [`sinks`] for what a full queue does). With the default audit settings (or `drop`)
+//! they return [`Release::Now`]. When the request's pack says `on_queue_full: block` and
+//! `fsync_interval_ms: 0` — "no acknowledged request without its record on disk" — they return
+//! a [`Release`] that resolves once the record is written and fsynced, `holds_stream_end` is
+//! true so a stream holds back its `[DONE]` too, and the gateway waits for it before the caller
+//! gets the end of the response (`hooks`).
 //!
 //! What it does not do: persist the in-memory store (the CLI runs `budget::persist`), or apply
 //! changes of `fsync_interval_ms`, `queue_capacity` or `on_queue_full` to a directory whose sink
-//! is already running (they apply when a sink starts: a new `dir`, or a restart).
+//! is already running (they apply when a sink starts: a new `dir`, or a restart). Whether a
+//! response waits for its record follows the request's own pack, though: the writer fsyncs every
+//! batch that holds a waiting record, whatever interval it was started with.
 
 mod budget;
 mod record;
@@ -27,12 +34,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use policy_engine::pack::{AuditLoggerConfig, StoreKind, StoreUnavailable};
+use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy, StoreKind, StoreUnavailable};
 use policy_engine::PolicyKind;
 
 use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
 use crate::clock::Clock;
-use crate::hooks::{Admission, Admit, Failure, RequestId, RequestMeta, RequestObserver, Settled};
+use crate::hooks::{
+    Admission, Admit, Failure, Release, RequestId, RequestMeta, RequestObserver, Settled,
+};
 use crate::pack::ActivePack;
 
 pub use sinks::AuditStartError;
@@ -78,6 +87,8 @@ struct PackPolicies {
     budget: Option<BudgetSetup>,
     /// `Some` when the chain runs `audit-logger`.
     audit: Option<AuditLoggerConfig>,
+    /// The response waits for its audit record to be on disk (`block` + `fsync_interval_ms: 0`).
+    durable: bool,
 }
 
 #[derive(Debug)]
@@ -182,10 +193,14 @@ impl PolicyObserver {
         let audit = c
             .runs(PolicyKind::AuditLogger)
             .then(|| c.audit.clone().unwrap_or_default());
+        let durable = audit
+            .as_ref()
+            .is_some_and(|a| a.on_queue_full == QueueFullPolicy::Block && a.fsync_interval_ms == 0);
         PackPolicies {
             hash: pack.hash_hex.clone(),
             budget,
             audit,
+            durable,
         }
     }
 
@@ -203,7 +218,7 @@ impl RequestObserver for PolicyObserver {
         }
     }
 
-    fn settled(&self, meta: &RequestMeta, admission: Admission, settled: &Settled) {
+    fn settled(&self, meta: &RequestMeta, admission: Admission, settled: &Settled) -> Release {
         let held = self.take_held(admission.token);
         let note = held.as_ref().map(budget::Held::note);
         let model_used = held.as_ref().map(|h| h.model_used.clone());
@@ -212,10 +227,15 @@ impl RequestObserver for PolicyObserver {
         }
         self.record(meta, |policies| {
             record::settled(meta, policies, settled, note, model_used)
-        });
+        })
     }
 
-    fn failed(&self, meta: &RequestMeta, admission: Option<Admission>, failure: &Failure<'_>) {
+    fn failed(
+        &self,
+        meta: &RequestMeta,
+        admission: Option<Admission>,
+        failure: &Failure<'_>,
+    ) -> Release {
         let held = admission.and_then(|a| self.take_held(a.token));
         let note = match &held {
             Some(h) => Some(h.note()),
@@ -236,7 +256,11 @@ impl RequestObserver for PolicyObserver {
         }
         self.record(meta, |policies| {
             record::failed(meta, policies, failure, note, model_used)
-        });
+        })
+    }
+
+    fn holds_stream_end(&self, meta: &RequestMeta) -> bool {
+        self.policies(&meta.pack).durable
     }
 
     fn pack_activated(&self, pack: &Arc<ActivePack>) {
@@ -260,16 +284,22 @@ impl PolicyObserver {
         self.inner.held.remove(&token).map(|(_, h)| h)
     }
 
-    /// Build and queue the record when the request's pack runs `audit-logger`.
+    /// Build and queue the record when the request's pack runs `audit-logger`; the release
+    /// waits for it on disk when the pack asks for that.
     fn record(
         &self,
         meta: &RequestMeta,
         build: impl FnOnce(&PackPolicies) -> crate::audit::AuditRecord,
-    ) {
+    ) -> Release {
         let policies = self.policies(&meta.pack);
         if policies.audit.is_none() {
-            return;
+            return Release::Now;
         }
-        self.inner.sinks.submit(build(&policies));
+        let record = build(&policies);
+        if policies.durable {
+            return self.inner.sinks.submit_durable(record);
+        }
+        self.inner.sinks.submit(record);
+        Release::Now
     }
 }

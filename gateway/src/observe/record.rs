@@ -1,10 +1,13 @@
 //! The one audit record of a request, built in its terminal call from what the gateway knew.
 //!
 //! Decisions, never content: PII entity types and counts and the action, never a value; the
-//! budget's decision and the deciding scope. `redacted_text` stays `None` even with
-//! `include_redacted_text: true`: the redacted request is not kept in `RequestMeta` (the request
-//! path does not hold on to the body after forwarding it), so there is nothing to copy without
-//! adding a per-request allocation; the field is reserved for when the request path keeps it.
+//! budget's decision and the deciding scope. The one exception is asked for by the pack:
+//! with `include_redacted_text: true` the request path keeps the scanned strings as they went
+//! upstream (`RequestMeta::redacted_request`) and, when responses are scanned, as the caller got
+//! them (`redacted_response`) — only when they carry no finding (redacted or clean; a `log`
+//! action that let a finding through records no text) — and they are copied into
+//! `redacted_text` / `redacted_response_text`. Text that no detector scanned is raw, so it is
+//! never recorded. With the setting off nothing is collected or allocated.
 //!
 //! Latency: `upstream_us` is the time waiting for the provider (the whole answer for JSON, the
 //! response head for a stream); `gateway_us` is the rest of the request's life, which for a
@@ -151,6 +154,8 @@ fn base(
         policies: decisions(meta, budget.as_ref()),
         escalated: escalated(meta),
         budget,
+        redacted_text: meta.redacted_request.clone(),
+        redacted_response_text: meta.redacted_response.clone(),
         ..AuditRecord::default()
     }
 }

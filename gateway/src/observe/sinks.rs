@@ -7,14 +7,21 @@
 //! keeps taking records until the new one is up, then it is swapped out (its writer is joined
 //! at shutdown). If two reloads race, only the latest one's sink is kept.
 //!
-//! Hooks are synchronous, so records go in with [`AuditSink::record_now`]: a full queue under
-//! `on_queue_full: drop` drops and counts the record; under `block` a task awaits room for it.
-//! Nothing is lost under `block`, but the *request itself does not wait* for room: waiting inside
-//! a synchronous hook would stall a runtime thread.
+//! Hooks are synchronous, so records go in without waiting. [`AuditSinks::submit`] (the
+//! default settings, and `drop`) uses [`AuditSink::record_now`]: a full queue under
+//! `on_queue_full: drop` drops and counts the record; under `block` a task awaits room for it, and
+//! the request does not wait. [`AuditSinks::submit_durable`] (`block` with `fsync_interval_ms:
+//! 0`) queues with [`AuditSink::record_now_durable`] — a full queue again hands the record to a
+//! task that awaits room — and returns a [`Release`] that resolves when the writer has written
+//! and fsynced the record's batch: the request's response waits for that, never the hook.
+//! A record whose write or fsync failed is logged with its request id and the response is sent
+//! anyway: the provider has answered (and charged) by then, and withholding the answer would not
+//! undo that; `palisade_audit_write_errors_total` counts the failures.
 //!
-//! Counters (`palisade_audit_records_written_total`, `palisade_audit_records_dropped_total`)
-//! come from one [`AuditStats`] shared by every sink, so they never go down when a sink is
-//! replaced; `palisade_audit_records_lost_total` counts records that found no running writer.
+//! Counters (`palisade_audit_records_written_total`, `palisade_audit_records_dropped_total`,
+//! `palisade_audit_write_errors_total`) come from one [`AuditStats`] shared by every sink, so
+//! they never go down when a sink is replaced; `palisade_audit_records_lost_total` counts records
+//! that found no running writer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,8 +33,11 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::IntCounter;
 
-use crate::audit::{AuditError, AuditRecord, AuditSink, AuditStats, Enqueued, WriterHandle};
+use crate::audit::{
+    AuditError, AuditRecord, AuditSink, AuditStats, DurablyQueued, Enqueued, WriterHandle,
+};
 use crate::clock::Clock;
+use crate::hooks::Release;
 
 /// The audit log of the first pack could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +150,44 @@ impl AuditSinks {
         }
     }
 
+    /// Queue a record and return a release that resolves once its line is written and fsynced.
+    /// The record is in the queue (or with a task awaiting room) when this returns, so dropping
+    /// the release loses nothing.
+    pub(super) fn submit_durable(&self, record: AuditRecord) -> Release {
+        let Some(active) = self.inner.current.load_full() else {
+            self.inner.lost.inc();
+            tracing::error!(request_id = %record.request_id, "no audit writer is running: record lost");
+            return Release::Now;
+        };
+        let request_id = record.request_id.clone();
+        let ack = match active.sink.record_now_durable(record) {
+            Ok(DurablyQueued::Queued(ack)) => ack,
+            Ok(DurablyQueued::Full { pending, ack }) => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    self.inner.lost.inc();
+                    return Release::Now;
+                };
+                let lost = self.inner.lost.clone();
+                rt.spawn(async move {
+                    if pending.queue().await.is_err() {
+                        lost.inc();
+                    }
+                });
+                ack
+            }
+            Err(e) => {
+                self.inner.lost.inc();
+                tracing::error!(request_id, error = %e, "audit record lost");
+                return Release::Now;
+            }
+        };
+        Release::After(Box::pin(async move {
+            if let Err(e) = ack.durable().await {
+                tracing::error!(request_id, error = %e, "audit record not confirmed on disk; the response is sent anyway");
+            }
+        }))
+    }
+
     /// Stop taking records, let every writer flush, and join them.
     pub(super) fn shutdown(&self) {
         self.inner.current.store(None);
@@ -197,6 +245,7 @@ struct StatsCollector {
     stats: Arc<AuditStats>,
     written: IntCounter,
     dropped: IntCounter,
+    write_errors: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -210,16 +259,20 @@ impl StatsCollector {
             "palisade_audit_records_dropped_total",
             "Audit records dropped because the queue was full under `on_queue_full: drop`.",
         )?;
-        let descs = written
-            .desc()
+        let write_errors = IntCounter::new(
+            "palisade_audit_write_errors_total",
+            "Failed writes or fsyncs of the audit log (each may hold a batch of records).",
+        )?;
+        let descs = [&written, &dropped, &write_errors]
             .into_iter()
-            .chain(dropped.desc())
+            .flat_map(|c| c.desc())
             .cloned()
             .collect();
         Ok(Self {
             stats,
             written,
             dropped,
+            write_errors,
             descs,
         })
     }
@@ -231,18 +284,20 @@ impl Collector for StatsCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        for (counter, value) in [
+        let pairs = [
             (&self.written, &self.stats.written),
             (&self.dropped, &self.stats.dropped),
-        ] {
+            (&self.write_errors, &self.stats.write_errors),
+        ];
+        let mut out = Vec::with_capacity(pairs.len());
+        for (counter, value) in pairs {
             let now = value.load(Ordering::Relaxed);
             let shown = counter.get();
             if now > shown {
                 counter.inc_by(now - shown);
             }
+            out.extend(counter.collect());
         }
-        let mut out = self.written.collect();
-        out.extend(self.dropped.collect());
         out
     }
 }

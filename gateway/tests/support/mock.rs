@@ -68,6 +68,7 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     api_calls: AtomicU64,
     streams_finished: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A running mock provider.
@@ -90,6 +91,7 @@ impl MockProvider {
                     return;
                 };
                 let _ = stream.set_nodelay(true);
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = Arc::clone(&s);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&s), req));
@@ -122,6 +124,11 @@ impl MockProvider {
     /// API calls received (chat, completions, embeddings).
     pub fn api_calls(&self) -> u64 {
         self.shared.api_calls.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Streams whose every event was written.

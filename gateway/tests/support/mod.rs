@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use gateway::{
-    Admission, Admit, Failure, Gateway, GatewayConfig, GatewayState, RequestMeta, RequestObserver,
-    Settled,
+    Admission, Admit, Failure, Gateway, GatewayConfig, GatewayState, Release, RequestMeta,
+    RequestObserver, Settled,
 };
 use tokio::sync::oneshot;
 
@@ -147,7 +147,7 @@ impl RequestObserver for Recorder {
         }))
     }
 
-    fn settled(&self, meta: &RequestMeta, admission: Admission, s: &Settled) {
+    fn settled(&self, meta: &RequestMeta, admission: Admission, s: &Settled) -> Release {
         assert_eq!(admission.token, 7);
         let _ = self.tx.send((
             meta.id.to_string(),
@@ -155,9 +155,10 @@ impl RequestObserver for Recorder {
                 usage_total: s.usage.map(|u| u.total_tokens),
             },
         ));
+        Release::Now
     }
 
-    fn failed(&self, meta: &RequestMeta, admission: Option<Admission>, f: &Failure<'_>) {
+    fn failed(&self, meta: &RequestMeta, admission: Option<Admission>, f: &Failure<'_>) -> Release {
         let what = match f {
             Failure::Refused(e) => e.code().to_owned(),
             Failure::UpstreamStatus(s) => format!("upstream_status_{}", s.as_u16()),
@@ -171,6 +172,7 @@ impl RequestObserver for Recorder {
                 admitted: admission.is_some(),
             },
         ));
+        Release::Now
     }
 }
 
@@ -185,20 +187,4 @@ pub fn events_for(
         .filter(|(i, _)| i == id)
         .map(|(_, e)| e.clone())
         .collect()
-}
-
-/// Whether the real PII engine is in this build (the interim stub refuses to compile any
-/// pii-detector). PII tests call this and return early, loudly, until the engine is merged;
-/// once it is, they run — and a broken engine fails them rather than skipping them.
-pub fn pii_engine_available() -> bool {
-    let text = "pack: {name: probe, version: 1.0.0}\npolicies: {chain: [pii-detector]}\n";
-    let loaded = policy_engine::load(text).unwrap();
-    match loaded.compile(None, &policy_engine::CompileOptions::default()) {
-        Ok(_) => true,
-        Err(d) if d.to_string().contains("not part of this build yet") => {
-            eprintln!("SKIPPED: the PII engine is not merged into this branch yet");
-            false
-        }
-        Err(d) => panic!("the PII engine failed to compile a default detector: {d}"),
-    }
 }
