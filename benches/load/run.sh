@@ -194,6 +194,9 @@ for t in $TARGETS; do
   [ -d "$OUT/audit-$t" ] || continue
   echo "audit records written by $t: $(cat "$OUT"/audit-$t/*.jsonl | grep -c '"kind":"request"')"
 done | tee "$OUT/audit-records.txt"
+# A run writes about 1 KB of audit log per request (gigabytes over a long sweep): keep the counts,
+# not the logs, unless asked.
+[ "${KEEP_AUDIT:-0}" = 1 ] || rm -rf "$OUT"/audit-*
 
 # Report 1: throughput ratio and added latency versus direct, and RPS and CPU per request versus
 # nginx (when measured), at the same mode and concurrency, averaged over the rounds.
