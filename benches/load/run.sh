@@ -196,7 +196,7 @@ for t in $TARGETS; do
 done | tee "$OUT/audit-records.txt"
 # A run writes about 1 KB of audit log per request (gigabytes over a long sweep): keep the counts,
 # not the logs, unless asked.
-[ "${KEEP_AUDIT:-0}" = 1 ] || rm -rf "$OUT"/audit-*
+if [ "${KEEP_AUDIT:-0}" != 1 ]; then for t in $TARGETS; do rm -rf "${OUT:?}/audit-$t"; done; fi
 
 # Report 1: throughput ratio and added latency versus direct, and RPS and CPU per request versus
 # nginx (when measured), at the same mode and concurrency, averaged over the rounds.
