@@ -6,7 +6,8 @@
 //! restart keeps the month's spend; a crash loses at most one interval of settles. Nothing is
 //! written (no directory, no file) until a budget has counted something. Packs that
 //! keep budgets in Redis use `--redis` (or `PALISADE_REDIS_URL`). At shutdown, after the gateway
-//! has drained, the audit writers flush and are joined before the state file is saved.
+//! has drained, slices pre-borrowed from Redis are given back, and the audit writers flush and
+//! are joined before the state file is saved.
 //!
 //! Kept apart from `gateway_cmd` so that file stays a thin shell over `gateway::Gateway`.
 
@@ -41,6 +42,8 @@ pub(crate) struct PolicyArgs {
 #[derive(Debug)]
 pub(crate) struct Policies {
     pub(crate) observer: PolicyObserver,
+    /// Its pre-borrowed slices are given back at shutdown.
+    redis: Option<Arc<RedisStore>>,
     stop_saver: oneshot::Sender<()>,
     saver: JoinHandle<Result<(), persist::PersistError>>,
 }
@@ -58,7 +61,7 @@ pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
     };
     let observer = PolicyObserver::new(ObserverSettings {
         memory: memory.clone(),
-        redis,
+        redis: redis.clone(),
         clock,
     })
     .map_err(|e| format!("metrics: {e}"))?;
@@ -68,17 +71,22 @@ pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
     }));
     Ok(Policies {
         observer,
+        redis,
         stop_saver,
         saver,
     })
 }
 
 impl Policies {
-    /// After the gateway drained: flush and join the audit writers, then save the budgets.
+    /// After the gateway drained: give back pre-borrowed budget, flush and join the audit
+    /// writers, then save the budgets.
     pub(crate) async fn finish(self) {
         let observer = self.observer.clone();
         // Settles spawned by the last requests run before the final save.
         tokio::task::yield_now().await;
+        if let Some(redis) = &self.redis {
+            redis.close_leases().await;
+        }
         if tokio::task::spawn_blocking(move || observer.shutdown())
             .await
             .is_err()

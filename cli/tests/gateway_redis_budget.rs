@@ -1,8 +1,9 @@
 //! Three real `palisade gateway` processes sharing one Redis for a `store: redis` budget: the
-//! cap holds across replicas exactly (the store reserves per request, so the documented
-//! overshoot bound `replicas × slice` is zero), a dead Redis turns a `fail_closed` pack into
-//! 503 `policy_unavailable`, and a Redis brought back on the same port is picked up without
-//! restarting the gateways.
+//! cap holds across replicas exactly without pre-borrowing (overshoot bound `replicas × slice`
+//! with slice 0), and within `limit + replicas × slice` with it; a dead Redis turns a
+//! `fail_closed` pack into 503 `policy_unavailable`, and a Redis brought back on the same port is
+//! picked up without restarting the gateways; clients that give up while Redis is busy leave
+//! nothing reserved.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +13,7 @@
 
 mod gateway_support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use gateway_support::client::{self, chat, post, wait_until};
@@ -124,4 +126,178 @@ async fn three_gateway_processes_sharing_one_redis_never_exceed_the_limit() {
         .await;
     }
     drop(gateways);
+}
+
+fn start_gateways(n: usize, pack: &Path, dir: &Dir, redis_url: &str) -> Vec<GatewayProcess> {
+    (0..n)
+        .map(|i| {
+            // One directory each: the helper names its log file by the test's pid.
+            let own = dir.path().join(format!("gw{i}"));
+            std::fs::create_dir_all(&own).unwrap();
+            let state = own.join("state");
+            GatewayProcess::start(
+                pack,
+                &own,
+                &["--redis", redis_url, "--state-dir", state.to_str().unwrap()],
+            )
+        })
+        .collect()
+}
+
+/// The value of the first `name` sample on a gateway's `/metrics` (0 when absent).
+async fn metric(g: &GatewayProcess, name: &str) -> f64 {
+    let text = client::get(&client::client(), &g.api("/metrics"))
+        .await
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn tokens_counter_key() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "palisade:budget:{{test/dev}}:environment:daily:tokens:{}",
+        now / 86_400 * 86_400
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateway_processes_preborrowing_stay_within_limit_plus_replicas_times_slice() {
+    const REPLICAS: u64 = 3;
+    const K: u64 = 50;
+    const N: usize = 150;
+    let redis = RedisServer::start();
+    let mock = MockProvider::start().await;
+    // Admitted requests stay in flight, so admitted spend = admitted × estimate.
+    mock.set(|b| b.head_delay = Duration::from_millis(4000))
+        .await;
+    let mut body = chat("gpt-4o-mini", "How do I reset my password?", false);
+    body["max_tokens"] = 50.into();
+    let per = (body.to_string().len() as u64).div_ceil(4) + 50;
+    let limit = K * per + per - 1;
+    let slice = limit / 10;
+    let policy = format!(
+        "policy:\n  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1\n    limits:\n      - {{scope: environment, window: daily, tokens: {limit}, on_exhausted: block}}\n"
+    );
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "budget-enforcer", &policy),
+    );
+    let gateways = start_gateways(REPLICAS as usize, &p, &dir, &redis.url());
+    let urls: Vec<String> = gateways
+        .iter()
+        .map(|g| g.api("/v1/chat/completions"))
+        .collect();
+    let fire = |range: std::ops::Range<usize>| -> Vec<_> {
+        range
+            .map(|i| {
+                let (url, body) = (urls[i % urls.len()].clone(), body.clone());
+                tokio::spawn(async move { post(&client::client(), &url, &body, None).await })
+            })
+            .collect()
+    };
+    // One request per gateway first: its round trip also leases each replica a slice.
+    let mut tasks = fire(0..REPLICAS as usize);
+    for g in &gateways {
+        wait_until(Duration::from_secs(10), "the first reservation", || async {
+            metric(g, "palisade_budget_decisions_total{action=\"allow\"}").await >= 1.0
+        })
+        .await;
+    }
+    tasks.extend(fire(REPLICAS as usize..N));
+    let mut admitted = 0u64;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status.as_u16() {
+            200 => admitted += 1,
+            429 => assert_eq!(r.error_code(), "budget_exceeded", "{}", r.text()),
+            s => panic!("unexpected status {s}: {}", r.text()),
+        }
+    }
+    let mut local = 0.0;
+    for g in &gateways {
+        local += metric(g, "palisade_budget_preborrowed_total").await;
+    }
+    let spend = admitted * per;
+    println!(
+        "admitted {admitted} × {per} = {spend} tokens against a limit of {limit} (slice {slice}, \
+         bound {}): overshoot {}, {local} reservations from leases",
+        limit + REPLICAS * slice,
+        spend as i64 - limit as i64
+    );
+    assert!(
+        spend <= limit + REPLICAS * slice,
+        "overshoot past the bound"
+    );
+    // Budget stranded in other replicas' leases may refuse early, by about as much.
+    assert!(
+        spend + REPLICAS * (slice + per) >= limit,
+        "admitted only {admitted}"
+    );
+    assert!(local >= 1.0, "no reservation was served from a lease");
+    assert_eq!(mock.api_calls(), admitted);
+}
+
+/// Regression: a client that went away while its reserve script waited in a busy Redis left the
+/// reservation charged (the script still ran; nobody released it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
+    let redis = RedisServer::start();
+    let mock = MockProvider::start().await;
+    let body = chat("gpt-4o-mini", "How do I reset my password?", false);
+    let policy = "policy:\n  budget-enforcer:\n    store: redis\n    limits:\n      - {scope: environment, window: daily, tokens: 1000000, on_exhausted: block}\n";
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "budget-enforcer", policy),
+    );
+    let gateways = start_gateways(1, &p, &dir, &redis.url());
+    let url = gateways[0].api("/v1/chat/completions");
+    // Connected, script loaded, one request settled.
+    wait_until(Duration::from_secs(20), "a first request", || {
+        let (url, body) = (url.clone(), body.clone());
+        async move { post(&client::client(), &url, &body, None).await.status == 200 }
+    })
+    .await;
+    let key = tokens_counter_key();
+    let spent = redis.get(&key);
+    assert!(spent > 0);
+    let drops = metric(&gateways[0], "palisade_budget_released_by_drop_total").await;
+
+    let stall = redis.stall(Duration::from_millis(2000));
+    let gave_up: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                let c = client::client();
+                tokio::time::timeout(Duration::from_millis(200), post(&c, &url, &body, None))
+                    .await
+                    .is_err()
+            })
+        })
+        .collect();
+    for t in gave_up {
+        assert!(t.await.unwrap(), "answered while redis was busy");
+    }
+    drop(stall);
+    // Redis runs the queued scripts; every one of those reservations comes back.
+    wait_until(
+        Duration::from_secs(20),
+        "the cancelled reservations given back",
+        || async {
+            metric(&gateways[0], "palisade_budget_released_by_drop_total").await >= drops + 10.0
+                && redis.get(&key) == spent
+        },
+    )
+    .await;
+    assert_eq!(
+        mock.api_calls(),
+        1,
+        "no cancelled request reached the provider"
+    );
 }

@@ -109,7 +109,20 @@ pub(crate) fn body(doc: &PackDocument) -> Value {
     if let Value::Object(m) = &mut v {
         m.remove("environments");
     }
+    omit_later_defaults(&mut v);
     v
+}
+
+/// Settings added to format 1 after packs were already hashed are left out of the canonical form
+/// while they hold their default, so a pack that does not use them keeps the hash it always had
+/// (a registry stores hashes; gateways recompute them). They stay in the typed document, so an
+/// environment may still override them.
+fn omit_later_defaults(v: &mut Value) {
+    if let Some(Value::Object(b)) = v.pointer_mut("/policy/budget-enforcer") {
+        if b.get("preborrow_fraction").and_then(Value::as_f64) == Some(0.0) {
+            b.remove("preborrow_fraction");
+        }
+    }
 }
 
 /// Compact JSON with object keys sorted at every level.

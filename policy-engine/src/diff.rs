@@ -290,6 +290,16 @@ fn classify(
             text_change(old, new, "fail_open", "fail_closed")
         }
         ["policy", "budget-enforcer", "soft_threshold"] => num(Looser),
+        // A bigger pre-borrowed slice raises the worst-case overshoot across replicas. The
+        // canonical form leaves out the default 0, so an absent value is 0.
+        ["policy", "budget-enforcer", "preborrow_fraction"] => {
+            let f = |v: Option<&Value>| v.and_then(Value::as_f64).unwrap_or(0.0);
+            match f(new).partial_cmp(&f(old)) {
+                Some(std::cmp::Ordering::Greater) => Looser,
+                Some(std::cmp::Ordering::Less) => Stricter,
+                _ => Neutral,
+            }
+        }
         ["models", _] => match (od.models.is_empty(), nd.models.is_empty()) {
             // An empty list allows every model: listing models restricts, emptying it opens.
             (true, false) => Stricter,

@@ -10,7 +10,7 @@ use crate::decode::Sink;
 use crate::diagnostic::{DiagnosticCode, PackDiagnostic};
 use crate::pack::{
     BudgetEnforcerConfig, BudgetScope, ExhaustedAction, PackDocument, RedactionStyle, AUDIT_LOGGER,
-    BUDGET_ENFORCER, DEFAULT_PROVIDER, KNOWN_POLICIES, PII_DETECTOR,
+    BUDGET_ENFORCER, DEFAULT_PROVIDER, KNOWN_POLICIES, MAX_PREBORROW_FRACTION, PII_DETECTOR,
 };
 use crate::source_map::item;
 
@@ -298,6 +298,18 @@ fn budget(doc: &PackDocument, b: &BudgetEnforcerConfig, sink: &mut Sink<'_>) {
             "0",
             "at least 1",
         );
+    }
+    let f = b.preborrow_fraction;
+    if !(f.is_finite() && (0.0..=MAX_PREBORROW_FRACTION).contains(&f)) {
+        let d = PackDiagnostic::error(
+            InvalidValue,
+            format!("{base}.preborrow_fraction"),
+            "a replica may pre-borrow only a small slice of a limit",
+        )
+        .found(f.to_string())
+        .expected(format!("a fraction in [0, {MAX_PREBORROW_FRACTION}]"))
+        .help("the worst-case overshoot across replicas is replicas × preborrow_fraction × limit; 0 reserves in Redis on every request");
+        sink.emit(d, false);
     }
     let mut keys = BTreeSet::new();
     for (i, l) in b.limits.iter().enumerate() {

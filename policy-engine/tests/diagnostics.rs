@@ -301,3 +301,33 @@ fn a_disabled_pack_loads_but_cannot_be_activated() {
     let d = c.check_activatable().unwrap_err();
     find(&d, DiagnosticCode::PackDisabled, "pack.enabled");
 }
+
+#[test]
+fn a_preborrow_fraction_outside_0_to_0_1_is_invalid_value_naming_the_range() {
+    for bad in ["0.5", "-0.01", ".nan"] {
+        let text =
+            format!("{SEED}  budget-enforcer:\n    store: redis\n    preborrow_fraction: {bad}\n")
+                .replace(
+                    "    - pii-detector",
+                    "    - pii-detector\n    - budget-enforcer",
+                );
+        let d = errors_of(&text);
+        let x = find(
+            &d,
+            DiagnosticCode::InvalidValue,
+            "policy.budget-enforcer.preborrow_fraction",
+        );
+        assert_eq!(at(x), (18, 25), "{bad}");
+        assert_eq!(
+            x.expected.as_deref(),
+            Some("a fraction in [0, 0.1]"),
+            "{bad}"
+        );
+    }
+    let ok = format!("{SEED}  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1\n")
+        .replace(
+            "    - pii-detector",
+            "    - pii-detector\n    - budget-enforcer",
+        );
+    load(&ok).unwrap();
+}

@@ -200,3 +200,20 @@ fn one_pack_in_two_environments() {
         "{text}"
     );
 }
+
+#[test]
+fn raising_the_preborrow_fraction_is_looser_and_lowering_it_is_stricter() {
+    // Absent is the default 0: the canonical form leaves it out.
+    let on = BASE.replace(
+        "  budget-enforcer:\n",
+        "  budget-enforcer:\n    preborrow_fraction: 0.01\n",
+    );
+    let more = on.replace("preborrow_fraction: 0.01", "preborrow_fraction: 0.05");
+    let path = "policy.budget-enforcer.preborrow_fraction";
+    assert_eq!(effect(&between(BASE, &on), path), Effect::Looser);
+    assert_eq!(effect(&between(&on, &more), path), Effect::Looser);
+    assert_eq!(effect(&between(&more, &on), path), Effect::Stricter);
+    assert_eq!(effect(&between(&on, BASE), path), Effect::Stricter);
+    let explicit_zero = on.replace("preborrow_fraction: 0.01", "preborrow_fraction: 0");
+    assert!(between(BASE, &explicit_zero).is_empty());
+}

@@ -177,3 +177,37 @@ fn the_sample_pack_hash_is_stable_across_runs() {
     assert_eq!(a, b);
     assert_eq!(a.to_string().len(), 64);
 }
+
+/// Regression: adding `preborrow_fraction` to format 1 must not change the hash of packs that do
+/// not use it (a registry stores hashes; gateways recompute them and compare).
+#[test]
+fn a_pack_without_preborrow_fraction_keeps_its_hash_and_environments_may_override_it() {
+    let base = "pack: {name: b, version: 1.0.0}\npolicies: {chain: [budget-enforcer]}\npolicy:\n  budget-enforcer:\n    store: redis\n    limits:\n      - {scope: environment, window: daily, tokens: 1000}\n";
+    let p = policy_engine::load(base).unwrap();
+    let canonical = policy_engine::canonical::canonical_json(&p.document, &Default::default());
+    assert!(!canonical.contains("preborrow_fraction"), "{canonical}");
+    let zero = base.replace(
+        "store: redis\n",
+        "store: redis\n    preborrow_fraction: 0\n",
+    );
+    assert_eq!(hash_of(base), hash_of(&zero));
+    let on = base.replace(
+        "store: redis\n",
+        "store: redis\n    preborrow_fraction: 0.02\n",
+    );
+    assert_ne!(hash_of(base), hash_of(&on));
+    // Set in one environment only: the path exists in the defaults-filled base.
+    let prod = format!("{base}environments:\n  dev: {{}}\n  prod:\n    policy:\n      budget-enforcer:\n        preborrow_fraction: 0.02\n");
+    let loaded = policy_engine::load(&prod).unwrap();
+    let b = |env| {
+        loaded
+            .resolve(Some(env))
+            .unwrap()
+            .policy
+            .budget_enforcer
+            .as_ref()
+            .unwrap()
+            .preborrow_fraction
+    };
+    assert_eq!((b("dev"), b("prod")), (0.0, 0.02));
+}

@@ -73,6 +73,28 @@ impl RedisServer {
         reply.lines().nth(1).map_or(0, |l| l.parse().unwrap_or(0))
     }
 
+    /// Keep the server busy running a script for `busy`: every other command waits behind it
+    /// (what a loaded or briefly hung Redis looks like to a client). Returns once the server has
+    /// stopped answering (about 200 ms into `busy`); the connection is closed when the returned
+    /// stream drops.
+    pub fn stall(&self, busy: Duration) -> TcpStream {
+        const LUA: &str = "local function us() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end local s = us() while us() - s < tonumber(ARGV[1]) do end return 1";
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let us = busy.as_micros().to_string();
+        write!(
+            s,
+            "*4\r\n$4\r\nEVAL\r\n${}\r\n{LUA}\r\n$1\r\n0\r\n${}\r\n{us}\r\n",
+            LUA.len(),
+            us.len()
+        )
+        .expect("send EVAL");
+        assert!(
+            wait_until(Duration::from_secs(5), || !ping(self.port)),
+            "redis did not start the stalling script"
+        );
+        s
+    }
+
     /// Stop the server now (the port is free again afterwards).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -86,7 +86,7 @@ impl MemoryStore {
                 }
             }
         }
-        ReserveOutcome::Admitted(after)
+        ReserveOutcome::admitted(after)
     }
 
     /// Add signed deltas without a check, flooring at zero. A counter whose window was pruned
@@ -204,6 +204,7 @@ mod tests {
             cap,
             ttl_secs: None,
             window_end: None,
+            slice: 0,
         }
     }
 
@@ -218,7 +219,7 @@ mod tests {
                 s.spawn(|| {
                     for _ in 0..125 {
                         let c = [charge("a", 1_000, Some(cap))];
-                        if matches!(store.reserve(&c, 0), ReserveOutcome::Admitted(_)) {
+                        if matches!(store.reserve(&c, 0), ReserveOutcome::Admitted { .. }) {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -233,7 +234,7 @@ mod tests {
     fn multi_counter_reservation_is_all_or_nothing() {
         let store = MemoryStore::default();
         let ok = store.reserve(&[charge("a", 5, Some(10)), charge("b", 5, Some(10))], 0);
-        assert_eq!(ok, ReserveOutcome::Admitted(vec![5, 5]));
+        assert_eq!(ok, ReserveOutcome::admitted(vec![5, 5]));
         let no = store.reserve(&[charge("a", 5, Some(10)), charge("b", 6, Some(10))], 0);
         assert_eq!(no, ReserveOutcome::Rejected { index: 1, used: 5 });
         assert_eq!(
@@ -247,7 +248,7 @@ mod tests {
     fn uncapped_charges_always_apply() {
         let store = MemoryStore::default();
         let out = store.reserve(&[charge("a", 50, None)], 0);
-        assert_eq!(out, ReserveOutcome::Admitted(vec![50]));
+        assert_eq!(out, ReserveOutcome::admitted(vec![50]));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub struct BudgetMetrics {
     soft: IntCounterVec,
     store_errors: IntCounterVec,
     released_by_drop: IntCounter,
+    preborrowed: IntCounter,
     spend_by_kind: [prometheus::Counter; 4],
     tokens_by_kind: [IntCounter; 4],
     soft_by_kind: [IntCounter; 4],
@@ -139,6 +140,10 @@ impl BudgetMetrics {
             "palisade_budget_released_by_drop_total",
             "Reservations neither settled nor released, given back by their drop guard.",
         )?;
+        let preborrowed = IntCounter::new(
+            "palisade_budget_preborrowed_total",
+            "Reservations admitted from slices pre-borrowed from Redis, without a round trip.",
+        )?;
         let spend_by_kind = SCOPE_KINDS.map(|k| spend_usd.with_label_values(&[k]));
         let tokens_by_kind = SCOPE_KINDS.map(|k| tokens.with_label_values(&[k]));
         let soft_by_kind = SCOPE_KINDS.map(|k| soft.with_label_values(&[k]));
@@ -153,6 +158,7 @@ impl BudgetMetrics {
             soft,
             store_errors,
             released_by_drop,
+            preborrowed,
             spend_by_kind,
             tokens_by_kind,
             soft_by_kind,
@@ -170,6 +176,7 @@ impl BudgetMetrics {
         registry.register(Box::new(self.soft.clone()))?;
         registry.register(Box::new(self.store_errors.clone()))?;
         registry.register(Box::new(self.released_by_drop.clone()))?;
+        registry.register(Box::new(self.preborrowed.clone()))?;
         Ok(())
     }
 
@@ -218,6 +225,10 @@ impl BudgetMetrics {
         self.released_by_drop.inc();
     }
 
+    pub(crate) fn preborrowed(&self) {
+        self.preborrowed.inc();
+    }
+
     /// Count of decisions with `action` (for tests and status pages).
     pub fn decisions(&self, d: DecisionLabel) -> u64 {
         self.decisions.with_label_values(&[d.as_str()]).get()
@@ -231,5 +242,10 @@ impl BudgetMetrics {
     /// Reservations released by their drop guard.
     pub fn drop_releases(&self) -> u64 {
         self.released_by_drop.get()
+    }
+
+    /// Reservations admitted from pre-borrowed slices, without a round trip.
+    pub fn preborrowed_reservations(&self) -> u64 {
+        self.preborrowed.get()
     }
 }

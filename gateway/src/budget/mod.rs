@@ -16,17 +16,23 @@
 //! * the store is unreachable → `fail_open` (pass, unenforced) or `fail_closed`
 //!   ([`BudgetDecision::StoreUnavailable`]), counted either way.
 //!
+//! On Redis a reservation may be served from a slice this replica pre-borrowed
+//! (`preborrow_fraction`, see [`lease`]), and a reservation that needs a round trip runs it on a
+//! task of its own, so a caller cancelled mid-script cannot leak what the script reserved.
+//!
 //! The store should outlive the enforcer: a pack reload builds a new enforcer over the same
 //! store, and counters are named by scope and window, not by amount, so spend survives it.
 //! This module does not parse requests (the caller passes the estimate, see [`estimate`]) nor
 //! render HTTP: a decision is a value, turned into a 429 at the gateway's edge.
 
 pub mod estimate;
+mod lease;
 pub mod memory;
 pub mod metrics;
 pub mod persist;
 mod plan;
 pub mod redis;
+mod redis_scripts;
 mod reservation;
 pub mod store;
 pub mod window;
@@ -35,8 +41,10 @@ pub mod window;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
 use policy_engine::pack::{BudgetEnforcerConfig, BudgetScope, ExhaustedAction};
 use policy_engine::{CompiledPack, ModelRoute};
@@ -53,7 +61,7 @@ pub use window::{Clock, ManualClock, SystemClock, WindowSpan};
 use estimate::micros_to_usd;
 use plan::{BudgetPlan, Meter};
 use reservation::{Held, HeldCharge};
-use store::{Charge, MeterKey, ReserveOutcome};
+use store::{Charge, Correction, LeaseRef, MeterKey, ReserveOutcome};
 
 /// What the gateway knows about a request before forwarding it.
 #[derive(Debug, Clone, Copy)]
@@ -165,36 +173,88 @@ impl BudgetEnforcer {
     }
 
     /// Reserve the estimated cost of `req` against every applicable limit.
+    ///
+    /// On Redis the round trip runs on a task of its own, and this future waits for its answer
+    /// for the store's `op_timeout`. A caller dropped mid-way (the client went away) or timed out
+    /// leaves the task to finish the script it started; nobody takes the reservation, so the
+    /// task drops it and its guard gives it back. A reservation served entirely from
+    /// pre-borrowed slices is ready on the first poll and needs no task.
     pub async fn reserve(&self, req: &BudgetRequest<'_>) -> Result<Reservation, BudgetDecision> {
+        let BudgetStore::Redis(redis) = &self.shared.store else {
+            let attempt = self.attempt(req).await;
+            return self.conclude(req, attempt);
+        };
+        let op_timeout = redis.op_timeout();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            let attempt = self.attempt(req).await;
+            return self.conclude(req, attempt);
+        };
+        let owned = OwnedRequest::new(req);
+        let this = self.clone();
+        let mut run = Box::pin(async move { this.attempt(&owned.as_request()).await });
+        let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+        if let Poll::Ready(attempt) = first {
+            return self.conclude(req, attempt);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn(async move {
+            // When nobody waits any more the attempt is dropped here, and a reservation with it.
+            let _ = tx.send(run.await);
+        });
+        let error = match tokio::time::timeout(op_timeout, rx).await {
+            Ok(Ok(attempt)) => return self.conclude(req, attempt),
+            Ok(Err(_)) => StoreError::Lost,
+            Err(_) => StoreError::Timeout(op_timeout),
+        };
+        self.store_failed(req, req.model, error)
+    }
+
+    /// The charges of `req` on `model`: its price, the meters that apply and one charge each.
+    fn charges(
+        &self,
+        req: &BudgetRequest<'_>,
+        model: &str,
+        degraded: bool,
+        now: i64,
+    ) -> (Price, Vec<usize>, Vec<Charge>) {
         let sh = &self.shared;
-        let now = sh.clock.now_unix();
         let output = req.max_output_tokens.unwrap_or(sh.plan.default_max_tokens);
         let tokens = req.est_input_tokens.saturating_add(output);
+        let price = sh.plan.price(model);
+        let micros = price.cost_micros(req.est_input_tokens, output);
+        let meters: Vec<usize> = (0..sh.plan.meters.len())
+            .filter(|&i| sh.plan.meters[i].applies(req.key_id, req.team, model))
+            .collect();
+        let charges = meters
+            .iter()
+            .map(|&i| charge(&sh.plan.meters[i], now, micros, tokens, degraded))
+            .collect();
+        (price, meters, charges)
+    }
+
+    /// Ask the store, degrading once if a `degrade` limit says so.
+    async fn attempt(&self, req: &BudgetRequest<'_>) -> Attempt {
+        let sh = &self.shared;
+        let now = sh.clock.now_unix();
         let mut model = req.model;
         let mut degraded = false;
         loop {
-            let price = sh.plan.price(model);
-            let micros = price.cost_micros(req.est_input_tokens, output);
-            let meters: Vec<usize> = (0..sh.plan.meters.len())
-                .filter(|&i| sh.plan.meters[i].applies(req.key_id, req.team, model))
-                .collect();
-            let charges: Vec<Charge> = meters
-                .iter()
-                .map(|&i| charge(&sh.plan.meters[i], now, micros, tokens, degraded))
-                .collect();
+            let (price, meters, charges) = self.charges(req, model, degraded, now);
             let outcome = if charges.is_empty() {
-                Ok(ReserveOutcome::Admitted(Vec::new()))
+                Ok(ReserveOutcome::admitted(Vec::new()))
             } else {
                 sh.store.reserve(&charges, now).await
             };
             match outcome {
-                Ok(ReserveOutcome::Admitted(after)) => {
-                    return Ok(self.admitted(req, model, price, &meters, charges, &after, now));
+                Ok(ReserveOutcome::Admitted { after, leases }) => {
+                    return Attempt::Decided(Ok(
+                        self.admitted(req, model, price, &meters, charges, &after, leases, now)
+                    ));
                 }
                 Ok(ReserveOutcome::Rejected { index, .. }) => {
                     let Some(meter) = meters.get(index).map(|&i| &sh.plan.meters[i]) else {
                         sh.metrics.store_error("reserve", "bad_index");
-                        return Err(BudgetDecision::StoreUnavailable);
+                        return Attempt::Decided(Err(BudgetDecision::StoreUnavailable));
                     };
                     if meter.action == ExhaustedAction::Degrade && !degraded {
                         if let Some(to) = meter.degrade_to.as_deref() {
@@ -204,48 +264,76 @@ impl BudgetEnforcer {
                         }
                     }
                     sh.metrics.decision(DecisionLabel::Block);
-                    return Err(BudgetDecision::Block {
+                    return Attempt::Decided(Err(BudgetDecision::Block {
                         scope: meter.scope.clone(),
                         window: meter.window.as_str(),
                         reset_at: WindowSpan::containing(meter.window, now).end,
-                    });
+                    }));
                 }
-                Err(e) => {
-                    sh.metrics.store_error("reserve", e.label());
-                    if !sh.plan.fail_open {
-                        sh.metrics.decision(DecisionLabel::FailClosed);
-                        tracing::warn!(error = %e, "budget store unavailable: failing closed");
-                        return Err(BudgetDecision::StoreUnavailable);
-                    }
-                    sh.metrics.decision(DecisionLabel::FailOpen);
-                    tracing::warn!(error = %e, "budget store unavailable: failing open");
-                    // Nothing was charged; settle still records the real usage if it can.
-                    let held = charges
-                        .into_iter()
-                        .zip(&meters)
-                        .map(|(c, &meter)| HeldCharge {
-                            key: c.key,
-                            meter,
-                            dim: sh.plan.meters[meter].dim,
-                            reserved: 0,
-                            ttl_secs: c.ttl_secs,
-                        })
-                        .collect();
-                    return Ok(Reservation {
+                Err(error) => {
+                    return Attempt::StoreFailed {
+                        error,
                         model: model.to_owned(),
-                        degraded_from: (model != req.model).then(|| req.model.to_owned()),
-                        remaining_usd: None,
-                        alerts: Vec::new(),
-                        enforced: false,
-                        held: Some(Held {
-                            shared: Arc::clone(sh),
-                            charges: held,
-                            price,
-                        }),
-                    });
+                    }
                 }
             }
         }
+    }
+
+    fn conclude(
+        &self,
+        req: &BudgetRequest<'_>,
+        attempt: Attempt,
+    ) -> Result<Reservation, BudgetDecision> {
+        match attempt {
+            Attempt::Decided(r) => r,
+            Attempt::StoreFailed { error, model } => self.store_failed(req, &model, error),
+        }
+    }
+
+    /// The store did not answer: `fail_open` or `fail_closed`, as the pack says.
+    fn store_failed(
+        &self,
+        req: &BudgetRequest<'_>,
+        model: &str,
+        e: StoreError,
+    ) -> Result<Reservation, BudgetDecision> {
+        let sh = &self.shared;
+        sh.metrics.store_error("reserve", e.label());
+        if !sh.plan.fail_open {
+            sh.metrics.decision(DecisionLabel::FailClosed);
+            tracing::warn!(error = %e, "budget store unavailable: failing closed");
+            return Err(BudgetDecision::StoreUnavailable);
+        }
+        sh.metrics.decision(DecisionLabel::FailOpen);
+        tracing::warn!(error = %e, "budget store unavailable: failing open");
+        // Nothing was charged; settle still records the real usage if it can.
+        let now = sh.clock.now_unix();
+        let (price, meters, charges) = self.charges(req, model, model != req.model, now);
+        let held = charges
+            .into_iter()
+            .zip(&meters)
+            .map(|(c, &meter)| HeldCharge {
+                key: c.key,
+                meter,
+                dim: sh.plan.meters[meter].dim,
+                reserved: 0,
+                ttl_secs: c.ttl_secs,
+                lease: None,
+            })
+            .collect();
+        Ok(Reservation {
+            model: model.to_owned(),
+            degraded_from: (model != req.model).then(|| req.model.to_owned()),
+            remaining_usd: None,
+            alerts: Vec::new(),
+            enforced: false,
+            held: Some(Held {
+                shared: Arc::clone(sh),
+                charges: held,
+                price,
+            }),
+        })
     }
 
     #[expect(clippy::too_many_arguments, reason = "one private step of reserve")]
@@ -257,6 +345,7 @@ impl BudgetEnforcer {
         meters: &[usize],
         charges: Vec<Charge>,
         after: &[u64],
+        leases: Vec<Option<LeaseRef>>,
         now: i64,
     ) -> Reservation {
         let sh = &self.shared;
@@ -285,6 +374,9 @@ impl BudgetEnforcer {
             }
         }
         let degraded_from = (model != req.model).then(|| req.model.to_owned());
+        if !leases.is_empty() && leases.iter().all(Option::is_some) {
+            sh.metrics.preborrowed();
+        }
         sh.metrics.decision(if degraded_from.is_some() {
             DecisionLabel::Degrade
         } else if alerted_exhausted {
@@ -292,6 +384,7 @@ impl BudgetEnforcer {
         } else {
             DecisionLabel::Allow
         });
+        let mut leases = leases.into_iter();
         let held = charges
             .into_iter()
             .zip(meters)
@@ -301,6 +394,7 @@ impl BudgetEnforcer {
                 dim: sh.plan.meters[meter].dim,
                 reserved: c.amount,
                 ttl_secs: c.ttl_secs,
+                lease: leases.next().flatten().map(|l| l.0),
             })
             .collect();
         Reservation {
@@ -343,7 +437,7 @@ impl BudgetEnforcer {
                 }
             }
         }
-        self.apply(&held, held.deltas(micros, tokens), "settle")
+        self.apply(&held, held.corrections(micros, tokens), "settle")
             .await;
     }
 
@@ -352,15 +446,15 @@ impl BudgetEnforcer {
         let Some(held) = reservation.held.take() else {
             return;
         };
-        self.apply(&held, held.deltas(0, 0), "release").await;
+        self.apply(&held, held.corrections(0, 0), "release").await;
     }
 
-    async fn apply(&self, held: &Held, deltas: Vec<(MeterKey, i64, Option<i64>)>, op: &str) {
+    async fn apply(&self, held: &Held, corrections: Vec<Correction>, op: &str) {
         // A fail-open reservation released, or a settle that matched its estimate: no round trip.
-        if deltas.iter().all(|(_, d, _)| *d == 0) {
+        if corrections.iter().all(Correction::is_noop) {
             return;
         }
-        match held.shared.store.adjust(&deltas).await {
+        match held.shared.store.adjust(corrections).await {
             Ok(after) => {
                 for (c, used) in held.charges.iter().zip(after) {
                     let m = &held.shared.plan.meters[c.meter];
@@ -394,6 +488,44 @@ fn charge(m: &Meter, now: i64, micros: u64, tokens: u64, degraded: bool) -> Char
         cap,
         ttl_secs: span.ttl_from(now),
         window_end: span.end,
+        slice: m.slice,
+    }
+}
+
+/// How one attempt to reserve ended, before `fail_open` / `fail_closed` is applied.
+enum Attempt {
+    Decided(Result<Reservation, BudgetDecision>),
+    StoreFailed { error: StoreError, model: String },
+}
+
+/// A [`BudgetRequest`] the reserve task can own.
+struct OwnedRequest {
+    key_id: String,
+    team: Option<String>,
+    model: String,
+    est_input_tokens: u64,
+    max_output_tokens: Option<u64>,
+}
+
+impl OwnedRequest {
+    fn new(r: &BudgetRequest<'_>) -> Self {
+        Self {
+            key_id: r.key_id.to_owned(),
+            team: r.team.map(str::to_owned),
+            model: r.model.to_owned(),
+            est_input_tokens: r.est_input_tokens,
+            max_output_tokens: r.max_output_tokens,
+        }
+    }
+
+    fn as_request(&self) -> BudgetRequest<'_> {
+        BudgetRequest {
+            key_id: &self.key_id,
+            team: self.team.as_deref(),
+            model: &self.model,
+            est_input_tokens: self.est_input_tokens,
+            max_output_tokens: self.max_output_tokens,
+        }
     }
 }
 

@@ -164,6 +164,7 @@ mod tests {
             cap: None,
             ttl_secs: None,
             window_end: end,
+            slice: 0,
         }
     }
 

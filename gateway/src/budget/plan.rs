@@ -44,6 +44,9 @@ pub(crate) struct Meter {
     pub(crate) window: BudgetWindow,
     pub(crate) dim: Dimension,
     pub(crate) cap: u64,
+    /// What a replica may pre-borrow of this limit from Redis: `cap × preborrow_fraction`,
+    /// rounded down (0: every reservation goes to Redis).
+    pub(crate) slice: u64,
     /// `cap × soft_threshold`, rounded up.
     pub(crate) soft: u64,
     pub(crate) action: ExhaustedAction,
@@ -88,6 +91,12 @@ impl BudgetPlan {
         } else {
             1.0
         };
+        let borrow = if cfg.preborrow_fraction.is_finite() {
+            cfg.preborrow_fraction
+                .clamp(0.0, policy_engine::pack::MAX_PREBORROW_FRACTION)
+        } else {
+            0.0
+        };
         let mut meters = Vec::new();
         for limit in &cfg.limits {
             let dims = [
@@ -107,6 +116,7 @@ impl BudgetPlan {
                     window: limit.window,
                     dim,
                     cap,
+                    slice: slice_of(cap, borrow),
                     soft: soft_mark(cap, soft),
                     action: limit.on_exhausted,
                     degrade_to: limit.degrade_to.clone(),
@@ -165,4 +175,14 @@ impl BudgetPlan {
 )]
 fn soft_mark(cap: u64, fraction: f64) -> u64 {
     ((cap as f64) * fraction).ceil() as u64
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a slice of a cap; `as` saturates and the fraction is clamped to [0, 0.1]"
+)]
+fn slice_of(cap: u64, fraction: f64) -> u64 {
+    ((cap as f64) * fraction).floor() as u64
 }

@@ -6,68 +6,54 @@
 //! requests from R replicas against a budget worth k of them admit exactly k. `adjust` (settle
 //! and release) is a second script that adds signed deltas and floors at zero. Scripts go by
 //! `EVALSHA`; on `NOSCRIPT` (a restarted or flushed Redis) the client loads the script and
-//! retries, so a fresh server needs no preparation.
+//! retries, so a fresh server needs no preparation. The scripts are in `redis_scripts.rs`.
 //!
 //! Keys are `palisade:budget:{PACK/ENV}:SCOPE:WINDOW:DIM:START` — the braces are a Redis
 //! Cluster hash tag, so every counter of one pack and environment lives in one slot and a script
 //! may touch several. Each key gets a TTL of (window end − now) + one day, so finished windows
 //! vanish by themselves while late settles still land; `total` keys never expire.
 //!
-//! **Overshoot.** This store reserves on every request (no pre-borrowed slice), so admitted
-//! reservations never exceed a cap: the worst-case overshoot from pre-borrowing is
-//! `replicas × slice` with `slice = 0`, i.e. zero. What can still pass a cap is real usage above
-//! the estimate, added on settle (the same on one replica): at most the sum over in-flight
-//! requests of (actual − reserved), bounded per request by the input-estimate error because the
-//! output reservation is the request's own `max_tokens` (or `default_max_tokens`).
+//! **Pre-borrowing.** A charge with a `slice` may be served from a lease ([`super::lease`]):
+//! no round trip at all when every charge of a request is. The first reservation that needs
+//! Redis anyway asks for the slice along with it; a sweeper task (started with the first grant)
+//! gives unused balances back when a lease stops serving and renews leases whose reservations
+//! are still in flight; [`RedisStore::close_leases`] gives everything back at shutdown.
+//!
+//! **Overshoot.** With `slice = 0` every reservation is checked in Redis and admitted
+//! reservations never exceed a cap. With pre-borrowing they still do not while replicas keep
+//! their leases alive; a lease Redis drops (its replica stalled past the TTL) can let the cap be
+//! passed by what that lease had in flight, at most one slice per replica: `replicas × slice`
+//! per limit. What can always pass a cap is real usage above the estimate, added on settle (the
+//! same on one replica). See `docs/DESIGN-DECISIONS.md`, Budgets.
+//!
+//! **Cancellation.** The reserve script runs on its own task and the caller awaits its answer
+//! with the store's timeout (see `BudgetEnforcer::reserve`): a caller that goes away — client
+//! cancelled, timeout — cannot strand a reservation the script made after all; the task drops
+//! it and the reservation's guard gives it back.
 //!
 //! What it does not do: retry a failed operation (the enforcer decides `fail_open` /
 //! `fail_closed` and counts it), or connect eagerly. The connection manager connects on first
 //! use and reconnects by itself after an I/O error, so the store recovers when Redis returns.
-//! Every operation is bounded by `op_timeout`, so a hung server costs one timeout, not a hang.
+//! Every operation is bounded: a reply not read within [`LATE_REPLY_FACTOR`] × `op_timeout`
+//! is an error, so a hung server costs a timeout, not a hang.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
 
-use super::store::{Charge, MeterKey, ReserveOutcome};
+use super::lease::{GrantPlan, Lease, LeaseTable};
+use super::redis_scripts::{keys_of, Scripts, NO_LEASE};
+use super::store::{Charge, Correction, LeaseRef, MeterKey, ReserveOutcome};
 
-/// All-or-nothing reserve. ARGV per key: amount, cap (-1: unchecked), ttl (-1: none).
-/// Returns `{0, used_1, ..}` when applied, `{i, used_i}` when key `i` (1-based) did not fit.
-const RESERVE_LUA: &str = r"
-for i = 1, #KEYS do
-  local cap = tonumber(ARGV[3*i-1])
-  if cap >= 0 then
-    local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
-    if cur + tonumber(ARGV[3*i-2]) > cap then
-      return {i, cur}
-    end
-  end
-end
-local out = {0}
-for i = 1, #KEYS do
-  out[i+1] = redis.call('INCRBY', KEYS[i], ARGV[3*i-2])
-  local ttl = tonumber(ARGV[3*i])
-  if ttl >= 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-end
-return out
-";
+/// Lease TTL unless [`RedisStore::with_lease_ttl`] says otherwise: a lease serves for half of
+/// it, so unused budget is stranded on a replica for at most ~3 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
 
-/// Signed deltas, floored at zero. ARGV per key: delta, ttl (-1: none). Returns the new values.
-const ADJUST_LUA: &str = r"
-local out = {}
-for i = 1, #KEYS do
-  local v = redis.call('INCRBY', KEYS[i], ARGV[2*i-1])
-  if v < 0 then
-    redis.call('SET', KEYS[i], 0, 'KEEPTTL')
-    v = 0
-  end
-  local ttl = tonumber(ARGV[2*i])
-  if ttl >= 0 and redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-  out[i] = v
-end
-return out
-";
+/// The connection waits this many `op_timeout`s for a reply before giving up, so a reserve
+/// whose caller already timed out is still read, and given back, when it arrives late.
+pub const LATE_REPLY_FACTOR: u32 = 4;
 
 /// Why a Redis operation failed. The enforcer turns it into `fail_open` or `fail_closed`.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +64,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("budget store answered with an unexpected reply of {0} values")]
     BadReply(usize),
+    #[error("the budget store task ended without an answer")]
+    Lost,
 }
 
 impl StoreError {
@@ -87,6 +75,7 @@ impl StoreError {
             Self::Redis(_) => "redis",
             Self::Timeout(_) => "timeout",
             Self::BadReply(_) => "bad_reply",
+            Self::Lost => "lost",
         }
     }
 }
@@ -94,15 +83,17 @@ impl StoreError {
 /// Counters in one Redis, shared by every replica that points at it.
 pub struct RedisStore {
     conn: ConnectionManager,
-    reserve: Script,
-    adjust: Script,
+    scripts: Scripts,
     op_timeout: Duration,
+    leases: LeaseTable,
+    sweeper_started: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("op_timeout", &self.op_timeout)
+            .field("lease_ttl", &self.leases.ttl())
             .finish_non_exhaustive()
     }
 }
@@ -114,66 +105,313 @@ impl RedisStore {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(op_timeout))
-            .set_response_timeout(Some(op_timeout))
+            .set_response_timeout(Some(op_timeout.saturating_mul(LATE_REPLY_FACTOR)))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(op_timeout);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             conn,
-            reserve: Script::new(RESERVE_LUA),
-            adjust: Script::new(ADJUST_LUA),
+            scripts: Scripts::new(),
             op_timeout,
+            leases: LeaseTable::new(DEFAULT_LEASE_TTL),
+            sweeper_started: AtomicBool::new(false),
         })
     }
 
-    pub(crate) async fn reserve(&self, charges: &[Charge]) -> Result<ReserveOutcome, StoreError> {
-        let mut inv = self.reserve.prepare_invoke();
-        for c in charges {
-            inv.key(redis_key(&c.key))
-                .arg(c.amount)
-                .arg(c.cap.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)))
-                .arg(c.ttl_secs.unwrap_or(-1));
+    /// Leases live `ttl` in Redis and serve for half of it (tests use short ones).
+    #[must_use]
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.leases = LeaseTable::new(ttl);
+        self
+    }
+
+    /// How long a caller waits for one operation.
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// Unused pre-borrowed balance this replica holds, over all counters.
+    pub fn leased_balance(&self) -> u64 {
+        self.leases.held()
+    }
+
+    /// Reserve `charges`, from leases where they can serve, else in Redis. Await it on a task of
+    /// its own (see the module docs): dropped mid-script, the script may still have applied.
+    pub(crate) async fn reserve(
+        self: &Arc<Self>,
+        charges: &[Charge],
+    ) -> Result<ReserveOutcome, StoreError> {
+        let now_ms = self.leases.now_ms();
+        let mut served: Vec<Option<Arc<Lease>>> = charges
+            .iter()
+            .map(|c| self.leases.take(c, now_ms))
+            .collect();
+        if !charges.is_empty() && served.iter().all(Option::is_some) {
+            let after = served.iter().flatten().map(|l| l.used_estimate()).collect();
+            return Ok(ReserveOutcome::Admitted {
+                after,
+                leases: served.into_iter().map(|l| l.map(LeaseRef)).collect(),
+            });
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| StoreError::Timeout(self.op_timeout))??;
-        match reply.split_first() {
-            Some((0, used)) if used.len() == charges.len() => Ok(ReserveOutcome::Admitted(
-                used.iter().map(|&v| to_u64(v)).collect(),
-            )),
-            Some((&i, [used])) if i >= 1 && to_u64(i) <= charges.len() as u64 => {
-                Ok(ReserveOutcome::Rejected {
-                    index: usize::try_from(i - 1).unwrap_or(0),
-                    used: to_u64(*used),
+        let remote: Vec<usize> = (0..charges.len())
+            .filter(|&i| served.get(i).is_some_and(Option::is_none))
+            .collect();
+        let grants: Vec<Option<GrantPlan>> = remote
+            .iter()
+            .map(|&i| self.leases.plan_grant(&charges[i], now_ms))
+            .collect();
+        if grants.iter().any(Option::is_some) {
+            self.start_sweeper();
+        }
+        let reply = self.reserve_script(charges, &remote, &grants).await;
+        let parsed = reply.and_then(|r| parse_reserve(&r, remote.len()));
+        match parsed {
+            Ok(Parsed::Admitted(values)) => {
+                let mut after = served
+                    .iter()
+                    .map(|l| l.as_ref().map_or(0, |l| l.used_estimate()))
+                    .collect::<Vec<u64>>();
+                for ((&i, plan), (value, granted)) in remote.iter().zip(&grants).zip(values) {
+                    if let Some(plan) = plan {
+                        self.leases.landed(plan, granted, value);
+                    }
+                    // The fresh slice is not used yet.
+                    if let Some(a) = after.get_mut(i) {
+                        *a = value.saturating_sub(granted);
+                    }
+                }
+                Ok(ReserveOutcome::Admitted {
+                    after,
+                    leases: served.into_iter().map(|l| l.map(LeaseRef)).collect(),
                 })
             }
-            _ => Err(StoreError::BadReply(reply.len())),
+            Ok(Parsed::Rejected { index, used }) => {
+                for plan in grants.iter().flatten() {
+                    self.leases.landed(plan, 0, 0);
+                }
+                self.give_back_taken(charges, &mut served).await;
+                Ok(ReserveOutcome::Rejected {
+                    index: remote.get(index).copied().unwrap_or(0),
+                    used,
+                })
+            }
+            Err(e) => {
+                for plan in grants.iter().flatten() {
+                    self.leases.failed(plan);
+                }
+                self.give_back_taken(charges, &mut served).await;
+                Err(e)
+            }
         }
     }
 
-    pub(crate) async fn adjust(
+    async fn reserve_script(
         &self,
-        deltas: &[(MeterKey, i64, Option<i64>)],
-    ) -> Result<Vec<u64>, StoreError> {
-        let mut inv = self.adjust.prepare_invoke();
-        for (key, delta, ttl) in deltas {
-            inv.key(redis_key(key)).arg(*delta).arg(ttl.unwrap_or(-1));
+        charges: &[Charge],
+        remote: &[usize],
+        grants: &[Option<GrantPlan>],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.arg(millis(self.leases.ttl()));
+        for (&i, plan) in remote.iter().zip(grants) {
+            let c = &charges[i];
+            for k in keys_of(&redis_key(&c.key)) {
+                inv.key(k);
+            }
+            inv.arg(c.amount)
+                .arg(c.cap.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)))
+                .arg(c.ttl_secs.unwrap_or(-1));
+            match plan {
+                Some(p) => inv.arg(p.amount).arg(&*p.lease.id),
+                None => inv.arg(0).arg(NO_LEASE),
+            };
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| StoreError::Timeout(self.op_timeout))??;
-        if reply.len() != deltas.len() {
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// A reservation that did not go through: what it took from leases goes back.
+    async fn give_back_taken(&self, charges: &[Charge], served: &mut [Option<Arc<Lease>>]) {
+        let corrections: Vec<Correction> = charges
+            .iter()
+            .zip(served.iter_mut())
+            .filter_map(|(c, l)| {
+                l.take().map(|lease| Correction {
+                    key: c.key.clone(),
+                    reserved: c.amount,
+                    actual: 0,
+                    ttl_secs: c.ttl_secs,
+                    lease: Some(lease),
+                })
+            })
+            .collect();
+        if corrections.is_empty() {
+            return;
+        }
+        if let Err(e) = self.adjust(corrections).await {
+            tracing::warn!(error = %e, "budget: giving back a leased share failed; the lease expires");
+        }
+    }
+
+    /// Apply corrections (settle, release); returns the counters' values after, in order.
+    /// A release served from a lease goes back into its balance without a round trip.
+    pub(crate) async fn adjust(
+        &self,
+        corrections: Vec<Correction>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut after = vec![0u64; corrections.len()];
+        let mut remote = Vec::with_capacity(corrections.len());
+        for (i, c) in corrections.iter().enumerate() {
+            match &c.lease {
+                Some(l) if c.actual == 0 && l.give_back_local(c.reserved) => {
+                    if let Some(a) = after.get_mut(i) {
+                        *a = l.used_estimate();
+                    }
+                }
+                _ => remote.push(i),
+            }
+        }
+        if remote.is_empty() {
+            return Ok(after);
+        }
+        let mut inv = self.scripts.adjust.prepare_invoke();
+        for &i in &remote {
+            let c = &corrections[i];
+            for k in keys_of(&redis_key(&c.key)) {
+                inv.key(k);
+            }
+            inv.arg(c.delta())
+                .arg(c.ttl_secs.unwrap_or(-1))
+                .arg(c.lease.as_ref().map_or(NO_LEASE, |l| &*l.id))
+                .arg(c.reserved)
+                .arg(c.actual);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Result<Vec<i64>, StoreError> =
+            tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn))
+                .await
+                .map_err(|_| StoreError::Timeout(self.op_timeout))
+                .and_then(|r| r.map_err(StoreError::from));
+        // Whatever Redis answered, these reservations are over on this replica.
+        for &i in &remote {
+            if let Some(l) = &corrections[i].lease {
+                l.finished(corrections[i].reserved);
+            }
+        }
+        let reply = reply?;
+        if reply.len() != remote.len() {
             return Err(StoreError::BadReply(reply.len()));
         }
-        Ok(reply.into_iter().map(to_u64).collect())
+        for (&i, v) in remote.iter().zip(reply) {
+            if let Some(a) = after.get_mut(i) {
+                *a = to_u64(v);
+            }
+        }
+        Ok(after)
+    }
+
+    /// Give every unused pre-borrowed balance back (shutdown, after the gateway drained).
+    pub async fn close_leases(&self) {
+        let unused = self.leases.close_all();
+        self.give_back(unused).await;
+    }
+
+    async fn give_back(&self, unused: Vec<(Arc<Lease>, u64)>) {
+        for (lease, amount) in unused {
+            let mut inv = self.scripts.give_back.prepare_invoke();
+            for k in keys_of(&redis_key(&lease.key)) {
+                inv.key(k);
+            }
+            inv.arg(&*lease.id).arg(amount);
+            let mut conn = self.conn.clone();
+            let r: Result<Result<i64, _>, _> =
+                tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await;
+            if !matches!(r, Ok(Ok(_))) {
+                tracing::warn!(
+                    lease = %lease.id,
+                    amount,
+                    "budget: giving back an unused lease failed; Redis drops it when it expires"
+                );
+            }
+        }
+    }
+
+    async fn renew(&self, leases: Vec<Arc<Lease>>) {
+        for lease in leases {
+            let mut inv = self.scripts.renew.prepare_invoke();
+            for k in keys_of(&redis_key(&lease.key)) {
+                inv.key(k);
+            }
+            inv.arg(millis(self.leases.ttl())).arg(&*lease.id);
+            let mut conn = self.conn.clone();
+            let r: Result<Result<Vec<i64>, _>, _> =
+                tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await;
+            if !matches!(r, Ok(Ok(_))) {
+                tracing::warn!(lease = %lease.id, "budget: renewing a lease with requests in flight failed");
+            }
+        }
+    }
+
+    /// One sweep: give back what stopped serving, renew what still has requests in flight.
+    async fn sweep(&self) {
+        let plan = self.leases.sweep(self.leases.now_ms());
+        self.give_back(plan.give_back).await;
+        self.renew(plan.renew).await;
+    }
+
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeper_started.store(false, Ordering::Release);
+            return;
+        };
+        // A fifth of the TTL: a lease that stops serving at half its TTL is renewed or given
+        // back well before Redis would drop it.
+        let every = self.leases.ttl() / 5;
+        let store: Weak<Self> = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                store.sweep().await;
+            }
+        });
+    }
+}
+
+enum Parsed {
+    /// Per remote charge: the counter after, and the slice granted on top (0: none).
+    Admitted(Vec<(u64, u64)>),
+    /// Remote charge `index` (0-based) did not fit.
+    Rejected { index: usize, used: u64 },
+}
+
+fn parse_reserve(reply: &[i64], n: usize) -> Result<Parsed, StoreError> {
+    match reply.split_first() {
+        Some((0, rest)) if rest.len() == 2 * n => Ok(Parsed::Admitted(
+            rest.chunks_exact(2)
+                .map(|p| (to_u64(p[0]), to_u64(p[1])))
+                .collect(),
+        )),
+        Some((&i, [used])) if i >= 1 && to_u64(i) <= n as u64 => Ok(Parsed::Rejected {
+            index: usize::try_from(i - 1).unwrap_or(0),
+            used: to_u64(*used),
+        }),
+        _ => Err(StoreError::BadReply(reply.len())),
     }
 }
 
 fn redis_key(key: &MeterKey) -> String {
     format!("{}:{}", key.name, key.window_start)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn to_u64(v: i64) -> u64 {

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use policy_engine::pack::{BudgetScope, BudgetWindow};
 
 use super::estimate::Price;
+use super::lease::Lease;
 use super::plan::Dimension;
-use super::store::{BudgetStore, MeterKey};
+use super::store::{BudgetStore, Correction, MeterKey};
 use super::Shared;
 
 /// Why an alert fired. Each fires at most once per window per limit on a replica.
@@ -48,6 +49,8 @@ pub(crate) struct HeldCharge {
     pub(crate) dim: Dimension,
     pub(crate) reserved: u64,
     pub(crate) ttl_secs: Option<i64>,
+    /// The pre-borrowed slice this charge was served from (Redis with `preborrow_fraction`).
+    pub(crate) lease: Option<Arc<Lease>>,
 }
 
 #[derive(Debug)]
@@ -58,20 +61,19 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// Deltas that move each counter from the reserved amount to `actual`.
-    pub(crate) fn deltas(
-        &self,
-        actual_micros: u64,
-        actual_tokens: u64,
-    ) -> Vec<(MeterKey, i64, Option<i64>)> {
+    /// Corrections that move each counter from the reserved amount to `actual`.
+    pub(crate) fn corrections(&self, actual_micros: u64, actual_tokens: u64) -> Vec<Correction> {
         self.charges
             .iter()
-            .map(|c| {
-                let actual = match c.dim {
+            .map(|c| Correction {
+                key: c.key.clone(),
+                reserved: c.reserved,
+                actual: match c.dim {
                     Dimension::Usd => actual_micros,
                     Dimension::Tokens => actual_tokens,
-                };
-                (c.key.clone(), signed_delta(actual, c.reserved), c.ttl_secs)
+                },
+                ttl_secs: c.ttl_secs,
+                lease: c.lease.clone(),
             })
             .collect()
     }
@@ -79,42 +81,33 @@ impl Held {
     /// Give everything back without awaiting: for `Drop`.
     fn release_detached(self) {
         self.shared.metrics.released_by_drop();
-        let mut deltas = self.deltas(0, 0);
-        deltas.retain(|(_, d, _)| *d != 0);
-        if deltas.is_empty() {
+        let corrections = self.corrections(0, 0);
+        if corrections.iter().all(Correction::is_noop) {
             return;
         }
         match &self.shared.store {
             BudgetStore::Memory(m) => {
-                m.adjust(deltas.iter().map(|(k, d, _)| (k, *d)));
+                m.adjust(corrections.iter().map(|c| (&c.key, c.delta())));
             }
-            BudgetStore::Redis(r) => {
-                match tokio::runtime::Handle::try_current() {
-                    Ok(handle) => {
-                        let store = Arc::clone(r);
-                        let shared = Arc::clone(&self.shared);
-                        handle.spawn(async move {
-                        if let Err(e) = store.adjust(&deltas).await {
+            BudgetStore::Redis(r) => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    let store = Arc::clone(r);
+                    let shared = Arc::clone(&self.shared);
+                    handle.spawn(async move {
+                        if let Err(e) = store.adjust(corrections).await {
                             shared.metrics.store_error("release", e.label());
                             tracing::warn!(error = %e, "budget: releasing a dropped reservation failed");
                         }
                     });
-                    }
-                    Err(_) => {
-                        self.shared.metrics.store_error("release", "no_runtime");
-                        tracing::warn!("budget: reservation dropped outside a runtime; it expires with its window");
-                    }
                 }
-            }
+                Err(_) => {
+                    self.shared.metrics.store_error("release", "no_runtime");
+                    tracing::warn!(
+                        "budget: reservation dropped outside a runtime; it expires with its window"
+                    );
+                }
+            },
         }
-    }
-}
-
-fn signed_delta(actual: u64, reserved: u64) -> i64 {
-    if actual >= reserved {
-        i64::try_from(actual - reserved).unwrap_or(i64::MAX)
-    } else {
-        i64::try_from(reserved - actual).map_or(i64::MIN, |d| -d)
     }
 }
 
@@ -178,18 +171,5 @@ impl Drop for Reservation {
         if let Some(held) = self.held.take() {
             held.release_detached();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::signed_delta;
-
-    #[test]
-    fn deltas_are_signed_and_saturate() {
-        assert_eq!(signed_delta(10, 4), 6);
-        assert_eq!(signed_delta(4, 10), -6);
-        assert_eq!(signed_delta(u64::MAX, 0), i64::MAX);
-        assert_eq!(signed_delta(0, u64::MAX), i64::MIN);
     }
 }

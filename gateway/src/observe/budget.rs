@@ -6,7 +6,9 @@
 //! reservation itself — the estimate is kept as spent, the conservative side), `failed` releases
 //! it. The reservation is inserted with no await between the insert and the end of the `admit`
 //! future, so a request cancelled while reserving either never holds one or holds one its
-//! terminal call will find; a [`Reservation`] that is dropped anyway releases itself.
+//! terminal call will find; what a Redis script reserved after its request was cancelled is
+//! given back by the enforcer (`BudgetEnforcer::reserve`), and a [`Reservation`] that is dropped
+//! anyway releases itself.
 //!
 //! Input tokens are estimated from the request body's size, `ceil(bytes / 4)`
 //! ([`estimate_input_tokens`] with no per-message overhead): the body includes JSON syntax and

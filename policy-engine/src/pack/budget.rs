@@ -19,9 +19,19 @@ pub struct BudgetEnforcerConfig {
     /// Output tokens reserved when a request sets no `max_tokens`.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// Pre-borrowing with `store: redis`: the fraction of each limit a replica may lease from
+    /// Redis at a time and then reserve from locally, without a round trip per request. `0`
+    /// (the default) reserves in Redis on every request. Allowed: `[0, 0.1]`. Ignored by the
+    /// memory store. Worst-case overshoot: `replicas × preborrow_fraction × limit` (see
+    /// `docs/DESIGN-DECISIONS.md`, Budgets).
+    #[serde(default)]
+    pub preborrow_fraction: f64,
     #[serde(default)]
     pub limits: Vec<BudgetLimit>,
 }
+
+/// Largest `preborrow_fraction` a pack may set: a slice, not a share of the budget.
+pub const MAX_PREBORROW_FRACTION: f64 = 0.1;
 
 impl Default for BudgetEnforcerConfig {
     fn default() -> Self {
@@ -30,6 +40,7 @@ impl Default for BudgetEnforcerConfig {
             on_store_unavailable: StoreUnavailable::default(),
             soft_threshold: default_soft(),
             default_max_tokens: default_max_tokens(),
+            preborrow_fraction: 0.0,
             limits: Vec::new(),
         }
     }

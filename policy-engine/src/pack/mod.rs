@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use audit::{AuditLoggerConfig, QueueFullPolicy};
 pub use budget::{
     BudgetEnforcerConfig, BudgetLimit, BudgetScope, BudgetWindow, ExhaustedAction, StoreKind,
-    StoreUnavailable,
+    StoreUnavailable, MAX_PREBORROW_FRACTION,
 };
 pub use models::{
     ModelSpec, ProviderSpec, DEFAULT_PROVIDER, DEFAULT_PROVIDER_BASE_URL, DEFAULT_PROVIDER_KEY_ENV,
