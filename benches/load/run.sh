@@ -13,7 +13,9 @@
 # [audit-logger], default settings: fsync every 100 ms, the request never waits), durable
 # ([audit-logger] with `on_queue_full: block` + `fsync_interval_ms: 0`: each response waits for
 # its record to be written and fsynced), pii (chain [pii-detector], redact, request and
-# response), budget (chain [budget-enforcer], one in-memory limit), full (audit + PII + budget). Audit files go to
+# response), budget (chain [budget-enforcer], one in-memory limit), redis (the same limit in a
+# redis-server started here: one script per request), redis-pre (the same with
+# `preborrow_fraction: 0.1`: admission from a local lease), full (audit + PII + budget). Audit files go to
 # $OUT/audit-*; the report counts the records written, so a run with the audit logger silently
 # off shows 0.
 #
@@ -98,7 +100,10 @@ pack 1.0.0 "" "" >"$OUT/empty.yaml"
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-audit" >"$OUT/audit.yaml"
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-durable"$'\n    on_queue_full: block\n    fsync_interval_ms: 0' >"$OUT/durable.yaml"
 pack 1.0.0 "pii-detector" $'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]' >"$OUT/pii.yaml"
-pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}' >"$OUT/budget.yaml"
+BUDGET_LIMIT=$'\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:'"$BUDGET_LIMIT" >"$OUT/budget.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis'"$BUDGET_LIMIT" >"$OUT/redis.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1'"$BUDGET_LIMIT" >"$OUT/redis-pre.yaml"
 FULL_POLICY=$'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n  audit-logger:\n    dir: '"$OUT/audit-full"$'\n    retention_days: 30\n  budget-enforcer:\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
 pack 1.0.0 "audit-logger, pii-detector, budget-enforcer" "$FULL_POLICY" >"$OUT/full.yaml"
 for t in $TARGETS; do
@@ -109,6 +114,14 @@ for t in $TARGETS; do
 done
 
 export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn
+case " $TARGETS " in *" redis"*)
+  command -v redis-server >/dev/null || { echo "the redis targets need redis-server (apt-get install redis-server)" >&2; exit 1; }
+  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.out" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  export PALISADE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT ;;
+esac
 declare -A URL PID
 URL[direct]=$MOCK_URL PID[direct]=$MOCK_PID
 case " $TARGETS " in *" nginx "*)

@@ -301,3 +301,62 @@ async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
         "no cancelled request reached the provider"
     );
 }
+
+/// With pre-borrowing, admission costs no round trip, so only the settles (one script per
+/// request, after the response) limit nothing: under overload they used to outrun the one
+/// connection to Redis until each waited past its timeout in the queue and its usage was lost.
+/// Settles in flight are bounded now, and a backlog sends admission back to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preborrowing_under_overload_loses_no_settle() {
+    const CLIENTS: usize = 256;
+    let redis = RedisServer::start();
+    let mock = MockProvider::start().await;
+    let policy = "policy:\n  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1\n    limits:\n      - {scope: environment, window: daily, tokens: 1000000000, on_exhausted: block}\n";
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "budget-enforcer", policy),
+    );
+    let gateways = start_gateways(1, &p, &dir, &redis.url());
+    let g = &gateways[0];
+    let url = g.api("/v1/chat/completions");
+    let body = chat("gpt-4o-mini", "How do I reset my password?", false);
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                let c = client::client();
+                let mut ok = 0u64;
+                while std::time::Instant::now() < until {
+                    let r = post(&c, &url, &body, None).await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.unwrap();
+    }
+    let text = client::get(&client::client(), &g.api("/metrics"))
+        .await
+        .text();
+    let errors: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("palisade_budget_store_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(errors, 0.0, "store errors after {sent} requests:\n{text}");
+    assert!(
+        metric(g, "palisade_budget_preborrowed_total").await > 0.0,
+        "leases served nothing"
+    );
+    assert!(
+        sent > CLIENTS as u64,
+        "the load never got going: {sent} requests"
+    );
+    drop(gateways);
+}

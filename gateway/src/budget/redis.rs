@@ -87,7 +87,23 @@ pub struct RedisStore {
     op_timeout: Duration,
     leases: LeaseTable,
     sweeper_started: AtomicBool,
+    /// Settles (and remote releases) sent to Redis and not answered yet.
+    settling: tokio::sync::Semaphore,
+    /// Settles started and not finished, waiting for a slot included.
+    settle_backlog: std::sync::atomic::AtomicUsize,
 }
+
+/// Settles in flight to Redis at most. Settles run after their response, off the request path,
+/// so nothing else limits them: with pre-borrowing, admission costs no round trip, and under
+/// overload (256 connections on 2 cores) settles outran the one multiplexed connection until
+/// each waited past `op_timeout` in its queue and its usage was lost. A settle waits for a slot
+/// without its timeout running; the timeout covers only Redis' answer.
+const MAX_SETTLES_IN_FLIGHT: usize = 256;
+
+/// While more settles than this are waiting, reservations are not served from leases: they go
+/// to Redis, and waiting for its answer slows admission down to what Redis and the connection
+/// keep up with (back-pressure), instead of letting the settle backlog grow.
+const LEASE_SETTLE_BACKLOG: usize = 2 * MAX_SETTLES_IN_FLIGHT;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +132,8 @@ impl RedisStore {
             op_timeout,
             leases: LeaseTable::new(DEFAULT_LEASE_TTL),
             sweeper_started: AtomicBool::new(false),
+            settling: tokio::sync::Semaphore::new(MAX_SETTLES_IN_FLIGHT),
+            settle_backlog: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -143,9 +161,10 @@ impl RedisStore {
         charges: &[Charge],
     ) -> Result<ReserveOutcome, StoreError> {
         let now_ms = self.leases.now_ms();
+        let backlogged = self.settle_backlog.load(Ordering::Relaxed) > LEASE_SETTLE_BACKLOG;
         let mut served: Vec<Option<Arc<Lease>>> = charges
             .iter()
-            .map(|c| self.leases.take(c, now_ms))
+            .map(|c| (!backlogged).then(|| self.leases.take(c, now_ms)).flatten())
             .collect();
         if !charges.is_empty() && served.iter().all(Option::is_some) {
             let after = served.iter().flatten().map(|l| l.used_estimate()).collect();
@@ -275,6 +294,9 @@ impl RedisStore {
         if remote.is_empty() {
             return Ok(after);
         }
+        let _backlog = Backlog::enter(&self.settle_backlog);
+        // Closed never: the semaphore lives as long as the store.
+        let _slot = self.settling.acquire().await.ok();
         let mut inv = self.scripts.adjust.prepare_invoke();
         for &i in &remote {
             let c = &corrections[i];
@@ -381,6 +403,22 @@ impl RedisStore {
                 store.sweep().await;
             }
         });
+    }
+}
+
+/// Counts one settle in [`RedisStore::settle_backlog`] while it lives.
+struct Backlog<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Backlog<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for Backlog<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
