@@ -126,18 +126,6 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(op_timeout);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        // Connect now, from the runtime that opens the store (the gateway's control runtime),
-        // so the connection's driver task lives there: connected lazily by the first request,
-        // it would live on that request's serving thread and, with that thread saturated by
-        // hundreds of connections, wait its turn behind all of them until replies came too
-        // late (settles timed out and their usage was lost). If Redis is down now, the first
-        // operation connects, as before.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let mut first = conn.clone();
-            rt.spawn(async move {
-                let _ = redis::cmd("PING").query_async::<()>(&mut first).await;
-            });
-        }
         Ok(Self {
             conn,
             scripts: Scripts::new(),
