@@ -6,22 +6,22 @@
 #   benches/load/run.sh                       # build release binaries, then measure
 #   DURATION=5 WARMUP=1 CONNS="1 16 64" MODES="json stream" TARGETS="direct nginx empty full" benches/load/run.sh
 #   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty audit durable" benches/load/run.sh   # audit on vs off
-#   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty budget redis borrow" benches/load/run.sh   # budgets
+#   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty budget redis redis-pre" benches/load/run.sh   # budgets
 #
 # Targets: direct (the mock itself); nginx (when installed: a bare proxy hop to the same mock,
 # one worker, upstream keep-alive, no buffering — the baseline the gateway's targets are stated
 # against); and gateways, each on its own pack: empty (chain [], no policy), audit (chain
 # [audit-logger], default settings: fsync every 100 ms, the request never waits), durable
 # ([audit-logger] with `on_queue_full: block` + `fsync_interval_ms: 0`: each response waits for
-# its record to be written and fsynced), full (audit + PII + budget), and budgets alone (chain
-# [budget-enforcer], one environment limit far from exhausted): budget (in-memory counters),
-# redis (counters in a redis-server started here: one Lua script per reserve and per settle) and
-# borrow (redis with `preborrow_fraction: 0.1`: most reserves served from a pre-borrowed slice,
-# settles still one script each). Redis' own CPU is not in the gateway's CPU column; it is
-# recorded in $OUT/redis-cpu.txt. Audit files go to $OUT/audit-*; the report counts the records
-# written, so a run with the audit logger silently off shows 0; budget decisions and
-# pre-borrowed reservations per gateway are in $OUT/budget-metrics.txt. Gateways keep their
-# state files in $OUT/state-TARGET.
+# its record to be written and fsynced), pii (chain [pii-detector], redact, request and
+# response), budget (chain [budget-enforcer], one in-memory limit), redis (the same limit in a
+# redis-server started here: one reserve script per request, one settle script after it),
+# redis-pre (the same with `preborrow_fraction: 0.1`: admission from a local lease, its settles
+# sent in batches), full (audit + PII + budget). Redis' own CPU is not in the gateway's CPU
+# column; it is in $OUT/redis-cpu.txt per point. Audit files go to $OUT/audit-*; the report
+# counts the records written, so a run with the audit logger silently off shows 0; budget
+# decisions and pre-borrowed reservations per gateway are in $OUT/budget-metrics.txt. Gateways
+# keep their budget state files in $OUT/state-TARGET.
 #
 # For each mode and concurrency the targets run back to back (then the next concurrency), and
 # ROUNDS repeats the whole sweep; the report averages the rounds, so the targets compared share
@@ -103,12 +103,13 @@ YAML
 pack 1.0.0 "" "" >"$OUT/empty.yaml"
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-audit" >"$OUT/audit.yaml"
 pack 1.0.0 "audit-logger" $'policy:\n  audit-logger:\n    dir: '"$OUT/audit-durable"$'\n    on_queue_full: block\n    fsync_interval_ms: 0' >"$OUT/durable.yaml"
+pack 1.0.0 "pii-detector" $'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]' >"$OUT/pii.yaml"
+BUDGET_LIMIT=$'\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:'"$BUDGET_LIMIT" >"$OUT/budget.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis'"$BUDGET_LIMIT" >"$OUT/redis.yaml"
+pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1'"$BUDGET_LIMIT" >"$OUT/redis-pre.yaml"
 FULL_POLICY=$'policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n  audit-logger:\n    dir: '"$OUT/audit-full"$'\n    retention_days: 30\n  budget-enforcer:\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
 pack 1.0.0 "audit-logger, pii-detector, budget-enforcer" "$FULL_POLICY" >"$OUT/full.yaml"
-BUDGET_LIMIT=$'\n    limits:\n      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}'
-pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: memory'"$BUDGET_LIMIT" >"$OUT/budget.yaml"
-pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis'"$BUDGET_LIMIT" >"$OUT/redis.yaml"
-pack 1.0.0 "budget-enforcer" $'policy:\n  budget-enforcer:\n    store: redis\n    preborrow_fraction: 0.1'"$BUDGET_LIMIT" >"$OUT/borrow.yaml"
 for t in $TARGETS; do
   case $t in direct | nginx) continue ;; esac
   [ -f "$OUT/$t.yaml" ] || { echo "unknown target $t (no pack $OUT/$t.yaml)" >&2; exit 1; }
@@ -117,6 +118,16 @@ for t in $TARGETS; do
 done
 
 export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn
+case " $TARGETS " in *" redis"*)
+  command -v redis-server >/dev/null || { echo "the redis targets need redis-server (apt-get install redis-server)" >&2; exit 1; }
+  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$OUT/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT/redis" >"$OUT/redis.out" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  export PALISADE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT ;;
+esac
 declare -A URL PID
 URL[direct]=$MOCK_URL PID[direct]=$MOCK_PID
 case " $TARGETS " in *" nginx "*)
@@ -149,21 +160,10 @@ NGINX
     TARGETS=$(echo " $TARGETS " | sed 's/ nginx / /')
   fi ;;
 esac
-REDIS_ARGS=()
-if grep -q 'store: redis' $(for t in $TARGETS; do [ -f "$OUT/$t.yaml" ] && echo "$OUT/$t.yaml"; done) /dev/null; then
-  command -v redis-server >/dev/null || { echo "redis-server is required for the redis targets" >&2; exit 1; }
-  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  mkdir -p "$OUT/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$OUT/redis" >"$OUT/redis.out" 2>&1 &
-  REDIS_PID=$!
-  PIDS+=("$REDIS_PID")
-  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
-  REDIS_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT/")
-fi
 for t in $TARGETS; do
   case $t in direct | nginx) continue ;; esac
   start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0 --threads "$GW_THREADS" \
-    --state-dir "$OUT/state-$t" "${REDIS_ARGS[@]}"
+    --state-dir "$OUT/state-$t"
   URL[$t]=$START_URL PID[$t]=$START_PID
 done
 
@@ -228,6 +228,9 @@ for t in $TARGETS; do
   [ -d "$OUT/audit-$t" ] || continue
   echo "audit records written by $t: $(cat "$OUT"/audit-$t/*.jsonl | grep -c '"kind":"request"')"
 done | tee "$OUT/audit-records.txt"
+# A run writes about 1 KB of audit log per request (gigabytes over a long sweep): keep the counts,
+# not the logs, unless asked.
+if [ "${KEEP_AUDIT:-0}" != 1 ]; then for t in $TARGETS; do rm -rf "${OUT:?}/audit-$t"; done; fi
 
 # Report 1: throughput ratio and added latency versus direct, and RPS and CPU per request versus
 # nginx (when measured), at the same mode and concurrency, averaged over the rounds.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use gateway_support::client::{self, chat, get, post, wait_until};
 use gateway_support::mock::MockProvider;
-use gateway_support::{pack, pii_engine_available, Dir, GatewayProcess};
+use gateway_support::{pack, Dir, GatewayProcess};
 use serde_json::Value;
 
 const EMAIL: &str = "jane.doe@example.com";
@@ -78,9 +78,6 @@ fn body_len(body: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outcome_writes_exactly_one_audit_record_and_the_log_verifies() {
-    if !pii_engine_available() {
-        return;
-    }
     let mock = MockProvider::start().await;
     mock.set(|b| b.chunk_delay = Duration::from_millis(100))
         .await;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use gateway_support::client::{self, chat, get, post, sse_text, wait_until};
 use gateway_support::mock::MockProvider;
-use gateway_support::{pack, pii_engine_available, Dir, GatewayProcess};
+use gateway_support::{pack, Dir, GatewayProcess};
 use serde_json::Value;
 
 const EMAIL: &str = "jane.doe@example.com";
@@ -65,9 +65,6 @@ fn received_text(body: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_carries_the_redacted_text_only_when_asked_and_never_a_raw_value() {
-    if !pii_engine_available() {
-        return;
-    }
     let mock = MockProvider::start().await;
     mock.set(|b| {
         b.reply = format!("Write to {REPLY_EMAIL} today.");

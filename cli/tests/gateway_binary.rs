@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gateway_support::client::{self, chat, get, post, sse_text, wait_until};
 use gateway_support::mock::MockProvider;
-use gateway_support::{pack, pii_engine_available, Dir, GatewayProcess};
+use gateway_support::{pack, Dir, GatewayProcess};
 
 const EMAIL: &str = "jane.doe@example.com";
 
@@ -25,9 +25,6 @@ fn pii(action: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redacted_text_is_what_the_provider_receives() {
-    if !pii_engine_available() {
-        return;
-    }
     let mock = MockProvider::start().await;
     let dir = Dir::new();
     let p = dir.write(
@@ -62,9 +59,6 @@ async fn redacted_text_is_what_the_provider_receives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_requests_never_reach_the_provider() {
-    if !pii_engine_available() {
-        return;
-    }
     let mock = MockProvider::start().await;
     let dir = Dir::new();
     let p = dir.write(
@@ -92,9 +86,6 @@ async fn blocked_requests_never_reach_the_provider() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_number_split_across_sse_chunks_is_redacted_in_the_stream() {
-    if !pii_engine_available() {
-        return;
-    }
     let mock = MockProvider::start().await;
     mock.set(|b| {
         b.chunks = vec![

@@ -264,6 +264,22 @@ async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
         async move { post(&client::client(), &url, &body, None).await.status == 200 }
     })
     .await;
+    // The settle runs after the response: wait for it, or `spent` would be the estimate.
+    wait_until(
+        Duration::from_secs(20),
+        "the first request settled",
+        || async {
+            let text = client::get(&client::client(), &gateways[0].api("/metrics"))
+                .await
+                .text();
+            text.lines()
+                .filter(|l| l.starts_with("palisade_budget_tokens_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+                > 0.0
+        },
+    )
+    .await;
     let key = tokens_counter_key();
     let spent = redis.get(&key);
     assert!(spent > 0);

@@ -188,6 +188,7 @@ async fn worker(
         .keep_alive_timeout(settings.http2_keepalive)
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
+    tokio::spawn(housekeeping());
     let graceful = GracefulShutdown::new();
     let stopping = stop.wait_for(|s| *s);
     tokio::pin!(stopping);
@@ -228,6 +229,25 @@ async fn worker(
         () = tokio::time::sleep(settings.drain_timeout) => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
         }
+    }
+}
+
+/// How often a serving thread does its housekeeping.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// A serving thread's periodic work, for as long as its runtime lives: closing upstream
+/// connections idle for too long. The tick has a second job. tokio's timer wakes its I/O driver
+/// (an eventfd write, plus an extra event on the next `epoll_wait`) whenever a timer is armed
+/// that is due before the driver's planned wake-up; hyper arms a 30 s header-read timer each
+/// time a keep-alive connection waits for its next request, and with no earlier timer pending
+/// that meant one wake-up per request. With this tick pending, the planned wake-up is never
+/// more than a second away.
+async fn housekeeping() {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        crate::upstream::sweep_idle();
     }
 }
 

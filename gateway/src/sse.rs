@@ -8,7 +8,11 @@
 //! own [`StreamRedactor`], which holds back at most `max_holdback_bytes` so that a card number
 //! split across chunks is still caught; the held text is released into later chunks and
 //! flushed into the chunk that carries the choice's `finish_reason`. Text already flushed
-//! cannot be retracted, so `block` on a streamed response acts as `redact`.
+//! cannot be retracted, so `block` on a streamed response acts as `redact`. A chunk is read
+//! as raw fields borrowed from the event (as the request path does, `json_splice`) and only
+//! the changed text is spliced back, so the rest of the event (other lines, unknown fields) is
+//! the provider's bytes; a chunk with a repeated key breaks the stream rather than pass with one
+//! copy unscanned.
 //!
 //! The usage chunk (`choices: []`, `usage: {...}`, requested upstream for budgets) is read for
 //! the hooks and dropped unless the caller asked for it. Ending: a clean end settles the
@@ -31,11 +35,14 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use memchr::memmem;
 use policy_engine::pii::{PiiDetector, RedactionSession, StreamRedactor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::body::{GatewayBody, StreamError};
 use crate::hooks::{Failure, Outcome, Settled, Usage};
+use crate::json_splice::{self, Splice};
 use crate::metrics::Metrics;
 use crate::pack::ActivePack;
 use crate::policy::{self, RecordedText};
@@ -144,8 +151,8 @@ async fn pump(
         let mut batch = Batch::default();
         let mut end = step(first, proc, &mut batch);
         // hyper's connection task hands the body over chunk by chunk, so a
-        // frame that is already in our socket buffer needs that task to run once more: yield
-        // once, and stop batching as soon as a yield brings nothing new.
+        // frame that is already in our socket buffer needs that task to run once more: let it
+        // run once, and stop batching as soon as that brings nothing new.
         let mut yielded = false;
         while end.is_none() && batch.frames < MAX_BATCH_FRAMES {
             match try_frame(&mut body) {
@@ -154,7 +161,7 @@ async fn pump(
                     yielded = false;
                 }
                 None if !yielded => {
-                    tokio::task::yield_now().await;
+                    run_others_once().await;
                     yielded = true;
                 }
                 None => break,
@@ -178,10 +185,13 @@ type UpstreamFrame = Option<Result<http_body::Frame<Bytes>, hyper::Error>>;
 /// Handle one upstream frame; `Some` when the stream ended.
 fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) -> Option<Pump> {
     match frame {
-        None => {
-            batch.push(proc.finish());
-            Some(Pump::Done)
-        }
+        None => match proc.finish() {
+            Ok(out) => {
+                batch.push(out);
+                Some(Pump::Done)
+            }
+            Err(e) => Some(Pump::Broken(e)),
+        },
         Some(Err(e)) => Some(Pump::Broken(format!("provider stream failed: {e}"))),
         Some(Ok(frame)) => match frame.into_data() {
             Ok(data) => match proc.push(data) {
@@ -194,6 +204,25 @@ fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) ->
             Err(_) => None,
         },
     }
+}
+
+/// Let the tasks already queued on this thread (the provider connection's, woken by
+/// [`try_frame`] asking for the next chunk) run before this one continues. Unlike
+/// `tokio::task::yield_now`, which defers the task until the runtime has polled its I/O driver
+/// (an `epoll_wait` system call per yield, eight per streamed answer), this goes straight to the
+/// back of the run queue.
+async fn run_others_once() {
+    let mut woke = false;
+    std::future::poll_fn(|cx| {
+        if woke {
+            std::task::Poll::Ready(())
+        } else {
+            woke = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// The next frame if it is already available, without waiting.
@@ -237,6 +266,44 @@ impl Batch {
             (_, Some(m)) => Some(m.freeze()),
             (f, None) => f,
         }
+    }
+}
+
+/// The fields of a stream chunk the relay reads, borrowed from the event.
+#[derive(Deserialize)]
+struct ChunkPeek<'a> {
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice<'a> {
+    #[serde(borrow, default)]
+    index: Present<'a>,
+    #[serde(borrow, default)]
+    delta: Present<'a>,
+    #[serde(borrow, default)]
+    text: Present<'a>,
+    #[serde(borrow, default)]
+    finish_reason: Present<'a>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Present<'a>,
+}
+
+/// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
+/// `null` as absent, and a key that is there must be replaced, not added a second time).
+#[derive(Default)]
+struct Present<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
     }
 }
 
@@ -323,7 +390,7 @@ impl<'d> SseProcessor<'d> {
         let mut out = BytesMut::new();
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end).freeze();
-            self.event(&event, &mut out);
+            self.event(&event, &mut out)?;
         }
         if self.pending.len() > MAX_EVENT_BYTES {
             return Err(format!(
@@ -334,67 +401,87 @@ impl<'d> SseProcessor<'d> {
     }
 
     /// The provider's stream ended: flush an incomplete event and any held-back text.
-    pub(crate) fn finish(&mut self) -> Bytes {
+    pub(crate) fn finish(&mut self) -> Result<Bytes, String> {
         let mut out = BytesMut::new();
         if !self.pending.is_empty() {
             let event = std::mem::take(&mut self.pending).freeze();
-            self.event(&event, &mut out);
+            self.event(&event, &mut out)?;
         }
         self.flush_all(&mut out);
-        out.freeze()
+        Ok(out.freeze())
     }
 
-    fn event(&mut self, event: &Bytes, out: &mut BytesMut) {
+    fn event(&mut self, event: &Bytes, out: &mut BytesMut) -> Result<(), String> {
         let Some(data) = data_field(event) else {
             out.extend_from_slice(event);
-            return;
+            return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
             self.flush_all(out);
             out.extend_from_slice(event);
             self.done_seen = true;
-            return;
+            return Ok(());
         }
         let may_have_usage = has_usage_object(data);
         if self.detector.is_none() && !may_have_usage {
             out.extend_from_slice(event);
-            return;
+            return Ok(());
         }
-        let Ok(mut chunk) = serde_json::from_slice::<Value>(data) else {
-            out.extend_from_slice(event);
-            return;
+        let chunk = match serde_json::from_slice::<ChunkPeek<'_>>(data) {
+            Ok(c) => c,
+            // Not JSON: no decoded strings to scan, forwarded as it came.
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                out.extend_from_slice(event);
+                return Ok(());
+            }
+            // JSON the scan cannot read unambiguously (a repeated key): fail closed.
+            Err(e) => return Err(format!("provider stream chunk cannot be scanned: {e}")),
         };
-        if let Some(u) = chunk.get("usage").and_then(parse_usage) {
+        if let Some(u) = chunk.usage.and_then(parse_usage_raw) {
             self.usage = Some(u);
             let no_choices = chunk
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty);
+                .choices
+                .is_none_or(|c| json_splice::items(c).map_or(true, |v| v.is_empty()));
             if no_choices && !self.wants_usage {
-                return;
+                return Ok(());
             }
         }
-        if self.detector.is_some() && self.redact_chunk(&mut chunk) {
-            write_event(&chunk, out);
-        } else {
-            out.extend_from_slice(event);
+        let mut splice = Splice::default();
+        if self.detector.is_some() {
+            self.redact_chunk(event, chunk.choices, &mut splice)
+                .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
         }
+        if splice.is_empty() {
+            out.extend_from_slice(event);
+        } else {
+            let edited = splice
+                .apply(event)
+                .ok_or_else(|| "internal: a stream chunk field lost its place".to_owned())?;
+            out.extend_from_slice(&edited);
+        }
+        Ok(())
     }
 
-    /// Run each choice's text through its redactor; true when the chunk changed.
-    fn redact_chunk(&mut self, chunk: &mut Value) -> bool {
-        let Some(detector) = self.detector else {
-            return false;
+    /// Run each choice's text through its redactor; the changes go into `splice` (of `event`,
+    /// from which `choices` borrows).
+    fn redact_chunk(
+        &mut self,
+        event: &[u8],
+        choices: Option<&RawValue>,
+        splice: &mut Splice,
+    ) -> Result<(), serde_json::Error> {
+        let (Some(detector), Some(choices)) = (self.detector, choices) else {
+            return Ok(());
         };
-        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
-            return false;
-        };
-        let mut changed = false;
         let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
-        for choice in choices {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
+        for choice in json_splice::items(choices)? {
+            let Some(c) = json_splice::object::<StreamChoice<'_>>(choice)? else {
+                continue;
+            };
+            let index = c
+                .index
+                .0
+                .and_then(|i| serde_json::from_str::<u64>(i.get()).ok())
                 .and_then(|i| usize::try_from(i).ok())
                 .unwrap_or(0);
             if index >= MAX_CHOICES {
@@ -403,16 +490,24 @@ impl<'d> SseProcessor<'d> {
             if self.redactors.len() <= index {
                 self.redactors.resize_with(index + 1, || None);
             }
-            let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
-            let Some((holder, key)) = text_slot(choice) else {
-                continue;
-            };
-            let original = match holder.remove(key) {
-                Some(Value::String(t)) => Some(t),
-                Some(other) => {
-                    holder.insert(key.to_owned(), other);
-                    continue;
+            let finishing = c.finish_reason.0.is_some_and(|f| f.get() != "null");
+            // Where the text lives: `text` (completions) or `delta.content` (chat).
+            let (slot, holder) = match c.text.0 {
+                Some(t) => (Some(t), None),
+                None => {
+                    let Some(delta) = c.delta.0 else { continue };
+                    let Some(d) = json_splice::object::<Delta<'_>>(delta)? else {
+                        continue;
+                    };
+                    (d.content.0, Some(delta))
                 }
+            };
+            let original = match slot {
+                Some(raw) => match json_splice::string(raw) {
+                    Some(t) => Some(t),
+                    // `null` or another kind of value: nothing to scan here.
+                    None => continue,
+                },
                 None => None,
             };
             let redactor = self.redactors[index].get_or_insert_with(|| detector.stream());
@@ -425,19 +520,32 @@ impl<'d> SseProcessor<'d> {
                 self.redactors[index] = None;
             }
             self.collect(index, &text);
-            if log_only {
+            if log_only || original.as_deref() == Some(text.as_str()) {
                 // `log` counts findings and never changes what the caller sees.
-                if let Some(t) = original {
-                    holder.insert(key.to_owned(), Value::String(t));
-                }
                 continue;
             }
-            changed |= original.as_deref() != Some(text.as_str());
-            if original.is_some() || !text.is_empty() {
-                holder.insert(key.to_owned(), Value::String(text));
+            match (slot, holder) {
+                (Some(raw), _) => {
+                    let at = json_splice::span(event, raw)
+                        .ok_or_else(|| serde::de::Error::custom("a text field lost its place"))?;
+                    splice.replace_string(at, &text);
+                }
+                // Held-back text released into a chunk without a `content` key: add one.
+                (None, Some(delta)) if !text.is_empty() => {
+                    let at = json_splice::span(event, delta)
+                        .ok_or_else(|| serde::de::Error::custom("a delta lost its place"))?;
+                    let empty = delta.get()[1..].trim_start().starts_with('}');
+                    let mut key = b"\"content\":".to_vec();
+                    serde_json::to_writer(&mut key, &text).map_err(serde::de::Error::custom)?;
+                    if !empty {
+                        key.push(b',');
+                    }
+                    splice.replace(at.start + 1..at.start + 1, key);
+                }
+                _ => {}
             }
         }
-        changed
+        Ok(())
     }
 
     /// Emit what every redactor still holds, as one extra chunk per choice.
@@ -468,16 +576,6 @@ impl<'d> SseProcessor<'d> {
             }
         }
     }
-}
-
-/// Where a choice's streamed text lives: `delta.content` (chat) or `text` (completions).
-fn text_slot(choice: &mut Value) -> Option<(&mut serde_json::Map<String, Value>, &'static str)> {
-    let obj = choice.as_object_mut()?;
-    if obj.contains_key("text") {
-        return Some((obj, "text"));
-    }
-    let delta = obj.get_mut("delta")?.as_object_mut()?;
-    Some((delta, "content"))
 }
 
 fn write_event(chunk: &Value, out: &mut BytesMut) {
@@ -596,7 +694,7 @@ mod tests {
         let (a, b) = whole.split_at(whole.len() - 20);
         let mut out = p.push(Bytes::from(a.to_owned())).unwrap().to_vec();
         out.extend_from_slice(&p.push(Bytes::from(b.to_owned())).unwrap());
-        out.extend_from_slice(&p.finish());
+        out.extend_from_slice(&p.finish().unwrap());
         assert_eq!(out, chunk("Hi").as_bytes());
         assert_eq!(p.usage.unwrap().prompt_tokens, 3);
     }
@@ -617,5 +715,85 @@ mod tests {
     fn crlf_framed_events_are_split() {
         assert_eq!(event_end(b"data: x\r\n\r\ndata: y"), Some(11));
         assert_eq!(data_field(b"data: x\r\n\r\n"), Some(&b"x"[..]));
+    }
+
+    fn redacting() -> PiiDetector {
+        PiiDetector::compile(&policy_engine::pack::PiiDetectorConfig::default(), None).unwrap()
+    }
+
+    #[test]
+    fn only_the_scanned_text_is_rewritten_other_event_bytes_are_kept() {
+        let det = redacting();
+        let mut p = SseProcessor::new(Some(&det), false);
+        // An `id:` line, odd spacing and unknown fields survive; the e-mail is redacted in place.
+        let event = "id: 7\ndata: {\"choices\":[{\"index\":0, \"delta\":{\"content\":\"mail ann@example.com now\"},\"finish_reason\":\"stop\",\"x\":[1]}],\"y\":\"\\u00e9\"}\n\n";
+        let out = p.push(Bytes::from_static(event.as_bytes())).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            event.replace("mail ann@example.com now", "mail [EMAIL_1] now")
+        );
+    }
+
+    #[test]
+    fn held_back_text_is_released_into_a_finishing_chunk_without_content() {
+        let det = redacting();
+        let finishing = |delta: &str| {
+            Bytes::from(format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":\"stop\"}}]}}\n\n"
+            ))
+        };
+        for delta in [
+            "{}",
+            "{ }",
+            "{\"role\":\"assistant\"}",
+            "{\"content\":null}",
+        ] {
+            let mut p = SseProcessor::new(Some(&det), false);
+            // A number at the end of a chunk may go on in the next one: it is held back.
+            let first = p.push(Bytes::from(chunk("Call 415-555-0134"))).unwrap();
+            let last = p.push(finishing(delta)).unwrap();
+            let all = format!(
+                "{}{}",
+                std::str::from_utf8(&first).unwrap(),
+                std::str::from_utf8(&last).unwrap()
+            );
+            assert!(!all.contains("415-555-0134"), "{delta}: {all}");
+            let data = |b: &[u8]| -> Value {
+                serde_json::from_slice(b.strip_prefix(b"data: ").unwrap().trim_ascii()).unwrap()
+            };
+            let v = data(&last);
+            if delta.contains("null") {
+                // A `content: null` key is left alone (never added a second time); the held
+                // text comes in an extra chunk at the end.
+                assert_eq!(v["choices"][0]["delta"]["content"], Value::Null, "{v}");
+                let rest = p.finish().unwrap();
+                assert!(std::str::from_utf8(&rest).unwrap().contains("[PHONE_1]"));
+            } else {
+                let first = data(&first);
+                let streamed = format!(
+                    "{}{}",
+                    first["choices"][0]["delta"]["content"].as_str().unwrap(),
+                    v["choices"][0]["delta"]["content"].as_str().unwrap()
+                );
+                assert_eq!(streamed, "Call [PHONE_1]", "{delta}: {v}");
+                assert_eq!(v["choices"][0]["finish_reason"], "stop");
+                assert!(p.finish().unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_with_a_repeated_key_breaks_the_stream_instead_of_passing_unscanned() {
+        let det = redacting();
+        let mut p = SseProcessor::new(Some(&det), false);
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\",\"content\":\"ann@example.com\"}}]}\n\n";
+        let err = p.push(Bytes::from_static(event.as_bytes())).unwrap_err();
+        assert!(err.contains("duplicate field `content`"), "{err}");
+        // Without a detector nothing is scanned, so nothing needs reading.
+        let mut p = SseProcessor::new(None, false);
+        assert_eq!(
+            p.push(Bytes::from_static(event.as_bytes())).unwrap(),
+            event.as_bytes()
+        );
     }
 }

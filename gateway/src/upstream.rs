@@ -111,6 +111,20 @@ fn checkout(origin: &str) -> Option<Sender> {
     })
 }
 
+/// Close this thread's idle connections that have been idle too long or were closed by the
+/// provider. Checkout takes the newest first, so after a burst the oldest would otherwise sit
+/// in the list (holding a socket) until the provider closes them.
+pub(crate) fn sweep_idle() {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        for list in pool.idle.values_mut() {
+            list.retain(|idle| {
+                !idle.sender.is_closed() && idle.since.elapsed() < POOL_IDLE_TIMEOUT
+            });
+        }
+    });
+}
+
 /// Put a connection whose last response was read to the end back in this thread's pool.
 fn checkin(origin: &str, sender: Sender) {
     if sender.is_closed() {

@@ -1,8 +1,4 @@
-//! The PII policy on the request path and in responses, JSON and SSE.
-//!
-//! These tests need the real PII engine. Until it is merged into this branch, each one checks
-//! `pii_engine_available()` and returns early with a SKIPPED line; once the engine is in, they
-//! run unconditionally (a broken engine fails them).
+//! The PII policy on the request path and in responses, JSON and SSE, with the real engine.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,7 +14,7 @@ use gateway::NoopObserver;
 use serde_json::json;
 use support::client::{self, chat, post, sse_text};
 use support::mock::MockProvider;
-use support::{events_for, pack, pii_engine_available, Event, Recorder, TestGateway};
+use support::{events_for, pack, Event, Recorder, TestGateway};
 
 const EMAIL: &str = "jane.doe@example.com";
 const CARD: &str = "4111 1111 1111 1111";
@@ -45,9 +41,6 @@ async fn setup(action: &str) -> (MockProvider, TestGateway) {
 
 #[tokio::test]
 async fn the_provider_receives_redacted_text_in_every_scanned_field() {
-    if !pii_engine_available() {
-        return;
-    }
     let (mock, gw) = setup("redact").await;
     let c = client::client();
     let body = json!({
@@ -98,9 +91,6 @@ async fn the_provider_receives_redacted_text_in_every_scanned_field() {
 
 #[tokio::test]
 async fn a_blocked_request_never_reaches_the_provider() {
-    if !pii_engine_available() {
-        return;
-    }
     let (mock, gw) = setup("block").await;
     let (rec, rx) = Recorder::new();
     let gw2 = TestGateway::start(
@@ -159,9 +149,6 @@ async fn a_blocked_request_never_reaches_the_provider() {
 
 #[tokio::test]
 async fn a_card_number_split_across_sse_chunks_is_redacted_in_the_stream() {
-    if !pii_engine_available() {
-        return;
-    }
     let (mock, gw) = setup("redact").await;
     mock.set(|b| {
         b.chunks = vec![
@@ -196,9 +183,6 @@ async fn a_card_number_split_across_sse_chunks_is_redacted_in_the_stream() {
 
 #[tokio::test]
 async fn json_responses_are_scanned_and_log_only_counts() {
-    if !pii_engine_available() {
-        return;
-    }
     let (mock, gw) = setup("redact").await;
     mock.set(|b| b.reply = format!("Write to {EMAIL}.")).await;
     let c = client::client();
@@ -242,9 +226,6 @@ async fn json_responses_are_scanned_and_log_only_counts() {
 
 #[tokio::test]
 async fn a_redacted_request_is_admitted_and_settled_once() {
-    if !pii_engine_available() {
-        return;
-    }
     std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
     let mock = MockProvider::start().await;
     let (rec, rx) = Recorder::new();

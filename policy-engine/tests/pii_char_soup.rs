@@ -1,11 +1,14 @@
 //! Deterministic fuzzing with "character soup": short random strings over an alphabet dense in
 //! the characters the detectors care about (digits, separators, `@`, `:`, key-prefix letters,
 //! currency signs, fullwidth forms, zero-width spaces, NBSP, CJK), with a built-in detector and
-//! one with custom regex and term entities, in every redaction style.
+//! one with custom regex and term entities, in every redaction style; and a second soup of
+//! letters that case folding changes in length or maps across scripts (`ß`, `ẞ`, `İ`, `ı`,
+//! the Kelvin sign, `ſ`, final sigma) against short folded terms.
 //!
 //! Invariants: streaming in random chunks equals whole-text redaction; redacting twice changes
 //! nothing (no finding in redacted text); nothing panics. Values glued to their neighbours are
-//! the norm here, which is what found the boundary rules for `]`, `[` and `*`.
+//! the norm here, which is what found the boundary rules for `]`, `[` and `*`. CI runs the
+//! fixed seeds below; `PII_SOUP_SEED=n` shifts them, to explore other soups.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 use policy_engine::pack::{CustomEntity, PiiDetectorConfig, RedactionStyle};
@@ -41,16 +44,46 @@ fn detectors(style: RedactionStyle) -> [PiiDetector; 2] {
     ]
 }
 
+/// `seed`, or, to explore other soups, `PII_SOUP_SEED` added to it (CI leaves it unset).
+fn soup_seed(seed: u64) -> u64 {
+    std::env::var("PII_SOUP_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(seed, |s| s.wrapping_add(seed))
+}
+
+/// Letters whose fold differs in bytes or script, their ASCII partners, and separators.
+const FOLD_ALPHABET: &str = "sSkKiIßẞİıüÜσςΣ\u{212A}ſ  -.[]*_é日0\u{200B}ＳＫ";
+
+fn folding_detector(style: RedactionStyle) -> [PiiDetector; 1] {
+    let terms = ["ss", "ß", "Süß", "kis", "ü", "σς", "i", "SK"].map(String::from);
+    let cfg = PiiDetectorConfig {
+        redaction: style,
+        custom: vec![CustomEntity {
+            name: "t".into(),
+            regex: None,
+            terms: Some(terms.to_vec()),
+            validator: None,
+            context: None,
+        }],
+        ..Default::default()
+    };
+    [PiiDetector::compile(&cfg, Some(b"k")).unwrap()]
+}
+
 fn soup_holds_invariants(style: RedactionStyle, seed: u64) {
-    let alphabet: Vec<char> = ALPHABET.chars().collect();
-    let dets = detectors(style);
-    let mut rng = Rng::new(seed);
+    soup(ALPHABET, &detectors(style), style, seed);
+}
+
+fn soup(alphabet: &str, dets: &[PiiDetector], style: RedactionStyle, seed: u64) {
+    let alphabet: Vec<char> = alphabet.chars().collect();
+    let mut rng = Rng::new(soup_seed(seed));
     for it in 0..4000 {
         let n = rng.below(120);
         let text: String = (0..n)
             .map(|_| alphabet[rng.below(alphabet.len())])
             .collect();
-        for det in &dets {
+        for det in dets {
             let whole = det.redact(&text, &mut RedactionSession::new()).into_owned();
             let mut out = String::new();
             let mut session = RedactionSession::new();
@@ -91,4 +124,15 @@ fn char_soup_mask_stream_equality_and_idempotence() {
 #[test]
 fn char_soup_hash_stream_equality_and_idempotence() {
     soup_holds_invariants(RedactionStyle::Hash, 303);
+}
+
+#[test]
+fn char_soup_case_folded_terms_stream_equality_and_idempotence() {
+    for (style, seed) in [
+        (RedactionStyle::Placeholder, 404),
+        (RedactionStyle::Mask, 505),
+        (RedactionStyle::Hash, 606),
+    ] {
+        soup(FOLD_ALPHABET, &folding_detector(style), style, seed);
+    }
 }

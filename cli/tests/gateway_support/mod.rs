@@ -127,20 +127,6 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// See the gateway crate's `support::pii_engine_available`.
-pub fn pii_engine_available() -> bool {
-    let text = "pack: {name: probe, version: 1.0.0}\npolicies: {chain: [pii-detector]}\n";
-    let loaded = policy_engine::load(text).unwrap();
-    match loaded.compile(None, &policy_engine::CompileOptions::default()) {
-        Ok(_) => true,
-        Err(d) if d.to_string().contains("not part of this build yet") => {
-            eprintln!("SKIPPED: the PII engine is not merged into this branch yet");
-            false
-        }
-        Err(d) => panic!("the PII engine failed to compile a default detector: {d}"),
-    }
-}
-
 /// Every line of the audit log in `dir`, parsed, in chain order (files from
 /// `gateway::audit::files::list`). `tolerate_torn` skips a line that is not JSON (the torn tail
 /// a crash leaves); otherwise such a line fails the test.

@@ -4,11 +4,12 @@
 //! Why. With pre-borrowing, admission needs no round trip, so a replica admits faster than one
 //! settle script per request can follow: measured, the settles queued up behind Redis, timed out
 //! and their usage went unrecorded. A reservation served from a lease is therefore settled (or
-//! released from a closed lease) by handing it to one flusher task per store through an
-//! unbounded channel; the flusher drains whatever has queued, adds it up per lease, and sends
+//! released from a closed lease) by handing it to one flusher task per store through a bounded
+//! channel ([`QUEUE`]); the flusher drains whatever has queued, adds it up per lease, and sends
 //! one `adjust` script per counter. The batch grows with the load while a flush is on its way,
-//! so the queue stays bounded by (rate × one round trip) and the work per batch by the number of
-//! leases, not of requests.
+//! so the queue holds about (rate × one round trip) and the work per batch grows with the number
+//! of leases, not of requests. Should the queue fill anyway (Redis stalled), a settle goes to
+//! Redis on its own through the bounded per-request path, so nothing is dropped.
 //!
 //! Correctness is the same as settling one by one: until its batch lands, a reservation still
 //! counts as in flight on its lease (so the sweeper keeps renewing the lease and the slice bound
@@ -28,7 +29,10 @@ use super::redis::RedisStore;
 use super::store::{Correction, MeterKey};
 
 /// Most messages taken into one batch (the rest wait for the next one).
-const MAX_BATCH: usize = 65_536;
+const MAX_BATCH: usize = 16_384;
+
+/// Settles waiting for the flusher, at most (about 1 MB).
+pub(crate) const QUEUE: usize = 16_384;
 
 /// What the flusher receives.
 #[derive(Debug)]
@@ -45,7 +49,7 @@ pub(crate) enum Flush {
 }
 
 /// Run until the store is gone (its sender dropped).
-pub(crate) async fn run(store: Weak<RedisStore>, mut rx: mpsc::UnboundedReceiver<Flush>) {
+pub(crate) async fn run(store: Weak<RedisStore>, mut rx: mpsc::Receiver<Flush>) {
     let mut messages = Vec::new();
     while rx.recv_many(&mut messages, MAX_BATCH).await > 0 {
         let mut barriers = Vec::new();

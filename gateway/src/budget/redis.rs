@@ -92,11 +92,30 @@ pub struct RedisStore {
     op_timeout: Duration,
     leases: LeaseTable,
     tasks_started: AtomicBool,
-    /// To the flusher of lease settles; set when the first lease is granted.
-    settles: OnceLock<mpsc::UnboundedSender<Flush>>,
+    /// To the flusher of lease settles; set when the first lease is granted. Bounded: when it
+    /// is full a settle goes to Redis on its own, like one that was not served from a lease.
+    settles: OnceLock<mpsc::Sender<Flush>>,
     /// The enforcer's, for errors only the store sees (a failed batch of settles).
     metrics: OnceLock<BudgetMetrics>,
+    /// Settle scripts (one settle, or one batch of lease settles) sent and not answered yet.
+    settling: tokio::sync::Semaphore,
+    /// Settle scripts started and not finished, waiting for a slot included.
+    settle_backlog: std::sync::atomic::AtomicUsize,
 }
+
+/// Settles in flight to Redis at most. Settles run after their response, off the request path,
+/// so nothing else limits them: with pre-borrowing, admission costs no round trip, and under
+/// overload (256 connections on 2 cores) settles outran the one multiplexed connection until
+/// each waited past `op_timeout` in its queue and its usage was lost. A settle waits for a slot
+/// without its timeout running; the timeout covers only Redis' answer. Settles of leased
+/// reservations go through the flusher ([`super::lease_settle`]), one script per counter per
+/// batch, so they take one slot per batch; the bound matters for the per-request ones.
+const MAX_SETTLES_IN_FLIGHT: usize = 256;
+
+/// While more settles than this are waiting, reservations are not served from leases: they go
+/// to Redis, and waiting for its answer slows admission down to what Redis and the connection
+/// keep up with (back-pressure), instead of letting the settle backlog grow.
+const LEASE_SETTLE_BACKLOG: usize = 2 * MAX_SETTLES_IN_FLIGHT;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +146,8 @@ impl RedisStore {
             tasks_started: AtomicBool::new(false),
             settles: OnceLock::new(),
             metrics: OnceLock::new(),
+            settling: tokio::sync::Semaphore::new(MAX_SETTLES_IN_FLIGHT),
+            settle_backlog: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -159,9 +180,10 @@ impl RedisStore {
         charges: &[Charge],
     ) -> Result<ReserveOutcome, StoreError> {
         let now_ms = self.leases.now_ms();
+        let backlogged = self.settle_backlog.load(Ordering::Relaxed) > LEASE_SETTLE_BACKLOG;
         let mut served: Vec<Option<Arc<Lease>>> = charges
             .iter()
-            .map(|c| self.leases.take(c, now_ms))
+            .map(|c| (!backlogged).then(|| self.leases.take(c, now_ms)).flatten())
             .collect();
         if !charges.is_empty() && served.iter().all(Option::is_some) {
             let after = served.iter().flatten().map(|l| l.used_estimate()).collect();
@@ -287,7 +309,7 @@ impl RedisStore {
             let estimate = l.used_estimate();
             let handled = (c.actual == 0 && l.give_back_local(c.reserved))
                 || self.settles.get().is_some_and(|tx| {
-                    tx.send(Flush::Settle {
+                    tx.try_send(Flush::Settle {
                         lease: Arc::clone(l),
                         reserved: c.reserved,
                         actual: c.actual,
@@ -317,6 +339,9 @@ impl RedisStore {
 
     /// One `adjust` script over `corrections`; the counters' values after, in order.
     async fn adjust_remote(&self, corrections: &[Correction]) -> Result<Vec<u64>, StoreError> {
+        let _backlog = Backlog::enter(&self.settle_backlog);
+        // Closed never: the semaphore lives as long as the store.
+        let _slot = self.settling.acquire().await.ok();
         let mut inv = self.scripts.adjust.prepare_invoke();
         for c in corrections {
             for k in keys_of(&redis_key(&c.key)) {
@@ -361,7 +386,7 @@ impl RedisStore {
     pub async fn flush_settles(&self) {
         let Some(tx) = self.settles.get() else { return };
         let (done, wait) = oneshot::channel();
-        if tx.send(Flush::Barrier(done)).is_ok() {
+        if tx.send(Flush::Barrier(done)).await.is_ok() {
             let _ = wait.await;
         }
     }
@@ -425,7 +450,7 @@ impl RedisStore {
             self.tasks_started.store(false, Ordering::Release);
             return;
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(lease_settle::QUEUE);
         let _ = self.settles.set(tx);
         rt.spawn(lease_settle::run(Arc::downgrade(self), rx));
         // A fifth of the TTL: a lease that stops serving at half its TTL is renewed or given
@@ -441,6 +466,22 @@ impl RedisStore {
                 store.sweep().await;
             }
         });
+    }
+}
+
+/// Counts one settle in [`RedisStore::settle_backlog`] while it lives.
+struct Backlog<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Backlog<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for Backlog<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -188,19 +188,3 @@ pub fn events_for(
         .map(|(_, e)| e.clone())
         .collect()
 }
-
-/// Whether the real PII engine is in this build (the interim stub refuses to compile any
-/// pii-detector). PII tests call this and return early, loudly, until the engine is merged;
-/// once it is, they run — and a broken engine fails them rather than skipping them.
-pub fn pii_engine_available() -> bool {
-    let text = "pack: {name: probe, version: 1.0.0}\npolicies: {chain: [pii-detector]}\n";
-    let loaded = policy_engine::load(text).unwrap();
-    match loaded.compile(None, &policy_engine::CompileOptions::default()) {
-        Ok(_) => true,
-        Err(d) if d.to_string().contains("not part of this build yet") => {
-            eprintln!("SKIPPED: the PII engine is not merged into this branch yet");
-            false
-        }
-        Err(d) => panic!("the PII engine failed to compile a default detector: {d}"),
-    }
-}

@@ -15,6 +15,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::{meta, util::syntax};
 
 use super::custom::{RegexEntity, RegexPass, TermPass, MAX_CUSTOM_MATCH, MAX_TERM};
+use super::fold::{fold_term, max_match_len};
 use crate::pack::{PiiDetectorConfig, RedactionStyle, BUILTIN_ENTITIES};
 
 /// NFA size limit of one custom regex and of all of them combined.
@@ -264,8 +265,14 @@ fn build_custom(
     let terms = if terms.is_empty() {
         None
     } else {
-        let ac = words_automaton(&terms).map_err(|m| PiiCompileError::new("custom", m, None))?;
-        Some(TermPass { ac, entity_of })
+        let folded: Vec<String> = terms.iter().map(|t| fold_term(t)).collect();
+        let max_match = folded.iter().map(|t| max_match_len(t)).max().unwrap_or(0);
+        let ac = words_automaton(&folded).map_err(|m| PiiCompileError::new("custom", m, None))?;
+        Some(TermPass {
+            ac,
+            entity_of,
+            max_match,
+        })
     };
     Ok((regexes, terms))
 }

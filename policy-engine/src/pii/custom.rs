@@ -3,21 +3,23 @@
 //! Every custom regex of a pack is compiled into a single `regex-automata` meta regex
 //! (leftmost-first, one search finds the earliest match of any pattern), each match then checked
 //! by its entity's validator and context words. Every term list goes into one Aho-Corasick
-//! automaton (leftmost-longest, ASCII case-insensitive) whose matches count only when
-//! word-bounded. Both passes follow the scanner's determinism contract: a regex is required to
+//! automaton (leftmost-longest) over the case-folded terms, searched in the text folded the
+//! same way (`fold`: Unicode simple case folding, plus `ß` → `ss` and the Turkic i; ASCII text
+//! is searched in place), whose matches count only when word-bounded. Both passes follow the scanner's determinism contract: a regex is required to
 //! match at most `MAX_CUSTOM_MATCH` bytes, context words are looked for within `CONTEXT_WINDOW`
-//! bytes on either side, and terms are at most `MAX_TERM` bytes, so each decision reads a
-//! bounded window and the stream redactor can hold back a bounded tail.
+//! bytes on either side, and terms are at most `MAX_TERM` bytes (a match at most 3 × that
+//! after folding), so each decision reads a bounded window and the stream redactor can hold back a bounded tail.
 //!
 //! Neither pass reports a match lying inside a replacement the engine wrote (`[EMAIL_1]`,
 //! `[EMAIL:1a2b3c4d]`), so a term such as `email` keeps redaction idempotent; a custom regex that
 //! matches the `*` of masked text is not guarded against.
 //!
-//! Not done: Unicode case folding of terms (ASCII only), context for term lists.
+//! Not done: context for term lists; case folding of context words beyond ASCII.
 
 use aho_corasick::{AhoCorasick, Input as AcInput};
 use regex_automata::{meta, Input};
 
+use super::fold::Folded;
 use super::scanner::{PassState, Raw};
 use super::validators::custom_ok;
 use crate::pack::Validator;
@@ -166,36 +168,50 @@ fn has_context(ac: &AhoCorasick, hay: &[u8], s: usize, e: usize) -> bool {
 
 #[derive(Debug)]
 pub(crate) struct TermPass {
+    /// Over the case-folded terms (`fold::fold_term`), ASCII-case-insensitive.
     pub(crate) ac: AhoCorasick,
     /// Entity of each term, by pattern id.
     pub(crate) entity_of: Vec<u16>,
+    /// The most text bytes any term can match (`fold::max_match_len`).
+    pub(crate) max_match: usize,
 }
 
 impl TermPass {
     pub(crate) fn run(&self, hay: &[u8], st: &mut PassState, limit: usize, out: &mut Vec<Raw>) {
-        while st.pos < hay.len() {
-            let Some(m) = self.ac.find(AcInput::new(hay).range(st.pos..)) else {
+        let folded = Folded::new(hay, st.pos);
+        let text: &[u8] = &folded.text;
+        let mut at = folded.folded_offset(st.pos);
+        while at < text.len() {
+            let Some(m) = self.ac.find(AcInput::new(text).range(at..)) else {
                 st.pos = st.pos.max(limit);
                 return;
             };
-            if m.start() >= limit {
+            let (start, start_ok) = folded.hay_offset(m.start());
+            if start >= limit {
                 st.pos = st.pos.max(limit);
                 return;
             }
+            let (end, end_ok) = folded.hay_offset(m.end());
             match self.entity_of.get(m.pattern().as_usize()) {
                 Some(&entity)
-                    if word_bounded(hay, m.start(), m.end())
-                        && !inside_placeholder(hay, m.start(), m.end()) =>
+                    if start_ok
+                        && end_ok
+                        && word_bounded(hay, start, end)
+                        && !inside_placeholder(hay, start, end) =>
                 {
                     out.push(Raw {
-                        start: m.start(),
-                        end: m.end(),
+                        start,
+                        end,
                         entity,
                         pass: 2,
                     });
-                    st.pos = m.end();
+                    st.pos = end;
+                    at = m.end();
                 }
-                _ => st.pos = next_boundary(hay, m.start()),
+                _ => {
+                    st.pos = next_boundary(hay, start);
+                    at = folded.folded_offset(st.pos);
+                }
             }
         }
         st.pos = st.pos.max(limit);

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use super::compile::{compile, Compiled, PiiCompileError};
-use super::custom::{CONTEXT_WINDOW, MAX_CUSTOM_MATCH, MAX_TERM, PLACEHOLDER_REACH};
+use super::custom::{CONTEXT_WINDOW, MAX_CUSTOM_MATCH, PLACEHOLDER_REACH};
 use super::normalize::{normalize, Normalized};
 use super::redact::{RedactionSession, Replacer};
 use super::scanner::{Builtins, PassState, Raw, MAX_LEFT, MAX_RIGHT};
@@ -24,7 +24,11 @@ use crate::pack::{PiiAction, PiiDetectorConfig};
 /// (e-mail domain), custom regexes (longest match + context window + a `\b`), terms.
 const BUILTIN_LOOKAHEAD: usize = MAX_RIGHT;
 const REGEX_LOOKAHEAD: usize = MAX_CUSTOM_MATCH + CONTEXT_WINDOW + 8;
-const TERM_LOOKAHEAD: usize = MAX_TERM + PLACEHOLDER_REACH + 8;
+/// Terms: the longest text a term of the pack can match (at most 3 × `MAX_TERM` after case
+/// folding), + the placeholder brackets + 8.
+const fn term_lookahead(max_match: usize) -> usize {
+    max_match + PLACEHOLDER_REACH + 8
+}
 /// Bytes of normalised text left of a pass's position a decision may read.
 pub(crate) const LOOKBEHIND: usize = MAX_LEFT + 16 + CONTEXT_WINDOW;
 
@@ -91,13 +95,12 @@ impl PiiDetector {
             .map(|n| n.to_ascii_uppercase())
             .collect();
         let lookahead = [
-            (builtins.is_some(), BUILTIN_LOOKAHEAD),
-            (compiled.regexes.is_some(), REGEX_LOOKAHEAD),
-            (compiled.terms.is_some(), TERM_LOOKAHEAD),
+            builtins.is_some().then_some(BUILTIN_LOOKAHEAD),
+            compiled.regexes.is_some().then_some(REGEX_LOOKAHEAD),
+            compiled.terms.as_ref().map(|t| term_lookahead(t.max_match)),
         ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
+        .into_iter()
+        .flatten()
         .max()
         .unwrap_or(0);
         Ok(Self {

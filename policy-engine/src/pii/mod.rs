@@ -3,9 +3,9 @@
 //! [`PiiDetector::compile`] turns a pack's settings into one immutable detector: a trigger scan
 //! plus per-candidate validators for the built-in entities (`scanner`, `numeric`, `tokens`,
 //! `keys`, `validators`), one multi-pattern regex and one term automaton for custom entities
-//! (`custom`), normalisation of evasive characters (`normalize`), replacement styles and the
-//! per-request [`RedactionSession`] (`redact`), and an incremental [`StreamRedactor`] for SSE
-//! (`stream`). `corpus` is a seeded generator of labelled text used by the accuracy test and
+//! (`custom`, with the case folding of terms in `fold`), normalisation of evasive characters
+//! (`normalize`), replacement styles and the per-request [`RedactionSession`] (`redact`), and
+//! an incremental [`StreamRedactor`] for SSE (`stream`). `corpus` is a seeded generator of labelled text used by the accuracy test and
 //! the benchmarks; it is not part of the supported API.
 //!
 //! The engine never reads the environment and never logs values; text in which it finds
@@ -16,9 +16,11 @@ mod compile;
 pub mod corpus;
 mod custom;
 mod detector;
+mod fold;
 mod keys;
 mod normalize;
 mod numeric;
+mod phone_context;
 mod redact;
 mod scanner;
 mod stream;

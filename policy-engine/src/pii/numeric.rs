@@ -11,9 +11,11 @@
 //! national trunk-0 numbers of 10–11 digits in groups of two or more. Dates, times, versions, prices (`$`, `€`, `£`),
 //! ISBNs, bare order numbers and Unix timestamps match none of those shapes.
 //!
-//! Not covered: bare 10-digit phone numbers without `+` (indistinguishable from order numbers
-//! and timestamps without context), vanity numbers (`1-800-FLOWERS`).
+//! A bare run of ten digits is a phone only as a strict NANP number right after a phone word
+//! (`phone_context`); without that it is indistinguishable from order numbers, ids and
+//! timestamps. Not covered: other bare numbers, vanity numbers (`1-800-FLOWERS`).
 
+use super::phone_context::{phone_word_before, strict_nanp};
 use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
 use super::validators::{card_issuer_ok, luhn, ssn_ok};
 
@@ -29,6 +31,8 @@ enum Lead {
 }
 
 struct Cluster {
+    /// How far left of the cluster a rule may read (the scanner's `lo`).
+    lo: usize,
     start: usize,
     lead: Lead,
     groups: [(usize, usize); MAX_GROUPS],
@@ -64,7 +68,11 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
         }
         return Step::miss(i);
     }
-    let glued_id = t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_word(at(hay, t - 2));
+    // `ref-555-…`, `v1.2`: digits glued to an identifier by one separator. The edge of a
+    // replacement counts as part of an identifier (`[API_KEY_1]-800-…`), as it does in
+    // `is_glued_left`, so redacting the identifier does not turn its tail into a phone.
+    let glued_id =
+        t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_glued_left(at(hay, t - 2));
     let c = parse(hay, t, lo);
     let end = c.groups.get(c.n.wrapping_sub(1)).map_or(t + 1, |g| g.1);
     if glued_id || is_currency_before(hay, c.start) {
@@ -80,32 +88,58 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
         // `x+44…` or `f(555…`: an expression, not a phone number.
         return Step::miss(end);
     }
-    let right_ok = !(is_glued_right(at(hay, end))
+    let right_ok = !glued_after(hay, end);
+    match first_finding(hay, &c, c.n, right_ok) {
+        Some((i, j, kind)) => {
+            let s = if i == 0 { c.start } else { c.groups[i].0 };
+            let e = c.groups[j - 1].1;
+            Step {
+                found: Some((s, e, kind)),
+                next: e,
+            }
+        }
+        None => Step::miss(end),
+    }
+}
+
+/// Whether the byte at `end` glues a cluster ending there to what follows: a word, or one
+/// separator and a word — or a replacement standing for one (`555-123-4567.[T_1]`).
+fn glued_after(hay: &[u8], end: usize) -> bool {
+    is_glued_right(at(hay, end))
         || at(hay, end) == b'@'
-        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.')
-            && at(hay, end + 1).is_ascii_alphanumeric()));
-    for i in 0..c.n {
+        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.') && is_glued_right(at(hay, end + 1)))
+}
+
+/// The first range of groups `i..j` among the first `n` groups of `c`, split at spaces, that
+/// classifies: earliest start, then longest. `right_ok`: the range may end at group `n`.
+///
+/// A finding that starts after group 0 leaves the groups before it as a cluster of its own
+/// once it is redacted (`07700 900253 [SSN_1]`); those are read again as such — a whole
+/// cluster, not a part of a longer one — and a finding there comes first. So a second pass
+/// over redacted text finds nothing new (idempotence).
+fn first_finding(hay: &[u8], c: &Cluster, n: usize, right_ok: bool) -> Option<(usize, usize, u16)> {
+    for i in 0..n {
         if i > 0 && c.seps[i - 1] != b' ' {
             continue;
         }
-        for j in (i + 1..=c.n).rev() {
-            if j < c.n && c.seps[j - 1] != b' ' {
+        for j in (i + 1..=n).rev() {
+            if j < n && c.seps[j - 1] != b' ' {
                 continue;
             }
-            if j == c.n && !right_ok {
+            if j == n && !right_ok {
                 continue;
             }
-            if let Some(kind) = classify(hay, &c, i, j, i > 0 || j < c.n) {
-                let s = if i == 0 { c.start } else { c.groups[i].0 };
-                let e = c.groups[j - 1].1;
-                return Step {
-                    found: Some((s, e, kind)),
-                    next: e,
-                };
+            if let Some(kind) = classify(hay, c, i, j, i > 0 || j < n) {
+                if i > 0 {
+                    if let Some(head) = first_finding(hay, c, i, true) {
+                        return Some(head);
+                    }
+                }
+                return Some((i, j, kind));
             }
         }
     }
-    Step::miss(end)
+    None
 }
 
 fn parse(hay: &[u8], t: usize, lo: usize) -> Cluster {
@@ -115,6 +149,7 @@ fn parse(hay: &[u8], t: usize, lo: usize) -> Cluster {
         _ => (Lead::None, t),
     };
     let mut c = Cluster {
+        lo,
         start,
         lead,
         groups: [(0, 0); MAX_GROUPS],
@@ -240,6 +275,10 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
                 && (nanp(0) || (len(0) == 1 && first(0) == b'1' && nanp(1))))
                 || (trunk0 && all_seps(b" -"))
                 || intl00
+                || (!partial
+                    && gs.len() == 1
+                    && hay.get(gs[0].0..gs[0].1).is_some_and(strict_nanp)
+                    && phone_word_before(hay, c.lo, gs[0].0))
         }
     };
     phone.then_some(ent::PHONE)

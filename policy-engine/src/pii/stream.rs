@@ -10,8 +10,10 @@
 //! Hold-back bound: after a `push`, at most `lookahead + MAX_LEFT` bytes of *normalised* text
 //! are held back, where `lookahead` is the largest window of the passes the pack uses — 260
 //! bytes for the built-ins (an e-mail domain), 328 with custom regexes (256-byte match + 64-byte
-//! context + 8), 200 for term lists (128-byte term + 64 bytes to find the brackets of a
-//! placeholder + 8) — and `MAX_LEFT` = 64 (the longest e-mail local part). So
+//! context + 8), for term lists the longest text a term of the pack can match + 64 bytes to
+//! find the brackets of a placeholder + 8 (case folding lets a term match up to 3 × its bytes,
+//! `k` the 3-byte Kelvin sign: at most 3 × 128 + 72 = 456; `Project Falcon` needs 86) — and
+//! `MAX_LEFT` = 64 (the longest e-mail local part). So
 //! the default configuration holds back at most 324 bytes of ASCII text, and at most 3 × 324 =
 //! 972 bytes when the tail is fullwidth characters; with custom regexes 392 / 1,176
 //! ([`PiiDetector::max_holdback_bytes`]). Invisible characters that normalisation removes

@@ -70,7 +70,12 @@ pub(crate) fn email(hay: &[u8], t: usize, lo: usize, lo_is_finding: bool) -> Ste
     if labels < 2 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
         return miss;
     }
-    if is_glued_right(at(hay, i)) || matches!(at(hay, i), b'@' | b'-') {
+    // `a@b.io.[T_1]`: a label that a replacement now stands for followed the domain, whose
+    // TLD was that label (here too short to count); the address stays what it was, none.
+    if is_glued_right(at(hay, i))
+        || matches!(at(hay, i), b'@' | b'-')
+        || (at(hay, i) == b'.' && matches!(at(hay, i + 1), b'[' | b'*'))
+    {
         return miss;
     }
     Step {
@@ -110,8 +115,8 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     if e > t + 1 && at(hay, e - 1) == b':' && at(hay, e - 2) != b':' {
         e -= 1;
     }
-    if is_glued_right(at(hay, e)) || (at(hay, e) == b'.' && at(hay, e + 1).is_ascii_alphanumeric())
-    {
+    // `e::92.C`: a dotted continuation makes it a name, also once `C` became `[T_1]`.
+    if is_glued_right(at(hay, e)) || (at(hay, e) == b'.' && is_glued_right(at(hay, e + 1))) {
         return miss;
     }
     let Some(cand) = hay.get(s..e) else {

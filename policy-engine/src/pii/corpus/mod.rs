@@ -102,8 +102,10 @@ const FILLER: &[&str] = &[
     "Translate the following paragraph into formal English, keeping the tone friendly.",
 ];
 
+mod bare_phones;
 mod values;
 
+pub use bare_phones::{bare_nanp, bare_phone_samples};
 pub use values::{api_key, card, email, hard_negative, iban, ip, phone, ssn, ENTITY_GENERATORS};
 
 /// Evasive spellings: fullwidth digits, zero-width spaces inside the value, NBSP for spaces.

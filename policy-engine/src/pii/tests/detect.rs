@@ -136,3 +136,86 @@ fn fullwidth_and_invisible_characters_are_normalised_and_spans_stay_original() {
 fn regression_long_dotted_digit_group_does_not_overflow_ipv4_octet() {
     none("1.2.3.99999999999999999");
 }
+
+#[test]
+fn regression_phone_before_an_ssn_in_one_digit_cluster_is_found_on_the_first_pass() {
+    // One cluster of space-joined groups with an SSN at its end: once the SSN is found, the
+    // groups before it are read as a number of their own, as a second pass over
+    // `07700 900253 [SSN_1]` reads them.
+    let pair = |e: &str, v: &str| (e.to_owned(), v.to_owned());
+    assert_eq!(
+        found("mobile 07700 900253 693-63-5518."),
+        vec![pair("phone", "07700 900253"), pair("ssn", "693-63-5518")]
+    );
+    assert_eq!(
+        found("fr 01 28 01 46 27 4624 0164 8377 1071 ok"),
+        vec![
+            pair("phone", "01 28 01 46 27"),
+            pair("credit_card", "4624 0164 8377 1071")
+        ]
+    );
+    // Without a finding after them, trunk-0 groups inside a longer run stay no phone.
+    none("tracking 0947 9801 86 1234 5678");
+}
+
+#[test]
+fn bare_ten_digit_nanp_number_is_a_phone_right_after_a_phone_word() {
+    one("Call me at 2025550143 tomorrow", "phone", "2025550143");
+    one("Tel. 2025550143", "phone", "2025550143");
+    one("phone no. 2025550143", "phone", "2025550143");
+    one("My mobile number is 2025550143.", "phone", "2025550143");
+    one("Téléphone : 2025550143", "phone", "2025550143");
+    one(
+        "電話：２０２５５５０１４３",
+        "phone",
+        "２０２５５５０１４３",
+    );
+    one("ТЕЛЕФОН: 2025550143", "phone", "2025550143");
+}
+
+#[test]
+fn bare_ten_digit_numbers_without_a_phone_word_right_before_stay_unflagged() {
+    for text in [
+        "2025550143",
+        "order 2025550143 shipped",
+        "Ticket 2025550143 closed",
+        "Call ID 2025550143 logged",
+        "Phone order 2025550143",
+        "Please call about order 2025550143",
+        "We will call. 2025550143 is your reference",
+        "call me on my cell at home 2025550143",
+        // A phone word, but not a strict NANP number: timestamps, N11 and N9X codes, 1 and 0.
+        "Call at 1717171717",
+        "phone 2115550143",
+        "phone 2925550143",
+        "phone 2024110143",
+        "phone 0125550143",
+        // Part of a longer run of digits or glued to something.
+        "phone 2025550143 2025550144",
+        "phone 20255501434",
+        "phone #2025550143",
+        "phone x2025550143",
+        "phone 2025550143.5",
+    ] {
+        none(text);
+    }
+}
+
+#[test]
+fn regression_bare_phone_context_cut_by_a_finding_stays_cut_after_redaction() {
+    // The phone word is left of an e-mail address found just before the number: the reading
+    // stops there, and in the redacted text it stops at the placeholder's `]`.
+    let d = det();
+    for text in ["call a@b.io 2025550143", "phone 078-05-1120 2025550143"] {
+        let once = d.redact(text, &mut RedactionSession::new()).into_owned();
+        assert_eq!(d.find(&once), vec![], "{once}");
+        assert!(once.ends_with(" 2025550143"), "{once}");
+    }
+    // A phone word, the number, then an SSN in the same digit cluster: both are found, as
+    // they would be after the SSN is redacted.
+    let pair = |e: &str, v: &str| (e.to_owned(), v.to_owned());
+    assert_eq!(
+        found("phone 2025550143 078-05-1120"),
+        vec![pair("phone", "2025550143"), pair("ssn", "078-05-1120")]
+    );
+}

@@ -1,6 +1,7 @@
 //! Unit tests of the engine: one assertion per rule the module docs state.
 
 mod detect;
+mod fold;
 mod redact;
 mod stream;
 
