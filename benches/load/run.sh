@@ -6,6 +6,7 @@
 #   benches/load/run.sh                       # build release binaries, then measure
 #   DURATION=5 WARMUP=1 CONNS="1 16 64" MODES="json stream" TARGETS="direct nginx empty full" benches/load/run.sh
 #   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty audit durable" benches/load/run.sh   # audit on vs off
+#   ROUNDS=3 CONNS="1 16" MODES=json TARGETS="direct empty budget redis redis-pre" benches/load/run.sh   # budgets
 #
 # Targets: direct (the mock itself); nginx (when installed: a bare proxy hop to the same mock,
 # one worker, upstream keep-alive, no buffering — the baseline the gateway's targets are stated
@@ -14,10 +15,13 @@
 # ([audit-logger] with `on_queue_full: block` + `fsync_interval_ms: 0`: each response waits for
 # its record to be written and fsynced), pii (chain [pii-detector], redact, request and
 # response), budget (chain [budget-enforcer], one in-memory limit), redis (the same limit in a
-# redis-server started here: one script per request), redis-pre (the same with
-# `preborrow_fraction: 0.1`: admission from a local lease), full (audit + PII + budget). Audit files go to
-# $OUT/audit-*; the report counts the records written, so a run with the audit logger silently
-# off shows 0.
+# redis-server started here: one reserve script per request, one settle script after it),
+# redis-pre (the same with `preborrow_fraction: 0.1`: admission from a local lease, its settles
+# sent in batches), full (audit + PII + budget). Redis' own CPU is not in the gateway's CPU
+# column; it is in $OUT/redis-cpu.txt per point. Audit files go to $OUT/audit-*; the report
+# counts the records written, so a run with the audit logger silently off shows 0; budget
+# decisions and pre-borrowed reservations per gateway are in $OUT/budget-metrics.txt. Gateways
+# keep their budget state files in $OUT/state-TARGET.
 #
 # For each mode and concurrency the targets run back to back (then the next concurrency), and
 # ROUNDS repeats the whole sweep; the report averages the rounds, so the targets compared share
@@ -117,8 +121,10 @@ export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn
 case " $TARGETS " in *" redis"*)
   command -v redis-server >/dev/null || { echo "the redis targets need redis-server (apt-get install redis-server)" >&2; exit 1; }
   REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.out" 2>&1 &
-  PIDS+=("$!")
+  mkdir -p "$OUT/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT/redis" >"$OUT/redis.out" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
   for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
   export PALISADE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT ;;
 esac
@@ -156,13 +162,15 @@ NGINX
 esac
 for t in $TARGETS; do
   case $t in direct | nginx) continue ;; esac
-  start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0 --threads "$GW_THREADS"
+  start "gw-$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment bench --listen 127.0.0.1:0 --threads "$GW_THREADS" \
+    --state-dir "$OUT/state-$t"
   URL[$t]=$START_URL PID[$t]=$START_PID
 done
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "before: $(loadavg)" | tee "$OUT/loadavg.txt"
 printf 'round\ttarget\tmode\tc\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trss_mb\tnon2xx\terrors\trequests\n' >"$OUT/results.tsv"
+[ -z "${REDIS_PID:-}" ] || printf 'target\tmode\tc\tredis_cpu_us_per_req\n' >"$OUT/redis-cpu.txt"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
     body="$HERE/body-$mode.json"
@@ -171,8 +179,10 @@ for round in $(seq 1 "$ROUNDS"); do
         url="${URL[$t]}/v1/chat/completions"
         BODY_FILE=$body wrk -t1 -c"$c" -d"${WARMUP}s" -s "$HERE/wrk-post.lua" "$url" >/dev/null
         cpu0=$(cpu_ticks "${PID[$t]}")
+        rcpu0=$([ -z "${REDIS_PID:-}" ] || cpu_ticks "$REDIS_PID")
         line=$(BODY_FILE=$body wrk -t1 -c"$c" -d"${DURATION}s" -s "$HERE/wrk-post.lua" "$url" | grep '^RESULT')
         cpu1=$(cpu_ticks "${PID[$t]}")
+        rcpu1=$([ -z "${REDIS_PID:-}" ] || cpu_ticks "$REDIS_PID")
         rss=$(rss_mb "${PID[$t]}")
         get() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
         reqs=$(get requests)
@@ -180,6 +190,10 @@ for round in $(seq 1 "$ROUNDS"); do
         cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", n ? d * 1e6 / hz / n : 0}')
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$mode" "$c" "$(get rps)" "$(get p50_ms)" \
           "$(get p99_ms)" "$cpu_us" "$rss" "$(get non2xx)" "$errs" "$reqs" | tee -a "$OUT/results.tsv"
+        if [ -n "${REDIS_PID:-}" ]; then
+          printf '%s\t%s\t%s\t%s\n' "$t" "$mode" "$c" \
+            "$(awk -v d=$((rcpu1 - rcpu0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN {printf "%.1f", n ? d * 1e6 / hz / n : 0}')" >>"$OUT/redis-cpu.txt"
+        fi
       done
     done
   done
@@ -201,6 +215,13 @@ done
 
 stats=$(curl -s "$MOCK_URL/mock/stats" || true)
 echo "mock counters: $stats" | tee "$OUT/mock-stats.txt"
+
+# Budget decisions and pre-borrowed reservations per gateway target.
+for t in $TARGETS; do
+  case $t in direct | nginx) continue ;; esac
+  curl -s "${URL[$t]}/metrics" | grep -E '^palisade_budget_(decisions_total|preborrowed_total|store_errors_total)' \
+    | sed "s/^/$t /" || true
+done >"$OUT/budget-metrics.txt"
 
 # Audit records written per audit target.
 for t in $TARGETS; do

@@ -466,6 +466,8 @@ async fn preborrowed_reservations_skip_the_round_trip_and_go_back_at_shutdown() 
         e.settle(r, 500, 500).await;
     }
     e.settle(first, 500, 500).await;
+    // Settles of leased reservations go to Redis in batches.
+    store.flush_settles().await;
     assert_eq!(
         redis.get(&counter_key()),
         21 * 6_250 + 20 * 12_500,
@@ -495,7 +497,7 @@ fn a_stalled_replica_overshoots_by_at_most_its_slice() {
         .build()
         .unwrap();
     let store_a = rt_a.block_on(async { open(&redis.url()) });
-    let a = borrowing(store_a, 5.0, StoreUnavailable::FailClosed, 0.1);
+    let a = borrowing(Arc::clone(&store_a), 5.0, StoreUnavailable::FailClosed, 0.1);
     let held_a: Vec<_> = rt_a.block_on(async {
         let mut v = Vec::new();
         for _ in 0..41 {
@@ -533,6 +535,7 @@ fn a_stalled_replica_overshoots_by_at_most_its_slice() {
         for r in held_a {
             a.settle(r, 1000, 1000).await;
         }
+        store_a.flush_settles().await;
     });
     let total = redis.get(&counter_key());
     let (limit, slice) = (5_000_000, 500_000);

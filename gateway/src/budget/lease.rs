@@ -22,8 +22,8 @@
 //! *sent*); the other half is margin against a stalled process or a Redis clock that jumps
 //! ahead, because Redis drops a lease by its own clock. After that, and at shutdown, the unused
 //! balance is given back ([`LeaseTable::sweep`], [`LeaseTable::close_all`]). A reservation
-//! served from a lease stays part of it until it settles (through Redis, which takes it out of
-//! the lease) or is released (locally, back into the balance); while any are in flight the
+//! served from a lease stays part of it until it settles (through Redis, in a batch that takes it
+//! out of the lease, see `lease_settle.rs`) or is released (locally, back into the balance); while any are in flight the
 //! sweeper renews the lease in Redis, so a long stream keeps its estimate charged. A pack reload
 //! needs nothing here: a charge is served only by a lease checked against a cap at most its own,
 //! and a lease whose fraction went to 0 simply stops being used and is given back by the sweep.

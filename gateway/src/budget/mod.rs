@@ -27,6 +27,7 @@
 
 pub mod estimate;
 mod lease;
+mod lease_settle;
 pub mod memory;
 pub mod metrics;
 pub mod persist;
@@ -158,6 +159,9 @@ impl BudgetEnforcer {
         clock: Arc<dyn Clock>,
         metrics: BudgetMetrics,
     ) -> Self {
+        if let BudgetStore::Redis(r) = &store {
+            r.attach_metrics(&metrics);
+        }
         Self {
             shared: Arc::new(Shared {
                 plan,

@@ -17,7 +17,9 @@
 //! no round trip at all when every charge of a request is. The first reservation that needs
 //! Redis anyway asks for the slice along with it; a sweeper task (started with the first grant)
 //! gives unused balances back when a lease stops serving and renews leases whose reservations
-//! are still in flight; [`RedisStore::close_leases`] gives everything back at shutdown.
+//! are still in flight; [`RedisStore::close_leases`] gives everything back at shutdown. Their
+//! settles go in batches through a flusher task ([`super::lease_settle`]), since one script per
+//! settle cannot keep up with admission that needs none.
 //!
 //! **Overshoot.** With `slice = 0` every reservation is checked in Redis and admitted
 //! reservations never exceed a cap. With pre-borrowing they still do not while replicas keep
@@ -38,12 +40,15 @@
 //! is an error, so a hung server costs a timeout, not a hang.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 
 use super::lease::{GrantPlan, Lease, LeaseTable};
+use super::lease_settle::{self, Flush};
+use super::metrics::BudgetMetrics;
 use super::redis_scripts::{keys_of, Scripts, NO_LEASE};
 use super::store::{Charge, Correction, LeaseRef, MeterKey, ReserveOutcome};
 
@@ -86,10 +91,15 @@ pub struct RedisStore {
     scripts: Scripts,
     op_timeout: Duration,
     leases: LeaseTable,
-    sweeper_started: AtomicBool,
-    /// Settles (and remote releases) sent to Redis and not answered yet.
+    tasks_started: AtomicBool,
+    /// To the flusher of lease settles; set when the first lease is granted. Bounded: when it
+    /// is full a settle goes to Redis on its own, like one that was not served from a lease.
+    settles: OnceLock<mpsc::Sender<Flush>>,
+    /// The enforcer's, for errors only the store sees (a failed batch of settles).
+    metrics: OnceLock<BudgetMetrics>,
+    /// Settle scripts (one settle, or one batch of lease settles) sent and not answered yet.
     settling: tokio::sync::Semaphore,
-    /// Settles started and not finished, waiting for a slot included.
+    /// Settle scripts started and not finished, waiting for a slot included.
     settle_backlog: std::sync::atomic::AtomicUsize,
 }
 
@@ -97,7 +107,9 @@ pub struct RedisStore {
 /// so nothing else limits them: with pre-borrowing, admission costs no round trip, and under
 /// overload (256 connections on 2 cores) settles outran the one multiplexed connection until
 /// each waited past `op_timeout` in its queue and its usage was lost. A settle waits for a slot
-/// without its timeout running; the timeout covers only Redis' answer.
+/// without its timeout running; the timeout covers only Redis' answer. Settles of leased
+/// reservations go through the flusher ([`super::lease_settle`]), one script per counter per
+/// batch, so they take one slot per batch; the bound matters for the per-request ones.
 const MAX_SETTLES_IN_FLIGHT: usize = 256;
 
 /// While more settles than this are waiting, reservations are not served from leases: they go
@@ -131,7 +143,9 @@ impl RedisStore {
             scripts: Scripts::new(),
             op_timeout,
             leases: LeaseTable::new(DEFAULT_LEASE_TTL),
-            sweeper_started: AtomicBool::new(false),
+            tasks_started: AtomicBool::new(false),
+            settles: OnceLock::new(),
+            metrics: OnceLock::new(),
             settling: tokio::sync::Semaphore::new(MAX_SETTLES_IN_FLIGHT),
             settle_backlog: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -142,6 +156,11 @@ impl RedisStore {
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.leases = LeaseTable::new(ttl);
         self
+    }
+
+    /// Count the store's own errors in `metrics` (the first enforcer built over it wins).
+    pub(crate) fn attach_metrics(&self, metrics: &BudgetMetrics) {
+        let _ = self.metrics.set(metrics.clone());
     }
 
     /// How long a caller waits for one operation.
@@ -181,7 +200,7 @@ impl RedisStore {
             .map(|&i| self.leases.plan_grant(&charges[i], now_ms))
             .collect();
         if grants.iter().any(Option::is_some) {
-            self.start_sweeper();
+            self.start_tasks();
         }
         let reply = self.reserve_script(charges, &remote, &grants).await;
         let parsed = reply.and_then(|r| parse_reserve(&r, remote.len()));
@@ -274,32 +293,57 @@ impl RedisStore {
     }
 
     /// Apply corrections (settle, release); returns the counters' values after, in order.
-    /// A release served from a lease goes back into its balance without a round trip.
+    /// A release served from a lease goes back into its balance without a round trip; a settle
+    /// served from one is handed to the flusher (its value is then this replica's estimate).
     pub(crate) async fn adjust(
         &self,
         corrections: Vec<Correction>,
     ) -> Result<Vec<u64>, StoreError> {
         let mut after = vec![0u64; corrections.len()];
         let mut remote = Vec::with_capacity(corrections.len());
-        for (i, c) in corrections.iter().enumerate() {
-            match &c.lease {
-                Some(l) if c.actual == 0 && l.give_back_local(c.reserved) => {
-                    if let Some(a) = after.get_mut(i) {
-                        *a = l.used_estimate();
-                    }
+        for (i, c) in corrections.into_iter().enumerate() {
+            let Some(l) = &c.lease else {
+                remote.push((i, c));
+                continue;
+            };
+            let estimate = l.used_estimate();
+            let handled = (c.actual == 0 && l.give_back_local(c.reserved))
+                || self.settles.get().is_some_and(|tx| {
+                    tx.try_send(Flush::Settle {
+                        lease: Arc::clone(l),
+                        reserved: c.reserved,
+                        actual: c.actual,
+                        ttl_secs: c.ttl_secs,
+                    })
+                    .is_ok()
+                });
+            if handled {
+                if let Some(a) = after.get_mut(i) {
+                    *a = estimate;
                 }
-                _ => remote.push(i),
+            } else {
+                remote.push((i, c));
             }
         }
         if remote.is_empty() {
             return Ok(after);
         }
+        let (index, remote): (Vec<usize>, Vec<Correction>) = remote.into_iter().unzip();
+        for (i, v) in index.into_iter().zip(self.adjust_remote(&remote).await?) {
+            if let Some(a) = after.get_mut(i) {
+                *a = v;
+            }
+        }
+        Ok(after)
+    }
+
+    /// One `adjust` script over `corrections`; the counters' values after, in order.
+    async fn adjust_remote(&self, corrections: &[Correction]) -> Result<Vec<u64>, StoreError> {
         let _backlog = Backlog::enter(&self.settle_backlog);
         // Closed never: the semaphore lives as long as the store.
         let _slot = self.settling.acquire().await.ok();
         let mut inv = self.scripts.adjust.prepare_invoke();
-        for &i in &remote {
-            let c = &corrections[i];
+        for c in corrections {
             for k in keys_of(&redis_key(&c.key)) {
                 inv.key(k);
             }
@@ -316,25 +360,40 @@ impl RedisStore {
                 .map_err(|_| StoreError::Timeout(self.op_timeout))
                 .and_then(|r| r.map_err(StoreError::from));
         // Whatever Redis answered, these reservations are over on this replica.
-        for &i in &remote {
-            if let Some(l) = &corrections[i].lease {
-                l.finished(corrections[i].reserved);
+        for c in corrections {
+            if let Some(l) = &c.lease {
+                l.finished(c.reserved);
             }
         }
         let reply = reply?;
-        if reply.len() != remote.len() {
+        if reply.len() != corrections.len() {
             return Err(StoreError::BadReply(reply.len()));
         }
-        for (&i, v) in remote.iter().zip(reply) {
-            if let Some(a) = after.get_mut(i) {
-                *a = to_u64(v);
+        Ok(reply.into_iter().map(to_u64).collect())
+    }
+
+    /// Send one batch of lease settles (one counter's); called by the flusher.
+    pub(crate) async fn flush_batch(&self, batch: Vec<Correction>) {
+        if let Err(e) = self.adjust_remote(&batch).await {
+            if let Some(m) = self.metrics.get() {
+                m.store_error("settle", e.label());
             }
+            tracing::warn!(error = %e, settles = batch.len(), "budget store unavailable: a batch of pre-borrowed settles was not recorded");
         }
-        Ok(after)
+    }
+
+    /// Wait until every settle handed to the flusher so far has been sent to Redis.
+    pub async fn flush_settles(&self) {
+        let Some(tx) = self.settles.get() else { return };
+        let (done, wait) = oneshot::channel();
+        if tx.send(Flush::Barrier(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Give every unused pre-borrowed balance back (shutdown, after the gateway drained).
     pub async fn close_leases(&self) {
+        self.flush_settles().await;
         let unused = self.leases.close_all();
         self.give_back(unused).await;
     }
@@ -382,14 +441,18 @@ impl RedisStore {
         self.renew(plan.renew).await;
     }
 
-    fn start_sweeper(self: &Arc<Self>) {
-        if self.sweeper_started.swap(true, Ordering::AcqRel) {
+    /// Start the sweeper and the flusher of lease settles (with the first grant).
+    fn start_tasks(self: &Arc<Self>) {
+        if self.tasks_started.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.sweeper_started.store(false, Ordering::Release);
+            self.tasks_started.store(false, Ordering::Release);
             return;
         };
+        let (tx, rx) = mpsc::channel(lease_settle::QUEUE);
+        let _ = self.settles.set(tx);
+        rt.spawn(lease_settle::run(Arc::downgrade(self), rx));
         // A fifth of the TTL: a lease that stops serving at half its TTL is renewed or given
         // back well before Redis would drop it.
         let every = self.leases.ttl() / 5;
