@@ -13,10 +13,13 @@
 //! while the provider reads the other would let text through unscanned.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 /// Where `part`, borrowed from `base`, sits in `base`. `None` when it is not inside `base`.
@@ -45,6 +48,120 @@ pub(crate) fn object<'a, T: Deserialize<'a>>(
         serde_json::from_str(raw.get()).map(Some)
     } else {
         Ok(None)
+    }
+}
+
+/// A value read into `T` when it is a JSON object, and skipped (`None`) when it is any other
+/// kind of value: [`object`] done while the enclosing value is parsed, instead of in a second
+/// pass over its raw bytes. `T`'s fields may borrow [`RawValue`]s, and a repeated key is still an
+/// error.
+#[derive(Debug)]
+pub(crate) struct Obj<T>(pub(crate) Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjVisitor(PhantomData))
+    }
+}
+
+struct ObjVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+    type Value = Obj<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Obj(Some(t)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Obj(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Obj(None))
+    }
+}
+
+/// The objects of a JSON array, each read into `T` in the same pass (other items skipped);
+/// empty for any other kind of value: [`items`] + [`object`] without re-reading the bytes.
+#[derive(Debug)]
+pub(crate) struct Objects<T>(pub(crate) Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Objects<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectsVisitor(PhantomData))
+    }
+}
+
+struct ObjectsVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectsVisitor<T> {
+    type Value = Objects<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+        while let Some(Obj(item)) = seq.next_element::<Obj<T>>()? {
+            out.extend(item);
+        }
+        Ok(Objects(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Objects(Vec::new()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Objects(Vec::new()))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Objects(Vec::new()))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Objects(Vec::new()))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Objects(Vec::new()))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Objects(Vec::new()))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Objects(Vec::new()))
     }
 }
 
@@ -138,6 +255,48 @@ mod tests {
         let mut s = Splice::default();
         s.replace(8..20, b"x".to_vec());
         assert!(s.apply(b"0123456789").is_none());
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow, default)]
+        text: Option<&'a RawValue>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow, default)]
+        list: Option<Objects<Item<'a>>>,
+        #[serde(borrow, default)]
+        one: Option<Obj<Item<'a>>>,
+    }
+
+    #[test]
+    fn objects_read_in_one_pass_skip_other_items_and_keep_their_place() {
+        let body = br#"{"list":[{"text":"a\u0040b"},7,"s",null,[{"text":"no"}],{"x":{"y":[1]},"text":"c"}],"one":{"text":"d"}}"#;
+        let doc: Doc<'_> = serde_json::from_slice(body).unwrap();
+        let texts: Vec<&RawValue> = doc.list.unwrap().0.iter().filter_map(|i| i.text).collect();
+        assert_eq!(texts.len(), 2, "only the objects of the list are read");
+        assert_eq!(string(texts[0]).unwrap(), "a@b");
+        assert_eq!(&body[span(body, texts[1]).unwrap()], br#""c""#);
+        let one = doc.one.unwrap().0.unwrap().text.unwrap();
+        assert_eq!(&body[span(body, one).unwrap()], br#""d""#);
+        for other in [
+            r#"{"list":"s","one":[1]}"#,
+            r#"{"list":{"text":"x"},"one":3}"#,
+            r#"{"list":null}"#,
+        ] {
+            let doc: Doc<'_> = serde_json::from_str(other).unwrap();
+            assert!(doc.list.is_none_or(|l| l.0.is_empty()), "{other}");
+            assert!(doc.one.is_none_or(|o| o.0.is_none()), "{other}");
+        }
+        let broken = r#"{"list":[{"text":"a"},{"text":]}"#;
+        assert!(serde_json::from_str::<Doc<'_>>(broken).is_err());
+        let repeated = r#"{"list":[{"text":"a","text":"b"}]}"#;
+        let err = serde_json::from_str::<Doc<'_>>(repeated).unwrap_err();
+        assert!(err.to_string().contains("duplicate field `text`"), "{err}");
+        let repeated = r#"{"one":{"text":"a","text":"b"}}"#;
+        assert!(serde_json::from_str::<Doc<'_>>(repeated).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::hooks::{ApiRoute, PiiReport};
-use crate::json_splice::{self, items, object, Splice};
+use crate::json_splice::{self, items, object, Obj, Objects, Splice};
 use crate::request::ParsedRequest;
 
 /// What the scan decided.
@@ -41,16 +41,18 @@ pub(crate) enum Verdict {
     Block(String),
 }
 
-/// The shapes the scan reads. Unknown fields are skipped (and still syntax-checked); a repeated
-/// known field is an error (see `json_splice`).
+/// The shapes the scan reads, parsed in the same pass as the body around them ([`Obj`],
+/// [`Objects`]: a value of another kind than expected is skipped, as the provider would reject
+/// it). Unknown fields are skipped (and still syntax-checked); a repeated known field is an
+/// error (see `json_splice`).
 #[derive(Debug, Deserialize)]
-struct Message<'a> {
+pub(crate) struct Message<'a> {
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
+    tool_calls: Option<Objects<ToolCall<'a>>>,
     #[serde(borrow, default)]
-    function_call: Option<&'a RawValue>,
+    function_call: Option<Obj<Function<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,7 +64,7 @@ struct Part<'a> {
 #[derive(Debug, Deserialize)]
 struct ToolCall<'a> {
     #[serde(borrow, default)]
-    function: Option<&'a RawValue>,
+    function: Option<Obj<Function<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,11 +74,20 @@ struct Function<'a> {
 }
 
 #[derive(Debug, Deserialize)]
-struct Choice<'a> {
+pub(crate) struct Choice<'a> {
     #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
+    message: Option<Obj<Message<'a>>>,
     #[serde(borrow, default)]
     text: Option<&'a RawValue>,
+}
+
+/// The fields of a provider's JSON answer the gateway reads, borrowed from it, in one pass.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Answer<'a> {
+    #[serde(borrow, default)]
+    pub(crate) choices: Option<Objects<Choice<'a>>>,
+    #[serde(borrow, default)]
+    pub(crate) usage: Option<&'a RawValue>,
 }
 
 /// Scan a request's strings; the edits apply to `body`, from which `parsed` borrows.
@@ -90,12 +101,8 @@ pub(crate) fn scan_request(
     let mut scan = SpliceScan::new(detector, body, record_text);
     match route {
         ApiRoute::ChatCompletions => {
-            if let Some(messages) = parsed.messages {
-                for msg in items(messages)? {
-                    if let Some(m) = object::<Message<'_>>(msg)? {
-                        scan.message(&m)?;
-                    }
-                }
+            for m in parsed.messages.iter().flat_map(|m| &m.0) {
+                scan.message(m)?;
             }
         }
         ApiRoute::Completions => scan.strings_or_list(parsed.prompt)?,
@@ -104,29 +111,24 @@ pub(crate) fn scan_request(
     Ok(scan.decide())
 }
 
-/// Scan a non-streamed response's strings; `choices` is borrowed from `body`.
+/// Scan a non-streamed response's strings; `answer` is borrowed from `body`.
 pub(crate) fn scan_response(
     detector: &PiiDetector,
     route: ApiRoute,
     body: &[u8],
-    choices: Option<&RawValue>,
+    answer: &Answer<'_>,
     record_text: bool,
 ) -> Result<Scanned, serde_json::Error> {
     let mut scan = SpliceScan::new(detector, body, record_text);
-    if let Some(choices) = choices {
-        for choice in items(choices)? {
-            let Some(c) = object::<Choice<'_>>(choice)? else {
-                continue;
-            };
-            match route {
-                ApiRoute::ChatCompletions => {
-                    if let Some(m) = c.message.map(object::<Message<'_>>).transpose()?.flatten() {
-                        scan.message(&m)?;
-                    }
+    for c in answer.choices.iter().flat_map(|c| &c.0) {
+        match route {
+            ApiRoute::ChatCompletions => {
+                if let Some(Obj(Some(m))) = &c.message {
+                    scan.message(m)?;
                 }
-                ApiRoute::Completions => scan.string(c.text),
-                ApiRoute::Embeddings => {}
             }
+            ApiRoute::Completions => scan.string(c.text),
+            ApiRoute::Embeddings => {}
         }
     }
     Ok(scan.decide())
@@ -208,20 +210,12 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
             }
             other => self.string(other),
         }
-        if let Some(calls) = m.tool_calls {
-            for call in items(calls)? {
-                let f = object::<ToolCall<'_>>(call)?.and_then(|c| c.function);
-                if let Some(f) = f.map(object::<Function<'_>>).transpose()?.flatten() {
-                    self.string(f.arguments);
-                }
+        for call in m.tool_calls.iter().flat_map(|c| &c.0) {
+            if let Some(Obj(Some(f))) = &call.function {
+                self.string(f.arguments);
             }
         }
-        if let Some(f) = m
-            .function_call
-            .map(object::<Function<'_>>)
-            .transpose()?
-            .flatten()
-        {
+        if let Some(Obj(Some(f))) = &m.function_call {
             self.string(f.arguments);
         }
         Ok(())
@@ -404,20 +398,8 @@ mod tests {
     fn response_choices_are_redacted_in_place() {
         let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
         let body = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"call 415-555-0134"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
-        #[derive(Deserialize)]
-        struct Peek<'a> {
-            #[serde(borrow)]
-            choices: &'a RawValue,
-        }
-        let peek: Peek<'_> = serde_json::from_slice(body).unwrap();
-        let s = scan_response(
-            &det,
-            ApiRoute::ChatCompletions,
-            body,
-            Some(peek.choices),
-            true,
-        )
-        .unwrap();
+        let answer: Answer<'_> = serde_json::from_slice(body).unwrap();
+        let s = scan_response(&det, ApiRoute::ChatCompletions, body, &answer, true).unwrap();
         assert_eq!(s.verdict, Verdict::Redacted);
         assert_eq!(s.report.findings, vec![("phone".to_owned(), 1)]);
         assert_eq!(s.text.as_deref(), Some("call [PHONE_1]"));

@@ -263,18 +263,10 @@ fn records_text(pack: &ActivePack) -> bool {
     c.audit.as_ref().is_some_and(|a| a.include_redacted_text) && c.runs(PolicyKind::AuditLogger)
 }
 
-/// The fields of a provider's JSON answer the gateway reads, borrowed from it.
-#[derive(serde::Deserialize)]
-struct AnswerPeek<'a> {
-    #[serde(borrow, default)]
-    choices: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    usage: Option<&'a serde_json::value::RawValue>,
-}
-
 /// A JSON answer: read its usage, scan it when the pack says so. An answer that is not a JSON
-/// object passes unchanged (there are no decoded strings to scan); one whose choices cannot be
-/// read while a scan is required is refused rather than passed unscanned.
+/// object passes unchanged (there are no decoded strings to scan); an object that cannot be read
+/// (broken JSON, a repeated key) while a scan is required is refused rather than passed
+/// unscanned.
 fn finish_json(
     state: &GatewayState,
     pack: &ActivePack,
@@ -284,8 +276,14 @@ fn finish_json(
     record_text: bool,
 ) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
-    let Ok(peek) = serde_json::from_slice::<AnswerPeek<'_>>(&answer) else {
-        return Ok((answer, None));
+    let peek = match serde_json::from_slice::<policy::Answer<'_>>(&answer) {
+        Ok(peek) => peek,
+        Err(e) if detector.is_some() && is_object(&answer) => {
+            return Err(ApiError::Upstream(format!(
+                "the provider's answer cannot be scanned for PII: {e}"
+            )))
+        }
+        Err(_) => return Ok((answer, None)),
     };
     let usage = peek.usage.and_then(sse::parse_usage_raw);
     let Some(det) = detector else {
@@ -296,7 +294,7 @@ fn finish_json(
         report,
         splice,
         text,
-    } = policy::scan_response(det, route, &answer, peek.choices, record_text).map_err(|e| {
+    } = policy::scan_response(det, route, &answer, &peek, record_text).map_err(|e| {
         ApiError::Upstream(format!(
             "the provider's answer cannot be scanned for PII: {e}"
         ))
@@ -323,6 +321,11 @@ fn finish_json(
             })
         }
     }
+}
+
+/// Whether `body` starts like a JSON object.
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

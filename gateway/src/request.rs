@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::json_splice::{self, Splice};
+use crate::json_splice::{self, Objects, Splice};
+use crate::policy::Message;
 
 #[derive(Debug, Deserialize)]
 struct Peek<'a> {
@@ -32,7 +33,7 @@ struct Peek<'a> {
     #[serde(default)]
     max_completion_tokens: Option<u64>,
     #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    messages: Option<Objects<Message<'a>>>,
     #[serde(borrow, default)]
     prompt: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -73,7 +74,8 @@ pub(crate) struct ParsedRequest<'b> {
     pub(crate) facts: RequestFacts,
     model: Option<&'b RawValue>,
     stream_options: Option<&'b RawValue>,
-    pub(crate) messages: Option<&'b RawValue>,
+    /// Read in the same pass as the body (a PII scan reads their strings).
+    pub(crate) messages: Option<Objects<Message<'b>>>,
     pub(crate) prompt: Option<&'b RawValue>,
     pub(crate) input: Option<&'b RawValue>,
 }

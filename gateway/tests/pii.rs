@@ -225,6 +225,47 @@ async fn json_responses_are_scanned_and_log_only_counts() {
 }
 
 #[tokio::test]
+async fn an_answer_the_scan_cannot_read_is_refused_not_passed_unscanned() {
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let ask = chat("gpt-4o-mini", "who?", false);
+    let answer = |content: &str| {
+        format!(
+            r#"{{"id":"x","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant",{content}}}}}]}}"#
+        )
+    };
+    // A second `content` the provider's client might read while the scan read the first; and an
+    // object cut short.
+    let refused = [
+        answer(&format!(r#""content":"fine","content":"{EMAIL}""#)),
+        answer(&format!(r#""content":"{EMAIL}""#)).replace("}]}", ""),
+    ];
+    for raw in refused {
+        mock.set(|b| b.raw_reply = Some(raw.clone())).await;
+        let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+        assert_eq!(r.status, 502, "{raw}: {}", r.text());
+        assert!(!r.text().contains(EMAIL), "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "upstream_error", "{}", r.text());
+    }
+    // Readable answers with odd shapes still pass, their strings scanned where they are.
+    let odd = answer(&format!(r#""content":"{EMAIL}","tool_calls":[7,{{"function":"f"}},{{"function":{{"arguments":"{EMAIL}"}}}}]"#))
+        .replace(r#""choices":["#, r#""choices":[null,"s","#);
+    mock.set(|b| b.raw_reply = Some(odd.clone())).await;
+    let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+    assert_eq!(r.status, 200, "{odd}: {}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0], json!(null), "{v}");
+    let msg = &v["choices"][2]["message"];
+    assert!(msg["content"].as_str().unwrap().starts_with('['), "{v}");
+    let args = msg["tool_calls"][2]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert!(!args.contains(EMAIL) && args.starts_with('['), "{v}");
+    assert_eq!(msg["tool_calls"][0], json!(7), "{v}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_redacted_request_is_admitted_and_settled_once() {
     std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
     let mock = MockProvider::start().await;

@@ -34,6 +34,8 @@ pub struct Behaviour {
     pub chunks: Vec<String>,
     /// Content of a JSON answer.
     pub reply: String,
+    /// A JSON answer's whole body, sent as it is instead of one built around `reply`.
+    pub raw_reply: Option<String>,
     /// Answer every API call with this status and an OpenAI error body.
     pub fail_status: Option<u16>,
     /// Wait before the response head.
@@ -47,6 +49,7 @@ impl Default for Behaviour {
         Self {
             chunks: vec!["Hello".into(), ", ".into(), "world".into(), "!".into()],
             reply: "Hello from the mock provider.".into(),
+            raw_reply: None,
             fail_status: None,
             head_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
@@ -201,6 +204,11 @@ async fn handle(
     let legacy = path.ends_with("/completions") && !path.ends_with("/chat/completions");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
+        if let Some(raw) = &behaviour.raw_reply {
+            let mut resp = json_response(200, &Value::Null);
+            *resp.body_mut() = http_body_util::Either::Left(Full::new(Bytes::from(raw.clone())));
+            return Ok(resp);
+        }
         let choice = if legacy {
             json!({"index":0,"text":behaviour.reply,"logprobs":null,"finish_reason":"stop"})
         } else {
