@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Same-run A/B of two gateway binaries: both start on the same pack against one mock provider,
+# and 4 s measurements alternate between them, so both see the same machine noise.
+#
+#   benches/load/ab.sh OLD_BINARY NEW_BINARY [PAIRS] [CONNECTIONS]
+#   CHAIN=" " benches/load/ab.sh old new 5 16        # empty chain instead of the full one
+#
+# Prints one line per measurement (A = first binary, B = second: RPS, p50 ms, p99 ms, gateway
+# CPU µs per request, non-2xx count) and the means. Build both binaries first, e.g.
+#   cp target/release/palisade /tmp/palisade-before   # then change the code and rebuild.
+# Needs wrk and the load mock (cargo build --release -p palisade-load-bench).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+A=$1 B=$2 PAIRS=${3:-6} C=${4:-16} DUR=${DUR:-4}
+export BODY_FILE=${BODY_FILE:-$HERE/body-json.json}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+OUT=$(mktemp -d /tmp/palisade-ab.XXXXXX)
+export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$OUT"/audit-*' EXIT
+url_of() { for _ in $(seq 1 100); do grep -o 'http://[0-9.:]*' "$1" 2>/dev/null | head -1 && return 0; sleep 0.05; done; return 1; }
+MOCK_THREADS=1 "$BIN/palisade-load-mock" >"$OUT/mock.out" 2>&1 &
+PIDS+=("$!")
+MOCK_URL=$(url_of "$OUT/mock.out")
+pack() { cat <<YAML
+pack: {name: bench, version: 1.0.0, enabled: true}
+policies:
+  chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
+providers:
+  mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}
+models:
+  gpt-4o-mini: {input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
+policy:
+  pii-detector: {action: redact, scan: [request, response]}
+  audit-logger: {dir: $OUT/audit-$1, retention_days: 30}
+  budget-enforcer:
+    limits:
+      - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}
+YAML
+}
+declare -A URL PID
+for side in A B; do
+  bin=$A; [ "$side" = B ] && bin=$B
+  pack "$side" >"$OUT/$side.yaml"
+  "$bin" gateway --pack "$OUT/$side.yaml" --environment bench --listen 127.0.0.1:0 \
+    --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
+  PID[$side]=$! ; PIDS+=("$!")
+  URL[$side]=$(url_of "$OUT/$side.out")
+done
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() { # SIDE
+  local url=${URL[$1]}/v1/chat/completions pid=${PID[$1]}
+  wrk -t1 -c"$C" -d1s -s "$HERE/wrk-post.lua" "$url" >/dev/null
+  local c0 line c1 n
+  c0=$(ticks "$pid")
+  line=$(wrk -t1 -c"$C" -d"${DUR}s" -s "$HERE/wrk-post.lua" "$url" | grep '^RESULT')
+  c1=$(ticks "$pid")
+  get() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
+  n=$(get requests)
+  echo "$1 $(get rps) $(get p50_ms) $(get p99_ms) $(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}') $(get non2xx)"
+}
+for _ in $(seq 1 "$PAIRS"); do measure A; measure B; done | tee "$OUT/results.txt"
+awk '{rps[$1] += $2; cpu[$1] += $5; n[$1]++}
+  END {for (k in n) printf "%s mean: rps=%.0f cpu_us_per_req=%.1f (%d measurements)\n", k, rps[k] / n[k], cpu[k] / n[k], n[k]}' \
+  "$OUT/results.txt" | sort
