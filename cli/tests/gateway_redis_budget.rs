@@ -264,23 +264,28 @@ async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
         async move { post(&client::client(), &url, &body, None).await.status == 200 }
     })
     .await;
-    // The settle runs after the response: wait for it, or `spent` would be the estimate.
+    // The settle runs after the response, and the tokens metric counts it before its script
+    // reaches Redis: wait until the counter holds the settled tokens, or `spent` could be the
+    // estimate the settle is about to correct.
+    let key = tokens_counter_key();
     wait_until(
         Duration::from_secs(20),
-        "the first request settled",
+        "the first request settled in redis",
         || async {
             let text = client::get(&client::client(), &gateways[0].api("/metrics"))
                 .await
                 .text();
-            text.lines()
+            let settled: f64 = text
+                .lines()
                 .filter(|l| l.starts_with("palisade_budget_tokens_total{"))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-                > 0.0
+                .sum();
+            #[expect(clippy::cast_precision_loss, reason = "small token counts")]
+            let in_redis = redis.get(&key) as f64;
+            settled > 0.0 && in_redis == settled
         },
     )
     .await;
-    let key = tokens_counter_key();
     let spent = redis.get(&key);
     assert!(spent > 0);
     let drops = metric(&gateways[0], "palisade_budget_released_by_drop_total").await;
