@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod files;
+mod line;
 pub mod record;
 pub mod verify;
 pub mod writer;
