@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 
 use crate::body::{GatewayBody, StreamError};
 use crate::hooks::{Failure, Outcome, Settled, Usage};
-use crate::json_splice::{self, Splice};
+use crate::json_splice::{self, Objects, Splice};
 use crate::metrics::Metrics;
 use crate::pack::ActivePack;
 use crate::policy::{self, RecordedText};
@@ -269,11 +269,12 @@ impl Batch {
     }
 }
 
-/// The fields of a stream chunk the relay reads, borrowed from the event.
+/// The fields of a stream chunk the relay reads, borrowed from the event; the choices are read
+/// in the same pass (`json_splice::Objects`).
 #[derive(Deserialize)]
 struct ChunkPeek<'a> {
     #[serde(borrow, default)]
-    choices: Option<&'a RawValue>,
+    choices: Option<Objects<StreamChoice<'a>>>,
     #[serde(borrow, default)]
     usage: Option<&'a RawValue>,
 }
@@ -439,16 +440,14 @@ impl<'d> SseProcessor<'d> {
         };
         if let Some(u) = chunk.usage.and_then(parse_usage_raw) {
             self.usage = Some(u);
-            let no_choices = chunk
-                .choices
-                .is_none_or(|c| json_splice::items(c).map_or(true, |v| v.is_empty()));
+            let no_choices = chunk.choices.as_ref().is_none_or(|c| c.0.is_empty());
             if no_choices && !self.wants_usage {
                 return Ok(());
             }
         }
         let mut splice = Splice::default();
         if self.detector.is_some() {
-            self.redact_chunk(event, chunk.choices, &mut splice)
+            self.redact_chunk(event, chunk.choices.as_ref(), &mut splice)
                 .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
         }
         if splice.is_empty() {
@@ -467,17 +466,14 @@ impl<'d> SseProcessor<'d> {
     fn redact_chunk(
         &mut self,
         event: &[u8],
-        choices: Option<&RawValue>,
+        choices: Option<&Objects<StreamChoice<'_>>>,
         splice: &mut Splice,
     ) -> Result<(), serde_json::Error> {
         let (Some(detector), Some(choices)) = (self.detector, choices) else {
             return Ok(());
         };
         let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
-        for choice in json_splice::items(choices)? {
-            let Some(c) = json_splice::object::<StreamChoice<'_>>(choice)? else {
-                continue;
-            };
+        for c in &choices.0 {
             let index = c
                 .index
                 .0
