@@ -52,8 +52,8 @@ fn write_log(dir: &Path) {
                 },
                 outcome,
                 policies: vec![PolicyDecision {
-                    policy: "pii-detector".to_owned(),
-                    decision: if i == 2 { "escalate" } else { "pass" }.to_owned(),
+                    policy: "pii-detector".into(),
+                    decision: if i == 2 { "escalate" } else { "pass" }.into(),
                     ..Default::default()
                 }],
                 ..AuditRecord::default()

@@ -12,26 +12,26 @@ use gateway::audit::{
 };
 
 fn record() -> AuditRecord {
-    let decision = |policy: &str, decision: &str| PolicyDecision {
-        policy: policy.to_owned(),
-        decision: decision.to_owned(),
+    let decision = |policy: &'static str, decision: &'static str| PolicyDecision {
+        policy: policy.into(),
+        decision: decision.into(),
         entities: BTreeMap::new(),
     };
     let mut pii = decision("pii-detector", "redact");
     pii.entities.insert("email".to_owned(), 1);
     AuditRecord {
         request_id: "5f0c2a9e1b7d4c3a00000000000004d2".to_owned(),
-        environment: "prod".to_owned(),
+        environment: "prod".into(),
         pack: PackRef {
-            name: "support".to_owned(),
-            version: "1.4.2".to_owned(),
-            hash: "9f2b".repeat(16),
+            name: "support".into(),
+            version: "1.4.2".into(),
+            hash: "9f2b".repeat(16).into(),
         },
         caller: Caller {
             key_id: Some("support-bot".to_owned()),
             team: Some("support".to_owned()),
         },
-        route: "/v1/chat/completions".to_owned(),
+        route: "/v1/chat/completions".into(),
         model_requested: Some("gpt-4o-mini".to_owned()),
         model_used: Some("gpt-4o-mini".to_owned()),
         outcome: Outcome::Redacted,
@@ -47,7 +47,7 @@ fn record() -> AuditRecord {
         }),
         cost_usd: Some(0.000_060_6),
         budget: Some(BudgetNote {
-            decision: "reserved".to_owned(),
+            decision: "reserved".into(),
             scope: Some("environment/monthly".to_owned()),
             remaining_usd: Some(999_999.94),
         }),

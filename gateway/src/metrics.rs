@@ -10,11 +10,15 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::hooks::ApiRoute;
 use crate::pack::ActivePack;
+
+/// What `palisade_policy_decisions_total{policy="pii-detector"}` counts, resolved up front.
+const PII_ACTIONS: [&str; 5] = ["allow", "redact", "block", "log", "escalate"];
 
 /// Every metric the gateway exports.
 #[derive(Debug, Clone)]
@@ -26,10 +30,14 @@ pub struct Metrics {
     pub(crate) requests: IntCounterVec,
     pub(crate) decisions: IntCounterVec,
     pub(crate) pii_findings: IntCounterVec,
-    pub(crate) overhead: HistogramVec,
-    pub(crate) upstream: HistogramVec,
     pub(crate) in_flight: IntGauge,
     pub(crate) errors: IntCounterVec,
+    /// Label handles of the series every request records, resolved once: recording is then an
+    /// atomic add, not a label hash and a map lookup under the vector's lock (~1 % of the
+    /// full chain's CPU).
+    overhead_by_route: [Histogram; 3],
+    upstream_by_route: [Histogram; 3],
+    pii_decisions: [IntCounter; 5],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +127,15 @@ impl Metrics {
         registry.register(Box::new(upstream.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        let by_route = |vec: &HistogramVec| -> Result<[Histogram; 3], prometheus::Error> {
+            let [a, b, c] = ApiRoute::ALL.map(|r| vec.get_metric_with_label_values(&[r.as_str()]));
+            Ok([a?, b?, c?])
+        };
+        let overhead_by_route = by_route(&overhead)?;
+        let upstream_by_route = by_route(&upstream)?;
+        let [a, b, c, d, e] =
+            PII_ACTIONS.map(|a| decisions.get_metric_with_label_values(&["pii-detector", a]));
+        let pii_decisions = [a?, b?, c?, d?, e?];
         Ok(Self {
             registry,
             pack_info,
@@ -127,11 +144,33 @@ impl Metrics {
             requests,
             decisions,
             pii_findings,
-            overhead,
-            upstream,
             in_flight,
             errors,
+            overhead_by_route,
+            upstream_by_route,
+            pii_decisions,
         })
+    }
+
+    /// The gateway's own time on a request of `route`.
+    pub(crate) fn overhead(&self, route: ApiRoute) -> &Histogram {
+        &self.overhead_by_route[route.index()]
+    }
+
+    /// The provider's time to its response head on a request of `route`.
+    pub(crate) fn upstream(&self, route: ApiRoute) -> &Histogram {
+        &self.upstream_by_route[route.index()]
+    }
+
+    /// Count one decision of the PII detector (`allow` or its configured action).
+    pub(crate) fn pii_decision(&self, action: &str) {
+        match PII_ACTIONS.iter().position(|a| *a == action) {
+            Some(i) => self.pii_decisions[i].inc(),
+            None => self
+                .decisions
+                .with_label_values(&["pii-detector", action])
+                .inc(),
+        }
     }
 
     /// A pack became active: exactly one `palisade_pack_info` series remains.

@@ -82,7 +82,7 @@ pub(crate) fn text(
 /// Add the identity headers to a response.
 pub(crate) fn stamp(resp: &mut Response<GatewayBody>, id: RequestId, pack: Option<&ActivePack>) {
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+    if let Ok(v) = HeaderValue::from_bytes(&id.hex()) {
         h.insert(REQUEST_ID.clone(), v);
     }
     match pack {

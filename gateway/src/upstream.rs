@@ -41,6 +41,7 @@ use policy_engine::pack::ProviderSpec;
 use tower_service::Service;
 
 use crate::error::ApiError;
+use crate::hooks::ApiRoute;
 
 type Connector = HttpsConnector<HttpConnector>;
 type Sender = SendRequest<Full<Bytes>>;
@@ -217,8 +218,9 @@ pub struct Upstream {
     origin: std::sync::Arc<str>,
     /// The `host` header every request carries.
     host: HeaderValue,
-    /// Path prefix of the base URL without a trailing slash, e.g. `/v1`.
-    prefix: String,
+    /// The request target of each API route (`/v1/chat/completions`, …), parsed once: a
+    /// clone is a reference count, a parse per request was ~0.5 % of the full chain's CPU.
+    targets: [Uri; 3],
     auth: Option<HeaderValue>,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
@@ -242,7 +244,12 @@ impl Upstream {
             return Err(bad("scheme must be http or https"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
-        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let prefix = uri.path().trim_end_matches('/');
+        let [a, b, c] = ApiRoute::ALL.map(|r| {
+            Uri::try_from(format!("{prefix}{}", r.upstream_path()))
+                .map_err(|_| bad("the path cannot be a request target"))
+        });
+        let targets = [a?, b?, c?];
         let origin: std::sync::Arc<str> = format!("{scheme}://{authority}").into();
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("the host cannot be sent as a header"))?;
@@ -263,7 +270,7 @@ impl Upstream {
             authority,
             origin,
             host,
-            prefix,
+            targets,
             auth,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(spec.first_byte_timeout_ms),
@@ -275,17 +282,14 @@ impl Upstream {
     pub(crate) async fn send(
         &self,
         method: Method,
-        path: &str,
+        route: ApiRoute,
         body: Option<Bytes>,
         accept: Option<&HeaderValue>,
     ) -> Result<http::Response<UpstreamBody>, ApiError> {
         // HTTP/1 over a connection: origin-form target, and the host as a header.
-        let mut pq = String::with_capacity(self.prefix.len() + path.len());
-        pq.push_str(&self.prefix);
-        pq.push_str(path);
         let mut builder = Request::builder()
             .method(method)
-            .uri(pq)
+            .uri(self.targets[route.index()].clone())
             .header(HOST, self.host.clone());
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));

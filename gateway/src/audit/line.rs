@@ -289,8 +289,8 @@ mod tests {
             proptest::collection::btree_map(text(), any::<u32>(), 0..3),
         )
             .prop_map(|(policy, decision, entities)| PolicyDecision {
-                policy,
-                decision,
+                policy: policy.into(),
+                decision: decision.into(),
                 entities,
             })
     }
@@ -311,17 +311,17 @@ mod tests {
                 let opt = |i: usize, j: usize| some(i).then(|| text(j));
                 AuditRecord {
                     request_id: text(0),
-                    environment: text(1),
+                    environment: text(1).into(),
                     pack: PackRef {
-                        name: text(2),
-                        version: text(3),
-                        hash: text(4),
+                        name: text(2).into(),
+                        version: text(3).into(),
+                        hash: text(4).into(),
                     },
                     caller: Caller {
                         key_id: opt(0, 5),
                         team: opt(1, 6),
                     },
-                    route: text(7),
+                    route: text(7).into(),
                     model_requested: opt(2, 8),
                     model_used: opt(3, 9),
                     outcome,
@@ -337,14 +337,14 @@ mod tests {
                     }),
                     cost_usd: f[0],
                     budget: some(7).then(|| BudgetNote {
-                        decision: text(10),
+                        decision: text(10).into(),
                         scope: opt(8, 11),
                         remaining_usd: f[1],
                     }),
                     policies,
                     escalated: some(9),
                     redacted_text: opt(10, 12),
-                    error_code: opt(11, 13),
+                    error_code: opt(11, 13).map(Into::into),
                     redacted_response_text: (n[4] % 2 == 0).then(|| text(14)),
                 }
             })

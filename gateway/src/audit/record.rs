@@ -7,19 +7,26 @@
 //! the line altogether. Field order is the serialisation order, which is part of the chained line
 //! format: add fields at the end (a line is verified on its own bytes, so lines written before a
 //! field existed still verify).
+//!
+//! The fields that repeat on every line are shared rather than copied: the pack's identity as
+//! `Arc<str>` (cloned from the observer's per-pack cache), fixed words (route, policy names,
+//! decisions, error codes) as `Cow::Borrowed` statics. A record is built on a serving thread and
+//! freed on the audit writer's, so each allocation saved is a cross-thread free saved too.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub request_id: String,
-    pub environment: String,
+    pub environment: Arc<str>,
     pub pack: PackRef,
     pub caller: Caller,
     /// `/v1/chat/completions`, … (a fixed set: the gateway's routes).
-    pub route: String,
+    pub route: Cow<'static, str>,
     pub model_requested: Option<String>,
     pub model_used: Option<String>,
     pub outcome: Outcome,
@@ -38,7 +45,7 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_text: Option<String>,
     /// Our error code (`pii_blocked`, `budget_exceeded`, …) when the request did not succeed.
-    pub error_code: Option<String>,
+    pub error_code: Option<Cow<'static, str>>,
     /// The redacted answer text as the caller received it, only with `include_redacted_text:
     /// true` and response scanning on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,9 +54,9 @@ pub struct AuditRecord {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRef {
-    pub name: String,
-    pub version: String,
-    pub hash: String,
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub hash: Arc<str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +113,7 @@ pub struct Usage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetNote {
     /// `reserved`, `blocked`, `degraded`, `alert`, `unavailable_open`, `unavailable_closed`.
-    pub decision: String,
+    pub decision: Cow<'static, str>,
     /// The deciding scope (`team:support/daily`), when a limit decided.
     pub scope: Option<String>,
     pub remaining_usd: Option<f64>,
@@ -115,9 +122,9 @@ pub struct BudgetNote {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyDecision {
     /// `audit-logger`, `pii-detector`, `budget-enforcer`.
-    pub policy: String,
+    pub policy: Cow<'static, str>,
     /// What the policy did: `pass`, `redact`, `block`, `log`, `escalate`, `degrade`, …
-    pub decision: String,
+    pub decision: Cow<'static, str>,
     /// PII: entity type → count (request and response together).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub entities: BTreeMap<String, u32>,

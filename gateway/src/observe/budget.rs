@@ -16,10 +16,13 @@
 //! per message) and under-estimates CJK text and code (see `budget::estimate`). Settling corrects
 //! it to the provider's usage.
 //!
-//! Settling and releasing are asynchronous (a Redis round trip) while the hooks are not: they run
-//! on a task of the current runtime. For the memory store that task finishes on its first poll.
+//! Settling and releasing are asynchronous (a Redis round trip) while the hooks are not: they are
+//! polled once in the hook, which finishes them for the memory store, and what is still pending
+//! then runs on a task of the current runtime.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::task::{Context, Waker};
 
 use crate::audit::BudgetNote;
 use crate::budget::Reservation;
@@ -55,7 +58,7 @@ impl Held {
             "alert"
         };
         BudgetNote {
-            decision: decision.to_owned(),
+            decision: decision.into(),
             scope: None,
             remaining_usd: r.remaining_usd(),
         }
@@ -166,11 +169,19 @@ pub(super) fn release(held: Held) {
 fn spawn_or_drop<F, Fut>(held: Held, f: F)
 where
     F: FnOnce(BudgetEnforcer, Reservation) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
-            rt.spawn(f(held.enforcer, held.reservation));
+            // The memory store finishes on the first poll: run that here instead of paying for
+            // a task. A future still pending (a Redis round trip) goes to a task, whose first
+            // poll registers its real waker (the no-op one is never woken, and a future must
+            // register the waker of each poll that returns `Pending`).
+            let mut settle = Box::pin(f(held.enforcer, held.reservation));
+            let mut cx = Context::from_waker(Waker::noop());
+            if settle.as_mut().poll(&mut cx).is_pending() {
+                rt.spawn(settle);
+            }
         }
         // Outside a runtime the reservation's drop guard releases it.
         Err(_) => drop(held),

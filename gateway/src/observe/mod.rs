@@ -84,6 +84,9 @@ struct Inner {
 #[derive(Debug)]
 struct PackPolicies {
     hash: String,
+    /// The pack's identity as every audit record of it says it (shared, not copied per record).
+    audit_pack: crate::audit::PackRef,
+    audit_environment: Arc<str>,
     budget: Option<BudgetSetup>,
     /// `Some` when the chain runs `audit-logger`.
     audit: Option<AuditLoggerConfig>,
@@ -198,6 +201,12 @@ impl PolicyObserver {
             .is_some_and(|a| a.on_queue_full == QueueFullPolicy::Block && a.fsync_interval_ms == 0);
         PackPolicies {
             hash: pack.hash_hex.clone(),
+            audit_pack: crate::audit::PackRef {
+                name: c.name.as_str().into(),
+                version: c.version.as_str().into(),
+                hash: pack.hash_hex.as_str().into(),
+            },
+            audit_environment: c.environment.as_deref().unwrap_or_default().into(),
             budget,
             audit,
             durable,
@@ -244,7 +253,7 @@ impl RequestObserver for PolicyObserver {
                     .blocked
                     .remove(&meta.id)
                     .map(|(_, scope)| crate::audit::BudgetNote {
-                        decision: "blocked".to_owned(),
+                        decision: "blocked".into(),
                         scope: Some(scope),
                         remaining_usd: None,
                     })

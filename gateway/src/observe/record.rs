@@ -15,12 +15,13 @@
 //! `upstream_us: None` and all its time counted as the gateway's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use policy_engine::pack::PiiAction;
 use policy_engine::PolicyKind;
 
-use crate::audit::{self, AuditRecord, BudgetNote, Latency, Outcome, PackRef, PolicyDecision};
+use crate::audit::{self, AuditRecord, BudgetNote, Latency, Outcome, PolicyDecision};
 use crate::budget::estimate::{micros_to_usd, Price};
 use crate::error::ApiError;
 use crate::hooks::{Failure, RejectionKind, RequestMeta, Settled};
@@ -93,7 +94,7 @@ pub(super) fn failed(
     rec.outcome = outcome;
     rec.status = status;
     rec.upstream_status = upstream;
-    rec.error_code = Some(code.to_owned());
+    rec.error_code = Some(code.into());
     if outcome == Outcome::BlockedBudget {
         // The budget decided: its decision is in the note.
         if let Some(p) = rec
@@ -101,7 +102,7 @@ pub(super) fn failed(
             .iter_mut()
             .find(|p| p.policy == PolicyKind::BudgetEnforcer.name())
         {
-            "block".clone_into(&mut p.decision);
+            p.decision = "block".into();
         }
     }
     rec
@@ -123,19 +124,14 @@ fn base(
     budget: Option<BudgetNote>,
     model_used: Option<String>,
 ) -> AuditRecord {
-    let pack = &meta.pack.compiled;
     let model_requested = meta.model.as_ref().map(|m| m.name.clone());
     let model_used = model_used.or_else(|| model_requested.clone());
     let total = meta.started.elapsed();
     let upstream = meta.upstream_time;
     AuditRecord {
-        request_id: meta.id.to_string(),
-        environment: pack.environment.clone().unwrap_or_default(),
-        pack: PackRef {
-            name: pack.name.clone(),
-            version: pack.version.clone(),
-            hash: policies.hash.clone(),
-        },
+        request_id: String::from_utf8_lossy(&meta.id.hex()).into_owned(),
+        environment: Arc::clone(&policies.audit_environment),
+        pack: policies.audit_pack.clone(),
         caller: audit::Caller {
             key_id: meta.caller.as_ref().map(|c| c.id.clone()),
             team: meta
@@ -144,7 +140,7 @@ fn base(
                 .map(|c| c.team.clone())
                 .filter(|t| !t.is_empty()),
         },
-        route: format!("/v1{}", meta.route.upstream_path()),
+        route: meta.route.path().into(),
         model_requested,
         model_used,
         latency: Latency {
@@ -168,24 +164,22 @@ fn decisions(meta: &RequestMeta, budget: Option<&BudgetNote>) -> Vec<PolicyDecis
         .iter()
         .map(|kind| {
             let (decision, entities) = match kind {
-                PolicyKind::AuditLogger => ("log".to_owned(), BTreeMap::new()),
+                PolicyKind::AuditLogger => ("log", BTreeMap::new()),
                 PolicyKind::PiiDetector => pii_decision(meta),
                 PolicyKind::BudgetEnforcer => (
-                    budget
-                        .map_or("skipped", |b| match b.decision.as_str() {
-                            "degraded" => "degrade",
-                            "blocked" => "block",
-                            "alert" => "alert",
-                            "unavailable_open" => "fail_open",
-                            _ => "pass",
-                        })
-                        .to_owned(),
+                    budget.map_or("skipped", |b| match &*b.decision {
+                        "degraded" => "degrade",
+                        "blocked" => "block",
+                        "alert" => "alert",
+                        "unavailable_open" => "fail_open",
+                        _ => "pass",
+                    }),
                     BTreeMap::new(),
                 ),
             };
             PolicyDecision {
-                policy: kind.name().to_owned(),
-                decision,
+                policy: kind.name().into(),
+                decision: decision.into(),
                 entities,
             }
         })
@@ -193,7 +187,7 @@ fn decisions(meta: &RequestMeta, budget: Option<&BudgetNote>) -> Vec<PolicyDecis
 }
 
 /// Entity counts of both sides together, and what the policy did.
-fn pii_decision(meta: &RequestMeta) -> (String, BTreeMap<String, u32>) {
+fn pii_decision(meta: &RequestMeta) -> (&'static str, BTreeMap<String, u32>) {
     let mut entities = BTreeMap::new();
     let mut action: Option<PiiAction> = None;
     let mut scanned = false;
@@ -219,7 +213,7 @@ fn pii_decision(meta: &RequestMeta) -> (String, BTreeMap<String, u32>) {
         None if scanned => "pass",
         None => "skipped",
     };
-    (decision.to_owned(), entities)
+    (decision, entities)
 }
 
 fn escalated(meta: &RequestMeta) -> bool {
