@@ -163,7 +163,7 @@ pub(crate) async fn run<'p>(
             Arc::clone(pack),
             parsed.facts.wants_usage(),
             record_text,
-            state.metrics.clone(),
+            state.metrics.pii_findings.clone(),
             in_flight,
         );
         let mut resp = with_headers(parts.status, &parts.headers, body);

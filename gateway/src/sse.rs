@@ -35,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use memchr::memmem;
 use policy_engine::pii::{PiiDetector, RedactionSession, StreamRedactor};
+use prometheus::IntCounterVec;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -43,7 +44,6 @@ use tokio::sync::mpsc;
 use crate::body::{GatewayBody, StreamError};
 use crate::hooks::{Failure, Outcome, Settled, Usage};
 use crate::json_splice::{self, Objects, Splice};
-use crate::metrics::Metrics;
 use crate::pack::ActivePack;
 use crate::policy::{self, RecordedText};
 
@@ -64,7 +64,7 @@ pub(crate) fn relay(
     pack: Arc<ActivePack>,
     wants_usage: bool,
     record_text: bool,
-    metrics: Metrics,
+    pii_findings: IntCounterVec,
     in_flight: crate::service::InFlight,
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
@@ -87,8 +87,7 @@ pub(crate) fn relay(
         let result = pump(upstream, &tx, &mut proc, &mut held).await;
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
-                metrics
-                    .pii_findings
+                pii_findings
                     .with_label_values(&[entity.as_str(), "response"])
                     .inc_by(u64::from(*n));
             }
