@@ -97,7 +97,7 @@ pub(crate) async fn run<'p>(
         }
     }
     let stream = o.meta.stream;
-    o.meta.model = Some(model_route.clone());
+    o.meta.model = Some(model_route.clone().into_owned());
     let advice = o.admit().await.map_err(ApiError::Rejected)?;
     let budget_headers = BudgetHeaders::new(&model_route.name, &advice);
     let model_route = match advice.model_override.as_deref() {

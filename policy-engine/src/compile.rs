@@ -6,6 +6,7 @@
 //! replaces a good one. Compilation errors are `POLICY_COMPILE_ERROR` with the path of the
 //! setting that could not be built.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::canonical::{effective_hash, PackHash};
@@ -76,23 +77,24 @@ pub struct CompiledPack {
 }
 
 impl CompiledPack {
-    /// Where a request for `model` goes, or `None` when the pack does not allow it.
-    pub fn route(&self, model: &str) -> Option<ModelRoute> {
+    /// Where a request for `model` goes, or `None` when the pack does not allow it. Borrowed
+    /// from the pack's model list; made up (owned) only for a pack without one.
+    pub fn route(&self, model: &str) -> Option<Cow<'_, ModelRoute>> {
         if self.models.is_empty() {
             let provider = self
                 .providers
                 .keys()
                 .next()
                 .map_or(DEFAULT_PROVIDER, String::as_str);
-            return Some(ModelRoute {
+            return Some(Cow::Owned(ModelRoute {
                 name: model.to_owned(),
                 provider: provider.to_owned(),
                 upstream_model: model.to_owned(),
                 input_usd_per_mtok: None,
                 output_usd_per_mtok: None,
-            });
+            }));
         }
-        self.models.get(model).cloned()
+        self.models.get(model).map(Cow::Borrowed)
     }
 
     /// The provider spec for a provider name (the implicit OpenAI default included).

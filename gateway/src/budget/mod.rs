@@ -213,6 +213,26 @@ impl BudgetEnforcer {
         self.store_failed(req, req.model, error)
     }
 
+    /// [`BudgetEnforcer::reserve`] without a future, for a store that answers at once (the
+    /// in-memory one): `None` on a store that needs a round trip. The request path then skips
+    /// boxing a future and copying the request's strings into it.
+    pub fn reserve_now(
+        &self,
+        req: &BudgetRequest<'_>,
+    ) -> Option<Result<Reservation, BudgetDecision>> {
+        if !matches!(self.shared.store, BudgetStore::Memory(_)) {
+            return None;
+        }
+        let attempt = std::pin::pin!(self.attempt(req));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match attempt.poll(&mut cx) {
+            Poll::Ready(attempt) => Some(self.conclude(req, attempt)),
+            // Not reached: the memory store reserves within its first poll, so nothing was
+            // reserved by the attempt dropped here; the caller goes the asynchronous way.
+            Poll::Pending => None,
+        }
+    }
+
     /// The charges of `req` on `model`: its price, the meters that apply and one charge each.
     fn charges(
         &self,

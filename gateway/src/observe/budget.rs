@@ -76,35 +76,65 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
         BudgetSetup::Enforcer {
             enforcer,
             default_max_tokens,
-        } => (enforcer.clone(), *default_max_tokens),
+        } => (enforcer, *default_max_tokens),
     };
-    let key_id = meta
-        .caller
-        .as_ref()
-        .map_or_else(|| ANONYMOUS.to_owned(), |c| c.id.clone());
+    let key_id = meta.caller.as_ref().map_or(ANONYMOUS, |c| c.id.as_str());
     let team = meta
         .caller
         .as_ref()
-        .map(|c| c.team.clone())
+        .map(|c| c.team.as_str())
         .filter(|t| !t.is_empty());
-    let model = meta
-        .model
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    let est_input_tokens = estimate_input_tokens(meta.request_bytes, 0);
-    let max_output_tokens = meta.max_tokens;
-    let request_id = meta.id;
-    let observer = observer.clone();
+    let model = meta.model.as_ref().map_or("", |m| m.name.as_str());
+    let ask = Ask {
+        est_input_tokens: estimate_input_tokens(meta.request_bytes, 0),
+        max_output_tokens: meta.max_tokens,
+        default_max_tokens,
+        request_id: meta.id,
+    };
+    let req = BudgetRequest {
+        key_id,
+        team,
+        model,
+        est_input_tokens: ask.est_input_tokens,
+        max_output_tokens: ask.max_output_tokens,
+    };
+    // The in-memory store answers at once: no future to box, no strings to copy into one.
+    if let Some(result) = enforcer.reserve_now(&req) {
+        return Admit::Ready(ask.conclude(observer, enforcer.clone(), result));
+    }
+    let (key_id, team, model) = (key_id.to_owned(), team.map(str::to_owned), model.to_owned());
+    let (observer, enforcer) = (observer.clone(), enforcer.clone());
     Admit::Pending(Box::pin(async move {
         let req = BudgetRequest {
             key_id: &key_id,
             team: team.as_deref(),
             model: &model,
-            est_input_tokens,
-            max_output_tokens,
+            est_input_tokens: ask.est_input_tokens,
+            max_output_tokens: ask.max_output_tokens,
         };
-        match enforcer.reserve(&req).await {
+        let result = enforcer.reserve(&req).await;
+        ask.conclude(&observer, enforcer, result)
+    }))
+}
+
+/// What `admit` needs to turn the store's answer into an admission.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    est_input_tokens: u64,
+    max_output_tokens: Option<u64>,
+    default_max_tokens: u64,
+    request_id: crate::hooks::RequestId,
+}
+
+impl Ask {
+    /// Hold a granted reservation under a fresh token, or turn a refusal into a rejection.
+    fn conclude(
+        self,
+        observer: &PolicyObserver,
+        enforcer: BudgetEnforcer,
+        result: Result<Reservation, BudgetDecision>,
+    ) -> Result<Admission, Rejection> {
+        match result {
             Ok(reservation) => {
                 let token = observer.next_token();
                 let admission = Admission {
@@ -118,8 +148,10 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
                     enforcer,
                     model_used: reservation.model().to_owned(),
                     reservation,
-                    est_input_tokens,
-                    reserved_output_tokens: max_output_tokens.unwrap_or(default_max_tokens),
+                    est_input_tokens: self.est_input_tokens,
+                    reserved_output_tokens: self
+                        .max_output_tokens
+                        .unwrap_or(self.default_max_tokens),
                 };
                 // No await from here to the end: the terminal call will find it.
                 observer.inner.held.insert(token, held);
@@ -129,7 +161,7 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
                 if let BudgetDecision::Block { scope, window, .. } = &decision {
                     let mut s = String::with_capacity(32);
                     let _ = write!(s, "{scope}/{window}");
-                    observer.inner.blocked.insert(request_id, s);
+                    observer.inner.blocked.insert(self.request_id, s);
                 }
                 Err(Rejection::new(
                     RejectionKind::BudgetExceeded,
@@ -138,7 +170,7 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
             }
             Err(BudgetDecision::StoreUnavailable) => Err(unavailable()),
         }
-    }))
+    }
 }
 
 fn unavailable() -> Rejection {
