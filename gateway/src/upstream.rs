@@ -287,22 +287,22 @@ impl Upstream {
         accept: Option<&HeaderValue>,
     ) -> Result<http::Response<UpstreamBody>, ApiError> {
         // HTTP/1 over a connection: origin-form target, and the host as a header.
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(self.targets[route.index()].clone())
-            .header(HOST, self.host.clone());
-        if body.is_some() {
-            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let has_body = body.is_some();
+        let mut req = Request::new(Full::new(body.unwrap_or_default()));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.targets[route.index()].clone();
+        let headers = req.headers_mut();
+        headers.reserve(4);
+        headers.insert(HOST, self.host.clone());
+        if has_body {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(a) = accept {
-            builder = builder.header(ACCEPT, a.clone());
+            headers.insert(ACCEPT, a.clone());
         }
         if let Some(auth) = &self.auth {
-            builder = builder.header(AUTHORIZATION, auth.clone());
+            headers.insert(AUTHORIZATION, auth.clone());
         }
-        let req = builder
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| ApiError::Upstream(format!("cannot build the provider request: {e}")))?;
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
         // first and is reported as such.
         let budget = self.first_byte_timeout.max(self.connect_timeout);
