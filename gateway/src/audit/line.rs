@@ -206,14 +206,7 @@ fn counts(out: &mut Vec<u8>, map: &BTreeMap<String, u32>) {
 
 /// A JSON string: copied as it is when nothing in it needs an escape, else serde_json's escaping.
 fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else if serde_json::to_writer(&mut *out, s).is_err() {
-        // Not reached: writing a str into a Vec cannot fail.
-        out.extend_from_slice(b"null");
-    }
+    crate::json_splice::write_json_string(out, s);
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
