@@ -83,8 +83,8 @@ struct Inner {
 /// What one pack version asks of the observer.
 #[derive(Debug)]
 struct PackPolicies {
-    hash: String,
-    /// The pack's identity as every audit record of it says it (shared, not copied per record).
+    /// The pack's identity as every audit record of it says it (shared, not copied per record);
+    /// its `hash` is also the cache key.
     audit_pack: crate::audit::PackRef,
     audit_environment: Arc<str>,
     budget: Option<BudgetSetup>,
@@ -144,7 +144,7 @@ impl PolicyObserver {
             .packs
             .load()
             .iter()
-            .find(|p| p.hash == pack.hash_hex)
+            .find(|p| *p.audit_pack.hash == *pack.hash_hex)
         {
             return Arc::clone(p);
         }
@@ -154,7 +154,7 @@ impl PolicyObserver {
             v.push(Arc::clone(&built));
             v.extend(
                 old.iter()
-                    .filter(|p| p.hash != built.hash)
+                    .filter(|p| p.audit_pack.hash != built.audit_pack.hash)
                     .take(CACHED_PACKS - 1)
                     .cloned(),
             );
@@ -200,7 +200,6 @@ impl PolicyObserver {
             .as_ref()
             .is_some_and(|a| a.on_queue_full == QueueFullPolicy::Block && a.fsync_interval_ms == 0);
         PackPolicies {
-            hash: pack.hash_hex.clone(),
             audit_pack: crate::audit::PackRef {
                 name: c.name.as_str().into(),
                 version: c.version.as_str().into(),

@@ -129,7 +129,7 @@ fn base(
     let total = meta.started.elapsed();
     let upstream = meta.upstream_time;
     AuditRecord {
-        request_id: String::from_utf8_lossy(&meta.id.hex()).into_owned(),
+        request_id: meta.id.to_string(),
         environment: Arc::clone(&policies.audit_environment),
         pack: policies.audit_pack.clone(),
         caller: audit::Caller {
