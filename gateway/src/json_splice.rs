@@ -167,14 +167,83 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectsVisitor<T> {
 
 /// The decoded text of a JSON string (borrowed when it has no escapes); `None` for any other
 /// kind of value.
+///
+/// Decoding never fails on a string: an escape that is not Unicode (an unpaired UTF-16
+/// surrogate such as `\ud800`, which JSON's grammar allows and `serde_json` refuses to decode)
+/// becomes U+FFFD, which the PII matcher ignores like a zero-width character. So every string
+/// the provider would read is scanned, in all that can be decoded of it — a string that could
+/// not be decoded must never be a string that is not scanned.
 pub(crate) fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
     let s = raw.get();
     let inner = s.strip_prefix('"')?.strip_suffix('"')?;
     if inner.contains('\\') {
-        serde_json::from_str::<String>(s).ok().map(Cow::Owned)
+        Some(Cow::Owned(unescape_lossy(inner)))
     } else {
         Some(Cow::Borrowed(inner))
     }
+}
+
+/// The text of a JSON string's contents (between its quotes), escapes decoded; what is not a
+/// valid escape or not Unicode (a lone surrogate) becomes U+FFFD. Total: any input decodes.
+pub(crate) fn unescape_lossy(inner: &str) -> String {
+    let b = inner.as_bytes();
+    let mut out = String::with_capacity(inner.len());
+    let mut at = 0;
+    while let Some(off) = memchr::memchr(b'\\', &b[at..]) {
+        out.push_str(&inner[at..at + off]);
+        at += off;
+        let (c, used) = escape_at(b, at);
+        out.push(c);
+        at += used;
+    }
+    out.push_str(&inner[at..]);
+    out
+}
+
+/// The character of the escape at `b[at]` (a backslash) and how many bytes it takes.
+fn escape_at(b: &[u8], at: usize) -> (char, usize) {
+    let simple = match b.get(at + 1) {
+        Some(b'"') => '"',
+        Some(b'\\') => '\\',
+        Some(b'/') => '/',
+        Some(b'b') => '\u{8}',
+        Some(b'f') => '\u{c}',
+        Some(b'n') => '\n',
+        Some(b'r') => '\r',
+        Some(b't') => '\t',
+        Some(b'u') => {
+            let Some(unit) = hex4(b, at + 2) else {
+                return (char::REPLACEMENT_CHARACTER, 2);
+            };
+            if (0xD800..0xDC00).contains(&unit)
+                && b.get(at + 6) == Some(&b'\\')
+                && b.get(at + 7) == Some(&b'u')
+            {
+                if let Some(low @ 0xDC00..=0xDFFF) = hex4(b, at + 8) {
+                    let c = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                    return (char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER), 12);
+                }
+            }
+            return (
+                char::from_u32(unit).unwrap_or(char::REPLACEMENT_CHARACTER),
+                6,
+            );
+        }
+        // A backslash ending the text, or a letter JSON does not allow: cannot come from a
+        // value `serde_json` parsed, decoded all the same. A multi-byte character after it is
+        // left to the next round (only the backslash is consumed).
+        _ => return (char::REPLACEMENT_CHARACTER, 1),
+    };
+    (simple, 2)
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    let mut v = 0;
+    for &d in digits {
+        v = v * 16 + char::from(d).to_digit(16)?;
+    }
+    Some(v)
 }
 
 /// Append `text` as a JSON string: copied between quotes when nothing in it needs an escape,
@@ -266,6 +335,60 @@ mod tests {
             let mut ours = Vec::new();
             write_json_string(&mut ours, &text);
             prop_assert_eq!(ours, serde_json::to_vec(&text).unwrap());
+        }
+    }
+
+    proptest! {
+        /// Every string `serde_json` decodes, ours decodes to the same text.
+        #[test]
+        fn strings_decode_as_serde_json_decodes_them(text in any::<String>(), ascii_only in any::<bool>()) {
+            let json = if ascii_only {
+                // Every non-ASCII character as a `\u` escape (surrogate pairs above the BMP).
+                let mut j = String::from("\"");
+                for unit in text.encode_utf16() {
+                    match unit {
+                        0x20..=0x7e if unit != 0x22 && unit != 0x5c => j.push(char::from(u8::try_from(unit).unwrap())),
+                        _ => j.push_str(&format!("\\u{unit:04x}")),
+                    }
+                }
+                j.push('"');
+                j
+            } else {
+                serde_json::to_string(&text).unwrap()
+            };
+            let raw: Box<RawValue> = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(string(&raw).unwrap(), text);
+        }
+
+        /// Any escapes at all, lone surrogates among them: decoding gives a text, never `None`.
+        #[test]
+        fn strings_with_any_escape_always_decode(units in proptest::collection::vec(any::<u16>(), 0..12), plain in "[a-z@. ]{0,8}") {
+            let mut json = String::from("\"");
+            json.push_str(&plain);
+            for u in &units {
+                json.push_str(&format!("\\u{u:04X}"));
+            }
+            json.push_str(&plain);
+            json.push('"');
+            let raw: Box<RawValue> = serde_json::from_str(&json).unwrap();
+            let decoded = string(&raw).unwrap();
+            let expected: String = char::decode_utf16(units.iter().copied())
+                .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect();
+            prop_assert_eq!(decoded, format!("{plain}{expected}{plain}"));
+        }
+    }
+
+    #[test]
+    fn a_lone_surrogate_decodes_to_the_replacement_character_not_to_nothing() {
+        for (json, text) in [
+            (r#""a\ud800b""#, "a\u{fffd}b"),
+            (r#""\udc00""#, "\u{fffd}"),
+            (r#""\ud800\ud800\udc00""#, "\u{fffd}\u{10000}"),
+            (r#""x\ud83d\u0041""#, "x\u{fffd}A"),
+        ] {
+            let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+            assert_eq!(string(&raw).unwrap(), text, "{json}");
         }
     }
 

@@ -297,3 +297,86 @@ async fn a_redacted_request_is_admitted_and_settled_once() {
         [Event::Admitted, Event::Settled { usage_total: total }]
     );
 }
+
+/// Regression: a lone UTF-16 surrogate escape (`\ud800`) made the whole string undecodable, and
+/// an undecodable string was skipped — a card, an SSN and an e-mail beside it reached the
+/// provider under `redact` and `block`.
+#[tokio::test]
+async fn a_lone_surrogate_escape_does_not_switch_scanning_off() {
+    const SSN: &str = "123-45-6789";
+    let lone = [r"\ud800", r"\udfff", r"\ud83d\u0041", r"\udc00\ud800"];
+    let c = client::client();
+    for action in ["redact", "block"] {
+        std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
+        let mock = MockProvider::start().await;
+        let policy = format!("policy:\n  pii-detector:\n    action: {action}\n    entities: [email, credit_card, ssn]\n    scan: [request, response]\n");
+        let gw = TestGateway::start(
+            &pack(&mock.base_url(), "1.0.0", "pii-detector", &policy),
+            Arc::new(NoopObserver),
+        )
+        .await;
+        for esc in lone {
+            let body = format!(
+                r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"card {CARD} ssn {SSN} mail {EMAIL} {esc} end"}}]}}"#
+            );
+            let resp = client::send(
+                &c,
+                "POST",
+                &gw.api("/v1/chat/completions"),
+                Some(body.as_bytes()),
+                None,
+            )
+            .await;
+            let r = client::collect(resp).await;
+            if action == "block" {
+                assert_eq!(
+                    (r.status.as_u16(), r.error_code().as_str()),
+                    (400, "pii_blocked"),
+                    "{esc}"
+                );
+                continue;
+            }
+            assert_eq!(r.status, 200, "{esc}: {}", r.text());
+            let sent = String::from_utf8_lossy(&mock.last().await.unwrap().raw).into_owned();
+            for value in [CARD, SSN, EMAIL] {
+                assert!(
+                    !sent.contains(value),
+                    "{esc}: {value} reached the provider: {sent}"
+                );
+            }
+            assert!(sent.contains("[CREDIT_CARD_1]"), "{sent}");
+        }
+        if action == "block" {
+            assert_eq!(mock.api_calls(), 0);
+        }
+
+        // Answers: a JSON answer and a stream whose text carries a lone surrogate.
+        mock.set(|b| {
+            b.raw_reply = Some(format!(
+                r#"{{"id":"c","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"mail {EMAIL} \ud800 card {CARD}"}},"finish_reason":"stop"}}]}}"#
+            ));
+            b.chunks = vec![format!("mail {EMAIL} \\ud800"), format!(" card {CARD}.")];
+            b.chunks_escaped = true;
+        })
+        .await;
+        for stream in [false, true] {
+            let r = post(
+                &c,
+                &gw.api("/v1/chat/completions"),
+                &chat("gpt-4o-mini", "hello", stream),
+                None,
+            )
+            .await;
+            let text = r.text();
+            assert!(
+                !text.contains(EMAIL) && !text.contains(CARD),
+                "{action} stream={stream}: PII reached the caller: {text}"
+            );
+            if action == "redact" {
+                assert_eq!(r.status, 200, "{text}");
+                assert!(text.contains("[EMAIL_1]"), "{text}");
+            }
+        }
+        gw.stop().await;
+    }
+}

@@ -32,6 +32,9 @@ use tokio::sync::{mpsc, Mutex};
 pub struct Behaviour {
     /// Content pieces of a streamed answer, one SSE event each.
     pub chunks: Vec<String>,
+    /// The `chunks` are written into the events as they are, between the quotes of the JSON
+    /// string (escapes as given, e.g. a lone surrogate `\\ud800` that serde_json cannot write).
+    pub chunks_escaped: bool,
     /// Content of a JSON answer.
     pub reply: String,
     /// A JSON answer's whole body, sent as it is instead of one built around `reply`.
@@ -48,6 +51,7 @@ impl Default for Behaviour {
     fn default() -> Self {
         Self {
             chunks: vec!["Hello".into(), ", ".into(), "world".into(), "!".into()],
+            chunks_escaped: false,
             reply: "Hello from the mock provider.".into(),
             raw_reply: None,
             fail_status: None,
@@ -63,6 +67,9 @@ pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
     pub body: Value,
+    /// The body's bytes as they arrived (`body` is `null` when they are not JSON `serde_json`
+    /// reads, e.g. with a lone surrogate escape).
+    pub raw: Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +175,7 @@ async fn handle(
         path: path.clone(),
         authorization,
         body: body.clone(),
+        raw: bytes.clone(),
     });
     let behaviour = shared.behaviour.lock().await.clone();
     if !behaviour.head_delay.is_zero() {
@@ -248,8 +256,13 @@ async fn handle(
             c
         };
         let mut events = vec![chunk(json!({"role":"assistant","content":""}), Value::Null)];
-        for piece in &behaviour.chunks {
-            events.push(chunk(json!({"content": piece}), Value::Null));
+        for (i, piece) in behaviour.chunks.iter().enumerate() {
+            let content = if behaviour.chunks_escaped {
+                format!("\u{1}{i}")
+            } else {
+                piece.clone()
+            };
+            events.push(chunk(json!({ "content": content }), Value::Null));
         }
         events.push(chunk(json!({}), json!("stop")));
         if include_usage {
@@ -259,9 +272,16 @@ async fn handle(
                 "usage":{"prompt_tokens":prompt_tokens,"completion_tokens":behaviour.chunks.len(),"total_tokens":prompt_tokens + behaviour.chunks.len() as u64}
             }));
         }
-        for e in events {
+        for (i, e) in events.into_iter().enumerate() {
             if !behaviour.chunk_delay.is_zero() {
                 tokio::time::sleep(behaviour.chunk_delay).await;
+            }
+            let mut e = e.to_string();
+            if behaviour.chunks_escaped && (1..=behaviour.chunks.len()).contains(&i) {
+                e = e.replace(
+                    &format!("\\u0001{}\"", i - 1),
+                    &format!("{}\"", behaviour.chunks[i - 1]),
+                );
             }
             if tx
                 .send(Bytes::from(format!("data: {e}\n\n")))

@@ -3,7 +3,8 @@
 //! Why: `４１１１ １１１１…` or an e-mail address with zero-width spaces between its letters is
 //! the same personal data as its plain form, and evasion by invisible characters is cheap. Text
 //! is mapped character by character (fullwidth ASCII U+FF01–FF5E → ASCII; NBSP and the U+2000
-//! spaces → space; zero-width, bidi marks, word joiner, soft hyphen, BOM → removed), and a
+//! spaces → space; zero-width, bidi marks, word joiner, soft hyphen, BOM and U+FFFD → removed;
+//! U+FFFD is what an undecodable JSON escape such as a lone surrogate becomes), and a
 //! sparse segment map leads every normalised byte back to the original bytes it came from, so
 //! spans are reported on the original text. The mapping is per character, so normalising a
 //! prefix gives a prefix of the normalised whole: the stream redactor relies on that.
@@ -81,7 +82,11 @@ enum Mapped {
 fn map_char(c: char) -> Mapped {
     match c {
         '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' => Mapped::To(b' '),
-        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' => Mapped::Drop,
+        '\u{00AD}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{FEFF}'
+        | '\u{FFFD}' => Mapped::Drop,
         '\u{FF01}'..='\u{FF5E}' => {
             let ascii = u32::from(c) - 0xFEE0;
             u8::try_from(ascii).map_or(Mapped::Keep, Mapped::To)
