@@ -96,6 +96,22 @@ fn bench(c: &mut Criterion) {
             |b, t| b.iter(|| naive.count(black_box(t))),
         );
     }
+    // Adversarial repetitions: each unit opens a candidate that must be refused; the time per
+    // byte must stay within a constant of dense text (a quadratic pass made `sk-` take 42 s/MB).
+    for unit in ["sk-", "AKIA", "ghp_", "a@", "1-", "1:"] {
+        let text = unit.repeat(64 * 1024 / unit.len());
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("redact_adversarial_64k", unit),
+            &text,
+            |b, t| {
+                b.iter(|| {
+                    let mut s = RedactionSession::new();
+                    det.redact(black_box(t), &mut s).len()
+                })
+            },
+        );
+    }
     let stream_text = &inputs[2].1;
     g.throughput(Throughput::Bytes(stream_text.len() as u64));
     g.bench_function("stream_dense_64k_in_64b_chunks", |b| {

@@ -151,13 +151,26 @@ impl Builtins {
     pub(crate) fn run(&self, hay: &[u8], st: &mut PassState, limit: usize, out: &mut Vec<Raw>) {
         let want_keys = self.on(ent::API_KEY);
         let want_bytes = self.enabled.iter().take(6).any(|&e| e);
-        // The next key literal, cached until the scan position passes it.
+        // The next key literal and the next trigger byte, each cached until the scan position
+        // passes it. Without the byte cache, text of key literals and no digit (`sk-sk-sk-…`)
+        // searched to its end once per literal: quadratic.
         let mut key_cache: Option<Option<(usize, usize)>> = None;
         let mut key_from = 0usize;
+        let mut byte_cache: Option<Option<usize>> = None;
+        let mut byte_from = 0usize;
         loop {
             let pos = st.pos;
             let byte_t = if want_bytes {
-                next_byte_trigger(hay, pos)
+                let stale = match byte_cache {
+                    None => true,
+                    Some(Some(at)) => at < pos,
+                    Some(None) => byte_from > pos,
+                };
+                if stale {
+                    byte_from = pos;
+                    byte_cache = Some(next_byte_trigger(hay, pos));
+                }
+                byte_cache.flatten()
             } else {
                 None
             };
@@ -210,6 +223,35 @@ impl Builtins {
                 None => st.pos = step.next.max(t + 1),
             }
         }
+    }
+
+    /// Smallest offset at which a finding the pass has not produced yet can start, given that
+    /// it stands at `st` and `hay` may still grow (the stream redactor's early release).
+    ///
+    /// Every built-in finding starts at its trigger or left of it, and reaches left only over
+    /// bytes that are not ASCII whitespace (an e-mail's local part, an IBAN's country code,
+    /// an IPv6 address's leading groups, a `+` or `(` before a number) and never below
+    /// `max(floor, trigger - MAX_LEFT)`. The next trigger is the first one at or after
+    /// `st.pos` in `hay`, or one not received yet (at `hay.len()` or later); a key literal cut
+    /// off by the end of `hay` is inside the last word. So no future finding starts before the
+    /// word holding that trigger.
+    pub(crate) fn future_start(&self, hay: &[u8], st: &PassState) -> usize {
+        let mut t = hay.len();
+        if self.enabled.iter().take(6).any(|&e| e) {
+            t = next_byte_trigger(hay, st.pos).map_or(t, |b| b.min(t));
+        }
+        if self.on(ent::API_KEY) {
+            let input = Input::new(hay).range(st.pos.min(hay.len())..);
+            if let Some(m) = self.literals.find(input) {
+                t = t.min(m.start());
+            }
+        }
+        let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
+        let mut s = t;
+        while s > lo && !hay.get(s - 1).is_some_and(u8::is_ascii_whitespace) {
+            s -= 1;
+        }
+        s
     }
 
     fn confirm(&self, hay: &[u8], t: usize, lo: usize, lo_is_finding: bool, trig: Trigger) -> Step {
