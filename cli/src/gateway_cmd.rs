@@ -37,7 +37,7 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "PALISADE_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// The environment whose overrides apply (e.g. dev, staging, prod).
-    #[arg(long)]
+    #[arg(short = 'e', long)]
     environment: String,
     /// Address to listen on; port 0 picks a free port (printed on start-up).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -63,6 +63,18 @@ pub(crate) struct GatewayArgs {
     /// Maximum open client connections.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Maximum open connections from one client address; 0: no cap.
+    #[arg(long, default_value_t = 1_000)]
+    max_connections_per_client: usize,
+    /// A new connection's first request head must arrive within this (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    first_request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this; also bounds a request head's read.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// A request body must arrive within this after its head (408 request_timeout after).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
     /// Serving threads, each with its own runtime and listening socket; 0: one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -96,6 +108,10 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.watch = !args.no_watch;
     config.server.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     config.server.max_connections = args.max_connections;
+    config.server.max_connections_per_client = args.max_connections_per_client;
+    config.server.first_request_timeout = args.first_request_timeout;
+    config.server.header_read_timeout = args.idle_timeout;
+    config.limits.body_timeout = args.body_timeout;
     config.server.threads = args.threads;
     let anonymous = config.keys_path.is_none();
     let state_dir = args.policies.state_dir.clone();

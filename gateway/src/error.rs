@@ -47,6 +47,8 @@ pub enum ApiError {
     },
     #[error("the request body is larger than the gateway's limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
     #[error("the model `{model}` is not allowed by the active policy pack")]
     ModelNotAllowed { model: String },
     #[error("the {side} contains personal data ({entities}) and the active policy pack blocks it")]
@@ -89,6 +91,7 @@ impl ApiError {
             Self::InvalidApiKey(_) => "invalid_api_key",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::TooLarge { .. } => "request_too_large",
+            Self::BodyTimeout { .. } => "request_timeout",
             Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::PiiBlocked { .. } => "pii_blocked",
             Self::Rejected(r) => r.kind.code(),
@@ -106,6 +109,7 @@ impl ApiError {
             Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest { .. } | Self::PiiBlocked { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::Rejected(r) => r.kind.status(),
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -140,6 +144,7 @@ impl ApiError {
             Self::InvalidApiKey(_)
             | Self::InvalidRequest { .. }
             | Self::TooLarge { .. }
+            | Self::BodyTimeout { .. }
             | Self::NotFound
             | Self::MethodNotAllowed => Blame::Client,
             Self::ModelNotAllowed { .. } | Self::PiiBlocked { .. } | Self::Rejected(_) => {
@@ -171,6 +176,7 @@ mod tests {
             (ApiError::InvalidApiKey("x"), 401, "invalid_api_key"),
             (ApiError::invalid("x"), 400, "invalid_request"),
             (ApiError::TooLarge { limit: 1 }, 413, "request_too_large"),
+            (ApiError::BodyTimeout { secs: 1 }, 408, "request_timeout"),
             (
                 ApiError::ModelNotAllowed { model: "m".into() },
                 403,

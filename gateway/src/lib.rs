@@ -95,6 +95,7 @@ impl GatewayConfig {
             tls: None,
             limits: Limits {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                body_timeout: Duration::from_secs(30),
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             },
             server: ServerSettings::default(),

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub(crate) pii_findings: IntCounterVec,
     pub(crate) in_flight: IntGauge,
     pub(crate) errors: IntCounterVec,
+    /// Connections closed at accept because their client address held the per-client cap.
+    pub(crate) connections_refused: IntCounter,
     /// Label handles of the series every request records, resolved once: recording is then an
     /// atomic add, not a label hash and a map lookup under the vector's lock (~1 % of the
     /// full chain's CPU).
@@ -127,6 +129,11 @@ impl Metrics {
         registry.register(Box::new(upstream.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        let connections_refused = IntCounter::new(
+            "palisade_connections_refused_total",
+            "Connections closed at accept: the client address held its per-client cap",
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
         let by_route = |vec: &HistogramVec| -> Result<[Histogram; 3], prometheus::Error> {
             let [a, b, c] = ApiRoute::ALL.map(|r| vec.get_metric_with_label_values(&[r.as_str()]));
             Ok([a?, b?, c?])
@@ -146,6 +153,7 @@ impl Metrics {
             pii_findings,
             in_flight,
             errors,
+            connections_refused,
             overhead_by_route,
             upstream_by_route,
             pii_decisions,

@@ -53,12 +53,19 @@ pub(crate) async fn run<'p>(
     let accept = req.headers().get(ACCEPT).cloned();
     let declared_length = content_length(req.headers());
     let limit = state.limits.max_body_bytes;
-    let body = read_limited(req.into_body(), declared_length, limit)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
-            ReadError::Io(m) => ApiError::invalid(m),
-        })?;
+    let body_timeout = state.limits.body_timeout;
+    let body = tokio::time::timeout(
+        body_timeout,
+        read_limited(req.into_body(), declared_length, limit),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout {
+        secs: body_timeout.as_secs(),
+    })?
+    .map_err(|e| match e {
+        ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
+        ReadError::Io(m) => ApiError::invalid(m),
+    })?;
     o.meta.request_bytes = body.len();
 
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_request);

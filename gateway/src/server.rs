@@ -10,22 +10,31 @@
 //! the thread that accepted it, so the request path has no work stealing and no cross-thread
 //! wake-ups; that halved the CPU per request at one connection compared with tokio's
 //! multi-thread scheduler (see benches/README.md). Every accepted socket gets TCP_NODELAY. A connection is served by hyper-util's auto builder
-//! (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN). HTTP/1's header read timeout also bounds
-//! how long an idle keep-alive connection may wait for its next request (hyper starts that timer
-//! whenever it waits for a request head); HTTP/2 connections are pinged and closed when the
-//! peer stops answering. The number of open connections is bounded by a semaphore: at the
-//! limit, the gateway stops accepting (the kernel backlog absorbs the burst) rather than
-//! failing requests it already holds. On shutdown the listener closes, every connection is told
+//! (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN).
+//!
+//! No client holds a connection for free: the first request's head must be complete within
+//! `first_request_timeout` of accept (a silent connection, or one that sends a byte of a
+//! preface, is dropped); HTTP/1's header read timeout then bounds how long an idle keep-alive
+//! connection may wait for its next request (hyper starts that timer whenever it waits for a
+//! request head); a request body must arrive within the body timeout (`proxy`, 408); HTTP/2
+//! connections are pinged and closed when the peer stops answering. The number of open
+//! connections is bounded by a semaphore (at the limit, the gateway stops accepting and the
+//! kernel backlog absorbs the burst rather than failing requests it already holds), and per
+//! client address by a shared count: a connection over its address's cap is closed at accept
+//! and counted in `palisade_connections_refused_total`. Accept failures (a full descriptor
+//! table fails every accept) are logged once per interval with a count. On shutdown the listener closes, every connection is told
 //! to finish its in-flight requests (and open streams) and close, and the server waits for
 //! them up to the drain timeout.
 //!
 //! Not here: what a request does (`service`).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -40,10 +49,18 @@ use crate::state::GatewayState;
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
+    /// From accept to the first request's complete head: a client that connects and sends
+    /// nothing, or part of a head, is cut off then. (hyper-util's HTTP version sniffing reads
+    /// the first bytes without a timer of its own, so nothing else bounds that wait.)
+    pub first_request_timeout: Duration,
+    /// HTTP/1: how long a keep-alive connection may wait idle for its next request, and how
+    /// long a request head may take once it began (hyper runs one timer for both).
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub http2_keepalive: Duration,
     pub max_connections: usize,
+    /// Open connections one client address may hold; 0: no cap.
+    pub max_connections_per_client: usize,
     pub drain_timeout: Duration,
     /// Serving threads; 0 means one per available core.
     pub threads: usize,
@@ -52,10 +69,12 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
+            first_request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             http2_keepalive: Duration::from_secs(30),
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
             drain_timeout: Duration::from_secs(30),
             threads: 0,
         }
@@ -115,6 +134,7 @@ pub(crate) async fn serve(
         }
     };
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let clients = Arc::new(ClientCounts::new(settings.max_connections_per_client));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut finished = Vec::with_capacity(threads);
     for i in 0..threads {
@@ -129,10 +149,11 @@ pub(crate) async fn serve(
             },
         };
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let (tls, state, permits, stop) = (
+        let (tls, state, permits, clients, stop) = (
             tls.clone(),
             Arc::clone(&state),
             Arc::clone(&permits),
+            Arc::clone(&clients),
             stop_rx.clone(),
         );
         let spawned = std::thread::Builder::new()
@@ -142,7 +163,7 @@ pub(crate) async fn serve(
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(worker(l, tls, state, settings, permits, stop)),
+                    Ok(rt) => rt.block_on(worker(l, tls, state, settings, permits, clients, stop)),
                     Err(e) => tracing::error!(error = %e, "cannot start a serving runtime"),
                 }
                 let _ = done_tx.send(());
@@ -166,6 +187,7 @@ async fn worker(
     state: Arc<GatewayState>,
     settings: ServerSettings,
     permits: Arc<Semaphore>,
+    clients: Arc<ClientCounts>,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -190,6 +212,8 @@ async fn worker(
     let builder = Arc::new(builder);
     tokio::spawn(housekeeping());
     let graceful = GracefulShutdown::new();
+    let mut accept_errors = RateLimitedLog::new("accept failed");
+    let mut refused = RateLimitedLog::new("connection refused");
     let stopping = stop.wait_for(|s| *s);
     tokio::pin!(stopping);
     loop {
@@ -207,11 +231,22 @@ async fn worker(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off briefly instead of spinning, and log once per
+                // interval (a full descriptor table fails every accept).
+                accept_errors.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(client) = clients.admit(peer.ip()) else {
+            state.metrics.connections_refused.inc();
+            refused.failed(&std::io::Error::other(format!(
+                "{} holds {} connections, the per-client cap",
+                peer.ip(),
+                settings.max_connections_per_client
+            )));
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
@@ -219,7 +254,7 @@ async fn worker(
         let state = Arc::clone(&state);
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, client);
             connection(stream, peer, tls, builder, state, watcher, settings).await;
         });
     }
@@ -260,11 +295,17 @@ async fn connection(
     watcher: hyper_util::server::graceful::Watcher,
     settings: ServerSettings,
 ) {
-    let svc = service_fn(move |req| service::handle(Arc::clone(&state), req));
+    let deadline = tokio::time::Instant::now() + settings.first_request_timeout;
+    let served = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&served);
+    let svc = service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
+        service::handle(Arc::clone(&state), req)
+    });
     let result = match tls {
         None => {
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            watcher.watch(conn.into_owned()).await
+            first_request_within(deadline, &served, watcher.watch(conn.into_owned())).await
         }
         Some(acceptor) => {
             let handshake =
@@ -281,10 +322,112 @@ async fn connection(
                 }
             };
             let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-            watcher.watch(conn.into_owned()).await
+            first_request_within(deadline, &served, watcher.watch(conn.into_owned())).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    match result {
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        None => tracing::debug!(%peer, "no request within the first-request timeout; closed"),
+        Some(Ok(())) => {}
+    }
+}
+
+/// Drive `conn`, but drop it (closing the socket) when no request head has arrived by
+/// `deadline`; once one has, the connection runs under hyper's own timers.
+async fn first_request_within<F: Future>(
+    deadline: tokio::time::Instant,
+    served: &AtomicBool,
+    conn: F,
+) -> Option<F::Output> {
+    tokio::pin!(conn);
+    tokio::select! {
+        r = &mut conn => return Some(r),
+        () = tokio::time::sleep_until(deadline) => {}
+    }
+    if served.load(Ordering::Relaxed) {
+        Some(conn.await)
+    } else {
+        None
+    }
+}
+
+/// Open connections per client address, shared by the serving threads.
+#[derive(Debug)]
+pub(crate) struct ClientCounts {
+    cap: usize,
+    open: DashMap<IpAddr, usize>,
+}
+
+impl ClientCounts {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            open: DashMap::new(),
+        }
+    }
+
+    /// Count a new connection from `ip`, or `None` when it already holds `cap` of them.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        if self.cap == 0 {
+            return Some(ClientSlot(None));
+        }
+        let mut n = self.open.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(ClientSlot(Some((Arc::clone(self), ip))))
+    }
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct ClientSlot(Option<(Arc<ClientCounts>, IpAddr)>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some((counts, ip)) = self.0.take() {
+            counts.open.remove_if_mut(&ip, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+    }
+}
+
+/// A warning that can fire thousands of times a second (every accept failing while the
+/// descriptor table is full): logged at most once per interval, with the count since.
+#[derive(Debug)]
+pub(crate) struct RateLimitedLog {
+    what: &'static str,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    pub(crate) fn failed(&mut self, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let what = self.what;
+        tracing::warn!(error = %e, times_since_last_log = self.suppressed + 1, "{what}");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }

@@ -34,6 +34,9 @@ pub struct ReloadReport {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// The most time a request body may take to arrive, from its head (a client that stalls
+    /// mid-upload gets 408 and frees its connection).
+    pub body_timeout: std::time::Duration,
     /// Largest non-streamed provider answer read into memory.
     pub max_response_bytes: usize,
 }
