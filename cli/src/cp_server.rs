@@ -20,6 +20,12 @@ pub(crate) struct ControlPlaneArgs {
     /// How often gateways report; a gateway silent for 3 intervals is OFFLINE.
     #[arg(long, default_value_t = DEFAULT_REPORT_INTERVAL_MS)]
     report_interval_ms: u64,
+    /// A new connection's first request head must arrive within this (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    first_request_timeout: std::time::Duration,
+    /// A request body must arrive within this after its head (408 REQUEST_TIMEOUT after).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: std::time::Duration,
 }
 
 pub(crate) fn run(args: &ControlPlaneArgs) -> ExitCode {
@@ -77,7 +83,11 @@ async fn serve(args: &ControlPlaneArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    control_plane::serve(listener, app, shutdown_signal()).await;
+    let limits = control_plane::ServeLimits {
+        first_request_timeout: args.first_request_timeout,
+        body_timeout: args.body_timeout,
+    };
+    control_plane::serve(listener, app, limits, shutdown_signal()).await;
     ExitCode::SUCCESS
 }
 

@@ -145,14 +145,28 @@ pub struct Db {
     write: Mutex<()>,
 }
 
-/// `sqlite://…` and `postgres://…` URLs pass unchanged; anything else is a SQLite file path,
-/// created when missing.
+/// `postgres://…` URLs pass unchanged; anything else is SQLite, created when missing — a file
+/// path, or a `sqlite:` URL without a `mode` (one with a `mode` keeps it, e.g. `mode=ro`), so
+/// `sqlite:///var/lib/palisade/cp.db` behaves like the plain path.
 pub fn normalize_url(database: &str) -> String {
-    let known = ["sqlite:", "postgres://", "postgresql://"];
-    if known.iter().any(|p| database.starts_with(p)) {
+    if ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| database.starts_with(p))
+    {
+        return database.to_owned();
+    }
+    if !database.starts_with("sqlite:") {
+        return format!("sqlite://{database}?mode=rwc");
+    }
+    let has_mode = database
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("mode=")));
+    if has_mode || database.contains(":memory:") {
         database.to_owned()
+    } else if database.contains('?') {
+        format!("{database}&mode=rwc")
     } else {
-        format!("sqlite://{database}?mode=rwc")
+        format!("{database}?mode=rwc")
     }
 }
 

@@ -25,6 +25,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     #[error("the pack does not compile")]
     Compile(Diagnostics),
     /// A pack inside a manifest that does not compile; `pack` names it.
@@ -75,6 +77,7 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Compile(_) | Self::CompileIn { .. } | Self::Unprocessable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -94,6 +97,7 @@ impl ApiError {
             | Self::Unprocessable { code, .. } => code,
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::BodyTooLarge(_) => "BODY_TOO_LARGE",
+            Self::BodyTimeout(_) => "REQUEST_TIMEOUT",
             Self::Compile(_) | Self::CompileIn { .. } => "POLICY_COMPILE_ERROR",
             Self::Refused { code, .. } => code,
             Self::Storage(_) => "STORAGE_ERROR",

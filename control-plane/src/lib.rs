@@ -32,4 +32,4 @@ mod watch;
 
 pub use app::{App, Config, StartError, DEFAULT_REPORT_INTERVAL_MS};
 pub use clock::{Clock, SystemClock};
-pub use server::{serve, MAX_BODY_BYTES};
+pub use server::{serve, ServeLimits, MAX_BODY_BYTES, MAX_CONNECTIONS};

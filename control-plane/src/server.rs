@@ -9,8 +9,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
@@ -21,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -30,6 +32,26 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// A client has this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most; operators and a fleet of gateways fit well below it.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// How long a client may take: from accept to its first request head, and from a request's
+/// head to the end of its body.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    pub first_request_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            first_request_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// A response body.
 pub(crate) type Resp = Response<Full<Bytes>>;
@@ -113,11 +135,12 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+async fn handle(app: Arc<App>, req: Request<Incoming>, body_timeout: Duration) -> Resp {
     let (parts, body) = req.into_parts();
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
+    let body = match tokio::time::timeout(body_timeout, read_body(body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => return ApiError::BodyTimeout(body_timeout.as_secs()).into_response(),
     };
     let req = Req {
         method: parts.method,
@@ -136,35 +159,77 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
 }
 
 /// Accept connections on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+///
+/// Every connection is bounded: at most [`MAX_CONNECTIONS`] open (at the limit the loop stops
+/// accepting and the kernel backlog holds the rest), its first request head complete within
+/// the first-request timeout of accept (hyper-util's HTTP version sniffing has no timer of its
+/// own, so a silent connection would otherwise be held forever), idle keep-alive and head reads
+/// within [`HEADER_READ_TIMEOUT`], a body within the body timeout ([`ServeLimits`]). A failing
+/// accept (a full descriptor table fails every one) backs off and is logged once per interval
+/// with a count.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut failures = 0u64;
+    let mut last_log: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => return,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let (stream, peer): (_, SocketAddr) = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    failures += 1;
+                    if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
+                        tracing::warn!(error = %e, failures, "accept failed");
+                        last_log = Some(Instant::now());
+                        failures = 0;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let (app, builder) = (app.clone(), builder.clone());
         tokio::spawn(async move {
+            let _permit = permit;
+            let served = Arc::new(AtomicBool::new(false));
+            let seen = Arc::clone(&served);
             let service = service_fn(move |req| {
+                seen.store(true, Ordering::Relaxed);
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(app, req).await) }
+                async move { Ok::<_, Infallible>(handle(app, req, limits.body_timeout).await) }
             });
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = &mut conn => r,
+                () = tokio::time::sleep(limits.first_request_timeout) => {
+                    if !served.load(Ordering::Relaxed) {
+                        tracing::debug!(%peer, "no request within the first-request timeout; closed");
+                        return;
+                    }
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

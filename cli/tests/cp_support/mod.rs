@@ -207,10 +207,22 @@ impl ControlPlane {
         dir: tempfile::TempDir,
         db: Database,
     ) -> Self {
+        Self::start_with_args(report_interval_ms, admin_key, dir, db, &[])
+    }
+
+    /// Like [`start_with`](Self::start_with), with more command-line arguments.
+    pub fn start_with_args(
+        report_interval_ms: u64,
+        admin_key: Option<&str>,
+        dir: tempfile::TempDir,
+        db: Database,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
         cmd.args(["control-plane", "--listen", "127.0.0.1:0", "--database"])
             .arg(&db.url)
             .args(["--report-interval-ms", &report_interval_ms.to_string()])
+            .args(extra)
             .env_remove("PALISADE_ADMIN_KEY")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
