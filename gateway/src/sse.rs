@@ -5,9 +5,12 @@
 //! upstream frame is split into complete events (`\n\n`); only an incomplete tail event waits
 //! for the next frame. An event that needs no change is forwarded as the provider's bytes.
 //! With response scanning on, each choice's `delta.content` (or legacy `text`) goes through its
-//! own [`StreamRedactor`], which holds back at most `max_holdback_bytes` so that a card number
-//! split across chunks is still caught; the held text is released into later chunks and
-//! flushed into the chunk that carries the choice's `finish_reason`. Text already flushed
+//! own [`StreamRedactor`], which holds back only what could still become a finding (on prose,
+//! the last word; from an unconfirmed number, address or key on, at most `max_holdback_bytes`)
+//! so that a card number split across chunks is still caught; released text goes out in the
+//! chunk it arrived in or the next one, with the provider's chunk around it, the rest is flushed
+//! into the chunk that carries the choice's `finish_reason`. A chunk whose only text is all held
+//! back is not sent (no empty deltas the provider did not send). Text already flushed
 //! cannot be retracted, so `block` on a streamed response acts as `redact`. A chunk is read
 //! as raw fields borrowed from the event (as the request path does, `json_splice`) and only
 //! the changed text is spliced back, so the rest of the event (other lines, unknown fields) is
@@ -446,8 +449,14 @@ impl<'d> SseProcessor<'d> {
         }
         let mut splice = Splice::default();
         if self.detector.is_some() {
-            self.redact_chunk(event, chunk.choices.as_ref(), &mut splice)
+            let withheld = self
+                .redact_chunk(event, chunk.choices.as_ref(), &mut splice)
                 .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
+            if withheld && chunk.usage.is_none() {
+                // Its only text is held back (a word a later chunk may still turn into a
+                // finding): an empty delta would tell the caller nothing.
+                return Ok(());
+            }
         }
         if splice.is_empty() {
             out.extend_from_slice(event);
@@ -461,18 +470,23 @@ impl<'d> SseProcessor<'d> {
     }
 
     /// Run each choice's text through its redactor; the changes go into `splice` (of `event`,
-    /// from which `choices` borrows).
+    /// from which `choices` borrows). True when the chunk carries nothing but text that is all
+    /// held back: every choice is a bare `delta.content` whose text the redactor kept.
     fn redact_chunk(
         &mut self,
         event: &[u8],
         choices: Option<&Objects<StreamChoice<'_>>>,
         splice: &mut Splice,
-    ) -> Result<(), serde_json::Error> {
+    ) -> Result<bool, serde_json::Error> {
         let (Some(detector), Some(choices)) = (self.detector, choices) else {
-            return Ok(());
+            return Ok(false);
         };
         let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
+        let mut withheld = !choices.0.is_empty() && !log_only;
         for c in &choices.0 {
+            // Cleared below only for a choice whose whole content is held back.
+            let was_withheld = withheld;
+            withheld = false;
             let index = c
                 .index
                 .0
@@ -519,6 +533,12 @@ impl<'d> SseProcessor<'d> {
                 // `log` counts findings and never changes what the caller sees.
                 continue;
             }
+            withheld = was_withheld
+                && text.is_empty()
+                && !finishing
+                && original.as_deref().is_some_and(|o| !o.is_empty())
+                && holder.is_some_and(only_content)
+                && c.text.0.is_none();
             match (slot, holder) {
                 (Some(raw), _) => {
                     let at = json_splice::span(event, raw)
@@ -540,7 +560,7 @@ impl<'d> SseProcessor<'d> {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(withheld)
     }
 
     /// Emit what every redactor still holds, as one extra chunk per choice.
@@ -571,6 +591,13 @@ impl<'d> SseProcessor<'d> {
             }
         }
     }
+}
+
+/// Whether a delta object has no key but `content` (no role, tool calls or refusal to keep).
+fn only_content(delta: &RawValue) -> bool {
+    use std::collections::HashMap;
+    serde_json::from_str::<HashMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny>>(delta.get())
+        .is_ok_and(|keys| keys.len() == 1 && keys.contains_key("content"))
 }
 
 fn write_event(chunk: &Value, out: &mut BytesMut) {

@@ -380,3 +380,62 @@ async fn a_lone_surrogate_escape_does_not_switch_scanning_off() {
         gw.stop().await;
     }
 }
+
+/// The `delta.content` of each chunk of a chat stream, in order (role and finish chunks
+/// without content are left out).
+fn deltas(body: &str) -> Vec<String> {
+    client::sse_data(body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// The release rule: with response scanning on, a chunk's text goes out in that chunk, except
+/// the word a later chunk could still turn into a finding (it goes out with the next chunk)
+/// and text from an unconfirmed trigger (a digit, `@`, a key prefix) on. Regression: a fixed
+/// window of ~324 bytes was held back, so a short answer arrived in one piece at its end.
+#[tokio::test]
+async fn a_prose_stream_is_relayed_chunk_by_chunk_while_response_scanning_is_on() {
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let cases: [(&[&str], &[&str]); 3] = [
+        // Whole words: every chunk as the provider sent it.
+        (
+            &["The ", "quick ", "brown ", "fox ", "jumps. "],
+            &["The ", "quick ", "brown ", "fox ", "jumps. "],
+        ),
+        // Sub-word tokens: a word waits for its end; a chunk that is all held back is not sent
+        // as an empty delta.
+        (
+            &["Hel", "lo wor", "ld, ", "how ", "are", " you?"],
+            &["Hello ", "world, ", "how ", "are ", "you?"],
+        ),
+        // An e-mail split over chunks: the text before its word goes out at once; the address
+        // is decided when the stream ends, and never leaves unredacted.
+        (
+            &["Hello ", "world, mail ann", "@example.com now"],
+            &["Hello ", "world, mail ", "[EMAIL_1] now"],
+        ),
+    ];
+    for (sent, expected) in cases {
+        mock.set(|b| b.chunks = sent.iter().map(|s| (*s).to_owned()).collect())
+            .await;
+        let r = post(
+            &c,
+            &gw.api("/v1/chat/completions"),
+            &chat("gpt-4o-mini", "hi", true),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(deltas(&r.text()), expected, "{sent:?}");
+        assert!(!r.text().contains("\"content\":\"\"}"), "{}", r.text());
+    }
+    gw.stop().await;
+}

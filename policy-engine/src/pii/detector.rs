@@ -189,6 +189,21 @@ impl PiiDetector {
         bound
     }
 
+    /// Like [`future_start_bound`](Self::future_start_bound), but reading the text received so
+    /// far (`hay`, with `states` relative to it): no finding not yet produced can start before
+    /// the returned offset, even if `hay` grows. `None` when a custom pass is on: a regex or a
+    /// term can span spaces, so only the pass positions bound it.
+    pub(crate) fn future_start_in(&self, hay: &[u8], states: &PassStates) -> Option<usize> {
+        if self.custom.regexes.is_some() || self.custom.terms.is_some() {
+            return None;
+        }
+        Some(
+            self.builtins
+                .as_ref()
+                .map_or(hay.len(), |p| p.future_start(hay, &states[0])),
+        )
+    }
+
     /// All findings in `text`, sorted by start, non-overlapping.
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let norm = normalize(text);

@@ -7,7 +7,19 @@
 //! concatenated output equals `redact` of the concatenated input for any chunking (property
 //! tested in `tests/pii_stream.rs`).
 //!
-//! Hold-back bound: after a `push`, at most `lookahead + MAX_LEFT` bytes of *normalised* text
+//! Release rule: after a `push`, everything is released up to the earliest position where a
+//! finding can still start — the start of the oldest finding not yet final, or of the word
+//! holding the first trigger the scan has not confirmed yet (a digit, `@`, `:`, a key
+//! literal), or of the last word when no such trigger is left. A built-in finding reaches
+//! left from its trigger only over bytes that are not whitespace (see
+//! `scanner::Builtins::future_start`), so on prose without triggers the redactor holds the last
+//! word only — the one a later chunk could turn into `ann@example.com` or `sk-…` — and a
+//! number, address or key is held from its word on until the scan has read far enough past it
+//! (the look-ahead below) or the stream ends. With custom regexes or terms (which may span
+//! spaces: `Project Falcon`) the pass positions alone bound the release, as below.
+//!
+//! Hold-back bound (the worst case, and the rule with custom entities): after a `push`, at
+//! most `lookahead + MAX_LEFT` bytes of *normalised* text
 //! are held back, where `lookahead` is the largest window of the passes the pack uses — 260
 //! bytes for the built-ins (an e-mail domain), 328 with custom regexes (256-byte match + 64-byte
 //! context + 8), for term lists the longest text a term of the pack can match + 64 bytes to
@@ -89,10 +101,7 @@ impl<'d> StreamRedactor<'d> {
         let limit = if last {
             hay.len()
         } else {
-            match hay.len().checked_sub(self.det.lookahead()) {
-                Some(l) => l,
-                None => return,
-            }
+            hay.len().saturating_sub(self.det.lookahead())
         };
         let norm0 = self.norm0;
         let mut local = self.states;
@@ -143,6 +152,23 @@ impl<'d> StreamRedactor<'d> {
             return;
         }
         let mut bound_local = bound.saturating_sub(norm0).min(hay.len());
+        // Early release: text before the word that holds the next unconfirmed trigger cannot be
+        // part of a finding not yet produced (`future_start_in`), nor of one produced but not yet
+        // final (`pending`). Prose without triggers is released up to its last word.
+        let mut local_states = self.states;
+        for st in &mut local_states {
+            st.pos = st.pos.saturating_sub(norm0);
+            st.floor = st.floor.saturating_sub(norm0);
+        }
+        if let Some(early) = self.det.future_start_in(hay, &local_states) {
+            let pending = self
+                .pending
+                .iter()
+                .map(|r| r.start.saturating_sub(norm0))
+                .min()
+                .unwrap_or(usize::MAX);
+            bound_local = bound_local.max(early.min(pending)).min(hay.len());
+        }
         // Pass positions are byte offsets; release only up to a character boundary.
         while bound_local > 0 && hay.get(bound_local).is_some_and(|b| (b & 0xC0) == 0x80) {
             bound_local -= 1;
