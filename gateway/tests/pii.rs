@@ -439,3 +439,75 @@ async fn a_prose_stream_is_relayed_chunk_by_chunk_while_response_scanning_is_on(
     }
     gw.stop().await;
 }
+
+/// Values in brackets, Markdown emphasis and with a prefix length or a port are redacted on
+/// requests, JSON answers and streams. Regression: each of these passed unredacted.
+#[tokio::test]
+async fn values_in_brackets_markdown_and_with_suffixes_are_redacted_everywhere() {
+    std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
+    let mock = MockProvider::start().await;
+    let policy = "policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n";
+    let gw = TestGateway::start(
+        &pack(&mock.base_url(), "1.0.0", "pii-detector", policy),
+        Arc::new(NoopObserver),
+    )
+    .await;
+    let c = client::client();
+    let cases = [
+        ("(4111 1111 1111 1111)", "4111"),
+        ("*4111 1111 1111 1111*", "4111"),
+        ("ssn: (123-45-6789)", "123-45"),
+        ("the customer (203.0.113.7)", "203.0"),
+        ("ip=10.1.2.3/24", "10.1.2.3"),
+        ("at 10.1.2.3:8080", "10.1.2.3"),
+        ("**ann@example.com**", "ann@"),
+        ("_ann@example.com_", "ann@"),
+    ];
+    for (text, secret) in cases {
+        let r = post(
+            &c,
+            &gw.api("/v1/chat/completions"),
+            &chat("gpt-4o-mini", text, false),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{text}");
+        let sent = mock.last().await.unwrap().body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            !sent.contains(secret),
+            "{text} reached the provider as {sent}"
+        );
+
+        mock.set(|b| {
+            b.reply = text.to_owned();
+            b.chunks = text.chars().map(String::from).collect();
+        })
+        .await;
+        for stream in [false, true] {
+            let r = post(
+                &c,
+                &gw.api("/v1/chat/completions"),
+                &chat("gpt-4o-mini", "hi", stream),
+                None,
+            )
+            .await;
+            let got = if stream {
+                sse_text(&r.text())
+            } else {
+                r.json()["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            assert!(
+                !got.contains(secret),
+                "{text} (stream={stream}) reached the caller as {got}"
+            );
+            assert!(got.contains('['), "{text} (stream={stream}): {got}");
+        }
+    }
+    gw.stop().await;
+}

@@ -7,7 +7,7 @@
 //! without a known prefix are deliberately not reported: they cost precision (git SHAs, UUIDs,
 //! base64 blobs) for little recall.
 
-use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
+use super::scanner::{ent, glued_after, glued_before, is_word, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alphabet {
@@ -103,11 +103,7 @@ pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
         return Step::miss(t + 1);
     };
     let miss = Step::miss(t + 1);
-    if t > 0
-        && hay
-            .get(t - 1)
-            .is_some_and(|&b| is_glued_left(b) || b == b'-')
-    {
+    if glued_before(hay, t) || (t > 0 && hay.get(t - 1) == Some(&b'-')) {
         return miss;
     }
     let body_start = t + r.prefix.len();
@@ -127,7 +123,7 @@ pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
     if body.len() < r.min || body.len() > r.max {
         return miss;
     }
-    if hay.get(i).is_some_and(|&b| is_glued_right(b)) {
+    if glued_after(hay, i) {
         return miss;
     }
     if r.needs_digit

@@ -16,7 +16,9 @@
 //! timestamps. Not covered: other bare numbers, vanity numbers (`1-800-FLOWERS`).
 
 use super::phone_context::{phone_word_before, strict_nanp};
-use super::scanner::{ent, is_glued_left, is_glued_right, is_word, Step};
+use super::scanner::{
+    continues_after_separator, ent, glued_after as glued_right, glued_before, is_word, Step,
+};
 use super::validators::{card_issuer_ok, luhn, ssn_ok};
 
 const MAX_GROUPS: usize = 12;
@@ -30,6 +32,7 @@ enum Lead {
     Paren,
 }
 
+#[derive(Clone, Copy)]
 struct Cluster {
     /// How far left of the cluster a rule may read (the scanner's `lo`).
     lo: usize,
@@ -60,7 +63,7 @@ fn is_currency_before(hay: &[u8], t: usize) -> bool {
 /// Confirm the cluster opened by the digit at `t`.
 pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
     let prev = if t > 0 { at(hay, t - 1) } else { 0 };
-    if t > 0 && is_glued_left(prev) {
+    if glued_before(hay, t) {
         // Inside a word (a hash, a SKU, `user1`): skip the rest of it, bounded.
         let mut i = t;
         while i < hay.len() && i - t < MAX_CLUSTER && is_word(at(hay, i)) {
@@ -70,10 +73,9 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
     }
     // `ref-555-…`, `v1.2`: digits glued to an identifier by one separator. The edge of a
     // replacement counts as part of an identifier (`[API_KEY_1]-800-…`), as it does in
-    // `is_glued_left`, so redacting the identifier does not turn its tail into a phone.
-    let glued_id =
-        t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && is_glued_left(at(hay, t - 2));
-    let c = parse(hay, t, lo);
+    // `glued_before`, so redacting the identifier does not turn its tail into a phone.
+    let glued_id = t >= 2 && matches!(prev, b'-' | b'.' | b'/' | b',') && glued_before(hay, t - 1);
+    let mut c = parse(hay, t, lo);
     let end = c.groups.get(c.n.wrapping_sub(1)).map_or(t + 1, |g| g.1);
     if glued_id || is_currency_before(hay, c.start) {
         // The groups glued to the identifier or price are part of it; a space ends it.
@@ -84,12 +86,26 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
             .position(|&s| s == b' ');
         return Step::miss(k.map_or(end, |k| c.groups[k].1));
     }
-    if c.start < t && c.start > 0 && is_glued_left(at(hay, c.start - 1)) {
+    if c.start < t && glued_before(hay, c.start) {
         // `x+44…` or `f(555…`: an expression, not a phone number.
         return Step::miss(end);
     }
     let right_ok = !glued_after(hay, end);
-    match first_finding(hay, &c, c.n, right_ok) {
+    let mut found = first_finding(hay, &c, c.n, right_ok);
+    if found.is_none() && c.lead == Lead::Paren {
+        // `(4111 1111 1111 1111)`, `(123-45-6789)`, `(203.0.113.7)`: a parenthesis around a
+        // value, not the area code of `(555) 123-4567`; classified without it.
+        c = Cluster {
+            lead: Lead::None,
+            start: t,
+            ..c
+        };
+        found = first_finding(hay, &c, c.n, right_ok);
+    }
+    if found.is_none() {
+        found = ipv4_with_suffix(hay, &c);
+    }
+    match found {
         Some((i, j, kind)) => {
             let s = if i == 0 { c.start } else { c.groups[i].0 };
             let e = c.groups[j - 1].1;
@@ -102,12 +118,43 @@ pub(crate) fn confirm(hay: &[u8], t: usize, lo: usize) -> Step {
     }
 }
 
+/// `10.1.2.3/24`, `10.1.2.3:8080`: an IPv4 address with a prefix length (0–32) or a port (1–5
+/// digits). The address is the finding; the suffix stays, as it says nothing about whose address
+/// it is (`[IP_ADDRESS_1]/24`).
+fn ipv4_with_suffix(hay: &[u8], c: &Cluster) -> Option<(usize, usize, u16)> {
+    if c.lead != Lead::None || c.n < 4 || c.seps.get(..3) != Some(b"...") {
+        return None;
+    }
+    if classify(hay, c, 0, 4, true) != Some(ent::IP) {
+        return None;
+    }
+    let end = c.groups[3].1;
+    let suffix_end = if c.n == 5 && c.seps[3] == b'/' {
+        let (s, e) = c.groups[4];
+        let v = hay
+            .get(s..e)?
+            .iter()
+            .fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+        (e - s <= 2 && v <= 32).then_some(e)?
+    } else if c.n == 4 && at(hay, end) == b':' {
+        let mut k = end + 1;
+        while digit(hay, k) && k - end <= 6 {
+            k += 1;
+        }
+        (2..=6).contains(&(k - end)).then_some(k)?
+    } else {
+        return None;
+    };
+    (!glued_after(hay, suffix_end)).then_some((0, 4, ent::IP))
+}
+
 /// Whether the byte at `end` glues a cluster ending there to what follows: a word, or one
 /// separator and a word — or a replacement standing for one (`555-123-4567.[T_1]`).
 fn glued_after(hay: &[u8], end: usize) -> bool {
-    is_glued_right(at(hay, end))
+    glued_right(hay, end)
         || at(hay, end) == b'@'
-        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.') && is_glued_right(at(hay, end + 1)))
+        || (matches!(at(hay, end), b':' | b',' | b'-' | b'.')
+            && continues_after_separator(hay, end))
 }
 
 /// The first range of groups `i..j` among the first `n` groups of `c`, split at spaces, that

@@ -53,17 +53,114 @@ pub(crate) fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Whether a candidate right after byte `b` is glued to what precedes it. `]` (end of a
-/// placeholder) and `*` (a masked character) count as glue, so text right after a replacement
-/// (`[PHONE_1]+44…`, `***:***+44…`) reads as it did before redaction, when the value there
-/// ended in a word character: this keeps redaction idempotent.
-pub(crate) fn is_glued_left(b: u8) -> bool {
-    is_word(b) || b == b']' || b == b'*'
+/// Boundaries: which neighbours glue a candidate to a word (and so make it part of that word,
+/// not a value of its own). A letter, a digit or `_` glues; whitespace, start and end of text,
+/// and every other ASCII punctuation mark, Unicode punctuation and symbol do not — with three
+/// exceptions, each needed to keep redaction idempotent (a second pass over redacted text finds
+/// nothing new), and each drawn so that Markdown and brackets still leave a value alone:
+///
+/// - `*`: a run of four or more `*` glues (a masked value, `****-****`; Markdown never uses
+///   more than three), and so does a shorter run that is not an emphasis delimiter — one with
+///   a letter, a digit or a mask separator (`-`, `.`, `@`, `:`, `/`) on its outer side, as in
+///   `***-***+44…`. `*x*`, `**x**`, `***x***` at a word's edge do not glue.
+/// - `_`: a word character, except a run of at most three at a word's edge (Markdown's `_x_`,
+///   `__x__`), whose outer side is whitespace, the text's edge or punctuation.
+/// - `]` before and `[` after a value glue (the edges of a placeholder, `[PHONE_1]+44…`); a
+///   value inside brackets, `[4111 …]`, is not next to either.
+///
+/// Every check reads at most eight bytes beyond the candidate (three marks and one character),
+/// well inside what the stream redactor keeps as context (`LOOKBEHIND`) and reads ahead.
+pub(crate) fn glued_before(hay: &[u8], i: usize) -> bool {
+    let Some(b) = i.checked_sub(1).and_then(|k| hay.get(k)).copied() else {
+        return false;
+    };
+    match b {
+        b'*' | b'_' => !delimiter_run(hay, i, b, Side::Before),
+        b']' => true,
+        b => is_word(b),
+    }
 }
 
-/// The mirror of [`is_glued_left`] for the byte after a candidate: `[` starts a placeholder.
-pub(crate) fn is_glued_right(b: u8) -> bool {
-    is_word(b) || b == b'[' || b == b'*'
+/// The mirror of [`glued_before`] for a candidate ending just before `e`.
+pub(crate) fn glued_after(hay: &[u8], e: usize) -> bool {
+    let Some(b) = hay.get(e).copied() else {
+        return false;
+    };
+    match b {
+        b'*' | b'_' => !delimiter_run(hay, e, b, Side::After),
+        b'[' => true,
+        b => is_word(b),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Before,
+    After,
+}
+
+/// Whether the run of `mark` (`*` or `_`) next to a candidate edge at `at` is an emphasis
+/// delimiter: one to three marks, with whitespace, the text's edge or punctuation (not a mask
+/// separator, for `*`) on their outer side.
+fn delimiter_run(hay: &[u8], at: usize, mark: u8, side: Side) -> bool {
+    let mut len = 0;
+    let outer = loop {
+        let k = match side {
+            Side::Before => at.checked_sub(len + 1),
+            Side::After => Some(at + len),
+        };
+        match k.and_then(|k| hay.get(k)) {
+            Some(&b) if b == mark && len < 4 => len += 1,
+            other => break other.copied(),
+        }
+    };
+    if len > 3 {
+        return false;
+    }
+    match outer {
+        None => true,
+        Some(b) if b.is_ascii_whitespace() => true,
+        Some(b'-' | b'.' | b'@' | b':' | b'/') if mark == b'*' => false,
+        Some(b) if b.is_ascii_punctuation() => true,
+        // Non-ASCII: punctuation and spaces of other scripts (`（`, `「`, NBSP) or letters.
+        Some(b) => b >= 0x80 && !utf8_letter_edge(hay, at, len, side),
+    }
+}
+
+/// Whether the non-ASCII character on the outer side of a mark run is a letter or digit.
+fn utf8_letter_edge(hay: &[u8], at: usize, len: usize, side: Side) -> bool {
+    let c = match side {
+        Side::Before => {
+            let end = at - len;
+            let start = end.saturating_sub(4);
+            hay.get(start..end)
+                .and_then(|b| {
+                    (0..b.len())
+                        .find_map(|k| std::str::from_utf8(&b[k..]).ok().filter(|s| !s.is_empty()))
+                })
+                .and_then(|s| s.chars().next_back())
+        }
+        Side::After => {
+            let start = at + len;
+            let end = (start + 4).min(hay.len());
+            hay.get(start..end)
+                .and_then(|b| {
+                    (1..=b.len())
+                        .rev()
+                        .find_map(|k| std::str::from_utf8(&b[..k]).ok())
+                })
+                .and_then(|s| s.chars().next())
+        }
+    };
+    c.is_some_and(char::is_alphanumeric)
+}
+
+/// Whether a value ending at `e` continues past one separator (`x.C`, `555-123-4567.[T_1]`):
+/// the byte after the separator glues like [`glued_after`], and any `*` does — after a
+/// separator a `*` is the mask of a value that continued the word (`e::92.*`), which a second
+/// pass must read as it read that value.
+pub(crate) fn continues_after_separator(hay: &[u8], e: usize) -> bool {
+    matches!(hay.get(e + 1), Some(b'*')) || glued_after(hay, e + 1)
 }
 
 /// The outcome of confirming one candidate: a finding, and where scanning continues otherwise.

@@ -9,7 +9,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::scanner::{ent, is_glued_left, is_glued_right, Step};
+use super::scanner::{continues_after_separator, ent, glued_after, glued_before, Step};
 use super::validators::{iban_len, iban_ok};
 
 fn is_local(b: u8) -> bool {
@@ -33,7 +33,9 @@ pub(crate) fn email(hay: &[u8], t: usize, lo: usize, lo_is_finding: bool) -> Ste
     if s > 0 && is_local(at(hay, s - 1)) && !(s == lo && lo_is_finding) {
         return miss; // local part longer than the window
     }
-    while s < t && matches!(at(hay, s), b'.' | b'-' | b'+') {
+    // Leading `.`, `-`, `+` are punctuation before the address; a leading `_` is Markdown's
+    // emphasis (`_ann@example.com_`) far more often than part of the address.
+    while s < t && matches!(at(hay, s), b'.' | b'-' | b'+' | b'_') {
         s += 1;
     }
     if s == t
@@ -72,7 +74,7 @@ pub(crate) fn email(hay: &[u8], t: usize, lo: usize, lo_is_finding: bool) -> Ste
     }
     // `a@b.io.[T_1]`: a label that a replacement now stands for followed the domain, whose
     // TLD was that label (here too short to count); the address stays what it was, none.
-    if is_glued_right(at(hay, i))
+    if glued_after(hay, i)
         || matches!(at(hay, i), b'@' | b'-')
         || (at(hay, i) == b'.' && matches!(at(hay, i + 1), b'[' | b'*'))
     {
@@ -99,7 +101,7 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     while s > lo && t - s < 40 && is_hex_or_colon(at(hay, s - 1)) {
         s -= 1;
     }
-    if s > 0 && (is_glued_left(at(hay, s - 1)) || matches!(at(hay, s - 1), b':' | b'.')) {
+    if glued_before(hay, s) || (s > 0 && matches!(at(hay, s - 1), b':' | b'.')) {
         return miss;
     }
     let mut e = t;
@@ -109,14 +111,14 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     while e > t && at(hay, e - 1) == b'.' {
         e -= 1;
     }
-    if is_glued_right(at(hay, e)) {
+    if glued_after(hay, e) {
         return miss;
     }
     if e > t + 1 && at(hay, e - 1) == b':' && at(hay, e - 2) != b':' {
         e -= 1;
     }
     // `e::92.C`: a dotted continuation makes it a name, also once `C` became `[T_1]`.
-    if is_glued_right(at(hay, e)) || (at(hay, e) == b'.' && is_glued_right(at(hay, e + 1))) {
+    if glued_after(hay, e) || (at(hay, e) == b'.' && continues_after_separator(hay, e)) {
         return miss;
     }
     let Some(cand) = hay.get(s..e) else {
@@ -152,7 +154,7 @@ pub(crate) fn iban(hay: &[u8], t: usize, lo: usize) -> Option<(usize, usize)> {
     }
     let s = t - 2;
     let cc = hay.get(s..t)?;
-    if !cc.iter().all(u8::is_ascii_uppercase) || (s > 0 && is_glued_left(at(hay, s - 1))) {
+    if !cc.iter().all(u8::is_ascii_uppercase) || glued_before(hay, s) {
         return None;
     }
     let want = iban_len(cc)?;
@@ -171,7 +173,7 @@ pub(crate) fn iban(hay: &[u8], t: usize, lo: usize) -> Option<(usize, usize)> {
             return None;
         }
     }
-    if is_glued_right(at(hay, i)) {
+    if glued_after(hay, i) {
         return None;
     }
     iban_ok(compact.get(..n)?).then_some((s, i))
