@@ -24,7 +24,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where the control plane is.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct CpArgs {
-    /// Control plane URL, e.g. http://127.0.0.1:7070 (default: $PALISADE_CONTROL_PLANE).
+    /// Control plane URL, e.g. http://127.0.0.1:8070 as `palisade up` starts it (default:
+    /// $PALISADE_CONTROL_PLANE).
     #[arg(
         long = "control-plane",
         env = "PALISADE_CONTROL_PLANE",
