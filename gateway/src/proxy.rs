@@ -86,9 +86,12 @@ pub(crate) async fn run<'p>(
         let scanned = policy::scan_request(det, route, &body, &parsed, record_text)
             .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
         count_pii(state, &scanned.report, "request");
+        // `log` lets findings through unchanged: counted as `log`, as the audit record says.
+        let found = !scanned.report.findings.is_empty();
         o.meta.pii_request = Some(scanned.report);
         o.meta.redacted_request = scanned.text;
         match scanned.verdict {
+            Verdict::Allow if found => decision(state, det.action().as_str()),
             Verdict::Allow => decision(state, "allow"),
             Verdict::Redacted => {
                 decision(state, det.action().as_str());
@@ -324,12 +327,18 @@ fn finish_json(
         ))
     })?;
     count_pii(state, &report, "response");
+    let found = !report.findings.is_empty();
     if let Some(o) = outcome.as_mut() {
         o.meta.pii_response = Some(report);
         o.meta.redacted_response = text;
     }
     match verdict {
-        Verdict::Allow => Ok((answer, usage)),
+        Verdict::Allow => {
+            if found {
+                decision(state, det.action().as_str());
+            }
+            Ok((answer, usage))
+        }
         Verdict::Redacted => {
             decision(state, det.action().as_str());
             let redacted = splice.apply(&answer).ok_or_else(|| {

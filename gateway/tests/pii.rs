@@ -511,3 +511,36 @@ async fn values_in_brackets_markdown_and_with_suffixes_are_redacted_everywhere()
     }
     gw.stop().await;
 }
+
+/// Regression: under `log`, a request with findings was counted as `allow` in
+/// `palisade_policy_decisions_total` while its audit record said `log`.
+#[tokio::test]
+async fn log_decisions_are_counted_as_log_not_allow() {
+    let (mock, gw) = setup("log").await;
+    let c = client::client();
+    mock.set(|b| b.reply = format!("Write to {EMAIL}.")).await;
+    for text in [format!("I am {EMAIL}"), "nothing personal".to_owned()] {
+        let r = post(
+            &c,
+            &gw.api("/v1/chat/completions"),
+            &chat("gpt-4o-mini", &text, false),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let metrics = String::from_utf8_lossy(&gw.state.metrics().render()).into_owned();
+    let count = |action: &str| {
+        let series = format!(
+            "palisade_policy_decisions_total{{action=\"{action}\",policy=\"pii-detector\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    // Two requests: one with a finding (`log`), one clean (`allow`); both answers carry an
+    // address (`log` twice more).
+    assert_eq!((count("log"), count("allow")), (3, 1), "{metrics}");
+    gw.stop().await;
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use policy_engine::pack::{BudgetEnforcerConfig, BudgetScope, BudgetWindow, ExhaustedAction};
 use policy_engine::{CompiledPack, ModelRoute};
 
-use super::estimate::{usd_to_micros, Price};
+use super::estimate::{micros_to_usd, usd_to_micros, Price};
 use super::metrics::{BudgetMetrics, MeterGauges};
 
 /// What a meter counts.
@@ -104,6 +104,17 @@ impl BudgetPlan {
                 limit.tokens.map(|t| (Dimension::Tokens, t)),
             ];
             for (dim, cap) in dims.into_iter().flatten() {
+                let gauges = metrics.meter_gauges(&limit.scope, limit.window, dim);
+                if gauges.remaining.get() == 0.0 && gauges.used_ratio.get() == 0.0 {
+                    // A series no request has touched yet reads its whole limit, not 0 (which
+                    // next to a used ratio of 0 contradicted itself). A series that was set
+                    // keeps its value across reloads until the next request updates it.
+                    gauges.remaining.set(match dim {
+                        Dimension::Usd => micros_to_usd(cap),
+                        #[expect(clippy::cast_precision_loss, reason = "a gauge; exact below 2^53")]
+                        Dimension::Tokens => cap as f64,
+                    });
+                }
                 meters.push(Meter {
                     name: format!(
                         "palisade:budget:{{{pack_name}/{env}}}:{}:{}:{}",
@@ -122,7 +133,7 @@ impl BudgetPlan {
                     degrade_to: limit.degrade_to.clone(),
                     soft_announced: AtomicI64::new(i64::MIN),
                     exhausted_announced: AtomicI64::new(i64::MIN),
-                    gauges: metrics.meter_gauges(&limit.scope, limit.window, dim),
+                    gauges,
                 });
             }
         }

@@ -410,3 +410,40 @@ environments:
         ]
     );
 }
+
+/// Regression: before any request touched it, a limit's remaining gauge read 0 while its used
+/// ratio read 0 too; it reads the whole limit now, and the usage once a request settles.
+#[tokio::test]
+async fn an_untouched_limit_reports_its_whole_budget_as_remaining() {
+    let clock = Arc::new(ManualClock::new(noon()));
+    let metrics = BudgetMetrics::new().unwrap();
+    let registry = prometheus::Registry::new();
+    metrics.register(&registry).unwrap();
+    let cfg = BudgetEnforcerConfig {
+        limits: vec![
+            limit("environment", BudgetWindow::Monthly, Some(100.0), None),
+            limit("team:support", BudgetWindow::Daily, None, Some(2_000_000)),
+        ],
+        ..BudgetEnforcerConfig::default()
+    };
+    let _e = BudgetEnforcer::new(
+        "support",
+        Some("prod"),
+        &cfg,
+        &models(),
+        BudgetStore::memory(),
+        clock,
+        metrics,
+    );
+    let gauge = |scope: &str| {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "palisade_budget_remaining")
+            .flat_map(|f| f.get_metric().to_vec())
+            .find(|m| m.get_label().iter().any(|l| l.value() == scope))
+            .map(|m| m.get_gauge().get_value())
+    };
+    assert_eq!(gauge("environment"), Some(100.0));
+    assert_eq!(gauge("team:support"), Some(2_000_000.0));
+}
