@@ -153,17 +153,21 @@ impl PiiDetector {
         self.lookahead
     }
 
-    /// Run every pass over `hay` from `states` up to triggers before `limit`.
+    /// Run every pass over `hay` from `states` up to triggers before `limit`. `partial`: `hay`
+    /// may still grow (a stream): the built-ins then confirm every trigger whose decision the
+    /// bytes received already settle, even past `limit` (see `scanner::decided_by`).
     pub(crate) fn scan(
         &self,
         hay: &[u8],
         states: &mut PassStates,
         limit: usize,
+        partial: bool,
         out: &mut Vec<Raw>,
     ) {
         let [b, r, t] = states;
         if let Some(p) = &self.builtins {
-            p.run(hay, b, limit, out);
+            let own_limit = if partial { hay.len() } else { limit };
+            p.run(hay, b, own_limit, partial, out);
         }
         if let Some(p) = &self.custom.regexes {
             p.run(hay, r, limit, out);
@@ -210,7 +214,7 @@ impl PiiDetector {
         let hay = norm.as_ref().map_or(text.as_bytes(), |n| n.text.as_slice());
         let mut raw = Vec::new();
         let mut states = PassStates::default();
-        self.scan(hay, &mut states, hay.len(), &mut raw);
+        self.scan(hay, &mut states, hay.len(), false, &mut raw);
         let mut out = Vec::new();
         let mut last_end = 0;
         sweep(&mut raw, &mut last_end, usize::MAX, |r| {

@@ -54,6 +54,9 @@ const fn rule(prefix: &'static str, alphabet: Alphabet, min: usize, max: usize) 
     }
 }
 
+/// The longest key literal (`github_pat_`).
+pub(crate) const LONGEST_PREFIX: usize = 11;
+
 /// Longest body any rule accepts; bounds how far a key candidate reads.
 pub(crate) const MAX_BODY: usize = 200;
 
@@ -134,5 +137,14 @@ pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
     Step {
         found: Some((t, i, ent::API_KEY)),
         next: i,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn longest_prefix_is_the_longest_literal() {
+        let longest = super::RULES.iter().map(|r| r.prefix.len()).max();
+        assert_eq!(longest, Some(super::LONGEST_PREFIX));
     }
 }

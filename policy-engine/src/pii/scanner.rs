@@ -219,6 +219,54 @@ pub(crate) fn next_byte_trigger(hay: &[u8], from: usize) -> Option<usize> {
         .map(|i| base + i)
 }
 
+/// Bytes a mark check may read past the end of a candidate: one separator, three `*` or `_`
+/// and one character of up to four bytes ([`glued_after`] after a separator), plus one.
+const GLUE_READ: usize = 9;
+
+/// How far `hay` must reach for the confirmation of the trigger at `t` to be final: the end
+/// of the run of bytes its rule may take into a candidate (a superset of what each rule
+/// reads, capped where the rule caps its own read), plus the bytes read after it.
+/// Confirmations read nothing else to their right, so with `hay` this long the decision equals
+/// the decision on any longer text with the same prefix.
+fn decided_by(hay: &[u8], t: usize, trig: Trigger) -> usize {
+    let run = |from: usize, cap: usize, take: &dyn Fn(u8) -> bool| {
+        let mut i = from;
+        while i < hay.len() && i - t < cap && hay.get(i).is_some_and(|&b| take(b)) {
+            i += 1;
+        }
+        i
+    };
+    let end = match trig {
+        Trigger::Key(_) => run(t, keys::MAX_BODY + 16, &|b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        }),
+        Trigger::Byte(b'@') => run(t + 1, MAX_RIGHT, &|b| {
+            b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+        }),
+        Trigger::Byte(b':') => run(t, 64, &|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        // Digit groups (and an IBAN's capitals) joined by one or two separators; and, for a
+        // digit inside a word (an IBAN's check digits are, after its country code), the rest of
+        // the word, which the numeric rule skips when no IBAN fits.
+        Trigger::Byte(_) => {
+            let word = run(t, numeric::MAX_CLUSTER, &|b| is_word(b));
+            let cap = numeric::MAX_CLUSTER + 8;
+            let group = |b: u8| b.is_ascii_digit() || b.is_ascii_uppercase();
+            let sep = |b: u8| matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')');
+            let mut i = t;
+            loop {
+                i = run(i, cap, &group);
+                let k = run(i, cap, &sep);
+                if k - i > 2 || !hay.get(k).is_some_and(|&b| group(b)) || k - t >= cap {
+                    break;
+                }
+                i = k;
+            }
+            i.max(word)
+        }
+    };
+    end + GLUE_READ
+}
+
 /// The built-in detectors, compiled.
 #[derive(Debug)]
 pub(crate) struct Builtins {
@@ -245,7 +293,17 @@ impl Builtins {
     }
 
     /// Scan triggers at or after `st.pos` that lie before `limit`, appending findings to `out`.
-    pub(crate) fn run(&self, hay: &[u8], st: &mut PassState, limit: usize, out: &mut Vec<Raw>) {
+    /// `partial`: `hay` may still grow (a stream); a trigger is then confirmed only once every
+    /// byte its decision reads has arrived ([`decided_by`]), and the scan stops at the first one
+    /// that is not ready, as it does at `limit`.
+    pub(crate) fn run(
+        &self,
+        hay: &[u8],
+        st: &mut PassState,
+        limit: usize,
+        partial: bool,
+        out: &mut Vec<Raw>,
+    ) {
         let want_keys = self.on(ent::API_KEY);
         let want_bytes = self.enabled.iter().take(6).any(|&e| e);
         // The next key literal and the next trigger byte, each cached until the scan position
@@ -292,7 +350,14 @@ impl Builtins {
             };
             let (t, trig) = match (byte_t, key_t) {
                 (None, None) => {
-                    st.pos = pos.max(limit);
+                    // A key literal cut off by the end of a growing text is found once it is
+                    // whole: stop before where it could start.
+                    let reach = if partial {
+                        limit.saturating_sub(keys::LONGEST_PREFIX - 1)
+                    } else {
+                        limit
+                    };
+                    st.pos = pos.max(reach);
                     return;
                 }
                 (Some(b), Some((k, r))) if k <= b => (k, Trigger::Key(r)),
@@ -301,6 +366,10 @@ impl Builtins {
             };
             if t >= limit {
                 st.pos = pos.max(limit);
+                return;
+            }
+            if partial && decided_by(hay, t, trig) > hay.len() {
+                st.pos = t;
                 return;
             }
             let lo = st.floor.max(t.saturating_sub(MAX_LEFT));

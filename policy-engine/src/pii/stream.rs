@@ -10,12 +10,15 @@
 //! Release rule: after a `push`, everything is released up to the earliest position where a
 //! finding can still start — the start of the oldest finding not yet final, or of the word
 //! holding the first trigger the scan has not confirmed yet (a digit, `@`, `:`, a key
-//! literal), or of the last word when no such trigger is left. A built-in finding reaches
+//! literal), or of the last word when no such trigger is left. The built-in pass confirms a
+//! trigger as soon as every byte its decision reads has arrived (`scanner::decided_by`: the
+//! run of characters the rule may take, plus the few bytes read after it), not a fixed
+//! look-ahead later: `call 415-555-0134 today` is decided once ` today` has arrived. A built-in finding reaches
 //! left from its trigger only over bytes that are not whitespace (see
 //! `scanner::Builtins::future_start`), so on prose without triggers the redactor holds the last
 //! word only — the one a later chunk could turn into `ann@example.com` or `sk-…` — and a
-//! number, address or key is held from its word on until the scan has read far enough past it
-//! (the look-ahead below) or the stream ends. With custom regexes or terms (which may span
+//! number, address or key is held from its word on until the bytes that decide it have arrived
+//! or the stream ends. With custom regexes or terms (which may span
 //! spaces: `Project Falcon`) the pass positions alone bound the release, as below.
 //!
 //! Hold-back bound (the worst case, and the rule with custom entities): after a `push`, at
@@ -112,7 +115,7 @@ impl<'d> StreamRedactor<'d> {
         let before = local;
         let mut found = std::mem::take(&mut self.scratch_found);
         found.clear();
-        self.det.scan(hay, &mut local, limit, &mut found);
+        self.det.scan(hay, &mut local, limit, !last, &mut found);
         for ((s, l), b) in self.states.iter_mut().zip(local).zip(before) {
             s.pos = l.pos + norm0;
             if l.floor != b.floor {
