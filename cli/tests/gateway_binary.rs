@@ -197,6 +197,8 @@ async fn a_reload_under_continuous_load_drops_no_request_and_flips_the_version_h
         "{}",
         gw.stderr()
     );
+    // Regression: a log written to a pipe or a file carried ANSI colour codes.
+    assert!(!gw.stderr().contains('\u{1b}'), "{}", gw.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
