@@ -9,6 +9,12 @@
 //! default) so it leaves the second core to the gateway and wrk, and it prints its bound
 //! address on stdout (`MOCK_ADDR`, default `127.0.0.1:0`). Not a test fixture: the tests have
 //! their own recording mock in `gateway/tests/support/mock.rs`.
+//!
+//! For the streaming-latency benchmark (`stream-latency.sh`): `MOCK_CHUNK_DELAY_MS` waits that
+//! long before each content chunk (the role chunk goes at once), as a model generating tokens
+//! does, and `MOCK_TEXT` picks what the chunks say: `prose` (default; no digit, `@` or key
+//! prefix), `pii` (an e-mail address and a phone number in every sentence), `card` (prose with
+//! one card number split over three chunks).
 
 #![expect(
     clippy::print_stdout,
@@ -17,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -28,7 +35,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-type RespBody = Either<Full<Bytes>, QueueBody>;
+type RespBody = Either<Full<Bytes>, Either<QueueBody, PacedBody>>;
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -63,6 +70,71 @@ const WORDS: [&str; 8] = [
 ];
 const CONTENT: &str = "Hello! This is a mock response from the benchmark upstream.";
 
+const PII_WORDS: [&str; 10] = [
+    "Please",
+    " write",
+    " to ann",
+    "@example",
+    ".com or",
+    " call",
+    " +1 415",
+    " 555 0134",
+    " any time",
+    " today. ",
+];
+const CARD_WORDS: [&str; 10] = [
+    "Your", " card", " 4111", " 1111 11", "11 1111", " was", " charged", " for the", " order",
+    " today. ",
+];
+
+/// The content pieces of a stream of `n` chunks in `mode` (`MOCK_TEXT`).
+fn pieces(mode: &str, n: usize) -> Vec<&'static str> {
+    let words: &[&str] = match mode {
+        "pii" => &PII_WORDS,
+        "card" => &CARD_WORDS,
+        _ => &WORDS,
+    };
+    (0..n)
+        .map(|i| match (mode, i >= words.len()) {
+            // One card per stream; then prose.
+            ("card", true) => WORDS[i % WORDS.len()],
+            _ => words[i % words.len()],
+        })
+        .collect()
+}
+
+/// SSE frames with a pause before each content chunk (the first frame, the role chunk, goes
+/// at once).
+#[derive(Debug)]
+struct PacedBody {
+    frames: VecDeque<Bytes>,
+    delay: std::time::Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    sent: usize,
+}
+
+impl Body for PacedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent > 0 && !self.frames.is_empty() {
+            let delay = self.delay;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        self.sent += 1;
+        Poll::Ready(self.frames.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
 fn json_resp(status: StatusCode, v: &Value) -> Response<RespBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::from(v.to_string()))));
     *r.status_mut() = status;
@@ -77,10 +149,18 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
+/// How streams are shaped (from the environment).
+#[derive(Debug, Clone)]
+struct StreamShape {
+    chunks: usize,
+    delay: std::time::Duration,
+    text: String,
+}
+
 async fn handle(
     req: Request<Incoming>,
     st: Arc<Stats>,
-    chunks: usize,
+    shape: Arc<StreamShape>,
 ) -> Result<Response<RespBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() == Method::GET && path == "/mock/stats" {
@@ -137,11 +217,8 @@ async fn handle(
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )));
-    for i in 0..chunks {
-        frames.push_back(sse(&chunk(
-            json!({"content": WORDS[i % WORDS.len()]}),
-            Value::Null,
-        )));
+    for piece in pieces(&shape.text, shape.chunks) {
+        frames.push_back(sse(&chunk(json!({ "content": piece }), Value::Null)));
     }
     frames.push_back(sse(&chunk(json!({}), json!("stop"))));
     if include_usage {
@@ -149,7 +226,17 @@ async fn handle(
             "created": 1_700_000_000, "model": model, "choices": [], "usage": usage})));
     }
     frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-    let mut r = Response::new(Either::Right(QueueBody(frames)));
+    let body = if shape.delay.is_zero() {
+        Either::Left(QueueBody(frames))
+    } else {
+        Either::Right(PacedBody {
+            frames,
+            delay: shape.delay,
+            sleep: None,
+            sent: 0,
+        })
+    };
+    let mut r = Response::new(Either::Right(body));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/event-stream"),
@@ -164,7 +251,8 @@ fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
-async fn serve(addr: String, chunks: usize) -> std::io::Result<()> {
+async fn serve(addr: String, shape: StreamShape) -> std::io::Result<()> {
+    let shape = Arc::new(shape);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
         "palisade-load-mock listening on http://{}",
@@ -177,8 +265,10 @@ async fn serve(addr: String, chunks: usize) -> std::io::Result<()> {
         };
         let _ = sock.set_nodelay(true);
         let st = Arc::clone(&st);
+        let shape = Arc::clone(&shape);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |r| handle(r, Arc::clone(&st), chunks));
+            let svc =
+                hyper::service::service_fn(move |r| handle(r, Arc::clone(&st), Arc::clone(&shape)));
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
@@ -190,7 +280,11 @@ async fn serve(addr: String, chunks: usize) -> std::io::Result<()> {
 fn main() -> std::process::ExitCode {
     let addr = std::env::var("MOCK_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
     let threads = env_usize("MOCK_THREADS", 1).max(1);
-    let chunks = env_usize("MOCK_CHUNKS", 5);
+    let shape = StreamShape {
+        chunks: env_usize("MOCK_CHUNKS", 5),
+        delay: std::time::Duration::from_millis(env_usize("MOCK_CHUNK_DELAY_MS", 0) as u64),
+        text: std::env::var("MOCK_TEXT").unwrap_or_else(|_| "prose".into()),
+    };
     let rt = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -201,7 +295,7 @@ fn main() -> std::process::ExitCode {
             .enable_all()
             .build()
     };
-    let result = rt.and_then(|rt| rt.block_on(serve(addr, chunks)));
+    let result = rt.and_then(|rt| rt.block_on(serve(addr, shape)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
