@@ -52,27 +52,8 @@ fi
 BIN=$CARGO_TARGET_DIR/release
 CLK_TCK=$(getconf CLK_TCK)
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-# start NAME CMD...: run in the background, wait for its "listening on URL" line.
-# Sets START_PID and START_URL.
-start() {
-  local name=$1; shift
-  "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
-  START_PID=$!
-  PIDS+=("$START_PID")
-  START_URL=""
-  for _ in $(seq 1 400); do
-    START_URL=$(grep -o 'https\?://[0-9.:]*' "$OUT/$name.out" 2>/dev/null | head -1 || true)
-    [ -n "$START_URL" ] && return 0
-    kill -0 "$START_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2; cat "$OUT/$name.err" >&2
-  return 1
-}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
