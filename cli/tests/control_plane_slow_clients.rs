@@ -84,3 +84,26 @@ fn a_sqlite_url_creates_a_missing_database_file_like_a_plain_path() {
     assert!(file.exists(), "{} was not created", file.display());
     cp.stop();
 }
+
+/// Free text is bounded: a change note over 4 KiB is refused with 413 `NOTE_TOO_LONG` and
+/// nothing is stored.
+#[test]
+fn an_oversized_change_note_is_refused_and_nothing_is_stored() {
+    let cp = ControlPlane::start(Backend::Sqlite, 1000);
+    let file = cp.file("v1.yaml", cp_support::PACK_V1);
+    let long = "x".repeat(5000);
+    let o = cp.cli(Some(ADMIN_KEY), &["push", &file, "--note", &long]);
+    assert!(!o.status.success());
+    assert!(
+        cp_support::text(&o).contains("NOTE_TOO_LONG"),
+        "{}",
+        cp_support::text(&o)
+    );
+    let o = cp.cli(Some(ADMIN_KEY), &["versions", "support"]);
+    assert!(
+        cp_support::text(&o).contains("UNKNOWN_PACK"),
+        "{}",
+        cp_support::text(&o)
+    );
+    cp.stop();
+}

@@ -25,6 +25,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// A field longer than its limit (a change note).
+    #[error("{message}")]
+    TooLong { code: &'static str, message: String },
     #[error("the request body did not arrive within {0} s")]
     BodyTimeout(u64),
     #[error("the pack does not compile")]
@@ -76,7 +79,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooLarge(_) | Self::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Compile(_) | Self::CompileIn { .. } | Self::Unprocessable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -93,6 +96,7 @@ impl ApiError {
             Self::InvalidKey => "INVALID_SERVICE_KEY",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound { code, .. }
+            | Self::TooLong { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. } => code,
             Self::BadRequest(_) => "BAD_REQUEST",

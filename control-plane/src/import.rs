@@ -240,6 +240,7 @@ pub(crate) async fn import(
     }
     let manifest = Manifest::parse(&req.manifest).map_err(manifest_error)?;
     let sha256 = file_sha256(&req.manifest);
+    crate::routes::check_note(&req.note)?;
     let note = if req.note.trim().is_empty() {
         format!("import of manifest {}", sha256.get(..12).unwrap_or(""))
     } else {

@@ -95,6 +95,7 @@ pub(crate) async fn dispatch(app: &App, req: &Req) -> Result<Resp, ApiError> {
         ["v1", "packs"] if m == Method::POST => {
             let caller = app.authenticate(req.header("authorization")).await?;
             let body: PushBody = req.json()?;
+            check_note(&body.note)?;
             let out = registry::push(app, &caller, &body.yaml, &body.note).await?;
             let status = if out["status"] == "created" {
                 StatusCode::CREATED
@@ -130,16 +131,19 @@ pub(crate) async fn dispatch(app: &App, req: &Req) -> Result<Resp, ApiError> {
         ["v1", "deploy"] if m == Method::POST => {
             let caller = app.authenticate(req.header("authorization")).await?;
             let b: DeployBody = req.json()?;
+            check_note(&b.note)?;
             ok(&deploy::deploy(app, &caller, &b.pack, &b.version, &b.environment, &b.note).await?)
         }
         ["v1", "promote"] if m == Method::POST => {
             let caller = app.authenticate(req.header("authorization")).await?;
             let b: PromoteBody = req.json()?;
+            check_note(&b.note)?;
             ok(&promote::promote(app, &caller, &b.pack, &b.from, &b.to, &b.note).await?)
         }
         ["v1", "rollback"] if m == Method::POST => {
             let caller = app.authenticate(req.header("authorization")).await?;
             let b: RollbackBody = req.json()?;
+            check_note(&b.note)?;
             ok(&deploy::rollback(
                 app,
                 &caller,
@@ -237,4 +241,21 @@ async fn running(
         )
     })?;
     registry::require(conn, pack, &p.version).await
+}
+
+/// The longest change note accepted, in bytes: a paragraph, not a document.
+pub(crate) const MAX_NOTE_BYTES: usize = 4096;
+
+/// Refuse a change note over [`MAX_NOTE_BYTES`] (413 `NOTE_TOO_LONG`).
+pub(crate) fn check_note(note: &str) -> Result<(), ApiError> {
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(ApiError::TooLong {
+            code: "NOTE_TOO_LONG",
+            message: format!(
+                "the change note is {} bytes; at most {MAX_NOTE_BYTES} are accepted",
+                note.len()
+            ),
+        });
+    }
+    Ok(())
 }
