@@ -113,7 +113,6 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.server.header_read_timeout = args.idle_timeout;
     config.limits.body_timeout = args.body_timeout;
     config.server.threads = args.threads;
-    let anonymous = config.keys_path.is_none();
     let state_dir = args.policies.state_dir.clone();
     let policies = match gateway_policies::start(args.policies.clone()) {
         Ok(p) => p,
@@ -133,12 +132,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
         eprintln!("palisade gateway: {e}");
         return ExitCode::FAILURE;
     }
-    if anonymous {
-        eprintln!(
-            "palisade gateway: WARNING: no --keys file; every caller on {} is accepted anonymously",
-            gw.local_addr()
-        );
-    }
+    // Without --keys the gateway itself warns once (`NO CALLER KEYS`), in the log.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

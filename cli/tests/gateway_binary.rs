@@ -197,8 +197,15 @@ async fn a_reload_under_continuous_load_drops_no_request_and_flips_the_version_h
         "{}",
         gw.stderr()
     );
-    // Regression: a log written to a pipe or a file carried ANSI colour codes.
+    // Regression: a log written to a pipe or a file carried ANSI colour codes, and the
+    // no-keys warning came twice.
     assert!(!gw.stderr().contains('\u{1b}'), "{}", gw.stderr());
+    assert_eq!(
+        gw.stderr().matches("anonymously").count(),
+        1,
+        "{}",
+        gw.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
