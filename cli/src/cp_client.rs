@@ -204,3 +204,35 @@ pub(crate) fn print_error(answer: &Answer) -> ExitCode {
     }
     ExitCode::FAILURE
 }
+
+/// `s` safe to print on a terminal: control characters (C0, DEL, C1) and the bidirectional
+/// overrides that can reorder a line are written as `\u{..}` escapes, so free text from the
+/// registry (a change note, a gateway id) cannot move the cursor, recolour or disguise output.
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_and_bidi_characters_are_escaped() {
+        assert_eq!(super::printable("plain note"), "plain note");
+        assert_eq!(
+            super::printable("a\u{1b}[31mred\nb\u{202E}c"),
+            "a\\u{1b}[31mred\\u{a}b\\u{202e}c"
+        );
+    }
+}

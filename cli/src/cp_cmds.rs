@@ -135,7 +135,7 @@ pub(crate) fn versions(args: &VersionsArgs) -> ExitCode {
             "VERSION", "HASH", "AUTHOR", "PUSHED"
         );
         for v in out["versions"].as_array().into_iter().flatten() {
-            let f = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+            let f = |k: &str| crate::cp_client::printable(v[k].as_str().unwrap_or("")).into_owned();
             println!(
                 "{:<12} {:<14} {:<18} {:<25} {}",
                 f("version"),
@@ -258,13 +258,15 @@ pub(crate) fn history(args: &HistoryArgs) -> ExitCode {
             return Ok(ExitCode::SUCCESS);
         }
         for r in out["records"].as_array().into_iter().flatten() {
-            let f = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+            let f =
+                |k: &str| crate::cp_client::printable(r[k].as_str().unwrap_or("-")).into_owned();
             let d = &r["detail"];
             let what = d["version"]
                 .as_str()
                 .or(d["id"].as_str())
                 .or(d["reason"].as_str())
                 .unwrap_or("");
+            let what = crate::cp_client::printable(what);
             println!(
                 "{:>5} {} {:<18} {:<20} {:<8} {:<8} {:<10} {what}",
                 r["seq"],

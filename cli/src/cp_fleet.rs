@@ -161,9 +161,10 @@ fn print_matrix(out: &Value) {
                 }
                 _ => format!("last seen {}", g["last_seen_at"].as_str().unwrap_or("-")),
             };
+            let detail = crate::cp_client::printable(&detail);
             println!(
                 "{env:<10} {pack:<12} {desired:<10} {:<24} {:<9} {:<10} {detail}",
-                g["id"].as_str().unwrap_or("?"),
+                crate::cp_client::printable(g["id"].as_str().unwrap_or("?")),
                 g["state"].as_str().unwrap_or("?"),
                 g["active"]["version"].as_str().unwrap_or("-"),
             );

@@ -107,3 +107,22 @@ fn an_oversized_change_note_is_refused_and_nothing_is_stored() {
     );
     cp.stop();
 }
+
+/// Free text is printed safely: a note with an escape sequence, a newline and a bidi override
+/// is shown with those characters escaped, never sent raw to the terminal.
+#[test]
+fn control_characters_in_a_note_are_escaped_when_printed() {
+    let cp = ControlPlane::start(Backend::Sqlite, 1000);
+    let file = cp.file("v1.yaml", cp_support::PACK_V1);
+    let note = "ok\u{1b}[2J\ncleared\u{202E}txt";
+    let o = cp.cli(Some(ADMIN_KEY), &["push", &file, "--note", note]);
+    assert!(o.status.success(), "{}", cp_support::text(&o));
+    let o = cp.cli(Some(ADMIN_KEY), &["versions", "support"]);
+    let out = cp_support::text(&o);
+    assert!(out.contains(r"ok\u{1b}[2J\u{a}cleared\u{202e}txt"), "{out}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202E}'),
+        "{out}"
+    );
+    cp.stop();
+}
