@@ -75,6 +75,12 @@ pub(crate) struct GatewayArgs {
     /// A request body must arrive within this after its head (408 request_timeout after).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     body_timeout: Duration,
+    /// A provider stream silent for this long is ended (an error event says why).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    stream_idle_timeout: Duration,
+    /// A provider stream longer than this many bytes is ended (an error event says why).
+    #[arg(long, default_value_t = 64 << 20)]
+    max_stream_bytes: usize,
     /// Serving threads, each with its own runtime and listening socket; 0: one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -112,6 +118,10 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.server.first_request_timeout = args.first_request_timeout;
     config.server.header_read_timeout = args.idle_timeout;
     config.limits.body_timeout = args.body_timeout;
+    config.limits.stream = gateway::sse::StreamLimits {
+        idle_timeout: args.stream_idle_timeout,
+        max_bytes: args.max_stream_bytes,
+    };
     config.server.threads = args.threads;
     let state_dir = args.policies.state_dir.clone();
     let policies = match gateway_policies::start(args.policies.clone()) {

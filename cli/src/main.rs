@@ -87,7 +87,7 @@ enum Command {
     #[command(subcommand)]
     Environments(cp_fleet::EnvironmentsCommand),
     /// Run the gateway: an OpenAI-compatible proxy enforcing a pack.
-    Gateway(gateway_cmd::GatewayArgs),
+    Gateway(Box<gateway_cmd::GatewayArgs>),
     /// Start the whole stack locally: control plane, a gateway per environment, a mock provider
     /// when no OPENAI_API_KEY is set; the sample pack deployed to dev. Ctrl-C stops it all.
     Up(up::UpArgs),
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         Command::Import(args) => cp_manifest::import(&args),
         Command::Keys(cmd) => cp_fleet::keys(&cmd),
         Command::Environments(cmd) => cp_fleet::environments(&cmd),
-        Command::Gateway(args) => gateway_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run(*args),
         Command::Up(args) => up::run(&args),
     }
 }

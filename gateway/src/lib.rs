@@ -97,6 +97,7 @@ impl GatewayConfig {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 body_timeout: Duration::from_secs(30),
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+                stream: sse::StreamLimits::default(),
             },
             server: ServerSettings::default(),
             reload_debounce: Duration::from_millis(250),

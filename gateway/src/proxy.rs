@@ -175,6 +175,7 @@ pub(crate) async fn run<'p>(
             record_text,
             state.metrics.pii_findings.clone(),
             in_flight,
+            state.limits.stream,
         );
         let mut resp = with_headers(parts.status, &parts.headers, body);
         budget_headers.apply(&mut resp);

@@ -29,6 +29,9 @@
 //! With `include_redacted_text` and response scanning, the text each choice streamed (as the
 //! caller received it) is collected for the audit record.
 //!
+//! The provider's stream is bounded ([`StreamLimits`]): silent past the idle timeout, or longer
+//! than the byte cap, it is ended by the gateway with an error event that says why.
+//!
 //! Not here: tool-call argument deltas in streams are passed through unscanned.
 
 use std::sync::{Arc, LazyLock};
@@ -61,6 +64,10 @@ const MAX_CHOICES: usize = 64;
 
 /// Start relaying `upstream` to the caller; returns the caller's body. `record_text`: the
 /// pack's audit logger wants the redacted text (`include_redacted_text`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each argument a different concern"
+)]
 pub(crate) fn relay(
     upstream: UpstreamBody,
     mut outcome: Outcome,
@@ -69,6 +76,7 @@ pub(crate) fn relay(
     record_text: bool,
     pii_findings: IntCounterVec,
     in_flight: crate::service::InFlight,
+    limits: StreamLimits,
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let hold_end = outcome.streaming();
@@ -87,7 +95,7 @@ pub(crate) fn relay(
             proc.texts = Some(Vec::new());
         }
         let mut held = Batch::default();
-        let result = pump(upstream, &tx, &mut proc, &mut held).await;
+        let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
                 pii_findings
@@ -120,6 +128,28 @@ pub(crate) fn relay(
                 // The caller's response is already broken: nothing waits for the release.
                 drop(outcome.fail(&Failure::StreamBroken));
             }
+            Pump::Cut(why) => {
+                // The provider went quiet or talked too long: what was held back goes out
+                // (redacted), then an error event says why, and the stream ends cleanly.
+                tracing::warn!(
+                    code = why.code(),
+                    "stream ended by the gateway: {}",
+                    why.message()
+                );
+                let mut out = BytesMut::new();
+                if let Ok(rest) = proc.finish() {
+                    out.extend_from_slice(&rest);
+                }
+                write_event(
+                    &serde_json::json!({"error": {"message": why.message(), "type": "api_error", "code": why.code()}}),
+                    &mut out,
+                );
+                if let Some(last) = held.take() {
+                    let _ = tx.send(Ok(last)).await;
+                }
+                let _ = tx.send(Ok(out.freeze())).await;
+                drop(outcome.fail(&Failure::StreamBroken));
+            }
             // The guard's drop reports the cancellation.
             Pump::Cancelled => drop(outcome),
         }
@@ -130,7 +160,55 @@ pub(crate) fn relay(
 enum Pump {
     Done,
     Broken(String),
+    /// Ended by the gateway's own limits.
+    Cut(Cut),
     Cancelled,
+}
+
+/// Bounds on one relayed stream: how long the provider may stay silent between frames, and
+/// how many bytes it may send in all.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub idle_timeout: std::time::Duration,
+    pub max_bytes: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            // Reasoning models may think for minutes between tokens.
+            idle_timeout: std::time::Duration::from_secs(300),
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why the gateway ended a stream.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Idle(std::time::Duration),
+    TooLong(usize),
+}
+
+impl Cut {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Idle(_) => "stream_idle_timeout",
+            Self::TooLong(_) => "stream_too_long",
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            Self::Idle(d) => format!(
+                "the provider sent nothing for {} ms; the gateway ended the stream",
+                d.as_millis()
+            ),
+            Self::TooLong(n) => format!(
+                "the provider's stream passed the gateway's limit of {n} bytes; the gateway ended it"
+            ),
+        }
+    }
 }
 
 /// Relay until the provider's stream ends. Output from the `[DONE]` event on goes into `held`
@@ -140,13 +218,35 @@ async fn pump(
     tx: &mpsc::Sender<Result<Bytes, StreamError>>,
     proc: &mut SseProcessor<'_>,
     held: &mut Batch,
+    limits: StreamLimits,
 ) -> Pump {
+    // One timer for the whole stream. A frame only notes when it came; the timer is moved
+    // when it fires early (re-arming it on every frame would cost a timer-wheel update each).
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let mut last_frame = tokio::time::Instant::now();
+    let mut total = 0usize;
     loop {
         let first = tokio::select! {
             biased;
             () = tx.closed() => return Pump::Cancelled,
             f = body.frame() => f,
+            () = &mut idle => {
+                let due = last_frame + limits.idle_timeout;
+                if due <= tokio::time::Instant::now() {
+                    return Pump::Cut(Cut::Idle(limits.idle_timeout));
+                }
+                idle.as_mut().reset(due);
+                continue;
+            }
         };
+        last_frame = tokio::time::Instant::now();
+        if let Some(Ok(f)) = &first {
+            total = total.saturating_add(f.data_ref().map_or(0, Bytes::len));
+            if total > limits.max_bytes {
+                return Pump::Cut(Cut::TooLong(limits.max_bytes));
+            }
+        }
         // Take every frame that is already here too, so one write carries them all: a provider
         // writes each SSE event as its own chunk, and relaying them one by one would cost a
         // syscall (and a TCP segment) per event.

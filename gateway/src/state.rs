@@ -39,6 +39,8 @@ pub struct Limits {
     pub body_timeout: std::time::Duration,
     /// Largest non-streamed provider answer read into memory.
     pub max_response_bytes: usize,
+    /// A relayed stream's idle timeout and total size.
+    pub stream: crate::sse::StreamLimits,
 }
 
 /// Everything a request handler needs, shared by all connections.

@@ -175,3 +175,52 @@ async fn one_address_cannot_hold_more_than_its_share_of_connections() {
     );
     gw.stop().await;
 }
+
+/// A provider that goes quiet mid-stream, or talks too long, is cut off: what was held back
+/// goes out, then an error event says why, and the stream ends cleanly (no hang, no torn body).
+#[tokio::test]
+async fn a_stream_is_ended_cleanly_when_the_provider_goes_quiet_or_talks_too_long() {
+    use support::client::{self, chat, post, sse_data};
+    for (idle, max_bytes, code) in [
+        (Duration::from_millis(150), 1 << 20, "stream_idle_timeout"),
+        (Duration::from_secs(30), 600, "stream_too_long"),
+    ] {
+        let (mock, gw) = gateway(|c| {
+            c.limits.stream = gateway::sse::StreamLimits {
+                idle_timeout: idle,
+                max_bytes,
+            };
+        })
+        .await;
+        mock.set(|b| {
+            b.chunks = (0..8).map(|i| format!("word{i} ")).collect();
+            b.chunk_delay = Duration::from_millis(if code == "stream_idle_timeout" {
+                400
+            } else {
+                0
+            });
+        })
+        .await;
+        let started = Instant::now();
+        let r = post(
+            &client::client(),
+            &gw.api("/v1/chat/completions"),
+            &chat("gpt-4o-mini", "hi", true),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let events = sse_data(&r.text());
+        let last = events.last().cloned().unwrap_or_default();
+        assert!(
+            last.contains(&format!("\"code\":\"{code}\"")),
+            "{code}: {events:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{code}: took {:?}",
+            started.elapsed()
+        );
+        gw.stop().await;
+    }
+}
