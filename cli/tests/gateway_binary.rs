@@ -440,3 +440,26 @@ async fn tls_listener_speaks_http2_and_http1() {
         assert!(text.contains("gpt-4o-mini"));
     }
 }
+
+/// Regression: a gateway under a control plane it cannot reach, with no pack yet, kept retrying
+/// its registration after SIGTERM and never exited.
+#[tokio::test]
+async fn a_managed_gateway_without_a_pack_stops_promptly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("PALISADE_GATEWAY_KEY", "gk_unreachable_test");
+    // Port 9 (discard) on loopback: nothing listens, every registration fails.
+    let mut gw = GatewayProcess::start(
+        std::path::Path::new("support"),
+        dir.path(),
+        &[
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--state-dir",
+            &dir.path().display().to_string(),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status:?}: {}", gw.stderr());
+}

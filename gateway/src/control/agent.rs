@@ -125,7 +125,13 @@ impl<A: PackApplier> Agent<A> {
 
     /// Register, then poll and report until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let interval = self.register().await;
+        // Shutdown ends every phase, registration included: a gateway whose control plane is
+        // unreachable (and that has no pack yet) must still stop at once on SIGTERM.
+        tokio::pin!(shutdown);
+        let interval = tokio::select! {
+            i = self.register() => i,
+            () = &mut shutdown => return,
+        };
         let reporter = tokio::spawn(report_loop(
             self.client.clone(),
             Arc::clone(&self.applier),
@@ -135,7 +141,7 @@ impl<A: PackApplier> Agent<A> {
         ));
         tokio::select! {
             () = self.poll_loop() => {}
-            () = shutdown => {}
+            () = &mut shutdown => {}
         }
         reporter.abort();
     }
