@@ -241,11 +241,8 @@ async fn pump(
             }
         };
         last_frame = tokio::time::Instant::now();
-        if let Some(Ok(f)) = &first {
-            total = total.saturating_add(f.data_ref().map_or(0, Bytes::len));
-            if total > limits.max_bytes {
-                return Pump::Cut(Cut::TooLong(limits.max_bytes));
-            }
+        if over_limit(&first, &mut total, limits.max_bytes) {
+            return Pump::Cut(Cut::TooLong(limits.max_bytes));
         }
         // Take every frame that is already here too, so one write carries them all: a provider
         // writes each SSE event as its own chunk, and relaying them one by one would cost a
@@ -259,6 +256,9 @@ async fn pump(
         while end.is_none() && batch.frames < MAX_BATCH_FRAMES {
             match try_frame(&mut body) {
                 Some(f) => {
+                    if over_limit(&f, &mut total, limits.max_bytes) {
+                        return Pump::Cut(Cut::TooLong(limits.max_bytes));
+                    }
                     end = step(f, proc, &mut batch);
                     yielded = false;
                 }
@@ -283,6 +283,14 @@ async fn pump(
 }
 
 type UpstreamFrame = Option<Result<http_body::Frame<Bytes>, hyper::Error>>;
+
+/// Count a frame's bytes into `total`; true once it passes `max`.
+fn over_limit(frame: &UpstreamFrame, total: &mut usize, max: usize) -> bool {
+    if let Some(Ok(f)) = frame {
+        *total = total.saturating_add(f.data_ref().map_or(0, Bytes::len));
+    }
+    *total > max
+}
 
 /// Handle one upstream frame; `Some` when the stream ended.
 fn step(frame: UpstreamFrame, proc: &mut SseProcessor<'_>, batch: &mut Batch) -> Option<Pump> {
