@@ -158,12 +158,8 @@ impl<'d> StreamRedactor<'d> {
         // Early release: text before the word that holds the next unconfirmed trigger cannot be
         // part of a finding not yet produced (`future_start_in`), nor of one produced but not yet
         // final (`pending`). Prose without triggers is released up to its last word.
-        let mut local_states = self.states;
-        for st in &mut local_states {
-            st.pos = st.pos.saturating_sub(norm0);
-            st.floor = st.floor.saturating_sub(norm0);
-        }
-        if let Some(early) = self.det.future_start_in(hay, &local_states) {
+        // `local`: the pass states after this scan, relative to `hay`.
+        if let Some(early) = self.det.future_start_in(hay, &local) {
             let pending = self
                 .pending
                 .iter()
