@@ -118,10 +118,16 @@ impl CpClient {
     ) -> Result<Value, ExitCode> {
         let answer = self.call(method, path, body)?;
         if answer.ok() {
-            Ok(answer.body)
-        } else {
-            Err(print_error(&answer))
+            return Ok(answer.body);
         }
+        let code = print_error(&answer);
+        if answer.status == 401 {
+            match self.key {
+                None => eprintln!("  no key was sent: put a service key in PALISADE_SERVICE_KEY (it is read only from that variable; `palisade up` keeps its admin key in .palisade/admin-key)"),
+                Some(_) => eprintln!("  the key in PALISADE_SERVICE_KEY was not accepted (unknown or revoked)"),
+            }
+        }
+        Err(code)
     }
 
     async fn send(

@@ -4,6 +4,7 @@
 //! failed (the error code, diagnostics and every failing gate on stderr), 2 usage.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::{json, Value};
@@ -38,6 +39,10 @@ pub(crate) struct DeployArgs {
     environment: String,
     #[arg(long)]
     note: String,
+    /// After the move, wait up to this long (e.g. 30s) until every live gateway of the
+    /// environment enforces the new version; exit 1 with their states if they do not.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
     #[command(flatten)]
     cp: CpArgs,
 }
@@ -51,6 +56,10 @@ pub(crate) struct PromoteArgs {
     to: String,
     #[arg(long)]
     note: String,
+    /// After the move, wait up to this long (e.g. 30s) until every live gateway of the
+    /// environment enforces the new version; exit 1 with their states if they do not.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
     #[command(flatten)]
     cp: CpArgs,
 }
@@ -65,6 +74,10 @@ pub(crate) struct RollbackArgs {
     to: Option<String>,
     #[arg(long)]
     note: String,
+    /// After the move, wait up to this long (e.g. 30s) until every live gateway of the
+    /// environment enforces the new version; exit 1 with their states if they do not.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
     #[command(flatten)]
     cp: CpArgs,
 }
@@ -191,12 +204,71 @@ fn moved(out: &Value) {
     );
 }
 
+/// Print the move and, with `--wait`, wait for the environment's gateways to enforce it.
+fn moved_and_waited(c: &CpClient, out: &Value, wait: Option<Duration>) -> ExitCode {
+    moved(out);
+    let p = &out["pointer"];
+    match (
+        wait,
+        p["environment"].as_str(),
+        p["pack"].as_str(),
+        p["hash"].as_str(),
+    ) {
+        (Some(limit), Some(env), Some(pack), Some(hash)) => wait_synced(c, env, pack, hash, limit),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Poll the status until every live gateway of (env, pack) is SYNCED on `hash` (and there is at
+/// least one), or `limit` passes: then print each gateway's state and fail.
+fn wait_synced(c: &CpClient, env: &str, pack: &str, hash: &str, limit: Duration) -> ExitCode {
+    let deadline = Instant::now() + limit;
+    loop {
+        let gateways =
+            match c.expect_ok(Method::GET, &format!("/v1/status?environment={env}"), None) {
+                Ok(out) => out["entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["pack"] == pack)
+                    .flat_map(|e| e["gateways"].as_array().cloned().unwrap_or_default())
+                    .filter(|g| g["state"] != "OFFLINE")
+                    .collect::<Vec<_>>(),
+                Err(code) => return code,
+            };
+        let synced = |g: &Value| g["state"] == "SYNCED" && g["active"]["hash"] == hash;
+        if !gateways.is_empty() && gateways.iter().all(synced) {
+            println!("{env}: {} gateway(s) enforce it", gateways.len());
+            return ExitCode::SUCCESS;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "error: not every gateway of {env} enforces it after {}",
+                humantime::format_duration(limit)
+            );
+            if gateways.is_empty() {
+                eprintln!("  no live gateway of {env} runs {pack}");
+            }
+            for g in &gateways {
+                eprintln!(
+                    "  {} {} (active {})",
+                    crate::cp_client::printable(g["id"].as_str().unwrap_or("?")),
+                    g["state"].as_str().unwrap_or("?"),
+                    g["active"]["version"].as_str().unwrap_or("-")
+                );
+            }
+            return ExitCode::FAILURE;
+        }
+        std::thread::park_timeout(Duration::from_millis(200));
+    }
+}
+
 pub(crate) fn deploy(args: &DeployArgs) -> ExitCode {
     done((|| {
         let c = client(&args.cp)?;
         let body = json!({ "pack": args.pack, "version": args.version, "environment": args.environment, "note": args.note });
-        moved(&c.expect_ok(Method::POST, "/v1/deploy", Some(&body))?);
-        Ok(ExitCode::SUCCESS)
+        let out = c.expect_ok(Method::POST, "/v1/deploy", Some(&body))?;
+        Ok(moved_and_waited(&c, &out, args.wait))
     })())
 }
 
@@ -206,8 +278,7 @@ pub(crate) fn promote(args: &PromoteArgs) -> ExitCode {
         let body =
             json!({ "pack": args.pack, "from": args.from, "to": args.to, "note": args.note });
         let out = c.expect_ok(Method::POST, "/v1/promote", Some(&body))?;
-        moved(&out);
-        Ok(ExitCode::SUCCESS)
+        Ok(moved_and_waited(&c, &out, args.wait))
     })())
 }
 
@@ -215,8 +286,8 @@ pub(crate) fn rollback(args: &RollbackArgs) -> ExitCode {
     done((|| {
         let c = client(&args.cp)?;
         let body = json!({ "pack": args.pack, "environment": args.environment, "to": args.to, "note": args.note });
-        moved(&c.expect_ok(Method::POST, "/v1/rollback", Some(&body))?);
-        Ok(ExitCode::SUCCESS)
+        let out = c.expect_ok(Method::POST, "/v1/rollback", Some(&body))?;
+        Ok(moved_and_waited(&c, &out, args.wait))
     })())
 }
 
@@ -269,7 +340,7 @@ pub(crate) fn history(args: &HistoryArgs) -> ExitCode {
             let what = crate::cp_client::printable(what);
             println!(
                 "{:>5} {} {:<18} {:<20} {:<8} {:<8} {:<10} {what}",
-                r["seq"],
+                r["seq"].as_i64().unwrap_or(0),
                 f("at"),
                 f("actor"),
                 f("action"),

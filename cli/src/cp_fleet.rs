@@ -1,7 +1,10 @@
 //! `palisade status`, `palisade keys …` and `palisade environments …`.
 //!
-//! `status` prints, per environment and pack, the desired version and every gateway's state;
-//! it exits 1 when any gateway is not SYNCED (or on any error), so CI can wait on it in a loop.
+//! `status` prints, per environment and pack, the desired version and every gateway's state.
+//! It exits 0 when every environment that has a desired version has at least one live gateway
+//! and every live gateway of it is SYNCED; 1 otherwise (or on any error), so CI can wait on it in
+//! a loop. OFFLINE gateways are shown and do not fail it (the control plane forgets them after
+//! its forget time, or at `gateways prune`); an environment nothing is deployed to is waiting.
 //! `keys create` prints the new key once; the registry keeps only its hash.
 
 use std::process::ExitCode;
@@ -44,6 +47,16 @@ pub(crate) enum KeysCommand {
     /// Revoke a key by id.
     Revoke {
         id: String,
+        #[command(flatten)]
+        cp: CpArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GatewaysCommand {
+    /// Forget every OFFLINE gateway now (admin); they are forgotten anyway after the control
+    /// plane's --forget-gateways-after.
+    Prune {
         #[command(flatten)]
         cp: CpArgs,
     },
@@ -259,10 +272,30 @@ pub(crate) fn environments(cmd: &EnvironmentsCommand) -> ExitCode {
                 "{:<12} {:<12} {:>10} {}",
                 e["name"].as_str().unwrap_or("?"),
                 e["feeds_from"].as_str().unwrap_or("-"),
-                e["soak_ms"],
+                e["soak_ms"]
+                    .as_i64()
+                    .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
                 e["deploy_role"].as_str().unwrap_or("?")
             );
         }
         Ok(ExitCode::SUCCESS)
+    })())
+}
+
+pub(crate) fn gateways(cmd: &GatewaysCommand) -> ExitCode {
+    done((|| match cmd {
+        GatewaysCommand::Prune { cp } => {
+            let c = CpClient::new(cp)?;
+            let out = c.expect_ok(Method::POST, "/v1/gateways/prune", None)?;
+            let removed = out["removed"].as_array().cloned().unwrap_or_default();
+            for id in &removed {
+                println!(
+                    "forgot {}",
+                    crate::cp_client::printable(id.as_str().unwrap_or("?"))
+                );
+            }
+            eprintln!("{} OFFLINE gateway(s) forgotten", removed.len());
+            Ok(ExitCode::SUCCESS)
+        }
     })())
 }

@@ -12,7 +12,7 @@ use control_plane::{App, Config, SystemClock, DEFAULT_REPORT_INTERVAL_MS};
 #[derive(Debug, clap::Args)]
 pub(crate) struct ControlPlaneArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, default_value = "127.0.0.1:8070")]
     listen: String,
     /// `sqlite://PATH?mode=rwc`, `postgres://…`, or a SQLite file path.
     #[arg(long, default_value = "palisade-control-plane.db")]
@@ -20,6 +20,10 @@ pub(crate) struct ControlPlaneArgs {
     /// How often gateways report; a gateway silent for 3 intervals is OFFLINE.
     #[arg(long, default_value_t = DEFAULT_REPORT_INTERVAL_MS)]
     report_interval_ms: u64,
+    /// A gateway silent this long leaves the fleet view (status, promotion gates) and is
+    /// deleted; `palisade gateways prune` forgets OFFLINE ones at once.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    forget_gateways_after: std::time::Duration,
     /// A new connection's first request head must arrive within this (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     first_request_timeout: std::time::Duration,
@@ -55,6 +59,8 @@ async fn serve(args: &ControlPlaneArgs) -> ExitCode {
     let config = Config {
         database: args.database.clone(),
         report_interval_ms: args.report_interval_ms,
+        forget_gateways_after_ms: u64::try_from(args.forget_gateways_after.as_millis())
+            .unwrap_or(u64::MAX),
         admin_key: std::env::var("PALISADE_ADMIN_KEY")
             .ok()
             .filter(|k| !k.is_empty()),

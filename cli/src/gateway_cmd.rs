@@ -195,8 +195,11 @@ async fn start_agent(
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "gateway".to_owned());
+    // Host and port identify a live gateway (the port is bound), and stay the same across a
+    // restart on the same address, so a restarted gateway takes over its own row in the fleet
+    // view instead of leaving an OFFLINE twin behind.
     let instance = Instance {
-        id: format!("{host}-{}-{}", gw.local_addr().port(), std::process::id()),
+        id: format!("{host}-{}", gw.local_addr().port()),
         environment: args.environment.clone(),
         pack: args.pack.clone(),
         build: env!("CARGO_PKG_VERSION").to_owned(),

@@ -72,7 +72,8 @@ enum Command {
     Promote(cp_cmds::PromoteArgs),
     /// Move an environment's pointer back to a version it ran before.
     Rollback(cp_cmds::RollbackArgs),
-    /// Desired version and every gateway's state, per environment and pack (exit 1 unless all SYNCED).
+    /// Desired version and every gateway's state, per environment and pack (exit 1 unless every
+    /// environment with a desired version has live gateways, all SYNCED).
     Status(cp_fleet::StatusArgs),
     /// The control plane's admin log (and `--verify` of its hash chain).
     History(cp_cmds::HistoryArgs),
@@ -83,6 +84,9 @@ enum Command {
     /// Create, list and revoke service and gateway keys.
     #[command(subcommand)]
     Keys(cp_fleet::KeysCommand),
+    /// Manage the fleet view: forget OFFLINE gateways.
+    #[command(subcommand)]
+    Gateways(cp_fleet::GatewaysCommand),
     /// List, create and configure environments.
     #[command(subcommand)]
     Environments(cp_fleet::EnvironmentsCommand),
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Import(args) => cp_manifest::import(&args),
         Command::Keys(cmd) => cp_fleet::keys(&cmd),
         Command::Environments(cmd) => cp_fleet::environments(&cmd),
+        Command::Gateways(cmd) => cp_fleet::gateways(&cmd),
         Command::Gateway(args) => gateway_cmd::run(*args),
         Command::Up(args) => up::run(&args),
     }

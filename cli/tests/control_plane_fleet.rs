@@ -165,7 +165,111 @@ fn gateway_keys_are_bound_to_their_environment(backend: Backend) {
     );
 }
 
+/// `status` fails on what needs attention only: a live gateway that does not enforce its
+/// environment's desired version, or an environment with a desired version and no live gateway.
+/// An OFFLINE gateway beside a SYNCED one (a restarted gateway's old self) and an environment
+/// with nothing deployed yet do not fail it; `gateways prune` forgets OFFLINE gateways at once
+/// and `--forget-gateways-after` without a command.
+fn offline_leftovers_do_not_fail_status_and_are_forgotten(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = cp_support::Database::fresh(backend, dir.path());
+    let cp = ControlPlane::start_with_args(
+        200,
+        Some(ADMIN_KEY),
+        dir,
+        db,
+        &["--forget-gateways-after", "3s"],
+    );
+    let hash = cp.push(PACK_V1);
+    // The pointer moves, but with no gateway to enforce it `--wait` fails and says why.
+    let o = cp.cli(
+        Some(ADMIN_KEY),
+        &[
+            "deploy", "support", "1.0.0", "-e", "dev", "--note", "d", "--wait", "300ms",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("deploy dev: support nothing → 1.0.0")
+            && text(&o).contains("no live gateway of dev runs support"),
+        "{}",
+        text(&o)
+    );
+    // Without a key, the error names the one variable the key is read from.
+    let o = cp.cli(None, &["status"]);
+    assert!(text(&o).contains("PALISADE_SERVICE_KEY"), "{}", text(&o));
+    let dev = cp.create_key("gateway", Some("dev"));
+    let staging = cp.create_key("gateway", Some("staging"));
+    cp.register(&dev, "gw-old", "dev");
+    cp.report(
+        &dev,
+        "gw-old",
+        "dev",
+        Some(("1.0.0", &hash)),
+        Some(ack("1.0.0")),
+    );
+    eventually(Duration::from_secs(10), "gw-old OFFLINE", || {
+        (cp.state_of("gw-old").as_deref() == Some("OFFLINE")).then_some(())
+    });
+    // Only the OFFLINE one: dev has a desired version and nothing enforces it.
+    let o = cp.cli(Some(ADMIN_KEY), &["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    cp.register(&dev, "gw-new", "dev");
+    cp.register(&staging, "gw-staging", "staging");
+    eventually(Duration::from_secs(10), "status exits 0", || {
+        cp.report(
+            &dev,
+            "gw-new",
+            "dev",
+            Some(("1.0.0", &hash)),
+            Some(ack("1.0.0")),
+        );
+        cp.report(&staging, "gw-staging", "staging", None, None);
+        let o = cp.cli(Some(ADMIN_KEY), &["status", "--format", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let states: Vec<(String, String)> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e["gateways"].as_array().cloned().unwrap_or_default())
+            .map(|g| {
+                (
+                    g["id"].as_str().unwrap().to_owned(),
+                    g["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let want = [
+            ("gw-new", "SYNCED"),
+            ("gw-old", "OFFLINE"),
+            ("gw-staging", "PENDING"),
+        ];
+        let shown = want
+            .iter()
+            .all(|(id, st)| states.iter().any(|(i, s)| i == id && s == st));
+        (o.status.code() == Some(0) && v["all_synced"] == true && shown).then_some(())
+    });
+
+    // Pruning is an admin action; it forgets exactly the OFFLINE ones.
+    let viewer = cp.create_key("viewer", None);
+    assert_ne!(
+        cp.cli(Some(&viewer), &["gateways", "prune"]).status.code(),
+        Some(0)
+    );
+    let o = cp.cli(Some(ADMIN_KEY), &["gateways", "prune"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("forgot gw-old"), "{}", text(&o));
+    assert_eq!(cp.state_of("gw-old"), None);
+
+    // Silence past --forget-gateways-after: gone from the view without a command.
+    eventually(Duration::from_secs(20), "gw-staging forgotten", || {
+        cp.state_of("gw-staging").is_none().then_some(())
+    });
+}
+
 on_both_backends!(
+    offline_leftovers_do_not_fail_status_and_are_forgotten,
     a_gateway_that_stops_reporting_turns_offline_and_status_fails,
     a_nack_shows_rejected_with_the_error_while_the_old_version_keeps_serving,
     a_gateway_that_does_not_converge_turns_stale,

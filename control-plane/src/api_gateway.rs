@@ -34,6 +34,10 @@ struct RegisterBody {
 pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp, ApiError> {
     let caller = app.authenticate(req.header("authorization")).await?;
     match (rest, &req.method) {
+        (["prune"], &Method::POST) => Ok(json_response(
+            StatusCode::OK,
+            &fleet::prune(app, &caller).await?,
+        )),
         (["register"], &Method::POST) => {
             let body: RegisterBody = req.json()?;
             let out = fleet::register(app, &caller, &body.instance).await?;

@@ -28,10 +28,15 @@ pub struct Config {
     /// The admin key to seed into an empty registry (from `PALISADE_ADMIN_KEY`); `None`
     /// generates one.
     pub admin_key: Option<String>,
+    /// A gateway silent this long leaves the fleet view (status, promotion gates) and its row
+    /// is deleted at the next registration.
+    pub forget_gateways_after_ms: u64,
 }
 
 /// Default gateway report interval.
 pub const DEFAULT_REPORT_INTERVAL_MS: u64 = 2000;
+/// Default time after which a silent gateway is forgotten.
+pub const DEFAULT_FORGET_GATEWAYS_AFTER_MS: u64 = 15 * 60 * 1000;
 
 /// What an action needs from a key's environment scope.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +73,7 @@ impl App {
             timing: Timing {
                 report_interval_ms: i64::try_from(config.report_interval_ms.max(10))
                     .unwrap_or(i64::MAX),
+                forget_after_ms: i64::try_from(config.forget_gateways_after_ms).unwrap_or(i64::MAX),
             },
         };
         let generated = app.seed(config.admin_key.as_deref()).await?;

@@ -8,12 +8,17 @@
 //! its soak. Refusals of reports (wrong environment for the key) are 403 without an admin-log
 //! record, since a misconfigured gateway would otherwise write one every interval; refused
 //! registrations are recorded.
+//!
+//! A gateway silent for longer than the forget time (`--forget-gateways-after`, 15 minutes by
+//! default) is no longer part of the fleet: status and promotion gates leave it out, and its row
+//! is deleted at the next registration. `POST /v1/gateways/prune` forgets every OFFLINE one now.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
-use crate::app::App;
+use crate::adminlog::{self, Entry};
+use crate::app::{App, Scope};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::keys::{Caller, Role};
@@ -149,6 +154,12 @@ pub(crate) async fn register(
     crate::envs::require(&mut *app.db.read().await?, &instance.environment).await?;
     let now = app.now();
     let (_guard, mut tx) = app.db.begin_write().await?;
+    // Registrations are when fleets churn (a pod replaced, a local restart on a new port), so
+    // this is where gateways silent past the forget time are dropped: the table stays bounded.
+    sqlx::query("DELETE FROM gateways WHERE last_seen_at < $1")
+        .bind(app.timing.forgotten_before(now))
+        .execute(&mut *tx)
+        .await?;
     upsert_registration(&mut tx, caller, instance, now).await?;
     tx.commit().await?;
     Ok(json!({ "report_interval_ms": app.timing.report_interval_ms }))
@@ -249,14 +260,17 @@ pub(crate) async fn gateways(
     conn: &mut AnyConnection,
     environment: Option<&str>,
     pack: Option<&str>,
+    seen_since: i64,
 ) -> Result<Vec<GatewayRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, environment, pack, build, registered_at, last_seen_at, last_report_at, active_version,
            active_hash, active_source, active_since, attempt_version, attempt_result, attempt_error, report
-         FROM gateways WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR pack = $2) ORDER BY environment, pack, id",
+         FROM gateways WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR pack = $2) AND last_seen_at >= $3
+         ORDER BY environment, pack, id",
     )
     .bind(environment)
     .bind(pack)
+    .bind(seen_since)
     .fetch_all(conn)
     .await?;
     rows.iter().map(|r| {
@@ -296,11 +310,20 @@ pub(crate) async fn status(app: &App, environment: Option<&str>) -> Result<Value
         .into_iter()
         .map(|p| (p.environment, p.pack))
         .collect();
-    let gws = gateways(&mut conn, environment, None).await?;
+    let gws = gateways(
+        &mut conn,
+        environment,
+        None,
+        app.timing.forgotten_before(now),
+    )
+    .await?;
     pairs.extend(gws.iter().map(|g| (g.environment.clone(), g.pack.clone())));
     pairs.sort();
     pairs.dedup();
     let mut entries = Vec::new();
+    // Healthy: every (environment, pack) with a desired version has a live gateway and every
+    // live one is SYNCED. OFFLINE gateways are shown but do not count (they are forgotten after
+    // a while); an environment nothing is deployed to yet is waiting, not failing.
     let mut all_synced = true;
     for (env, pack) in pairs {
         let desired = pointers::desired(&mut conn, &env, &pack).await?;
@@ -310,9 +333,13 @@ pub(crate) async fn status(app: &App, environment: Option<&str>) -> Result<Value
             .filter(|g| g.environment == env && g.pack == pack)
             .collect();
         let mut shown = Vec::new();
+        let mut live = 0;
         for g in &mine {
             let state = gateway_state(now, app.timing, desired_ref, &g.facts);
-            all_synced &= state == GatewayState::Synced;
+            if state != GatewayState::Offline {
+                live += 1;
+                all_synced &= desired_ref.is_none() || state == GatewayState::Synced;
+            }
             let mut v = g.shown.clone();
             v["id"] = json!(g.id);
             v["state"] = json!(state);
@@ -322,6 +349,7 @@ pub(crate) async fn status(app: &App, environment: Option<&str>) -> Result<Value
             .iter()
             .map(|g| (g.id.clone(), g.facts.clone()))
             .collect();
+        all_synced &= desired_ref.is_none() || live > 0;
         let verified =
             desired_ref.map(|d| verification(now, app.timing, &d.hash, Some(d), &facts, 0));
         entries.push(json!({
@@ -335,4 +363,37 @@ pub(crate) async fn status(app: &App, environment: Option<&str>) -> Result<Value
     Ok(
         json!({ "all_synced": all_synced, "report_interval_ms": app.timing.report_interval_ms, "entries": entries }),
     )
+}
+
+/// `POST /v1/gateways/prune`: forget every OFFLINE gateway now (admin), instead of waiting for
+/// the forget time. Returns the ids removed.
+pub(crate) async fn prune(app: &App, caller: &Caller) -> Result<Value, ApiError> {
+    app.require_role(caller, Role::Admin, Scope::Global, "gateway.prune", None)
+        .await?;
+    let now = app.now();
+    let cutoff = now.saturating_sub(app.timing.offline_after_ms());
+    let (_guard, mut tx) = app.db.begin_write().await?;
+    let ids: Vec<String> =
+        sqlx::query("SELECT id FROM gateways WHERE last_seen_at < $1 ORDER BY id")
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+    sqlx::query("DELETE FROM gateways WHERE last_seen_at < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    let entry = Entry {
+        actor: &caller.key_id,
+        action: "gateway.prune",
+        outcome: "ok",
+        environment: None,
+        pack: None,
+        detail: json!({ "removed": ids }),
+    };
+    adminlog::append(&mut tx, now, &entry).await?;
+    tx.commit().await?;
+    Ok(json!({ "removed": ids }))
 }

@@ -30,6 +30,8 @@ mod server;
 pub mod state;
 mod watch;
 
-pub use app::{App, Config, StartError, DEFAULT_REPORT_INTERVAL_MS};
+pub use app::{
+    App, Config, StartError, DEFAULT_FORGET_GATEWAYS_AFTER_MS, DEFAULT_REPORT_INTERVAL_MS,
+};
 pub use clock::{Clock, SystemClock};
 pub use server::{serve, ServeLimits, MAX_BODY_BYTES, MAX_CONNECTIONS};

@@ -107,7 +107,13 @@ pub(crate) async fn promote(
     };
     let version = registry::require(&mut conn, pack, &pointer.version).await?;
     gates.push(tests_gate(&version, to));
-    let gws = fleet::gateways(&mut conn, Some(from), Some(pack)).await?;
+    let gws = fleet::gateways(
+        &mut conn,
+        Some(from),
+        Some(pack),
+        app.timing.forgotten_before(app.now()),
+    )
+    .await?;
     drop(conn);
     let facts: Vec<_> = gws.into_iter().map(|g| (g.id, g.facts)).collect();
     let v = verification(

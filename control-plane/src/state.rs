@@ -69,12 +69,20 @@ pub struct GatewayFacts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     pub report_interval_ms: i64,
+    /// Silence after which a gateway is no longer part of the fleet at all (it stopped, or was
+    /// replaced); at least the OFFLINE threshold.
+    pub forget_after_ms: i64,
 }
 
 impl Timing {
     /// Silence longer than this is OFFLINE.
     pub fn offline_after_ms(self) -> i64 {
         self.report_interval_ms.saturating_mul(3)
+    }
+
+    /// Gateways last seen before this are forgotten.
+    pub fn forgotten_before(self, now: i64) -> i64 {
+        now.saturating_sub(self.forget_after_ms.max(self.offline_after_ms()))
     }
 
     /// A gateway has this long to converge on a new desired version before it is STALE.

@@ -4,6 +4,7 @@ use super::*;
 
 const T: Timing = Timing {
     report_interval_ms: 1000,
+    forget_after_ms: 60_000,
 };
 
 fn desired(hash: &str, since: i64) -> DesiredRef {
