@@ -3,6 +3,8 @@
 //!
 //! It is labelled everywhere it shows: every answer carries `x-palisade-mock-provider: true`
 //! and says in its text that no model was called, and `palisade up` prints that it is running.
+//! Its answer echoes the last message it received, so a new user sees what the provider got
+//! after the gateway's policies (an e-mail redacted in staging, passed through in dev).
 //! It speaks the OpenAI wire format the gateway relies on: chat completions as JSON and as SSE
 //! (with the usage chunk when `stream_options.include_usage` is set), completions, embeddings
 //! and the model list. It is not a test double for the test suite; those live with the tests.
@@ -19,7 +21,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-const ANSWER: &str = "This answer comes from Palisade's local mock provider: no model was called.";
+const LABEL: &str = "Palisade's local mock provider (no model was called) received:";
+
+/// The echo: the label and the text of the last message (chat) or the prompt (completions).
+fn answer(input: &Value) -> String {
+    let text = |v: &Value| -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str().or_else(|| p.as_str()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    };
+    let received = match input["messages"].as_array().and_then(|m| m.last()) {
+        Some(m) => text(&m["content"]),
+        None => text(&input["prompt"]),
+    };
+    format!("{LABEL} {received}")
+}
 
 /// Serve on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener) {
@@ -63,16 +85,16 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         (Method::GET, p) if p.ends_with("/models") => reply(StatusCode::OK, "application/json", json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "palisade-mock"}]}).to_string()),
         (Method::POST, p) if p.ends_with("/chat/completions") && input["stream"] == true => {
             let usage = input["stream_options"]["include_usage"] == true;
-            reply(StatusCode::OK, "text/event-stream", sse(&model, usage))
+            reply(StatusCode::OK, "text/event-stream", sse(&model, &answer(&input), usage))
         }
         (Method::POST, p) if p.ends_with("/chat/completions") => reply(StatusCode::OK, "application/json", json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer(&input)}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
         }).to_string()),
         (Method::POST, p) if p.ends_with("/completions") => reply(StatusCode::OK, "application/json", json!({
             "id": "cmpl-mock", "object": "text_completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "text": ANSWER, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "text": answer(&input), "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
         }).to_string()),
         (Method::POST, p) if p.ends_with("/embeddings") => reply(StatusCode::OK, "application/json", json!({
@@ -85,14 +107,14 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(answer)
 }
 
-fn sse(model: &str, usage: bool) -> String {
+fn sse(model: &str, answer: &str, usage: bool) -> String {
     let mut out = String::new();
     let chunk = |delta: Value, finish: Value| json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
     out.push_str(&format!(
         "data: {}\n\n",
         chunk(json!({"role": "assistant", "content": ""}), Value::Null)
     ));
-    for word in ANSWER.split_inclusive(' ') {
+    for word in answer.split_inclusive(' ') {
         out.push_str(&format!(
             "data: {}\n\n",
             chunk(json!({"content": word}), Value::Null)

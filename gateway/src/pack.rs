@@ -137,9 +137,15 @@ pub fn prepare(
     }
     let mut upstreams = HashMap::with_capacity(names.len());
     for name in names {
-        let Some(spec) = compiled.provider(&name) else {
+        let Some(mut spec) = compiled.provider(&name) else {
             continue;
         };
+        if let Some(var) = spec.base_url_env.as_deref() {
+            if let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) {
+                tracing::info!(provider = %name, variable = %var, url = %url, "base_url taken from the environment");
+                spec.base_url = url;
+            }
+        }
         let key = spec
             .api_key_env
             .as_deref()

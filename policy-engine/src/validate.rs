@@ -215,6 +215,9 @@ fn providers_and_models(doc: &PackDocument, sink: &mut Sink<'_>) {
         if let Some(env) = &p.api_key_env {
             env_name(sink, &format!("{path}.api_key_env"), env);
         }
+        if let Some(env) = &p.base_url_env {
+            env_name(sink, &format!("{path}.base_url_env"), env);
+        }
         if p.connect_timeout_ms == 0 || p.first_byte_timeout_ms == 0 {
             err(
                 sink,

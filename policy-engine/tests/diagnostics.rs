@@ -180,6 +180,24 @@ fn a_key_pasted_into_api_key_env_is_caught_too() {
 }
 
 #[test]
+fn base_url_env_must_name_a_variable_not_hold_a_url() {
+    let text = format!("{SEED}providers:\n  openai:\n    base_url: https://api.openai.com/v1\n    base_url_env: http://127.0.0.1:8090/v1\n");
+    let d = errors_of(&text);
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "providers.openai.base_url_env",
+    );
+    assert!(
+        x.expected
+            .as_deref()
+            .unwrap_or("")
+            .contains("environment variable name"),
+        "{d}"
+    );
+}
+
+#[test]
 fn the_parse_error_never_echoes_the_document() {
     let text =
         "pack:\n  name: x\n  secret_note: sk-abcdefghijklmnopqrstuvwxyz0123\n  version: [1, 2\n";

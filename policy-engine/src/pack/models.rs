@@ -12,6 +12,12 @@ pub const DEFAULT_PROVIDER_KEY_ENV: &str = "OPENAI_API_KEY";
 pub struct ProviderSpec {
     /// Base URL including the API prefix, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
+    /// Name of an environment variable that, when set and non-empty on the gateway, replaces
+    /// `base_url` (how `palisade up` points the sample pack at its local mock, and how a
+    /// deployment points at a regional or private endpoint without a second pack). The name is
+    /// in the pack, so a reviewer sees that the address can come from the environment.
+    #[serde(default)]
+    pub base_url_env: Option<String>,
     /// Name of the environment variable that holds the provider key. The key itself never
     /// appears in a pack (`SECRET_IN_PACK`).
     #[serde(default)]
@@ -35,6 +41,7 @@ impl ProviderSpec {
     pub fn default_openai() -> Self {
         Self {
             base_url: DEFAULT_PROVIDER_BASE_URL.to_owned(),
+            base_url_env: None,
             api_key_env: Some(DEFAULT_PROVIDER_KEY_ENV.to_owned()),
             connect_timeout_ms: default_connect(),
             first_byte_timeout_ms: default_first_byte(),
