@@ -206,9 +206,50 @@ pub(crate) fn print_error(answer: &Answer) -> ExitCode {
                 if passed { "passed" } else { "FAILED" },
                 g["detail"].as_str().unwrap_or("")
             );
+            for line in failed_tests(g) {
+                eprintln!("    {line}");
+            }
         }
     }
     ExitCode::FAILURE
+}
+
+/// Each failing pack test of a `tests` gate (its name, what it expected and what the pack did),
+/// or the diagnostics that kept the pack from compiling, as lines to print.
+pub(crate) fn failed_tests(gate: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let entities = |v: &Value| match v.as_array() {
+        Some(list) if !list.is_empty() => format!(
+            " [{}]",
+            list.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    };
+    for t in gate["failed_tests"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "test `{}`: expected {}{}, got {}{}",
+            printable(t["name"].as_str().unwrap_or("?")),
+            t["expected"].as_str().unwrap_or("?"),
+            entities(&t["expected_entities"]),
+            t["actual"].as_str().unwrap_or("?"),
+            entities(&t["actual_entities"]),
+        ));
+        for p in t["problems"].as_array().into_iter().flatten() {
+            lines.push(format!("  {}", printable(p.as_str().unwrap_or(""))));
+        }
+    }
+    for d in gate["diagnostics"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{} {}: {}",
+            d["code"].as_str().unwrap_or("?"),
+            d["path"].as_str().unwrap_or(""),
+            printable(d["message"].as_str().unwrap_or(""))
+        ));
+    }
+    lines
 }
 
 /// `s` safe to print on a terminal: control characters (C0, DEL, C1) and the bidirectional

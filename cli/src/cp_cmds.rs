@@ -127,6 +127,19 @@ pub(crate) fn push(args: &PushArgs) -> ExitCode {
             ),
             _ => println!("pushed {} {} (hash {})", s("pack"), s("version"), s("hash")),
         }
+        // The pack's tests per environment: a failing one means the version cannot be deployed
+        // there (versions are immutable: fix the pack and push a new version).
+        for (env, gate) in out["tests"].as_object().into_iter().flatten() {
+            let detail = gate["detail"].as_str().unwrap_or("");
+            if gate["passed"] == json!(true) {
+                println!("  tests {env:<10} {detail}");
+            } else {
+                println!("  tests {env:<10} FAILED: {detail}; it cannot be deployed to {env}");
+                for line in crate::cp_client::failed_tests(gate) {
+                    println!("    {line}");
+                }
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })())
 }

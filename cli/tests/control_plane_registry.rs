@@ -355,7 +355,49 @@ fn first_start_without_admin_key_prints_a_generated_one_once(backend: Backend) {
     );
 }
 
+/// A pack whose own tests fail in one environment: the push shows the results per environment
+/// and names the failing test, and the deploy refusal names it again with what it expected and
+/// what the pack decided.
+fn failing_pack_tests_are_shown_at_push_and_named_at_deploy(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let yaml = "pack:\n  name: support\n  version: 1.0.0\npolicies:\n  chain: [pii-detector]\npolicy:\n  pii-detector:\n    action: redact\nenvironments:\n  dev: {}\n  staging: {}\n  prod:\n    policy:\n      pii-detector:\n        action: log\ntests:\n  - name: cards are redacted\n    input: my card 4111 1111 1111 1111\n    expect: redact\n    entities: [credit_card]\n";
+    let file = cp.file("tested.yaml", yaml);
+    let o = cp.cli(Some(ADMIN_KEY), &["push", &file, "--note", "tests"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("tests dev        1 passed, 0 failed in dev"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "tests prod       FAILED: 0 passed, 1 failed in prod; it cannot be deployed to prod"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "test `cards are redacted`: expected redact [credit_card], got log [credit_card]"
+        ),
+        "{out}"
+    );
+    let o = cp.cli(
+        Some(ADMIN_KEY),
+        &["deploy", "support", "1.0.0", "-e", "prod", "--note", "try"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("gate tests            FAILED  0 passed, 1 failed in prod")
+            && text(&o).contains(
+                "test `cards are redacted`: expected redact [credit_card], got log [credit_card]"
+            ),
+        "{}",
+        text(&o)
+    );
+}
+
 on_both_backends!(
+    failing_pack_tests_are_shown_at_push_and_named_at_deploy,
     push_then_versions_then_deploy_and_the_gateway_sees_it,
     identical_push_is_a_noop_and_a_changed_document_under_the_same_version_is_409,
     broken_pack_is_refused_with_422_and_every_diagnostic,

@@ -34,12 +34,10 @@ pub(crate) fn tests_gate(version: &StoredVersion, environment: &str) -> Value {
         Err(e) => json!({ "gate": "tests", "passed": false, "detail": e.to_string() }),
         Ok(compiled) => {
             let report = policy_engine::testing::run_tests(&compiled);
-            let failed: Vec<&str> = report
-                .outcomes
-                .iter()
-                .filter(|o| !o.passed)
-                .map(|o| o.name.as_str())
-                .collect();
+            // Every failing test with what it expected and what the pack decided, so a refusal
+            // can be fixed without re-running the tests elsewhere.
+            let failed: Vec<&policy_engine::testing::TestOutcome> =
+                report.outcomes.iter().filter(|o| !o.passed).collect();
             json!({
                 "gate": "tests",
                 "passed": report.ok(),

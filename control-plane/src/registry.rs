@@ -189,9 +189,17 @@ pub(crate) async fn push(
         detail: json!({ "version": version, "hash": hash, "note": note }),
     };
     adminlog::append(&mut tx, now, &entry).await?;
+    let environments = crate::envs::list(&mut tx).await?;
     tx.commit().await?;
+    // The pack's own tests in every environment, shown now: a version is immutable, and one
+    // whose tests fail in an environment can never be deployed there.
+    let tests: serde_json::Map<String, Value> = environments
+        .iter()
+        .map(|e| (e.name.clone(), crate::deploy::tests_gate(&stored, &e.name)))
+        .collect();
     Ok(json!({
         "status": "created", "pack": pack, "version": version, "hash": hash, "warnings": warnings,
+        "tests": tests,
     }))
 }
 

@@ -59,6 +59,12 @@ pub(crate) fn resolve(
     if sink.out.len() > before {
         return None;
     }
+    // Settings the base left out are still out: decoding reads `name: null` as "configured with
+    // defaults" (what an author's empty `budget-enforcer:` means), which would make every
+    // environment configure policies the pack never mentions.
+    if let Some(Value::Mapping(policy)) = tree.get_mut("policy") {
+        policy.retain(|_, v| !v.is_null());
+    }
 
     // Decode and validate the merged document into a side sink, then keep only what is new.
     let mut side = Sink::new(sink.map);

@@ -137,6 +137,16 @@ fn settings_for_an_unknown_policy_are_unknown_policy() {
 }
 
 #[test]
+fn an_environment_does_not_configure_policies_the_pack_never_mentions() {
+    let p = load("pack:\n  name: p\n  version: 1.0.0\npolicies:\n  chain: [pii-detector]\npolicy:\n  pii-detector:\n    action: redact\nenvironments:\n  dev: {}\n  prod:\n    policy:\n      pii-detector:\n        action: block\n").unwrap();
+    assert!(
+        p.warnings.is_empty(),
+        "no UNUSED_POLICY for audit-logger or budget-enforcer: {:?}",
+        p.warnings
+    );
+}
+
+#[test]
 fn a_configured_policy_missing_from_the_chain_is_a_warning_only() {
     let p = load(&format!("{SEED}  budget-enforcer: {{}}\n")).unwrap();
     let w = p
