@@ -381,3 +381,172 @@ async fn a_restart_keeps_the_months_spend() {
     }
     assert!(state.join("budget-state.json").exists());
 }
+
+/// One labelled counter from a `/metrics` text: the sum over every series of `name` whose labels
+/// include all of `labels`.
+fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Metrics and the audit log describe the same traffic: a workload of every outcome (allow,
+/// redact, log, escalate, block, budget refusal, degrade, provider error), then every counter is
+/// checked against the audit records of the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_agree_with_the_audit_log_over_a_mixed_workload() {
+    let mock = MockProvider::start().await;
+    let dir = Dir::new();
+    let audit = dir.path().join("audit");
+    let models = "  gpt-4o:\n    input_usd_per_mtok: 2.5\n    output_usd_per_mtok: 10\n  gpt-4.1:\n    input_usd_per_mtok: 2\n    output_usd_per_mtok: 8\n";
+    let policies = |action: &str| {
+        format!(
+            "{models}policy:\n{}  pii-detector:\n    action: {action}\n    entities: [email, credit_card]\n    scan: [request]\n  budget-enforcer:\n    limits:\n      - {{scope: \"model:gpt-4o\", window: daily, tokens: 1, on_exhausted: block}}\n      - {{scope: \"model:gpt-4.1\", window: daily, tokens: 1, on_exhausted: degrade, degrade_to: gpt-4o-mini}}\n",
+            audit_policy(&audit)
+        )
+    };
+    let chain = "audit-logger, pii-detector, budget-enforcer";
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", chain, &policies("redact")),
+    );
+    let state = dir.path().join("state");
+    let mut gw = GatewayProcess::start(&p, dir.path(), &["--state-dir", state.to_str().unwrap()]);
+    let c = client::client();
+    let url = gw.api("/v1/chat/completions");
+    let pii = format!("mail {EMAIL}, card 4111 1111 1111 1111");
+
+    let mut sent = 0;
+    for (model, text) in [
+        ("gpt-4o-mini", "hi"),
+        ("gpt-4o-mini", pii.as_str()),
+        ("gpt-4o", "hi"),
+        ("gpt-4.1", "hi"),
+    ] {
+        post(&c, &url, &chat(model, text, false), None).await;
+        sent += 1;
+    }
+    mock.set(|b| b.fail_status = Some(503)).await;
+    assert_eq!(
+        post(&c, &url, &chat("gpt-4o-mini", "hi", false), None)
+            .await
+            .status,
+        503
+    );
+    sent += 1;
+    mock.set(|b| b.fail_status = None).await;
+    // A request refused before any policy runs is an API error, counted and audited too.
+    let bad = client::send(&c, "POST", &url, Some(b"{not json".as_slice()), None).await;
+    assert_eq!(bad.status(), 400);
+    drop(bad);
+    sent += 1;
+
+    for (version, action) in [("2.0.0", "log"), ("3.0.0", "escalate"), ("4.0.0", "block")] {
+        std::fs::write(
+            &p,
+            pack(&mock.base_url(), version, chain, &policies(action)),
+        )
+        .unwrap();
+        let status_url = gw.api("/status");
+        wait_until(Duration::from_secs(10), "the new version is active", || {
+            let (c, u) = (c.clone(), status_url.clone());
+            async move { get(&c, &u).await.json()["version"] == version }
+        })
+        .await;
+        post(&c, &url, &chat("gpt-4o-mini", &pii, false), None).await;
+        post(&c, &url, &chat("gpt-4o-mini", "clean", false), None).await;
+        sent += 2;
+    }
+
+    let metrics = get(&c, &gw.api("/metrics")).await.text();
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).await.success());
+    let records = request_records(&audit);
+    let with = |f: &dyn Fn(&Value) -> bool| records.iter().filter(|r| f(r)).count() as u64;
+
+    assert_eq!(records.len(), sent, "one record per request: {records:#?}");
+    assert_eq!(
+        counter(&metrics, "palisade_requests_total", &[]),
+        sent as u64,
+        "{metrics}"
+    );
+    for status in ["200", "400", "403", "429", "503"] {
+        assert_eq!(
+            counter(&metrics, "palisade_requests_total", &[("status", status)]),
+            with(&|r| r["status"].as_u64().map(|s| s.to_string()).as_deref() == Some(status)),
+            "requests with status {status}"
+        );
+    }
+    let decision_of = |r: &Value, policy: &str| -> Option<String> {
+        r["policies"]
+            .as_array()?
+            .iter()
+            .find(|p| p["policy"] == policy)
+            .and_then(|p| p["decision"].as_str().map(str::to_owned))
+    };
+    // The same words on both sides: `policies[].decision` is the metric's `action`.
+    for action in ["pass", "redact", "log", "escalate", "block"] {
+        let audited = with(&|r| decision_of(r, "pii-detector").as_deref() == Some(action));
+        assert!(audited > 0, "the workload has a pii-detector `{action}`");
+        assert_eq!(
+            counter(
+                &metrics,
+                "palisade_policy_decisions_total",
+                &[("policy", "pii-detector"), ("action", action)]
+            ),
+            audited,
+            "pii-detector {action}:\n{metrics}"
+        );
+    }
+    for action in ["pass", "block", "degrade"] {
+        let audited = with(&|r| decision_of(r, "budget-enforcer").as_deref() == Some(action));
+        assert!(audited > 0, "the workload has a budget-enforcer `{action}`");
+        assert_eq!(
+            counter(
+                &metrics,
+                "palisade_budget_decisions_total",
+                &[("action", action)]
+            ),
+            audited,
+            "budget-enforcer {action}:\n{metrics}"
+        );
+    }
+    for entity in ["email", "credit_card"] {
+        let audited: u64 = records
+            .iter()
+            .filter_map(|r| r["policies"].as_array())
+            .flatten()
+            .filter(|p| p["policy"] == "pii-detector")
+            .filter_map(|p| p["entities"][entity].as_u64())
+            .sum();
+        assert!(audited > 0);
+        assert_eq!(
+            counter(
+                &metrics,
+                "palisade_pii_findings_total",
+                &[("entity", entity), ("side", "request")]
+            ),
+            audited,
+            "{entity} findings"
+        );
+    }
+    let codes: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["error_code"].as_str())
+        .collect();
+    assert!(codes.len() >= 3, "{codes:?}");
+    for code in codes {
+        assert_eq!(
+            counter(&metrics, "palisade_errors_total", &[("code", code)]),
+            with(&|r| r["error_code"] == code),
+            "errors with code {code}:\n{metrics}"
+        );
+    }
+}

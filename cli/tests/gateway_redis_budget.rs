@@ -205,7 +205,7 @@ async fn three_gateway_processes_preborrowing_stay_within_limit_plus_replicas_ti
     let mut tasks = fire(0..REPLICAS as usize);
     for g in &gateways {
         wait_until(Duration::from_secs(10), "the first reservation", || async {
-            metric(g, "palisade_budget_decisions_total{action=\"allow\"}").await >= 1.0
+            metric(g, "palisade_budget_decisions_total{action=\"pass\"}").await >= 1.0
         })
         .await;
     }

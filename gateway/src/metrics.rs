@@ -18,7 +18,8 @@ use crate::hooks::ApiRoute;
 use crate::pack::ActivePack;
 
 /// What `palisade_policy_decisions_total{policy="pii-detector"}` counts, resolved up front.
-const PII_ACTIONS: [&str; 5] = ["allow", "redact", "block", "log", "escalate"];
+/// The same words as the audit record's `policies[].decision`.
+const PII_ACTIONS: [&str; 5] = ["pass", "redact", "block", "log", "escalate"];
 
 /// Every metric the gateway exports.
 #[derive(Debug, Clone)]
@@ -170,7 +171,7 @@ impl Metrics {
         &self.upstream_by_route[route.index()]
     }
 
-    /// Count one decision of the PII detector (`allow` or its configured action).
+    /// Count one decision of the PII detector (`pass` or its configured action).
     pub(crate) fn pii_decision(&self, action: &str) {
         match PII_ACTIONS.iter().position(|a| *a == action) {
             Some(i) => self.pii_decisions[i].inc(),

@@ -92,7 +92,7 @@ pub(crate) async fn run<'p>(
         o.meta.redacted_request = scanned.text;
         match scanned.verdict {
             Verdict::Allow if found => decision(state, det.action().as_str()),
-            Verdict::Allow => decision(state, "allow"),
+            Verdict::Allow => decision(state, "pass"),
             Verdict::Redacted => {
                 decision(state, det.action().as_str());
                 splice = scanned.splice;
@@ -173,7 +173,10 @@ pub(crate) async fn run<'p>(
             Arc::clone(pack),
             parsed.facts.wants_usage(),
             record_text,
-            state.metrics.pii_findings.clone(),
+            sse::StreamCounters {
+                pii_findings: state.metrics.pii_findings.clone(),
+                errors: state.metrics.errors.clone(),
+            },
             in_flight,
             state.limits.stream,
         );
@@ -198,6 +201,12 @@ pub(crate) async fn run<'p>(
         if let Some(o) = outcome.take() {
             o.fail(&Failure::UpstreamStatus(parts.status)).wait().await;
         }
+        // Relayed as the provider sent it, and counted as the audit records it.
+        state
+            .metrics
+            .errors
+            .with_label_values(&["upstream_error", "upstream"])
+            .inc();
         let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
         budget_headers.apply(&mut resp);
         return Ok(resp);

@@ -62,6 +62,13 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// Choices per response a stream redactor is kept for.
 const MAX_CHOICES: usize = 64;
 
+/// The counters a stream moves after its head was sent: findings in the answer, and the
+/// error it ended with (as the audit record's `error_code`).
+pub(crate) struct StreamCounters {
+    pub(crate) pii_findings: IntCounterVec,
+    pub(crate) errors: IntCounterVec,
+}
+
 /// Start relaying `upstream` to the caller; returns the caller's body. `record_text`: the
 /// pack's audit logger wants the redacted text (`include_redacted_text`).
 #[expect(
@@ -74,7 +81,7 @@ pub(crate) fn relay(
     pack: Arc<ActivePack>,
     wants_usage: bool,
     record_text: bool,
-    pii_findings: IntCounterVec,
+    counters: StreamCounters,
     in_flight: crate::service::InFlight,
     limits: StreamLimits,
 ) -> GatewayBody {
@@ -98,7 +105,8 @@ pub(crate) fn relay(
         let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
-                pii_findings
+                counters
+                    .pii_findings
                     .with_label_values(&[entity.as_str(), "response"])
                     .inc_by(u64::from(*n));
             }
@@ -127,6 +135,7 @@ pub(crate) fn relay(
                 let _ = tx.send(Err(StreamError(e))).await;
                 // The caller's response is already broken: nothing waits for the release.
                 drop(outcome.fail(&Failure::StreamBroken));
+                stream_broken(&counters);
             }
             Pump::Cut(why) => {
                 // The provider went quiet or talked too long: what was held back goes out
@@ -149,12 +158,21 @@ pub(crate) fn relay(
                 }
                 let _ = tx.send(Ok(out.freeze())).await;
                 drop(outcome.fail(&Failure::StreamBroken));
+                stream_broken(&counters);
             }
             // The guard's drop reports the cancellation.
             Pump::Cancelled => drop(outcome),
         }
     });
     GatewayBody::channel(rx)
+}
+
+/// A stream the provider broke or the gateway cut: `stream_broken`, blamed on the provider.
+fn stream_broken(counters: &StreamCounters) {
+    counters
+        .errors
+        .with_label_values(&["stream_broken", "upstream"])
+        .inc();
 }
 
 enum Pump {

@@ -515,7 +515,7 @@ async fn values_in_brackets_markdown_and_with_suffixes_are_redacted_everywhere()
 /// Regression: under `log`, a request with findings was counted as `allow` in
 /// `palisade_policy_decisions_total` while its audit record said `log`.
 #[tokio::test]
-async fn log_decisions_are_counted_as_log_not_allow() {
+async fn log_decisions_are_counted_as_log_not_pass() {
     let (mock, gw) = setup("log").await;
     let c = client::client();
     mock.set(|b| b.reply = format!("Write to {EMAIL}.")).await;
@@ -539,8 +539,8 @@ async fn log_decisions_are_counted_as_log_not_allow() {
             .find_map(|l| l.strip_prefix(series.as_str()))
             .map_or(0, |v| v.trim().parse::<u64>().unwrap())
     };
-    // Two requests: one with a finding (`log`), one clean (`allow`); both answers carry an
-    // address (`log` twice more).
-    assert_eq!((count("log"), count("allow")), (3, 1), "{metrics}");
+    // Two requests: one with a finding (`log`), one clean (`pass`, the audit record's word);
+    // both answers carry an address (`log` twice more).
+    assert_eq!((count("log"), count("pass")), (3, 1), "{metrics}");
     gw.stop().await;
 }

@@ -19,7 +19,7 @@ use super::plan::Dimension;
 /// What a reservation ended in, as counted by `palisade_budget_decisions_total{action}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionLabel {
-    Allow,
+    Pass,
     Alert,
     Degrade,
     Block,
@@ -29,7 +29,7 @@ pub enum DecisionLabel {
 
 impl DecisionLabel {
     const ALL: [Self; 6] = [
-        Self::Allow,
+        Self::Pass,
         Self::Alert,
         Self::Degrade,
         Self::Block,
@@ -39,7 +39,7 @@ impl DecisionLabel {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Allow => "allow",
+            Self::Pass => "pass",
             Self::Alert => "alert",
             Self::Degrade => "degrade",
             Self::Block => "block",

@@ -406,7 +406,7 @@ impl BudgetEnforcer {
         } else if alerted_exhausted {
             DecisionLabel::Alert
         } else {
-            DecisionLabel::Allow
+            DecisionLabel::Pass
         });
         let mut leases = leases.into_iter();
         let held = charges

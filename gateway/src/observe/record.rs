@@ -172,6 +172,7 @@ fn decisions(meta: &RequestMeta, budget: Option<&BudgetNote>) -> Vec<PolicyDecis
                         "blocked" => "block",
                         "alert" => "alert",
                         "unavailable_open" => "fail_open",
+                        "unavailable_closed" => "fail_closed",
                         _ => "pass",
                     }),
                     BTreeMap::new(),
