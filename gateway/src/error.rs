@@ -5,7 +5,11 @@
 //! place an error becomes a response) and the hooks never match on message text. Policy
 //! decisions are not errors until the edge decides to refuse: a PII block travels as a
 //! [`crate::policy::Verdict`] and becomes [`ApiError::PiiBlocked`] only when it is enforced.
-//! This module does not log: the edge does, once.
+//! This module does not log: the edge does, once, with [`ApiError::detail`].
+//!
+//! What a caller reads never carries internals: a provider failure says which provider failed,
+//! not the cause chain (host names, OS errors), and a gateway bug says it was logged under the
+//! request id. The cause is kept for the log.
 
 use http::StatusCode;
 
@@ -20,7 +24,7 @@ pub enum Blame {
     Policy,
     /// The provider failed or was too slow.
     Upstream,
-    /// The gateway itself (no pack loaded).
+    /// The gateway itself (no pack loaded, or a bug: an internal error).
     Gateway,
 }
 
@@ -60,8 +64,12 @@ pub enum ApiError {
     Rejected(Rejection),
     #[error("the provider did not answer within {ms} ms ({phase})")]
     UpstreamTimeout { ms: u64, phase: &'static str },
-    #[error("the provider could not be reached or failed: {0}")]
-    Upstream(String),
+    /// The provider failed; `detail` (the cause chain) is for the log only.
+    #[error("the provider `{provider}` could not be reached or failed")]
+    Upstream { provider: String, detail: String },
+    /// A gateway bug, or a pack and request the gateway cannot reconcile; `0` is for the log.
+    #[error("the gateway could not handle this request (an internal error, logged under the request id)")]
+    Internal(String),
     #[error("unknown route; this gateway serves the OpenAI API under /v1")]
     NotFound,
     #[error("method not allowed on this route")]
@@ -75,6 +83,21 @@ impl ApiError {
         Self::InvalidRequest {
             message: message.into(),
             param: None,
+        }
+    }
+
+    pub fn upstream(provider: &str, detail: impl Into<String>) -> Self {
+        Self::Upstream {
+            provider: provider.to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// What the log says: the cause for upstream and internal errors, the message otherwise.
+    pub fn detail(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Upstream { detail, .. } | Self::Internal(detail) => detail.as_str().into(),
+            other => other.to_string().into(),
         }
     }
 
@@ -96,7 +119,8 @@ impl ApiError {
             Self::PiiBlocked { .. } => "pii_blocked",
             Self::Rejected(r) => r.kind.code(),
             Self::UpstreamTimeout { .. } => "upstream_timeout",
-            Self::Upstream(_) => "upstream_error",
+            Self::Upstream { .. } => "upstream_error",
+            Self::Internal(_) => "internal_error",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotReady => "pack_not_loaded",
@@ -113,7 +137,8 @@ impl ApiError {
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::Rejected(r) => r.kind.status(),
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -124,7 +149,10 @@ impl ApiError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Rejected(r) => r.kind.error_type(),
-            Self::UpstreamTimeout { .. } | Self::Upstream(_) | Self::NotReady => "api_error",
+            Self::UpstreamTimeout { .. }
+            | Self::Upstream { .. }
+            | Self::Internal(_)
+            | Self::NotReady => "api_error",
             Self::ModelNotAllowed { .. } => "permission_error",
             Self::InvalidApiKey(_) => "authentication_error",
             _ => "invalid_request_error",
@@ -150,17 +178,18 @@ impl ApiError {
             Self::ModelNotAllowed { .. } | Self::PiiBlocked { .. } | Self::Rejected(_) => {
                 Blame::Policy
             }
-            Self::UpstreamTimeout { .. } | Self::Upstream(_) => Blame::Upstream,
-            Self::NotReady => Blame::Gateway,
+            Self::UpstreamTimeout { .. } | Self::Upstream { .. } => Blame::Upstream,
+            Self::NotReady | Self::Internal(_) => Blame::Gateway,
         }
     }
 
-    /// Whether an SDK should retry. Policy refusals never succeed on retry, and the OpenAI
-    /// SDKs retry 429 and 5xx unless told otherwise (`x-should-retry`).
+    /// Whether an SDK should retry. Policy refusals never succeed on retry, nor does a request
+    /// that hit a gateway bug, and the OpenAI SDKs retry 429 and 5xx unless told otherwise
+    /// (`x-should-retry`).
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::UpstreamTimeout { .. } | Self::Upstream(_) | Self::NotReady
+            Self::UpstreamTimeout { .. } | Self::Upstream { .. } | Self::NotReady
         ) || matches!(self, Self::Rejected(r) if r.kind.retryable())
     }
 }
@@ -203,7 +232,8 @@ mod tests {
                 504,
                 "upstream_timeout",
             ),
-            (ApiError::Upstream("x".into()), 502, "upstream_error"),
+            (ApiError::upstream("p", "x"), 502, "upstream_error"),
+            (ApiError::Internal("x".into()), 500, "internal_error"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{code}");
@@ -212,9 +242,24 @@ mod tests {
     }
 
     #[test]
+    fn callers_read_no_internals_and_the_log_keeps_the_cause() {
+        let up = ApiError::upstream("openai", "connection failed: tcp connect error: Connection refused (os error 111) to api.internal:443");
+        assert_eq!(
+            up.to_string(),
+            "the provider `openai` could not be reached or failed"
+        );
+        assert!(up.detail().contains("os error 111"));
+        let bug = ApiError::Internal("a response field lost its place".into());
+        assert!(!bug.to_string().contains("field"), "{bug}");
+        assert_eq!(bug.detail(), "a response field lost its place");
+        assert_eq!(bug.blame(), Blame::Gateway);
+        assert!(!bug.retryable());
+    }
+
+    #[test]
     fn policy_refusals_tell_sdks_not_to_retry() {
         let budget = ApiError::Rejected(Rejection::new(RejectionKind::BudgetExceeded, "over"));
         assert!(!budget.retryable());
-        assert!(ApiError::Upstream("x".into()).retryable());
+        assert!(ApiError::upstream("p", "x").retryable());
     }
 }

@@ -44,8 +44,8 @@ pub(crate) async fn run<'p>(
     in_flight: InFlight,
 ) -> Result<Response<GatewayBody>, ApiError> {
     let Some(o) = outcome.as_mut() else {
-        return Err(ApiError::Upstream(
-            "internal: request outcome missing".to_owned(),
+        return Err(ApiError::Internal(
+            "the request outcome is missing".to_owned(),
         ));
     };
     let route = o.meta.route;
@@ -114,7 +114,7 @@ pub(crate) async fn run<'p>(
         Some(to) if to != model_route.name => {
             *model_label = pack.model_label(to);
             pack.compiled.route(to).ok_or_else(|| {
-                ApiError::Upstream(format!(
+                ApiError::Internal(format!(
                     "the budget degrades to `{to}`, which the pack does not allow"
                 ))
             })?
@@ -133,7 +133,7 @@ pub(crate) async fn run<'p>(
         splice,
     )?;
     let upstream = pack.upstream(&model_route.provider).ok_or_else(|| {
-        ApiError::Upstream(format!(
+        ApiError::Internal(format!(
             "the pack routes `{}` to provider `{}`, which it does not define",
             model_route.name, model_route.provider
         ))
@@ -162,8 +162,8 @@ pub(crate) async fn run<'p>(
 
     if parts.status.is_success() && is_sse {
         let Some(o) = outcome.take() else {
-            return Err(ApiError::Upstream(
-                "internal: request outcome missing".to_owned(),
+            return Err(ApiError::Internal(
+                "the request outcome is missing".to_owned(),
             ));
         };
         observe_overhead(state, o.meta.started, upstream_head, route);
@@ -191,7 +191,7 @@ pub(crate) async fn run<'p>(
         state.limits.max_response_bytes,
     )
     .await
-    .map_err(|e| ApiError::Upstream(format!("reading the provider's answer failed: {e}")))?;
+    .map_err(|e| ApiError::upstream(&upstream.name, format!("reading the answer failed: {e}")))?;
     let read_done = sent.elapsed();
     if let Some(o) = outcome.as_mut() {
         o.meta.upstream_time = Some(read_done);
@@ -212,10 +212,18 @@ pub(crate) async fn run<'p>(
         return Ok(resp);
     }
 
-    let (answer, usage) = finish_json(state, pack, route, answer, outcome, record_text)?;
+    let (answer, usage) = finish_json(
+        state,
+        pack,
+        route,
+        &upstream.name,
+        answer,
+        outcome,
+        record_text,
+    )?;
     let Some(o) = outcome.take() else {
-        return Err(ApiError::Upstream(
-            "internal: request outcome missing".to_owned(),
+        return Err(ApiError::Internal(
+            "the request outcome is missing".to_owned(),
         ));
     };
     observe_overhead(state, o.meta.started, read_done, route);
@@ -308,6 +316,7 @@ fn finish_json(
     state: &GatewayState,
     pack: &ActivePack,
     route: crate::hooks::ApiRoute,
+    provider: &str,
     answer: Bytes,
     outcome: &mut Option<Outcome>,
     record_text: bool,
@@ -316,9 +325,10 @@ fn finish_json(
     let peek = match serde_json::from_slice::<policy::Answer<'_>>(&answer) {
         Ok(peek) => peek,
         Err(e) if detector.is_some() && is_object(&answer) => {
-            return Err(ApiError::Upstream(format!(
-                "the provider's answer cannot be scanned for PII: {e}"
-            )))
+            return Err(ApiError::upstream(
+                provider,
+                format!("the answer cannot be scanned for PII: {e}"),
+            ))
         }
         Err(_) => return Ok((answer, None)),
     };
@@ -332,9 +342,10 @@ fn finish_json(
         splice,
         text,
     } = policy::scan_response(det, route, &answer, &peek, record_text).map_err(|e| {
-        ApiError::Upstream(format!(
-            "the provider's answer cannot be scanned for PII: {e}"
-        ))
+        ApiError::upstream(
+            provider,
+            format!("the answer cannot be scanned for PII: {e}"),
+        )
     })?;
     count_pii(state, &report, "response");
     let found = !report.findings.is_empty();
@@ -351,9 +362,9 @@ fn finish_json(
         }
         Verdict::Redacted => {
             decision(state, det.action().as_str());
-            let redacted = splice.apply(&answer).ok_or_else(|| {
-                ApiError::Upstream("internal: a response field lost its place".to_owned())
-            })?;
+            let redacted = splice
+                .apply(&answer)
+                .ok_or_else(|| ApiError::Internal("a response field lost its place".to_owned()))?;
             Ok((redacted, usage))
         }
         Verdict::Block(entities) => {

@@ -159,7 +159,7 @@ pub(crate) fn upstream_body(
     if splice.is_empty() && rewrite.upstream_model.is_none() && !needs_usage {
         return Ok(original.clone());
     }
-    let lost = || ApiError::Upstream("internal: a request field lost its place".to_owned());
+    let lost = || ApiError::Internal("a request field lost its place".to_owned());
     if let Some(m) = rewrite.upstream_model {
         let at = parsed
             .model

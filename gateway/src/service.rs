@@ -89,10 +89,12 @@ pub(crate) async fn handle(
                         .errors
                         .with_label_values(&[err.code(), err.blame().as_str()])
                         .inc();
-                    if err.status().is_server_error() {
-                        tracing::warn!(request_id = %id, code = err.code(), error = %err, "request failed");
+                    if matches!(err, ApiError::Internal(_)) {
+                        tracing::error!(request_id = %id, code = err.code(), error = %err.detail(), "internal error");
+                    } else if err.status().is_server_error() {
+                        tracing::warn!(request_id = %id, code = err.code(), error = %err.detail(), "request failed");
                     } else {
-                        tracing::debug!(request_id = %id, code = err.code(), error = %err, "request refused");
+                        tracing::debug!(request_id = %id, code = err.code(), error = %err.detail(), "request refused");
                     }
                     error_response(&err)
                 }

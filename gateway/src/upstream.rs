@@ -318,7 +318,7 @@ impl Upstream {
             let resp = sender
                 .send_request(req)
                 .await
-                .map_err(|e| ApiError::Upstream(describe(&e, &self.name, "request failed")))?;
+                .map_err(|e| ApiError::upstream(&self.name, describe(&e, "request failed")))?;
             Ok::<_, ApiError>((resp, sender))
         };
         let (resp, sender) = tokio::time::timeout(budget, exchange)
@@ -340,13 +340,13 @@ impl Upstream {
     /// A new connection, its task spawned on this thread's runtime.
     async fn connect(&self) -> Result<Sender, ApiError> {
         let mut connector = thread_connector(self.connect_timeout)
-            .map_err(|e| ApiError::Upstream(e.to_string()))?;
+            .map_err(|e| ApiError::upstream(&self.name, e.to_string()))?;
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query("/")
             .build()
-            .map_err(|e| ApiError::Upstream(format!("cannot build the provider URL: {e}")))?;
+            .map_err(|e| ApiError::upstream(&self.name, format!("cannot build the URL: {e}")))?;
         let io = std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .and(Ok(()));
@@ -361,12 +361,12 @@ impl Upstream {
                     phase: "connect",
                 }
             } else {
-                ApiError::Upstream(describe(e.as_ref(), &self.name, "connection failed"))
+                ApiError::upstream(&self.name, describe(e.as_ref(), "connection failed"))
             }
         })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| ApiError::Upstream(describe(&e, &self.name, "connection failed")))?;
+            .map_err(|e| ApiError::upstream(&self.name, describe(&e, "connection failed")))?;
         let provider = self.name.clone();
         let exec = TokioExecutor::new();
         hyper::rt::Executor::execute(&exec, async move {
@@ -391,8 +391,8 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn describe(e: &(dyn std::error::Error + 'static), provider: &str, what: &str) -> String {
-    let mut msg = format!("provider `{provider}`: {what}: {e}");
+fn describe(e: &(dyn std::error::Error + 'static), what: &str) -> String {
+    let mut msg = format!("{what}: {e}");
     let mut source = e.source();
     while let Some(s) = source {
         msg.push_str(": ");

@@ -318,6 +318,14 @@ async fn a_slow_provider_is_a_504_and_an_unreachable_one_a_502() {
         (r.status.as_u16(), r.error_code().as_str()),
         (502, "upstream_error")
     );
+    // The caller learns which provider failed, not the cause chain (addresses, OS errors).
+    assert_eq!(
+        r.json()["error"]["message"],
+        "the provider `mock` could not be reached or failed",
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("127.0.0.1") && !r.text().contains("os error"));
     gw.stop().await;
 }
 

@@ -271,6 +271,7 @@ mod tests {
             Just(Outcome::BlockedBudget),
             Just(Outcome::Rejected),
             Just(Outcome::UpstreamError),
+            Just(Outcome::InternalError),
             Just(Outcome::Cancelled),
         ]
     }

@@ -78,6 +78,8 @@ pub enum Outcome {
     /// Refused before policies ran: bad key, model not allowed, malformed request.
     Rejected,
     UpstreamError,
+    /// A gateway bug, or a pack and request it could not reconcile (500 `internal_error`).
+    InternalError,
     /// The client went away before the response was complete.
     Cancelled,
 }
@@ -91,6 +93,7 @@ impl Outcome {
             Self::BlockedBudget => "blocked_budget",
             Self::Rejected => "rejected",
             Self::UpstreamError => "upstream_error",
+            Self::InternalError => "internal_error",
             Self::Cancelled => "cancelled",
         }
     }

@@ -91,24 +91,6 @@ pub enum BudgetDecision {
     StoreUnavailable,
 }
 
-impl BudgetDecision {
-    /// The OpenAI-style error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Block { .. } => "budget_exceeded",
-            Self::StoreUnavailable => "budget_store_unavailable",
-        }
-    }
-
-    /// HTTP status at the edge.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Block { .. } => 429,
-            Self::StoreUnavailable => 503,
-        }
-    }
-}
-
 fn reset_display(reset_at: Option<i64>) -> String {
     reset_at.map_or_else(|| "never".to_owned(), window::format_rfc3339)
 }

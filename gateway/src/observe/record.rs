@@ -112,7 +112,8 @@ fn refused_outcome(err: &ApiError) -> Outcome {
     match err {
         ApiError::PiiBlocked { .. } => Outcome::BlockedPii,
         ApiError::Rejected(r) if r.kind == RejectionKind::BudgetExceeded => Outcome::BlockedBudget,
-        ApiError::Upstream(_) | ApiError::UpstreamTimeout { .. } => Outcome::UpstreamError,
+        ApiError::Upstream { .. } | ApiError::UpstreamTimeout { .. } => Outcome::UpstreamError,
+        ApiError::Internal(_) => Outcome::InternalError,
         _ => Outcome::Rejected,
     }
 }
