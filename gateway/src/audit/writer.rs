@@ -56,7 +56,7 @@ pub enum Enqueued {
     /// Queue full under `on_queue_full: drop`: counted, and noted in the next line written.
     Dropped,
     /// Queue full under `on_queue_full: block`: the record, to be queued by awaiting room.
-    Full(Box<AuditRecord>),
+    Full(PendingRecord),
 }
 
 /// What [`AuditSink::record_now_durable`] did with a record.
@@ -64,8 +64,7 @@ pub enum Enqueued {
 pub enum DurablyQueued {
     /// Queued; the [`Ack`] resolves when its line is written and fsynced.
     Queued(Ack),
-    /// The queue is full: [`PendingRecord::queue`] waits for room — run it on a task, so the
-    /// record is not lost if the one awaiting the [`Ack`] goes away — and then the ack resolves.
+    /// The queue is full: [`PendingRecord::queue`] waits for room, then the ack resolves.
     Full { pending: PendingRecord, ack: Ack },
 }
 
@@ -84,20 +83,41 @@ impl Ack {
     }
 }
 
-/// A record that found the queue full, with its place in the queue still to be awaited.
+/// A record that found the queue full under `on_queue_full: block`, with its place in the
+/// queue still to be awaited — by the request it belongs to, so waiting records are bounded by
+/// the requests in flight (no task per record, no growth under sustained overload).
+///
+/// Waiting is cancel-safe: a slot is reserved before the record leaves this value. Dropped
+/// before it was queued (its request went away), the record is queued if there is room now,
+/// otherwise counted as dropped and noted in the chain like a `drop` under `on_queue_full: drop`.
 #[derive(Debug)]
 pub struct PendingRecord {
     tx: mpsc::Sender<Entry>,
-    entry: Entry,
+    entry: Option<Entry>,
+    pending_drops: Arc<AtomicU64>,
+    stats: Arc<AuditStats>,
 }
 
 impl PendingRecord {
     /// Wait for room and queue the record.
-    pub async fn queue(self) -> Result<(), AuditError> {
-        self.tx
-            .send(self.entry)
-            .await
-            .map_err(|_| AuditError::Closed)
+    pub async fn queue(mut self) -> Result<(), AuditError> {
+        let permit = self.tx.reserve().await.map_err(|_| AuditError::Closed)?;
+        if let Some(entry) = self.entry.take() {
+            permit.send(entry);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(entry) {
+            self.pending_drops.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -246,7 +266,7 @@ impl AuditSink {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     Ok(Enqueued::Dropped)
                 }
-                QueueFullPolicy::Block => Ok(Enqueued::Full(e.record)),
+                QueueFullPolicy::Block => Ok(Enqueued::Full(self.pending(e))),
             },
             Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
         }
@@ -277,10 +297,7 @@ impl AuditSink {
         match self.tx.try_send(entry) {
             Ok(()) => Ok(DurablyQueued::Queued(Ack(rx))),
             Err(mpsc::error::TrySendError::Full(entry)) => Ok(DurablyQueued::Full {
-                pending: PendingRecord {
-                    tx: self.tx.clone(),
-                    entry,
-                },
+                pending: self.pending(entry),
                 ack: Ack(rx),
             }),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
@@ -289,6 +306,15 @@ impl AuditSink {
 
     pub fn stats(&self) -> &AuditStats {
         &self.stats
+    }
+
+    fn pending(&self, entry: Entry) -> PendingRecord {
+        PendingRecord {
+            tx: self.tx.clone(),
+            entry: Some(entry),
+            pending_drops: Arc::clone(&self.pending_drops),
+            stats: Arc::clone(&self.stats),
+        }
     }
 }
 

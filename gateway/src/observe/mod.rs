@@ -307,7 +307,6 @@ impl PolicyObserver {
         if policies.durable {
             return self.inner.sinks.submit_durable(record);
         }
-        self.inner.sinks.submit(record);
-        Release::Now
+        self.inner.sinks.submit(record)
     }
 }

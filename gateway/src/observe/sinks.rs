@@ -7,13 +7,17 @@
 //! keeps taking records until the new one is up, then it is swapped out (its writer is joined
 //! at shutdown). If two reloads race, only the latest one's sink is kept.
 //!
-//! Hooks are synchronous, so records go in without waiting. [`AuditSinks::submit`] (the
-//! default settings, and `drop`) uses [`AuditSink::record_now`]: a full queue under
-//! `on_queue_full: drop` drops and counts the record; under `block` a task awaits room for it, and
-//! the request does not wait. [`AuditSinks::submit_durable`] (`block` with `fsync_interval_ms:
-//! 0`) queues with [`AuditSink::record_now_durable`] — a full queue again hands the record to a
-//! task that awaits room — and returns a [`Release`] that resolves when the writer has written
-//! and fsynced the record's batch: the request's response waits for that, never the hook.
+//! Hooks are synchronous, so records go in without waiting when there is room.
+//! [`AuditSinks::submit`] (the default settings, and `drop`) uses [`AuditSink::record_now`]: a
+//! full queue under `on_queue_full: drop` drops and counts the record; under `block` it returns
+//! a [`Release`] that waits for room, and the request's response waits for it — the request
+//! blocks, as the setting says, and records waiting for room are bounded by the requests in
+//! flight (no task per record). [`AuditSinks::submit_durable`] (`block` with
+//! `fsync_interval_ms: 0`) queues with [`AuditSink::record_now_durable`] and returns a
+//! [`Release`] that resolves when the writer has written and fsynced the record's batch (after
+//! waiting for room, when the queue was full): the response waits for that, never the hook. A
+//! request that goes away while its record waits (cancelled) leaves the record queued if there
+//! is room then, otherwise counted as dropped and noted in the chain (`dropped_before`).
 //! A record whose write or fsync failed is logged with its request id and the response is sent
 //! anyway: the provider has answered (and charged) by then, and withholding the answer would not
 //! undo that; `palisade_audit_write_errors_total` counts the failures.
@@ -120,39 +124,35 @@ impl AuditSinks {
         }
     }
 
-    /// Queue a record without waiting (see the module docs for a full queue).
-    pub(super) fn submit(&self, record: AuditRecord) {
+    /// Queue a record; under `on_queue_full: block` with a full queue, the release waits for
+    /// room (see the module docs).
+    pub(super) fn submit(&self, record: AuditRecord) -> Release {
         let Some(active) = self.inner.current.load_full() else {
             self.inner.lost.inc();
             tracing::error!(request_id = %record.request_id, "no audit writer is running: record lost");
-            return;
+            return Release::Now;
         };
         match active.sink.record_now(record) {
-            Ok(Enqueued::Queued | Enqueued::Dropped) => {}
-            Ok(Enqueued::Full(record)) => {
-                let sink = active.sink.clone();
+            Ok(Enqueued::Queued | Enqueued::Dropped) => Release::Now,
+            Ok(Enqueued::Full(pending)) => {
                 let lost = self.inner.lost.clone();
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => {
-                        rt.spawn(async move {
-                            if sink.record(*record).await.is_err() {
-                                lost.inc();
-                            }
-                        });
+                Release::After(Box::pin(async move {
+                    if pending.queue().await.is_err() {
+                        lost.inc();
                     }
-                    Err(_) => lost.inc(),
-                }
+                }))
             }
             Err(e) => {
                 self.inner.lost.inc();
                 tracing::error!(error = %e, "audit record lost");
+                Release::Now
             }
         }
     }
 
     /// Queue a record and return a release that resolves once its line is written and fsynced.
-    /// The record is in the queue (or with a task awaiting room) when this returns, so dropping
-    /// the release loses nothing.
+    /// With a full queue the release first waits for room; dropped before that, the record is
+    /// queued if there is room, else counted as dropped and noted in the chain.
     pub(super) fn submit_durable(&self, record: AuditRecord) -> Release {
         let Some(active) = self.inner.current.load_full() else {
             self.inner.lost.inc();
@@ -163,17 +163,17 @@ impl AuditSinks {
         let ack = match active.sink.record_now_durable(record) {
             Ok(DurablyQueued::Queued(ack)) => ack,
             Ok(DurablyQueued::Full { pending, ack }) => {
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                    self.inner.lost.inc();
-                    return Release::Now;
-                };
                 let lost = self.inner.lost.clone();
-                rt.spawn(async move {
+                return Release::After(Box::pin(async move {
                     if pending.queue().await.is_err() {
                         lost.inc();
+                        tracing::error!(request_id, "audit writer stopped: record lost");
+                        return;
                     }
-                });
-                ack
+                    if let Err(e) = ack.durable().await {
+                        tracing::error!(request_id, error = %e, "audit record not confirmed on disk; the response is sent anyway");
+                    }
+                }));
             }
             Err(e) => {
                 self.inner.lost.inc();
