@@ -156,3 +156,24 @@ fn the_stream_split_at_every_byte_equals_whole_text_redaction_at_the_edges() {
         }
     }
 }
+
+/// A `*` run one space away from another run that stands alone is the tail of a masked value
+/// (`**** **** *`), glued like the digits it replaced; next to an emphasis that touches a word
+/// (`*a* *b*`) it is Markdown, and the value is found.
+#[test]
+fn mask_groups_glue_and_neighbouring_emphasis_does_not() {
+    let det = detector();
+    let found = |text: &str| -> Vec<&str> {
+        det.find(text)
+            .iter()
+            .map(|f| det.entity_name(f.entity))
+            .collect()
+    };
+    assert_eq!(
+        found("paid **** **** *+49 30 8567051 today"),
+        Vec::<&str>::new()
+    );
+    assert_eq!(found("call +49 30 8567051* **** now"), Vec::<&str>::new());
+    assert_eq!(found("*note* *4111 1111 1111 1111* *end*"), ["credit_card"]);
+    assert_eq!(found("**a** **+49 30 8567051**"), ["phone"]);
+}

@@ -231,6 +231,8 @@ const IDEMPOTENCE_REGRESSIONS: &[(u64, RedactionStyle)] = &[
     // `…zrT1-800-467-5057`: the key takes the `1`; `-800-467-5057` is glued to the key, and
     // was read as a phone once the key became `[API_KEY_1]`.
     (16_990_245_712_013_809_374, RedactionStyle::Placeholder),
+    // A masked value ending in one `*` right before a glued phone: `… **** *+49 30 …`.
+    (16_367_953_370_871_867_143, RedactionStyle::Mask),
 ];
 
 #[test]

@@ -117,6 +117,9 @@ fn delimiter_run(hay: &[u8], at: usize, mark: u8, side: Side) -> bool {
     if len > 3 {
         return false;
     }
+    if mark == b'*' && outer == Some(b' ') && mask_group_beyond(hay, at, len, side) {
+        return false;
+    }
     match outer {
         None => true,
         Some(b) if b.is_ascii_whitespace() => true,
@@ -124,6 +127,40 @@ fn delimiter_run(hay: &[u8], at: usize, mark: u8, side: Side) -> bool {
         Some(b) if b.is_ascii_punctuation() => true,
         // Non-ASCII: punctuation and spaces of other scripts (`（`, `「`, NBSP) or letters.
         Some(b) => b >= 0x80 && !utf8_letter_edge(hay, at, len, side),
+    }
+}
+
+/// Whether, past the space on the outer side of a `*` run, another `*` run stands on its own
+/// (whitespace or the text's edge beyond it): the groups of a masked value (`**** **** *`), not
+/// the closing or opening delimiter of a neighbouring emphasis (`*a* *b*`), which touches a
+/// word. A value redacted with the mask style then stays glued to what it was glued to.
+fn mask_group_beyond(hay: &[u8], at: usize, len: usize, side: Side) -> bool {
+    match side {
+        Side::Before => {
+            let Some(space) = at.checked_sub(len + 1) else {
+                return false;
+            };
+            let stars = hay[..space]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'*')
+                .count();
+            stars > 0
+                && space
+                    .checked_sub(stars + 1)
+                    .is_none_or(|k| hay[k].is_ascii_whitespace())
+        }
+        Side::After => {
+            let space = at + len;
+            let from = space + 1;
+            let stars = hay
+                .get(from..)
+                .map_or(0, |rest| rest.iter().take_while(|&&b| b == b'*').count());
+            stars > 0
+                && hay
+                    .get(from + stars)
+                    .is_none_or(|b| b.is_ascii_whitespace())
+        }
     }
 }
 
