@@ -150,6 +150,10 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     let agent = match &args.control_plane {
         None => None,
         Some(url) => match start_agent(url, &args, &state_dir, &gw).await {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the agent: its JoinHandle is awaited after the drain"
+            )]
             Ok(agent) => Some(tokio::spawn(agent.run(stopped(stop_rx.clone())))),
             Err(message) => {
                 eprintln!("palisade gateway: {message}");
@@ -159,6 +163,10 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     };
     println!("palisade gateway listening on {}", gw.url());
     let _ = std::io::stdout().flush();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the signal waiter: ends at the first signal, or with the process"
+    )]
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

@@ -66,6 +66,10 @@ pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
     })
     .map_err(|e| format!("metrics: {e}"))?;
     let (stop_saver, stopped) = oneshot::channel();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the budget saver: its JoinHandle is kept and awaited in finish()"
+    )]
     let saver = tokio::spawn(persist::run_periodic(memory, path, SAVE_INTERVAL, async {
         let _ = stopped.await;
     }));
@@ -82,8 +86,14 @@ impl Policies {
     /// writers, then save the budgets.
     pub(crate) async fn finish(self) {
         let observer = self.observer.clone();
-        // Settles spawned by the last requests run before the final save.
-        tokio::task::yield_now().await;
+        // Settles and releases the last requests left to a task finish before the final save.
+        let left = gateway::tasks::finish(std::time::Duration::from_secs(10)).await;
+        if left > 0 {
+            tracing::error!(
+                left,
+                "budget settles still running after 10 s; their usage is not saved"
+            );
+        }
         if let Some(redis) = &self.redis {
             redis.close_leases().await;
         }

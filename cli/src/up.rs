@@ -177,6 +177,10 @@ fn up(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode, String> {
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         let url = format!("http://{bound}/v1");
         let vars = mock_environment(&loaded.document, &url)?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the local mock provider: lives as long as `up`"
+        )]
         rt.spawn(crate::up_mock::serve(listener));
         (Some(url), vars)
     };

@@ -50,6 +50,10 @@ pub(crate) async fn serve(listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a mock connection's task, ended with `up`"
+        )]
         tokio::spawn(async move {
             let svc = service_fn(handle);
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

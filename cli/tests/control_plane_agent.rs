@@ -85,6 +85,10 @@ fn the_gateway_agent_syncs_is_rejected_rolls_back_and_goes_offline(backend: Back
     let client = ControlClient::new(&cp.url, &key).unwrap();
     let agent = Agent::new(client, Arc::new(CompileOnly), cfg);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test's agent, stopped and awaited by the test"
+    )]
     let task = rt.spawn(agent.run(async {
         let _ = stopped.await;
     }));

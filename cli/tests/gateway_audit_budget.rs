@@ -229,7 +229,9 @@ async fn a_budget_worth_k_requests_admits_exactly_k_of_n_concurrent_ones() {
     let tasks: Vec<_> = (0..N)
         .map(|_| {
             let (url, body) = (url.clone(), body.clone());
-            tokio::spawn(async move { post(&client::client(), &url, &body, None).await })
+            gateway_support::client::spawn(async move {
+                post(&client::client(), &url, &body, None).await
+            })
         })
         .collect();
     let mut admitted = 0;

@@ -158,7 +158,7 @@ async fn kill_9_under_load_loses_no_acknowledged_record_and_a_restart_continues_
         .map(|&kind| {
             let url = url.clone();
             let (stop, done) = (stop.clone(), done.clone());
-            tokio::spawn(async move {
+            gateway_support::client::spawn(async move {
                 let c = client::client();
                 // In order: the request ids whose whole response arrived.
                 let mut answered = Vec::new();

@@ -101,7 +101,7 @@ async fn a_full_queue_under_block_holds_requests_not_memory() {
     let waiting: Vec<_> = (0..256)
         .map(|_| {
             let (c, url, body) = (c.clone(), url.clone(), body.clone());
-            tokio::spawn(async move { post(&c, &url, &body, None).await.status })
+            gateway_support::client::spawn(async move { post(&c, &url, &body, None).await.status })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -133,7 +133,7 @@ async fn a_reload_under_continuous_load_drops_no_request_and_flips_the_version_h
     let mut workers = Vec::new();
     for i in 0..4 {
         let (stop, ok, seen_new, url) = (stop.clone(), ok.clone(), seen_new.clone(), url.clone());
-        workers.push(tokio::spawn(async move {
+        workers.push(gateway_support::client::spawn(async move {
             let c = client::client();
             let mut versions = Vec::new();
             while !stop.load(Ordering::SeqCst) {

@@ -70,7 +70,9 @@ async fn three_gateway_processes_sharing_one_redis_never_exceed_the_limit() {
     let tasks: Vec<_> = (0..N)
         .map(|i| {
             let (url, body) = (urls[i % urls.len()].clone(), body.clone());
-            tokio::spawn(async move { post(&client::client(), &url, &body, None).await })
+            gateway_support::client::spawn(async move {
+                post(&client::client(), &url, &body, None).await
+            })
         })
         .collect();
     let mut admitted = 0;
@@ -197,7 +199,9 @@ async fn three_gateway_processes_preborrowing_stay_within_limit_plus_replicas_ti
         range
             .map(|i| {
                 let (url, body) = (urls[i % urls.len()].clone(), body.clone());
-                tokio::spawn(async move { post(&client::client(), &url, &body, None).await })
+                gateway_support::client::spawn(async move {
+                    post(&client::client(), &url, &body, None).await
+                })
             })
             .collect()
     };
@@ -294,7 +298,7 @@ async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
     let gave_up: Vec<_> = (0..10)
         .map(|_| {
             let (url, body) = (url.clone(), body.clone());
-            tokio::spawn(async move {
+            gateway_support::client::spawn(async move {
                 let c = client::client();
                 tokio::time::timeout(Duration::from_millis(200), post(&c, &url, &body, None))
                     .await
@@ -320,5 +324,70 @@ async fn clients_that_give_up_while_redis_is_busy_leave_nothing_reserved() {
         mock.api_calls(),
         1,
         "no cancelled request reached the provider"
+    );
+}
+
+/// A settle still waiting on a busy Redis when the gateway is told to stop lands: the counter
+/// holds the request's real usage, not the estimate it reserved. (The gateway awaits its
+/// tracked settle tasks at drain; Redis also runs a command it already received, so this shows
+/// the outcome rather than which of the two delivered it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_in_flight_at_shutdown_is_finished_before_exit() {
+    let redis = RedisServer::start();
+    let mock = MockProvider::start().await;
+    let body = chat("gpt-4o-mini", "How do I reset my password?", false);
+    let policy = "policy:\n  budget-enforcer:\n    store: redis\n    limits:\n      - {scope: environment, window: daily, tokens: 1000000, on_exhausted: block}\n";
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "budget-enforcer", policy),
+    );
+    let mut gateways = start_gateways(1, &p, &dir, &redis.url());
+    let url = gateways[0].api("/v1/chat/completions");
+    let key = tokens_counter_key();
+    let first = post(&client::client(), &url, &body, None).await;
+    assert_eq!(first.status, 200);
+    wait_until(
+        Duration::from_secs(20),
+        "the first request settled",
+        || async {
+            let text = client::get(&client::client(), &gateways[0].api("/metrics"))
+                .await
+                .text();
+            let settled: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("palisade_budget_tokens_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            #[expect(clippy::cast_precision_loss, reason = "small token counts")]
+            let in_redis = redis.get(&key) as f64;
+            settled > 0.0 && in_redis == settled
+        },
+    )
+    .await;
+    let one = redis.get(&key);
+
+    // Reserved while Redis is free; answered while it is busy, so the settle waits on Redis.
+    mock.set(|b| b.head_delay = Duration::from_millis(600))
+        .await;
+    let second = {
+        let (url, body) = (url.clone(), body.clone());
+        gateway_support::client::spawn(async move {
+            post(&client::client(), &url, &body, None).await.status
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stall = redis.stall(Duration::from_millis(2500));
+    assert_eq!(second.await.unwrap(), 200);
+    gateways[0].signal("TERM");
+    assert!(gateways[0]
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .success());
+    drop(stall);
+    assert_eq!(
+        redis.get(&key),
+        2 * one,
+        "the second request's settle corrected its reservation to the same usage as the first"
     );
 }

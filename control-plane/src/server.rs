@@ -208,6 +208,10 @@ pub async fn serve(
             },
         };
         let (app, builder) = (app.clone(), builder.clone());
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a connection's task: bounded by its timeouts, ended with the process"
+        )]
         tokio::spawn(async move {
             let _permit = permit;
             let served = Arc::new(AtomicBool::new(false));

@@ -37,6 +37,7 @@ pub mod server;
 mod service;
 pub mod sse;
 pub mod state;
+pub mod tasks;
 pub mod tls;
 pub mod upstream;
 
@@ -233,6 +234,10 @@ impl Gateway {
             .await;
             return;
         }
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the reload watcher: its JoinHandle is kept and ended at shutdown"
+        )]
         let watcher = tokio::spawn(reload::watch(
             Arc::clone(&self.state),
             self.config.pack_path.clone(),

@@ -159,6 +159,10 @@ fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the SIGHUP listener: ends when the reload watcher (its receiver) is gone"
+            )]
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     if tx.send(Trigger::Signal).await.is_err() {

@@ -210,6 +210,10 @@ async fn worker(
         .keep_alive_timeout(settings.http2_keepalive)
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the serving thread's tick: lives as long as its runtime and holds nothing to flush"
+    )]
     tokio::spawn(housekeeping());
     let graceful = GracefulShutdown::new();
     let mut accept_errors = RateLimitedLog::new("accept failed");
@@ -253,6 +257,10 @@ async fn worker(
         let builder = Arc::clone(&builder);
         let state = Arc::clone(&state);
         let tls = tls.clone();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a connection's task: the graceful-shutdown watcher it holds makes the drain wait for it"
+        )]
         tokio::spawn(async move {
             let _held = (permit, client);
             connection(stream, peer, tls, builder, state, watcher, settings).await;

@@ -87,6 +87,10 @@ pub(crate) fn relay(
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let hold_end = outcome.streaming();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a stream's relay: it feeds the response body, so the connection's drain waits for it"
+    )]
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let detector = if pack.scan_response {

@@ -495,7 +495,7 @@ async fn shutdown_drains_an_open_stream() {
     )
     .await;
     assert_eq!(resp.status(), 200);
-    let stopping = tokio::spawn(gw.stop());
+    let stopping = support::client::spawn(gw.stop());
     let r = client::collect(resp).await;
     assert_eq!(sse_text(&r.text()), "Hello, world!");
     stopping.await.unwrap();

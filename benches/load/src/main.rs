@@ -266,6 +266,10 @@ async fn serve(addr: String, shape: StreamShape) -> std::io::Result<()> {
         let _ = sock.set_nodelay(true);
         let st = Arc::clone(&st);
         let shape = Arc::clone(&shape);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a mock connection's task, ended with the process"
+        )]
         tokio::spawn(async move {
             let svc =
                 hyper::service::service_fn(move |r| handle(r, Arc::clone(&st), Arc::clone(&shape)));

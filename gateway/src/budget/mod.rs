@@ -183,7 +183,7 @@ impl BudgetEnforcer {
             return self.conclude(req, attempt);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        rt.spawn(async move {
+        crate::tasks::spawn_on(&rt, async move {
             // When nobody waits any more the attempt is dropped here, and a reservation with it.
             let _ = tx.send(run.await);
         });

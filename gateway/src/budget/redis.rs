@@ -452,11 +452,19 @@ impl RedisStore {
         };
         let (tx, rx) = mpsc::channel(lease_settle::QUEUE);
         let _ = self.settles.set(tx);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the lease settle flusher: ends when the store (a Weak) is gone; close_leases flushes it at drain"
+        )]
         rt.spawn(lease_settle::run(Arc::downgrade(self), rx));
         // A fifth of the TTL: a lease that stops serving at half its TTL is renewed or given
         // back well before Redis would drop it.
         let every = self.leases.ttl() / 5;
         let store: Weak<Self> = Arc::downgrade(self);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the lease sweeper: ends when the store (a Weak) is gone"
+        )]
         rt.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

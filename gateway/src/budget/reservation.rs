@@ -93,7 +93,7 @@ impl Held {
                 Ok(handle) => {
                     let store = Arc::clone(r);
                     let shared = Arc::clone(&self.shared);
-                    handle.spawn(async move {
+                    crate::tasks::spawn_on(&handle, async move {
                         if let Err(e) = store.adjust(corrections).await {
                             shared.metrics.store_error("release", e.label());
                             tracing::warn!(error = %e, "budget: releasing a dropped reservation failed");

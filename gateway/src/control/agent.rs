@@ -132,6 +132,10 @@ impl<A: PackApplier> Agent<A> {
             i = self.register() => i,
             () = &mut shutdown => return,
         };
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the reporter: its JoinHandle is kept and it is ended with the agent"
+        )]
         let reporter = tokio::spawn(report_loop(
             self.client.clone(),
             Arc::clone(&self.applier),

@@ -212,7 +212,7 @@ where
             let mut settle = Box::pin(f(held.enforcer, held.reservation));
             let mut cx = Context::from_waker(Waker::noop());
             if settle.as_mut().poll(&mut cx).is_pending() {
-                rt.spawn(settle);
+                crate::tasks::spawn_on(&rt, settle);
             }
         }
         // Outside a runtime the reservation's drop guard releases it.

@@ -147,3 +147,14 @@ pub fn chat(model: &str, text: &str, stream: bool) -> Value {
         "stream": stream
     })
 }
+
+/// A test's own task. Bare `tokio::spawn` is banned in the workspace (`clippy.toml`); a test
+/// awaits or ends every task it starts, with the test.
+#[expect(clippy::disallowed_methods, reason = "tests own their tasks")]
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future)
+}

@@ -95,7 +95,7 @@ impl MockProvider {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
-        tokio::spawn(async move {
+        super::client::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
@@ -103,7 +103,7 @@ impl MockProvider {
                 let _ = stream.set_nodelay(true);
                 s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = Arc::clone(&s);
-                tokio::spawn(async move {
+                super::client::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&s), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -238,7 +238,7 @@ async fn handle(
         .unwrap_or(false);
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let shared2 = Arc::clone(&shared);
-    tokio::spawn(async move {
+    super::client::spawn(async move {
         let usage_null = if include_usage {
             json!({"usage": null})
         } else {

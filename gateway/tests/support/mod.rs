@@ -86,7 +86,7 @@ impl TestGateway {
         let url = gw.url();
         let state = Arc::clone(gw.state());
         let (tx, rx) = oneshot::channel::<()>();
-        let join = tokio::spawn(gw.run(async move {
+        let join = client::spawn(gw.run(async move {
             let _ = rx.await;
         }));
         Self {
