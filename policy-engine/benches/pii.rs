@@ -7,11 +7,14 @@
 //! check on card matches. Run:
 //! `cargo bench -p policy-engine --bench pii -- --warm-up-time 1 --measurement-time 3`
 
+#[path = "../tests/corpus/mod.rs"]
+mod corpus;
+
 use std::hint::black_box;
 
+use corpus::{clean_prose, dense};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use policy_engine::pack::PiiDetectorConfig;
-use policy_engine::pii::corpus::{clean_prose, dense};
 use policy_engine::pii::{PiiDetector, RedactionSession};
 use regex::Regex;
 

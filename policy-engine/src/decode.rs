@@ -81,7 +81,17 @@ pub(crate) fn decode<T: DeserializeOwned>(
         let rel: Vec<Seg> = err.path().iter().map(Seg::from).collect();
         let at = join(path, &rel);
         let message = err.into_inner().to_string();
-        let d = classify(&message, &at);
+        let mut d = classify(&message, &at);
+        if d.expected
+            .as_deref()
+            .is_some_and(|e| e.contains("Value::Tagged"))
+        {
+            // serde_yaml's words for "a mapping or list where one word of a list belongs".
+            d.expected = Some(
+                words_expected_at::<T>(&value, &rel)
+                    .unwrap_or_else(|| "a single value, not a mapping or a list".to_owned()),
+            );
+        }
         if d.code == DiagnosticCode::MissingField && removed.contains(&d.path) {
             return None; // a required field we removed ourselves: nothing more to learn
         }
@@ -133,20 +143,9 @@ fn remove(root: &mut Value, path: &[Seg]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut node = root;
-    for seg in parents {
-        node = match (seg, node) {
-            (Seg::Key(k), Value::Mapping(m)) => match m.get_mut(k.as_str()) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Seg::Index(i), Value::Sequence(s)) => match s.get_mut(*i) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
+    let Some(node) = node_mut(root, parents) else {
+        return false;
+    };
     match (last, node) {
         (Seg::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
         // Replace rather than remove so later indices (and their paths) stay the same.
@@ -156,6 +155,31 @@ fn remove(root: &mut Value, path: &[Seg]) -> bool {
         }
         _ => false,
     }
+}
+
+/// The words allowed at `path`, read from the error serde gives for a word no list holds.
+fn words_expected_at<T: DeserializeOwned>(root: &Value, path: &[Seg]) -> Option<String> {
+    let mut probe = root.clone();
+    let node = node_mut(&mut probe, path)?;
+    *node = Value::String("\u{1}".to_owned());
+    let err = serde_path_to_error::deserialize::<_, T>(probe).err()?;
+    let message = err.into_inner().to_string();
+    message
+        .starts_with("unknown variant")
+        .then(|| expectation(&message))
+        .flatten()
+}
+
+fn node_mut<'v>(root: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
+    let mut node = root;
+    for seg in path {
+        node = match (seg, node) {
+            (Seg::Key(k), Value::Mapping(m)) => m.get_mut(k.as_str())?,
+            (Seg::Index(i), Value::Sequence(s)) => s.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 /// The first `backticked` word of a serde message.

@@ -11,12 +11,12 @@
     reason = "tests fail loudly"
 )]
 
+mod corpus;
+
 use std::collections::BTreeMap;
 
+use corpus::{bare_phone_samples, generate, Sample, HELD_OUT_SEED, TUNING_SEED};
 use policy_engine::pack::{PiiDetectorConfig, BUILTIN_ENTITIES};
-use policy_engine::pii::corpus::{
-    bare_phone_samples, generate, Sample, HELD_OUT_SEED, TUNING_SEED,
-};
 use policy_engine::pii::PiiDetector;
 
 #[derive(Default, Debug, Clone, Copy)]

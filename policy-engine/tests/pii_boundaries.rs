@@ -12,8 +12,10 @@
 //! `(203.0.113.7)`, `**ann@example.com**` and `10.1.2.3/24` went unredacted.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
+mod corpus;
+
+use corpus::Rng;
 use policy_engine::pack::PiiDetectorConfig;
-use policy_engine::pii::corpus::{self, Rng};
 use policy_engine::pii::{PiiDetector, RedactionSession};
 
 /// Characters that may stand right before or after any value (see the module docs).

@@ -11,8 +11,10 @@
 //! fixed seeds below; `PII_SOUP_SEED=n` shifts them, to explore other soups.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
+mod corpus;
+
+use corpus::Rng;
 use policy_engine::pack::{CustomEntity, PiiDetectorConfig, RedactionStyle};
-use policy_engine::pii::corpus::Rng;
 use policy_engine::pii::{PiiDetector, RedactionSession};
 
 const ALPHABET: &str =

@@ -8,10 +8,12 @@
 //! unit costs about 18× dense text per byte (in a debug build), the quadratic one cost 290×.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
+mod corpus;
+
 use std::time::{Duration, Instant};
 
 use policy_engine::pack::{CustomEntity, PiiDetectorConfig};
-use policy_engine::pii::{corpus, PiiDetector, RedactionSession};
+use policy_engine::pii::{PiiDetector, RedactionSession};
 
 /// Units repeated to make adversarial text: each opens candidates that must be refused.
 const UNITS: &[&str] = &[

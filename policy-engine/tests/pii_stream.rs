@@ -13,8 +13,10 @@
     reason = "tests fail loudly"
 )]
 
+mod corpus;
+
+use corpus::{generate, hard_negative, Rng, ENTITY_GENERATORS};
 use policy_engine::pack::{CustomEntity, PiiDetectorConfig, RedactionStyle, Validator};
-use policy_engine::pii::corpus::{generate, hard_negative, Rng, ENTITY_GENERATORS};
 use policy_engine::pii::{PiiDetector, RedactionSession};
 use proptest::prelude::*;
 

@@ -5,15 +5,12 @@
 //! `keys`, `validators`), one multi-pattern regex and one term automaton for custom entities
 //! (`custom`, with the case folding of terms in `fold`), normalisation of evasive characters
 //! (`normalize`), replacement styles and the per-request [`RedactionSession`] (`redact`), and
-//! an incremental [`StreamRedactor`] for SSE (`stream`). `corpus` is a seeded generator of labelled text used by the accuracy test and
-//! the benchmarks; it is not part of the supported API.
+//! an incremental [`StreamRedactor`] for SSE (`stream`).
 //!
 //! The engine never reads the environment and never logs values; text in which it finds
 //! nothing, and which has no character to normalise, is scanned without allocating.
 
 mod compile;
-#[doc(hidden)]
-pub mod corpus;
 mod custom;
 mod detector;
 mod fold;
