@@ -16,7 +16,7 @@ A=$1 B=$2 PAIRS=${3:-6} C=${4:-16} DUR=${DUR:-4}
 export BODY_FILE=${BODY_FILE:-$HERE/body-json.json}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=$(mktemp -d /tmp/palisade-ab.XXXXXX)
-export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn
+export PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=${RUST_LOG:-warn}
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$OUT"/audit-*' EXIT
 url_of() { for _ in $(seq 1 100); do grep -o 'http://[0-9.:]*' "$1" 2>/dev/null | head -1 && return 0; sleep 0.05; done; return 1; }

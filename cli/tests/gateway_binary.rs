@@ -463,3 +463,47 @@ async fn a_managed_gateway_without_a_pack_stops_promptly_on_sigterm() {
     let status = gw.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "{status:?}: {}", gw.stderr());
 }
+
+/// A warning from deep in the request path carries the request's span: its id (the one the
+/// caller got in `x-palisade-request-id`), route, pack version and error code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_failure_is_logged_under_the_request_span() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = Dir::new();
+    let p = dir.write("pack.yaml", &pack(&dead, "7.1.0", "", ""));
+    let gw = GatewayProcess::start(&p, dir.path(), &[]);
+    let c = client::client();
+    let r = post(
+        &c,
+        &gw.api("/v1/chat/completions"),
+        &chat("gpt-4o-mini", "hi", false),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    let id = r.header("x-palisade-request-id").to_owned();
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = gw
+            .stderr()
+            .lines()
+            .find(|l| l.contains("request failed"))
+            .unwrap_or_default()
+            .to_owned();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for part in [
+        format!("request_id=\"{id}\""),
+        "route=\"chat_completions\"".to_owned(),
+        "pack=\"7.1.0\"".to_owned(),
+        "code=\"upstream_error\"".to_owned(),
+        "connection failed".to_owned(),
+    ] {
+        assert!(line.contains(&part), "`{part}` missing from: {line}");
+    }
+}

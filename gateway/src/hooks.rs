@@ -183,13 +183,16 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-/// What an observer returns from `admit`: an opaque `token` it gets back in the terminal call
-/// (e.g. a reservation id; zero for observers that do not need one), and advice the proxy
-/// applies to the forwarded request and the response. Both advice fields are `None` for an
-/// observer that runs no budget, so admitting costs no allocation.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What an observer returns from `admit`: the [`Permit`] the request then owns (a budget
+/// reservation), handed back by value in the terminal call, and advice the proxy applies to the
+/// forwarded request and the response. All three are `None` for an observer that runs no
+/// budget, so admitting costs no allocation.
+#[derive(Debug, Default)]
 pub struct Admission {
-    pub token: u64,
+    /// What the observer holds for this request until it ends. A permit that is dropped
+    /// instead of handed back (a request abandoned outside any runtime) gives its reservation
+    /// back on its own.
+    pub permit: Option<Permit>,
     /// Send this model of the pack instead of the requested one (a budget's `degrade_to`); the
     /// proxy re-routes to its provider, rewrites the JSON `model` and sets
     /// `x-palisade-budget-degraded: FROM->TO`. Not handed back in the terminal call.
@@ -197,6 +200,8 @@ pub struct Admission {
     /// USD left in the tightest applicable limit, for `x-palisade-budget-remaining-usd`.
     pub remaining_usd: Option<f64>,
 }
+
+pub use crate::observe::Permit;
 
 /// Why an observer refuses a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +244,8 @@ pub struct Rejection {
     pub kind: RejectionKind,
     /// Shown to the caller.
     pub message: String,
+    /// The limit that refused it (`scope/window`, e.g. `team:support/daily`), for the record.
+    pub limit: Option<String>,
 }
 
 impl Rejection {
@@ -246,11 +253,16 @@ impl Rejection {
         Self {
             kind,
             message: message.into(),
+            limit: None,
         }
     }
 }
 
 /// The answer of `admit`: ready now (no allocation) or a future to await.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the permit moves by value into the request's outcome once; boxing it would cost an allocation per request"
+)]
 pub enum Admit {
     Ready(Result<Admission, Rejection>),
     Pending(Pin<Box<dyn Future<Output = Result<Admission, Rejection>> + Send>>),
@@ -396,7 +408,7 @@ impl Outcome {
             Admit::Pending(fut) => fut.await?,
         };
         let advice = Admission {
-            token: admission.token,
+            permit: None,
             model_override: admission.model_override.take(),
             remaining_usd: admission.remaining_usd,
         };

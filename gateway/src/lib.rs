@@ -52,7 +52,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use error::ApiError;
 pub use hooks::{
-    Admission, Admit, ApiRoute, Failure, NoopObserver, PiiReport, Rejection, RejectionKind,
+    Admission, Admit, ApiRoute, Failure, NoopObserver, Permit, PiiReport, Rejection, RejectionKind,
     Release, RequestId, RequestMeta, RequestObserver, Settled, Usage,
 };
 pub use keys::{CallerAuth, KeyTable};

@@ -24,30 +24,169 @@ use policy_engine::PolicyKind;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
 use crate::error::ApiError;
-use crate::hooks::{Admission, Failure, Outcome, PiiReport, Settled};
+use crate::hooks::{Admission, Failure, Outcome, PiiReport, RequestMeta, Settled};
 use crate::json_splice::Splice;
 use crate::pack::ActivePack;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
+use crate::respond::error_response;
 use crate::service::InFlight;
 use crate::sse;
 use crate::state::GatewayState;
+use crate::upstream::UpstreamBody;
 
-/// Run an API request. On `Ok`, `outcome` has been consumed (settled, failed, or moved into a
-/// stream's task); on `Err`, the caller reports the failure.
+/// Run an API request to its end: the response, with the outcome reported exactly once
+/// (settled, failed, or moved into a stream's task that reports it when the stream ends).
 pub(crate) async fn run<'p>(
     state: &GatewayState,
     pack: &'p Arc<ActivePack>,
     req: Request<Incoming>,
-    outcome: &mut Option<Outcome>,
+    mut outcome: Outcome,
     model_label: &mut &'p str,
     in_flight: InFlight,
-) -> Result<Response<GatewayBody>, ApiError> {
-    let Some(o) = outcome.as_mut() else {
-        return Err(ApiError::Internal(
-            "the request outcome is missing".to_owned(),
-        ));
+) -> Response<GatewayBody> {
+    let route = outcome.meta.route;
+    let forwarded = match forward(state, pack, req, &mut outcome, model_label).await {
+        Ok(f) => f,
+        Err(err) => return refuse(state, outcome, &err).await,
     };
+    let Forwarded {
+        parts,
+        body: upstream_body,
+        sent,
+        provider,
+        budget_headers,
+        wants_usage,
+        record_text,
+    } = forwarded;
+    let upstream_head = outcome.meta.upstream_time.unwrap_or_default();
+
+    let is_sse = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+
+    if parts.status.is_success() && is_sse {
+        observe_overhead(state, outcome.meta.started, upstream_head, route);
+        let body = sse::relay(
+            upstream_body,
+            outcome,
+            Arc::clone(pack),
+            wants_usage,
+            record_text,
+            sse::StreamCounters {
+                pii_findings: state.metrics.pii_findings.clone(),
+                errors: state.metrics.errors.clone(),
+            },
+            in_flight,
+            state.limits.stream,
+        );
+        let mut resp = with_headers(parts.status, &parts.headers, body);
+        budget_headers.apply(&mut resp);
+        return resp;
+    }
+
+    let answer = match read_limited(
+        upstream_body,
+        content_length(&parts.headers),
+        state.limits.max_response_bytes,
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            let err = ApiError::upstream(provider, format!("reading the answer failed: {e}"));
+            return refuse(state, outcome, &err).await;
+        }
+    };
+    let read_done = sent.elapsed();
+    outcome.meta.upstream_time = Some(read_done);
+
+    if !parts.status.is_success() {
+        outcome
+            .fail(&Failure::UpstreamStatus(parts.status))
+            .wait()
+            .await;
+        // Relayed as the provider sent it, and counted as the audit records it.
+        state
+            .metrics
+            .errors
+            .with_label_values(&["upstream_error", "upstream"])
+            .inc();
+        let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
+        budget_headers.apply(&mut resp);
+        return resp;
+    }
+
+    let (answer, usage) = match finish_json(
+        state,
+        pack,
+        route,
+        provider,
+        answer,
+        &mut outcome.meta,
+        record_text,
+    ) {
+        Ok(done) => done,
+        Err(err) => return refuse(state, outcome, &err).await,
+    };
+    observe_overhead(state, outcome.meta.started, read_done, route);
+    // The answer goes out only when the observer releases it (a durable audit record).
+    outcome
+        .settle(&Settled {
+            status: parts.status,
+            usage,
+        })
+        .wait()
+        .await;
+    drop(in_flight);
+    let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
+    budget_headers.apply(&mut resp);
+    resp
+}
+
+/// The gateway refuses or cannot complete the request: report it (the response waits for the
+/// observer: a durable record), count it, log it under the request's span, answer with it.
+async fn refuse(state: &GatewayState, outcome: Outcome, err: &ApiError) -> Response<GatewayBody> {
+    outcome.fail(&Failure::Refused(err)).wait().await;
+    state
+        .metrics
+        .errors
+        .with_label_values(&[err.code(), err.blame().as_str()])
+        .inc();
+    tracing::Span::current().record("code", err.code());
+    if matches!(err, ApiError::Internal(_)) {
+        tracing::error!(error = %err.detail(), "internal error");
+    } else if err.status().is_server_error() {
+        tracing::warn!(error = %err.detail(), "request failed");
+    } else {
+        tracing::debug!(error = %err.detail(), "request refused");
+    }
+    error_response(err)
+}
+
+/// A request the policies let through, and the provider's response head.
+struct Forwarded<'p> {
+    parts: http::response::Parts,
+    body: UpstreamBody,
+    sent: Instant,
+    /// The provider's name, for errors.
+    provider: &'p str,
+    budget_headers: BudgetHeaders,
+    wants_usage: bool,
+    record_text: bool,
+}
+
+/// Everything up to the provider's response head: authenticate, read, check the model, the
+/// request-side PII policy, admission, the upstream call. Any error is the request's refusal.
+async fn forward<'p>(
+    state: &GatewayState,
+    pack: &'p Arc<ActivePack>,
+    req: Request<Incoming>,
+    o: &mut Outcome,
+    model_label: &mut &'p str,
+) -> Result<Forwarded<'p>, ApiError> {
     let route = o.meta.route;
     o.meta.caller = state.auth.authenticate(req.headers())?;
     let accept = req.headers().get(ACCEPT).cloned();
@@ -148,96 +287,17 @@ pub(crate) async fn run<'p>(
         .metrics
         .upstream(route)
         .observe(upstream_head.as_secs_f64());
-    if let Some(o) = outcome.as_mut() {
-        o.meta.upstream_time = Some(upstream_head);
-    }
-    let resp = resp?;
-    let (parts, upstream_body) = resp.into_parts();
-
-    let is_sse = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-
-    if parts.status.is_success() && is_sse {
-        let Some(o) = outcome.take() else {
-            return Err(ApiError::Internal(
-                "the request outcome is missing".to_owned(),
-            ));
-        };
-        observe_overhead(state, o.meta.started, upstream_head, route);
-        let body = sse::relay(
-            upstream_body,
-            o,
-            Arc::clone(pack),
-            parsed.facts.wants_usage(),
-            record_text,
-            sse::StreamCounters {
-                pii_findings: state.metrics.pii_findings.clone(),
-                errors: state.metrics.errors.clone(),
-            },
-            in_flight,
-            state.limits.stream,
-        );
-        let mut resp = with_headers(parts.status, &parts.headers, body);
-        budget_headers.apply(&mut resp);
-        return Ok(resp);
-    }
-
-    let answer = read_limited(
-        upstream_body,
-        content_length(&parts.headers),
-        state.limits.max_response_bytes,
-    )
-    .await
-    .map_err(|e| ApiError::upstream(&upstream.name, format!("reading the answer failed: {e}")))?;
-    let read_done = sent.elapsed();
-    if let Some(o) = outcome.as_mut() {
-        o.meta.upstream_time = Some(read_done);
-    }
-
-    if !parts.status.is_success() {
-        if let Some(o) = outcome.take() {
-            o.fail(&Failure::UpstreamStatus(parts.status)).wait().await;
-        }
-        // Relayed as the provider sent it, and counted as the audit records it.
-        state
-            .metrics
-            .errors
-            .with_label_values(&["upstream_error", "upstream"])
-            .inc();
-        let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
-        budget_headers.apply(&mut resp);
-        return Ok(resp);
-    }
-
-    let (answer, usage) = finish_json(
-        state,
-        pack,
-        route,
-        &upstream.name,
-        answer,
-        outcome,
+    o.meta.upstream_time = Some(upstream_head);
+    let (parts, body) = resp?.into_parts();
+    Ok(Forwarded {
+        parts,
+        body,
+        sent,
+        provider: &upstream.name,
+        budget_headers,
+        wants_usage: parsed.facts.wants_usage(),
         record_text,
-    )?;
-    let Some(o) = outcome.take() else {
-        return Err(ApiError::Internal(
-            "the request outcome is missing".to_owned(),
-        ));
-    };
-    observe_overhead(state, o.meta.started, read_done, route);
-    // The answer goes out only when the observer releases it (a durable audit record).
-    o.settle(&Settled {
-        status: parts.status,
-        usage,
     })
-    .wait()
-    .await;
-    drop(in_flight);
-    let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
-    budget_headers.apply(&mut resp);
-    Ok(resp)
 }
 
 /// What a budget tells the caller: `x-palisade-budget-remaining-usd` (tightest USD limit) and
@@ -318,7 +378,7 @@ fn finish_json(
     route: crate::hooks::ApiRoute,
     provider: &str,
     answer: Bytes,
-    outcome: &mut Option<Outcome>,
+    meta: &mut RequestMeta,
     record_text: bool,
 ) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
@@ -349,10 +409,8 @@ fn finish_json(
     })?;
     count_pii(state, &report, "response");
     let found = !report.findings.is_empty();
-    if let Some(o) = outcome.as_mut() {
-        o.meta.pii_response = Some(report);
-        o.meta.redacted_response = text;
-    }
+    meta.pii_response = Some(report);
+    meta.redacted_response = text;
     match verdict {
         Verdict::Allow => {
             if found {

@@ -35,6 +35,7 @@
 //! Not here: tool-call argument deltas in streams are passed through unscanned.
 
 use std::sync::{Arc, LazyLock};
+use tracing::Instrument as _;
 
 use crate::upstream::UpstreamBody;
 use bytes::{Bytes, BytesMut};
@@ -87,6 +88,7 @@ pub(crate) fn relay(
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let hold_end = outcome.streaming();
+    let span = tracing::Span::current();
     #[expect(
         clippy::disallowed_methods,
         reason = "a stream's relay: it feeds the response body, so the connection's drain waits for it"
@@ -106,7 +108,11 @@ pub(crate) fn relay(
             proc.texts = Some(Vec::new());
         }
         let mut held = Batch::default();
+        // The chunk loop runs outside the request's span (entering it on every poll costs a
+        // microsecond or more per stream); the end of the stream, which settles and logs, runs
+        // inside it.
         let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
+        async move {
         if let Some(report) = proc.report() {
             for (entity, n) in &report.findings {
                 counters
@@ -167,6 +173,9 @@ pub(crate) fn relay(
             // The guard's drop reports the cancellation.
             Pump::Cancelled => drop(outcome),
         }
+        }
+        .instrument(span)
+        .await;
     });
     GatewayBody::channel(rx)
 }
@@ -981,5 +990,133 @@ mod tests {
             p.push(Bytes::from_static(event.as_bytes())).unwrap(),
             event.as_bytes()
         );
+    }
+
+    /// Run a whole provider stream through a processor, in frames cut at `cuts` (byte offsets).
+    fn run_split(
+        det: Option<&PiiDetector>,
+        stream: &[u8],
+        cuts: &[usize],
+    ) -> Result<(Vec<u8>, Option<Usage>), String> {
+        let mut p = SseProcessor::new(det, true);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+            let cut = cut.clamp(at, stream.len());
+            out.extend_from_slice(&p.push(Bytes::copy_from_slice(&stream[at..cut]))?);
+            at = cut;
+        }
+        out.extend_from_slice(&p.finish()?);
+        Ok((out, p.usage.take()))
+    }
+
+    /// A provider stream of text chunks (some with personal data, some split inside a value),
+    /// a usage chunk and `[DONE]`, framed with `\n\n` or `\r\n\r\n`.
+    fn provider_stream(pieces: &[&str], crlf: bool) -> Vec<u8> {
+        let mut s = String::new();
+        for piece in pieces {
+            s.push_str(&chunk(piece));
+        }
+        s.push_str(USAGE);
+        s.push_str("data: [DONE]\n\n");
+        if crlf {
+            s = s.replace("\n\n", "\r\n\r\n");
+        }
+        s.into_bytes()
+    }
+
+    const PIECES: &[&str] = &[
+        "Hello ",
+        "mail ann@exa",
+        "mple.com or call ",
+        "415-555-",
+        "0134. Card ",
+        "4111 1111 1111 1111",
+        " and ",
+        "nothing else",
+        ".",
+        " ü and 雪 ",
+        "sk-proj-abcdefghij",
+        "klmnopqrstuvwx",
+        " ok",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The relay's output is a function of the provider's events, not of how its bytes were
+        /// cut into frames: any split gives the same bytes (redaction and hold-back included)
+        /// and the same usage as the whole stream in one frame.
+        #[test]
+        fn output_is_the_same_however_the_stream_is_split(
+            picks in proptest::collection::vec(0..PIECES.len(), 1..12),
+            mut cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..24),
+            crlf in any::<bool>(),
+            scan in any::<bool>(),
+        ) {
+            let det = redacting();
+            let det = scan.then_some(&det);
+            let pieces: Vec<&str> = picks.iter().map(|&i| PIECES[i]).collect();
+            let stream = provider_stream(&pieces, crlf);
+            let whole = run_split(det, &stream, &[]).unwrap();
+            let mut offsets: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
+            offsets.sort_unstable();
+            let split = run_split(det, &stream, &offsets).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&split.0), String::from_utf8_lossy(&whole.0));
+            prop_assert_eq!(split.1, whole.1);
+            prop_assert!(whole.1.is_some());
+            // What the caller reads is the provider's text redacted as one whole text.
+            let events = String::from_utf8_lossy(&whole.0).replace("\r\n", "\n");
+            let streamed: String = events
+                .split("\n\n")
+                .filter_map(|e| e.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+                .collect();
+            let text: String = pieces.concat();
+            let expected = match det {
+                Some(det) => det.redact(&text, &mut RedactionSession::default()).into_owned(),
+                None => text,
+            };
+            prop_assert_eq!(streamed, expected);
+        }
+
+        /// Arbitrary bytes from a provider, in arbitrary frames: the parser returns output or an
+        /// error and never panics, and it never holds more than one event's bound.
+        #[test]
+        fn arbitrary_provider_bytes_never_panic(
+            frames in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![
+                        4 => any::<u8>(),
+                        2 => Just(b'\n'),
+                        1 => Just(b'\r'),
+                        1 => Just(b'{'),
+                        1 => Just(b'"'),
+                    ],
+                    0..64,
+                ),
+                0..8,
+            ),
+            prefix in prop_oneof![Just(&b""[..]), Just(&b"data: "[..]), Just(&b"data: {\"choices\":[{\"delta\":{\"content\":\""[..])],
+            scan in any::<bool>(),
+        ) {
+            let det = redacting();
+            let mut p = SseProcessor::new(scan.then_some(&det), false);
+            let mut first = true;
+            for frame in frames {
+                let mut bytes = Vec::new();
+                if first {
+                    bytes.extend_from_slice(prefix);
+                    first = false;
+                }
+                bytes.extend_from_slice(&frame);
+                if p.push(Bytes::from(bytes)).is_err() {
+                    return Ok(());
+                }
+                prop_assert!(p.pending.len() <= MAX_EVENT_BYTES);
+            }
+            let _ = p.finish();
+        }
     }
 }

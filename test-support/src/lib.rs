@@ -1,5 +1,7 @@
 //! Real parts for tests: `redis-server` and PostgreSQL started on free loopback ports in
-//! temporary directories, stopped when their guard drops.
+//! temporary directories, stopped when their guard drops; the one mock LLM provider (`mock`,
+//! the only part that is not real, because no provider is reachable from a test) and a small
+//! HTTP client (`client`).
 //!
 //! Tests never use fixed ports: a port is taken from the kernel (bind to port 0, read it, close),
 //! and because another process may grab it before the server binds, starting retries on a new
@@ -9,6 +11,7 @@
 #![allow(
     clippy::panic,
     clippy::expect_used,
+    clippy::unwrap_used,
     reason = "test support fails loudly by design"
 )]
 #![allow(
@@ -16,6 +19,8 @@
     reason = "a test harness may sleep between readiness polls; it runs on no async runtime"
 )]
 
+pub mod client;
+pub mod mock;
 mod postgres;
 mod redis;
 

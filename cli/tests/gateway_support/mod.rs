@@ -1,15 +1,13 @@
-//! Driving the real `palisade gateway` binary on port 0, in front of the gateway crate's mock
-//! provider (shared source, included by path).
+//! Driving the real `palisade gateway` binary on port 0, in front of the mock provider of
+//! `test-support`.
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     reason = "shared test support: each test binary uses a different part"
 )]
 
-#[path = "../../../gateway/tests/support/client.rs"]
-pub mod client;
-#[path = "../../../gateway/tests/support/mock.rs"]
-pub mod mock;
+pub use test_support::{client, mock};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

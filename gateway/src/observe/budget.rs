@@ -1,14 +1,15 @@
 //! The budget side of the observer: reserve in `admit`, settle or release in the terminal call.
 //!
-//! A reservation is kept in a `DashMap` under a token the observer puts in
-//! [`Admission::token`]; the terminal call takes it out again, so every path ends it exactly
-//! once: `settled` settles to the provider's usage (or, when the provider reported none, to the
-//! reservation itself — the estimate is kept as spent, the conservative side), `failed` releases
-//! it. The reservation is inserted with no await between the insert and the end of the `admit`
-//! future, so a request cancelled while reserving either never holds one or holds one its
-//! terminal call will find; what a Redis script reserved after its request was cancelled is
-//! given back by the enforcer (`BudgetEnforcer::reserve`), and a [`Reservation`] that is dropped
-//! anyway releases itself.
+//! A granted reservation becomes a [`Permit`] that the request owns ([`Admission::permit`],
+//! kept in its `Outcome`) and hands back by value in its one terminal call, so every path ends
+//! it exactly once and nothing is looked up again: `settled` settles to the provider's usage
+//! (or, when the provider reported none, to the reservation itself — the estimate is kept as
+//! spent, the conservative side), `failed` releases it. A request cancelled while reserving
+//! either never holds a permit or holds one its `Outcome` will hand back; what a Redis script
+//! reserved after its request was cancelled is given back by the enforcer
+//! (`BudgetEnforcer::reserve`), and a [`Reservation`] that is dropped anyway releases itself. A
+//! refusal names its limit in [`Rejection::limit`], which the terminal call reads back from the
+//! refusal for the audit record.
 //!
 //! Input tokens are estimated from the request body's size, `ceil(bytes / 4)`
 //! ([`estimate_input_tokens`] with no per-message overhead): the body includes JSON syntax and
@@ -29,14 +30,14 @@ use crate::budget::Reservation;
 use crate::budget::{estimate_input_tokens, BudgetDecision, BudgetEnforcer, BudgetRequest};
 use crate::hooks::{Admission, Admit, Rejection, RejectionKind, RequestMeta, Usage};
 
-use super::{BudgetSetup, PolicyObserver};
+use super::BudgetSetup;
 
 /// Caller id used for budgets when the gateway runs without keys.
 const ANONYMOUS: &str = "anonymous";
 
-/// A reservation between `admit` and the terminal call.
+/// A budget reservation between `admit` and the terminal call, owned by the request.
 #[derive(Debug)]
-pub(super) struct Held {
+pub struct Permit {
     enforcer: BudgetEnforcer,
     reservation: Reservation,
     est_input_tokens: u64,
@@ -44,7 +45,7 @@ pub(super) struct Held {
     pub(super) model_used: String,
 }
 
-impl Held {
+impl Permit {
     /// What the audit record says about the budget.
     pub(super) fn note(&self) -> BudgetNote {
         let r = &self.reservation;
@@ -65,7 +66,7 @@ impl Held {
     }
 }
 
-pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &RequestMeta) -> Admit {
+pub(super) fn admit(setup: &BudgetSetup, meta: &RequestMeta) -> Admit {
     let (enforcer, default_max_tokens) = match setup {
         BudgetSetup::NoStore { fail_open: true } => {
             return Admit::Ready(Ok(Admission::default()));
@@ -89,7 +90,6 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
         est_input_tokens: estimate_input_tokens(meta.request_bytes, 0),
         max_output_tokens: meta.max_tokens,
         default_max_tokens,
-        request_id: meta.id,
     };
     let req = BudgetRequest {
         key_id,
@@ -100,10 +100,10 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
     };
     // The in-memory store answers at once: no future to box, no strings to copy into one.
     if let Some(result) = enforcer.reserve_now(&req) {
-        return Admit::Ready(ask.conclude(observer, enforcer.clone(), result));
+        return Admit::Ready(ask.conclude(enforcer.clone(), result));
     }
     let (key_id, team, model) = (key_id.to_owned(), team.map(str::to_owned), model.to_owned());
-    let (observer, enforcer) = (observer.clone(), enforcer.clone());
+    let enforcer = enforcer.clone();
     Admit::Pending(Box::pin(async move {
         let req = BudgetRequest {
             key_id: &key_id,
@@ -113,7 +113,7 @@ pub(super) fn admit(observer: &PolicyObserver, setup: &BudgetSetup, meta: &Reque
             max_output_tokens: ask.max_output_tokens,
         };
         let result = enforcer.reserve(&req).await;
-        ask.conclude(&observer, enforcer, result)
+        ask.conclude(enforcer, result)
     }))
 }
 
@@ -123,28 +123,22 @@ struct Ask {
     est_input_tokens: u64,
     max_output_tokens: Option<u64>,
     default_max_tokens: u64,
-    request_id: crate::hooks::RequestId,
 }
 
 impl Ask {
-    /// Hold a granted reservation under a fresh token, or turn a refusal into a rejection.
+    /// Turn a granted reservation into the request's permit, or a refusal into a rejection.
     fn conclude(
         self,
-        observer: &PolicyObserver,
         enforcer: BudgetEnforcer,
         result: Result<Reservation, BudgetDecision>,
     ) -> Result<Admission, Rejection> {
         match result {
-            Ok(reservation) => {
-                let token = observer.next_token();
-                let admission = Admission {
-                    token,
-                    model_override: reservation
-                        .degraded_from()
-                        .map(|_| reservation.model().to_owned()),
-                    remaining_usd: reservation.remaining_usd(),
-                };
-                let held = Held {
+            Ok(reservation) => Ok(Admission {
+                model_override: reservation
+                    .degraded_from()
+                    .map(|_| reservation.model().to_owned()),
+                remaining_usd: reservation.remaining_usd(),
+                permit: Some(Permit {
                     enforcer,
                     model_used: reservation.model().to_owned(),
                     reservation,
@@ -152,21 +146,17 @@ impl Ask {
                     reserved_output_tokens: self
                         .max_output_tokens
                         .unwrap_or(self.default_max_tokens),
-                };
-                // No await from here to the end: the terminal call will find it.
-                observer.inner.held.insert(token, held);
-                Ok(admission)
-            }
+                }),
+            }),
             Err(decision @ BudgetDecision::Block { .. }) => {
+                let mut limit = String::with_capacity(32);
                 if let BudgetDecision::Block { scope, window, .. } = &decision {
-                    let mut s = String::with_capacity(32);
-                    let _ = write!(s, "{scope}/{window}");
-                    observer.inner.blocked.insert(self.request_id, s);
+                    let _ = write!(limit, "{scope}/{window}");
                 }
-                Err(Rejection::new(
-                    RejectionKind::BudgetExceeded,
-                    decision.to_string(),
-                ))
+                let mut rejection =
+                    Rejection::new(RejectionKind::BudgetExceeded, decision.to_string());
+                rejection.limit = Some(limit);
+                Err(rejection)
             }
             Err(BudgetDecision::StoreUnavailable) => Err(unavailable()),
         }
@@ -181,7 +171,7 @@ fn unavailable() -> Rejection {
 }
 
 /// Settle to the provider's usage, or to the reservation when it reported none.
-pub(super) fn settle(held: Held, usage: Option<Usage>) {
+pub(super) fn settle(held: Permit, usage: Option<Usage>) {
     let (input, output) = match usage {
         Some(u) => (u.prompt_tokens, u.completion_tokens),
         None => (held.est_input_tokens, held.reserved_output_tokens),
@@ -192,13 +182,13 @@ pub(super) fn settle(held: Held, usage: Option<Usage>) {
 }
 
 /// Give the reservation back.
-pub(super) fn release(held: Held) {
+pub(super) fn release(held: Permit) {
     spawn_or_drop(held, |enforcer, reservation| async move {
         enforcer.release(reservation).await;
     });
 }
 
-fn spawn_or_drop<F, Fut>(held: Held, f: F)
+fn spawn_or_drop<F, Fut>(held: Permit, f: F)
 where
     F: FnOnce(BudgetEnforcer, Reservation) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -212,7 +202,7 @@ where
             let mut settle = Box::pin(f(held.enforcer, held.reservation));
             let mut cx = Context::from_waker(Waker::noop());
             if settle.as_mut().poll(&mut cx).is_pending() {
-                crate::tasks::spawn_on(&rt, settle);
+                crate::tasks::spawn_on(&rt, tracing::Instrument::in_current_span(settle));
             }
         }
         // Outside a runtime the reservation's drop guard releases it.

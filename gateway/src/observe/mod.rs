@@ -29,21 +29,19 @@ mod budget;
 mod record;
 mod sinks;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy, StoreKind, StoreUnavailable};
 use policy_engine::PolicyKind;
 
 use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
 use crate::clock::Clock;
-use crate::hooks::{
-    Admission, Admit, Failure, Release, RequestId, RequestMeta, RequestObserver, Settled,
-};
+use crate::error::ApiError;
+use crate::hooks::{Admission, Admit, Failure, Release, RequestMeta, RequestObserver, Settled};
 use crate::pack::ActivePack;
 
+pub use budget::Permit;
 pub use sinks::AuditStartError;
 
 /// Pack versions whose derived policies stay cached (in-flight requests may still run on an
@@ -74,10 +72,6 @@ struct Inner {
     budget_metrics: BudgetMetrics,
     packs: ArcSwap<Vec<Arc<PackPolicies>>>,
     sinks: sinks::AuditSinks,
-    held: DashMap<u64, budget::Held>,
-    /// Scope and window of a budget refusal, from `admit` to the `failed` that records it.
-    blocked: DashMap<RequestId, String>,
-    next_token: AtomicU64,
 }
 
 /// What one pack version asks of the observer.
@@ -114,9 +108,6 @@ impl PolicyObserver {
                 clock: settings.clock,
                 budget_metrics: BudgetMetrics::new()?,
                 packs: ArcSwap::from_pointee(Vec::new()),
-                held: DashMap::new(),
-                blocked: DashMap::new(),
-                next_token: AtomicU64::new(0),
             }),
         })
     }
@@ -124,11 +115,6 @@ impl PolicyObserver {
     /// Why the audit sink of the first pack could not start (start-up must then fail).
     pub fn startup_error(&self) -> Option<Arc<AuditStartError>> {
         self.inner.sinks.startup_error()
-    }
-
-    /// Reservations currently held (admitted, not yet settled or released).
-    pub fn reservations_held(&self) -> usize {
-        self.inner.held.len()
     }
 
     /// Stop the audit writers after flushing what is queued. Call after the gateway has
@@ -211,10 +197,6 @@ impl PolicyObserver {
             durable,
         }
     }
-
-    fn next_token(&self) -> u64 {
-        self.inner.next_token.fetch_add(1, Ordering::Relaxed) + 1
-    }
 }
 
 impl RequestObserver for PolicyObserver {
@@ -222,13 +204,13 @@ impl RequestObserver for PolicyObserver {
         let policies = self.policies(&meta.pack);
         match &policies.budget {
             None => Admit::Ready(Ok(Admission::default())),
-            Some(setup) => budget::admit(self, setup, meta),
+            Some(setup) => budget::admit(setup, meta),
         }
     }
 
     fn settled(&self, meta: &RequestMeta, admission: Admission, settled: &Settled) -> Release {
-        let held = self.take_held(admission.token);
-        let note = held.as_ref().map(budget::Held::note);
+        let held = admission.permit;
+        let note = held.as_ref().map(budget::Permit::note);
         let model_used = held.as_ref().map(|h| h.model_used.clone());
         if let Some(h) = held {
             budget::settle(h, settled.usage);
@@ -244,19 +226,17 @@ impl RequestObserver for PolicyObserver {
         admission: Option<Admission>,
         failure: &Failure<'_>,
     ) -> Release {
-        let held = admission.and_then(|a| self.take_held(a.token));
-        let note = match &held {
-            Some(h) => Some(h.note()),
-            None => {
-                self.inner
-                    .blocked
-                    .remove(&meta.id)
-                    .map(|(_, scope)| crate::audit::BudgetNote {
-                        decision: "blocked".into(),
-                        scope: Some(scope),
-                        remaining_usd: None,
-                    })
+        let held = admission.and_then(|a| a.permit);
+        let note = match (&held, failure) {
+            (Some(h), _) => Some(h.note()),
+            (None, Failure::Refused(ApiError::Rejected(r))) => {
+                r.limit.as_ref().map(|limit| crate::audit::BudgetNote {
+                    decision: "blocked".into(),
+                    scope: Some(limit.clone()),
+                    remaining_usd: None,
+                })
             }
+            (None, _) => None,
         };
         let model_used = held.as_ref().map(|h| h.model_used.clone());
         if let Some(h) = held {
@@ -285,13 +265,6 @@ impl RequestObserver for PolicyObserver {
 }
 
 impl PolicyObserver {
-    fn take_held(&self, token: u64) -> Option<budget::Held> {
-        if token == 0 {
-            return None;
-        }
-        self.inner.held.remove(&token).map(|(_, h)| h)
-    }
-
     /// Build and queue the record when the request's pack runs `audit-logger`; the release
     /// waits for it on disk when the pack asks for that.
     fn record(

@@ -2,12 +2,12 @@
 //! to a private temp directory, and an observer that records every hook call.
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     reason = "shared test support: each test binary uses a different part"
 )]
 
-pub mod client;
-pub mod mock;
+pub use test_support::{client, mock};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,13 +142,13 @@ impl RequestObserver for Recorder {
     fn admit(&self, meta: &RequestMeta) -> Admit {
         let _ = self.tx.send((meta.id.to_string(), Event::Admitted));
         Admit::Ready(Ok(Admission {
-            token: 7,
+            remaining_usd: Some(7.0),
             ..Admission::default()
         }))
     }
 
     fn settled(&self, meta: &RequestMeta, admission: Admission, s: &Settled) -> Release {
-        assert_eq!(admission.token, 7);
+        assert_eq!(admission.remaining_usd, Some(7.0));
         let _ = self.tx.send((
             meta.id.to_string(),
             Event::Settled {

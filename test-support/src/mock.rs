@@ -1,14 +1,9 @@
 //! A mock OpenAI provider for tests: the real JSON and SSE wire format, on port 0, recording
-//! what it received. Shared by the gateway's in-process tests and the CLI's binary tests
-//! (included there with `#[path]`).
+//! what it received. Every test that needs a provider uses this one: the gateway's in-process
+//! tests and the CLI's binary tests.
 //!
 //! Streams: a role chunk, one chunk per `Behaviour::chunks` entry, a finish chunk, the usage
 //! chunk when the request set `stream_options.include_usage`, then `data: [DONE]`.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    reason = "shared test support: each test binary uses a different part"
-)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -160,9 +155,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let is_get = req.method() == hyper::Method::GET;
-    let bytes = gateway::body::read_limited(req.into_body(), None, 64 << 20)
-        .await
-        .unwrap_or_default();
+    let bytes = crate::client::read_body(req.into_body()).await;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if is_get && path.ends_with("/models") {
         return Ok(json_response(
@@ -322,6 +315,7 @@ fn json_response(status: u16, v: &Value) -> Response<MockBody> {
 }
 
 /// A body fed by a channel.
+#[derive(Debug)]
 pub struct ChannelBody(mpsc::Receiver<Bytes>);
 
 impl Body for ChannelBody {

@@ -1,9 +1,4 @@
 //! A small HTTP client for tests (hyper-util, HTTP/1.1), and polling with a deadline.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    reason = "shared test support: each test binary uses a different part"
-)]
 
 use std::time::{Duration, Instant};
 
@@ -75,11 +70,19 @@ pub async fn send(
     c.request(req).await.unwrap()
 }
 
+/// A body read to its end (up to 64 MiB); empty when it breaks off.
+pub async fn read_body(body: Incoming) -> Bytes {
+    use http_body_util::BodyExt as _;
+    http_body_util::Limited::new(body, 64 << 20)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
+}
+
 pub async fn collect(resp: Response<Incoming>) -> Reply {
     let (parts, body) = resp.into_parts();
-    let body = gateway::body::read_limited(body, None, 64 << 20)
-        .await
-        .unwrap_or_default();
+    let body = crate::client::read_body(body).await;
     Reply {
         status: parts.status,
         headers: parts.headers,
