@@ -131,14 +131,14 @@ async fn serve(args: GatewayArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let gw = match Gateway::bind(config, Arc::new(policies.observer.clone())).await {
+    let gw = match Gateway::bind(config, Arc::new(policies.enforcement.clone())).await {
         Ok(gw) => gw,
         Err(e) => {
             eprintln!("palisade gateway: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(e) = policies.observer.startup_error() {
+    if let Some(e) = policies.enforcement.startup_error() {
         eprintln!("palisade gateway: {e}");
         return ExitCode::FAILURE;
     }

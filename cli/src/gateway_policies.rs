@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use gateway::budget::{persist, RedisStore};
 use gateway::clock::{Clock, SystemClock};
-use gateway::observe::{ObserverSettings, PolicyObserver};
+use gateway::enforce::{EnforcementSettings, PolicyEnforcement};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -38,14 +38,14 @@ pub(crate) struct PolicyArgs {
     pub(crate) state_dir: PathBuf,
 }
 
-/// The observer and what must be stopped after the gateway drains.
+/// The enforcement and what must be stopped after the gateway drains.
 #[derive(Debug)]
 pub(crate) struct Policies {
-    pub(crate) observer: PolicyObserver,
+    pub(crate) enforcement: PolicyEnforcement,
     /// Its pre-borrowed slices are given back at shutdown.
     redis: Option<Arc<RedisStore>>,
     stop_saver: oneshot::Sender<()>,
-    saver: JoinHandle<Result<(), persist::PersistError>>,
+    saver: JoinHandle<Result<(), persist::StateFileError>>,
 }
 
 /// Load the budget state and open the stores. Call inside the runtime.
@@ -59,7 +59,7 @@ pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
         )),
         None => None,
     };
-    let observer = PolicyObserver::new(ObserverSettings {
+    let enforcement = PolicyEnforcement::new(EnforcementSettings {
         memory: memory.clone(),
         redis: redis.clone(),
         clock,
@@ -74,7 +74,7 @@ pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
         let _ = stopped.await;
     }));
     Ok(Policies {
-        observer,
+        enforcement,
         redis,
         stop_saver,
         saver,
@@ -85,7 +85,7 @@ impl Policies {
     /// After the gateway drained: give back pre-borrowed budget, flush and join the audit
     /// writers, then save the budgets.
     pub(crate) async fn finish(self) {
-        let observer = self.observer.clone();
+        let enforcement = self.enforcement.clone();
         // Settles and releases the last requests left to a task finish before the final save.
         let left = gateway::tasks::finish(std::time::Duration::from_secs(10)).await;
         if left > 0 {
@@ -97,7 +97,7 @@ impl Policies {
         if let Some(redis) = &self.redis {
             redis.close_leases().await;
         }
-        if tokio::task::spawn_blocking(move || observer.shutdown())
+        if tokio::task::spawn_blocking(move || enforcement.shutdown())
             .await
             .is_err()
         {

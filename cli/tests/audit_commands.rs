@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use gateway::audit::{AuditRecord, AuditSink, Caller, Outcome, PolicyDecision, SystemClock};
+use gateway::audit::{AuditRecord, AuditSink, CallerRef, OutcomeKind, PolicyDecision, SystemClock};
 use policy_engine::pack::AuditLoggerConfig;
 
 fn palisade(args: &[&str]) -> Output {
@@ -36,17 +36,17 @@ fn write_log(dir: &Path) {
         .unwrap();
     rt.block_on(async {
         for (i, outcome) in [
-            Outcome::Allowed,
-            Outcome::BlockedPii,
-            Outcome::Redacted,
-            Outcome::Allowed,
+            OutcomeKind::Allowed,
+            OutcomeKind::BlockedPii,
+            OutcomeKind::Redacted,
+            OutcomeKind::Allowed,
         ]
         .into_iter()
         .enumerate()
         {
             let r = AuditRecord {
                 request_id: format!("req-{i}"),
-                caller: Caller {
+                caller: CallerRef {
                     key_id: Some(if i % 2 == 0 { "app-a" } else { "app-b" }.to_owned()),
                     team: None,
                 },

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gateway::audit::chain::{seal, LineBody, LineKind, GENESIS};
 use gateway::audit::{
-    AuditRecord, BudgetNote, Caller, Latency, Outcome, PackRef, PolicyDecision, Usage,
+    AuditRecord, BudgetNote, CallerRef, Latency, OutcomeKind, PackRef, PolicyDecision, TokenCounts,
 };
 
 fn record() -> AuditRecord {
@@ -27,21 +27,21 @@ fn record() -> AuditRecord {
             version: "1.4.2".into(),
             hash: "9f2b".repeat(16).into(),
         },
-        caller: Caller {
+        caller: CallerRef {
             key_id: Some("support-bot".to_owned()),
             team: Some("support".to_owned()),
         },
         route: "/v1/chat/completions".into(),
         model_requested: Some("gpt-4o-mini".to_owned()),
         model_used: Some("gpt-4o-mini".to_owned()),
-        outcome: Outcome::Redacted,
+        outcome: OutcomeKind::Redacted,
         status: 200,
         upstream_status: Some(200),
         latency: Latency {
             gateway_us: 61,
             upstream_us: Some(412),
         },
-        usage: Some(Usage {
+        usage: Some(TokenCounts {
             input_tokens: 212,
             output_tokens: 48,
         }),

@@ -1,25 +1,25 @@
-//! Where the budget enforcer and the audit logger plug in: a [`RequestObserver`] sees every API
+//! Where the budget enforcer and the audit logger plug in: a [`Enforcement`] sees every API
 //! request's outcome exactly once.
 //!
 //! The contract, for every request on an API route (`/v1/chat/completions`, `/v1/completions`,
 //! `/v1/embeddings`) that arrives while a pack is active:
 //!
-//! 1. [`RequestObserver::admit`] is called **at most once**, after authentication, parsing, the
+//! 1. [`Enforcement::admit`] is called **at most once**, after authentication, parsing, the
 //!    model allow-list and the request-side PII policy, right before the request is forwarded.
 //!    It may refuse ([`Rejection`], e.g. `budget_exceeded`) and may be asynchronous
 //!    ([`Admit::Pending`]) for a reservation in a shared store. What it returns
 //!    ([`Admission`]) is handed back in the terminal call, so a reservation can be settled or
 //!    released.
-//! 2. Then **exactly one** terminal call: [`RequestObserver::settled`] when the provider's answer
+//! 2. Then **exactly one** terminal call: [`Enforcement::settled`] when the provider's answer
 //!    was delivered (for a stream: the stream ended cleanly; it carries the provider-reported
-//!    usage), or [`RequestObserver::failed`] for everything else — a refusal by the gateway
+//!    usage), or [`Enforcement::failed`] for everything else — a refusal by the gateway
 //!    (before or after `admit`), a provider error status, a broken stream, or a client that went
 //!    away (detected when the response body, or the handler future, is dropped unfinished).
 //! 3. The terminal call is synchronous, but it returns a [`Release`]: [`Release::Now`] (no
 //!    allocation), or [`Release::After`] with a future the gateway awaits before the caller gets
 //!    the end of the response — for a JSON answer or an error, before the response is sent; for
 //!    a stream, before its end, and before its terminal event (`data: [DONE]`) too when
-//!    [`RequestObserver::holds_stream_end`] said so when the stream started. This is how the
+//!    [`Enforcement::holds_stream_end`] said so when the stream started. This is how the
 //!    audit logger with `on_queue_full: block` and `fsync_interval_ms: 0` makes a request's
 //!    record durable before the request is acknowledged. The *work* must already be under way
 //!    when the hook returns (the record queued): the future only waits for it, because the
@@ -30,10 +30,10 @@
 //! [`Outcome`] guard whose `Drop` reports cancellation if nothing else did. Requests refused with
 //! `pack_not_loaded` (no pack yet) and ops routes are not reported.
 //!
-//! Hot-path cost: [`NoopObserver`] makes none of these calls allocate. `admit` returns
+//! Hot-path cost: [`NoEnforcement`] makes none of these calls allocate. `admit` returns
 //! [`Admit::Ready`] and the terminal calls return [`Release::Now`] without boxing; only an
-//! observer that really waits boxes a future. The observer runs on the runtime threads: it must
-//! not block (queue to a writer task instead). Several observers are combined by the caller
+//! enforcement that really waits boxes a future. The enforcement runs on the runtime threads: it must
+//! not block (queue to a writer task instead). Several `Enforcement`s are combined by the caller
 //! (e.g. a struct holding the budget enforcer and the audit sink that forwards each call); this
 //! module does not impose an order.
 
@@ -143,7 +143,7 @@ impl PiiReport {
     }
 }
 
-/// Everything known about a request when an observer is called. Built once per request.
+/// Everything known about a request when an `Enforcement` is called. Built once per request.
 #[derive(Debug)]
 pub struct RequestMeta {
     pub id: RequestId,
@@ -183,13 +183,13 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-/// What an observer returns from `admit`: the [`Permit`] the request then owns (a budget
+/// What an `Enforcement` returns from `admit`: the [`Permit`] the request then owns (a budget
 /// reservation), handed back by value in the terminal call, and advice the proxy applies to the
-/// forwarded request and the response. All three are `None` for an observer that runs no
+/// forwarded request and the response. All three are `None` for an `Enforcement` that runs no
 /// budget, so admitting costs no allocation.
 #[derive(Debug, Default)]
 pub struct Admission {
-    /// What the observer holds for this request until it ends. A permit that is dropped
+    /// What the enforcement holds for this request until it ends. A permit that is dropped
     /// instead of handed back (a request abandoned outside any runtime) gives its reservation
     /// back on its own.
     pub permit: Option<Permit>,
@@ -201,9 +201,9 @@ pub struct Admission {
     pub remaining_usd: Option<f64>,
 }
 
-pub use crate::observe::Permit;
+pub use crate::enforce::Permit;
 
-/// Why an observer refuses a request.
+/// Why an `Enforcement` refuses a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectionKind {
     /// 429 `budget_exceeded`.
@@ -328,7 +328,7 @@ pub struct Settled {
 }
 
 /// Callbacks that see every API request outcome exactly once; see the module docs.
-pub trait RequestObserver: Send + Sync + fmt::Debug + 'static {
+pub trait Enforcement: Send + Sync + fmt::Debug + 'static {
     /// Called at most once, before forwarding. The default admits everything.
     fn admit(&self, _meta: &RequestMeta) -> Admit {
         Admit::Ready(Ok(Admission::default()))
@@ -365,7 +365,7 @@ pub trait RequestObserver: Send + Sync + fmt::Debug + 'static {
     /// blocking task, except for the first pack, when nothing is served yet.
     fn pack_activated(&self, _pack: &Arc<ActivePack>) {}
 
-    /// Register the observer's metrics in the gateway's registry; called once by `Gateway::bind`.
+    /// Register the enforcement's metrics in the gateway's registry; called once by `Gateway::bind`.
     fn register_metrics(&self, _registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
         Ok(())
     }
@@ -373,15 +373,15 @@ pub trait RequestObserver: Send + Sync + fmt::Debug + 'static {
 
 /// Observes nothing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoopObserver;
+pub struct NoEnforcement;
 
-impl RequestObserver for NoopObserver {}
+impl Enforcement for NoEnforcement {}
 
 /// The exactly-once guard: consumed by `settle` or `fail`; dropped unconsumed it reports
 /// [`Failure::Cancelled`].
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    observer: Arc<dyn RequestObserver>,
+    enforcement: Arc<dyn Enforcement>,
     pub(crate) meta: RequestMeta,
     admission: Option<Admission>,
     mid_stream: bool,
@@ -389,9 +389,9 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn new(observer: Arc<dyn RequestObserver>, meta: RequestMeta) -> Self {
+    pub(crate) fn new(enforcement: Arc<dyn Enforcement>, meta: RequestMeta) -> Self {
         Self {
-            observer,
+            enforcement,
             meta,
             admission: None,
             mid_stream: false,
@@ -399,11 +399,11 @@ impl Outcome {
         }
     }
 
-    /// Ask the observer; at most once per request. Returns the admission's advice (the model
+    /// Ask the enforcement; at most once per request. Returns the admission's advice (the model
     /// override moves out; the rest is handed back in the terminal call).
     pub(crate) async fn admit(&mut self) -> Result<Admission, Rejection> {
         debug_assert!(self.admission.is_none());
-        let mut admission = match self.observer.admit(&self.meta) {
+        let mut admission = match self.enforcement.admit(&self.meta) {
             Admit::Ready(r) => r?,
             Admit::Pending(fut) => fut.await?,
         };
@@ -420,21 +420,21 @@ impl Outcome {
     /// whether the stream must hold back its terminal event for the terminal call's release.
     pub(crate) fn streaming(&mut self) -> bool {
         self.mid_stream = true;
-        self.observer.holds_stream_end(&self.meta)
+        self.enforcement.holds_stream_end(&self.meta)
     }
 
     /// Report the delivered answer; await the [`Release`] before the response's end goes out.
     pub(crate) fn settle(mut self, settled: &Settled) -> Release {
         self.done = true;
         let admission = self.admission.take().unwrap_or_default();
-        self.observer.settled(&self.meta, admission, settled)
+        self.enforcement.settled(&self.meta, admission, settled)
     }
 
     /// Report a failure; await the [`Release`] before a response that is still sent.
     pub(crate) fn fail(mut self, failure: &Failure<'_>) -> Release {
         self.done = true;
         let admission = self.admission.take();
-        self.observer.failed(&self.meta, admission, failure)
+        self.enforcement.failed(&self.meta, admission, failure)
     }
 }
 
@@ -446,7 +446,7 @@ impl Drop for Outcome {
             };
             let admission = self.admission.take();
             // Nobody is left to answer: the release is not waited for (see `Release`).
-            drop(self.observer.failed(&self.meta, admission, &failure));
+            drop(self.enforcement.failed(&self.meta, admission, &failure));
         }
     }
 }

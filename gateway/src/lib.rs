@@ -10,8 +10,8 @@
 //! swapped in one store ([`state`], [`reload`]); `/status` and `/metrics` say what runs.
 //!
 //! Start one with [`Gateway::bind`] then [`Gateway::run`]; `palisade gateway` is a thin CLI over
-//! exactly that. The budget enforcer and the audit logger plug in as [`RequestObserver`]s
-//! handed to [`Gateway::bind`] ([`observe::PolicyObserver`] combines both and follows pack
+//! exactly that. The budget enforcer and the audit logger plug in as [`Enforcement`]s
+//! handed to [`Gateway::bind`] ([`enforce::PolicyEnforcement`] combines both and follows pack
 //! reloads); the audit log's writer lives in [`audit`], and [`control`] keeps
 //! a gateway on the version its control plane wants.
 
@@ -20,12 +20,12 @@ pub mod body;
 pub mod budget;
 pub mod clock;
 pub mod control;
+pub mod enforce;
 pub mod error;
 pub mod hooks;
 mod json_splice;
 pub mod keys;
 pub mod metrics;
-pub mod observe;
 mod ops;
 pub mod pack;
 pub mod policy;
@@ -52,8 +52,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use error::ApiError;
 pub use hooks::{
-    Admission, Admit, ApiRoute, Failure, NoopObserver, Permit, PiiReport, Rejection, RejectionKind,
-    Release, RequestId, RequestMeta, RequestObserver, Settled, Usage,
+    Admission, Admit, ApiRoute, Enforcement, Failure, NoEnforcement, Permit, PiiReport, Rejection,
+    RejectionKind, Release, RequestId, RequestMeta, Settled, Usage,
 };
 pub use keys::{CallerAuth, KeyTable};
 pub use pack::{ActivePack, PackSource, PrepareError};
@@ -154,7 +154,7 @@ impl Gateway {
     /// Load keys, TLS and the pack, then bind. Nothing is served until [`Gateway::run`].
     pub async fn bind(
         config: GatewayConfig,
-        observer: Arc<dyn RequestObserver>,
+        enforcement: Arc<dyn Enforcement>,
     ) -> Result<Self, StartError> {
         let auth = match &config.keys_path {
             Some(p) => CallerAuth::Keys(Arc::new(KeyTable::from_file(p)?)),
@@ -172,14 +172,14 @@ impl Gateway {
             None => None,
         };
         let metrics = metrics::Metrics::new()?;
-        observer
+        enforcement
             .register_metrics(metrics.registry())
             .map_err(metrics::MetricsError::from)?;
         let state = Arc::new(GatewayState::new(
             config.environment.clone(),
             metrics,
             auth,
-            observer,
+            enforcement,
             config.limits,
         ));
         // Watch before the first read, so no edit falls between the two.

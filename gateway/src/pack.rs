@@ -1,5 +1,6 @@
 //! The active pack: a [`CompiledPack`] bundled with everything the request path derives from it
-//! (header values, provider endpoints), prepared completely before it is swapped in.
+//! (header values, provider endpoints, and the policy enforcement's budget enforcer and audit
+//! settings), prepared completely before it is swapped in.
 //!
 //! This is the "fallible prepare" half of a hot swap: [`prepare`] parses, validates, compiles,
 //! refuses a disabled pack (`PACK_DISABLED`) and checks every provider's URL and key, and only a value
@@ -64,6 +65,9 @@ pub struct ActivePack {
     pub(crate) upstreams: HashMap<String, Arc<Upstream>>,
     pub(crate) scan_request: bool,
     pub(crate) scan_response: bool,
+    /// What the policy enforcement derives from this version (budget enforcer, audit settings):
+    /// built once, when the version is activated, and read by every request on it.
+    pub(crate) policies: std::sync::OnceLock<crate::enforce::PackPolicies>,
 }
 
 impl ActivePack {
@@ -180,6 +184,7 @@ pub fn prepare(
         upstreams,
         scan_request,
         scan_response,
+        policies: std::sync::OnceLock::new(),
     })
 }
 

@@ -132,7 +132,7 @@ pub(crate) async fn run<'p>(
         Err(err) => return refuse(state, outcome, &err).await,
     };
     observe_overhead(state, outcome.meta.started, read_done, route);
-    // The answer goes out only when the observer releases it (a durable audit record).
+    // The answer goes out only when the enforcement releases it (a durable audit record).
     outcome
         .settle(&Settled {
             status: parts.status,
@@ -147,7 +147,7 @@ pub(crate) async fn run<'p>(
 }
 
 /// The gateway refuses or cannot complete the request: report it (the response waits for the
-/// observer: a durable record), count it, log it under the request's span, answer with it.
+/// enforcement: a durable record), count it, log it under the request's span, answer with it.
 async fn refuse(state: &GatewayState, outcome: Outcome, err: &ApiError) -> Response<GatewayBody> {
     outcome.fail(&Failure::Refused(err)).wait().await;
     state

@@ -106,7 +106,7 @@ async fn serve_api(
         redacted_response: None,
         upstream_time: None,
     };
-    let outcome = Outcome::new(Arc::clone(&state.observer), meta);
+    let outcome = Outcome::new(Arc::clone(&state.enforcement), meta);
     let mut model_label = "other";
     let resp = proxy::run(state, pack, req, outcome, &mut model_label, in_flight).await;
     state

@@ -22,7 +22,7 @@
 //! request with that usage; an upstream error fails it (`StreamBroken`); a dropped caller body
 //! (client gone) is noticed at once through `Sender::closed` and reported as a mid-stream
 //! cancellation by the `Outcome` guard. The caller's body ends only after the settle's
-//! `Release` resolved; when the observer asked for it (`holds_stream_end`, a durable audit
+//! `Release` resolved; when the enforcement asked for it (`holds_stream_end`, a durable audit
 //! record), the output from the terminal `data: [DONE]` event on is held back until then too, so
 //! a caller that saw `[DONE]` knows its record is on disk. Holding needs the `[DONE]` event
 //! found, so frames that contain `[DONE]` leave the pass-through fast path in that mode only.
@@ -126,7 +126,7 @@ pub(crate) fn relay(
         match result {
             Pump::Done => {
                 // The last bytes (and the body's end, when this task drops `tx`) wait for the
-                // observer's release.
+                // enforcement's release.
                 outcome
                     .settle(&Settled {
                         status: http::StatusCode::OK,

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use crate::hooks::{RequestId, RequestObserver};
+use crate::hooks::{Enforcement, RequestId};
 use crate::keys::CallerAuth;
 use crate::metrics::Metrics;
 use crate::pack::{ActivePack, PrepareError};
@@ -51,7 +51,7 @@ pub struct GatewayState {
     pub(crate) environment: String,
     pub(crate) metrics: Metrics,
     pub(crate) auth: CallerAuth,
-    pub(crate) observer: Arc<dyn RequestObserver>,
+    pub(crate) enforcement: Arc<dyn Enforcement>,
     pub(crate) limits: Limits,
     id_seed: u64,
     id_counter: AtomicU64,
@@ -62,7 +62,7 @@ impl GatewayState {
         environment: String,
         metrics: Metrics,
         auth: CallerAuth,
-        observer: Arc<dyn RequestObserver>,
+        enforcement: Arc<dyn Enforcement>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -71,7 +71,7 @@ impl GatewayState {
             environment,
             metrics,
             auth,
-            observer,
+            enforcement,
             limits,
             id_seed: random_seed(),
             id_counter: AtomicU64::new(0),
@@ -110,7 +110,7 @@ impl GatewayState {
         );
         let pack = Arc::new(pack);
         self.pack.store(Some(Arc::clone(&pack)));
-        self.observer.pack_activated(&pack);
+        self.enforcement.pack_activated(&pack);
         self.last_reload.store(Some(Arc::new(ReloadReport {
             at: SystemTime::now(),
             ok: true,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gateway::audit::verify::{verify_dir, Broken};
-use gateway::audit::{AuditRecord, AuditSink, Clock, DurablyQueued, Enqueued, Outcome};
+use gateway::audit::{AuditRecord, AuditSink, Clock, DurablyQueued, Enqueued, OutcomeKind};
 use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy};
 
 /// 2026-11-22T12:00:00Z, advanced by tests; `hold` parks the writer inside `now()`.
@@ -48,7 +48,7 @@ fn config(dir: &Path) -> AuditLoggerConfig {
 fn rec(i: usize) -> AuditRecord {
     AuditRecord {
         request_id: format!("req-{i}"),
-        outcome: Outcome::Allowed,
+        outcome: OutcomeKind::Allowed,
         status: 200,
         ..AuditRecord::default()
     }

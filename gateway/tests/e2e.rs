@@ -11,7 +11,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::NoopObserver;
+use gateway::NoEnforcement;
 use serde_json::{json, Value};
 use support::client::{self, chat, get, post, sse_data, sse_text, wait_until};
 use support::mock::MockProvider;
@@ -30,7 +30,7 @@ async fn setup(chain: &str, policy: &str) -> (MockProvider, TestGateway) {
     let mock = MockProvider::start().await;
     let gw = TestGateway::start(
         &pack(&mock.base_url(), "1.0.0", chain, policy),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
     )
     .await;
     (mock, gw)
@@ -166,7 +166,7 @@ async fn refusals_are_openai_error_bodies_with_identity_headers_and_never_reach_
     let mock = MockProvider::start().await;
     let gw = TestGateway::start_with(
         &pack(&mock.base_url(), "1.0.0", "", ""),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
         |c| {
             c.limits.max_body_bytes = 2048;
         },
@@ -232,7 +232,7 @@ async fn caller_keys_are_checked_and_the_callers_authorization_is_never_forwarde
     );
     let gw = TestGateway::start_with(
         &pack(&mock.base_url(), "1.0.0", "", ""),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
         |c| {
             c.keys_path = Some(keys);
         },
@@ -271,7 +271,7 @@ async fn anonymous_mode_is_refused_off_loopback() {
     let p = dir.write("pack.yaml", &pack("http://127.0.0.1:9/v1", "1.0.0", "", ""));
     let mut config = gateway::GatewayConfig::new(p, "dev");
     config.listen = "0.0.0.0:0".parse().unwrap();
-    let err = gateway::Gateway::bind(config, Arc::new(NoopObserver))
+    let err = gateway::Gateway::bind(config, Arc::new(NoEnforcement))
         .await
         .unwrap_err();
     assert!(
@@ -287,7 +287,7 @@ async fn a_slow_provider_is_a_504_and_an_unreachable_one_a_502() {
     mock.set(|b| b.head_delay = Duration::from_secs(5)).await;
     let text = pack(&mock.base_url(), "1.0.0", "", "")
         .replace("first_byte_timeout_ms: 2000", "first_byte_timeout_ms: 150");
-    let gw = TestGateway::start(&text, Arc::new(NoopObserver)).await;
+    let gw = TestGateway::start(&text, Arc::new(NoEnforcement)).await;
     let c = client::client();
     let r = post(
         &c,
@@ -306,7 +306,7 @@ async fn a_slow_provider_is_a_504_and_an_unreachable_one_a_502() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = format!("http://{}/v1", closed.local_addr().unwrap());
     drop(closed);
-    let gw = TestGateway::start(&pack(&dead, "1.0.0", "", ""), Arc::new(NoopObserver)).await;
+    let gw = TestGateway::start(&pack(&dead, "1.0.0", "", ""), Arc::new(NoEnforcement)).await;
     let r = post(
         &c,
         &gw.api("/v1/chat/completions"),
@@ -459,7 +459,7 @@ async fn the_file_watcher_reloads_after_an_edit() {
     let mock = MockProvider::start().await;
     let gw = TestGateway::start_with(
         &pack(&mock.base_url(), "1.0.0", "", ""),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
         |c| {
             c.watch = true;
             c.reload_debounce = Duration::from_millis(50);
@@ -508,7 +508,7 @@ async fn provider_connections_are_reused_after_whole_answers_and_closed_after_ab
     // One serving thread: one upstream pool, so every count below is exact.
     let gw = TestGateway::start_with(
         &pack(&mock.base_url(), "1.0.0", "", ""),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
         |c| c.server.threads = 1,
     )
     .await;
@@ -560,12 +560,12 @@ async fn a_second_gateway_on_a_busy_port_fails_to_start_instead_of_sharing_it() 
     let text = pack(&mock.base_url(), "1.0.0", "", "");
     // Several serving threads: several listening sockets on one port (SO_REUSEPORT).
     let first =
-        TestGateway::start_with(&text, Arc::new(NoopObserver), |c| c.server.threads = 3).await;
+        TestGateway::start_with(&text, Arc::new(NoEnforcement), |c| c.server.threads = 3).await;
     let addr: std::net::SocketAddr = first.url.trim_start_matches("http://").parse().unwrap();
     let mut config = gateway::GatewayConfig::new(&first.pack_path, "dev");
     config.listen = addr;
     config.watch = false;
-    let second = gateway::Gateway::bind(config, Arc::new(NoopObserver)).await;
+    let second = gateway::Gateway::bind(config, Arc::new(NoEnforcement)).await;
     match second {
         Err(gateway::StartError::Bind { addr: a, source }) => {
             assert_eq!(a, addr);

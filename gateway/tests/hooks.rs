@@ -1,4 +1,4 @@
-//! The hooks see every request outcome exactly once: a recording observer in front of the mock.
+//! The hooks see every request outcome exactly once: a recording enforcement in front of the mock.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::{Admit, Failure, Rejection, RejectionKind, Release, RequestMeta, RequestObserver};
+use gateway::{Admit, Enforcement, Failure, Rejection, RejectionKind, Release, RequestMeta};
 use http_body_util::BodyExt;
 use support::client::{self, chat, post, wait_until};
 use support::mock::MockProvider;
@@ -174,7 +174,7 @@ async fn an_unreachable_provider_is_one_failure_after_admission() {
 #[derive(Debug)]
 struct Exhausted;
 
-impl RequestObserver for Exhausted {
+impl Enforcement for Exhausted {
     fn admit(&self, _meta: &RequestMeta) -> Admit {
         Admit::Pending(Box::pin(async {
             tokio::task::yield_now().await;
@@ -198,7 +198,7 @@ impl RequestObserver for Exhausted {
 }
 
 #[tokio::test]
-async fn an_observer_can_refuse_asynchronously_with_budget_exceeded() {
+async fn enforcement_can_refuse_asynchronously_with_budget_exceeded() {
     std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
     let mock = MockProvider::start().await;
     let gw = TestGateway::start(
@@ -247,7 +247,7 @@ impl SlowRelease {
     }
 }
 
-impl RequestObserver for SlowRelease {
+impl Enforcement for SlowRelease {
     fn settled(&self, _m: &RequestMeta, _a: gateway::Admission, _s: &gateway::Settled) -> Release {
         self.release()
     }
@@ -290,12 +290,12 @@ async fn read_stream(
 async fn a_response_is_released_only_after_its_terminal_calls_release() {
     std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
     let mock = MockProvider::start().await;
-    let observer = Arc::new(SlowRelease {
+    let enforcement = Arc::new(SlowRelease {
         hold_stream: true,
         ..SlowRelease::default()
     });
-    let released = Arc::clone(&observer.released);
-    let gw = TestGateway::start(&pack(&mock.base_url(), "1.0.0", "", ""), observer).await;
+    let released = Arc::clone(&enforcement.released);
+    let gw = TestGateway::start(&pack(&mock.base_url(), "1.0.0", "", ""), enforcement).await;
     let c = client::client();
     let url = gw.api("/v1/chat/completions");
 
@@ -324,9 +324,9 @@ async fn a_response_is_released_only_after_its_terminal_calls_release() {
 async fn a_stream_that_holds_nothing_back_still_ends_only_after_the_release() {
     std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
     let mock = MockProvider::start().await;
-    let observer = Arc::new(SlowRelease::default());
-    let released = Arc::clone(&observer.released);
-    let gw = TestGateway::start(&pack(&mock.base_url(), "1.0.0", "", ""), observer).await;
+    let enforcement = Arc::new(SlowRelease::default());
+    let released = Arc::clone(&enforcement.released);
+    let gw = TestGateway::start(&pack(&mock.base_url(), "1.0.0", "", ""), enforcement).await;
     let body = chat("gpt-4o-mini", "hi", true).to_string();
     let resp = client::send(
         &client::client(),

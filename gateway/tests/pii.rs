@@ -10,7 +10,7 @@ mod support;
 
 use std::sync::Arc;
 
-use gateway::NoopObserver;
+use gateway::NoEnforcement;
 use serde_json::json;
 use support::client::{self, chat, post, sse_text};
 use support::mock::MockProvider;
@@ -33,7 +33,7 @@ async fn setup(action: &str) -> (MockProvider, TestGateway) {
             "pii-detector",
             &pii_policy(action),
         ),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
     )
     .await;
     (mock, gw)
@@ -312,7 +312,7 @@ async fn a_lone_surrogate_escape_does_not_switch_scanning_off() {
         let policy = format!("policy:\n  pii-detector:\n    action: {action}\n    entities: [email, credit_card, ssn]\n    scan: [request, response]\n");
         let gw = TestGateway::start(
             &pack(&mock.base_url(), "1.0.0", "pii-detector", &policy),
-            Arc::new(NoopObserver),
+            Arc::new(NoEnforcement),
         )
         .await;
         for esc in lone {
@@ -449,7 +449,7 @@ async fn values_in_brackets_markdown_and_with_suffixes_are_redacted_everywhere()
     let policy = "policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n";
     let gw = TestGateway::start(
         &pack(&mock.base_url(), "1.0.0", "pii-detector", policy),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
     )
     .await;
     let c = client::client();

@@ -14,7 +14,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::NoopObserver;
+use gateway::NoEnforcement;
 use support::mock::MockProvider;
 use support::{pack, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +25,7 @@ async fn gateway(tweak: impl FnOnce(&mut gateway::GatewayConfig)) -> (MockProvid
     let mock = MockProvider::start().await;
     let gw = TestGateway::start_with(
         &pack(&mock.base_url(), "1.0.0", "audit-logger", ""),
-        Arc::new(NoopObserver),
+        Arc::new(NoEnforcement),
         tweak,
     )
     .await;

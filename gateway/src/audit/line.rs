@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 
 use super::chain::{LineBody, LineKind};
-use super::record::{AuditRecord, BudgetNote, Caller, Latency, PackRef, PolicyDecision, Usage};
+use super::record::{
+    AuditRecord, BudgetNote, CallerRef, Latency, PackRef, PolicyDecision, TokenCounts,
+};
 
 /// Append `body`'s JSON to `out`.
 pub(crate) fn write(body: &LineBody, out: &mut Vec<u8>) {
@@ -84,7 +86,7 @@ fn audit_record(out: &mut Vec<u8>, r: &AuditRecord) {
         version,
         hash,
     } = pack;
-    let Caller { key_id, team } = caller;
+    let CallerRef { key_id, team } = caller;
     let Latency {
         gateway_us,
         upstream_us,
@@ -121,7 +123,7 @@ fn audit_record(out: &mut Vec<u8>, r: &AuditRecord) {
     opt_uint(out, *upstream_us);
     out.extend_from_slice(b"},\"usage\":");
     match usage {
-        Some(Usage {
+        Some(TokenCounts {
             input_tokens,
             output_tokens,
         }) => {
@@ -240,7 +242,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::audit::record::Outcome;
+    use crate::audit::record::OutcomeKind;
 
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -263,16 +265,16 @@ mod tests {
         ]
     }
 
-    fn outcome() -> impl Strategy<Value = Outcome> {
+    fn outcome() -> impl Strategy<Value = OutcomeKind> {
         prop_oneof![
-            Just(Outcome::Allowed),
-            Just(Outcome::Redacted),
-            Just(Outcome::BlockedPii),
-            Just(Outcome::BlockedBudget),
-            Just(Outcome::Rejected),
-            Just(Outcome::UpstreamError),
-            Just(Outcome::InternalError),
-            Just(Outcome::Cancelled),
+            Just(OutcomeKind::Allowed),
+            Just(OutcomeKind::Redacted),
+            Just(OutcomeKind::BlockedPii),
+            Just(OutcomeKind::BlockedBudget),
+            Just(OutcomeKind::Rejected),
+            Just(OutcomeKind::UpstreamError),
+            Just(OutcomeKind::InternalError),
+            Just(OutcomeKind::Cancelled),
         ]
     }
 
@@ -311,7 +313,7 @@ mod tests {
                         version: text(3).into(),
                         hash: text(4).into(),
                     },
-                    caller: Caller {
+                    caller: CallerRef {
                         key_id: opt(0, 5),
                         team: opt(1, 6),
                     },
@@ -325,7 +327,7 @@ mod tests {
                         gateway_us: n[0],
                         upstream_us: some(5).then_some(n[1]),
                     },
-                    usage: some(6).then(|| Usage {
+                    usage: some(6).then(|| TokenCounts {
                         input_tokens: n[2],
                         output_tokens: n[3],
                     }),

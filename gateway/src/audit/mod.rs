@@ -20,7 +20,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 
 pub use record::{
-    AuditRecord, BudgetNote, Caller, Latency, Outcome, PackRef, PolicyDecision, Usage,
+    AuditRecord, BudgetNote, CallerRef, Latency, OutcomeKind, PackRef, PolicyDecision, TokenCounts,
 };
 pub use writer::{
     Ack, AuditSink, AuditStats, DurablyQueued, Enqueued, PendingRecord, WriterHandle,

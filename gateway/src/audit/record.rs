@@ -9,7 +9,7 @@
 //! field existed still verify).
 //!
 //! The fields that repeat on every line are shared rather than copied: the pack's identity as
-//! `Arc<str>` (cloned from the observer's per-pack cache), fixed words (route, policy names,
+//! `Arc<str>` (cloned from the enforcement's state in the active pack), fixed words (route, policy names,
 //! decisions, error codes) as `Cow::Borrowed` statics. A record is built on a serving thread and
 //! freed on the audit writer's, so each allocation saved is a cross-thread free saved too.
 
@@ -24,17 +24,17 @@ pub struct AuditRecord {
     pub request_id: String,
     pub environment: Arc<str>,
     pub pack: PackRef,
-    pub caller: Caller,
+    pub caller: CallerRef,
     /// `/v1/chat/completions`, … (a fixed set: the gateway's routes).
     pub route: Cow<'static, str>,
     pub model_requested: Option<String>,
     pub model_used: Option<String>,
-    pub outcome: Outcome,
+    pub outcome: OutcomeKind,
     /// Status sent to the caller.
     pub status: u16,
     pub upstream_status: Option<u16>,
     pub latency: Latency,
-    pub usage: Option<Usage>,
+    pub usage: Option<TokenCounts>,
     pub cost_usd: Option<f64>,
     pub budget: Option<BudgetNote>,
     pub policies: Vec<PolicyDecision>,
@@ -60,7 +60,7 @@ pub struct PackRef {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caller {
+pub struct CallerRef {
     /// The caller key's id from the keys file (never the key or its hash); `None`: anonymous.
     pub key_id: Option<String>,
     pub team: Option<String>,
@@ -69,7 +69,7 @@ pub struct Caller {
 /// How the request ended. One per request, exactly once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum OutcomeKind {
     #[default]
     Allowed,
     Redacted,
@@ -84,7 +84,7 @@ pub enum Outcome {
     Cancelled,
 }
 
-impl Outcome {
+impl OutcomeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allowed => "allowed",
@@ -108,7 +108,7 @@ pub struct Latency {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
+pub struct TokenCounts {
     pub input_tokens: u64,
     pub output_tokens: u64,
 }

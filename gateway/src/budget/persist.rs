@@ -31,7 +31,7 @@ struct StateFile {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PersistError {
+pub enum StateFileError {
     #[error("budget state file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -46,27 +46,27 @@ pub enum PersistError {
     UnsupportedFormat { path: PathBuf, found: u32 },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
-    move |source| PersistError::Io {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateFileError + '_ {
+    move |source| StateFileError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
 /// Load counters from `path`, dropping those of windows over at `now`. Missing file: empty.
-pub fn load(path: &Path, now: i64) -> Result<MemoryStore, PersistError> {
+pub fn load(path: &Path, now: i64) -> Result<MemoryStore, StateFileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(MemoryStore::default()),
         Err(e) => return Err(io_err(path)(e)),
     };
     let state: StateFile =
-        serde_json::from_slice(&bytes).map_err(|source| PersistError::Corrupt {
+        serde_json::from_slice(&bytes).map_err(|source| StateFileError::Corrupt {
             path: path.to_owned(),
             source,
         })?;
     if state.format != FORMAT {
-        return Err(PersistError::UnsupportedFormat {
+        return Err(StateFileError::UnsupportedFormat {
             path: path.to_owned(),
             found: state.format,
         });
@@ -75,12 +75,12 @@ pub fn load(path: &Path, now: i64) -> Result<MemoryStore, PersistError> {
 }
 
 /// Write every counter of `store` to `path`, atomically.
-pub fn save(path: &Path, store: &MemoryStore) -> Result<(), PersistError> {
+pub fn save(path: &Path, store: &MemoryStore) -> Result<(), StateFileError> {
     let state = StateFile {
         format: FORMAT,
         counters: store.snapshot(),
     };
-    let bytes = serde_json::to_vec_pretty(&state).map_err(|source| PersistError::Corrupt {
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|source| StateFileError::Corrupt {
         path: path.to_owned(),
         source,
     })?;
@@ -114,7 +114,7 @@ pub async fn run_periodic(
     path: PathBuf,
     interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), PersistError> {
+) -> Result<(), StateFileError> {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -132,7 +132,7 @@ pub async fn run_periodic(
 
 /// Save on the blocking pool. An empty store with no file yet writes nothing, so a gateway that
 /// never ran a budget leaves no state file (nor directory) behind.
-async fn save_blocking(store: &MemoryStore, path: &Path) -> Result<(), PersistError> {
+async fn save_blocking(store: &MemoryStore, path: &Path) -> Result<(), StateFileError> {
     let (store, owned) = (store.clone(), path.to_owned());
     let write = move || {
         if store.snapshot().is_empty() && !owned.exists() {
@@ -204,15 +204,18 @@ mod tests {
         for cut in [1, full.len() / 2, full.len() - 2] {
             std::fs::write(&path, &full[..cut]).unwrap();
             let err = load(&path, 0).unwrap_err();
-            assert!(matches!(err, PersistError::Corrupt { .. }), "{err}");
+            assert!(matches!(err, StateFileError::Corrupt { .. }), "{err}");
             assert!(err.to_string().contains("corrupt"), "{err}");
         }
         std::fs::write(&path, b"\x00\xffnot json").unwrap();
-        assert!(matches!(load(&path, 0), Err(PersistError::Corrupt { .. })));
+        assert!(matches!(
+            load(&path, 0),
+            Err(StateFileError::Corrupt { .. })
+        ));
         std::fs::write(&path, br#"{"format": 9, "counters": []}"#).unwrap();
         assert!(matches!(
             load(&path, 0),
-            Err(PersistError::UnsupportedFormat { found: 9, .. })
+            Err(StateFileError::UnsupportedFormat { found: 9, .. })
         ));
     }
 

@@ -24,7 +24,7 @@ pub struct PersistedMeta {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PersistError {
+pub enum LastGoodError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -34,17 +34,17 @@ pub enum PersistError {
     Invalid { path: PathBuf, message: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
-    move |source| PersistError::Io {
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LastGoodError + '_ {
+    move |source| LastGoodError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
 /// Write `yaml` with its metadata atomically into `dir`. Blocking: run off the runtime threads.
-pub fn save(dir: &Path, meta: &PersistedMeta, yaml: &str) -> Result<(), PersistError> {
+pub fn save(dir: &Path, meta: &PersistedMeta, yaml: &str) -> Result<(), LastGoodError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let json = serde_json::to_vec_pretty(meta).map_err(|e| PersistError::Invalid {
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| LastGoodError::Invalid {
         path: dir.join(META),
         message: e.to_string(),
     })?;
@@ -53,7 +53,7 @@ pub fn save(dir: &Path, meta: &PersistedMeta, yaml: &str) -> Result<(), PersistE
     Ok(())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LastGoodError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
@@ -69,7 +69,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
 }
 
 /// The persisted pack, if there is one whose document still hashes to its metadata.
-pub fn load(dir: &Path) -> Result<Option<(PersistedMeta, String)>, PersistError> {
+pub fn load(dir: &Path) -> Result<Option<(PersistedMeta, String)>, LastGoodError> {
     let meta_path = dir.join(META);
     let yaml_path = dir.join(YAML);
     let meta_text = match fs::read(&meta_path) {
@@ -78,17 +78,17 @@ pub fn load(dir: &Path) -> Result<Option<(PersistedMeta, String)>, PersistError>
         Err(e) => return Err(io(&meta_path)(e)),
     };
     let meta: PersistedMeta =
-        serde_json::from_slice(&meta_text).map_err(|e| PersistError::Invalid {
+        serde_json::from_slice(&meta_text).map_err(|e| LastGoodError::Invalid {
             path: meta_path.clone(),
             message: e.to_string(),
         })?;
     let yaml = fs::read_to_string(&yaml_path).map_err(io(&yaml_path))?;
-    let loaded = policy_engine::load(&yaml).map_err(|d| PersistError::Invalid {
+    let loaded = policy_engine::load(&yaml).map_err(|d| LastGoodError::Invalid {
         path: yaml_path.clone(),
         message: d.to_string(),
     })?;
     if loaded.hash.to_string() != meta.hash {
-        return Err(PersistError::Invalid {
+        return Err(LastGoodError::Invalid {
             path: yaml_path,
             message: format!(
                 "the document hashes to {}, not to the recorded {}",

@@ -1,5 +1,5 @@
 //! Test harness: an in-process gateway on port 0 in front of the mock provider, packs written
-//! to a private temp directory, and an observer that records every hook call.
+//! to a private temp directory, and an `Enforcement` that records every hook call.
 #![allow(
     dead_code,
     unused_imports,
@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use gateway::{
-    Admission, Admit, Failure, Gateway, GatewayConfig, GatewayState, Release, RequestMeta,
-    RequestObserver, Settled,
+    Admission, Admit, Enforcement, Failure, Gateway, GatewayConfig, GatewayState, Release,
+    RequestMeta, Settled,
 };
 use tokio::sync::oneshot;
 
@@ -67,13 +67,13 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    pub async fn start(pack_text: &str, observer: Arc<dyn RequestObserver>) -> Self {
-        Self::start_with(pack_text, observer, |_| {}).await
+    pub async fn start(pack_text: &str, enforcement: Arc<dyn Enforcement>) -> Self {
+        Self::start_with(pack_text, enforcement, |_| {}).await
     }
 
     pub async fn start_with(
         pack_text: &str,
-        observer: Arc<dyn RequestObserver>,
+        enforcement: Arc<dyn Enforcement>,
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
         let dir = TempDir::new("inproc");
@@ -82,7 +82,7 @@ impl TestGateway {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.watch = false;
         tweak(&mut config);
-        let gw = Gateway::bind(config, observer).await.unwrap();
+        let gw = Gateway::bind(config, enforcement).await.unwrap();
         let url = gw.url();
         let state = Arc::clone(gw.state());
         let (tx, rx) = oneshot::channel::<()>();
@@ -138,7 +138,7 @@ impl Recorder {
     }
 }
 
-impl RequestObserver for Recorder {
+impl Enforcement for Recorder {
     fn admit(&self, meta: &RequestMeta) -> Admit {
         let _ = self.tx.send((meta.id.to_string(), Event::Admitted));
         Admit::Ready(Ok(Admission {

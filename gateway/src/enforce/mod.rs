@@ -1,11 +1,13 @@
-//! The gateway's policy observer: the budget enforcer and the audit logger behind the one
-//! [`RequestObserver`] the request path calls.
+//! The gateway's policy enforcement: the budget enforcer and the audit logger behind the one
+//! [`Enforcement`] the request path calls.
 //!
 //! Settings come from the pack each request runs on (`meta.pack`), and packs hot-reload, so
-//! [`PolicyObserver`] keeps a small cache of what it derives from a pack, keyed by the pack's
-//! hash and held in an `ArcSwap`: a request does one load and a short scan. A new pack version
-//! builds a new [`BudgetEnforcer`] once, over the *same* long-lived [`BudgetStore`] (counters are
-//! named by scope and window, so spend carries over a reload). The audit sink is started once
+//! what [`PolicyEnforcement`] derives from a pack version ([`PackPolicies`]) lives in that
+//! version's `ActivePack`: built once when the version is activated (`pack_activated`, before
+//! it serves), read by every request on it with one pointer load, and gone with the last request
+//! that ran on it. A new pack version builds a new [`BudgetEnforcer`] once, over the *same*
+//! long-lived [`BudgetStore`] (counters are named by scope and window, so spend carries over a
+//! reload). The audit sink is started once
 //! per distinct audit `dir` ([`sinks`]); `budget` holds the reservation side and `record` builds
 //! the one audit record of a request.
 //!
@@ -31,26 +33,21 @@ mod sinks;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use policy_engine::pack::{AuditLoggerConfig, QueueFullPolicy, StoreKind, StoreUnavailable};
 use policy_engine::PolicyKind;
 
 use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
 use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::hooks::{Admission, Admit, Failure, Release, RequestMeta, RequestObserver, Settled};
+use crate::hooks::{Admission, Admit, Enforcement, Failure, Release, RequestMeta, Settled};
 use crate::pack::ActivePack;
 
 pub use budget::Permit;
 pub use sinks::AuditStartError;
 
-/// Pack versions whose derived policies stay cached (in-flight requests may still run on an
-/// older one after a reload).
-const CACHED_PACKS: usize = 4;
-
-/// What the observer is built from. The stores outlive every pack version.
+/// What the enforcement is built from. The stores outlive every pack version.
 #[derive(Debug)]
-pub struct ObserverSettings {
+pub struct EnforcementSettings {
     /// The in-memory budget store (the CLI loads it from, and saves it to, the state file).
     pub memory: MemoryStore,
     /// The shared store for packs that say `store: redis` (`--redis` / `PALISADE_REDIS_URL`).
@@ -60,7 +57,7 @@ pub struct ObserverSettings {
 
 /// Budget enforcement and audit logging for every request; see the module docs.
 #[derive(Debug, Clone)]
-pub struct PolicyObserver {
+pub struct PolicyEnforcement {
     inner: Arc<Inner>,
 }
 
@@ -70,15 +67,13 @@ struct Inner {
     redis: Option<BudgetStore>,
     clock: Arc<dyn Clock>,
     budget_metrics: BudgetMetrics,
-    packs: ArcSwap<Vec<Arc<PackPolicies>>>,
     sinks: sinks::AuditSinks,
 }
 
-/// What one pack version asks of the observer.
+/// What one pack version asks of the enforcement.
 #[derive(Debug)]
-struct PackPolicies {
-    /// The pack's identity as every audit record of it says it (shared, not copied per record);
-    /// its `hash` is also the cache key.
+pub(crate) struct PackPolicies {
+    /// The pack's identity as every audit record of it says it (shared, not copied per record).
     audit_pack: crate::audit::PackRef,
     audit_environment: Arc<str>,
     budget: Option<BudgetSetup>,
@@ -98,8 +93,8 @@ enum BudgetSetup {
     NoStore { fail_open: bool },
 }
 
-impl PolicyObserver {
-    pub fn new(settings: ObserverSettings) -> Result<Self, prometheus::Error> {
+impl PolicyEnforcement {
+    pub fn new(settings: EnforcementSettings) -> Result<Self, prometheus::Error> {
         Ok(Self {
             inner: Arc::new(Inner {
                 memory: BudgetStore::Memory(settings.memory),
@@ -107,7 +102,6 @@ impl PolicyObserver {
                 sinks: sinks::AuditSinks::new(Arc::clone(&settings.clock))?,
                 clock: settings.clock,
                 budget_metrics: BudgetMetrics::new()?,
-                packs: ArcSwap::from_pointee(Vec::new()),
             }),
         })
     }
@@ -123,30 +117,9 @@ impl PolicyObserver {
         self.inner.sinks.shutdown();
     }
 
-    /// The cached policies of `pack`, building them on a miss.
-    fn policies(&self, pack: &ActivePack) -> Arc<PackPolicies> {
-        if let Some(p) = self
-            .inner
-            .packs
-            .load()
-            .iter()
-            .find(|p| *p.audit_pack.hash == *pack.hash_hex)
-        {
-            return Arc::clone(p);
-        }
-        let built = Arc::new(self.build(pack));
-        self.inner.packs.rcu(|old| {
-            let mut v = Vec::with_capacity(CACHED_PACKS);
-            v.push(Arc::clone(&built));
-            v.extend(
-                old.iter()
-                    .filter(|p| p.audit_pack.hash != built.audit_pack.hash)
-                    .take(CACHED_PACKS - 1)
-                    .cloned(),
-            );
-            v
-        });
-        built
+    /// What this enforcement derives from `pack`, built on first use (its activation).
+    fn policies<'p>(&self, pack: &'p ActivePack) -> &'p PackPolicies {
+        pack.policies.get_or_init(|| self.build(pack))
     }
 
     fn build(&self, pack: &ActivePack) -> PackPolicies {
@@ -199,7 +172,7 @@ impl PolicyObserver {
     }
 }
 
-impl RequestObserver for PolicyObserver {
+impl Enforcement for PolicyEnforcement {
     fn admit(&self, meta: &RequestMeta) -> Admit {
         let policies = self.policies(&meta.pack);
         match &policies.budget {
@@ -264,7 +237,7 @@ impl RequestObserver for PolicyObserver {
     }
 }
 
-impl PolicyObserver {
+impl PolicyEnforcement {
     /// Build and queue the record when the request's pack runs `audit-logger`; the release
     /// waits for it on disk when the pack asks for that.
     fn record(
@@ -276,7 +249,7 @@ impl PolicyObserver {
         if policies.audit.is_none() {
             return Release::Now;
         }
-        let record = build(&policies);
+        let record = build(policies);
         if policies.durable {
             return self.inner.sinks.submit_durable(record);
         }

@@ -1,4 +1,4 @@
-//! The audit sinks of the observer: one writer per distinct audit directory, swapped in when a
+//! The audit sinks of the enforcement: one writer per distinct audit directory, swapped in when a
 //! reload changes `dir`, and the audit counters in the gateway's registry.
 //!
 //! The first pack's sink starts inside `Gateway::bind` (blocking file I/O is fine there:

@@ -1,4 +1,4 @@
-//! The budget side of the observer: reserve in `admit`, settle or release in the terminal call.
+//! The budget side of the enforcement: reserve in `admit`, settle or release in the terminal call.
 //!
 //! A granted reservation becomes a [`Permit`] that the request owns ([`Admission::permit`],
 //! kept in its `Outcome`) and hands back by value in its one terminal call, so every path ends

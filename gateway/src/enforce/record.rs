@@ -21,7 +21,7 @@ use std::time::Duration;
 use policy_engine::pack::PiiAction;
 use policy_engine::PolicyKind;
 
-use crate::audit::{self, AuditRecord, BudgetNote, Latency, Outcome, PolicyDecision};
+use crate::audit::{self, AuditRecord, BudgetNote, Latency, OutcomeKind, PolicyDecision};
 use crate::budget::estimate::{micros_to_usd, Price};
 use crate::error::ApiError;
 use crate::hooks::{Failure, RejectionKind, RequestMeta, Settled};
@@ -41,14 +41,14 @@ pub(super) fn settled(
         .any(|r| r.redacted);
     let mut rec = base(meta, policies, budget, model_used);
     rec.outcome = if redacted {
-        Outcome::Redacted
+        OutcomeKind::Redacted
     } else {
-        Outcome::Allowed
+        OutcomeKind::Allowed
     };
     rec.status = settled.status.as_u16();
     rec.upstream_status = Some(settled.status.as_u16());
     if let Some(u) = settled.usage {
-        rec.usage = Some(audit::Usage {
+        rec.usage = Some(audit::TokenCounts {
             input_tokens: u.prompt_tokens,
             output_tokens: u.completion_tokens,
         });
@@ -78,14 +78,14 @@ pub(super) fn failed(
             err.code(),
         ),
         Failure::UpstreamStatus(s) => (
-            Outcome::UpstreamError,
+            OutcomeKind::UpstreamError,
             s.as_u16(),
             Some(s.as_u16()),
             "upstream_error",
         ),
-        Failure::StreamBroken => (Outcome::UpstreamError, 200, Some(200), "stream_broken"),
+        Failure::StreamBroken => (OutcomeKind::UpstreamError, 200, Some(200), "stream_broken"),
         Failure::Cancelled { mid_stream } => (
-            Outcome::Cancelled,
+            OutcomeKind::Cancelled,
             if *mid_stream { 200 } else { 499 },
             mid_stream.then_some(200),
             "client_cancelled",
@@ -95,7 +95,7 @@ pub(super) fn failed(
     rec.status = status;
     rec.upstream_status = upstream;
     rec.error_code = Some(code.into());
-    if outcome == Outcome::BlockedBudget {
+    if outcome == OutcomeKind::BlockedBudget {
         // The budget decided: its decision is in the note.
         if let Some(p) = rec
             .policies
@@ -108,13 +108,15 @@ pub(super) fn failed(
     rec
 }
 
-fn refused_outcome(err: &ApiError) -> Outcome {
+fn refused_outcome(err: &ApiError) -> OutcomeKind {
     match err {
-        ApiError::PiiBlocked { .. } => Outcome::BlockedPii,
-        ApiError::Rejected(r) if r.kind == RejectionKind::BudgetExceeded => Outcome::BlockedBudget,
-        ApiError::Upstream { .. } | ApiError::UpstreamTimeout { .. } => Outcome::UpstreamError,
-        ApiError::Internal(_) => Outcome::InternalError,
-        _ => Outcome::Rejected,
+        ApiError::PiiBlocked { .. } => OutcomeKind::BlockedPii,
+        ApiError::Rejected(r) if r.kind == RejectionKind::BudgetExceeded => {
+            OutcomeKind::BlockedBudget
+        }
+        ApiError::Upstream { .. } | ApiError::UpstreamTimeout { .. } => OutcomeKind::UpstreamError,
+        ApiError::Internal(_) => OutcomeKind::InternalError,
+        _ => OutcomeKind::Rejected,
     }
 }
 
@@ -133,7 +135,7 @@ fn base(
         request_id: meta.id.to_string(),
         environment: Arc::clone(&policies.audit_environment),
         pack: policies.audit_pack.clone(),
-        caller: audit::Caller {
+        caller: audit::CallerRef {
             key_id: meta.caller.as_ref().map(|c| c.id.clone()),
             team: meta
                 .caller
