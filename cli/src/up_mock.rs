@@ -1,8 +1,9 @@
 //! The local mock provider of `palisade up`, used only when no provider key is set so that a
 //! new user can send a request through the whole stack with nothing to sign up for.
 //!
-//! It is labelled everywhere it shows: every answer carries `x-palisade-mock-provider: true`
-//! and says in its text that no model was called, and `palisade up` prints that it is running.
+//! It is labelled everywhere it shows: every answer says in its text that no model was called,
+//! and `palisade up` prints that it is running. (A header would not do: the gateway passes on
+//! only the provider headers a client needs.)
 //! Its answer echoes the last message it received, so a new user sees what the provider got
 //! after the gateway's policies (an e-mail redacted in staging, passed through in dev).
 //! It speaks the OpenAI wire format the gateway relies on: chat completions as JSON and as SSE
@@ -139,9 +140,5 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
-    r.headers_mut().insert(
-        "x-palisade-mock-provider",
-        http::HeaderValue::from_static("true"),
-    );
     r
 }

@@ -173,10 +173,6 @@ fn up_deploys_the_repository_file_serves_it_stops_cleanly_and_resumes() {
         "{answer}"
     );
     assert!(
-        answer.contains("x-palisade-mock-provider: true"),
-        "{answer}"
-    );
-    assert!(
         answer.contains("(no model was called) received: Hi, I am jane@example.com"),
         "{answer}"
     );

@@ -39,6 +39,54 @@ pub(crate) fn items(raw: &RawValue) -> Result<Vec<&RawValue>, serde_json::Error>
     }
 }
 
+/// Every string value inside `raw`, at any depth, in document order (object keys are not
+/// values; a repeated key's values are all there). Depth is bounded by `serde_json`'s recursion
+/// limit, so a hostile document is an error, not a stack overflow.
+pub(crate) fn all_strings<'a>(
+    raw: &'a RawValue,
+    out: &mut Vec<&'a RawValue>,
+) -> Result<(), serde_json::Error> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => out.push(raw),
+        Some(b'[') => {
+            for item in items(raw)? {
+                all_strings(item, out)?;
+            }
+        }
+        Some(b'{') => {
+            let Values(values) = serde_json::from_str(raw.get())?;
+            for v in values {
+                all_strings(v, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The values of a JSON object, duplicates included.
+struct Values<'a>(Vec<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Values<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Values<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while map.next_key::<IgnoredAny>()?.is_some() {
+                    out.push(map.next_value::<&'de RawValue>()?);
+                }
+                Ok(Values(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 /// A JSON object read into `T` (whose fields borrow from `raw`); `None` for any other kind of
 /// value.
 pub(crate) fn object<'a, T: Deserialize<'a>>(

@@ -17,6 +17,10 @@
 //! the scanned strings as they are after the scan (as they go on), one per line, bounded by
 //! [`MAX_RECORDED_TEXT`].
 //!
+//! A provider's error body is scanned whole ([`scan_error_body`]): every string value at any
+//! depth when it is JSON (object keys are not scanned), the text when it is not; a body that is
+//! neither is withheld.
+//!
 //! Not here: streams (`sse`, through the detector's incremental redactor), and arrays of token
 //! ids, which carry no text to scan.
 
@@ -132,6 +136,37 @@ pub(crate) fn scan_response(
         }
     }
     Ok(scan.decide())
+}
+
+/// Scan a provider's error body: every string value when it is JSON (error messages can echo
+/// the prompt), the whole text otherwise. `None`: the body is neither JSON nor UTF-8 text, so it
+/// cannot be scanned and must not be passed on.
+pub(crate) fn scan_error_body(detector: &PiiDetector, body: &[u8]) -> Option<Scanned> {
+    if let Ok(raw) = serde_json::from_slice::<&RawValue>(body) {
+        let mut strings = Vec::new();
+        json_splice::all_strings(raw, &mut strings).ok()?;
+        let mut scan = SpliceScan::new(detector, body, false);
+        for s in strings {
+            scan.string(Some(s));
+        }
+        return Some(scan.decide());
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let mut session = RedactionSession::default();
+    let out = detector.redact(text, &mut session);
+    let rewrite = matches!(detector.action(), PiiAction::Redact | PiiAction::Escalate);
+    let mut splice = Splice::default();
+    let changed = matches!(out, Cow::Owned(_)) && rewrite;
+    if changed {
+        splice.replace(0..body.len(), out.into_owned().into_bytes());
+    }
+    let (verdict, report) = decide(detector.action(), &session, changed);
+    Some(Scanned {
+        verdict,
+        report,
+        splice,
+        text: None,
+    })
 }
 
 /// What a scan found and decided.
@@ -481,5 +516,49 @@ mod tests {
         let s = t.finish();
         assert!(s.ends_with("a …[truncated]"), "{}", &s[s.len() - 20..]);
         assert_eq!(s.len(), MAX_RECORDED_TEXT - 1 + " …[truncated]".len());
+    }
+
+    fn json_with_values() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(Value::from),
+            "[a-z ]{0,12}".prop_map(Value::String),
+            Just(Value::String("ann@example.com".to_owned())),
+            Just(Value::String(
+                "card 4111 1111 1111 1111, mail ann@example.com".to_owned()
+            )),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A personal value at any string position of an error body, at any depth, is redacted,
+        /// and the body stays the same JSON around it.
+        #[test]
+        fn error_bodies_are_scanned_at_every_depth(v in json_with_values()) {
+            let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
+            let body = v.to_string();
+            let scanned = scan_error_body(&det, body.as_bytes()).unwrap();
+            let out = match scanned.verdict {
+                Verdict::Redacted => scanned.splice.apply(body.as_bytes()).unwrap(),
+                _ => Bytes::from(body.clone()),
+            };
+            let text = std::str::from_utf8(&out).unwrap();
+            prop_assert!(!text.contains("ann@example.com") && !text.contains("4111 1111"), "{}", text);
+            let expected = body
+                .replace("ann@example.com", "[EMAIL_1]")
+                .replace("4111 1111 1111 1111", "[CREDIT_CARD_1]");
+            let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let want: serde_json::Value = serde_json::from_str(&expected).unwrap();
+            prop_assert_eq!(got, want);
+        }
     }
 }

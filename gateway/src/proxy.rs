@@ -104,6 +104,10 @@ pub(crate) async fn run<'p>(
     outcome.meta.upstream_time = Some(read_done);
 
     if !parts.status.is_success() {
+        let answer = match pack.compiled.pii.as_ref().filter(|_| pack.scan_response) {
+            Some(det) => scan_error_body(state, det, provider, answer, &mut outcome.meta),
+            None => answer,
+        };
         outcome
             .fail(&Failure::UpstreamStatus(parts.status))
             .wait()
@@ -435,6 +439,52 @@ fn finish_json(
     }
 }
 
+/// A provider's error body under response scanning: every string scanned (error messages can
+/// echo the prompt), redacted under `redact` and `escalate`; under `block`, or when the body
+/// is neither JSON nor text, it is replaced by the gateway's own error naming the provider.
+fn scan_error_body(
+    state: &GatewayState,
+    det: &policy_engine::pii::PiiDetector,
+    provider: &str,
+    answer: Bytes,
+    meta: &mut RequestMeta,
+) -> Bytes {
+    let withheld = |why: &str| {
+        let message = format!(
+            "the provider `{provider}` answered with an error whose body was withheld: {why}"
+        );
+        Bytes::from(
+            serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}})
+                .to_string(),
+        )
+    };
+    let Some(scanned) = policy::scan_error_body(det, &answer) else {
+        return withheld("it could not be scanned for personal data");
+    };
+    count_pii(state, &scanned.report, "response");
+    let found = !scanned.report.findings.is_empty();
+    meta.pii_response = Some(scanned.report);
+    match scanned.verdict {
+        Verdict::Allow => {
+            if found {
+                decision(state, det.action().as_str());
+            }
+            answer
+        }
+        Verdict::Redacted => {
+            decision(state, det.action().as_str());
+            scanned
+                .splice
+                .apply(&answer)
+                .unwrap_or_else(|| withheld("it could not be redacted"))
+        }
+        Verdict::Block(entities) => {
+            decision(state, "block");
+            withheld(&format!("it contained personal data ({entities})"))
+        }
+    }
+}
+
 /// Whether `body` starts like a JSON object.
 fn is_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -474,7 +524,11 @@ fn observe_overhead(
         .observe(total.saturating_sub(upstream).as_secs_f64());
 }
 
-/// The provider's headers minus hop-by-hop and length (the body may have changed).
+/// The provider's headers a client needs, and no others: the body's type and caching, the
+/// provider's request id (for support tickets), and what SDKs read to back off (`retry-after`,
+/// `retry-after-ms`, `x-should-retry`, rate-limit headers). Everything else — organisation and
+/// project ids, server and proxy headers, cookies, hop-by-hop headers, the length (the body may
+/// have changed) — stays at the gateway.
 fn with_headers(
     status: StatusCode,
     upstream: &HeaderMap,
@@ -484,24 +538,26 @@ fn with_headers(
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     for (name, value) in upstream {
-        let n = name.as_str();
-        if matches!(
-            n,
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "content-length"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "set-cookie"
-        ) {
-            continue;
+        if passes_to_client(name.as_str()) {
+            h.append(name.clone(), value.clone());
         }
-        h.append(name.clone(), value.clone());
     }
     resp
+}
+
+/// Whether a provider response header goes on to the caller (names arrive lowercase).
+fn passes_to_client(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "cache-control"
+            | "retry-after"
+            | "retry-after-ms"
+            | "x-should-retry"
+            | "x-request-id"
+            | "request-id"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-")
 }
 
 #[cfg(test)]

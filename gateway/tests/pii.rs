@@ -544,3 +544,113 @@ async fn log_decisions_are_counted_as_log_not_pass() {
     assert_eq!((count("log"), count("pass")), (3, 1), "{metrics}");
     gw.stop().await;
 }
+
+/// A provider's error body can echo personal data (a prompt, an account's e-mail): it is scanned
+/// like an answer — redacted under `redact`, withheld under `block`, withheld when it cannot be
+/// read — and of the provider's headers only those a client needs reach the caller.
+#[tokio::test]
+async fn provider_error_bodies_are_scanned_and_only_client_headers_pass() {
+    let echo = format!(
+        "{{\"error\":{{\"message\":\"account {EMAIL} is over its quota\",\"type\":\"insufficient_quota\",\"param\":null,\"code\":\"insufficient_quota\",\"x\":[\"{EMAIL}\",{{\"deep\":\"{EMAIL}\"}}]}}}}"
+    );
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let url = gw.api("/v1/chat/completions");
+    mock.set(|b| {
+        b.fail_status = Some(429);
+        b.fail_body = Some(echo.clone().into_bytes());
+    })
+    .await;
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 429);
+    let text = r.text();
+    assert!(!text.contains(EMAIL), "{text}");
+    let v = r.json();
+    assert_eq!(v["error"]["message"], "account [EMAIL_1] is over its quota");
+    assert_eq!(v["error"]["x"][1]["deep"], "[EMAIL_1]");
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    for kept in [
+        "x-request-id",
+        "x-ratelimit-remaining-requests",
+        "content-type",
+    ] {
+        assert!(
+            !r.header(kept).is_empty(),
+            "{kept} missing: {:?}",
+            r.headers
+        );
+    }
+    for dropped in [
+        "openai-organization",
+        "openai-project",
+        "server",
+        "openai-processing-ms",
+    ] {
+        assert!(
+            r.headers.get(dropped).is_none(),
+            "{dropped} leaked: {:?}",
+            r.headers
+        );
+    }
+
+    // An HTML error page is scanned as text.
+    mock.set(|b| {
+        b.fail_body = Some(format!("<html><body>Contact {EMAIL}</body></html>").into_bytes())
+    })
+    .await;
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.text(), "<html><body>Contact [EMAIL_1]</body></html>");
+
+    // Successful answers, JSON and streamed, carry the same headers only.
+    mock.set(|b| b.fail_status = None).await;
+    for stream in [false, true] {
+        let r = post(&c, &url, &chat("gpt-4o-mini", "hi", stream), None).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-request-id"), "req_mock_1");
+        assert!(
+            r.headers.get("openai-organization").is_none(),
+            "{:?}",
+            r.headers
+        );
+    }
+    drop(gw);
+
+    let (mock, gw) = setup("block").await;
+    mock.set(|b| {
+        b.fail_status = Some(400);
+        b.fail_body = Some(echo.clone().into_bytes());
+    })
+    .await;
+    let r = post(
+        &c,
+        &gw.api("/v1/chat/completions"),
+        &chat("gpt-4o-mini", "hi", false),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let text = r.text();
+    assert!(!text.contains(EMAIL), "{text}");
+    assert_eq!(r.error_code(), "upstream_error");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("withheld") && message.contains("email"),
+        "{message}"
+    );
+
+    // A body that is neither JSON nor text cannot be scanned, so it is not passed on.
+    let mut bytes = b"\xff\xfe".to_vec();
+    bytes.extend_from_slice(EMAIL.as_bytes());
+    mock.set(|b| b.fail_body = Some(bytes)).await;
+    let r = post(
+        &c,
+        &gw.api("/v1/chat/completions"),
+        &chat("gpt-4o-mini", "hi", false),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("could not be scanned"), "{message}");
+}

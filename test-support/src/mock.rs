@@ -36,6 +36,9 @@ pub struct Behaviour {
     pub raw_reply: Option<String>,
     /// Answer every API call with this status and an OpenAI error body.
     pub fail_status: Option<u16>,
+    /// The failure's body instead of the OpenAI error (`application/json` when it starts with
+    /// `{`, `text/html` otherwise).
+    pub fail_body: Option<Vec<u8>>,
     /// Wait before the response head.
     pub head_delay: Duration,
     /// Wait between streamed events.
@@ -50,6 +53,7 @@ impl Default for Behaviour {
             reply: "Hello from the mock provider.".into(),
             raw_reply: None,
             fail_status: None,
+            fail_body: None,
             head_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
         }
@@ -173,6 +177,15 @@ async fn handle(
     let behaviour = shared.behaviour.lock().await.clone();
     if !behaviour.head_delay.is_zero() {
         tokio::time::sleep(behaviour.head_delay).await;
+    }
+    if let (Some(status), Some(body)) = (behaviour.fail_status, &behaviour.fail_body) {
+        let mut resp = json_response(status, &Value::Null);
+        *resp.body_mut() = http_body_util::Either::Left(Full::new(Bytes::from(body.clone())));
+        if !body.starts_with(b"{") {
+            resp.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
+        }
+        return Ok(resp);
     }
     if let Some(status) = behaviour.fail_status {
         return Ok(json_response(
@@ -299,6 +312,7 @@ async fn handle(
     );
     resp.headers_mut()
         .insert("cache-control", "no-cache".parse().unwrap());
+    provider_headers(resp.headers_mut());
     Ok(resp)
 }
 
@@ -309,9 +323,22 @@ fn json_response(status: u16, v: &Value) -> Response<MockBody> {
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
     resp.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
-    resp.headers_mut()
-        .insert("openai-processing-ms", "1".parse().unwrap());
+    provider_headers(resp.headers_mut());
     resp
+}
+
+/// Headers a real provider sends with every answer: some a client uses, some it must not see.
+fn provider_headers(h: &mut hyper::HeaderMap) {
+    for (name, value) in [
+        ("openai-processing-ms", "1"),
+        ("openai-organization", "org-mock-secret"),
+        ("openai-project", "proj_mock_secret"),
+        ("x-request-id", "req_mock_1"),
+        ("x-ratelimit-remaining-requests", "99"),
+        ("server", "mock-provider/1.0"),
+    ] {
+        h.insert(name, value.parse().unwrap());
+    }
 }
 
 /// A body fed by a channel.
