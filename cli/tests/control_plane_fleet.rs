@@ -165,6 +165,95 @@ fn gateway_keys_are_bound_to_their_environment(backend: Backend) {
     );
 }
 
+/// A gateway id belongs to the environment and key it registered with: another environment's
+/// key cannot move it (by registering or reporting under its id), another key of its own
+/// environment cannot take it over while it is live, each refusal is a 403 in the admin log,
+/// and once it is OFFLINE a new key of its environment may take it over (a restart after a key
+/// rotation).
+fn a_gateway_id_belongs_to_its_environment_and_key(backend: Backend) {
+    // Reports every 2 s: OFFLINE after 6 s, so "live" holds while the refusals are tried.
+    let cp = ControlPlane::start(backend, 2000);
+    let hash = cp.push(PACK_V1);
+    let dev = cp.create_key("gateway", Some("dev"));
+    let staging = cp.create_key("gateway", Some("staging"));
+    let dev2 = cp.create_key("gateway", Some("dev"));
+    assert_eq!(cp.register(&dev, "gw-a", "dev").status, 200);
+    cp.report(
+        &dev,
+        "gw-a",
+        "dev",
+        Some(("1.0.0", &hash)),
+        Some(ack("1.0.0")),
+    );
+    let report = |key: &str, env: &str| {
+        let body = json!({
+            "instance": {"id": "gw-a", "environment": env, "pack": "support", "build": "t"},
+            "active": {"version": "1.0.0", "hash": hash, "source": "control_plane"},
+        });
+        cp.http(
+            "POST",
+            "/v1/gateways/gw-a/report",
+            Some(key),
+            &[],
+            Some(&body),
+        )
+    };
+
+    let r = cp.register(&staging, "gw-a", "staging");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("belongs to environment dev"),
+        "{}",
+        r.body
+    );
+    assert_eq!(report(&staging, "staging").status, 403);
+    let r = report(&dev2, "dev");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.to_string().contains("another key"), "{}", r.body);
+    assert_eq!(cp.register(&dev2, "gw-a", "dev").status, 403);
+
+    // Still dev's gateway, reporting as before.
+    let s = cp.status_json();
+    let env_of_gw_a: Vec<&Value> = s["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["gateways"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["id"] == "gw-a"))
+        })
+        .map(|e| &e["environment"])
+        .collect();
+    assert_eq!(env_of_gw_a, [&json!("dev")], "{s}");
+    assert_eq!(report(&dev, "dev").status, 204);
+    let h = cp.http("GET", "/v1/history", Some(ADMIN_KEY), &[], None);
+    let refused: Vec<&str> = h.body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "refused")
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        refused.iter().filter(|a| **a == "gateway.report").count(),
+        2,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.iter().filter(|a| **a == "gateway.register").count(),
+        2,
+        "{refused:?}"
+    );
+
+    // OFFLINE: a new key of its environment takes it over.
+    eventually(Duration::from_secs(30), "taken over once OFFLINE", || {
+        (cp.register(&dev2, "gw-a", "dev").status == 200).then_some(())
+    });
+    assert_eq!(report(&dev2, "dev").status, 204);
+    assert_eq!(report(&dev, "dev").status, 403);
+}
+
 /// `status` fails on what needs attention only: a live gateway that does not enforce its
 /// environment's desired version, or an environment with a desired version and no live gateway.
 /// An OFFLINE gateway beside a SYNCED one (a restarted gateway's old self) and an environment
@@ -274,4 +363,5 @@ on_both_backends!(
     a_nack_shows_rejected_with_the_error_while_the_old_version_keeps_serving,
     a_gateway_that_does_not_converge_turns_stale,
     gateway_keys_are_bound_to_their_environment,
+    a_gateway_id_belongs_to_its_environment_and_key,
 );

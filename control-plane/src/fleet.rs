@@ -9,6 +9,13 @@
 //! record, since a misconfigured gateway would otherwise write one every interval; refused
 //! registrations are recorded.
 //!
+//! A gateway id belongs to the environment and the key it registered with: a registration or
+//! report under that id for another environment, or with another key while the gateway is
+//! still live, is refused (403) and recorded in the admin log — otherwise a key for one
+//! environment could move another environment's gateway and restart its soak. A gateway that
+//! went OFFLINE may be taken over by a new key of its environment (a restart after a key
+//! rotation).
+//!
 //! A gateway silent for longer than the forget time (`--forget-gateways-after`, 15 minutes by
 //! default) is no longer part of the fleet: status and promotion gates leave it out, and its row
 //! is deleted at the next registration. `POST /v1/gateways/prune` forgets every OFFLINE one now.
@@ -104,6 +111,61 @@ fn validate(instance: &Instance) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Why `id` may not be written by `caller` for `instance`, when it may not: it belongs to another
+/// environment, or to another key and is still live.
+async fn ownership_conflict(
+    conn: &mut AnyConnection,
+    app: &App,
+    caller: &Caller,
+    i: &Instance,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(row) =
+        sqlx::query("SELECT environment, key_id, last_seen_at FROM gateways WHERE id = $1")
+            .bind(&i.id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let environment: String = row.try_get("environment")?;
+    let key_id: Option<String> = row.try_get("key_id")?;
+    let last_seen: i64 = row.try_get("last_seen_at")?;
+    Ok(if environment != i.environment {
+        Some(format!(
+            "gateway `{}` belongs to environment {environment}, not {}",
+            i.id, i.environment
+        ))
+    } else if key_id.as_deref() != Some(caller.key_id.as_str())
+        && !is_offline(now, app.timing, last_seen)
+    {
+        Some(format!(
+            "gateway `{}` is live under another key; a new key may take it over once it is OFFLINE",
+            i.id
+        ))
+    } else {
+        None
+    })
+}
+
+/// The refusal of a write to another environment's or another key's gateway: 403, recorded.
+async fn refuse_conflict(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    i: &Instance,
+    reason: String,
+) -> ApiError {
+    let detail = json!({ "reason": reason, "instance": i.id });
+    match app
+        .log_refusal(caller, action, Some(&i.environment), Some(&i.pack), detail)
+        .await
+    {
+        Ok(()) => ApiError::Forbidden(reason),
+        Err(e) => e.into(),
+    }
+}
+
 async fn upsert_registration(
     conn: &mut AnyConnection,
     caller: &Caller,
@@ -153,7 +215,11 @@ pub(crate) async fn register(
     }
     crate::envs::require(&mut *app.db.read().await?, &instance.environment).await?;
     let now = app.now();
-    let (_guard, mut tx) = app.db.begin_write().await?;
+    let (guard, mut tx) = app.db.begin_write().await?;
+    if let Some(reason) = ownership_conflict(&mut tx, app, caller, instance, now).await? {
+        drop((tx, guard));
+        return Err(refuse_conflict(app, caller, "gateway.register", instance, reason).await);
+    }
     // Registrations are when fleets churn (a pod replaced, a local restart on a new port), so
     // this is where gateways silent past the forget time are dropped: the table stays bounded.
     sqlx::query("DELETE FROM gateways WHERE last_seen_at < $1")
@@ -180,7 +246,11 @@ pub(crate) async fn report(
     }
     check_gateway_key(caller, &r.instance.environment)?;
     let now = app.now();
-    let (_guard, mut tx) = app.db.begin_write().await?;
+    let (guard, mut tx) = app.db.begin_write().await?;
+    if let Some(reason) = ownership_conflict(&mut tx, app, caller, &r.instance, now).await? {
+        drop((tx, guard));
+        return Err(refuse_conflict(app, caller, "gateway.report", &r.instance, reason).await);
+    }
     let known = sqlx::query("SELECT environment, pack, last_seen_at, active_hash, active_since FROM gateways WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
