@@ -3,7 +3,8 @@
 //! settings), prepared completely before it is swapped in.
 //!
 //! This is the "fallible prepare" half of a hot swap: [`prepare`] parses, validates, compiles,
-//! refuses a disabled pack (`PACK_DISABLED`) and checks every provider's URL and key, and only a value
+//! refuses a disabled pack (`PACK_DISABLED`), checks that its audit directory can be written and
+//! checks every provider's URL and key, and only a value
 //! that made it through all of that can reach the store (see `state`). Provider keys are read
 //! from the environment variables the pack names here, once per version, never per request.
 //! It runs on a blocking thread during reloads (it is CPU work: regex and automaton builds).
@@ -12,12 +13,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::HeaderValue;
-use policy_engine::pack::{ScanSide, DEFAULT_PROVIDER};
-use policy_engine::{CompileOptions, CompiledPack, Diagnostics};
+use policy_engine::pack::{AuditLoggerConfig, ScanSide, DEFAULT_PROVIDER};
+use policy_engine::{CompileOptions, CompiledPack, Diagnostics, PolicyKind};
 
 use crate::upstream::{Upstream, UpstreamConfigError};
 
@@ -88,6 +90,15 @@ impl ActivePack {
     }
 }
 
+/// Whether files can be created in `dir` (made if missing): a version whose audit log could not
+/// be written is refused before it is swapped in, so the last good version keeps serving.
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
 /// Why a pack could not be activated.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -100,6 +111,8 @@ pub enum PrepareError {
     Pack(Diagnostics),
     #[error("{0}")]
     Upstream(#[from] UpstreamConfigError),
+    #[error("the audit directory `{dir}` cannot be written: {source}")]
+    AuditDir { dir: String, source: std::io::Error },
 }
 
 impl PrepareError {
@@ -166,6 +179,14 @@ pub fn prepare(
             });
         let up = Upstream::new(&name, &spec, key.as_deref())?;
         upstreams.insert(name, Arc::new(up));
+    }
+
+    if compiled.runs(PolicyKind::AuditLogger) {
+        let dir = compiled
+            .audit
+            .as_ref()
+            .map_or_else(|| AuditLoggerConfig::default().dir, |a| a.dir.clone());
+        check_writable(Path::new(&dir)).map_err(|source| PrepareError::AuditDir { dir, source })?;
     }
 
     let scans = |side| compiled.pii.is_some() && pii_cfg.as_ref().is_some_and(|c| c.scans(side));

@@ -39,6 +39,8 @@ pub enum AuditError {
         "the audit log {file} is corrupt ({reason}); run `palisade audit verify` on its directory"
     )]
     Corrupt { file: PathBuf, reason: String },
+    #[error("{dir} is the audit log of another running gateway (its lock file `.lock` is held); give each gateway its own audit directory")]
+    Locked { dir: PathBuf },
     #[error("the audit writer has stopped")]
     Closed,
     #[error("the audit record could not be written: {0}")]

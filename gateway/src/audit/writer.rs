@@ -16,7 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,12 +178,14 @@ impl AuditSink {
     ) -> Result<(Self, WriterHandle), AuditError> {
         let dir = PathBuf::from(&cfg.dir);
         std::fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        let lock = lock_dir(&dir)?;
         let tail = files::recover(&dir)?;
         let pending_drops = Arc::new(AtomicU64::new(0));
         let capacity = usize::try_from(cfg.queue_capacity.max(1)).unwrap_or(1);
         let (tx, rx) = mpsc::channel(capacity);
         let mut writer = Writer {
             dir,
+            _lock: lock,
             clock,
             retention_days: cfg.retention_days,
             fsync_every: Duration::from_millis(cfg.fsync_interval_ms),
@@ -318,8 +320,44 @@ impl AuditSink {
     }
 }
 
+/// One writer per directory, across processes: two gateways appending to one directory would
+/// interleave two chains that verify as neither. An exclusive lock on `DIR/.lock` (`flock`,
+/// released by the kernel when the holder exits, however it exits) is held for the writer's
+/// life. The lock is retried for up to two seconds, for this process's own previous writer of
+/// the directory to finish (a reload away from a directory and back).
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::io(&path, e))?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "a writer starts on a blocking thread, or at start-up before anything is served"
+                )]
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    dir: dir.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io(&path, e)),
+        }
+    }
+}
+
 struct Writer {
     dir: PathBuf,
+    /// The directory's lock, held while this writer runs.
+    _lock: File,
     clock: Arc<dyn Clock>,
     retention_days: u32,
     fsync_every: Duration,

@@ -24,7 +24,7 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
         sum += v;
         double = !double;
     }
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 fn prefix_num(digits: &[u8], n: usize) -> u32 {
