@@ -11,30 +11,24 @@
 
 mod gateway_support;
 
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use gateway_support::client::{self, chat, get, post, wait_until};
 use gateway_support::mock::MockProvider;
 use gateway_support::{pack, Dir, GatewayProcess, PROVIDER_KEY};
 
-fn audit_policy(dir: &str) -> String {
-    format!("policy:\n  audit-logger:\n    dir: {dir}\n")
+fn audit_pack(mock: &MockProvider, version: &str, dir: &Path) -> String {
+    let policy = format!("policy:\n  audit-logger:\n    dir: {}\n", dir.display());
+    pack(&mock.base_url(), version, "audit-logger", &policy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_gateway_on_the_same_audit_directory_refuses_to_start() {
     let mock = MockProvider::start().await;
     let dir = Dir::new();
-    let audit = dir.path().join("audit");
     let p = dir.write(
         "pack.yaml",
-        &pack(
-            &mock.base_url(),
-            "1.0.0",
-            "audit-logger",
-            &audit_policy(audit.to_str().unwrap()),
-        ),
+        &audit_pack(&mock, "1.0.0", &dir.path().join("audit")),
     );
     let gw = GatewayProcess::start(&p, dir.path(), &[]);
 
@@ -58,79 +52,34 @@ async fn a_second_gateway_on_the_same_audit_directory_refuses_to_start() {
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("another running gateway"), "{err}");
 
-    // The first one is untouched: it serves and its chain verifies.
-    let c = client::client();
-    let r = post(
-        &c,
-        &gw.api("/v1/chat/completions"),
-        &chat("gpt-4o-mini", "hi", false),
-        None,
-    )
-    .await;
+    // The first one is untouched, and its lock goes with it: a new gateway may write there.
+    let r = gw.chat("hi").await;
     assert_eq!(r.status, 200, "{}", r.text());
     drop(gw);
-    // Its lock went with it: a new gateway may write the directory now.
     let again = GatewayProcess::start(&p, dir.path(), &[]);
-    let r = post(
-        &c,
-        &again.api("/v1/chat/completions"),
-        &chat("gpt-4o-mini", "hi", false),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(again.chat("hi").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_to_an_audit_directory_that_cannot_be_written_fails_and_the_old_version_serves() {
     let mock = MockProvider::start().await;
     let dir = Dir::new();
-    let audit = dir.path().join("audit");
     let p = dir.write(
         "pack.yaml",
-        &pack(
-            &mock.base_url(),
-            "1.0.0",
-            "audit-logger",
-            &audit_policy(audit.to_str().unwrap()),
-        ),
+        &audit_pack(&mock, "1.0.0", &dir.path().join("audit")),
     );
     let gw = GatewayProcess::start(&p, dir.path(), &["--no-watch"]);
     // A directory below a regular file cannot be made, not even by root.
     let file = dir.write("not-a-directory", "x");
-    let bad = file.join("audit");
-    std::fs::write(
-        &p,
-        pack(
-            &mock.base_url(),
-            "2.0.0",
-            "audit-logger",
-            &audit_policy(bad.to_str().unwrap()),
-        ),
-    )
-    .unwrap();
-    gw.signal("HUP");
-    let c = client::client();
-    let status_url = gw.api("/status");
-    wait_until(Duration::from_secs(10), "the reload is rejected", || {
-        let (c, u) = (c.clone(), status_url.clone());
-        async move { get(&c, &u).await.json()["last_reload"]["result"] == "rejected" }
-    })
-    .await;
-    let status = get(&c, &status_url).await.json();
+    std::fs::write(&p, audit_pack(&mock, "2.0.0", &file.join("audit"))).unwrap();
+    let status = gw.reload_rejected().await;
     assert_eq!(status["version"], "1.0.0");
     let error = status["last_reload"]["error"].as_str().unwrap();
     assert!(
         error.contains("audit directory") && error.contains("not-a-directory"),
         "{status}"
     );
-    let r = post(
-        &c,
-        &gw.api("/v1/chat/completions"),
-        &chat("gpt-4o-mini", "hi", false),
-        None,
-    )
-    .await;
+    let r = gw.chat("hi").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-palisade-pack-version"), "1.0.0");
 }

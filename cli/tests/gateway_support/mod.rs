@@ -101,6 +101,26 @@ impl GatewayProcess {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// Send SIGHUP and wait until `/status` reports the reload rejected; returns `/status`.
+    pub async fn reload_rejected(&self) -> serde_json::Value {
+        self.signal("HUP");
+        let c = client::client();
+        let url = self.api("/status");
+        client::wait_until(Duration::from_secs(10), "the reload is rejected", || {
+            let (c, u) = (c.clone(), url.clone());
+            async move { client::get(&c, &u).await.json()["last_reload"]["result"] == "rejected" }
+        })
+        .await;
+        client::get(&c, &url).await.json()
+    }
+
+    /// A chat completion through this gateway.
+    pub async fn chat(&self, text: &str) -> client::Reply {
+        let c = client::client();
+        let body = client::chat("gpt-4o-mini", text, false);
+        client::post(&c, &self.api("/v1/chat/completions"), &body, None).await
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
