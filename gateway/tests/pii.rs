@@ -622,13 +622,7 @@ async fn provider_error_bodies_are_scanned_and_only_client_headers_pass() {
         b.fail_body = Some(echo.clone().into_bytes());
     })
     .await;
-    let r = post(
-        &c,
-        &gw.api("/v1/chat/completions"),
-        &chat("gpt-4o-mini", "hi", false),
-        None,
-    )
-    .await;
+    let r = gw.chat("hi").await;
     assert_eq!(r.status, 400);
     let text = r.text();
     assert!(!text.contains(EMAIL), "{text}");
@@ -643,13 +637,7 @@ async fn provider_error_bodies_are_scanned_and_only_client_headers_pass() {
     let mut bytes = b"\xff\xfe".to_vec();
     bytes.extend_from_slice(EMAIL.as_bytes());
     mock.set(|b| b.fail_body = Some(bytes)).await;
-    let r = post(
-        &c,
-        &gw.api("/v1/chat/completions"),
-        &chat("gpt-4o-mini", "hi", false),
-        None,
-    )
-    .await;
+    let r = gw.chat("hi").await;
     assert_eq!(r.status, 400);
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("could not be scanned"), "{message}");

@@ -103,6 +103,18 @@ impl TestGateway {
         format!("{}{path}", self.url)
     }
 
+    /// A chat completion (JSON, `gpt-4o-mini`) through this gateway.
+    pub async fn chat(&self, text: &str) -> client::Reply {
+        let body = client::chat("gpt-4o-mini", text, false);
+        client::post(
+            &client::client(),
+            &self.api("/v1/chat/completions"),
+            &body,
+            None,
+        )
+        .await
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
