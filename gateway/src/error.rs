@@ -13,8 +13,6 @@
 
 use http::StatusCode;
 
-use crate::hooks::Rejection;
-
 /// Who caused a failure; a metric label and a hint for operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blame {
@@ -194,10 +192,65 @@ impl ApiError {
     }
 }
 
+/// Why an `Enforcement` refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// 429 `budget_exceeded`.
+    BudgetExceeded,
+    /// 503 `policy_unavailable`: a store the policy needs is down and it fails closed.
+    Unavailable,
+}
+
+impl RejectionKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::Unavailable => "policy_unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Self::BudgetExceeded => "insufficient_quota",
+            Self::Unavailable => "api_error",
+        }
+    }
+
+    pub fn retryable(self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    /// Shown to the caller.
+    pub message: String,
+    /// The limit that refused it (`scope/window`, e.g. `team:support/daily`), for the record.
+    pub limit: Option<String>,
+}
+
+impl Rejection {
+    pub fn new(kind: RejectionKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            limit: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::RejectionKind;
     use super::*;
-    use crate::hooks::RejectionKind;
 
     #[test]
     fn every_code_has_the_status_an_sdk_expects() {

@@ -44,104 +44,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
-use policy_engine::pack::PiiAction;
 use policy_engine::ModelRoute;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Rejection};
 use crate::keys::Caller;
+use crate::openai::Usage;
 use crate::pack::ActivePack;
-
-/// A request's identity, also sent to the caller as `x-palisade-request-id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RequestId(pub u64, pub u64);
-
-impl RequestId {
-    /// The 32 lowercase hex digits of the id, without the formatting machinery (the id is
-    /// written twice per request: the response header and the audit record).
-    pub fn hex(self) -> [u8; 32] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 32];
-        for (half, word) in [self.0, self.1].into_iter().enumerate() {
-            for i in 0..16 {
-                let nibble = (word >> (60 - 4 * i)) & 0xf;
-                out[half * 16 + i] = DIGITS[nibble as usize];
-            }
-        }
-        out
-    }
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = self.hex();
-        // Always ASCII hex digits.
-        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
-    }
-}
-
-/// The API route of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiRoute {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-}
-
-impl ApiRoute {
-    pub const ALL: [Self; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
-
-    /// Position in [`ApiRoute::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            Self::ChatCompletions => 0,
-            Self::Completions => 1,
-            Self::Embeddings => 2,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat_completions",
-            Self::Completions => "completions",
-            Self::Embeddings => "embeddings",
-        }
-    }
-
-    /// The gateway's own path of the route.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/v1/chat/completions",
-            Self::Completions => "/v1/completions",
-            Self::Embeddings => "/v1/embeddings",
-        }
-    }
-
-    /// Path below the provider's base URL.
-    pub fn upstream_path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-        }
-    }
-}
-
-/// What a PII scan found on one side of a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PiiReport {
-    /// Entity name → findings. Empty when the side was scanned and clean.
-    pub findings: Vec<(String, u32)>,
-    /// What the policy did about it (`Log` when nothing was found).
-    pub action: Option<PiiAction>,
-    /// Whether text sent on was changed.
-    pub redacted: bool,
-}
-
-impl PiiReport {
-    pub fn total(&self) -> u32 {
-        self.findings.iter().map(|(_, n)| n).sum()
-    }
-}
+use crate::policy::PiiReport;
+use crate::service::{ApiRoute, RequestId};
 
 /// Everything known about a request when an `Enforcement` is called. Built once per request.
 #[derive(Debug)]
@@ -175,14 +85,6 @@ pub struct RequestMeta {
     pub upstream_time: Option<std::time::Duration>,
 }
 
-/// Token usage as reported by the provider.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-}
-
 /// What an `Enforcement` returns from `admit`: the [`Permit`] the request then owns (a budget
 /// reservation), handed back by value in the terminal call, and advice the proxy applies to the
 /// forwarded request and the response. All three are `None` for an `Enforcement` that runs no
@@ -202,61 +104,6 @@ pub struct Admission {
 }
 
 pub use crate::enforce::Permit;
-
-/// Why an `Enforcement` refuses a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionKind {
-    /// 429 `budget_exceeded`.
-    BudgetExceeded,
-    /// 503 `policy_unavailable`: a store the policy needs is down and it fails closed.
-    Unavailable,
-}
-
-impl RejectionKind {
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::BudgetExceeded => "budget_exceeded",
-            Self::Unavailable => "policy_unavailable",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    pub fn error_type(self) -> &'static str {
-        match self {
-            Self::BudgetExceeded => "insufficient_quota",
-            Self::Unavailable => "api_error",
-        }
-    }
-
-    pub fn retryable(self) -> bool {
-        matches!(self, Self::Unavailable)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub kind: RejectionKind,
-    /// Shown to the caller.
-    pub message: String,
-    /// The limit that refused it (`scope/window`, e.g. `team:support/daily`), for the record.
-    pub limit: Option<String>,
-}
-
-impl Rejection {
-    pub fn new(kind: RejectionKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            limit: None,
-        }
-    }
-}
 
 /// The answer of `admit`: ready now (no allocation) or a future to await.
 #[expect(
@@ -447,26 +294,6 @@ impl Drop for Outcome {
             let admission = self.admission.take();
             // Nobody is left to answer: the release is not waited for (see `Release`).
             drop(self.enforcement.failed(&self.meta, admission, &failure));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RequestId;
-
-    #[test]
-    fn request_id_hex_is_the_zero_padded_hex_of_both_words() {
-        for (a, b) in [
-            (0, 0),
-            (1, u64::MAX),
-            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
-            (u64::MAX >> 4, 1 << 63),
-        ] {
-            let id = RequestId(a, b);
-            let want = format!("{a:016x}{b:016x}");
-            assert_eq!(std::str::from_utf8(&id.hex()).unwrap(), want);
-            assert_eq!(id.to_string(), want);
         }
     }
 }

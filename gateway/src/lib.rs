@@ -26,6 +26,7 @@ pub mod hooks;
 mod json_splice;
 pub mod keys;
 pub mod metrics;
+mod openai;
 mod ops;
 pub mod pack;
 pub mod policy;
@@ -51,13 +52,16 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use error::ApiError;
+pub use error::{Rejection, RejectionKind};
 pub use hooks::{
-    Admission, Admit, ApiRoute, Enforcement, Failure, NoEnforcement, Permit, PiiReport, Rejection,
-    RejectionKind, Release, RequestId, RequestMeta, Settled, Usage,
+    Admission, Admit, Enforcement, Failure, NoEnforcement, Permit, Release, RequestMeta, Settled,
 };
 pub use keys::{CallerAuth, KeyTable};
+pub use openai::Usage;
 pub use pack::{ActivePack, PackSource, PrepareError};
+pub use policy::PiiReport;
 pub use server::ServerSettings;
+pub use service::{ApiRoute, RequestId};
 pub use state::{GatewayState, Limits, ReloadReport};
 
 /// Default request body limit: 8 MiB (long conversations with base64 images stay under it).

@@ -14,8 +14,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::hooks::ApiRoute;
 use crate::pack::ActivePack;
+use crate::service::ApiRoute;
 
 /// What `palisade_policy_decisions_total{policy="pii-detector"}` counts, resolved up front.
 /// The same words as the audit record's `policies[].decision`.

@@ -31,9 +31,26 @@ use policy_engine::pii::{PiiDetector, RedactionSession};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::hooks::{ApiRoute, PiiReport};
 use crate::json_splice::{self, items, object, Obj, Objects, Splice};
 use crate::request::ParsedRequest;
+use crate::service::ApiRoute;
+
+/// What a PII scan found on one side of a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PiiReport {
+    /// Entity name → findings. Empty when the side was scanned and clean.
+    pub findings: Vec<(String, u32)>,
+    /// What the policy did about it (`Log` when nothing was found).
+    pub action: Option<PiiAction>,
+    /// Whether text sent on was changed.
+    pub redacted: bool,
+}
+
+impl PiiReport {
+    pub fn total(&self) -> u32 {
+        self.findings.iter().map(|(_, n)| n).sum()
+    }
+}
 
 /// What the scan decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,12 +24,14 @@ use policy_engine::PolicyKind;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
 use crate::error::ApiError;
-use crate::hooks::{Admission, Failure, Outcome, PiiReport, RequestMeta, Settled};
+use crate::hooks::{Admission, Failure, Outcome, RequestMeta, Settled};
 use crate::json_splice::Splice;
 use crate::pack::ActivePack;
+use crate::policy::PiiReport;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
 use crate::respond::error_response;
+use crate::service::ApiRoute;
 use crate::service::InFlight;
 use crate::sse;
 use crate::state::GatewayState;
@@ -213,7 +215,7 @@ async fn forward<'p>(
 
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_request);
     let parsed = request::parse(&body)?;
-    o.meta.stream = parsed.facts.stream && route != crate::hooks::ApiRoute::Embeddings;
+    o.meta.stream = parsed.facts.stream && route != ApiRoute::Embeddings;
     o.meta.max_tokens = parsed.facts.max_tokens;
     let model_route =
         pack.compiled
@@ -379,12 +381,12 @@ fn records_text(pack: &ActivePack) -> bool {
 fn finish_json(
     state: &GatewayState,
     pack: &ActivePack,
-    route: crate::hooks::ApiRoute,
+    route: ApiRoute,
     provider: &str,
     answer: Bytes,
     meta: &mut RequestMeta,
     record_text: bool,
-) -> Result<(Bytes, Option<crate::hooks::Usage>), ApiError> {
+) -> Result<(Bytes, Option<crate::openai::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
     let peek = match serde_json::from_slice::<policy::Answer<'_>>(&answer) {
         Ok(peek) => peek,
@@ -396,7 +398,7 @@ fn finish_json(
         }
         Err(_) => return Ok((answer, None)),
     };
-    let usage = peek.usage.and_then(sse::parse_usage_raw);
+    let usage = peek.usage.and_then(crate::openai::parse_usage_raw);
     let Some(det) = detector else {
         return Ok((answer, usage));
     };
@@ -515,7 +517,7 @@ fn observe_overhead(
     state: &GatewayState,
     started: Instant,
     upstream: std::time::Duration,
-    route: crate::hooks::ApiRoute,
+    route: ApiRoute,
 ) {
     let total = started.elapsed();
     state

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::body::GatewayBody;
 use crate::error::ApiError;
-use crate::hooks::RequestId;
 use crate::pack::ActivePack;
+use crate::service::RequestId;
 
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-palisade-request-id");
 pub(crate) static PACK_VERSION: HeaderName = HeaderName::from_static("x-palisade-pack-version");

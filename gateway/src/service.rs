@@ -8,6 +8,7 @@
 //! except the ops module's not-ready answers.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use tracing::Instrument as _;
 
 use crate::body::GatewayBody;
 use crate::error::ApiError;
-use crate::hooks::{ApiRoute, Outcome, RequestId, RequestMeta};
+use crate::hooks::{Outcome, RequestMeta};
 use crate::respond::{error_response, stamp};
 use crate::state::GatewayState;
 use crate::{ops, proxy};
@@ -142,5 +143,100 @@ fn route_other(
         | "/healthz"
         | "/readyz" => error_response(&ApiError::MethodNotAllowed),
         _ => error_response(&ApiError::NotFound),
+    }
+}
+
+/// A request's identity, also sent to the caller as `x-palisade-request-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64, pub u64);
+
+impl RequestId {
+    /// The 32 lowercase hex digits of the id, without the formatting machinery (the id is
+    /// written twice per request: the response header and the audit record).
+    pub fn hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (half, word) in [self.0, self.1].into_iter().enumerate() {
+            for i in 0..16 {
+                let nibble = (word >> (60 - 4 * i)) & 0xf;
+                out[half * 16 + i] = DIGITS[nibble as usize];
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = self.hex();
+        // Always ASCII hex digits.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// The API route of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl ApiRoute {
+    pub const ALL: [Self; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+
+    /// Position in [`ApiRoute::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::ChatCompletions => 0,
+            Self::Completions => 1,
+            Self::Embeddings => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    /// The gateway's own path of the route.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// Path below the provider's base URL.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_id_hex_is_the_zero_padded_hex_of_both_words() {
+        for (a, b) in [
+            (0, 0),
+            (1, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+            (u64::MAX >> 4, 1 << 63),
+        ] {
+            let id = RequestId(a, b);
+            let want = format!("{a:016x}{b:016x}");
+            assert_eq!(std::str::from_utf8(&id.hex()).unwrap(), want);
+            assert_eq!(id.to_string(), want);
+        }
     }
 }

@@ -14,10 +14,11 @@ use std::time::SystemTime;
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use crate::hooks::{Enforcement, RequestId};
+use crate::hooks::Enforcement;
 use crate::keys::CallerAuth;
 use crate::metrics::Metrics;
 use crate::pack::{ActivePack, PrepareError};
+use crate::service::RequestId;
 
 /// The outcome of the last activation attempt, for `/status`.
 #[derive(Debug, Clone)]

@@ -41,7 +41,7 @@ use policy_engine::pack::ProviderSpec;
 use tower_service::Service;
 
 use crate::error::ApiError;
-use crate::hooks::ApiRoute;
+use crate::service::ApiRoute;
 
 type Connector = HttpsConnector<HttpConnector>;
 type Sender = SendRequest<Full<Bytes>>;

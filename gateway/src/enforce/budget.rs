@@ -28,7 +28,9 @@ use std::task::{Context, Waker};
 use crate::audit::BudgetNote;
 use crate::budget::Reservation;
 use crate::budget::{estimate_input_tokens, BudgetDecision, BudgetEnforcer, BudgetRequest};
-use crate::hooks::{Admission, Admit, Rejection, RejectionKind, RequestMeta, Usage};
+use crate::error::{Rejection, RejectionKind};
+use crate::hooks::{Admission, Admit, RequestMeta};
+use crate::openai::Usage;
 
 use super::BudgetSetup;
 

@@ -24,7 +24,8 @@ use policy_engine::PolicyKind;
 use crate::audit::{self, AuditRecord, BudgetNote, Latency, OutcomeKind, PolicyDecision};
 use crate::budget::estimate::{micros_to_usd, Price};
 use crate::error::ApiError;
-use crate::hooks::{Failure, RejectionKind, RequestMeta, Settled};
+use crate::error::RejectionKind;
+use crate::hooks::{Failure, RequestMeta, Settled};
 
 use super::PackPolicies;
 

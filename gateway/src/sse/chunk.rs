@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::framing::{data_field, event_end, has_usage_object, DONE, MAX_EVENT_BYTES};
-use crate::hooks::Usage;
 use crate::json_splice::{self, Objects, Splice};
+use crate::openai::{parse_usage_raw, Usage};
 use crate::policy::{self, RecordedText};
 
 /// Choices per response a stream redactor is kept for.
@@ -92,7 +92,7 @@ impl<'d> SseProcessor<'d> {
     /// The collected text for the audit record: every choice's text, one after the other
     /// (separated by a newline), when it carries no finding as the caller received it — that
     /// is, unless the action is `log` and something was found.
-    pub(crate) fn recorded_text(&mut self, report: &crate::hooks::PiiReport) -> Option<String> {
+    pub(crate) fn recorded_text(&mut self, report: &crate::policy::PiiReport) -> Option<String> {
         let texts = self.texts.take()?;
         if !report.findings.is_empty() && !report.redacted {
             return None;
@@ -116,7 +116,7 @@ impl<'d> SseProcessor<'d> {
     }
 
     /// The response-side PII result, when the stream was scanned.
-    pub(crate) fn report(&self) -> Option<crate::hooks::PiiReport> {
+    pub(crate) fn report(&self) -> Option<crate::policy::PiiReport> {
         let d = self.detector?;
         let rewrites = d.action() != policy_engine::pack::PiiAction::Log;
         let found = self.session.counts().any(|(_, n)| n > 0);
@@ -351,41 +351,6 @@ pub(super) fn write_event(chunk: &Value, out: &mut BytesMut) {
         out.extend_from_slice(&s);
     }
     out.extend_from_slice(b"\n\n");
-}
-
-/// Usage from its raw JSON: the common all-integers shape without a tree, anything else
-/// through [`parse_usage`].
-pub(crate) fn parse_usage_raw(raw: &serde_json::value::RawValue) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        #[serde(default)]
-        prompt_tokens: u64,
-        #[serde(default)]
-        completion_tokens: u64,
-        #[serde(default)]
-        total_tokens: u64,
-    }
-    match serde_json::from_str::<Fields>(raw.get()) {
-        Ok(f) => Some(Usage {
-            prompt_tokens: f.prompt_tokens,
-            completion_tokens: f.completion_tokens,
-            total_tokens: f.total_tokens,
-        }),
-        Err(_) => serde_json::from_str::<Value>(raw.get())
-            .ok()
-            .as_ref()
-            .and_then(parse_usage),
-    }
-}
-
-fn parse_usage(v: &Value) -> Option<Usage> {
-    let o = v.as_object()?;
-    let n = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: n("prompt_tokens"),
-        completion_tokens: n("completion_tokens"),
-        total_tokens: n("total_tokens"),
-    })
 }
 
 #[cfg(test)]

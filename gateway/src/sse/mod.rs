@@ -55,7 +55,7 @@ use crate::pack::ActivePack;
 use crate::upstream::UpstreamBody;
 
 use chunk::write_event;
-pub(crate) use chunk::{parse_usage_raw, SseProcessor};
+pub(crate) use chunk::SseProcessor;
 
 /// Frames buffered between the stream task and the caller.
 const CHANNEL_FRAMES: usize = 16;
