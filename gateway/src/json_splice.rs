@@ -39,51 +39,72 @@ pub(crate) fn items(raw: &RawValue) -> Result<Vec<&RawValue>, serde_json::Error>
     }
 }
 
-/// Every string value inside `raw`, at any depth, in document order (object keys are not
-/// values; a repeated key's values are all there). Depth is bounded by `serde_json`'s recursion
-/// limit, so a hostile document is an error, not a stack overflow.
-pub(crate) fn all_strings<'a>(
-    raw: &'a RawValue,
-    out: &mut Vec<&'a RawValue>,
-) -> Result<(), serde_json::Error> {
-    match raw.get().as_bytes().first() {
-        Some(b'"') => out.push(raw),
-        Some(b'[') => {
-            for item in items(raw)? {
-                all_strings(item, out)?;
-            }
-        }
-        Some(b'{') => {
-            let Values(values) = serde_json::from_str(raw.get())?;
-            for v in values {
-                all_strings(v, out)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// The values of a JSON object, duplicates included.
-struct Values<'a>(Vec<&'a RawValue>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Values<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Values<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while map.next_key::<IgnoredAny>()?.is_some() {
-                    out.push(map.next_value::<&'de RawValue>()?);
+/// The byte ranges (quotes included) of every string value in `json`, at any depth, in document
+/// order, except the values of object keys for which `skip` holds (and everything below them);
+/// object keys themselves are not values, and a repeated key's values are all there. One pass
+/// over the bytes, no parse: `json` must already be known to be valid JSON (the request path
+/// has parsed it; an error body is checked first).
+pub(crate) fn string_spans(json: &[u8], skip: fn(&str) -> bool, out: &mut Vec<Range<usize>>) {
+    // Open containers, `true` for an object; whether the next string is an object key; the
+    // depth of a skipped container value; a skipped key whose value has not begun yet.
+    let mut stack: Vec<bool> = Vec::new();
+    let mut expect_key = false;
+    let mut skipping: Option<usize> = None;
+    let mut skip_next = false;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let start = i;
+                let mut k = i + 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', json.get(k..).unwrap_or_default()) {
+                        Some(at) if json[k + at] == b'\\' => k += at + 2,
+                        Some(at) => {
+                            k += at;
+                            break;
+                        }
+                        None => {
+                            k = json.len();
+                            break;
+                        }
+                    }
                 }
-                Ok(Values(out))
+                let end = (k + 1).min(json.len());
+                if expect_key {
+                    let key =
+                        std::str::from_utf8(&json[start + 1..k.min(json.len())]).unwrap_or("");
+                    skip_next = skipping.is_none() && skip(key);
+                    expect_key = false;
+                } else if skip_next {
+                    skip_next = false;
+                } else if skipping.is_none() {
+                    out.push(start..end);
+                }
+                i = end;
+                continue;
             }
+            b @ (b'{' | b'[') => {
+                if std::mem::take(&mut skip_next) {
+                    skipping = Some(stack.len());
+                }
+                stack.push(b == b'{');
+                expect_key = b == b'{';
+            }
+            b'}' | b']' => {
+                stack.pop();
+                if skipping == Some(stack.len()) {
+                    skipping = None;
+                }
+                expect_key = false;
+            }
+            b',' => expect_key = stack.last() == Some(&true),
+            b':' => expect_key = false,
+            // A number, `true`, `false` or `null` after a skipped key: its value, skipped.
+            b if !b.is_ascii_whitespace() => skip_next = false,
+            _ => {}
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        i += 1;
     }
 }
 
@@ -527,5 +548,60 @@ mod tests {
         }
         let raw: &RawValue = serde_json::from_str(r#"{"content":"a","content":"b"}"#).unwrap();
         assert!(object::<Msg<'_>>(raw).is_err());
+    }
+
+    /// The strings of `v` a walk of the tree finds, skipping the values of `skip` keys.
+    fn tree_strings(v: &serde_json::Value, skip: fn(&str) -> bool, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| tree_strings(x, skip, out)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    if !skip(k) {
+                        tree_strings(x, skip, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn json_tree() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\\\\"{}\\[\\]:, a-z]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z\\\\\" ]{0,4}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The one-pass scan finds exactly the strings a walk of the parsed tree finds, keys
+        /// with awkward characters and strings with escapes included, and skips what it must.
+        #[test]
+        fn string_spans_are_the_strings_of_the_tree(v in json_tree(), pretty in any::<bool>()) {
+            let skip: fn(&str) -> bool = |k| k.starts_with('a');
+            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            let mut spans = Vec::new();
+            super::string_spans(text.as_bytes(), skip, &mut spans);
+            let found: Vec<String> = spans
+                .into_iter()
+                .map(|r| serde_json::from_str::<String>(&text[r]).unwrap())
+                .collect();
+            let mut want = Vec::new();
+            tree_strings(&v, skip, &mut want);
+            prop_assert_eq!(found, want);
+        }
     }
 }

@@ -1,15 +1,20 @@
 //! The PII policy on decoded JSON: which strings of a request or a response are scanned, and
 //! what the pack's action does with them.
 //!
-//! Strings are scanned after JSON decoding (never raw bytes, where `\u0040` would hide an `@`):
-//! chat message `content` as a string and as content parts (`text`), tool-call and legacy
-//! function-call `arguments`, the completions `prompt`, embeddings `input`; on the response
-//! side, chat `message.content` and tool-call arguments, completions `text`. One
+//! Strings are scanned after JSON decoding (never raw bytes, where `\u0040` would hide an `@`).
+//! On a request, every string value that can carry text is scanned, at any depth and in any
+//! shape — message content as a string, parts or an unknown object, names, `user`, `metadata`,
+//! `stop`, tool descriptions and arguments, schema descriptions, prompts, embedding inputs —
+//! except the values of the [`not_text`] keys (model, roles, types, ids, enumerated settings,
+//! and media payloads that a redaction would corrupt). On the response side, chat
+//! `message.content` and tool-call arguments, completions `text`; a provider's error body is
+//! scanned whole ([`scan_error_body`]). One
 //! [`RedactionSession`] spans a whole request, so the same value gets the same placeholder in
 //! every message. Actions: `redact` and `escalate` rewrite the strings, `log` only counts,
 //! `block` refuses (the caller learns the entity types, never the values).
 //!
-//! No JSON tree is built: the fields are read as raw values borrowed from the body
+//! No JSON tree is built: a request's strings are found in one pass over its bytes
+//! (`json_splice::string_spans`), answers' fields are read as raw values borrowed from the body
 //! (`json_splice`), a string with escapes is decoded on its own, and a redacted string goes
 //! back as a splice of that value's bytes, so the rest of the body is forwarded as it came.
 //!
@@ -32,7 +37,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::json_splice::{self, items, object, Obj, Objects, Splice};
-use crate::request::ParsedRequest;
 use crate::service::ApiRoute;
 
 /// What a PII scan found on one side of a request.
@@ -111,25 +115,49 @@ pub(crate) struct Answer<'a> {
     pub(crate) usage: Option<&'a RawValue>,
 }
 
-/// Scan a request's strings; the edits apply to `body`, from which `parsed` borrows.
+/// Scan every string of a request body that can carry text, at any depth and in any shape
+/// (message content as a string, parts or an object, names, tool descriptions and arguments,
+/// `user`, `metadata`, `stop`, schema descriptions, prompts, embedding inputs…): everything but
+/// the values of [`not_text`] keys. A shape the gateway does not know is scanned like any
+/// other, never skipped. The edits apply to `body`.
 pub(crate) fn scan_request(
     detector: &PiiDetector,
-    route: ApiRoute,
     body: &[u8],
-    parsed: &ParsedRequest<'_>,
     record_text: bool,
 ) -> Result<Scanned, serde_json::Error> {
+    let mut spans = Vec::new();
+    json_splice::string_spans(body, not_text, &mut spans);
     let mut scan = SpliceScan::new(detector, body, record_text);
-    match route {
-        ApiRoute::ChatCompletions => {
-            for m in parsed.messages.iter().flat_map(|m| &m.0) {
-                scan.message(m)?;
-            }
-        }
-        ApiRoute::Completions => scan.strings_or_list(parsed.prompt)?,
-        ApiRoute::Embeddings => scan.strings_or_list(parsed.input)?,
+    for at in spans {
+        scan.string(Some(serde_json::from_slice(&body[at])?));
     }
     Ok(scan.decide())
+}
+
+/// Request fields whose values are identifiers, enumerations or binary payloads, never text a
+/// person wrote, and so are not scanned: the model, roles and types, ids, enumerated settings,
+/// and media (`url` of an image, base64 `data` and `file_data`, where a chance digit run
+/// "redacted" would corrupt the file).
+pub(crate) fn not_text(key: &str) -> bool {
+    matches!(
+        key,
+        "model"
+            | "role"
+            | "type"
+            | "id"
+            | "tool_call_id"
+            | "file_id"
+            | "detail"
+            | "format"
+            | "voice"
+            | "modalities"
+            | "service_tier"
+            | "reasoning_effort"
+            | "encoding_format"
+            | "url"
+            | "data"
+            | "file_data"
+    )
 }
 
 /// Scan a non-streamed response's strings; `answer` is borrowed from `body`.
@@ -159,12 +187,12 @@ pub(crate) fn scan_response(
 /// the prompt), the whole text otherwise. `None`: the body is neither JSON nor UTF-8 text, so it
 /// cannot be scanned and must not be passed on.
 pub(crate) fn scan_error_body(detector: &PiiDetector, body: &[u8]) -> Option<Scanned> {
-    if let Ok(raw) = serde_json::from_slice::<&RawValue>(body) {
-        let mut strings = Vec::new();
-        json_splice::all_strings(raw, &mut strings).ok()?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        let mut spans = Vec::new();
+        json_splice::string_spans(body, |_| false, &mut spans);
         let mut scan = SpliceScan::new(detector, body, false);
-        for s in strings {
-            scan.string(Some(s));
+        for at in spans {
+            scan.string(Some(serde_json::from_slice(&body[at]).ok()?));
         }
         return Some(scan.decide());
     }
@@ -269,19 +297,6 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
         }
         if let Some(Obj(Some(f))) = &m.function_call {
             self.string(f.arguments);
-        }
-        Ok(())
-    }
-
-    /// A string, or a list whose string items are scanned (token-id lists are skipped).
-    fn strings_or_list(&mut self, v: Option<&RawValue>) -> Result<(), serde_json::Error> {
-        match v {
-            Some(list) if list.get().starts_with('[') => {
-                for item in items(list)? {
-                    self.string(Some(item));
-                }
-            }
-            other => self.string(other),
         }
         Ok(())
     }
@@ -392,11 +407,11 @@ mod tests {
     use super::*;
     use crate::request::{self, Rewrite};
 
-    fn redact(route: ApiRoute, body: &str) -> Result<(Verdict, String), crate::error::ApiError> {
+    fn redact(body: &str) -> Result<(Verdict, String), crate::error::ApiError> {
         let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
         let body = Bytes::copy_from_slice(body.as_bytes());
         let parsed = request::parse(&body)?;
-        let scanned = scan_request(&det, route, &body, &parsed, false)
+        let scanned = scan_request(&det, &body, false)
             .map_err(|e| crate::error::ApiError::invalid(e.to_string()))?;
         let (verdict, splice) = (scanned.verdict, scanned.splice);
         let rw = Rewrite {
@@ -411,7 +426,7 @@ mod tests {
     fn only_the_redacted_strings_change_every_other_byte_is_forwarded_as_sent() {
         // Odd spacing, escapes elsewhere, key order, unknown fields: all kept byte for byte.
         let body = "{ \"x_first\" : [1, 2.50, {\"k\":\"\\u00e9\"}],\n  \"model\":\"gpt-4o-mini\",\"messages\" : [\n    {\"role\":\"user\", \"content\":\"mail ann\\u0040example.com\\n please\", \"name\":\"a\"},\n    {\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"clean\"},{\"type\":\"text\",\"text\":\"ann@example.com\"}]},\n    {\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"t\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"to\\\":\\\"ann@example.com\\\"}\"}}]}\n  ] }";
-        let (verdict, out) = redact(ApiRoute::ChatCompletions, body).unwrap();
+        let (verdict, out) = redact(body).unwrap();
         assert_eq!(verdict, Verdict::Redacted);
         let expected = body
             .replace(
@@ -451,7 +466,7 @@ mod tests {
             let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
             let raw: Box<RawValue> = serde_json::from_str(&format!("\"{content}\"")).unwrap();
             let decoded = json_splice::string(&raw).unwrap().into_owned();
-            let (verdict, out) = redact(ApiRoute::ChatCompletions, &body).unwrap();
+            let (verdict, out) = redact(&body).unwrap();
             let sent: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
             let forwarded = match sent.pointer("/messages/0/content").and_then(|c| c.as_str()) {
                 Some(c) => c.to_owned(),
@@ -471,20 +486,17 @@ mod tests {
     #[test]
     fn a_clean_request_is_forwarded_unchanged_and_lists_of_token_ids_are_skipped() {
         let body = r#"{"model":"m","prompt":[[1,2,3],"no pii here"]}"#;
-        let (verdict, out) = redact(ApiRoute::Completions, body).unwrap();
+        let (verdict, out) = redact(body).unwrap();
         assert_eq!(verdict, Verdict::Allow);
         assert_eq!(out, body);
     }
 
     #[test]
-    fn a_repeated_content_key_is_refused_rather_than_half_scanned() {
-        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi","content":"ann@example.com"}]}"#;
-        let err = redact(ApiRoute::ChatCompletions, body).unwrap_err();
-        assert_eq!(err.code(), "invalid_request");
-        assert!(
-            err.to_string().contains("duplicate field `content`"),
-            "{err}"
-        );
+    fn a_repeated_key_is_scanned_in_every_copy_never_half() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"ann@example.com","content":"ann@example.com"}]}"#;
+        let (verdict, out) = redact(body).unwrap();
+        assert_eq!(verdict, Verdict::Redacted);
+        assert_eq!(out, body.replace("ann@example.com", "[EMAIL_1]"));
     }
 
     #[test]
@@ -507,10 +519,10 @@ mod tests {
     fn recorded_text_is_every_scanned_string_as_it_goes_on_one_per_line() {
         let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
         let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi ann@example.com"},{"type":"image_url"}]},{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}]}"#);
-        let parsed = request::parse(&body).unwrap();
-        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, true).unwrap();
-        assert_eq!(s.text.as_deref(), Some("Be brief.\nHi [EMAIL_1]\n{}"));
-        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, false).unwrap();
+        let s = scan_request(&det, &body, true).unwrap();
+        // Every string that can carry text, the tool's name included; roles and types are not.
+        assert_eq!(s.text.as_deref(), Some("Be brief.\nHi [EMAIL_1]\nf\n{}"));
+        let s = scan_request(&det, &body, false).unwrap();
         assert_eq!(s.text, None);
 
         // `log` forwards the value unchanged: no text is recorded then.
@@ -519,7 +531,7 @@ mod tests {
             ..PiiDetectorConfig::default()
         };
         let det = PiiDetector::compile(&cfg, None).unwrap();
-        let s = scan_request(&det, ApiRoute::ChatCompletions, &body, &parsed, true).unwrap();
+        let s = scan_request(&det, &body, true).unwrap();
         assert_eq!(s.text, None);
     }
 
@@ -550,8 +562,12 @@ mod tests {
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
-                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                proptest::collection::btree_map(
+                    "[a-z_]{1,8}".prop_filter("a text field", |k| !not_text(k)),
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
     }
@@ -575,6 +591,33 @@ mod tests {
                 .replace("4111 1111 1111 1111", "[CREDIT_CARD_1]");
             let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
             let want: serde_json::Value = serde_json::from_str(&expected).unwrap();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        /// A personal value at any string position of a request — any field, any depth, any
+        /// shape, known or not — never reaches the provider under `redact`.
+        #[test]
+        fn a_value_anywhere_in_a_request_is_redacted(v in json_with_values(), at_top in any::<bool>()) {
+            let request = if at_top {
+                let mut o = serde_json::Map::new();
+                o.insert("model".to_owned(), "gpt-4o-mini".into());
+                o.insert("extra".to_owned(), v);
+                serde_json::Value::Object(o)
+            } else {
+                serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": v}]})
+            };
+            let body = request.to_string();
+            let (_, out) = redact(&body).unwrap();
+            prop_assert!(!out.contains("ann@example.com") && !out.contains("4111 1111"), "{}", out);
+            let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let want: serde_json::Value = serde_json::from_str(
+                &body
+                    .replace("ann@example.com", "[EMAIL_1]")
+                    .replace("4111 1111 1111 1111", "[CREDIT_CARD_1]"),
+            )
+            .unwrap();
             prop_assert_eq!(got, want);
         }
     }

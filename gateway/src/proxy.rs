@@ -228,7 +228,7 @@ async fn forward<'p>(
     let mut splice = Splice::default();
     let record_text = records_text(pack);
     if let Some(det) = detector {
-        let scanned = policy::scan_request(det, route, &body, &parsed, record_text)
+        let scanned = policy::scan_request(det, &body, record_text)
             .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
         count_pii(state, &scanned.report, "request");
         // `log` lets findings through unchanged: counted as `log`, as the audit record says.

@@ -1,9 +1,9 @@
 //! Reading an API request body: the few facts the gateway needs, and the body sent upstream.
 //!
 //! Unknown fields pass through untouched, byte for byte. The body is parsed once into borrowed
-//! views (`json_splice`): the facts the gateway reads are decoded, and the fields it may scan or
-//! rewrite (`model`, `stream_options`, `messages`, `prompt`, `input`) are kept as raw values
-//! that know their place in the body. When nothing changes, the caller's bytes go upstream as
+//! views (`json_splice`): the facts the gateway reads are decoded, and the fields it may
+//! rewrite (`model`, `stream_options`) are kept as raw values that know their place in the body
+//! (the PII scan walks the body's strings itself, `policy::scan_request`). When nothing changes, the caller's bytes go upstream as
 //! they are; otherwise only the changed values are spliced in — a renamed `model`, a redacted
 //! string, `"stream_options":{"include_usage":true}` added after the opening brace so the
 //! provider reports usage for budgets. No JSON tree is built on this path.
@@ -16,8 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::json_splice::{self, Objects, Splice};
-use crate::policy::Message;
+use crate::json_splice::{self, Splice};
 
 #[derive(Debug, Deserialize)]
 struct Peek<'a> {
@@ -32,12 +31,6 @@ struct Peek<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
-    #[serde(borrow, default)]
-    messages: Option<Objects<Message<'a>>>,
-    #[serde(borrow, default)]
-    prompt: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
 }
 
 fn raw_even_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -74,10 +67,6 @@ pub(crate) struct ParsedRequest<'b> {
     pub(crate) facts: RequestFacts,
     model: Option<&'b RawValue>,
     stream_options: Option<&'b RawValue>,
-    /// Read in the same pass as the body (a PII scan reads their strings).
-    pub(crate) messages: Option<Objects<Message<'b>>>,
-    pub(crate) prompt: Option<&'b RawValue>,
-    pub(crate) input: Option<&'b RawValue>,
 }
 
 fn bad_json(e: &serde_json::Error) -> ApiError {
@@ -132,9 +121,6 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedRequest<'_>, ApiError> {
         },
         model: peek.model,
         stream_options: peek.stream_options,
-        messages: peek.messages,
-        prompt: peek.prompt,
-        input: peek.input,
     })
 }
 

@@ -642,3 +642,52 @@ async fn provider_error_bodies_are_scanned_and_only_client_headers_pass() {
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("could not be scanned"), "{message}");
 }
+
+/// Every string the model reads is scanned, whatever field or shape carries it, while media
+/// payloads (an image's URL, base64 data) are left alone: a chance digit run redacted inside
+/// them would corrupt the file.
+#[tokio::test]
+async fn every_text_field_of_a_request_is_scanned_and_media_is_left_alone() {
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let image = format!("data:image/png;base64,iVBORw0KGgo{CARD}AAAA");
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "user": EMAIL,
+        "metadata": {"customer": EMAIL},
+        "stop": [EMAIL],
+        "prediction": {"type": "content", "content": format!("Dear {EMAIL}")},
+        "messages": [
+            {"role": "user", "name": EMAIL, "content": [
+                {"type": "text", "text": "see the picture"},
+                {"type": "image_url", "image_url": {"url": image, "detail": "low"}}
+            ]},
+            {"role": "user", "content": {"unknown_shape": {"text": format!("card {CARD}")}}},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": format!("I cannot mail {EMAIL}")}]}
+        ],
+        "tools": [{"type": "function", "function": {
+            "name": "lookup",
+            "description": format!("Looks up {EMAIL}"),
+            "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": format!("e.g. {EMAIL}")}}}
+        }}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"description": format!("for {EMAIL}")}}}
+    });
+    let r = post(&c, &gw.api("/v1/chat/completions"), &body, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = mock.last().await.unwrap();
+    let sent = String::from_utf8_lossy(&got.raw).into_owned();
+    assert!(!sent.contains(EMAIL), "{sent}");
+    assert!(!sent.contains(&format!("card {CARD}")), "{sent}");
+    assert_eq!(got.body["user"], "[EMAIL_1]");
+    assert_eq!(got.body["metadata"]["customer"], "[EMAIL_1]");
+    assert_eq!(
+        got.body["tools"][0]["function"]["parameters"]["properties"]["q"]["description"],
+        "e.g. [EMAIL_1]"
+    );
+    // The image is forwarded as it came, digit run and all.
+    assert_eq!(
+        got.body["messages"][0]["content"][1]["image_url"]["url"],
+        image
+    );
+    assert_eq!(got.body["model"], "gpt-4o-mini");
+}
