@@ -30,26 +30,18 @@ pub(crate) fn span(base: &[u8], part: &RawValue) -> Option<Range<usize>> {
     (end <= base.len()).then_some(start..end)
 }
 
-/// The items of a JSON array; empty for any other kind of value.
-pub(crate) fn items(raw: &RawValue) -> Result<Vec<&RawValue>, serde_json::Error> {
-    if raw.get().starts_with('[') {
-        serde_json::from_str(raw.get())
-    } else {
-        Ok(Vec::new())
-    }
-}
-
 /// The byte ranges (quotes included) of every string value in `json`, at any depth, in document
-/// order, except the values of object keys for which `skip` holds (and everything below them);
-/// object keys themselves are not values, and a repeated key's values are all there. One pass
+/// order, except a string that is the value of an object key for which `skip` holds (an object
+/// or array under such a key is still walked: in a JSON schema, a property named `id` holds a
+/// description); object keys themselves are not values, and a repeated key's values are all
+/// there. One pass
 /// over the bytes, no parse: `json` must already be known to be valid JSON (the request path
 /// has parsed it; an error body is checked first).
 pub(crate) fn string_spans(json: &[u8], skip: fn(&str) -> bool, out: &mut Vec<Range<usize>>) {
-    // Open containers, `true` for an object; whether the next string is an object key; the
-    // depth of a skipped container value; a skipped key whose value has not begun yet.
+    // Open containers, `true` for an object; whether the next string is an object key; a
+    // skipped key whose value has not begun yet.
     let mut stack: Vec<bool> = Vec::new();
     let mut expect_key = false;
-    let mut skipping: Option<usize> = None;
     let mut skip_next = false;
     let mut i = 0;
     while i < json.len() {
@@ -74,28 +66,21 @@ pub(crate) fn string_spans(json: &[u8], skip: fn(&str) -> bool, out: &mut Vec<Ra
                 if expect_key {
                     let key =
                         std::str::from_utf8(&json[start + 1..k.min(json.len())]).unwrap_or("");
-                    skip_next = skipping.is_none() && skip(key);
+                    skip_next = skip(key);
                     expect_key = false;
-                } else if skip_next {
-                    skip_next = false;
-                } else if skipping.is_none() {
+                } else if !std::mem::take(&mut skip_next) {
                     out.push(start..end);
                 }
                 i = end;
                 continue;
             }
             b @ (b'{' | b'[') => {
-                if std::mem::take(&mut skip_next) {
-                    skipping = Some(stack.len());
-                }
+                skip_next = false;
                 stack.push(b == b'{');
                 expect_key = b == b'{';
             }
             b'}' | b']' => {
                 stack.pop();
-                if skipping == Some(stack.len()) {
-                    skipping = None;
-                }
                 expect_key = false;
             }
             b',' => expect_key = stack.last() == Some(&true),
@@ -470,7 +455,7 @@ mod tests {
         }
         let body = br#"{ "list" : [ "a\u0040b" , 7 , {"x":1} ], "keep":"\n" }"#;
         let doc: Doc<'_> = serde_json::from_slice(body).unwrap();
-        let items = items(doc.list).unwrap();
+        let items: Vec<&RawValue> = serde_json::from_str(doc.list.get()).unwrap();
         assert_eq!(items.len(), 3);
         assert_eq!(string(items[0]).unwrap(), "a@b");
         assert!(string(items[1]).is_none());
@@ -550,14 +535,14 @@ mod tests {
         assert!(object::<Msg<'_>>(raw).is_err());
     }
 
-    /// The strings of `v` a walk of the tree finds, skipping the values of `skip` keys.
+    /// The strings of `v` a walk of the tree finds, skipping string values of `skip` keys.
     fn tree_strings(v: &serde_json::Value, skip: fn(&str) -> bool, out: &mut Vec<String>) {
         match v {
             serde_json::Value::String(s) => out.push(s.clone()),
             serde_json::Value::Array(a) => a.iter().for_each(|x| tree_strings(x, skip, out)),
             serde_json::Value::Object(o) => {
                 for (k, x) in o {
-                    if !skip(k) {
+                    if !(skip(k) && x.is_string()) {
                         tree_strings(x, skip, out);
                     }
                 }

@@ -6,17 +6,16 @@
 //! shape — message content as a string, parts or an unknown object, names, `user`, `metadata`,
 //! `stop`, tool descriptions and arguments, schema descriptions, prompts, embedding inputs —
 //! except the values of the [`not_text`] keys (model, roles, types, ids, enumerated settings,
-//! and media payloads that a redaction would corrupt). On the response side, chat
-//! `message.content` and tool-call arguments, completions `text`; a provider's error body is
-//! scanned whole ([`scan_error_body`]). One
+//! and media payloads that a redaction would corrupt). A JSON answer is scanned the same way
+//! ([`scan_response`]), and a provider's error body whole ([`scan_error_body`]). One
 //! [`RedactionSession`] spans a whole request, so the same value gets the same placeholder in
 //! every message. Actions: `redact` and `escalate` rewrite the strings, `log` only counts,
 //! `block` refuses (the caller learns the entity types, never the values).
 //!
-//! No JSON tree is built: a request's strings are found in one pass over its bytes
-//! (`json_splice::string_spans`), answers' fields are read as raw values borrowed from the body
-//! (`json_splice`), a string with escapes is decoded on its own, and a redacted string goes
-//! back as a splice of that value's bytes, so the rest of the body is forwarded as it came.
+//! No JSON tree is built: the strings are found in one pass over the body's bytes
+//! (`json_splice::string_spans`), a string with escapes is decoded on its own, and a redacted
+//! string goes back as a splice of that value's bytes, so the rest of the body is forwarded as
+//! it came.
 //!
 //! The same walk gives the audit record its text when the pack sets `include_redacted_text`:
 //! the scanned strings as they are after the scan (as they go on), one per line, bounded by
@@ -36,8 +35,7 @@ use policy_engine::pii::{PiiDetector, RedactionSession};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json_splice::{self, items, object, Obj, Objects, Splice};
-use crate::service::ApiRoute;
+use crate::json_splice::{self, Splice};
 
 /// What a PII scan found on one side of a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,51 +64,9 @@ pub(crate) enum Verdict {
     Block(String),
 }
 
-/// The shapes the scan reads, parsed in the same pass as the body around them ([`Obj`],
-/// [`Objects`]: a value of another kind than expected is skipped, as the provider would reject
-/// it). Unknown fields are skipped (and still syntax-checked); a repeated known field is an
-/// error (see `json_splice`).
-#[derive(Debug, Deserialize)]
-pub(crate) struct Message<'a> {
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Objects<ToolCall<'a>>>,
-    #[serde(borrow, default)]
-    function_call: Option<Obj<Function<'a>>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Part<'a> {
-    #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ToolCall<'a> {
-    #[serde(borrow, default)]
-    function: Option<Obj<Function<'a>>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Function<'a> {
-    #[serde(borrow, default)]
-    arguments: Option<&'a RawValue>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct Choice<'a> {
-    #[serde(borrow, default)]
-    message: Option<Obj<Message<'a>>>,
-    #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
-}
-
-/// The fields of a provider's JSON answer the gateway reads, borrowed from it, in one pass.
+/// The field of a provider's JSON answer the gateway reads, borrowed from it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Answer<'a> {
-    #[serde(borrow, default)]
-    pub(crate) choices: Option<Objects<Choice<'a>>>,
     #[serde(borrow, default)]
     pub(crate) usage: Option<&'a RawValue>,
 }
@@ -134,10 +90,11 @@ pub(crate) fn scan_request(
     Ok(scan.decide())
 }
 
-/// Request fields whose values are identifiers, enumerations or binary payloads, never text a
+/// Fields whose string values are identifiers, enumerations or binary payloads, never text a
 /// person wrote, and so are not scanned: the model, roles and types, ids, enumerated settings,
 /// and media (`url` of an image, base64 `data` and `file_data`, where a chance digit run
-/// "redacted" would corrupt the file).
+/// "redacted" would corrupt the file). Only a string value is skipped: an object or list under
+/// such a key is scanned like any other (a schema property named `id` has a description).
 pub(crate) fn not_text(key: &str) -> bool {
     matches!(
         key,
@@ -157,30 +114,21 @@ pub(crate) fn not_text(key: &str) -> bool {
             | "url"
             | "data"
             | "file_data"
+            | "object"
+            | "system_fingerprint"
+            | "finish_reason"
     )
 }
 
-/// Scan a non-streamed response's strings; `answer` is borrowed from `body`.
+/// Scan every string of a non-streamed answer that can carry text, as on a request (message
+/// content, refusals, reasoning, tool-call arguments, audio transcripts, logprob tokens…),
+/// except the values of [`not_text`] keys. `body` must be valid JSON.
 pub(crate) fn scan_response(
     detector: &PiiDetector,
-    route: ApiRoute,
     body: &[u8],
-    answer: &Answer<'_>,
     record_text: bool,
 ) -> Result<Scanned, serde_json::Error> {
-    let mut scan = SpliceScan::new(detector, body, record_text);
-    for c in answer.choices.iter().flat_map(|c| &c.0) {
-        match route {
-            ApiRoute::ChatCompletions => {
-                if let Some(Obj(Some(m))) = &c.message {
-                    scan.message(m)?;
-                }
-            }
-            ApiRoute::Completions => scan.string(c.text),
-            ApiRoute::Embeddings => {}
-        }
-    }
-    Ok(scan.decide())
+    scan_request(detector, body, record_text)
 }
 
 /// Scan a provider's error body: every string value when it is JSON (error messages can echo
@@ -275,30 +223,6 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
             // Redacted when the action rewrites; otherwise the text is dropped in `decide`.
             recorded.line(&out);
         }
-    }
-
-    /// A chat message: `content` as a string or as parts, tool-call and legacy function-call
-    /// `arguments`.
-    fn message(&mut self, m: &Message<'_>) -> Result<(), serde_json::Error> {
-        match m.content {
-            Some(c) if c.get().starts_with('[') => {
-                for part in items(c)? {
-                    if let Some(p) = object::<Part<'_>>(part)? {
-                        self.string(p.text);
-                    }
-                }
-            }
-            other => self.string(other),
-        }
-        for call in m.tool_calls.iter().flat_map(|c| &c.0) {
-            if let Some(Obj(Some(f))) = &call.function {
-                self.string(f.arguments);
-            }
-        }
-        if let Some(Obj(Some(f))) = &m.function_call {
-            self.string(f.arguments);
-        }
-        Ok(())
     }
 
     fn decide(self) -> Scanned {
@@ -503,8 +427,7 @@ mod tests {
     fn response_choices_are_redacted_in_place() {
         let det = PiiDetector::compile(&PiiDetectorConfig::default(), None).unwrap();
         let body = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"call 415-555-0134"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
-        let answer: Answer<'_> = serde_json::from_slice(body).unwrap();
-        let s = scan_response(&det, ApiRoute::ChatCompletions, body, &answer, true).unwrap();
+        let s = scan_response(&det, body, true).unwrap();
         assert_eq!(s.verdict, Verdict::Redacted);
         assert_eq!(s.report.findings, vec![("phone".to_owned(), 1)]);
         assert_eq!(s.text.as_deref(), Some("call [PHONE_1]"));

@@ -128,7 +128,6 @@ pub(crate) async fn run<'p>(
     let (answer, usage) = match finish_json(
         state,
         pack,
-        route,
         provider,
         answer,
         &mut outcome.meta,
@@ -381,33 +380,33 @@ fn records_text(pack: &ActivePack) -> bool {
 fn finish_json(
     state: &GatewayState,
     pack: &ActivePack,
-    route: ApiRoute,
     provider: &str,
     answer: Bytes,
     meta: &mut RequestMeta,
     record_text: bool,
 ) -> Result<(Bytes, Option<crate::openai::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
-    let peek = match serde_json::from_slice::<policy::Answer<'_>>(&answer) {
-        Ok(peek) => peek,
-        Err(e) if detector.is_some() && is_object(&answer) => {
-            return Err(ApiError::upstream(
-                provider,
-                format!("the answer cannot be scanned for PII: {e}"),
-            ))
-        }
-        Err(_) => return Ok((answer, None)),
-    };
-    let usage = peek.usage.and_then(crate::openai::parse_usage_raw);
+    let usage = serde_json::from_slice::<policy::Answer<'_>>(&answer)
+        .ok()
+        .and_then(|a| a.usage)
+        .and_then(crate::openai::parse_usage_raw);
     let Some(det) = detector else {
         return Ok((answer, usage));
     };
+    // Every JSON answer is scanned, whatever its shape; one that is not JSON cannot be, and is
+    // refused rather than passed unscanned.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&answer) {
+        return Err(ApiError::upstream(
+            provider,
+            format!("the answer cannot be scanned for PII: {e}"),
+        ));
+    }
     let policy::Scanned {
         verdict,
         report,
         splice,
         text,
-    } = policy::scan_response(det, route, &answer, &peek, record_text).map_err(|e| {
+    } = policy::scan_response(det, &answer, record_text).map_err(|e| {
         ApiError::upstream(
             provider,
             format!("the answer cannot be scanned for PII: {e}"),
@@ -485,11 +484,6 @@ fn scan_error_body(
             withheld(&format!("it contained personal data ({entities})"))
         }
     }
-}
-
-/// Whether `body` starts like a JSON object.
-fn is_object(body: &[u8]) -> bool {
-    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

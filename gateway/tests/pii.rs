@@ -234,11 +234,10 @@ async fn an_answer_the_scan_cannot_read_is_refused_not_passed_unscanned() {
             r#"{{"id":"x","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant",{content}}}}}]}}"#
         )
     };
-    // A second `content` the provider's client might read while the scan read the first; and an
-    // object cut short.
+    // An object cut short, and a body that is not JSON at all: neither can be scanned.
     let refused = [
-        answer(&format!(r#""content":"fine","content":"{EMAIL}""#)),
         answer(&format!(r#""content":"{EMAIL}""#)).replace("}]}", ""),
+        format!("mail {EMAIL}"),
     ];
     for raw in refused {
         mock.set(|b| b.raw_reply = Some(raw.clone())).await;
@@ -247,21 +246,30 @@ async fn an_answer_the_scan_cannot_read_is_refused_not_passed_unscanned() {
         assert!(!r.text().contains(EMAIL), "{}", r.text());
         assert_eq!(r.json()["error"]["code"], "upstream_error", "{}", r.text());
     }
-    // Readable answers with odd shapes still pass, their strings scanned where they are.
-    let odd = answer(&format!(r#""content":"{EMAIL}","tool_calls":[7,{{"function":"f"}},{{"function":{{"arguments":"{EMAIL}"}}}}]"#))
-        .replace(r#""choices":["#, r#""choices":[null,"s","#);
-    mock.set(|b| b.raw_reply = Some(odd.clone())).await;
+    // A second `content` the provider's client might read while a scan of known fields read the
+    // first: every copy is scanned.
+    let twice = answer(&format!(r#""content":"fine","content":"{EMAIL}""#));
+    mock.set(|b| b.raw_reply = Some(twice.clone())).await;
     let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
-    assert_eq!(r.status, 200, "{odd}: {}", r.text());
-    let v = r.json();
-    assert_eq!(v["choices"][0], json!(null), "{v}");
-    let msg = &v["choices"][2]["message"];
-    assert!(msg["content"].as_str().unwrap().starts_with('['), "{v}");
-    let args = msg["tool_calls"][2]["function"]["arguments"]
-        .as_str()
-        .unwrap();
-    assert!(!args.contains(EMAIL) && args.starts_with('['), "{v}");
-    assert_eq!(msg["tool_calls"][0], json!(7), "{v}");
+    assert_eq!(r.status, 200, "{twice}: {}", r.text());
+    assert_eq!(r.text(), twice.replace(EMAIL, "[EMAIL_1]"));
+    // Readable answers of any shape pass, every string scanned where it is: odd choices, a
+    // refusal, reasoning, an audio transcript, logprob tokens, an answer that is a bare list.
+    let odd = answer(&format!(
+        r#""content":"{EMAIL}","refusal":"no, {EMAIL}","reasoning_content":"{EMAIL}","audio":{{"data":"AAAA","transcript":"{EMAIL}"}},"tool_calls":[7,{{"function":"f"}},{{"function":{{"arguments":"{EMAIL}"}}}}]"#
+    ))
+    .replace(r#""choices":["#, r#""choices":[null,"s","#)
+    .replace(r#""object":"#, &format!(r#""logprobs":{{"content":[{{"token":"{EMAIL}","logprob":-0.1}}]}},"object":"#));
+    for raw in [odd, format!(r#"["{EMAIL}",{{"deep":["{EMAIL}"]}}]"#)] {
+        mock.set(|b| b.raw_reply = Some(raw.clone())).await;
+        let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+        assert_eq!(r.status, 200, "{raw}: {}", r.text());
+        assert!(!r.text().contains(EMAIL), "{}", r.text());
+        let got: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(&raw.replace(EMAIL, "[EMAIL_1]")).unwrap();
+        assert_eq!(got, want);
+    }
     gw.stop().await;
 }
 
