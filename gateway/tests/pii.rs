@@ -676,7 +676,10 @@ async fn every_text_field_of_a_request_is_scanned_and_media_is_left_alone() {
         "tools": [{"type": "function", "function": {
             "name": "lookup",
             "description": format!("Looks up {EMAIL}"),
-            "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": format!("e.g. {EMAIL}")}}}
+            "parameters": {"type": "object", "properties": {
+                "q": {"type": "string", "description": format!("e.g. {EMAIL}")},
+                "id": {"type": "string", "description": format!("like {EMAIL}")}
+            }}
         }}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"description": format!("for {EMAIL}")}}}
     });
@@ -691,6 +694,11 @@ async fn every_text_field_of_a_request_is_scanned_and_media_is_left_alone() {
     assert_eq!(
         got.body["tools"][0]["function"]["parameters"]["properties"]["q"]["description"],
         "e.g. [EMAIL_1]"
+    );
+    // A property named like a non-text field (`id`) is an object: its description is scanned.
+    assert_eq!(
+        got.body["tools"][0]["function"]["parameters"]["properties"]["id"]["description"],
+        "like [EMAIL_1]"
     );
     // The image is forwarded as it came, digit run and all.
     assert_eq!(
