@@ -92,9 +92,13 @@ impl ActivePack {
 
 /// Whether files can be created in `dir` (made if missing): a version whose audit log could not
 /// be written is refused before it is swapped in, so the last good version keeps serving.
+/// The probe's name is unique per check (process id and a counter): packs are prepared
+/// concurrently (a reload beside a start-up, several gateways in one test process).
 fn check_writable(dir: &Path) -> std::io::Result<()> {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
-    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".write-probe-{}-{n}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
 }

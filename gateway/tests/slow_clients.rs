@@ -24,7 +24,7 @@ async fn gateway(tweak: impl FnOnce(&mut gateway::GatewayConfig)) -> (MockProvid
     std::env::set_var("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret");
     let mock = MockProvider::start().await;
     let gw = TestGateway::start_with(
-        &pack(&mock.base_url(), "1.0.0", "audit-logger", ""),
+        &pack(&mock.base_url(), "1.0.0", "", ""),
         Arc::new(NoEnforcement),
         tweak,
     )
