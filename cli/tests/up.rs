@@ -94,7 +94,7 @@ impl Up {
     }
 
     /// SIGINT, then every child must be gone.
-    fn stop(mut self) {
+    fn stop(&mut self) {
         let children = children_of(self.child.id());
         assert_eq!(
             children.len(),
@@ -120,6 +120,25 @@ impl Up {
         for pid in children {
             assert!(!alive(pid), "process {pid} outlived palisade up");
         }
+    }
+}
+
+/// A test that fails before `stop` still ends the stack it started: SIGINT, so `palisade up`
+/// stops its control plane and gateways, then a kill if it hangs.
+impl Drop for Up {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -154,7 +173,7 @@ fn up_deploys_the_repository_file_serves_it_stops_cleanly_and_resumes() {
     )
     .unwrap();
 
-    let up = Up::start(work);
+    let mut up = Up::start(work);
     assert!(
         up.lines["MOCK"].contains("OPENAI_BASE_URL"),
         "{:?}",
@@ -215,7 +234,7 @@ fn up_deploys_the_repository_file_serves_it_stops_cleanly_and_resumes() {
     assert!(o.status.success(), "{}", stdout(&o));
     up.stop();
 
-    let up = Up::start(work);
+    let mut up = Up::start(work);
     assert!(up.lines["pack"].contains("unchanged"), "{:?}", up.lines);
     assert!(up.lines["dev"].contains("support 2.4.0"), "{:?}", up.lines);
     assert!(
