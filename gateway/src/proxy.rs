@@ -27,7 +27,6 @@ use crate::error::ApiError;
 use crate::hooks::{Admission, Failure, Outcome, RequestMeta, Settled};
 use crate::json_splice::Splice;
 use crate::pack::ActivePack;
-use crate::policy::PiiReport;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
 use crate::respond::error_response;
@@ -229,20 +228,13 @@ async fn forward<'p>(
     if let Some(det) = detector {
         let scanned = policy::scan_request(det, &body, record_text)
             .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
-        count_pii(state, &scanned.report, "request");
-        // `log` lets findings through unchanged: counted as `log`, as the audit record says.
-        let found = !scanned.report.findings.is_empty();
+        count_scan(state, det, "request", &scanned, Some("pass"));
         o.meta.pii_request = Some(scanned.report);
         o.meta.redacted_request = scanned.text;
         match scanned.verdict {
-            Verdict::Allow if found => decision(state, det.action().as_str()),
-            Verdict::Allow => decision(state, "pass"),
-            Verdict::Redacted => {
-                decision(state, det.action().as_str());
-                splice = scanned.splice;
-            }
+            Verdict::Allow => {}
+            Verdict::Redacted => splice = scanned.splice,
             Verdict::Block(entities) => {
-                decision(state, "block");
                 return Err(ApiError::PiiBlocked {
                     side: "request",
                     entities,
@@ -386,7 +378,9 @@ fn finish_json(
     record_text: bool,
 ) -> Result<(Bytes, Option<crate::openai::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
-    let usage = serde_json::from_slice::<policy::Answer<'_>>(&answer)
+    let peek = serde_json::from_slice::<policy::Answer<'_>>(&answer);
+    let usage = peek
+        .as_ref()
         .ok()
         .and_then(|a| a.usage)
         .and_then(crate::openai::parse_usage_raw);
@@ -394,49 +388,34 @@ fn finish_json(
         return Ok((answer, usage));
     };
     // Every JSON answer is scanned, whatever its shape; one that is not JSON cannot be, and is
-    // refused rather than passed unscanned.
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&answer) {
-        return Err(ApiError::upstream(
-            provider,
-            format!("the answer cannot be scanned for PII: {e}"),
-        ));
-    }
-    let policy::Scanned {
-        verdict,
-        report,
-        splice,
-        text,
-    } = policy::scan_response(det, &answer, record_text).map_err(|e| {
+    // refused rather than passed unscanned. An object the peek read is JSON already; only
+    // another shape (a list, a string) or a broken body needs the check.
+    let unscannable = |e: serde_json::Error| {
         ApiError::upstream(
             provider,
             format!("the answer cannot be scanned for PII: {e}"),
         )
-    })?;
-    count_pii(state, &report, "response");
-    let found = !report.findings.is_empty();
-    meta.pii_response = Some(report);
-    meta.redacted_response = text;
-    match verdict {
-        Verdict::Allow => {
-            if found {
-                decision(state, det.action().as_str());
-            }
-            Ok((answer, usage))
-        }
+    };
+    if peek.is_err() {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&answer).map_err(unscannable)?;
+    }
+    let scanned = policy::scan_response(det, &answer, record_text).map_err(unscannable)?;
+    count_scan(state, det, "response", &scanned, None);
+    meta.pii_response = Some(scanned.report);
+    meta.redacted_response = scanned.text;
+    match scanned.verdict {
+        Verdict::Allow => Ok((answer, usage)),
         Verdict::Redacted => {
-            decision(state, det.action().as_str());
-            let redacted = splice
+            let redacted = scanned
+                .splice
                 .apply(&answer)
                 .ok_or_else(|| ApiError::Internal("a response field lost its place".to_owned()))?;
             Ok((redacted, usage))
         }
-        Verdict::Block(entities) => {
-            decision(state, "block");
-            Err(ApiError::PiiBlocked {
-                side: "response",
-                entities,
-            })
-        }
+        Verdict::Block(entities) => Err(ApiError::PiiBlocked {
+            side: "response",
+            entities,
+        }),
     }
 }
 
@@ -462,27 +441,15 @@ fn scan_error_body(
     let Some(scanned) = policy::scan_error_body(det, &answer) else {
         return withheld("it could not be scanned for personal data");
     };
-    count_pii(state, &scanned.report, "response");
-    let found = !scanned.report.findings.is_empty();
+    count_scan(state, det, "response", &scanned, None);
     meta.pii_response = Some(scanned.report);
     match scanned.verdict {
-        Verdict::Allow => {
-            if found {
-                decision(state, det.action().as_str());
-            }
-            answer
-        }
-        Verdict::Redacted => {
-            decision(state, det.action().as_str());
-            scanned
-                .splice
-                .apply(&answer)
-                .unwrap_or_else(|| withheld("it could not be redacted"))
-        }
-        Verdict::Block(entities) => {
-            decision(state, "block");
-            withheld(&format!("it contained personal data ({entities})"))
-        }
+        Verdict::Allow => answer,
+        Verdict::Redacted => scanned
+            .splice
+            .apply(&answer)
+            .unwrap_or_else(|| withheld("it could not be redacted")),
+        Verdict::Block(entities) => withheld(&format!("it contained personal data ({entities})")),
     }
 }
 
@@ -493,17 +460,31 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn decision(state: &GatewayState, action: &str) {
-    state.metrics.pii_decision(action);
-}
-
-fn count_pii(state: &GatewayState, report: &PiiReport, side: &str) {
-    for (entity, n) in &report.findings {
+/// Count one scan in the metrics, in the audit record's words: its findings by entity and side,
+/// and its decision — `block` when refused, the pack's action when something was found (`log`
+/// lets findings through unchanged and is counted as `log`), `clean` when nothing was (requests
+/// count `pass`; answers count no decision then).
+fn count_scan(
+    state: &GatewayState,
+    det: &policy_engine::pii::PiiDetector,
+    side: &str,
+    scanned: &policy::Scanned,
+    clean: Option<&str>,
+) {
+    for (entity, n) in &scanned.report.findings {
         state
             .metrics
             .pii_findings
             .with_label_values(&[entity.as_str(), side])
             .inc_by(u64::from(*n));
+    }
+    let action = match scanned.verdict {
+        Verdict::Block(_) => Some("block"),
+        _ if !scanned.report.findings.is_empty() => Some(det.action().as_str()),
+        _ => clean,
+    };
+    if let Some(action) = action {
+        state.metrics.pii_decision(action);
     }
 }
 
