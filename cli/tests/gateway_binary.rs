@@ -461,14 +461,7 @@ async fn a_provider_failure_is_logged_under_the_request_span() {
     let dir = Dir::new();
     let p = dir.write("pack.yaml", &pack(&dead, "7.1.0", "", ""));
     let gw = GatewayProcess::start(&p, dir.path(), &[]);
-    let c = client::client();
-    let r = post(
-        &c,
-        &gw.api("/v1/chat/completions"),
-        &chat("gpt-4o-mini", "hi", false),
-        None,
-    )
-    .await;
+    let r = gw.chat("hi").await;
     assert_eq!(r.status, 502);
     let id = r.header("x-palisade-request-id").to_owned();
     let mut line = String::new();

@@ -22,6 +22,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
 use crate::adminlog::{self, Entry};
@@ -113,19 +114,14 @@ fn validate(instance: &Instance) -> Result<(), ApiError> {
 
 /// Why `id` may not be written by `caller` for `instance`, when it may not: it belongs to another
 /// environment, or to another key and is still live.
-async fn ownership_conflict(
-    conn: &mut AnyConnection,
+fn ownership_conflict(
+    row: Option<&AnyRow>,
     app: &App,
     caller: &Caller,
     i: &Instance,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let Some(row) =
-        sqlx::query("SELECT environment, key_id, last_seen_at FROM gateways WHERE id = $1")
-            .bind(&i.id)
-            .fetch_optional(&mut *conn)
-            .await?
-    else {
+    let Some(row) = row else {
         return Ok(None);
     };
     let environment: String = row.try_get("environment")?;
@@ -146,6 +142,14 @@ async fn ownership_conflict(
     } else {
         None
     })
+}
+
+/// The row of gateway `id` as the ownership check and a report read it.
+async fn known_gateway(conn: &mut AnyConnection, id: &str) -> Result<Option<AnyRow>, sqlx::Error> {
+    sqlx::query("SELECT environment, pack, key_id, last_seen_at, active_hash, active_since FROM gateways WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// The refusal of a write to another environment's or another key's gateway: 403, recorded.
@@ -216,7 +220,8 @@ pub(crate) async fn register(
     crate::envs::require(&mut *app.db.read().await?, &instance.environment).await?;
     let now = app.now();
     let (guard, mut tx) = app.db.begin_write().await?;
-    if let Some(reason) = ownership_conflict(&mut tx, app, caller, instance, now).await? {
+    let known = known_gateway(&mut tx, &instance.id).await?;
+    if let Some(reason) = ownership_conflict(known.as_ref(), app, caller, instance, now)? {
         drop((tx, guard));
         return Err(refuse_conflict(app, caller, "gateway.register", instance, reason).await);
     }
@@ -247,14 +252,11 @@ pub(crate) async fn report(
     check_gateway_key(caller, &r.instance.environment)?;
     let now = app.now();
     let (guard, mut tx) = app.db.begin_write().await?;
-    if let Some(reason) = ownership_conflict(&mut tx, app, caller, &r.instance, now).await? {
+    let known = known_gateway(&mut tx, id).await?;
+    if let Some(reason) = ownership_conflict(known.as_ref(), app, caller, &r.instance, now)? {
         drop((tx, guard));
         return Err(refuse_conflict(app, caller, "gateway.report", &r.instance, reason).await);
     }
-    let known = sqlx::query("SELECT environment, pack, last_seen_at, active_hash, active_since FROM gateways WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
     let (prev_hash, prev_since, prev_seen) = match &known {
         Some(row)
             if row.try_get::<String, _>("environment")? == r.instance.environment
