@@ -94,6 +94,11 @@ impl CpClient {
         Ok(c)
     }
 
+    /// Wait without blocking a runtime (`--follow` between polls).
+    pub(crate) fn sleep(&self, d: Duration) {
+        self.rt.block_on(tokio::time::sleep(d));
+    }
+
     /// Send a request; a transport failure is printed and becomes exit code 1.
     pub(crate) fn call(
         &self,

@@ -98,6 +98,25 @@ pub(crate) struct EnvSettings {
     /// deployer or admin.
     #[arg(long)]
     deploy_role: Option<String>,
+    /// How long its decision events are kept (e.g. 7d, 36h; 0 restores the default, 7 days).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    event_retention: Option<std::time::Duration>,
+    /// Promotions into this environment need at least this many requests of the source on the
+    /// promoted version (runtime evidence).
+    #[arg(long)]
+    min_requests: Option<i64>,
+    /// … and an error rate (upstream and internal errors) at most this fraction (0.02 = 2 %).
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    /// … and an escalation rate at most this fraction.
+    #[arg(long)]
+    max_escalation_rate: Option<f64>,
+    /// … and a block rate (PII blocks and budget refusals) at most this fraction.
+    #[arg(long)]
+    max_block_rate: Option<f64>,
+    /// Remove every runtime-evidence threshold (no evidence gate).
+    #[arg(long, conflicts_with_all = ["min_requests", "max_error_rate", "max_escalation_rate", "max_block_rate"])]
+    no_evidence: bool,
 }
 
 impl EnvSettings {
@@ -114,6 +133,31 @@ impl EnvSettings {
         }
         if let Some(r) = &self.deploy_role {
             b["deploy_role"] = json!(r);
+        }
+        if let Some(d) = self.event_retention {
+            b["event_retention_ms"] = json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        }
+        if self.no_evidence {
+            for k in [
+                "min_requests",
+                "max_error_rate",
+                "max_escalation_rate",
+                "max_block_rate",
+            ] {
+                b[k] = Value::Null;
+            }
+        }
+        if let Some(n) = self.min_requests {
+            b["min_requests"] = json!(n);
+        }
+        for (k, v) in [
+            ("max_error_rate", self.max_error_rate),
+            ("max_escalation_rate", self.max_escalation_rate),
+            ("max_block_rate", self.max_block_rate),
+        ] {
+            if let Some(v) = v {
+                b[k] = json!(v);
+            }
         }
         b
     }
@@ -173,6 +217,12 @@ fn print_matrix(out: &Value) {
                     )
                 }
                 _ => format!("last seen {}", g["last_seen_at"].as_str().unwrap_or("-")),
+            };
+            let dropped = g["counters"]["events_dropped"].as_u64().unwrap_or(0);
+            let detail = if dropped > 0 {
+                format!("{detail}; {dropped} decision events dropped")
+            } else {
+                detail
             };
             let detail = crate::cp_client::printable(&detail);
             println!(
@@ -266,20 +316,51 @@ pub(crate) fn environments(cmd: &EnvironmentsCommand) -> ExitCode {
             }
         };
         drop(c);
-        println!("{:<12} {:<12} {:>10} ROLE", "NAME", "FEEDS FROM", "SOAK MS");
+        println!(
+            "{:<12} {:<12} {:>10} {:<9} {:<10} EVIDENCE",
+            "NAME", "FEEDS FROM", "SOAK MS", "ROLE", "EVENTS"
+        );
         for e in out.as_array().into_iter().flatten() {
+            let retention = e["event_retention_ms"].as_u64().map_or_else(
+                || "7d".to_owned(),
+                |ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string(),
+            );
             println!(
-                "{:<12} {:<12} {:>10} {}",
+                "{:<12} {:<12} {:>10} {:<9} {:<10} {}",
                 e["name"].as_str().unwrap_or("?"),
                 e["feeds_from"].as_str().unwrap_or("-"),
                 e["soak_ms"]
                     .as_i64()
                     .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
-                e["deploy_role"].as_str().unwrap_or("?")
+                e["deploy_role"].as_str().unwrap_or("?"),
+                retention,
+                evidence(&e["evidence"])
             );
         }
         Ok(ExitCode::SUCCESS)
     })())
+}
+
+/// The evidence thresholds in one phrase (`-` when there is no gate).
+fn evidence(e: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = e["min_requests"].as_i64() {
+        parts.push(format!("≥{n} requests"));
+    }
+    for (k, name) in [
+        ("max_error_rate", "errors"),
+        ("max_escalation_rate", "escalations"),
+        ("max_block_rate", "blocks"),
+    ] {
+        if let Some(r) = e[k].as_f64() {
+            parts.push(format!("{name} ≤{:.2} %", r * 100.0));
+        }
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 pub(crate) fn gateways(cmd: &GatewaysCommand) -> ExitCode {

@@ -2,7 +2,9 @@
 //!
 //! Prints `palisade control-plane listening on http://ADDR` once the socket is bound (so
 //! `--listen 127.0.0.1:0` works for scripts and tests), and, on first start without
-//! `PALISADE_ADMIN_KEY`, the generated admin key, once. Runs until Ctrl-C or SIGTERM.
+//! `PALISADE_ADMIN_KEY`, the generated admin key, once. Runs until Ctrl-C or SIGTERM. Decision
+//! events past their environment's retention are deleted every `--event-prune-interval`, in
+//! bounded batches.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +32,9 @@ pub(crate) struct ControlPlaneArgs {
     /// A request body must arrive within this after its head (408 REQUEST_TIMEOUT after).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     body_timeout: std::time::Duration,
+    /// How often decision events past their environment's retention are deleted.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    event_prune_interval: std::time::Duration,
 }
 
 pub(crate) fn run(args: &ControlPlaneArgs) -> ExitCode {
@@ -95,7 +100,31 @@ async fn serve(args: &ControlPlaneArgs) -> ExitCode {
         first_request_timeout: args.first_request_timeout,
         body_timeout: args.body_timeout,
     };
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let pruning = Arc::clone(&app);
+    let every = args
+        .event_prune_interval
+        .max(std::time::Duration::from_millis(100));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the retention loop: told to stop at shutdown and its JoinHandle awaited"
+    )]
+    let pruner = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop_rx.wait_for(|s| *s) => return,
+            }
+            match pruning.prune_events().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "expired decision events deleted"),
+                Err(e) => tracing::error!(error = %e, "deleting expired decision events failed"),
+            }
+        }
+    });
     control_plane::serve(listener, app, limits, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    let _ = pruner.await;
     ExitCode::SUCCESS
 }
 

@@ -13,6 +13,7 @@
 mod audit_cmd;
 mod cp_client;
 mod cp_cmds;
+mod cp_events;
 mod cp_fleet;
 mod cp_manifest;
 mod cp_server;
@@ -81,6 +82,12 @@ enum Command {
     Export(cp_manifest::ExportArgs),
     /// Bring an environment to a manifest (additive; `--replace`, `--dry-run`: exit 2 on changes).
     Import(cp_manifest::ImportArgs),
+    /// Decision events of the fleet (newest first, or --follow), and `events summary`: counts
+    /// and rates per pack version over a window.
+    Events(cp_events::EventsArgs),
+    /// The escalation queue: list, show, ack, resolve.
+    #[command(subcommand)]
+    Escalations(cp_events::EscalationsCommand),
     /// Create, list and revoke service and gateway keys.
     #[command(subcommand)]
     Keys(cp_fleet::KeysCommand),
@@ -116,6 +123,8 @@ fn main() -> ExitCode {
         Command::History(args) => cp_cmds::history(&args),
         Command::Export(args) => cp_manifest::export(&args),
         Command::Import(args) => cp_manifest::import(&args),
+        Command::Events(args) => cp_events::events(&args),
+        Command::Escalations(cmd) => cp_events::escalations(&cmd),
         Command::Keys(cmd) => cp_fleet::keys(&cmd),
         Command::Environments(cmd) => cp_fleet::environments(&cmd),
         Command::Gateways(cmd) => cp_fleet::gateways(&cmd),

@@ -27,6 +27,68 @@ struct EnvBody {
     feeds_from: Option<String>,
     soak_ms: Option<i64>,
     deploy_role: Option<String>,
+    /// Milliseconds; `0` restores the default.
+    event_retention_ms: Option<i64>,
+    /// Each threshold: a number sets it, `null` (or a negative number) clears it.
+    #[serde(default, deserialize_with = "some")]
+    min_requests: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "some")]
+    max_error_rate: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "some")]
+    max_escalation_rate: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "some")]
+    max_block_rate: Option<Option<f64>>,
+}
+
+/// A present field (`null` included) is `Some`; an absent one stays `None` (the default).
+fn some<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl EnvBody {
+    /// Apply the settings this body names to `env`, or say which value is wrong.
+    fn apply(&self, env: &mut Environment) -> Result<(), ApiError> {
+        if let Some(ms) = self.event_retention_ms {
+            if ms < 0 {
+                return Err(ApiError::BadRequest(
+                    "event_retention_ms must be 0 (the default) or a positive number of milliseconds".to_owned(),
+                ));
+            }
+            env.event_retention_ms = (ms > 0).then_some(ms);
+        }
+        if let Some(n) = self.min_requests {
+            env.evidence.min_requests = n.filter(|n| *n >= 0);
+        }
+        for (name, value, slot) in [
+            (
+                "max_error_rate",
+                self.max_error_rate,
+                &mut env.evidence.max_error_rate,
+            ),
+            (
+                "max_escalation_rate",
+                self.max_escalation_rate,
+                &mut env.evidence.max_escalation_rate,
+            ),
+            (
+                "max_block_rate",
+                self.max_block_rate,
+                &mut env.evidence.max_block_rate,
+            ),
+        ] {
+            if let Some(v) = value {
+                if v.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                    return Err(ApiError::BadRequest(format!(
+                        "{name} must be a fraction from 0 to 1 (0.05 is 5 %), or null to clear it"
+                    )));
+                }
+                *slot = v;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Routes under `/v1/keys` and `/v1/environments` (`rest` starts after `v1`).
@@ -142,18 +204,22 @@ async fn check_feeds_from(
 async fn create_env(app: &App, caller: &Caller, body: EnvBody) -> Result<Value, ApiError> {
     let name = body
         .name
+        .clone()
         .ok_or_else(|| ApiError::BadRequest("`name` is required".to_owned()))?;
     if !envs::valid_name(&name) {
         return Err(ApiError::BadRequest(
             "environment names are 1-32 of a-z, 0-9 and -".to_owned(),
         ));
     }
-    let env = Environment {
+    let mut env = Environment {
         name,
-        feeds_from: body.feeds_from,
+        feeds_from: body.feeds_from.clone(),
         soak_ms: body.soak_ms.unwrap_or(0).max(0),
         deploy_role: envs::parse_deploy_role(body.deploy_role.as_deref().unwrap_or("deployer"))?,
+        event_retention_ms: None,
+        evidence: envs::Evidence::default(),
     };
+    body.apply(&mut env)?;
     let (_guard, mut tx) = app.db.begin_write().await?;
     if envs::get(&mut tx, &env.name).await?.is_some() {
         return Err(ApiError::conflict(
@@ -185,6 +251,7 @@ async fn update_env(
     let (_guard, mut tx) = app.db.begin_write().await?;
     let before = envs::require(&mut tx, name).await?;
     let mut env = before.clone();
+    body.apply(&mut env)?;
     if let Some(s) = body.soak_ms {
         env.soak_ms = s.max(0);
     }

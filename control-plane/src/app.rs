@@ -56,6 +56,10 @@ pub struct App {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) watch: DesiredWatch,
     pub(crate) timing: Timing,
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Serialises event ingest and retention within this process (SQLite has one writer; on
+    /// Postgres the primary key keeps concurrent processes idempotent).
+    pub(crate) ingest_lock: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -75,6 +79,8 @@ impl App {
                     .unwrap_or(i64::MAX),
                 forget_after_ms: i64::try_from(config.forget_gateways_after_ms).unwrap_or(i64::MAX),
             },
+            metrics: crate::metrics::Metrics::new()?,
+            ingest_lock: tokio::sync::Mutex::new(()),
         };
         let generated = app.seed(config.admin_key.as_deref()).await?;
         Ok((Arc::new(app), generated))
@@ -82,6 +88,32 @@ impl App {
 
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Delete every environment's decision events past its retention, in bounded batches (each
+    /// its own transaction, taking the ingest lock only for that batch, so ingest goes on in
+    /// between). Returns the events deleted.
+    pub async fn prune_events(&self) -> Result<u64, sqlx::Error> {
+        let list = envs::list(&mut *self.db.read().await?).await?;
+        let mut total = 0;
+        for env in list {
+            loop {
+                let cutoff = env.retention_cutoff(self.now());
+                let n = {
+                    let _ingest = self.ingest_lock.lock().await;
+                    let mut tx = self.db.pool().begin().await?;
+                    let n = crate::events::prune(&mut tx, &env.name, cutoff).await?;
+                    tx.commit().await?;
+                    n
+                };
+                total += n;
+                if n < crate::events::PRUNE_BATCH.unsigned_abs() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(total)
     }
 
     async fn seed(&self, admin_key: Option<&str>) -> Result<Option<String>, StartError> {
@@ -225,6 +257,8 @@ pub enum StartError {
     AdminKey,
     #[error("cannot generate the admin key: {0}")]
     Random(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A new key to show once: the id and the secret.

@@ -23,17 +23,18 @@ use tokio::sync::{Mutex, MutexGuard};
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Each migration: a version and the statements that bring the schema to it.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE environments (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE environments (
             name TEXT PRIMARY KEY,
             feeds_from TEXT,
             soak_ms BIGINT NOT NULL,
             deploy_role TEXT NOT NULL,
             created_at BIGINT NOT NULL
         )",
-        "CREATE TABLE pack_versions (
+            "CREATE TABLE pack_versions (
             pack TEXT NOT NULL,
             version TEXT NOT NULL,
             hash TEXT NOT NULL,
@@ -43,7 +44,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at BIGINT NOT NULL,
             PRIMARY KEY (pack, version)
         )",
-        "CREATE TABLE deployments (
+            "CREATE TABLE deployments (
             environment TEXT NOT NULL,
             pack TEXT NOT NULL,
             seq BIGINT NOT NULL,
@@ -55,7 +56,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             at BIGINT NOT NULL,
             PRIMARY KEY (environment, pack, seq)
         )",
-        "CREATE TABLE api_keys (
+            "CREATE TABLE api_keys (
             id TEXT PRIMARY KEY,
             key_hash TEXT NOT NULL,
             role TEXT NOT NULL,
@@ -64,7 +65,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at BIGINT NOT NULL,
             revoked_at BIGINT
         )",
-        "CREATE TABLE gateways (
+            "CREATE TABLE gateways (
             id TEXT PRIMARY KEY,
             environment TEXT NOT NULL,
             pack TEXT NOT NULL,
@@ -83,7 +84,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             attempt_error TEXT,
             report TEXT
         )",
-        "CREATE TABLE admin_log (
+            "CREATE TABLE admin_log (
             seq BIGINT PRIMARY KEY,
             at BIGINT NOT NULL,
             actor TEXT NOT NULL,
@@ -95,9 +96,102 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL
         )",
-        "CREATE INDEX admin_log_scope ON admin_log (environment, pack)",
-    ],
-)];
+            "CREATE INDEX admin_log_scope ON admin_log (environment, pack)",
+        ],
+    ),
+    (
+        2,
+        &[
+            "CREATE TABLE events (
+            request_id TEXT PRIMARY KEY,
+            at BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            environment TEXT NOT NULL,
+            gateway TEXT NOT NULL,
+            pack TEXT NOT NULL,
+            version TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            route TEXT NOT NULL,
+            model_requested TEXT,
+            model_used TEXT,
+            caller TEXT,
+            team TEXT,
+            outcome TEXT NOT NULL,
+            escalated BIGINT NOT NULL,
+            status BIGINT NOT NULL,
+            latency_us BIGINT NOT NULL,
+            upstream_us BIGINT,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cost_usd DOUBLE PRECISION,
+            findings TEXT NOT NULL,
+            redacted_text TEXT,
+            redacted_response_text TEXT
+        )",
+            "CREATE INDEX events_env_at ON events (environment, at, request_id)",
+            "CREATE INDEX events_env_version_at ON events (environment, version, at)",
+            "CREATE INDEX events_env_outcome_at ON events (environment, outcome, at)",
+            "CREATE INDEX events_received ON events (received_at)",
+            "CREATE INDEX events_at ON events (at, request_id)",
+            "CREATE TABLE event_entities (
+            request_id TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            side TEXT NOT NULL,
+            entity TEXT NOT NULL,
+            findings BIGINT NOT NULL,
+            PRIMARY KEY (request_id, side, entity)
+        )",
+            "CREATE INDEX event_entities_env ON event_entities (environment, entity, at)",
+            "CREATE TABLE event_rollups (
+            environment TEXT NOT NULL,
+            pack TEXT NOT NULL,
+            version TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            minute BIGINT NOT NULL,
+            outcome TEXT NOT NULL,
+            requests BIGINT NOT NULL,
+            escalated BIGINT NOT NULL,
+            PRIMARY KEY (environment, pack, hash, minute, outcome)
+        )",
+            "CREATE INDEX event_rollups_window ON event_rollups (environment, minute)",
+            "CREATE TABLE entity_rollups (
+            environment TEXT NOT NULL,
+            pack TEXT NOT NULL,
+            version TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            minute BIGINT NOT NULL,
+            side TEXT NOT NULL,
+            entity TEXT NOT NULL,
+            findings BIGINT NOT NULL,
+            requests BIGINT NOT NULL,
+            PRIMARY KEY (environment, pack, hash, minute, side, entity)
+        )",
+            "CREATE INDEX entity_rollups_window ON entity_rollups (environment, minute)",
+            "CREATE TABLE escalations (
+            id TEXT PRIMARY KEY,
+            environment TEXT NOT NULL,
+            pack TEXT NOT NULL,
+            version TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            gateway TEXT NOT NULL,
+            opened_at BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            resolution TEXT,
+            assignee TEXT,
+            note TEXT,
+            updated_at BIGINT NOT NULL,
+            updated_by TEXT
+        )",
+            "CREATE INDEX escalations_queue ON escalations (environment, state, opened_at)",
+            "ALTER TABLE environments ADD COLUMN event_retention_ms BIGINT",
+            "ALTER TABLE environments ADD COLUMN min_requests BIGINT",
+            "ALTER TABLE environments ADD COLUMN max_error_rate DOUBLE PRECISION",
+            "ALTER TABLE environments ADD COLUMN max_escalation_rate DOUBLE PRECISION",
+            "ALTER TABLE environments ADD COLUMN max_block_rate DOUBLE PRECISION",
+        ],
+    ),
+];
 
 /// Failure to open or migrate the registry.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! Environments: the promotion path (`feeds_from`), the soak time a source must be verified for
-//! before promoting into an environment, and the role a deploy into it requires.
+//! before promoting into an environment, the role a deploy into it requires, how long its
+//! decision events are kept, and the runtime evidence a promotion into it needs (`Evidence`:
+//! thresholds on the source's traffic under the version being promoted; unset means no gate).
 //!
 //! On first start `dev`, `staging` (fed from dev, no soak) and `prod` (fed from staging, 60 s
 //! soak, admin to deploy) are created. Soak and role are settings, not code, so tests and small
@@ -13,12 +15,34 @@ use crate::error::ApiError;
 use crate::keys::Role;
 
 /// One environment's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Environment {
     pub name: String,
     pub feeds_from: Option<String>,
     pub soak_ms: i64,
     pub deploy_role: Role,
+    /// How long its decision events are kept (`None`: `events::DEFAULT_RETENTION_MS`).
+    pub event_retention_ms: Option<i64>,
+    /// What a promotion into this environment needs from the source's traffic.
+    pub evidence: Evidence,
+}
+
+/// The runtime evidence gate of promotions into an environment: over the source's events on the
+/// promoted version's exact hash since it was deployed there, at least `min_requests` requests,
+/// and error, escalation and block rates at most the given fractions. Each unset threshold is
+/// not checked; with none set there is no gate.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Evidence {
+    pub min_requests: Option<i64>,
+    pub max_error_rate: Option<f64>,
+    pub max_escalation_rate: Option<f64>,
+    pub max_block_rate: Option<f64>,
+}
+
+impl Evidence {
+    pub fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 impl Environment {
@@ -28,7 +52,22 @@ impl Environment {
             "feeds_from": self.feeds_from,
             "soak_ms": self.soak_ms,
             "deploy_role": self.deploy_role.as_str(),
+            "event_retention_ms": self.event_retention_ms,
+            "evidence": {
+                "min_requests": self.evidence.min_requests,
+                "max_error_rate": self.evidence.max_error_rate,
+                "max_escalation_rate": self.evidence.max_escalation_rate,
+                "max_block_rate": self.evidence.max_block_rate,
+            },
         })
+    }
+
+    /// Events older than this (Unix ms) are deleted at `now`.
+    pub fn retention_cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(
+            self.event_retention_ms
+                .unwrap_or(crate::events::DEFAULT_RETENTION_MS),
+        )
     }
 }
 
@@ -39,6 +78,8 @@ pub fn defaults() -> Vec<Environment> {
         feeds_from: from.map(str::to_owned),
         soak_ms,
         deploy_role,
+        event_retention_ms: None,
+        evidence: Evidence::default(),
     };
     vec![
         env("dev", None, 0, Role::Deployer),
@@ -73,22 +114,31 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Environment, sqlx::Error> {
         feeds_from: r.try_get("feeds_from")?,
         soak_ms: r.try_get("soak_ms")?,
         deploy_role: Role::parse(&role).unwrap_or(Role::Admin),
+        event_retention_ms: r.try_get("event_retention_ms")?,
+        evidence: Evidence {
+            min_requests: r.try_get("min_requests")?,
+            max_error_rate: r.try_get("max_error_rate")?,
+            max_escalation_rate: r.try_get("max_escalation_rate")?,
+            max_block_rate: r.try_get("max_block_rate")?,
+        },
     })
 }
 
+const COLUMNS: &str = "name, feeds_from, soak_ms, deploy_role, event_retention_ms, min_requests, max_error_rate, max_escalation_rate, max_block_rate";
+
 pub async fn list(conn: &mut AnyConnection) -> Result<Vec<Environment>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT name, feeds_from, soak_ms, deploy_role FROM environments ORDER BY created_at, name",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM environments ORDER BY created_at, name"
+    ))
     .fetch_all(conn)
     .await?;
     rows.iter().map(from_row).collect()
 }
 
 pub async fn get(conn: &mut AnyConnection, name: &str) -> Result<Option<Environment>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT name, feeds_from, soak_ms, deploy_role FROM environments WHERE name = $1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM environments WHERE name = $1"
+    ))
     .bind(name)
     .fetch_optional(conn)
     .await?;
@@ -108,13 +158,18 @@ pub async fn insert(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO environments (name, feeds_from, soak_ms, deploy_role, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO environments (name, feeds_from, soak_ms, deploy_role, created_at, event_retention_ms, min_requests, max_error_rate, max_escalation_rate, max_block_rate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&env.name)
     .bind(env.feeds_from.as_deref())
     .bind(env.soak_ms)
     .bind(env.deploy_role.as_str())
     .bind(now)
+    .bind(env.event_retention_ms)
+    .bind(env.evidence.min_requests)
+    .bind(env.evidence.max_error_rate)
+    .bind(env.evidence.max_escalation_rate)
+    .bind(env.evidence.max_block_rate)
     .execute(conn)
     .await?;
     Ok(())
@@ -122,11 +177,16 @@ pub async fn insert(
 
 pub async fn update(conn: &mut AnyConnection, env: &Environment) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE environments SET feeds_from = $1, soak_ms = $2, deploy_role = $3 WHERE name = $4",
+        "UPDATE environments SET feeds_from = $1, soak_ms = $2, deploy_role = $3, event_retention_ms = $4, min_requests = $5, max_error_rate = $6, max_escalation_rate = $7, max_block_rate = $8 WHERE name = $9",
     )
     .bind(env.feeds_from.as_deref())
     .bind(env.soak_ms)
     .bind(env.deploy_role.as_str())
+    .bind(env.event_retention_ms)
+    .bind(env.evidence.min_requests)
+    .bind(env.evidence.max_error_rate)
+    .bind(env.evidence.max_escalation_rate)
+    .bind(env.evidence.max_block_rate)
     .bind(&env.name)
     .execute(conn)
     .await?;

@@ -11,6 +11,7 @@
 
 pub mod adminlog;
 mod api_admin;
+mod api_events;
 mod api_gateway;
 pub mod app;
 pub mod clock;
@@ -18,10 +19,13 @@ pub mod db;
 mod deploy;
 pub mod envs;
 pub mod error;
+mod escalations;
+pub mod events;
 mod fleet;
 mod import;
 pub mod keys;
 pub mod manifest;
+mod metrics;
 mod pointers;
 mod promote;
 mod registry;

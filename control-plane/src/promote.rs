@@ -8,6 +8,11 @@
 //! - `tests`: the pack's tests pass when compiled for the target environment.
 //! - `source_verified`: the source is verified at the hash it runs for the target's soak time
 //!   (see `state` for the exact rule).
+//! - `runtime_evidence`, only when the target sets thresholds (`envs::Evidence`): the source's
+//!   decision events on the promoted version's exact hash, since the source's pointer reached
+//!   that hash (whole minutes, from the rollups), have at least `min_requests` requests and error,
+//!   escalation and block rates within their maxima. A refusal names each failing threshold
+//!   with the measured value; the measurements are recorded with the promotion either way.
 //!
 //! A viewer or gateway key is refused before any gate (403): it may never change policy. When
 //! the `role` gate fails the answer is 403, otherwise 409; the code is `PROMOTION_REFUSED`.
@@ -135,6 +140,10 @@ pub(crate) async fn promote(
     let mut g = gate("source_verified", v.verified, detail);
     g["evidence"] = json!(v);
     gates.push(g);
+    if target.evidence.is_set() {
+        gates
+            .push(evidence_gate(app, from, pack, &version.hash, desired_ref.since, &target).await?);
+    }
     if !all_passed(&gates) {
         return refuse(app, caller, pack, from, to, Some(&version.version), gates).await;
     }
@@ -145,6 +154,86 @@ pub(crate) async fn promote(
         detail: json!({ "from": from, "gates": gates }),
     };
     commit_move(app, to, &version, mv).await
+}
+
+/// The runtime evidence gate (see the module docs).
+async fn evidence_gate(
+    app: &App,
+    from: &str,
+    pack: &str,
+    hash: &str,
+    since: i64,
+    target: &Environment,
+) -> Result<Value, ApiError> {
+    let counts = crate::events::summary(
+        &mut *app.db.read().await?,
+        from,
+        Some(pack),
+        Some(hash),
+        since,
+        app.now() + 1,
+    )
+    .await?;
+    let c = crate::events::VersionCounts::total(&counts);
+    let t = target.evidence;
+    let mut failing = Vec::new();
+    if let Some(min) = t.min_requests {
+        if c.requests < min {
+            failing.push(format!(
+                "{} requests, fewer than the {min} required",
+                c.requests
+            ));
+        }
+    }
+    for (name, measured, max) in [
+        ("error rate", c.error_rate(), t.max_error_rate),
+        (
+            "escalation rate",
+            c.escalation_rate(),
+            t.max_escalation_rate,
+        ),
+        ("block rate", c.block_rate(), t.max_block_rate),
+    ] {
+        if let Some(max) = max {
+            if measured > max {
+                failing.push(format!(
+                    "{name} {:.2} % above the maximum {:.2} %",
+                    measured * 100.0,
+                    max * 100.0
+                ));
+            }
+        }
+    }
+    let passed = failing.is_empty();
+    let detail = if passed {
+        format!(
+            "{from} served {} requests on this hash since {}: error {:.2} %, escalation {:.2} %, block {:.2} %",
+            c.requests,
+            crate::clock::rfc3339(since),
+            c.error_rate() * 100.0,
+            c.escalation_rate() * 100.0,
+            c.block_rate() * 100.0
+        )
+    } else {
+        format!("{from}: {}", failing.join("; "))
+    };
+    let mut g = gate("runtime_evidence", passed, detail);
+    g["evidence"] = json!({
+        "since": crate::clock::rfc3339(since),
+        "hash": hash,
+        "requests": c.requests,
+        "outcomes": c.outcomes,
+        "error_rate": c.error_rate(),
+        "escalation_rate": c.escalation_rate(),
+        "block_rate": c.block_rate(),
+        "thresholds": {
+            "min_requests": t.min_requests,
+            "max_error_rate": t.max_error_rate,
+            "max_escalation_rate": t.max_escalation_rate,
+            "max_block_rate": t.max_block_rate,
+        },
+    });
+    Ok(g)
 }
 
 async fn refuse(

@@ -84,7 +84,11 @@ pub(crate) async fn dispatch(app: &App, req: &Req) -> Result<Resp, ApiError> {
     let m = &req.method;
     match segments.as_slice() {
         ["healthz"] if m == Method::GET => ok(&json!({ "status": "ok" })),
+        ["metrics"] if m == Method::GET => crate::api_events::metrics(app).await,
         ["v1", "gateways", ..] => api_gateway::dispatch(app, req, &segments[2..]).await,
+        ["v1", "events", ..] | ["v1", "escalations", ..] => {
+            crate::api_events::dispatch(app, req, &segments[1..]).await
+        }
         ["v1", "keys", ..] | ["v1", "environments", ..] => {
             api_admin::dispatch(app, req, &segments[1..]).await
         }

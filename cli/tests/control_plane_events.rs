@@ -1,0 +1,652 @@
+//! Decision events and the escalation queue through the real control-plane binary, on SQLite and
+//! Postgres: batches are stored once by request id and refused whole when any event is bad (or
+//! of another environment); `GET /v1/events` filters and pages newest first; the summary
+//! compares versions; escalations move open → acknowledged → resolved by role, with every change
+//! in the admin log; the runtime evidence gate refuses a promotion with the measured rates and
+//! lets it through once they hold; retention deletes what is older than the environment keeps.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod cp_support;
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cp_support::{eventually, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
+use serde_json::{json, Value};
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// One event of `dev` as a gateway sends it.
+fn event(id: &str, version: &str, hash: &str, outcome: &str, at_ms: i64) -> Value {
+    json!({
+        "request_id": id, "at_ms": at_ms, "environment": "dev", "pack": "support",
+        "version": version, "hash": hash, "route": "/v1/chat/completions",
+        "model_requested": "gpt-4o", "model_used": "gpt-4o", "caller": "app-1", "team": "support",
+        "outcome": outcome, "escalated": outcome == "escalated", "status": 200,
+        "latency_us": 1500, "upstream_us": 1000, "input_tokens": 10, "output_tokens": 20,
+        "cost_usd": 0.0001, "pii": { "request": {}, "response": {} },
+    })
+}
+
+fn send(cp: &ControlPlane, key: &str, events: &[Value]) -> cp_support::HttpAnswer {
+    cp.http(
+        "POST",
+        "/v1/events",
+        Some(key),
+        &[],
+        Some(&json!({ "gateway": "gw-1", "events": events })),
+    )
+}
+
+/// `GET path` as text (the metrics exposition is not JSON).
+fn get_text(cp: &ControlPlane, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(&cp.addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn events_are_stored_once_filtered_paged_and_summarised(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let gw = cp.create_key("gateway", Some("dev"));
+    let t0 = now_ms() - 60_000;
+    let mut batch = Vec::new();
+    for (i, (version, outcome)) in [
+        ("1.0.0", "allowed"),
+        ("1.0.0", "redacted"),
+        ("1.0.0", "blocked"),
+        ("2.0.0", "escalated"),
+        ("2.0.0", "escalated"),
+        ("2.0.0", "allowed"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = event(
+            &format!("req-{i}"),
+            version,
+            &format!("hash-{version}"),
+            outcome,
+            t0 + i as i64,
+        );
+        if outcome != "allowed" {
+            e["pii"]["request"] = json!({ "email": 2 });
+        }
+        batch.push(e);
+    }
+    batch[1]["pii"]["response"] = json!({ "us_ssn": 1 });
+    let a = send(&cp, &gw, &batch);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["accepted"], 6);
+    assert_eq!(a.body["escalations_opened"], 2);
+
+    // A retried batch (its acknowledgement lost) is not counted twice.
+    let a = send(&cp, &gw, &batch);
+    assert_eq!(
+        (a.body["accepted"].clone(), a.body["duplicates"].clone()),
+        (json!(0), json!(6))
+    );
+
+    // Refused whole: a bad event names itself and the good one beside it is not stored.
+    let mut bad = event("req-bad", "1.0.0", "hash-1.0.0", "fine", t0);
+    let a = send(
+        &cp,
+        &gw,
+        &[
+            event("req-new", "1.0.0", "hash-1.0.0", "allowed", t0),
+            bad.clone(),
+        ],
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[1]: outcome `fine`"),
+        "{}",
+        a.body
+    );
+    bad["outcome"] = json!("allowed");
+    bad["status"] = json!("ok");
+    let a = send(&cp, &gw, &[bad]);
+    assert_eq!(a.status, 400);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events[0].status"),
+        "{}",
+        a.body
+    );
+    // Another environment's events, and keys that are not gateway keys, are refused.
+    let mut prod = event("req-prod", "1.0.0", "h", "allowed", t0);
+    prod["environment"] = json!("prod");
+    assert_eq!(send(&cp, &gw, &[prod]).status, 403);
+    let viewer = cp.create_key("viewer", None);
+    assert_eq!(
+        send(&cp, &viewer, &[event("req-v", "1.0.0", "h", "allowed", t0)]).status,
+        403
+    );
+    let many: Vec<Value> = (0..5001)
+        .map(|i| event(&format!("m{i}"), "1.0.0", "h", "allowed", t0))
+        .collect();
+    let a = send(&cp, &gw, &many);
+    assert_eq!(
+        (a.status, a.body["error"]["code"].as_str()),
+        (413, Some("BATCH_TOO_LARGE"))
+    );
+
+    // Newest first, paged by cursor, nothing twice.
+    let p1 = cp
+        .http(
+            "GET",
+            "/v1/events?environment=dev&limit=4",
+            Some(&viewer),
+            &[],
+            None,
+        )
+        .body;
+    assert_eq!(ids(&p1), ["req-5", "req-4", "req-3", "req-2"]);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let p2 = cp
+        .http(
+            "GET",
+            &format!("/v1/events?environment=dev&limit=4&cursor={cursor}"),
+            Some(&viewer),
+            &[],
+            None,
+        )
+        .body;
+    assert_eq!(ids(&p2), ["req-1", "req-0"]);
+    assert!(p2["next_cursor"].is_null());
+    let e0 = &p2["events"][1];
+    assert_eq!(
+        (
+            e0["caller"].as_str(),
+            e0["team"].as_str(),
+            e0["input_tokens"].as_i64()
+        ),
+        (Some("app-1"), Some("support"), Some(10))
+    );
+
+    let q = |query: &str| {
+        ids(&cp
+            .http(
+                "GET",
+                &format!("/v1/events?{query}"),
+                Some(&viewer),
+                &[],
+                None,
+            )
+            .body)
+    };
+    assert_eq!(q("environment=dev&outcome=escalated"), ["req-4", "req-3"]);
+    assert_eq!(q("environment=dev&entity=us_ssn"), ["req-1"]);
+    assert_eq!(
+        q("environment=dev&version=1.0.0&entity=email"),
+        ["req-2", "req-1"]
+    );
+    assert_eq!(
+        q("environment=dev&since=1s").len(),
+        0,
+        "all are a minute old"
+    );
+    assert_eq!(q("environment=dev&since=2m").len(), 6);
+    assert_eq!(
+        cp.http("GET", "/v1/events?outcome=nope", Some(&viewer), &[], None)
+            .status,
+        400
+    );
+    // A key scoped to another environment cannot read dev's events.
+    let prod_viewer = cp.create_key("viewer", Some("prod"));
+    assert_eq!(
+        cp.http(
+            "GET",
+            "/v1/events?environment=dev",
+            Some(&prod_viewer),
+            &[],
+            None
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        ids(&cp
+            .http("GET", "/v1/events", Some(&prod_viewer), &[], None)
+            .body)
+        .len(),
+        0
+    );
+
+    let s = cp
+        .http(
+            "GET",
+            "/v1/events/summary?environment=dev&since=1h",
+            Some(&viewer),
+            &[],
+            None,
+        )
+        .body;
+    let rows = s["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{s}");
+    let v2 = rows.iter().find(|r| r["version"] == "2.0.0").unwrap();
+    assert_eq!(v2["requests"], 3);
+    assert_eq!(v2["outcomes"]["escalated"], 2);
+    assert!((v2["rates"]["escalation"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    let v1 = rows.iter().find(|r| r["version"] == "1.0.0").unwrap();
+    assert!((v1["rates"]["block"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(v1["findings"]["request"]["email"], 4);
+    assert_eq!(v1["findings"]["response"]["us_ssn"], 1);
+    let total = cp
+        .http(
+            "GET",
+            "/v1/events/summary?environment=dev&by=total",
+            Some(&viewer),
+            &[],
+            None,
+        )
+        .body;
+    assert_eq!(total["rows"][0]["requests"], 6);
+
+    // The CLI shows the same.
+    let o = cp.cli(
+        Some(&viewer),
+        &["events", "-e", "dev", "--outcome", "blocked"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("req-2") && !out.contains("req-3"), "{out}");
+    let o = cp.cli(
+        Some(&viewer),
+        &["events", "summary", "-e", "dev", "--since", "1h"],
+    );
+    let out = text(&o);
+    assert!(
+        o.status.success() && out.contains("2.0.0") && out.contains("66.67 %"),
+        "{out}"
+    );
+    let o = cp.cli(
+        Some(&viewer),
+        &["events", "-e", "dev", "--format", "json", "--limit", "2"],
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ids(&v), ["req-5", "req-4"]);
+}
+
+fn escalations_move_by_role_and_are_logged(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let gw = cp.create_key("gateway", Some("dev"));
+    let t0 = now_ms() - 5_000;
+    let batch: Vec<Value> = (0..3)
+        .map(|i| event(&format!("esc-{i}"), "2.0.0", "hash-2", "escalated", t0 + i))
+        .collect();
+    assert_eq!(send(&cp, &gw, &batch).status, 200);
+    let metrics = get_text(&cp, "/metrics");
+    assert!(
+        metrics.contains("palisade_escalations_open{environment=\"dev\",version=\"2.0.0\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("palisade_cp_events_accepted_total 3"),
+        "{metrics}"
+    );
+
+    let viewer = cp.create_key("viewer", None);
+    let deployer = cp.create_key("deployer", Some("dev"));
+    let o = cp.cli(
+        Some(&viewer),
+        &["escalations", "list", "-e", "dev", "--state", "open"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).matches("esc-").count(), 3, "{}", text(&o));
+
+    // A viewer reads but cannot act; the refusal is in the admin log.
+    let o = cp.cli(Some(&viewer), &["escalations", "ack", "esc-0"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("FORBIDDEN"), "{}", text(&o));
+    let o = cp.cli(Some(&deployer), &["escalations", "ack", "esc-0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cp.cli(Some(&deployer), &["escalations", "ack", "esc-0"]);
+    assert!(
+        text(&o).contains("ESCALATION_STATE"),
+        "a second ack conflicts: {}",
+        text(&o)
+    );
+    let o = cp.cli(
+        Some(&deployer),
+        &["escalations", "resolve", "esc-0", "--as", "fine"],
+    );
+    assert!(text(&o).contains("resolution `fine`"), "{}", text(&o));
+    let o = cp.cli(
+        Some(&deployer),
+        &[
+            "escalations",
+            "resolve",
+            "esc-0",
+            "--as",
+            "false_positive",
+            "--note",
+            "test card number",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = cp
+        .http("GET", "/v1/escalations/esc-0", Some(&viewer), &[], None)
+        .body;
+    assert_eq!(shown["state"], "resolved");
+    assert_eq!(shown["resolution"], "false_positive");
+    assert_eq!(shown["note"], "test card number");
+    assert_eq!(
+        shown["event"]["request_id"], "esc-0",
+        "the event that opened it: {shown}"
+    );
+    // An open one can be resolved without an ack; a resolved one cannot be acked.
+    let o = cp.cli(
+        Some(ADMIN_KEY),
+        &["escalations", "resolve", "esc-1", "--as", "expected"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!cp
+        .cli(Some(&deployer), &["escalations", "ack", "esc-1"])
+        .status
+        .success());
+    assert_eq!(
+        cp.http("GET", "/v1/escalations/nope", Some(&viewer), &[], None)
+            .status,
+        404
+    );
+
+    let open = cp
+        .http(
+            "GET",
+            "/v1/escalations?environment=dev&state=open",
+            Some(&viewer),
+            &[],
+            None,
+        )
+        .body;
+    assert_eq!(open["escalations"].as_array().unwrap().len(), 1);
+    let metrics = get_text(&cp, "/metrics");
+    assert!(
+        metrics.contains("palisade_escalations_open{environment=\"dev\",version=\"2.0.0\"} 1"),
+        "{metrics}"
+    );
+
+    let h = cp
+        .http(
+            "GET",
+            "/v1/history?environment=dev",
+            Some(ADMIN_KEY),
+            &[],
+            None,
+        )
+        .body;
+    let actions: Vec<(String, String)> = h["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"].as_str().unwrap().starts_with("escalation."))
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("escalation.ack", "refused"),
+        ("escalation.ack", "ok"),
+        ("escalation.resolve", "ok"),
+    ] {
+        assert!(
+            actions
+                .iter()
+                .any(|(a, o)| (a.as_str(), o.as_str()) == want),
+            "{want:?} in {actions:?}"
+        );
+    }
+    let v = cp
+        .http("GET", "/v1/history/verify", Some(ADMIN_KEY), &[], None)
+        .body;
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+fn promotion_needs_runtime_evidence_when_the_target_asks(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let gw = cp.create_key("gateway", Some("dev"));
+    let hash = cp.push(PACK_V1);
+    let o = cp.cli(
+        Some(ADMIN_KEY),
+        &[
+            "deploy", "support", "1.0.0", "-e", "dev", "--note", "to dev",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // One gateway in dev, SYNCED on that hash (staging has no soak).
+    assert_eq!(cp.register(&gw, "gw-1", "dev").status, 200);
+    cp.report(
+        &gw,
+        "gw-1",
+        "dev",
+        Some(("1.0.0", &hash)),
+        Some(cp_support::ack("1.0.0")),
+    );
+    let o = cp.cli(
+        Some(ADMIN_KEY),
+        &[
+            "environments",
+            "set",
+            "staging",
+            "--min-requests",
+            "5",
+            "--max-escalation-rate",
+            "0.2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("≥5 requests, escalations ≤20.00 %"),
+        "{}",
+        text(&o)
+    );
+    let promote = || {
+        cp.cli(
+            Some(ADMIN_KEY),
+            &[
+                "promote", "support", "--from", "dev", "--to", "staging", "--note", "go",
+            ],
+        )
+    };
+    let t = now_ms();
+    let batch = |from: usize, outcomes: &[&str]| -> Vec<Value> {
+        outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                event(
+                    &format!("p-{}", from + i),
+                    "1.0.0",
+                    &hash,
+                    o,
+                    t + (from + i) as i64,
+                )
+            })
+            .collect()
+    };
+    // Events of another hash do not count as evidence for this one.
+    let mut other = batch(100, &["allowed"; 6]);
+    for e in &mut other {
+        e["hash"] = json!("some-other-hash");
+    }
+    assert_eq!(send(&cp, &gw, &other).status, 200);
+    assert_eq!(
+        send(&cp, &gw, &batch(0, &["allowed", "escalated", "allowed"])).status,
+        200
+    );
+    let o = promote();
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("runtime_evidence") && out.contains("3 requests, fewer than the 5 required"),
+        "{out}"
+    );
+    assert!(
+        out.contains("escalation rate 33.33 % above the maximum 20.00 %"),
+        "{out}"
+    );
+
+    assert_eq!(
+        send(
+            &cp,
+            &gw,
+            &batch(
+                3,
+                &[
+                    "allowed",
+                    "escalated",
+                    "allowed",
+                    "allowed",
+                    "allowed",
+                    "allowed",
+                    "allowed"
+                ]
+            )
+        )
+        .status,
+        200
+    );
+    let o = promote();
+    assert!(
+        o.status.success(),
+        "10 requests, 20 % escalated: {}",
+        text(&o)
+    );
+    let h = cp
+        .http(
+            "GET",
+            "/v1/history?environment=staging",
+            Some(ADMIN_KEY),
+            &[],
+            None,
+        )
+        .body;
+    let rec = h["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "promote" && r["outcome"] == "ok")
+        .unwrap()
+        .clone();
+    let detail: Value = match &rec["detail"] {
+        Value::String(s) => serde_json::from_str(s).unwrap(),
+        v => v.clone(),
+    };
+    let gate = detail["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "runtime_evidence")
+        .unwrap();
+    assert_eq!(gate["evidence"]["requests"], 10, "{gate}");
+    assert_eq!(gate["passed"], true);
+}
+
+fn retention_deletes_what_the_environment_no_longer_keeps(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = cp_support::Database::fresh(backend, dir.path());
+    let cp = ControlPlane::start_with_args(
+        200,
+        Some(ADMIN_KEY),
+        dir,
+        db,
+        &["--event-prune-interval", "200ms"],
+    );
+    let o = cp.cli(
+        Some(ADMIN_KEY),
+        &["environments", "set", "dev", "--event-retention", "1h"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let gw = cp.create_key("gateway", Some("dev"));
+    let now = now_ms();
+    let mut batch = vec![event("fresh", "1.0.0", "h", "allowed", now)];
+    batch.extend((0..30).map(|i| {
+        event(
+            &format!("old-{i}"),
+            "1.0.0",
+            "h",
+            "escalated",
+            now - 2 * 3600 * 1000 + i,
+        )
+    }));
+    assert_eq!(send(&cp, &gw, &batch).status, 200);
+    eventually(Duration::from_secs(30), "old events deleted", || {
+        let v = cp
+            .http(
+                "GET",
+                "/v1/events?environment=dev",
+                Some(ADMIN_KEY),
+                &[],
+                None,
+            )
+            .body;
+        (ids(&v) == ["fresh"]).then_some(())
+    });
+    let s = cp
+        .http(
+            "GET",
+            "/v1/events/summary?environment=dev&since=3h",
+            Some(ADMIN_KEY),
+            &[],
+            None,
+        )
+        .body;
+    assert_eq!(
+        s["rows"][0]["requests"], 1,
+        "the rollups of deleted minutes go too: {s}"
+    );
+    // Escalations are review items: they outlive the events that opened them.
+    let esc = cp
+        .http(
+            "GET",
+            "/v1/escalations?environment=dev",
+            Some(ADMIN_KEY),
+            &[],
+            None,
+        )
+        .body;
+    assert_eq!(esc["escalations"].as_array().unwrap().len(), 30);
+}
+
+on_both_backends!(
+    events_are_stored_once_filtered_paged_and_summarised,
+    escalations_move_by_role_and_are_logged,
+    promotion_needs_runtime_evidence_when_the_target_asks,
+    retention_deletes_what_the_environment_no_longer_keeps,
+);

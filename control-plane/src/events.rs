@@ -1,0 +1,953 @@
+//! Decision events: what every request through the fleet did, under which pack version.
+//!
+//! Gateways send batches (`POST /v1/events`, gzip allowed) of one event per request: identity
+//! (request id, environment, pack, version, hash, route, models, caller and team), the outcome in
+//! one word, the PII findings by side and entity (counts, never values), tokens, cost, status and
+//! latency. A batch is checked whole before anything is written: a malformed event is a 400
+//! naming it (`events[3].outcome`), a batch over [`MAX_BATCH_EVENTS`] a 413, an event for
+//! another environment than the gateway key's a 403 — and nothing of that batch is stored.
+//!
+//! Storage is idempotent by request id: a batch sent again after a lost acknowledgement inserts
+//! nothing twice (`ON CONFLICT DO NOTHING … RETURNING` tells which events are new), and only new
+//! events move the per-minute rollups and open escalations, in the same transaction. Ingest is
+//! serialised within a process by its own lock, not the registry's write lock, so a burst of
+//! events never queues behind (or delays) a deploy.
+//!
+//! Time: `at` is the gateway's clock (when the request ended), clamped to the control plane's
+//! receive time so a gateway clock running ahead cannot place events in the future; `received_at`
+//! is the control plane's, and `--follow` reads by it, so late batches are not skipped.
+//!
+//! Queries: [`list`] filters and pages newest first by a `(at, request_id)` cursor;
+//! [`summary`] reads the per-minute rollups (counts by outcome, findings by entity, per version),
+//! so its cost depends on the window's minutes and versions, not on the number of events.
+//! Retention ([`prune`]) deletes per environment in bounded batches, each its own transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{AnyConnection, Row as _};
+
+use crate::clock::rfc3339;
+use crate::error::ApiError;
+
+/// The most events one batch may carry.
+pub const MAX_BATCH_EVENTS: usize = 5000;
+/// Events kept per environment unless its `event_retention_ms` says otherwise (7 days).
+pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Rows deleted per retention transaction.
+pub const PRUNE_BATCH: i64 = 5000;
+/// Rows per multi-row `INSERT` (under both databases' bind-parameter limits).
+const ROWS_PER_INSERT: usize = 150;
+const MINUTE_MS: i64 = 60_000;
+
+/// How a request ended, in one word (the event's `outcome`).
+pub const OUTCOMES: &[&str] = &[
+    "allowed",
+    "redacted",
+    "logged",
+    "escalated",
+    "degraded",
+    "blocked",
+    "budget_refused",
+    "rejected",
+    "upstream_error",
+    "internal_error",
+    "cancelled",
+];
+
+/// Outcomes that count as errors, blocks, for the rates of a summary and the evidence gate.
+const ERROR_OUTCOMES: &[&str] = &["upstream_error", "internal_error"];
+const BLOCK_OUTCOMES: &[&str] = &["blocked", "budget_refused"];
+
+/// PII findings of one event: entity → count, per side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Findings {
+    #[serde(default)]
+    pub request: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub response: BTreeMap<String, u32>,
+}
+
+/// One decision event as a gateway sends it. Unknown fields are ignored, so a newer gateway may
+/// send more than this version reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventIn {
+    pub request_id: String,
+    /// Unix milliseconds, the gateway's clock.
+    pub at_ms: i64,
+    pub environment: String,
+    pub pack: String,
+    pub version: String,
+    pub hash: String,
+    pub route: String,
+    #[serde(default)]
+    pub model_requested: Option<String>,
+    #[serde(default)]
+    pub model_used: Option<String>,
+    #[serde(default)]
+    pub caller: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    pub outcome: String,
+    #[serde(default)]
+    pub escalated: bool,
+    pub status: u16,
+    pub latency_us: u64,
+    #[serde(default)]
+    pub upstream_us: Option<u64>,
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    #[serde(default)]
+    pub pii: Findings,
+    /// Only when the pack's audit settings include redacted text.
+    #[serde(default)]
+    pub redacted_text: Option<String>,
+    #[serde(default)]
+    pub redacted_response_text: Option<String>,
+}
+
+/// `POST /v1/events` body.
+#[derive(Debug, Deserialize)]
+pub struct Batch {
+    pub gateway: String,
+    pub events: Vec<EventIn>,
+}
+
+/// What ingesting a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub escalations_opened: usize,
+}
+
+fn short(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("{field} is {} bytes; at most {max}", value.len()));
+    }
+    Ok(())
+}
+
+fn identifier(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() || value.len() > max {
+        return Err(format!("{field} must be 1 to {max} characters"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{field} must be printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
+impl EventIn {
+    /// Why this event cannot be stored, if it cannot.
+    fn check(&self) -> Result<(), String> {
+        identifier("request_id", &self.request_id, 64)?;
+        identifier("environment", &self.environment, 32)?;
+        identifier("pack", &self.pack, 128)?;
+        identifier("version", &self.version, 64)?;
+        identifier("hash", &self.hash, 128)?;
+        identifier("route", &self.route, 128)?;
+        for (field, v) in [
+            ("model_requested", &self.model_requested),
+            ("model_used", &self.model_used),
+            ("caller", &self.caller),
+            ("team", &self.team),
+        ] {
+            if let Some(v) = v {
+                short(field, v, 256)?;
+            }
+        }
+        for (field, v) in [
+            ("redacted_text", &self.redacted_text),
+            ("redacted_response_text", &self.redacted_response_text),
+        ] {
+            if let Some(v) = v {
+                short(field, v, 64 << 10)?;
+            }
+        }
+        if !OUTCOMES.contains(&self.outcome.as_str()) {
+            return Err(format!(
+                "outcome `{}` is not one of {}",
+                self.outcome,
+                OUTCOMES.join(", ")
+            ));
+        }
+        if self.at_ms <= 0 {
+            return Err("at_ms must be a positive Unix time in milliseconds".to_owned());
+        }
+        if self.cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            return Err("cost_usd must be a finite, non-negative number".to_owned());
+        }
+        for (side, map) in [
+            ("request", &self.pii.request),
+            ("response", &self.pii.response),
+        ] {
+            if map.len() > 64 {
+                return Err(format!("pii.{side} names more than 64 entities"));
+            }
+            for entity in map.keys() {
+                identifier(&format!("pii.{side} entity"), entity, 64)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn findings_json(&self) -> String {
+        serde_json::to_string(&self.pii).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// Decode and check a batch for a gateway key of `environment`: every event must be well-formed
+/// and of that environment, or the batch is refused whole.
+pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<Batch, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let batch: Batch = serde_path_to_error::deserialize(de).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "invalid event batch at `{}`: {}",
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::TooLong {
+            code: "BATCH_TOO_LARGE",
+            message: format!(
+                "the batch holds {} events; at most {MAX_BATCH_EVENTS} are accepted",
+                batch.events.len()
+            ),
+        });
+    }
+    identifier("gateway", &batch.gateway, 128).map_err(ApiError::BadRequest)?;
+    for (i, e) in batch.events.iter().enumerate() {
+        e.check()
+            .map_err(|m| ApiError::BadRequest(format!("events[{i}]: {m}")))?;
+        if let Some(env) = key_environment {
+            if e.environment != env {
+                return Err(ApiError::Forbidden(format!(
+                    "events[{i}] is for environment {}; this gateway key may only send events of {env}",
+                    e.environment
+                )));
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// One value bound to a dynamically built statement.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    OptFloat(Option<f64>),
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.as_str()),
+            Bind::OptText(s) => q.bind(s.as_deref()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::OptInt(i) => q.bind(*i),
+            Bind::OptFloat(f) => q.bind(*f),
+        };
+    }
+    q
+}
+
+/// `($1, $2, …), ($n+1, …)` for `rows` rows of `cols` columns.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "${}", r * cols + c + 1);
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const EVENT_COLUMNS: &str = "request_id, at, received_at, environment, gateway, pack, version, hash, route, model_requested, model_used, caller, team, outcome, escalated, status, latency_us, upstream_us, input_tokens, output_tokens, cost_usd, findings, redacted_text, redacted_response_text";
+const EVENT_COLUMN_COUNT: usize = 24;
+
+/// Store a checked batch in one transaction: the new events, their entity rows, the rollups and
+/// the escalations they open. Events already stored (by request id) are skipped entirely.
+pub(crate) async fn ingest(
+    conn: &mut AnyConnection,
+    batch: &Batch,
+    now: i64,
+) -> Result<Ingested, sqlx::Error> {
+    let mut out = Ingested::default();
+    let mut new_ids: Vec<String> = Vec::with_capacity(batch.events.len());
+    // One request id twice in one batch: the first wins, like a second batch would.
+    let mut seen = std::collections::HashSet::with_capacity(batch.events.len());
+    let unique: Vec<&EventIn> = batch
+        .events
+        .iter()
+        .filter(|e| seen.insert(e.request_id.as_str()))
+        .collect();
+    for chunk in unique.chunks(ROWS_PER_INSERT) {
+        let mut binds = Vec::with_capacity(chunk.len() * EVENT_COLUMN_COUNT);
+        for e in chunk {
+            binds.extend([
+                Bind::Text(e.request_id.clone()),
+                Bind::Int(e.at_ms.min(now)),
+                Bind::Int(now),
+                Bind::Text(e.environment.clone()),
+                Bind::Text(batch.gateway.clone()),
+                Bind::Text(e.pack.clone()),
+                Bind::Text(e.version.clone()),
+                Bind::Text(e.hash.clone()),
+                Bind::Text(e.route.clone()),
+                Bind::OptText(e.model_requested.clone()),
+                Bind::OptText(e.model_used.clone()),
+                Bind::OptText(e.caller.clone()),
+                Bind::OptText(e.team.clone()),
+                Bind::Text(e.outcome.clone()),
+                Bind::Int(i64::from(e.escalated)),
+                Bind::Int(i64::from(e.status)),
+                Bind::Int(to_i64(e.latency_us)),
+                Bind::OptInt(e.upstream_us.map(to_i64)),
+                Bind::OptInt(e.input_tokens.map(to_i64)),
+                Bind::OptInt(e.output_tokens.map(to_i64)),
+                Bind::OptFloat(e.cost_usd),
+                Bind::Text(e.findings_json()),
+                Bind::OptText(e.redacted_text.clone()),
+                Bind::OptText(e.redacted_response_text.clone()),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            placeholders(chunk.len(), EVENT_COLUMN_COUNT)
+        );
+        let rows = bind_all(sqlx::query(&sql), &binds)
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in rows {
+            new_ids.push(r.try_get("request_id")?);
+        }
+    }
+    out.accepted = new_ids.len();
+    out.duplicates = batch.events.len() - new_ids.len();
+    if new_ids.is_empty() {
+        return Ok(out);
+    }
+    let new: std::collections::HashSet<&str> = new_ids.iter().map(String::as_str).collect();
+    let fresh: Vec<&EventIn> = unique
+        .into_iter()
+        .filter(|e| new.contains(e.request_id.as_str()))
+        .collect();
+    insert_entities(conn, &fresh, now).await?;
+    upsert_rollups(conn, &fresh, now).await?;
+    out.escalations_opened = open_escalations(conn, &fresh, &batch.gateway, now).await?;
+    Ok(out)
+}
+
+async fn insert_entities(
+    conn: &mut AnyConnection,
+    events: &[&EventIn],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut rows: Vec<[Bind; 6]> = Vec::new();
+    for e in events {
+        for (side, map) in [("request", &e.pii.request), ("response", &e.pii.response)] {
+            for (entity, n) in map {
+                rows.push([
+                    Bind::Text(e.request_id.clone()),
+                    Bind::Text(e.environment.clone()),
+                    Bind::Int(e.at_ms.min(now)),
+                    Bind::Text(side.to_owned()),
+                    Bind::Text(entity.clone()),
+                    Bind::Int(i64::from(*n)),
+                ]);
+            }
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT * 3) {
+        let binds: Vec<Bind> = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
+        let sql = format!(
+            "INSERT INTO event_entities (request_id, environment, at, side, entity, findings) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(chunk.len(), 6)
+        );
+        bind_all(sqlx::query(&sql), &binds)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Environment, pack, version, hash and minute: the unit of the rollups.
+type VersionMinute<'a> = (&'a str, &'a str, &'a str, &'a str, i64);
+
+async fn upsert_rollups(
+    conn: &mut AnyConnection,
+    events: &[&EventIn],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    // (version key, outcome) → (requests, escalated)
+    let mut outcomes: HashMap<(VersionMinute<'_>, &str), (i64, i64)> = HashMap::new();
+    // (version key, side, entity) → (findings, requests)
+    let mut entities: HashMap<(VersionMinute<'_>, &str, &str), (i64, i64)> = HashMap::new();
+    for e in events {
+        let minute = e.at_ms.min(now) / MINUTE_MS * MINUTE_MS;
+        let key = (
+            e.environment.as_str(),
+            e.pack.as_str(),
+            e.version.as_str(),
+            e.hash.as_str(),
+            minute,
+        );
+        let slot = outcomes.entry((key, e.outcome.as_str())).or_default();
+        slot.0 += 1;
+        slot.1 += i64::from(e.escalated);
+        for (side, map) in [("request", &e.pii.request), ("response", &e.pii.response)] {
+            for (entity, n) in map {
+                let slot = entities.entry((key, side, entity.as_str())).or_default();
+                slot.0 += i64::from(*n);
+                slot.1 += 1;
+            }
+        }
+    }
+    let rows: Vec<_> = outcomes.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut binds = Vec::with_capacity(chunk.len() * 8);
+        for (((env, pack, version, hash, minute), outcome), (n, esc)) in chunk {
+            binds.extend([
+                Bind::Text((*env).to_owned()),
+                Bind::Text((*pack).to_owned()),
+                Bind::Text((*version).to_owned()),
+                Bind::Text((*hash).to_owned()),
+                Bind::Int(*minute),
+                Bind::Text((*outcome).to_owned()),
+                Bind::Int(*n),
+                Bind::Int(*esc),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO event_rollups (environment, pack, version, hash, minute, outcome, requests, escalated) VALUES {} \
+             ON CONFLICT (environment, pack, hash, minute, outcome) DO UPDATE SET requests = event_rollups.requests + excluded.requests, escalated = event_rollups.escalated + excluded.escalated",
+            placeholders(chunk.len(), 8)
+        );
+        bind_all(sqlx::query(&sql), &binds)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let rows: Vec<_> = entities.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut binds = Vec::with_capacity(chunk.len() * 9);
+        for (((env, pack, version, hash, minute), side, entity), (n, requests)) in chunk {
+            binds.extend([
+                Bind::Text((*env).to_owned()),
+                Bind::Text((*pack).to_owned()),
+                Bind::Text((*version).to_owned()),
+                Bind::Text((*hash).to_owned()),
+                Bind::Int(*minute),
+                Bind::Text((*side).to_owned()),
+                Bind::Text((*entity).to_owned()),
+                Bind::Int(*n),
+                Bind::Int(*requests),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO entity_rollups (environment, pack, version, hash, minute, side, entity, findings, requests) VALUES {} \
+             ON CONFLICT (environment, pack, hash, minute, side, entity) DO UPDATE SET findings = entity_rollups.findings + excluded.findings, requests = entity_rollups.requests + excluded.requests",
+            placeholders(chunk.len(), 9)
+        );
+        bind_all(sqlx::query(&sql), &binds)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn open_escalations(
+    conn: &mut AnyConnection,
+    events: &[&EventIn],
+    gateway: &str,
+    now: i64,
+) -> Result<usize, sqlx::Error> {
+    let escalated: Vec<&&EventIn> = events.iter().filter(|e| e.escalated).collect();
+    for chunk in escalated.chunks(ROWS_PER_INSERT) {
+        let mut binds = Vec::with_capacity(chunk.len() * 9);
+        for e in chunk {
+            binds.extend([
+                Bind::Text(e.request_id.clone()),
+                Bind::Text(e.environment.clone()),
+                Bind::Text(e.pack.clone()),
+                Bind::Text(e.version.clone()),
+                Bind::Text(e.hash.clone()),
+                Bind::Text(gateway.to_owned()),
+                Bind::Int(e.at_ms.min(now)),
+                Bind::Text("open".to_owned()),
+                Bind::Int(now),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO escalations (id, environment, pack, version, hash, gateway, opened_at, state, updated_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+            placeholders(chunk.len(), 9)
+        );
+        bind_all(sqlx::query(&sql), &binds)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(escalated.len())
+}
+
+/// Filters of `GET /v1/events` (all optional; a time window is `[since, until)`).
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub environment: Option<String>,
+    pub pack: Option<String>,
+    pub version: Option<String>,
+    pub outcome: Option<String>,
+    pub entity: Option<String>,
+    pub caller: Option<String>,
+    pub team: Option<String>,
+    pub model: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Events the control plane received at or after this (`--follow`).
+    pub received_since_ms: Option<i64>,
+}
+
+/// Where a page ends: the last event's `(at, request_id)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: i64,
+    pub request_id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.at, self.request_id)
+    }
+
+    pub fn decode(s: &str) -> Result<Self, ApiError> {
+        let bad =
+            || ApiError::BadRequest(format!("`cursor` `{s}` is not a cursor this API returned"));
+        let (at, id) = s.split_once('.').ok_or_else(bad)?;
+        let at = at.parse().map_err(|_| bad())?;
+        identifier("cursor", id, 64).map_err(|_| bad())?;
+        Ok(Self {
+            at,
+            request_id: id.to_owned(),
+        })
+    }
+}
+
+/// One page of events, newest first, and the cursor of the next page when there is one.
+pub(crate) async fn list(
+    conn: &mut AnyConnection,
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<(Vec<Value>, Option<Cursor>), sqlx::Error> {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE 1 = 1");
+    let mut binds = Vec::new();
+    let mut cond = |sql: &mut String, clause: &str, b: Bind| {
+        binds.push(b);
+        let _ = write!(
+            sql,
+            " AND {}",
+            clause.replace('?', &format!("${}", binds.len()))
+        );
+    };
+    let text_filters = [
+        ("e.environment = ?", &filter.environment),
+        ("e.pack = ?", &filter.pack),
+        ("e.version = ?", &filter.version),
+        ("e.outcome = ?", &filter.outcome),
+        ("e.caller = ?", &filter.caller),
+        ("e.team = ?", &filter.team),
+    ];
+    for (clause, value) in text_filters {
+        if let Some(v) = value {
+            cond(&mut sql, clause, Bind::Text(v.clone()));
+        }
+    }
+    if let Some(m) = &filter.model {
+        // Asked for or served: either names the model.
+        binds.push(Bind::Text(m.clone()));
+        let n = binds.len();
+        let _ = write!(
+            sql,
+            " AND (e.model_requested = ${n} OR e.model_used = ${n})"
+        );
+    }
+    if let Some(entity) = &filter.entity {
+        binds.push(Bind::Text(entity.clone()));
+        let n = binds.len();
+        let _ = write!(
+            sql,
+            " AND EXISTS (SELECT 1 FROM event_entities x WHERE x.request_id = e.request_id AND x.entity = ${n})"
+        );
+    }
+    if let Some(t) = filter.since_ms {
+        binds.push(Bind::Int(t));
+        let _ = write!(sql, " AND e.at >= ${}", binds.len());
+    }
+    if let Some(t) = filter.until_ms {
+        binds.push(Bind::Int(t));
+        let _ = write!(sql, " AND e.at < ${}", binds.len());
+    }
+    if let Some(t) = filter.received_since_ms {
+        binds.push(Bind::Int(t));
+        let _ = write!(sql, " AND e.received_at >= ${}", binds.len());
+    }
+    if let Some(c) = after {
+        binds.push(Bind::Int(c.at));
+        let a = binds.len();
+        binds.push(Bind::Text(c.request_id.clone()));
+        let r = binds.len();
+        let _ = write!(
+            sql,
+            " AND (e.at < ${a} OR (e.at = ${a} AND e.request_id < ${r}))"
+        );
+    }
+    binds.push(Bind::Int(limit + 1));
+    let _ = write!(
+        sql,
+        " ORDER BY e.at DESC, e.request_id DESC LIMIT ${}",
+        binds.len()
+    );
+    let rows = bind_all(sqlx::query(&sql), &binds)
+        .fetch_all(&mut *conn)
+        .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for r in rows
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+    {
+        let (event, cursor) = event_json(r)?;
+        out.push(event);
+        last = Some(cursor);
+    }
+    Ok((out, if more { last } else { None }))
+}
+
+/// The event of one request, if it is stored.
+pub(crate) async fn get(
+    conn: &mut AnyConnection,
+    request_id: &str,
+) -> Result<Option<Value>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE request_id = $1"
+    ))
+    .bind(request_id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref()
+        .map(|r| event_json(r).map(|(v, _)| v))
+        .transpose()
+}
+
+fn event_json(r: &sqlx::any::AnyRow) -> Result<(Value, Cursor), sqlx::Error> {
+    let at: i64 = r.try_get("at")?;
+    let id: String = r.try_get("request_id")?;
+    let findings: String = r.try_get("findings")?;
+    let findings: Value = serde_json::from_str(&findings).unwrap_or_else(|_| json!({}));
+    let escalated: i64 = r.try_get("escalated")?;
+    let mut v = json!({
+        "request_id": id,
+        "at": rfc3339(at),
+        "at_ms": at,
+        "received_at_ms": r.try_get::<i64, _>("received_at")?,
+        "environment": r.try_get::<String, _>("environment")?,
+        "gateway": r.try_get::<String, _>("gateway")?,
+        "pack": r.try_get::<String, _>("pack")?,
+        "version": r.try_get::<String, _>("version")?,
+        "hash": r.try_get::<String, _>("hash")?,
+        "route": r.try_get::<String, _>("route")?,
+        "model_requested": r.try_get::<Option<String>, _>("model_requested")?,
+        "model_used": r.try_get::<Option<String>, _>("model_used")?,
+        "caller": r.try_get::<Option<String>, _>("caller")?,
+        "team": r.try_get::<Option<String>, _>("team")?,
+        "outcome": r.try_get::<String, _>("outcome")?,
+        "escalated": escalated != 0,
+        "status": r.try_get::<i64, _>("status")?,
+        "latency_us": r.try_get::<i64, _>("latency_us")?,
+        "upstream_us": r.try_get::<Option<i64>, _>("upstream_us")?,
+        "input_tokens": r.try_get::<Option<i64>, _>("input_tokens")?,
+        "output_tokens": r.try_get::<Option<i64>, _>("output_tokens")?,
+        "cost_usd": r.try_get::<Option<f64>, _>("cost_usd")?,
+        "pii": findings,
+    });
+    for field in ["redacted_text", "redacted_response_text"] {
+        if let Some(t) = r.try_get::<Option<String>, _>(field)? {
+            v[field] = json!(t);
+        }
+    }
+    Ok((v, Cursor { at, request_id: id }))
+}
+
+/// Counts of one version over a window, from the rollups.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VersionCounts {
+    pub pack: String,
+    pub version: String,
+    pub hash: String,
+    pub requests: i64,
+    pub outcomes: BTreeMap<String, i64>,
+    pub escalated: i64,
+    /// side → entity → findings.
+    pub findings: BTreeMap<String, BTreeMap<String, i64>>,
+    /// side → entity → requests with at least one finding of it.
+    pub requests_with: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+impl VersionCounts {
+    fn rate(&self, n: i64) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            n as f64 / self.requests as f64
+        }
+    }
+
+    fn sum(&self, outcomes: &[&str]) -> i64 {
+        outcomes
+            .iter()
+            .map(|o| self.outcomes.get(*o).copied().unwrap_or(0))
+            .sum()
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        self.rate(self.sum(ERROR_OUTCOMES))
+    }
+
+    pub fn block_rate(&self) -> f64 {
+        self.rate(self.sum(BLOCK_OUTCOMES))
+    }
+
+    pub fn escalation_rate(&self) -> f64 {
+        self.rate(self.escalated)
+    }
+
+    /// Every version's counts added up (`by=total`).
+    pub fn total(versions: &[Self]) -> Self {
+        let mut t = Self {
+            pack: "*".to_owned(),
+            version: "*".to_owned(),
+            hash: "*".to_owned(),
+            ..Self::default()
+        };
+        for v in versions {
+            t.requests += v.requests;
+            t.escalated += v.escalated;
+            for (o, n) in &v.outcomes {
+                *t.outcomes.entry(o.clone()).or_insert(0) += n;
+            }
+            for (into, from) in [
+                (&mut t.findings, &v.findings),
+                (&mut t.requests_with, &v.requests_with),
+            ] {
+                for (side, map) in from {
+                    let slot = into.entry(side.clone()).or_default();
+                    for (e, n) in map {
+                        *slot.entry(e.clone()).or_insert(0) += n;
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut v = json!(self);
+        v["rates"] = json!({
+            "error": self.error_rate(),
+            "escalation": self.escalation_rate(),
+            "block": self.block_rate(),
+        });
+        v
+    }
+}
+
+/// What the rollups say about `environment` over `[since, until)` (whole minutes: a window
+/// starts at the beginning of the minute `since` falls in), per pack version; `hash` narrows it
+/// to one version's exact hash.
+pub(crate) async fn summary(
+    conn: &mut AnyConnection,
+    environment: &str,
+    pack: Option<&str>,
+    hash: Option<&str>,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<VersionCounts>, sqlx::Error> {
+    let from = since_ms / MINUTE_MS * MINUTE_MS;
+    let mut by: BTreeMap<(String, String, String), VersionCounts> = BTreeMap::new();
+    let scope = " WHERE environment = $1 AND minute >= $2 AND minute < $3 AND ($4 = '' OR pack = $4) AND ($5 = '' OR hash = $5)";
+    let binds = [
+        Bind::Text(environment.to_owned()),
+        Bind::Int(from),
+        Bind::Int(until_ms),
+        Bind::Text(pack.unwrap_or("").to_owned()),
+        Bind::Text(hash.unwrap_or("").to_owned()),
+    ];
+    let sql = format!(
+        "SELECT pack, version, hash, outcome, CAST(SUM(requests) AS BIGINT) AS n, CAST(SUM(escalated) AS BIGINT) AS esc FROM event_rollups{scope} GROUP BY pack, version, hash, outcome"
+    );
+    for r in bind_all(sqlx::query(&sql), &binds)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let key = (
+            r.try_get::<String, _>("pack")?,
+            r.try_get::<String, _>("version")?,
+            r.try_get::<String, _>("hash")?,
+        );
+        let n: i64 = r.try_get("n")?;
+        let esc: i64 = r.try_get("esc")?;
+        let c = by.entry(key.clone()).or_insert_with(|| VersionCounts {
+            pack: key.0,
+            version: key.1,
+            hash: key.2,
+            ..VersionCounts::default()
+        });
+        c.requests += n;
+        c.escalated += esc;
+        *c.outcomes.entry(r.try_get("outcome")?).or_insert(0) += n;
+    }
+    let sql = format!(
+        "SELECT pack, version, hash, side, entity, CAST(SUM(findings) AS BIGINT) AS f, CAST(SUM(requests) AS BIGINT) AS n FROM entity_rollups{scope} GROUP BY pack, version, hash, side, entity"
+    );
+    for r in bind_all(sqlx::query(&sql), &binds)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let key = (
+            r.try_get::<String, _>("pack")?,
+            r.try_get::<String, _>("version")?,
+            r.try_get::<String, _>("hash")?,
+        );
+        if let Some(c) = by.get_mut(&key) {
+            let side: String = r.try_get("side")?;
+            let entity: String = r.try_get("entity")?;
+            c.findings
+                .entry(side.clone())
+                .or_default()
+                .insert(entity.clone(), r.try_get("f")?);
+            c.requests_with
+                .entry(side)
+                .or_default()
+                .insert(entity, r.try_get("n")?);
+        }
+    }
+    let mut out: Vec<VersionCounts> = by.into_values().collect();
+    out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.version.cmp(&b.version)));
+    Ok(out)
+}
+
+/// Delete one bounded batch of `environment`'s data older than `before`; returns the events
+/// deleted (0 when nothing is left to delete).
+pub(crate) async fn prune(
+    conn: &mut AnyConnection,
+    environment: &str,
+    before: i64,
+) -> Result<u64, sqlx::Error> {
+    let events = sqlx::query(
+        "DELETE FROM events WHERE request_id IN (SELECT request_id FROM events WHERE environment = $1 AND at < $2 LIMIT $3)",
+    )
+    .bind(environment)
+    .bind(before)
+    .bind(PRUNE_BATCH)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM event_entities WHERE request_id IN (SELECT request_id FROM event_entities WHERE environment = $1 AND at < $2 LIMIT $3)",
+    )
+    .bind(environment)
+    .bind(before)
+    .bind(PRUNE_BATCH)
+    .execute(&mut *conn)
+    .await?;
+    if events < PRUNE_BATCH.unsigned_abs() {
+        // Rollups are a few rows per minute and version: once the events are gone, their
+        // minutes go in one statement each.
+        for table in ["event_rollups", "entity_rollups"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE environment = $1 AND minute < $2"
+            ))
+            .bind(environment)
+            .bind(before / MINUTE_MS * MINUTE_MS)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            at: 1_733_000_000_123,
+            request_id: "00ab".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "x.y", "12", "12.", "12.a b"] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn event() -> Value {
+        json!({"request_id": "r1", "at_ms": 1, "environment": "dev", "pack": "p", "version": "1",
+               "hash": "h", "route": "/v1/chat/completions", "outcome": "allowed", "status": 200,
+               "latency_us": 5})
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_naming_the_bad_event() {
+        let mut bad = event();
+        bad["outcome"] = json!("fine");
+        let body = json!({"gateway": "g", "events": [event(), bad]}).to_string();
+        let err = parse_batch(body.as_bytes(), Some("dev")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("events[1]: outcome `fine`"),
+            "{err}"
+        );
+
+        let mut typo = event();
+        typo["status"] = json!("ok");
+        let body = json!({"gateway": "g", "events": [typo]}).to_string();
+        let err = parse_batch(body.as_bytes(), Some("dev")).unwrap_err();
+        assert!(err.to_string().contains("events[0].status"), "{err}");
+
+        let body = json!({"gateway": "g", "events": [event()]}).to_string();
+        let err = parse_batch(body.as_bytes(), Some("prod")).unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
+        assert!(parse_batch(body.as_bytes(), Some("dev")).is_ok());
+    }
+}

@@ -1,0 +1,98 @@
+//! The control plane's Prometheus metrics (`GET /metrics`): event ingest counters, and the
+//! escalation queue by environment and version, read from the database at scrape time so every
+//! control-plane process on one database reports the same queue.
+
+use std::fmt::Write as _;
+
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::events::Ingested;
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    accepted: IntCounter,
+    duplicates: IntCounter,
+    escalations_opened: IntCounter,
+    pub(crate) batches_refused: IntCounterVec,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let accepted = IntCounter::new(
+            "palisade_cp_events_accepted_total",
+            "Decision events stored (each request id once).",
+        )?;
+        let duplicates = IntCounter::new(
+            "palisade_cp_events_duplicate_total",
+            "Decision events received again for a stored request id (a retried batch) and skipped.",
+        )?;
+        let escalations_opened = IntCounter::new(
+            "palisade_cp_escalations_opened_total",
+            "Escalations opened by ingested events.",
+        )?;
+        let batches_refused = IntCounterVec::new(
+            Opts::new(
+                "palisade_cp_event_batches_refused_total",
+                "Event batches refused whole, by error code.",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(accepted.clone()))?;
+        registry.register(Box::new(duplicates.clone()))?;
+        registry.register(Box::new(escalations_opened.clone()))?;
+        registry.register(Box::new(batches_refused.clone()))?;
+        Ok(Self {
+            registry,
+            accepted,
+            duplicates,
+            escalations_opened,
+            batches_refused,
+        })
+    }
+
+    pub(crate) fn ingested(&self, out: &Ingested) {
+        self.accepted.inc_by(out.accepted as u64);
+        self.duplicates.inc_by(out.duplicates as u64);
+        self.escalations_opened
+            .inc_by(out.escalations_opened as u64);
+    }
+
+    /// The text exposition: the registry, then the queue gauges from `queue` rows
+    /// (environment, version, open escalations, oldest opening in Unix ms).
+    pub(crate) fn render(&self, queue: &[(String, String, i64, i64)], now: i64) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        text.push_str("# HELP palisade_escalations_open Escalations not yet resolved, by environment and version.\n# TYPE palisade_escalations_open gauge\n");
+        for (env, version, n, _) in queue {
+            let _ = writeln!(
+                text,
+                "palisade_escalations_open{{environment=\"{}\",version=\"{}\"}} {n}",
+                label(env),
+                label(version)
+            );
+        }
+        text.push_str("# HELP palisade_escalations_oldest_open_age_seconds Age of the oldest unresolved escalation, by environment and version.\n# TYPE palisade_escalations_oldest_open_age_seconds gauge\n");
+        for (env, version, _, oldest) in queue {
+            let age = (now.saturating_sub(*oldest)).max(0) as f64 / 1000.0;
+            let _ = writeln!(
+                text,
+                "palisade_escalations_oldest_open_age_seconds{{environment=\"{}\",version=\"{}\"}} {age}",
+                label(env),
+                label(version)
+            );
+        }
+        text
+    }
+}
+
+/// A label value escaped for the text format.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
