@@ -12,7 +12,9 @@
 //! With `--control-plane URL` the pack comes from the control plane instead of a file: `--pack`
 //! names it, the gateway key comes from `PALISADE_GATEWAY_KEY` (never a flag), the last good
 //! pack is persisted in `--state-dir` and served at start-up while the control plane is down,
-//! and `/readyz` stays unready until some pack is active.
+//! and `/readyz` stays unready until some pack is active. Under a control plane the gateway also
+//! ships one decision event per request to it (`gateway::control::events`), through a queue of
+//! `--events-buffer` events; the shipper stops after the drain, sending what is queued.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -81,6 +83,10 @@ pub(crate) struct GatewayArgs {
     /// A provider stream longer than this many bytes is ended (an error event says why).
     #[arg(long, default_value_t = 64 << 20)]
     max_stream_bytes: usize,
+    /// With --control-plane: decision events held while the control plane is slow or down
+    /// (more are dropped and counted); 0 ships no events.
+    #[arg(long, default_value_t = 20_000)]
+    events_buffer: usize,
     /// Serving threads, each with its own runtime and listening socket; 0: one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -124,7 +130,14 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     };
     config.server.threads = args.threads;
     let state_dir = args.policies.state_dir.clone();
-    let policies = match gateway_policies::start(args.policies.clone()) {
+    let (event_sink, event_queue) = match (&args.control_plane, args.events_buffer) {
+        (Some(_), n) if n > 0 => {
+            let (sink, queue) = gateway::control::events::queue(n);
+            (Some(sink), Some(queue))
+        }
+        _ => (None, None),
+    };
+    let policies = match gateway_policies::start(args.policies.clone(), event_sink) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("palisade gateway: {e}");
@@ -147,14 +160,30 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let (ship_stop, ship_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut shipper = None;
     let agent = match &args.control_plane {
         None => None,
         Some(url) => match start_agent(url, &args, &state_dir, &gw).await {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "the agent: its JoinHandle is awaited after the drain"
-            )]
-            Ok(agent) => Some(tokio::spawn(agent.run(stopped(stop_rx.clone())))),
+            Ok((agent, client, id)) => {
+                if let Some(queue) = event_queue {
+                    let cfg = gateway::control::events::ShipperConfig::new(id);
+                    let run = queue.ship(client, cfg).run(async {
+                        let _ = ship_stopped.await;
+                    });
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "the event shipper: stopped after the drain and its JoinHandle awaited"
+                    )]
+                    let handle = tokio::spawn(run);
+                    shipper = Some(handle);
+                }
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "the agent: its JoinHandle is awaited after the drain"
+                )]
+                Some(tokio::spawn(agent.run(stopped(stop_rx.clone()))))
+            }
             Err(message) => {
                 eprintln!("palisade gateway: {message}");
                 return ExitCode::FAILURE;
@@ -172,6 +201,11 @@ async fn serve(args: GatewayArgs) -> ExitCode {
         let _ = stop_tx.send(true);
     });
     gw.run(stopped(stop_rx)).await;
+    // Every request has ended, so every event is queued: send them, then stop.
+    let _ = ship_stop.send(());
+    if let Some(s) = shipper {
+        let _ = s.await;
+    }
     if let Some(a) = agent {
         let _ = a.await;
     }
@@ -180,12 +214,13 @@ async fn serve(args: GatewayArgs) -> ExitCode {
 }
 
 /// Build the control-plane agent and activate the persisted pack, if any, before serving.
+/// Returns the agent, a client for the event shipper, and the gateway's instance id.
 async fn start_agent(
     url: &str,
     args: &GatewayArgs,
     state_dir: &std::path::Path,
     gw: &Gateway,
-) -> Result<Agent<GatewayApplier>, String> {
+) -> Result<(Agent<GatewayApplier>, ControlClient, String), String> {
     let key = std::env::var("PALISADE_GATEWAY_KEY")
         .map_err(|_| "--control-plane needs the gateway key in PALISADE_GATEWAY_KEY".to_owned())?;
     let client = ControlClient::new(url, &key).map_err(|e| e.to_string())?;
@@ -219,9 +254,10 @@ async fn start_agent(
         long_poll: Duration::from_secs(25),
         report_interval: Duration::from_secs(2),
     };
-    let agent = Agent::new(client, std::sync::Arc::new(applier), cfg);
+    let id = cfg.instance.id.clone();
+    let agent = Agent::new(client.clone(), std::sync::Arc::new(applier), cfg);
     agent.start_from_persisted().await;
-    Ok(agent)
+    Ok((agent, client, id))
 }
 
 /// SIGTERM or Ctrl-C.

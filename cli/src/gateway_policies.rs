@@ -49,7 +49,10 @@ pub(crate) struct Policies {
 }
 
 /// Load the budget state and open the stores. Call inside the runtime.
-pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
+pub(crate) fn start(
+    args: PolicyArgs,
+    events: Option<gateway::control::events::EventSink>,
+) -> Result<Policies, String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let path = args.state_dir.join(STATE_FILE);
     let memory = persist::load(&path, clock.now_unix()).map_err(|e| e.to_string())?;
@@ -63,6 +66,7 @@ pub(crate) fn start(args: PolicyArgs) -> Result<Policies, String> {
         memory: memory.clone(),
         redis: redis.clone(),
         clock,
+        events,
     })
     .map_err(|e| format!("metrics: {e}"))?;
     let (stop_saver, stopped) = oneshot::channel();

@@ -199,9 +199,10 @@ async fn ingest(app: &App, req: &Req) -> Result<Resp, ApiError> {
             return Err(e);
         }
     };
-    let now = app.now();
     let out = {
         let _ingest = app.ingest_lock.lock().await;
+        // Read inside the lock: receive times then grow in commit order, which `--follow` reads by.
+        let now = app.now();
         let mut tx = app.db.pool().begin().await?;
         let out = events::ingest(&mut tx, &batch, now).await?;
         tx.commit().await?;

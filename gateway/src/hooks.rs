@@ -216,6 +216,12 @@ pub trait Enforcement: Send + Sync + fmt::Debug + 'static {
     fn register_metrics(&self, _registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
         Ok(())
     }
+
+    /// The decision-event queue's counters, when events are shipped to a control plane
+    /// (`/status` and the agent's report show them).
+    fn event_stats(&self) -> Option<Arc<crate::control::events::EventStats>> {
+        None
+    }
 }
 
 /// Observes nothing.

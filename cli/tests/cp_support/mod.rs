@@ -219,7 +219,11 @@ impl ControlPlane {
         extra: &[&str],
     ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
-        cmd.args(["control-plane", "--listen", "127.0.0.1:0", "--database"])
+        cmd.arg("control-plane");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--database")
             .arg(&db.url)
             .args(["--report-interval-ms", &report_interval_ms.to_string()])
             .args(extra)

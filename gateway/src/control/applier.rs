@@ -5,12 +5,14 @@
 //! desired hash is known and not the active one) and `palisade_pack_rejected` (1 while the last
 //! attempt at the desired version was refused).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use policy_engine::DiagnosticCode;
 use prometheus::IntGauge;
 
 use super::agent::{Applied, PackApplier};
+use super::events::EventStats;
 use super::wire::{ActiveSource, AttemptError, AttemptResult, Counters, Report};
 use crate::pack::{self, PackSource, PrepareError};
 use crate::state::GatewayState;
@@ -95,11 +97,19 @@ impl PackApplier for GatewayApplier {
 
     fn counters(&self) -> Counters {
         let (requests, blocked, redactions) = self.state.metrics().totals();
+        let events = self.state.enforcement.event_stats();
+        let load = |f: fn(&EventStats) -> &AtomicU64| {
+            events
+                .as_deref()
+                .map_or(0, |s| f(s).load(Ordering::Relaxed))
+        };
         Counters {
             requests,
             blocked,
             redactions,
             audit_dropped: 0,
+            events_shipped: load(|s| &s.shipped),
+            events_dropped: load(|s| &s.dropped),
         }
     }
 

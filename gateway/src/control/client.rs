@@ -129,6 +129,20 @@ impl ControlClient {
         expect_ok(status, &bytes)
     }
 
+    /// `POST /v1/events` with a gzipped batch; `Ok` once the control plane stored it.
+    pub async fn send_events(&self, gzipped: Bytes) -> Result<(), ControlError> {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/v1/events", self.base))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_ENCODING, "gzip")
+            .body(Full::new(gzipped))
+            .map_err(|e| ControlError::Url(e.to_string()))?;
+        let (status, bytes) = self.exchange(req, Duration::from_secs(10)).await?;
+        expect_ok(status, &bytes)
+    }
+
     async fn call<B: Serialize>(
         &self,
         method: Method,
@@ -154,6 +168,15 @@ impl ControlClient {
         let req = req
             .body(Full::new(bytes))
             .map_err(|e| ControlError::Url(e.to_string()))?;
+        self.exchange(req, deadline).await
+    }
+
+    /// Send `req` and read the answer within `deadline`.
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+        deadline: Duration,
+    ) -> Result<(StatusCode, Bytes), ControlError> {
         #[expect(
             clippy::disallowed_methods,
             reason = "the body is wrapped in Limited, so collecting is bounded"

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod applier;
 pub mod client;
+pub mod events;
 pub mod persist;
 pub mod wire;
 

@@ -89,6 +89,12 @@ pub struct Counters {
     pub blocked: u64,
     pub redactions: u64,
     pub audit_dropped: u64,
+    /// Decision events the control plane acknowledged, and those dropped (queue full, refused,
+    /// undelivered at shutdown).
+    #[serde(default)]
+    pub events_shipped: u64,
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 /// `POST /v1/gateways/{id}/report` body.

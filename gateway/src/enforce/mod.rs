@@ -38,6 +38,7 @@ use policy_engine::PolicyKind;
 
 use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
 use crate::clock::Clock;
+use crate::control::events::{DecisionEvent, EventMetrics, EventSink, EventStats};
 use crate::error::ApiError;
 use crate::hooks::{Admission, Admit, Enforcement, Failure, Release, RequestMeta, Settled};
 use crate::pack::ActivePack;
@@ -53,6 +54,8 @@ pub struct EnforcementSettings {
     /// The shared store for packs that say `store: redis` (`--redis` / `PALISADE_REDIS_URL`).
     pub redis: Option<Arc<RedisStore>>,
     pub clock: Arc<dyn Clock>,
+    /// Where decision events go when the gateway runs under a control plane.
+    pub events: Option<EventSink>,
 }
 
 /// Budget enforcement and audit logging for every request; see the module docs.
@@ -68,6 +71,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     budget_metrics: BudgetMetrics,
     sinks: sinks::AuditSinks,
+    events: Option<EventSink>,
 }
 
 /// What one pack version asks of the enforcement.
@@ -102,6 +106,7 @@ impl PolicyEnforcement {
                 sinks: sinks::AuditSinks::new(Arc::clone(&settings.clock))?,
                 clock: settings.clock,
                 budget_metrics: BudgetMetrics::new()?,
+                events: settings.events,
             }),
         })
     }
@@ -233,23 +238,38 @@ impl Enforcement for PolicyEnforcement {
 
     fn register_metrics(&self, registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
         self.inner.budget_metrics.register(registry)?;
+        if let Some(events) = &self.inner.events {
+            registry.register(Box::new(EventMetrics::new(Arc::clone(events.stats()))?))?;
+        }
         self.inner.sinks.register(registry)
+    }
+
+    fn event_stats(&self) -> Option<Arc<EventStats>> {
+        self.inner.events.as_ref().map(|e| Arc::clone(e.stats()))
     }
 }
 
 impl PolicyEnforcement {
-    /// Build and queue the record when the request's pack runs `audit-logger`; the release
-    /// waits for it on disk when the pack asks for that.
+    /// Build the request's record when the pack runs `audit-logger` or events are shipped: queue
+    /// the decision event (never waits), then the audit record; the release waits for the
+    /// record on disk when the pack asks for that.
     fn record(
         &self,
         meta: &RequestMeta,
         build: impl FnOnce(&PackPolicies) -> crate::audit::AuditRecord,
     ) -> Release {
         let policies = self.policies(&meta.pack);
-        if policies.audit.is_none() {
+        let events = self.inner.events.as_ref();
+        if policies.audit.is_none() && events.is_none() {
             return Release::Now;
         }
         let record = build(policies);
+        if let Some(events) = events {
+            events.push(DecisionEvent::new(&record, meta));
+        }
+        if policies.audit.is_none() {
+            return Release::Now;
+        }
         if policies.durable {
             return self.inner.sinks.submit_durable(record);
         }

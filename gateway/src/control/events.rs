@@ -1,0 +1,517 @@
+//! Decision events to the control plane: one per request, queued from the request's terminal
+//! call without waiting, batched, gzipped and sent by one shipper task, off the request path.
+//!
+//! The queue is bounded ([`EventSink::push`] never waits): when it is full — the control plane
+//! is down or slower than the traffic — the event is dropped and counted
+//! (`palisade_events_dropped_total`, `/status`, the report `palisade status` shows). The local
+//! audit log stays the record of truth; events are the fleet view.
+//!
+//! The shipper sends a batch when it holds [`ShipperConfig::max_batch`] events or its oldest
+//! event has waited [`ShipperConfig::flush_interval`]. A failed send (unreachable, timeout,
+//! 5xx, 408, 429) is retried with exponential backoff and jitter, holding that batch while new
+//! events queue behind it; the control plane stores by request id, so a batch retried after a
+//! lost acknowledgement is not counted twice. A batch the control plane refuses as malformed
+//! or forbidden (another 4xx) would be refused again: it is dropped, counted and logged. At
+//! shutdown, after the gateway drained, the shipper sends what is queued within a deadline and
+//! counts the rest as dropped; nothing is kept on disk, so a restarted gateway never resends
+//! what was acknowledged.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use policy_engine::pack::PiiAction;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::client::{ControlClient, ControlError};
+use crate::audit::{AuditRecord, OutcomeKind};
+use crate::hooks::RequestMeta;
+use crate::policy::PiiReport;
+
+/// Findings of one request by side: entity → count (never a value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Findings {
+    pub request: BTreeMap<String, u32>,
+    pub response: BTreeMap<String, u32>,
+}
+
+/// One decision event, as `POST /v1/events` takes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionEvent {
+    pub request_id: String,
+    pub at_ms: i64,
+    pub environment: Arc<str>,
+    pub pack: Arc<str>,
+    pub version: Arc<str>,
+    pub hash: Arc<str>,
+    pub route: std::borrow::Cow<'static, str>,
+    pub model_requested: Option<String>,
+    pub model_used: Option<String>,
+    pub caller: Option<String>,
+    pub team: Option<String>,
+    pub outcome: &'static str,
+    pub escalated: bool,
+    pub status: u16,
+    pub latency_us: u64,
+    pub upstream_us: Option<u64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub pii: Findings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted_response_text: Option<String>,
+}
+
+fn side(report: Option<&PiiReport>) -> BTreeMap<String, u32> {
+    report
+        .map(|r| r.findings.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The event's one-word outcome: a refusal or failure first (what the caller got), then what
+/// policy did to an answered request, strongest first.
+fn outcome(record: &AuditRecord, meta: &RequestMeta) -> &'static str {
+    match record.outcome {
+        OutcomeKind::BlockedPii => return "blocked",
+        OutcomeKind::BlockedBudget => return "budget_refused",
+        OutcomeKind::Rejected => return "rejected",
+        OutcomeKind::UpstreamError => return "upstream_error",
+        OutcomeKind::InternalError => return "internal_error",
+        OutcomeKind::Cancelled => return "cancelled",
+        OutcomeKind::Allowed | OutcomeKind::Redacted => {}
+    }
+    let logged = [&meta.pii_request, &meta.pii_response]
+        .into_iter()
+        .flatten()
+        .any(|r| r.action == Some(PiiAction::Log) && r.total() > 0);
+    let degraded = record
+        .budget
+        .as_ref()
+        .is_some_and(|b| b.decision == "degraded");
+    if record.escalated {
+        "escalated"
+    } else if record.outcome == OutcomeKind::Redacted {
+        "redacted"
+    } else if logged {
+        "logged"
+    } else if degraded {
+        "degraded"
+    } else {
+        "allowed"
+    }
+}
+
+impl DecisionEvent {
+    /// The event of a request, from its audit record and what the request path knew. Text only
+    /// where the record carries it (the pack's `include_redacted_text`).
+    pub fn new(record: &AuditRecord, meta: &RequestMeta) -> Self {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self {
+            request_id: record.request_id.clone(),
+            at_ms,
+            environment: Arc::clone(&record.environment),
+            pack: Arc::clone(&record.pack.name),
+            version: Arc::clone(&record.pack.version),
+            hash: Arc::clone(&record.pack.hash),
+            route: record.route.clone(),
+            model_requested: record.model_requested.clone(),
+            model_used: record.model_used.clone(),
+            caller: record.caller.key_id.clone(),
+            team: record.caller.team.clone(),
+            outcome: outcome(record, meta),
+            escalated: record.escalated,
+            status: record.status,
+            latency_us: record
+                .latency
+                .gateway_us
+                .saturating_add(record.latency.upstream_us.unwrap_or(0)),
+            upstream_us: record.latency.upstream_us,
+            input_tokens: record.usage.map(|u| u.input_tokens),
+            output_tokens: record.usage.map(|u| u.output_tokens),
+            cost_usd: record.cost_usd,
+            pii: Findings {
+                request: side(meta.pii_request.as_ref()),
+                response: side(meta.pii_response.as_ref()),
+            },
+            redacted_text: record.redacted_text.clone(),
+            redacted_response_text: record.redacted_response_text.clone(),
+        }
+    }
+}
+
+/// Counters of the queue and the shipper, exported as metrics and in `/status`.
+#[derive(Debug, Default)]
+pub struct EventStats {
+    pub shipped: AtomicU64,
+    pub dropped: AtomicU64,
+    pub send_failures: AtomicU64,
+    capacity: AtomicU64,
+    queued: AtomicU64,
+}
+
+impl EventStats {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "shipped": self.shipped.load(Ordering::Relaxed),
+            "dropped": self.dropped.load(Ordering::Relaxed),
+            "send_failures": self.send_failures.load(Ordering::Relaxed),
+            "queued": self.queued.load(Ordering::Relaxed),
+            "capacity": self.capacity.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The request path's end of the queue.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<DecisionEvent>,
+    stats: Arc<EventStats>,
+}
+
+impl EventSink {
+    /// Queue an event, or drop and count it when the queue is full. Never waits.
+    pub fn push(&self, event: DecisionEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<EventStats> {
+        &self.stats
+    }
+}
+
+/// How the shipper batches and retries.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// The gateway's instance id (the batch's `gateway`).
+    pub gateway: String,
+    pub max_batch: usize,
+    pub flush_interval: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// At shutdown, how long the last batches may take.
+    pub final_flush: Duration,
+}
+
+impl ShipperConfig {
+    pub fn new(gateway: String) -> Self {
+        Self {
+            gateway,
+            max_batch: 1000,
+            flush_interval: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            final_flush: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The shipper's end of the queue.
+#[derive(Debug)]
+pub struct EventShipper {
+    rx: mpsc::Receiver<DecisionEvent>,
+    stats: Arc<EventStats>,
+    client: ControlClient,
+    cfg: ShipperConfig,
+}
+
+/// The receiving end of the queue, before it has a client to ship with.
+#[derive(Debug)]
+pub struct EventQueue {
+    rx: mpsc::Receiver<DecisionEvent>,
+    stats: Arc<EventStats>,
+}
+
+impl EventQueue {
+    /// The shipper that sends this queue's events through `client`.
+    pub fn ship(self, client: ControlClient, cfg: ShipperConfig) -> EventShipper {
+        EventShipper {
+            rx: self.rx,
+            stats: self.stats,
+            client,
+            cfg,
+        }
+    }
+}
+
+/// A queue of `capacity` events: the sink for the enforcement (built before the gateway
+/// binds), the queue for the shipper (started once the gateway knows its instance id).
+pub fn queue(capacity: usize) -> (EventSink, EventQueue) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let stats = Arc::new(EventStats::default());
+    stats
+        .capacity
+        .store(capacity.max(1) as u64, Ordering::Relaxed);
+    (
+        EventSink {
+            tx,
+            stats: Arc::clone(&stats),
+        },
+        EventQueue { rx, stats },
+    )
+}
+
+/// What became of one send.
+enum Sent {
+    Acknowledged,
+    /// Refused as it is: sending it again would be refused again.
+    Refused(ControlError),
+    Failed(ControlError),
+}
+
+impl EventShipper {
+    /// Ship until `stop` resolves, then send what is queued within the final-flush deadline.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut stopping = false;
+        let mut batch = Vec::with_capacity(self.cfg.max_batch);
+        while !stopping {
+            let first = tokio::select! {
+                e = self.rx.recv() => e,
+                () = &mut stop => None,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.cfg.flush_interval;
+            while batch.len() < self.cfg.max_batch {
+                tokio::select! {
+                    e = self.rx.recv() => match e {
+                        Some(e) => batch.push(e),
+                        None => { stopping = true; break; }
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = &mut stop => { stopping = true; break; }
+                }
+            }
+            self.dequeued(batch.len());
+            // A resolved `stop` is never polled again: the final flush takes over.
+            if stopping || !self.send_until_done(&mut batch, &mut stop).await {
+                break;
+            }
+        }
+        self.final_flush(batch).await;
+    }
+
+    fn dequeued(&self, n: usize) {
+        let _ = self
+            .stats
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(n as u64))
+            });
+    }
+
+    /// Send `batch` until it is acknowledged or refused (it is then empty), or `stop` resolves
+    /// (returns false; the batch is kept for the final flush).
+    async fn send_until_done(
+        &self,
+        batch: &mut Vec<DecisionEvent>,
+        stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        let mut backoff = self.cfg.min_backoff;
+        loop {
+            match self.send(batch).await {
+                Sent::Acknowledged => {
+                    self.stats
+                        .shipped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    return true;
+                }
+                Sent::Refused(e) => {
+                    tracing::error!(error = %e, events = batch.len(), "the control plane refused a batch of decision events; dropped");
+                    self.stats
+                        .dropped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    return true;
+                }
+                Sent::Failed(e) => {
+                    self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "sending decision events failed; retrying");
+                }
+            }
+            let pause = jitter(backoff);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.as_mut() => return false,
+            }
+            backoff = (backoff * 2).min(self.cfg.max_backoff);
+        }
+    }
+
+    /// After the gateway drained: one attempt per batch for what is left, within the deadline;
+    /// what is not acknowledged then is counted as dropped.
+    async fn final_flush(mut self, mut batch: Vec<DecisionEvent>) {
+        let deadline = tokio::time::Instant::now() + self.cfg.final_flush;
+        self.rx.close();
+        loop {
+            while batch.len() < self.cfg.max_batch {
+                match self.rx.try_recv() {
+                    Ok(e) => {
+                        self.dequeued(1);
+                        batch.push(e);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let sent = tokio::time::timeout_at(deadline, self.send(&batch)).await;
+            match sent {
+                Ok(Sent::Acknowledged) => {
+                    self.stats
+                        .shipped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                }
+                _ => {
+                    let mut lost = batch.len() as u64;
+                    while self.rx.try_recv().is_ok() {
+                        lost += 1;
+                    }
+                    self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+                    tracing::warn!(
+                        lost,
+                        "decision events not delivered before shutdown; counted as dropped"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, batch: &[DecisionEvent]) -> Sent {
+        let body = match encode(&self.cfg.gateway, batch) {
+            Ok(b) => b,
+            Err(e) => return Sent::Refused(ControlError::Protocol(e)),
+        };
+        match self.client.send_events(body).await {
+            Ok(()) => Sent::Acknowledged,
+            Err(e @ ControlError::Status { status, .. })
+                if (400..500).contains(&status) && status != 408 && status != 429 =>
+            {
+                Sent::Refused(e)
+            }
+            Err(e) => Sent::Failed(e),
+        }
+    }
+}
+
+/// The batch as gzipped JSON: `{"gateway": …, "events": [...]}`.
+fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        gateway: &'a str,
+        events: &'a [DecisionEvent],
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(batch.len() * 128),
+        flate2::Compression::fast(),
+    );
+    serde_json::to_writer(
+        &mut gz,
+        &Batch {
+            gateway,
+            events: batch,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    gz.flush().map_err(|e| e.to_string())?;
+    gz.finish().map(Bytes::from).map_err(|e| e.to_string())
+}
+
+/// `d` scaled by a factor in [0.5, 1.0), so gateways that failed together do not retry together.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(0.5 + unit / 2.0)
+}
+
+/// Exposes [`EventStats`] at scrape time.
+#[derive(Debug)]
+pub struct EventMetrics {
+    stats: Arc<EventStats>,
+    shipped: prometheus::IntCounter,
+    dropped: prometheus::IntCounter,
+    failures: prometheus::IntCounter,
+    queued: prometheus::IntGauge,
+}
+
+impl EventMetrics {
+    pub fn new(stats: Arc<EventStats>) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            stats,
+            shipped: prometheus::IntCounter::new(
+                "palisade_events_shipped_total",
+                "Decision events the control plane acknowledged.",
+            )?,
+            dropped: prometheus::IntCounter::new(
+                "palisade_events_dropped_total",
+                "Decision events dropped: queue full, refused by the control plane, or undelivered at shutdown.",
+            )?,
+            failures: prometheus::IntCounter::new(
+                "palisade_events_send_failures_total",
+                "Failed attempts to send a batch of decision events (each retried).",
+            )?,
+            queued: prometheus::IntGauge::new(
+                "palisade_events_queued",
+                "Decision events waiting to be sent.",
+            )?,
+        })
+    }
+}
+
+impl Collector for EventMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            self.shipped.desc(),
+            self.dropped.desc(),
+            self.failures.desc(),
+            self.queued.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let set = |c: &prometheus::IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        set(&self.shipped, load(&self.stats.shipped));
+        set(&self.dropped, load(&self.stats.dropped));
+        set(&self.failures, load(&self.stats.send_failures));
+        self.queued
+            .set(i64::try_from(load(&self.stats.queued)).unwrap_or(i64::MAX));
+        [
+            self.shipped.collect(),
+            self.dropped.collect(),
+            self.failures.collect(),
+            self.queued.collect(),
+        ]
+        .concat()
+    }
+}
