@@ -4,6 +4,8 @@
 #
 #   benches/load/ab.sh OLD_BINARY NEW_BINARY [PAIRS] [CONNECTIONS]
 #   CHAIN=" " benches/load/ab.sh old new 5 16        # empty chain instead of the full one
+#   EVENTS_SIDE=B benches/load/ab.sh bin bin 6 16      # B runs under a control plane, shipping
+#                                                      # one decision event per request
 #
 # Prints one line per measurement (A = first binary, B = second: RPS, p50 ms, p99 ms, gateway
 # CPU µs per request, non-2xx count) and the means. Build both binaries first, e.g.
@@ -39,14 +41,36 @@ policy:
       - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}
 YAML
 }
+if [ -n "${EVENTS_SIDE:-}" ]; then
+  # The control plane's own CPU is not counted: only the gateway's request path is measured.
+  export PALISADE_ADMIN_KEY=pal_bench_admin_key_0123456789
+  "$A" control-plane --listen 127.0.0.1:0 --database "$OUT/cp.db" >"$OUT/cp.out" 2>"$OUT/cp.err" &
+  PIDS+=("$!")
+  CP_URL=$(url_of "$OUT/cp.out")
+  GW_KEY=$(PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" keys create --role gateway -e dev \
+    --control-plane "$CP_URL" 2>/dev/null)
+fi
 declare -A URL PID
 for side in A B; do
   bin=$A; [ "$side" = B ] && bin=$B
   pack "$side" >"$OUT/$side.yaml"
-  "$bin" gateway --pack "$OUT/$side.yaml" --environment bench --listen 127.0.0.1:0 \
-    --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
+  if [ "$side" = "${EVENTS_SIDE:-}" ]; then
+    PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" push "$OUT/$side.yaml" --note bench \
+      --control-plane "$CP_URL" >/dev/null
+    PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" deploy bench 1.0.0 -e dev --note bench \
+      --control-plane "$CP_URL" >/dev/null
+    PALISADE_GATEWAY_KEY=$GW_KEY "$bin" gateway --control-plane "$CP_URL" --pack bench -e dev \
+      --listen 127.0.0.1:0 --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
+  else
+    "$bin" gateway --pack "$OUT/$side.yaml" --environment dev --listen 127.0.0.1:0 \
+      --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
+  fi
   PID[$side]=$! ; PIDS+=("$!")
   URL[$side]=$(url_of "$OUT/$side.out")
+  for _ in $(seq 1 200); do
+    curl -sf "${URL[$side]}/readyz" >/dev/null && break
+    sleep 0.05
+  done
 done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() { # SIDE
@@ -61,6 +85,9 @@ measure() { # SIDE
   echo "$1 $(get rps) $(get p50_ms) $(get p99_ms) $(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}') $(get non2xx)"
 }
 for _ in $(seq 1 "$PAIRS"); do measure A; measure B; done | tee "$OUT/results.txt"
+if [ -n "${EVENTS_SIDE:-}" ]; then
+  echo "events of $EVENTS_SIDE: $(curl -s "${URL[$EVENTS_SIDE]}/status" | grep -o '"events":{[^}]*}')"
+fi
 awk '{rps[$1] += $2; cpu[$1] += $5; n[$1]++}
   END {for (k in n) printf "%s mean: rps=%.0f cpu_us_per_req=%.1f (%d measurements)\n", k, rps[k] / n[k], cpu[k] / n[k], n[k]}' \
   "$OUT/results.txt" | sort

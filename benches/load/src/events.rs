@@ -1,0 +1,231 @@
+//! Decision-event benchmark of the control plane: ingest throughput from concurrent senders (as
+//! gateways send: gzipped batches of 1,000), then seeding to a total, then query latency of
+//! `GET /v1/events` and `GET /v1/events/summary` over what is stored.
+//!
+//!   palisade-events-bench URL GATEWAY_KEY ADMIN_KEY [SENDERS] [INGEST_EVENTS] [TOTAL]
+//!
+//! Prints one `RESULT` line per phase. Run through `benches/load/events.sh`, which starts the
+//! control plane on SQLite or Postgres.
+#![expect(
+    clippy::print_stdout,
+    clippy::disallowed_methods,
+    reason = "a benchmark client: it prints its report, reads the control plane's small answers whole, and awaits every sender task it spawns"
+)]
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+const BATCH: u64 = 1000;
+const OUTCOMES: [&str; 6] = [
+    "allowed",
+    "allowed",
+    "redacted",
+    "logged",
+    "blocked",
+    "upstream_error",
+];
+const ENTITIES: [&str; 4] = ["email", "credit_card", "us_ssn", "phone"];
+const WINDOW_MS: u64 = 6 * 24 * 3600 * 1000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A cheap deterministic mix of `n` (splitmix64).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Event number `n`: spread over the last six days, 5 versions, 50 callers, 2 % escalated.
+fn event(n: u64, now: u64, out: &mut String) {
+    let r = mix(n);
+    let at = now - (r % WINDOW_MS);
+    let version = (r >> 20) % 5;
+    let escalated = (r >> 30).is_multiple_of(50);
+    let outcome = if escalated {
+        "escalated"
+    } else {
+        OUTCOMES[((r >> 36) % OUTCOMES.len() as u64) as usize]
+    };
+    let pii = if outcome == "allowed" || outcome == "upstream_error" {
+        String::new()
+    } else {
+        format!(
+            "\"{}\":{}",
+            ENTITIES[((r >> 40) % ENTITIES.len() as u64) as usize],
+            1 + (r >> 44) % 3
+        )
+    };
+    let _ = write!(
+        out,
+        r#"{{"request_id":"{n:016x}{r:016x}","at_ms":{at},"environment":"dev","pack":"support","version":"2.{version}.0","hash":"hash{version}","route":"/v1/chat/completions","model_requested":"gpt-4o-mini","model_used":"gpt-4o-mini","caller":"app-{}","team":"team-{}","outcome":"{outcome}","escalated":{escalated},"status":200,"latency_us":{},"upstream_us":{},"input_tokens":{},"output_tokens":{},"cost_usd":0.00012,"pii":{{"request":{{{pii}}},"response":{{}}}}}}"#,
+        (r >> 48) % 50,
+        (r >> 54) % 8,
+        500 + (r >> 8) % 2000,
+        300_000 + (r >> 12) % 900_000,
+        10 + (r >> 16) % 500,
+        10 + (r >> 24) % 800,
+    );
+}
+
+fn batch(first: u64, count: u64, now: u64) -> Bytes {
+    let mut json = String::with_capacity(count as usize * 520);
+    json.push_str(r#"{"gateway":"bench","events":["#);
+    for i in 0..count {
+        if i > 0 {
+            json.push(',');
+        }
+        event(first + i, now, &mut json);
+    }
+    json.push_str("]}");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = std::io::Write::write_all(&mut gz, json.as_bytes());
+    Bytes::from(gz.finish().unwrap_or_default())
+}
+
+async fn post(http: &Http, url: &str, key: &str, body: Bytes) -> Result<(), String> {
+    let req = hyper::Request::post(format!("{url}/v1/events"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = http.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+    }
+}
+
+/// Send events `[from, to)` from `senders` concurrent senders; returns events per second.
+async fn send_range(http: &Http, url: &str, key: &str, senders: u64, from: u64, to: u64) -> f64 {
+    let next = Arc::new(AtomicU64::new(from));
+    let now = now_ms();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (http, url, key, next) = (
+            http.clone(),
+            url.to_owned(),
+            key.to_owned(),
+            Arc::clone(&next),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                if first >= to {
+                    return;
+                }
+                // Encoding is the sender's work, as on a gateway; it runs here off the clock
+                // of no one but this process.
+                let body = batch(first, BATCH.min(to - first), now);
+                if let Err(e) = post(&http, &url, &key, body).await {
+                    eprintln!("batch at {first} failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (to - from) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn get_ms(http: &Http, url: &str, key: &str, path: &str) -> f64 {
+    let start = Instant::now();
+    let req = hyper::Request::get(format!("{url}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default();
+    let ok = match http.request(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            status.is_success()
+        }
+        Err(_) => false,
+    };
+    if !ok {
+        eprintln!("query {path} failed");
+        std::process::exit(1);
+    }
+    start.elapsed().as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: palisade-events-bench URL GATEWAY_KEY ADMIN_KEY [SENDERS] [INGEST_EVENTS] [TOTAL]");
+        std::process::exit(2);
+    }
+    let (url, gw_key, admin) = (&args[1], &args[2], &args[3]);
+    let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let (senders, ingest, total) = (arg(4, 4), arg(5, 200_000), arg(6, 5_000_000));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http: Http = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector);
+
+    let rate = send_range(&http, url, gw_key, senders, 0, ingest).await;
+    println!("RESULT phase=ingest senders={senders} events={ingest} events_per_s={rate:.0}");
+    if total > ingest {
+        let rate = send_range(&http, url, gw_key, senders, ingest, total).await;
+        println!(
+            "RESULT phase=seed events={} events_per_s={rate:.0}",
+            total - ingest
+        );
+    }
+    let queries = [
+        "/v1/events?environment=dev&limit=100",
+        "/v1/events?environment=dev&outcome=escalated&limit=100",
+        "/v1/events?environment=dev&entity=us_ssn&limit=100",
+        "/v1/events?environment=dev&version=2.3.0&caller=app-7&limit=100",
+        "/v1/events?environment=dev&team=team-3&model=gpt-4o-mini&since=1h&limit=100",
+        "/v1/events/summary?environment=dev&since=1h",
+        "/v1/events/summary?environment=dev&since=24h",
+        "/v1/events/summary?environment=dev&since=7d",
+    ];
+    for q in queries {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            times.push(get_ms(&http, url, admin, q).await);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "RESULT phase=query stored={total} p50_ms={:.1} p99_ms={:.1} path={q}",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+}
