@@ -96,7 +96,7 @@ impl CpClient {
 
     /// Wait without blocking a runtime (`--follow` between polls).
     pub(crate) fn sleep(&self, d: Duration) {
-        self.rt.block_on(tokio::time::sleep(d));
+        self.rt.block_on(async { tokio::time::sleep(d).await });
     }
 
     /// Send a request; a transport failure is printed and becomes exit code 1.

@@ -1,9 +1,9 @@
 //! `palisade events`, `palisade events summary` and `palisade escalations …`: the runtime view.
 //!
 //! `events` lists decision events newest first (one page, `--limit`), or with `--follow` prints
-//! them as they arrive, oldest first, until interrupted: it polls by the control plane's receive
-//! time with a margin and skips request ids it already printed, so a batch that arrives late is
-//! not missed. `events summary` prints per version the requests, the error, escalation and block
+//! them as they arrive, oldest first, until interrupted: it reads in the control plane's receive
+//! order (not the events' own times, so a batch that arrives late is not missed), re-reads a
+//! short margin on every poll and skips request ids it already printed. `events summary` prints per version the requests, the error, escalation and block
 //! rates, the outcomes and the PII findings by side over a window.
 
 use std::collections::HashMap;
@@ -166,8 +166,8 @@ pub(crate) fn events(args: &EventsArgs) -> ExitCode {
 fn list(a: &ListArgs) -> Result<ExitCode, ExitCode> {
     let c = CpClient::new(&a.cp)?;
     let limit = a.limit.clamp(1, 1000).to_string();
-    let base = |received: Option<String>| {
-        query(&[
+    let path = |limit: &str, received_after: Option<String>| {
+        let q = query(&[
             ("environment", a.environment.as_deref()),
             ("pack", a.pack.as_deref()),
             ("version", a.version.as_deref()),
@@ -177,11 +177,12 @@ fn list(a: &ListArgs) -> Result<ExitCode, ExitCode> {
             ("team", a.team.as_deref()),
             ("model", a.model.as_deref()),
             ("since", a.since.as_deref()),
-            ("limit", Some(limit.as_str())),
-            ("received_since_ms", received.as_deref()),
-        ])
+            ("limit", Some(limit)),
+            ("received_after", received_after.as_deref()),
+        ]);
+        format!("/v1/events{q}")
     };
-    let out = c.expect_ok(Method::GET, &format!("/v1/events{}", base(None)), None)?;
+    let out = c.expect_ok(Method::GET, &path(&limit, None), None)?;
     let mut page: Vec<Value> = out["events"].as_array().cloned().unwrap_or_default();
     if !a.follow {
         if a.format == Format::Json {
@@ -197,36 +198,41 @@ fn list(a: &ListArgs) -> Result<ExitCode, ExitCode> {
     if a.format == Format::Human {
         header();
     }
-    // Chronological from here on; request id → receive time, to skip what was printed.
+    // The backlog oldest first, then pages in the order the control plane received events.
+    // Each poll starts MARGIN before the newest receive time seen (a commit of another process
+    // may land a little out of order) and skips ids already printed.
+    const MARGIN_MS: i64 = 2_000;
     page.reverse();
     let mut seen: HashMap<String, i64> = HashMap::new();
-    let mut watermark = out["now_ms"].as_i64().unwrap_or(0);
+    // What was received before the first answer is the backlog's, not the follow's.
+    let started = out["now_ms"].as_i64().unwrap_or(0);
+    let mut newest = started;
+    let mut cursor = format!("{started}.");
     loop {
+        let full = page.len() >= 1000;
         for e in &page {
             let id = e["request_id"].as_str().unwrap_or_default().to_owned();
             let received = e["received_at_ms"].as_i64().unwrap_or(0);
+            if full {
+                cursor = format!("{received}.{id}");
+            }
             if seen.insert(id, received).is_some() {
                 continue;
             }
-            watermark = watermark.max(received);
+            newest = newest.max(received);
             match a.format {
                 Format::Json => println!("{e}"),
                 Format::Human => line(e),
             }
         }
-        // Late commits within the margin are fetched again and skipped by id.
-        const MARGIN_MS: i64 = 10_000;
-        seen.retain(|_, r| *r >= watermark - 2 * MARGIN_MS);
         std::io::Write::flush(&mut std::io::stdout()).ok();
-        c.sleep(Duration::from_secs(1));
-        let since = (watermark - MARGIN_MS).to_string();
-        let out = c.expect_ok(
-            Method::GET,
-            &format!("/v1/events{}", base(Some(since))),
-            None,
-        )?;
+        if !full {
+            seen.retain(|_, r| *r >= newest - 2 * MARGIN_MS);
+            c.sleep(Duration::from_millis(500));
+            cursor = format!("{}.", (newest - MARGIN_MS).max(started));
+        }
+        let out = c.expect_ok(Method::GET, &path("1000", Some(cursor.clone())), None)?;
         page = out["events"].as_array().cloned().unwrap_or_default();
-        page.reverse();
     }
 }
 

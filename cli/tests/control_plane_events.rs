@@ -292,6 +292,38 @@ fn events_are_stored_once_filtered_paged_and_summarised(backend: Backend) {
         o.status.success() && out.contains("2.0.0") && out.contains("66.67 %"),
         "{out}"
     );
+    // --follow prints the backlog oldest first, then what arrives.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args([
+            "events", "-e", "dev", "--follow", "--format", "json", "--limit", "2",
+        ])
+        .env("PALISADE_CONTROL_PLANE", &cp.url)
+        .env("PALISADE_SERVICE_KEY", &viewer)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let mut next_id = || {
+        let line = lines.next().unwrap().unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        (next_id(), next_id()),
+        ("req-4".to_owned(), "req-5".to_owned())
+    );
+    let late = event("req-late", "2.0.0", "hash-2.0.0", "allowed", t0 - 30_000);
+    assert_eq!(send(&cp, &gw, &[late]).status, 200);
+    assert_eq!(
+        next_id(),
+        "req-late",
+        "an event with an older time, received later, is printed"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+
     let o = cp.cli(
         Some(&viewer),
         &["events", "-e", "dev", "--format", "json", "--limit", "2"],

@@ -3,7 +3,7 @@
 //! under the next; the escalations wait in the queue. With the control plane down the gateway
 //! keeps serving, holds what its buffer takes and counts what overflowed (`/status`, metrics,
 //! `palisade status`); once it is back, every held event arrives and none twice. SIGTERM sends
-//! what is queued before the gateway exits.
+//! what is queued before the gateway exits, and a restarted gateway resends nothing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -269,4 +269,15 @@ async fn a_managed_gateway_ships_its_decisions_and_counts_what_it_could_not() {
         want + 5,
         "the last events were flushed at shutdown"
     );
+
+    // A restarted gateway resends nothing: only its own new requests arrive.
+    drop(gw);
+    let gw = start_gateway(&cp.url, &key, dir.path(), "40");
+    serving(&gw, "2.0.0").await;
+    assert_eq!(chat(&gw, "after restart").await, 200);
+    eventually(t, "the new request's event", || {
+        (stored(&cp).len() == want + 6).then_some(())
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stored(&cp).len(), want + 6, "nothing else was sent");
 }

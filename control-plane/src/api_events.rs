@@ -240,8 +240,25 @@ fn filter(req: &Req, caller: &Caller, now: i64) -> Result<Filter, ApiError> {
             .query("until")
             .map(|v| instant("until", v, now))
             .transpose()?,
-        received_since_ms: int(req, "received_since_ms")?,
+        received_after: req
+            .query("received_after")
+            .map(received_cursor)
+            .transpose()?,
     })
+}
+
+/// `MS.ID` or `MS.` (from that millisecond on).
+fn received_cursor(s: &str) -> Result<(i64, String), ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "`received_after` `{s}` must be MILLISECONDS.REQUEST_ID (the id may be empty)"
+        ))
+    };
+    let (ms, id) = s.split_once('.').ok_or_else(bad)?;
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
 async fn list_events(app: &App, req: &Req, caller: &Caller) -> Result<Resp, ApiError> {

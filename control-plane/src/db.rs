@@ -131,7 +131,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX events_env_at ON events (environment, at, request_id)",
             "CREATE INDEX events_env_version_at ON events (environment, version, at)",
             "CREATE INDEX events_env_outcome_at ON events (environment, outcome, at)",
-            "CREATE INDEX events_received ON events (received_at)",
+            "CREATE INDEX events_received ON events (received_at, request_id)",
             "CREATE INDEX events_at ON events (at, request_id)",
             "CREATE TABLE event_entities (
             request_id TEXT NOT NULL,

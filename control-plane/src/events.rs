@@ -527,8 +527,10 @@ pub struct Filter {
     pub model: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
-    /// Events the control plane received at or after this (`--follow`).
-    pub received_since_ms: Option<i64>,
+    /// Read in the order the control plane received events, after this `(received_at,
+    /// request_id)` (`--follow`; an empty id means from that millisecond on). The answer is then
+    /// oldest first, and `after` is not used.
+    pub received_after: Option<(i64, String)>,
 }
 
 /// Where a page ends: the last event's `(at, request_id)`.
@@ -611,26 +613,35 @@ pub(crate) async fn list(
         binds.push(Bind::Int(t));
         let _ = write!(sql, " AND e.at < ${}", binds.len());
     }
-    if let Some(t) = filter.received_since_ms {
-        binds.push(Bind::Int(t));
-        let _ = write!(sql, " AND e.received_at >= ${}", binds.len());
-    }
-    if let Some(c) = after {
-        binds.push(Bind::Int(c.at));
+    if let Some((ms, id)) = &filter.received_after {
+        binds.push(Bind::Int(*ms));
         let a = binds.len();
-        binds.push(Bind::Text(c.request_id.clone()));
+        binds.push(Bind::Text(id.clone()));
         let r = binds.len();
+        binds.push(Bind::Int(limit + 1));
         let _ = write!(
             sql,
-            " AND (e.at < ${a} OR (e.at = ${a} AND e.request_id < ${r}))"
+            " AND (e.received_at > ${a} OR (e.received_at = ${a} AND e.request_id > ${r})) ORDER BY e.received_at, e.request_id LIMIT ${}",
+            binds.len()
+        );
+    } else {
+        if let Some(c) = after {
+            binds.push(Bind::Int(c.at));
+            let a = binds.len();
+            binds.push(Bind::Text(c.request_id.clone()));
+            let r = binds.len();
+            let _ = write!(
+                sql,
+                " AND (e.at < ${a} OR (e.at = ${a} AND e.request_id < ${r}))"
+            );
+        }
+        binds.push(Bind::Int(limit + 1));
+        let _ = write!(
+            sql,
+            " ORDER BY e.at DESC, e.request_id DESC LIMIT ${}",
+            binds.len()
         );
     }
-    binds.push(Bind::Int(limit + 1));
-    let _ = write!(
-        sql,
-        " ORDER BY e.at DESC, e.request_id DESC LIMIT ${}",
-        binds.len()
-    );
     let rows = bind_all(sqlx::query(&sql), &binds)
         .fetch_all(&mut *conn)
         .await?;
