@@ -330,6 +330,34 @@ fn events_are_stored_once_filtered_paged_and_summarised(backend: Backend) {
     );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(ids(&v), ["req-5", "req-4"]);
+
+    // A window across whole hours counts each event once: hours from the hourly rollups, the
+    // edges from the minute rollups.
+    let now = now_ms();
+    let older = [
+        event("h-90", "3.0.0", "hash-3", "allowed", now - 90 * 60_000),
+        event("h-150", "3.0.0", "hash-3", "allowed", now - 150 * 60_000),
+        event("h-170", "3.0.0", "hash-3", "blocked", now - 170 * 60_000),
+    ];
+    assert_eq!(send(&cp, &gw, &older).status, 200);
+    let v3 = |since: &str| {
+        let s = cp
+            .http(
+                "GET",
+                &format!("/v1/events/summary?environment=dev&since={since}"),
+                Some(&viewer),
+                &[],
+                None,
+            )
+            .body;
+        s["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["version"] == "3.0.0")
+            .map_or(0, |r| r["requests"].as_i64().unwrap())
+    };
+    assert_eq!((v3("2h"), v3("160m"), v3("3h"), v3("10h")), (1, 2, 3, 3));
 }
 
 fn escalations_move_by_role_and_are_logged(backend: Backend) {

@@ -204,7 +204,8 @@ async fn ingest(app: &App, req: &Req) -> Result<Resp, ApiError> {
         // Read inside the lock: receive times then grow in commit order, which `--follow` reads by.
         let now = app.now();
         let mut tx = app.db.pool().begin().await?;
-        let out = events::ingest(&mut tx, &batch, now).await?;
+        let out =
+            events::ingest(&mut tx, &batch, now, events::Params::of(app.db.backend())).await?;
         tx.commit().await?;
         out
     };

@@ -113,6 +113,13 @@ impl App {
                 tokio::task::yield_now().await;
             }
         }
+        if self.db.backend() == crate::db::Backend::Sqlite {
+            // Keep the query planner's statistics current as the events table grows (Postgres
+            // does this in autovacuum); cheap when nothing changed much.
+            sqlx::query("PRAGMA optimize")
+                .execute(&mut *self.db.read().await?)
+                .await?;
+        }
         Ok(total)
     }
 

@@ -131,6 +131,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX events_env_at ON events (environment, at, request_id)",
             "CREATE INDEX events_env_version_at ON events (environment, version, at)",
             "CREATE INDEX events_env_outcome_at ON events (environment, outcome, at)",
+            "CREATE INDEX events_env_caller_at ON events (environment, caller, at)",
             "CREATE INDEX events_received ON events (received_at, request_id)",
             "CREATE INDEX events_at ON events (at, request_id)",
             "CREATE TABLE event_entities (
@@ -148,26 +149,28 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             pack TEXT NOT NULL,
             version TEXT NOT NULL,
             hash TEXT NOT NULL,
-            minute BIGINT NOT NULL,
+            span BIGINT NOT NULL,
+            bucket BIGINT NOT NULL,
             outcome TEXT NOT NULL,
             requests BIGINT NOT NULL,
             escalated BIGINT NOT NULL,
-            PRIMARY KEY (environment, pack, hash, minute, outcome)
+            PRIMARY KEY (environment, pack, hash, span, bucket, outcome)
         )",
-            "CREATE INDEX event_rollups_window ON event_rollups (environment, minute)",
+            "CREATE INDEX event_rollups_window ON event_rollups (environment, span, bucket)",
             "CREATE TABLE entity_rollups (
             environment TEXT NOT NULL,
             pack TEXT NOT NULL,
             version TEXT NOT NULL,
             hash TEXT NOT NULL,
-            minute BIGINT NOT NULL,
+            span BIGINT NOT NULL,
+            bucket BIGINT NOT NULL,
             side TEXT NOT NULL,
             entity TEXT NOT NULL,
             findings BIGINT NOT NULL,
             requests BIGINT NOT NULL,
-            PRIMARY KEY (environment, pack, hash, minute, side, entity)
+            PRIMARY KEY (environment, pack, hash, span, bucket, side, entity)
         )",
-            "CREATE INDEX entity_rollups_window ON entity_rollups (environment, minute)",
+            "CREATE INDEX entity_rollups_window ON entity_rollups (environment, span, bucket)",
             "CREATE TABLE escalations (
             id TEXT PRIMARY KEY,
             environment TEXT NOT NULL,
@@ -272,8 +275,22 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| OpenError::Url(e.to_string()))?
             .disable_statement_logging();
+        let sqlite = Backend::of(&url) == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // 64 MiB of page cache per connection (the default is 2 MiB): event
+                        // ingest touches several indexes per row, and with the default cache
+                        // most of its time went to reading and writing pages through the kernel.
+                        sqlx::query("PRAGMA cache_size = -65536")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(OpenError::Connect)?;

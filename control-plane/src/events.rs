@@ -9,7 +9,7 @@
 //!
 //! Storage is idempotent by request id: a batch sent again after a lost acknowledgement inserts
 //! nothing twice (`ON CONFLICT DO NOTHING … RETURNING` tells which events are new), and only new
-//! events move the per-minute rollups and open escalations, in the same transaction. Ingest is
+//! events move the rollups and open escalations, in the same transaction. Ingest is
 //! serialised within a process by its own lock, not the registry's write lock, so a burst of
 //! events never queues behind (or delays) a deploy.
 //!
@@ -18,8 +18,9 @@
 //! is the control plane's, and `--follow` reads by it, so late batches are not skipped.
 //!
 //! Queries: [`list`] filters and pages newest first by a `(at, request_id)` cursor;
-//! [`summary`] reads the per-minute rollups (counts by outcome, findings by entity, per version),
-//! so its cost depends on the window's minutes and versions, not on the number of events.
+//! [`summary`] reads the rollups (counts by outcome, findings by entity, per version, in minute
+//! and hour buckets: hours for the middle of a window, minutes for its edges), so its cost
+//! depends on the window's length and versions, not on the number of events.
 //! Retention ([`prune`]) deletes per environment in bounded batches, each its own transaction.
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,9 +39,12 @@ pub const MAX_BATCH_EVENTS: usize = 5000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Rows deleted per retention transaction.
 pub const PRUNE_BATCH: i64 = 5000;
-/// Rows per multi-row `INSERT` (under both databases' bind-parameter limits).
-const ROWS_PER_INSERT: usize = 150;
+/// Rows per multi-row `INSERT` (24 columns: 1,536 parameters, under both databases' limits).
+const ROWS_PER_INSERT: usize = 64;
 const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+/// The rollups' bucket sizes: minutes for the edges of a window, hours for its middle.
+const SPANS: [i64; 2] = [MINUTE_MS, HOUR_MS];
 
 /// How a request ended, in one word (the event's `outcome`).
 pub const OUTCOMES: &[&str] = &[
@@ -265,8 +269,26 @@ fn bind_all<'q>(
     q
 }
 
-/// `($1, $2, …), ($n+1, …)` for `rows` rows of `cols` columns.
-fn placeholders(rows: usize, cols: usize) -> String {
+/// How a multi-row statement numbers its parameters: `$N` (Postgres), or plain `?` in order
+/// (SQLite, which resolves every `$N` by a linear scan of the statement's parameter names, so
+/// binding numbered parameters costs the square of their count: 60 % of ingest at 3,600).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Params {
+    Numbered,
+    Positional,
+}
+
+impl Params {
+    pub(crate) fn of(backend: crate::db::Backend) -> Self {
+        match backend {
+            crate::db::Backend::Sqlite => Self::Positional,
+            crate::db::Backend::Postgres => Self::Numbered,
+        }
+    }
+}
+
+/// `($1, $2, …), ($n+1, …)` (or `(?, ?, …), …`) for `rows` rows of `cols` columns.
+fn placeholders(rows: usize, cols: usize, params: Params) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -277,7 +299,12 @@ fn placeholders(rows: usize, cols: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            let _ = write!(s, "${}", r * cols + c + 1);
+            match params {
+                Params::Numbered => {
+                    let _ = write!(s, "${}", r * cols + c + 1);
+                }
+                Params::Positional => s.push('?'),
+            }
         }
         s.push(')');
     }
@@ -297,6 +324,7 @@ pub(crate) async fn ingest(
     conn: &mut AnyConnection,
     batch: &Batch,
     now: i64,
+    params: Params,
 ) -> Result<Ingested, sqlx::Error> {
     let mut out = Ingested::default();
     let mut new_ids: Vec<String> = Vec::with_capacity(batch.events.len());
@@ -339,7 +367,7 @@ pub(crate) async fn ingest(
         }
         let sql = format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-            placeholders(chunk.len(), EVENT_COLUMN_COUNT)
+            placeholders(chunk.len(), EVENT_COLUMN_COUNT, params)
         );
         let rows = bind_all(sqlx::query(&sql), &binds)
             .fetch_all(&mut *conn)
@@ -358,9 +386,9 @@ pub(crate) async fn ingest(
         .into_iter()
         .filter(|e| new.contains(e.request_id.as_str()))
         .collect();
-    insert_entities(conn, &fresh, now).await?;
-    upsert_rollups(conn, &fresh, now).await?;
-    out.escalations_opened = open_escalations(conn, &fresh, &batch.gateway, now).await?;
+    insert_entities(conn, &fresh, now, params).await?;
+    upsert_rollups(conn, &fresh, now, params).await?;
+    out.escalations_opened = open_escalations(conn, &fresh, &batch.gateway, now, params).await?;
     Ok(out)
 }
 
@@ -368,6 +396,7 @@ async fn insert_entities(
     conn: &mut AnyConnection,
     events: &[&EventIn],
     now: i64,
+    params: Params,
 ) -> Result<(), sqlx::Error> {
     let mut rows: Vec<[Bind; 6]> = Vec::new();
     for e in events {
@@ -388,7 +417,7 @@ async fn insert_entities(
         let binds: Vec<Bind> = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
         let sql = format!(
             "INSERT INTO event_entities (request_id, environment, at, side, entity, findings) VALUES {} ON CONFLICT DO NOTHING",
-            placeholders(chunk.len(), 6)
+            placeholders(chunk.len(), 6, params)
         );
         bind_all(sqlx::query(&sql), &binds)
             .execute(&mut *conn)
@@ -397,26 +426,27 @@ async fn insert_entities(
     Ok(())
 }
 
-/// Environment, pack, version, hash and minute: the unit of the rollups.
-type VersionMinute<'a> = (&'a str, &'a str, &'a str, &'a str, i64);
+/// Environment, pack, version, hash, span and bucket: the unit of the rollups.
+type VersionBucket<'a> = (&'a str, &'a str, &'a str, &'a str, i64, i64);
 
 async fn upsert_rollups(
     conn: &mut AnyConnection,
     events: &[&EventIn],
     now: i64,
+    params: Params,
 ) -> Result<(), sqlx::Error> {
     // (version key, outcome) → (requests, escalated)
-    let mut outcomes: HashMap<(VersionMinute<'_>, &str), (i64, i64)> = HashMap::new();
+    let mut outcomes: HashMap<(VersionBucket<'_>, &str), (i64, i64)> = HashMap::new();
     // (version key, side, entity) → (findings, requests)
-    let mut entities: HashMap<(VersionMinute<'_>, &str, &str), (i64, i64)> = HashMap::new();
-    for e in events {
-        let minute = e.at_ms.min(now) / MINUTE_MS * MINUTE_MS;
+    let mut entities: HashMap<(VersionBucket<'_>, &str, &str), (i64, i64)> = HashMap::new();
+    for (e, span) in events.iter().flat_map(|e| SPANS.map(|s| (e, s))) {
         let key = (
             e.environment.as_str(),
             e.pack.as_str(),
             e.version.as_str(),
             e.hash.as_str(),
-            minute,
+            span,
+            e.at_ms.min(now) / span * span,
         );
         let slot = outcomes.entry((key, e.outcome.as_str())).or_default();
         slot.0 += 1;
@@ -431,23 +461,24 @@ async fn upsert_rollups(
     }
     let rows: Vec<_> = outcomes.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut binds = Vec::with_capacity(chunk.len() * 8);
-        for (((env, pack, version, hash, minute), outcome), (n, esc)) in chunk {
+        let mut binds = Vec::with_capacity(chunk.len() * 9);
+        for (((env, pack, version, hash, span, bucket), outcome), (n, esc)) in chunk {
             binds.extend([
                 Bind::Text((*env).to_owned()),
                 Bind::Text((*pack).to_owned()),
                 Bind::Text((*version).to_owned()),
                 Bind::Text((*hash).to_owned()),
-                Bind::Int(*minute),
+                Bind::Int(*span),
+                Bind::Int(*bucket),
                 Bind::Text((*outcome).to_owned()),
                 Bind::Int(*n),
                 Bind::Int(*esc),
             ]);
         }
         let sql = format!(
-            "INSERT INTO event_rollups (environment, pack, version, hash, minute, outcome, requests, escalated) VALUES {} \
-             ON CONFLICT (environment, pack, hash, minute, outcome) DO UPDATE SET requests = event_rollups.requests + excluded.requests, escalated = event_rollups.escalated + excluded.escalated",
-            placeholders(chunk.len(), 8)
+            "INSERT INTO event_rollups (environment, pack, version, hash, span, bucket, outcome, requests, escalated) VALUES {} \
+             ON CONFLICT (environment, pack, hash, span, bucket, outcome) DO UPDATE SET requests = event_rollups.requests + excluded.requests, escalated = event_rollups.escalated + excluded.escalated",
+            placeholders(chunk.len(), 9, params)
         );
         bind_all(sqlx::query(&sql), &binds)
             .execute(&mut *conn)
@@ -455,14 +486,15 @@ async fn upsert_rollups(
     }
     let rows: Vec<_> = entities.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut binds = Vec::with_capacity(chunk.len() * 9);
-        for (((env, pack, version, hash, minute), side, entity), (n, requests)) in chunk {
+        let mut binds = Vec::with_capacity(chunk.len() * 10);
+        for (((env, pack, version, hash, span, bucket), side, entity), (n, requests)) in chunk {
             binds.extend([
                 Bind::Text((*env).to_owned()),
                 Bind::Text((*pack).to_owned()),
                 Bind::Text((*version).to_owned()),
                 Bind::Text((*hash).to_owned()),
-                Bind::Int(*minute),
+                Bind::Int(*span),
+                Bind::Int(*bucket),
                 Bind::Text((*side).to_owned()),
                 Bind::Text((*entity).to_owned()),
                 Bind::Int(*n),
@@ -470,9 +502,9 @@ async fn upsert_rollups(
             ]);
         }
         let sql = format!(
-            "INSERT INTO entity_rollups (environment, pack, version, hash, minute, side, entity, findings, requests) VALUES {} \
-             ON CONFLICT (environment, pack, hash, minute, side, entity) DO UPDATE SET findings = entity_rollups.findings + excluded.findings, requests = entity_rollups.requests + excluded.requests",
-            placeholders(chunk.len(), 9)
+            "INSERT INTO entity_rollups (environment, pack, version, hash, span, bucket, side, entity, findings, requests) VALUES {} \
+             ON CONFLICT (environment, pack, hash, span, bucket, side, entity) DO UPDATE SET findings = entity_rollups.findings + excluded.findings, requests = entity_rollups.requests + excluded.requests",
+            placeholders(chunk.len(), 10, params)
         );
         bind_all(sqlx::query(&sql), &binds)
             .execute(&mut *conn)
@@ -486,6 +518,7 @@ async fn open_escalations(
     events: &[&EventIn],
     gateway: &str,
     now: i64,
+    params: Params,
 ) -> Result<usize, sqlx::Error> {
     let escalated: Vec<&&EventIn> = events.iter().filter(|e| e.escalated).collect();
     for chunk in escalated.chunks(ROWS_PER_INSERT) {
@@ -505,7 +538,7 @@ async fn open_escalations(
         }
         let sql = format!(
             "INSERT INTO escalations (id, environment, pack, version, hash, gateway, opened_at, state, updated_at) VALUES {} ON CONFLICT (id) DO NOTHING",
-            placeholders(chunk.len(), 9)
+            placeholders(chunk.len(), 9, params)
         );
         bind_all(sqlx::query(&sql), &binds)
             .execute(&mut *conn)
@@ -808,15 +841,29 @@ pub(crate) async fn summary(
     since_ms: i64,
     until_ms: i64,
 ) -> Result<Vec<VersionCounts>, sqlx::Error> {
+    // Whole hours in the middle from the hourly rows, the edges from the minute rows.
     let from = since_ms / MINUTE_MS * MINUTE_MS;
+    let (mut a, mut b) = (
+        (from + HOUR_MS - 1) / HOUR_MS * HOUR_MS,
+        until_ms / HOUR_MS * HOUR_MS,
+    );
+    if a >= b {
+        (a, b) = (until_ms, until_ms);
+    }
     let mut by: BTreeMap<(String, String, String), VersionCounts> = BTreeMap::new();
-    let scope = " WHERE environment = $1 AND minute >= $2 AND minute < $3 AND ($4 = '' OR pack = $4) AND ($5 = '' OR hash = $5)";
+    let scope = " WHERE environment = $1 AND ($4 = '' OR pack = $4) AND ($5 = '' OR hash = $5) \
+        AND ((span = $6 AND ((bucket >= $2 AND bucket < $7) OR (bucket >= $8 AND bucket < $3))) \
+          OR (span = $9 AND bucket >= $7 AND bucket < $8))";
     let binds = [
         Bind::Text(environment.to_owned()),
         Bind::Int(from),
         Bind::Int(until_ms),
         Bind::Text(pack.unwrap_or("").to_owned()),
         Bind::Text(hash.unwrap_or("").to_owned()),
+        Bind::Int(MINUTE_MS),
+        Bind::Int(a),
+        Bind::Int(b),
+        Bind::Int(HOUR_MS),
     ];
     let sql = format!(
         "SELECT pack, version, hash, outcome, CAST(SUM(requests) AS BIGINT) AS n, CAST(SUM(escalated) AS BIGINT) AS esc FROM event_rollups{scope} GROUP BY pack, version, hash, outcome"
@@ -897,14 +944,14 @@ pub(crate) async fn prune(
     .execute(&mut *conn)
     .await?;
     if events < PRUNE_BATCH.unsigned_abs() {
-        // Rollups are a few rows per minute and version: once the events are gone, their
-        // minutes go in one statement each.
+        // Rollups are a few rows per bucket and version: once the events are gone, the buckets
+        // wholly before the cutoff go in one statement each.
         for table in ["event_rollups", "entity_rollups"] {
             sqlx::query(&format!(
-                "DELETE FROM {table} WHERE environment = $1 AND minute < $2"
+                "DELETE FROM {table} WHERE environment = $1 AND bucket + span <= $2"
             ))
             .bind(environment)
-            .bind(before / MINUTE_MS * MINUTE_MS)
+            .bind(before)
             .execute(&mut *conn)
             .await?;
         }
@@ -918,7 +965,11 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_then_columns() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(
+            placeholders(2, 3, Params::Numbered),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(placeholders(1, 2, Params::Positional), "(?, ?)");
     }
 
     #[test]
