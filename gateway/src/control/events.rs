@@ -423,19 +423,19 @@ fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
         gateway: &'a str,
         events: &'a [DecisionEvent],
     }
+    // Serialise first, then compress in one write: serde_json writes in small pieces, and each
+    // write into the encoder is a deflate call (streaming into it spent a third of a busy
+    // gateway's CPU in the compressor's setup).
+    let json = serde_json::to_vec(&Batch {
+        gateway,
+        events: batch,
+    })
+    .map_err(|e| e.to_string())?;
     let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(batch.len() * 128),
+        Vec::with_capacity(json.len() / 4),
         flate2::Compression::fast(),
     );
-    serde_json::to_writer(
-        &mut gz,
-        &Batch {
-            gateway,
-            events: batch,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    gz.flush().map_err(|e| e.to_string())?;
+    gz.write_all(&json).map_err(|e| e.to_string())?;
     gz.finish().map(Bytes::from).map_err(|e| e.to_string())
 }
 
