@@ -78,7 +78,7 @@ impl PiiDetector {
     ) -> Result<Self, Vec<PiiCompileError>> {
         let compiled = compile(cfg, hash_key)?;
         let builtins = if compiled.builtin_on.iter().any(|&b| b) {
-            let b = Builtins::new(compiled.builtin_on).map_err(|e| {
+            let b = Builtins::new(compiled.builtin_on, cfg.obfuscated_emails).map_err(|e| {
                 vec![PiiCompileError {
                     path: "entities".to_owned(),
                     message: e.to_string(),

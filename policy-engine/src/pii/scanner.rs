@@ -1,9 +1,10 @@
 //! The built-in pass: one trigger scan over the text, then per-candidate confirmation.
 //!
 //! Why this shape: every built-in entity has a cheap, exact trigger — a digit (phone, card, SSN,
-//! IBAN check digits, IPv4), `@` (e-mail), `:` (IPv6) or an API-key literal (`sk-`, `AKIA`,
-//! `ghp_`, …). Bytes are tested eight at a time (SWAR) for digits, `:` and `@`, and one packed
-//! Aho-Corasick automaton (Teddy where the CPU has SIMD) finds key literals, so prose without
+//! IBAN check digits, IPv4), `@` (e-mail), `:` (IPv6), an API-key literal (`sk-`, `AKIA`,
+//! `ghp_`, …) or an at marker (`[at]`, ` at `: an obfuscated e-mail, see `obfuscated`). Bytes
+//! are tested eight at a time (SWAR) for digits, `:` and `@`, and one packed Aho-Corasick
+//! automaton (Teddy where the CPU has SIMD) finds key literals and at markers, so prose without
 //! triggers is skipped at memory speed and no entity runs its own pass over the text.
 //!
 //! Determinism contract (the stream redactor depends on it): a candidate triggered at `t` reads
@@ -13,6 +14,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 
+use super::obfuscated::{self, AtMarker};
 use super::{keys, numeric, tokens};
 
 /// How far left of its trigger a built-in candidate may start (e-mail local part, IBAN country
@@ -258,7 +260,7 @@ pub(crate) fn next_byte_trigger(hay: &[u8], from: usize) -> Option<usize> {
 
 /// Bytes a mark check may read past the end of a candidate: one separator, three `*` or `_`
 /// and one character of up to four bytes ([`glued_after`] after a separator), plus one.
-const GLUE_READ: usize = 9;
+pub(crate) const GLUE_READ: usize = 9;
 
 /// How far `hay` must reach for the confirmation of the trigger at `t` to be final: the end
 /// of the run of bytes its rule may take into a candidate (a superset of what each rule
@@ -281,6 +283,9 @@ fn decided_by(hay: &[u8], t: usize, trig: Trigger) -> usize {
             b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
         }),
         Trigger::Byte(b':') => run(t, 64, &|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        // The obfuscated rule reports how far it read (`obfuscated::Decision::reach`) and is
+        // decided by that; this is its cap.
+        Trigger::At(_) => t + MAX_RIGHT,
         // Digit groups (and an IBAN's capitals) joined by one or two separators; and, for a
         // digit inside a word (an IBAN's check digits are, after its country code), the rest of
         // the word, which the numeric rule skips when no IBAN fits.
@@ -308,21 +313,60 @@ fn decided_by(hay: &[u8], t: usize, trig: Trigger) -> usize {
 #[derive(Debug)]
 pub(crate) struct Builtins {
     enabled: [bool; 7],
-    literals: AhoCorasick,
+    /// Obfuscated e-mail addresses are looked for (`email` on and not turned off).
+    obfuscated: bool,
+    /// Key literals and at markers, one automaton; `None` when neither is looked for.
+    literals: Option<AhoCorasick>,
+    /// What each pattern of `literals` is.
+    kinds: Vec<Trigger>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Trigger {
     Byte(u8),
     Key(usize),
+    At(AtMarker),
 }
 
 impl Builtins {
-    pub(crate) fn new(enabled: [bool; 7]) -> Result<Self, aho_corasick::BuildError> {
-        let literals = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(keys::RULES.iter().map(|r| r.prefix))?;
-        Ok(Self { enabled, literals })
+    pub(crate) fn new(
+        enabled: [bool; 7],
+        obfuscated_email: bool,
+    ) -> Result<Self, aho_corasick::BuildError> {
+        let obfuscated = obfuscated_email && enabled[usize::from(ent::EMAIL)];
+        let mut patterns: Vec<String> = Vec::new();
+        let mut kinds = Vec::new();
+        if enabled[usize::from(ent::API_KEY)] {
+            for (i, r) in keys::RULES.iter().enumerate() {
+                patterns.push(r.prefix.to_owned());
+                kinds.push(Trigger::Key(i));
+            }
+        }
+        if obfuscated {
+            for (lit, marker) in obfuscated::markers() {
+                patterns.push(lit);
+                kinds.push(Trigger::At(marker));
+            }
+        }
+        let literals = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&patterns)?,
+            )
+        };
+        Ok(Self {
+            enabled,
+            obfuscated,
+            literals,
+            kinds,
+        })
+    }
+
+    fn literal_kind(&self, pattern: usize) -> Trigger {
+        self.kinds.get(pattern).copied().unwrap_or(Trigger::Byte(0))
     }
 
     fn on(&self, e: u16) -> bool {
@@ -341,12 +385,11 @@ impl Builtins {
         partial: bool,
         out: &mut Vec<Raw>,
     ) {
-        let want_keys = self.on(ent::API_KEY);
         let want_bytes = self.enabled.iter().take(6).any(|&e| e);
         // The next key literal and the next trigger byte, each cached until the scan position
         // passes it. Without the byte cache, text of key literals and no digit (`sk-sk-sk-…`)
         // searched to its end once per literal: quadratic.
-        let mut key_cache: Option<Option<(usize, usize)>> = None;
+        let mut key_cache: Option<Option<(usize, Trigger)>> = None;
         let mut key_from = 0usize;
         let mut byte_cache: Option<Option<usize>> = None;
         let mut byte_from = 0usize;
@@ -366,7 +409,7 @@ impl Builtins {
             } else {
                 None
             };
-            let key_t = if want_keys {
+            let key_t = if let Some(literals) = &self.literals {
                 let stale = match key_cache {
                     None => true,
                     Some(Some((at, _))) => at < pos,
@@ -376,9 +419,9 @@ impl Builtins {
                     key_from = pos;
                     let input = Input::new(hay).range(pos..);
                     key_cache = Some(
-                        self.literals
+                        literals
                             .find(input)
-                            .map(|m| (m.start(), m.pattern().as_usize())),
+                            .map(|m| (m.start(), self.literal_kind(m.pattern().as_usize()))),
                     );
                 }
                 key_cache.flatten()
@@ -397,21 +440,30 @@ impl Builtins {
                     st.pos = pos.max(reach);
                     return;
                 }
-                (Some(b), Some((k, r))) if k <= b => (k, Trigger::Key(r)),
+                (Some(b), Some((k, lit))) if k <= b => (k, lit),
                 (Some(b), _) => (b, Trigger::Byte(hay.get(b).copied().unwrap_or(0))),
-                (None, Some((k, r))) => (k, Trigger::Key(r)),
+                (None, Some((k, lit))) => (k, lit),
             };
             if t >= limit {
                 st.pos = pos.max(limit);
                 return;
             }
-            if partial && decided_by(hay, t, trig) > hay.len() {
-                st.pos = t;
-                return;
-            }
             let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
             let lo_is_finding = st.floor > 0 && st.floor >= t.saturating_sub(MAX_LEFT);
-            let step = self.confirm(hay, t, lo, lo_is_finding, trig);
+            let step = if let Trigger::At(marker) = trig {
+                let d = obfuscated::email(hay, t, marker, lo, lo_is_finding);
+                if partial && d.reach > hay.len() {
+                    st.pos = t;
+                    return;
+                }
+                d.step
+            } else {
+                if partial && decided_by(hay, t, trig) > hay.len() {
+                    st.pos = t;
+                    return;
+                }
+                self.confirm(hay, t, lo, lo_is_finding, trig)
+            };
             match step.found {
                 Some((s, e, entity)) => {
                     out.push(Raw {
@@ -437,19 +489,31 @@ impl Builtins {
     /// `max(floor, trigger - MAX_LEFT)`. The next trigger is the first one at or after
     /// `st.pos` in `hay`, or one not received yet (at `hay.len()` or later); a key literal cut
     /// off by the end of `hay` is inside the last word. So no future finding starts before the
-    /// word holding that trigger.
+    /// word holding that trigger — except an obfuscated e-mail, which reaches left of its at
+    /// marker over up to three blanks and the word before them: for a marker found, and for
+    /// one the last word may still become (`obfuscated::start_bound`, `cut_off_start`).
     pub(crate) fn future_start(&self, hay: &[u8], st: &PassState) -> usize {
         let mut t = hay.len();
         if self.enabled.iter().take(6).any(|&e| e) {
             t = next_byte_trigger(hay, st.pos).map_or(t, |b| b.min(t));
         }
-        if self.on(ent::API_KEY) {
+        let mut marker = false;
+        if let Some(literals) = &self.literals {
             let input = Input::new(hay).range(st.pos.min(hay.len())..);
-            if let Some(m) = self.literals.find(input) {
-                t = t.min(m.start());
+            if let Some(m) = literals.find(input) {
+                if m.start() < t {
+                    t = m.start();
+                    marker = matches!(self.literal_kind(m.pattern().as_usize()), Trigger::At(_));
+                }
             }
         }
         let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
+        if self.obfuscated && marker {
+            return obfuscated::start_bound(hay, t, lo);
+        }
+        if self.obfuscated && t == hay.len() {
+            return obfuscated::cut_off_start(hay, lo);
+        }
         let mut s = t;
         while s > lo && !hay.get(s - 1).is_some_and(u8::is_ascii_whitespace) {
             s -= 1;
@@ -477,7 +541,7 @@ impl Builtins {
                     _ => step,
                 }
             }
-            Trigger::Byte(_) => Step::miss(t + 1),
+            Trigger::Byte(_) | Trigger::At(_) => Step::miss(t + 1),
         }
     }
 }
