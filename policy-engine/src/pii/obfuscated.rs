@@ -2,14 +2,17 @@
 //! `john at example dot com`, found as the built-in entity `email`.
 //!
 //! Why a rule of its own: an address written to dodge scrapers is still personal data, and
-//! it has no `@` to trigger on. The trigger is an *at marker* — `(at)`, `[at]`, `{at}` or
-//! `<at>` in any letter case (bracketed), or the bare word ` at ` — found by the key-literal
-//! automaton in the same scan, so prose costs nothing more than one automaton pass. The
-//! address around it is `LOCAL MARKER DOMAIN`: a local part as in a real address, at most
-//! three spaces or tabs on each side of the marker, and a domain of labels (letters, digits,
-//! inner `-`) joined by `.`, a bracketed `dot` (same four brackets, any case, at most three
-//! blanks around) or the bare word ` dot `. The span runs from the local part's first
+//! it has no `@` to trigger on. The address is `LOCAL AT DOMAIN`: a local part as in a real
+//! address, with a letter and ending in a letter or digit; an at marker — `(at)`, `[at]`, `{at}` or `<at>` in any letter case (bracketed), or
+//! the bare word `at` — with at most three spaces or tabs on each side; and a domain of labels
+//! (letters, digits, inner `-`) joined by `.`, a bracketed `dot` (same four brackets, at most
+//! three blanks around) or the bare word `dot`. The span runs from the local part's first
 //! character to the top-level domain's last, so redaction replaces all of it.
+//!
+//! Triggers, found by the key-literal automaton in the same scan: a bracketed `at` (the
+//! address is read from it), and a written-out dot — bracketed, or `dot ` after a blank — for
+//! the bare form, whose ` at ` is then looked for left of it (labels, blanks, `at`, blanks).
+//! The bare word ` at ` itself is no trigger: it is one of the commonest words of prose.
 //!
 //! Precision guard. A bracketed marker is deliberate obfuscation: two or more labels and an
 //! alphabetic top-level domain of 2–24 letters suffice. The bare word `at` is everywhere in
@@ -18,41 +21,60 @@
 //! [`COMMON_TLDS`], and a local part of two or more characters that is not one of
 //! [`BARE_STOP_WORDS`] (`look at the dot product`, `find us at example dot com`).
 //!
-//! Not found: markers with blanks inside the brackets (`[ at ]`), a real `@` with a written-out
+//! Not found: markers in mixed case (`(At)`, `Dot`: the trigger literals are lower and upper
+//! case only), markers with blanks inside the brackets (`[ at ]`), a real `@` with a written-out
 //! dot (`john@example dot com`), a written-out dot inside the local part (`john [dot] doe
 //! [at] …`: the address is found from `doe`), and line breaks between the parts.
 //!
 //! Stream contract: [`email`] reports how far right it read ([`Decision::reach`]); a decision
 //! taken on a prefix of a growing text whose reads all fell inside it is final. A finding
-//! starts at most three blanks and one local part left of its marker, never below the pass's
-//! `lo` ([`start_bound`], [`cut_off_start`]).
+//! starts no further left of its trigger than three words with up to three blanks before each
+//! (labels, `at`, local part), never below the pass's `lo`; [`start_bound`],
+//! [`before_bare_at`] and [`cut_off_start`] give the stream redactor the earliest start of a
+//! finding not produced yet.
 
 use super::scanner::{ent, glued_after, Step, GLUE_READ, MAX_RIGHT};
 
-/// How an at marker is written.
+/// What a trigger literal of the obfuscated rule is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AtMarker {
-    /// ` at ` (the literal includes the space on each side).
+pub(crate) enum Obfuscation {
+    /// `(at)`, `[at]`, `{at}`, `<at>`: the address is read from here, right and left.
+    BracketedAt,
+    /// `(dot)`, `[dot]`, … or `dot ` after a blank: the first written-out dot of an address
+    /// with a bare ` at `, which is looked for left of it.
+    WrittenDot,
+}
+
+/// How the at marker of a candidate is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtMarker {
+    /// ` at ` (`t` is its first blank).
     Bare,
     /// `(at)`, `[at]`, `{at}`, `<at>`.
     Bracketed,
 }
 
-/// Length of every at-marker literal.
-pub(crate) const MARKER_LEN: usize = 4;
+/// Length of an at marker (` at `, `[at]`).
+const MARKER_LEN: usize = 4;
 
 const BRACKETS: [(u8, u8); 4] = [(b'(', b')'), (b'[', b']'), (b'{', b'}'), (b'<', b'>')];
-const AT_CASES: [&str; 4] = ["at", "AT", "At", "aT"];
+const CASES: [fn(&str) -> String; 2] = [str::to_owned, str::to_ascii_uppercase];
 
-/// The at-marker literals for the trigger automaton, each with its form.
-pub(crate) fn markers() -> Vec<(String, AtMarker)> {
+/// The trigger literals of the obfuscated rule, each with its kind: bracketed `at` and `dot`,
+/// and `dot ` (whose blank before is checked on confirmation), in lower and upper case — 18
+/// literals, which with the 13 key literals keep the automaton within slim Teddy's 32
+/// patterns (see `keys::LITERALS`). Why not ` at `: the word is so common in prose (`meet at
+/// noon`, `that `) that triggering on it cost a third of the scan speed on clean text; the
+/// bare form needs a written-out dot anyway, and `dot` is rare.
+pub(crate) fn literals() -> Vec<(String, Obfuscation)> {
     let mut out = Vec::new();
-    for at in AT_CASES {
+    for case in CASES {
         for (open, close) in BRACKETS {
-            let lit = format!("{}{at}{}", char::from(open), char::from(close));
-            out.push((lit, AtMarker::Bracketed));
+            let (o, c) = (char::from(open), char::from(close));
+            out.push((format!("{o}{}{c}", case("at")), Obfuscation::BracketedAt));
+            out.push((format!("{o}{}{c}", case("dot")), Obfuscation::WrittenDot));
         }
-        out.push((format!(" {at} "), AtMarker::Bare));
+        out.push((format!("{} ", case("dot")), Obfuscation::WrittenDot));
     }
     out
 }
@@ -220,32 +242,77 @@ impl Reader<'_> {
 }
 
 /// Where the local part of a marker at `t` ends: after at most three blanks left of the
-/// marker (for the bare form, two besides its own space).
+/// marker (for the bare form, two besides its own).
 fn local_end(hay: &[u8], t: usize, marker: AtMarker, lo: usize) -> usize {
-    let max = match marker {
-        AtMarker::Bare => MAX_BLANKS - 1,
-        AtMarker::Bracketed => MAX_BLANKS,
-    };
-    let mut e = t;
-    while e > lo && t - e < max && hay.get(e - 1).copied().is_some_and(is_blank) {
-        e -= 1;
+    match marker {
+        AtMarker::Bare => {
+            let mut e = t;
+            while e > lo && t - e < MAX_BLANKS - 1 && hay.get(e - 1).copied().is_some_and(is_blank)
+            {
+                e -= 1;
+            }
+            e
+        }
+        AtMarker::Bracketed => blanks_start(hay, t, lo),
     }
-    e
 }
 
-/// The obfuscated address around the at marker at `t`. `lo` and `lo_is_finding` as for a
-/// real address (`tokens::email`): the local part reaches left no further than `lo`, and
-/// starts there when `lo` is the end of a finding just made.
+/// The obfuscated address around the trigger literal of kind `kind` at `t`. `lo` and
+/// `lo_is_finding` as for a real address (`tokens::email`): no byte left of `lo` is part of
+/// it, and the local part starts at `lo` when `lo` is the end of a finding just made.
 pub(crate) fn email(
     hay: &[u8],
     t: usize,
-    marker: AtMarker,
+    kind: Obfuscation,
     lo: usize,
     lo_is_finding: bool,
 ) -> Decision {
     let mut r = Reader { hay, far: t };
-    let step = parse(&mut r, t, marker, lo, lo_is_finding);
+    let step = match kind {
+        Obfuscation::BracketedAt => parse(&mut r, t, AtMarker::Bracketed, lo, lo_is_finding),
+        Obfuscation::WrittenDot => match bare_at_before(hay, t, lo) {
+            Some(m) => {
+                let step = parse(&mut r, m, AtMarker::Bare, lo, lo_is_finding);
+                match step.found {
+                    Some(_) => step,
+                    None => Step::miss(t + 1),
+                }
+            }
+            None => Step::miss(t + 1),
+        },
+    };
     Decision { step, reach: r.far }
+}
+
+/// The bare ` at ` before the written-out dot at `t` (a bracket, or the `d` of `dot `): blanks,
+/// labels (letters, digits, `-`, `.`), one to three blanks, `at` in any case, a blank. Returns
+/// the offset of that last blank, where [`parse`] expects a bare marker.
+fn bare_at_before(hay: &[u8], t: usize, lo: usize) -> Option<usize> {
+    let at = |i: usize| hay.get(i).copied().unwrap_or(0);
+    let bare_dot = at(t).eq_ignore_ascii_case(&b'd');
+    let mut k = t;
+    while k > lo && t - k < MAX_BLANKS && is_blank(at(k - 1)) {
+        k -= 1;
+    }
+    if bare_dot && k == t {
+        return None;
+    }
+    let labels_end = k;
+    while k > lo && (is_label(at(k - 1)) || at(k - 1) == b'.') {
+        k -= 1;
+    }
+    if k == labels_end {
+        return None;
+    }
+    let after_at = k;
+    while k > lo && after_at - k < MAX_BLANKS && is_blank(at(k - 1)) {
+        k -= 1;
+    }
+    if k == after_at || k < lo + 3 {
+        return None;
+    }
+    let word = hay.get(k - 2..k)?;
+    (word.eq_ignore_ascii_case(b"at") && is_blank(at(k - 3))).then_some(k - 3)
 }
 
 fn parse(r: &mut Reader<'_>, t: usize, marker: AtMarker, lo: usize, lo_is_finding: bool) -> Step {
@@ -271,7 +338,9 @@ fn parse(r: &mut Reader<'_>, t: usize, marker: AtMarker, lo: usize, lo_is_findin
     let Some(local) = hay.get(s..e) else {
         return miss;
     };
-    if local.windows(2).any(|w| w == b"..") {
+    // A letter: a digits-only local part is rare in an obfuscated address, and the last four
+    // digits a masked card keeps (`**** 1111 [at] …`) must not become one.
+    if local.windows(2).any(|w| w == b"..") || !local.iter().any(u8::is_ascii_alphabetic) {
         return miss;
     }
     if marker == AtMarker::Bare && !bare_local_ok(local) {
@@ -345,21 +414,102 @@ fn common_tld(tld: &[u8]) -> bool {
     lower_in(tld, COMMON_TLDS)
 }
 
-/// The bare form's local part: two or more characters, one a letter, not a stop word.
+/// The bare form's local part: two or more characters, not a stop word.
 fn bare_local_ok(local: &[u8]) -> bool {
-    local.len() >= 2
-        && local.iter().any(u8::is_ascii_alphabetic)
-        && !lower_in(local, BARE_STOP_WORDS)
+    local.len() >= 2 && !lower_in(local, BARE_STOP_WORDS)
 }
 
-/// Smallest offset an address whose marker starts at `t` can start at: at most three blanks
-/// left, then the word before them (a superset of its local part), never below `lo`.
-pub(crate) fn start_bound(hay: &[u8], t: usize, lo: usize) -> usize {
+/// Smallest offset an address found from the trigger literal of kind `kind` at `t` can start
+/// at: the word before up to three blanks for a bracketed `at` (its local part); for a
+/// written-out dot, the third such word (labels, `at`, local part). Never below `lo`.
+pub(crate) fn start_bound(hay: &[u8], t: usize, kind: Obfuscation, lo: usize) -> usize {
+    let words = match kind {
+        Obfuscation::BracketedAt => 1,
+        Obfuscation::WrittenDot => 3,
+    };
     let mut s = t;
-    while s > lo && t - s < MAX_BLANKS && hay.get(s - 1).copied().is_some_and(is_blank) {
-        s -= 1;
+    for _ in 0..words {
+        s = word_start(hay, blanks_start(hay, s, lo), lo);
     }
-    word_start(hay, s, lo)
+    s
+}
+
+/// For a trigger of another entity in the word starting at `w`: when that word may be the
+/// labels after a bare ` at ` (one to three blanks, then the word `at`), the address a written
+/// dot later in the text completes starts at the word before `at`.
+pub(crate) fn before_bare_at(hay: &[u8], w: usize, lo: usize) -> usize {
+    match at_word_before(hay, w, lo) {
+        Some(a) => word_start(hay, blanks_start(hay, a, lo), lo),
+        None => w,
+    }
+}
+
+/// Smallest offset an address can start at whose trigger is cut off by the end of a growing
+/// `hay` (not found yet). With `w0` the last word (maybe empty) and `w1`, `w2`, `w3` the words
+/// before it, each separated by one to three blanks: `w1` when `w0` may still become an at
+/// marker (empty, `a`, `at`, or a bracket and that, in any case) and `w1` ends in a letter or
+/// digit (`john [a…`, `john at`); the word before `at` when `w1` or `w2` is the word `at`
+/// (`john at exa…`, `john at example d…`: the written-out dot is still to come); otherwise
+/// `w0`, as for any trigger not received yet.
+pub(crate) fn cut_off_start(hay: &[u8], lo: usize) -> usize {
+    let mut words = [(hay.len(), hay.len()); 4];
+    let mut n = 0;
+    let mut end = hay.len();
+    while n < 4 {
+        let start = word_start(hay, end, lo);
+        words[n] = (start, end);
+        n += 1;
+        let k = blanks_start(hay, start, lo);
+        if k == start || k == lo || hay.get(k - 1).is_some_and(u8::is_ascii_whitespace) {
+            break;
+        }
+        end = k;
+    }
+    let word = |i: usize| {
+        let (s, e) = words[i];
+        hay.get(s..e).unwrap_or_default()
+    };
+    let ends_alnum = |i: usize| word(i).last().is_some_and(u8::is_ascii_alphanumeric);
+    let w0 = word(0);
+    let unbracketed = match w0.first() {
+        Some(b) if BRACKETS.iter().any(|(o, _)| o == b) => &w0[1..],
+        _ => w0,
+    };
+    let marker_prefix = unbracketed.len() <= 2
+        && unbracketed
+            .iter()
+            .zip(b"at")
+            .all(|(a, b)| a.eq_ignore_ascii_case(b));
+    let mut best = words[0].0;
+    if marker_prefix && n > 1 && ends_alnum(1) {
+        best = best.min(words[1].0);
+    }
+    for i in 1..=2 {
+        if i + 1 < n && word(i).eq_ignore_ascii_case(b"at") && ends_alnum(i + 1) {
+            best = best.min(words[i + 1].0);
+        }
+    }
+    best
+}
+
+/// The start of the word `at` (any case) that stands one to three blanks before `w`.
+fn at_word_before(hay: &[u8], w: usize, lo: usize) -> Option<usize> {
+    let k = blanks_start(hay, w, lo);
+    if k == w || k < lo + 2 {
+        return None;
+    }
+    let a = k - 2;
+    let whole = a > lo && hay.get(a - 1).copied().is_some_and(is_blank);
+    (whole && hay.get(a..k)?.eq_ignore_ascii_case(b"at")).then_some(a)
+}
+
+/// Where the run of at most three blanks ending at `s` starts.
+fn blanks_start(hay: &[u8], s: usize, lo: usize) -> usize {
+    let mut k = s;
+    while k > lo && s - k < MAX_BLANKS && hay.get(k - 1).copied().is_some_and(is_blank) {
+        k -= 1;
+    }
+    k
 }
 
 fn word_start(hay: &[u8], mut s: usize, lo: usize) -> usize {
@@ -367,36 +517,4 @@ fn word_start(hay: &[u8], mut s: usize, lo: usize) -> usize {
         s -= 1;
     }
     s
-}
-
-/// Smallest offset an address can start at whose marker is cut off by the end of a growing
-/// `hay` (not found yet): when the last word could still become the start of a marker — it
-/// is empty, `a`, `at`, or a bracket followed by that, in any case — and one to three blanks
-/// stand between it and a letter or digit, the address may start at the word before them;
-/// otherwise at the last word, as for any trigger not received yet.
-pub(crate) fn cut_off_start(hay: &[u8], lo: usize) -> usize {
-    let last = word_start(hay, hay.len(), lo);
-    let word = hay.get(last..).unwrap_or_default();
-    let unbracketed = match word.first() {
-        Some(b) if BRACKETS.iter().any(|(o, _)| o == b) => &word[1..],
-        _ => word,
-    };
-    let marker_prefix = unbracketed.len() <= 2
-        && unbracketed
-            .iter()
-            .zip(b"at")
-            .all(|(a, b)| a.eq_ignore_ascii_case(b));
-    if !marker_prefix {
-        return last;
-    }
-    let mut s = last;
-    while s > lo && last - s < MAX_BLANKS && hay.get(s - 1).copied().is_some_and(is_blank) {
-        s -= 1;
-    }
-    let local_before = s < last && s > lo && hay.get(s - 1).is_some_and(u8::is_ascii_alphanumeric);
-    if local_before {
-        word_start(hay, s, lo)
-    } else {
-        last
-    }
 }

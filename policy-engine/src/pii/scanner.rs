@@ -14,7 +14,7 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 
-use super::obfuscated::{self, AtMarker};
+use super::obfuscated::{self, Obfuscation};
 use super::{keys, numeric, tokens};
 
 /// How far left of its trigger a built-in candidate may start (e-mail local part, IBAN country
@@ -63,8 +63,9 @@ pub(crate) fn is_word(b: u8) -> bool {
 ///
 /// - `*`: a run of four or more `*` glues (a masked value, `****-****`; Markdown never uses
 ///   more than three), and so does a shorter run that is not an emphasis delimiter — one with
-///   a letter, a digit or a mask separator (`-`, `.`, `@`, `:`, `/`) on its outer side, as in
-///   `***-***+44…`. `*x*`, `**x**`, `***x***` at a word's edge do not glue.
+///   a letter, a digit, a mask separator (`-`, `.`, `@`, `:`, `/`) or a replacement's edge
+///   (`[`, `{**}`) on its outer side, as in `***-***+44…`. `*x*`, `**x**`, `***x***` at a
+///   word's edge do not glue.
 /// - `_`: a word character, except a run of at most three at a word's edge (Markdown's `_x_`,
 ///   `__x__`), whose outer side is whitespace, the text's edge or punctuation.
 /// - `]` before and `[` after a value glue (the edges of a placeholder, `[PHONE_1]+44…`); a
@@ -122,6 +123,9 @@ fn delimiter_run(hay: &[u8], at: usize, mark: u8, side: Side) -> bool {
     if mark == b'*' && outer == Some(b' ') && mask_group_beyond(hay, at, len, side) {
         return false;
     }
+    if replacement_beyond(hay, at, len, side) {
+        return false;
+    }
     match outer {
         None => true,
         Some(b) if b.is_ascii_whitespace() => true,
@@ -163,6 +167,32 @@ fn mask_group_beyond(hay: &[u8], at: usize, len: usize, side: Side) -> bool {
                     .get(from + stars)
                     .is_none_or(|b| b.is_ascii_whitespace())
         }
+    }
+}
+
+/// Whether a replacement stands on the outer side of a mark run: a placeholder's edge (`[`
+/// after the run, `]` before it), or a bracket with a `*` beyond it (`{**}`, a masked
+/// obfuscated e-mail's at marker). The run was then glued to the word the replacement stands
+/// for (`sk-…*john[at]x.io` → `sk-…*[EMAIL_1]`), and still is.
+fn replacement_beyond(hay: &[u8], at: usize, len: usize, side: Side) -> bool {
+    match side {
+        Side::Before => {
+            let Some(k) = at.checked_sub(len + 1) else {
+                return false;
+            };
+            match hay.get(k) {
+                Some(b']') => true,
+                Some(b')' | b'}' | b'>') => {
+                    k.checked_sub(1).and_then(|j| hay.get(j)) == Some(&b'*')
+                }
+                _ => false,
+            }
+        }
+        Side::After => match hay.get(at + len) {
+            Some(b'[') => true,
+            Some(b'(' | b'{' | b'<') => hay.get(at + len + 1) == Some(&b'*'),
+            _ => false,
+        },
     }
 }
 
@@ -276,7 +306,7 @@ fn decided_by(hay: &[u8], t: usize, trig: Trigger) -> usize {
         i
     };
     let end = match trig {
-        Trigger::Key(_) => run(t, keys::MAX_BODY + 16, &|b| {
+        Trigger::Key => run(t, keys::MAX_BODY + 16, &|b| {
             b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
         }),
         Trigger::Byte(b'@') => run(t + 1, MAX_RIGHT, &|b| {
@@ -285,7 +315,7 @@ fn decided_by(hay: &[u8], t: usize, trig: Trigger) -> usize {
         Trigger::Byte(b':') => run(t, 64, &|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
         // The obfuscated rule reports how far it read (`obfuscated::Decision::reach`) and is
         // decided by that; this is its cap.
-        Trigger::At(_) => t + MAX_RIGHT,
+        Trigger::Obfuscated(_) => t + MAX_RIGHT,
         // Digit groups (and an IBAN's capitals) joined by one or two separators; and, for a
         // digit inside a word (an IBAN's check digits are, after its country code), the rest of
         // the word, which the numeric rule skips when no IBAN fits.
@@ -324,8 +354,8 @@ pub(crate) struct Builtins {
 #[derive(Debug, Clone, Copy)]
 enum Trigger {
     Byte(u8),
-    Key(usize),
-    At(AtMarker),
+    Key,
+    Obfuscated(Obfuscation),
 }
 
 impl Builtins {
@@ -337,15 +367,15 @@ impl Builtins {
         let mut patterns: Vec<String> = Vec::new();
         let mut kinds = Vec::new();
         if enabled[usize::from(ent::API_KEY)] {
-            for (i, r) in keys::RULES.iter().enumerate() {
-                patterns.push(r.prefix.to_owned());
-                kinds.push(Trigger::Key(i));
+            for lit in keys::LITERALS {
+                patterns.push((*lit).to_owned());
+                kinds.push(Trigger::Key);
             }
         }
         if obfuscated {
-            for (lit, marker) in obfuscated::markers() {
+            for (lit, kind) in obfuscated::literals() {
                 patterns.push(lit);
-                kinds.push(Trigger::At(marker));
+                kinds.push(Trigger::Obfuscated(kind));
             }
         }
         let literals = if patterns.is_empty() {
@@ -450,8 +480,8 @@ impl Builtins {
             }
             let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
             let lo_is_finding = st.floor > 0 && st.floor >= t.saturating_sub(MAX_LEFT);
-            let step = if let Trigger::At(marker) = trig {
-                let d = obfuscated::email(hay, t, marker, lo, lo_is_finding);
+            let step = if let Trigger::Obfuscated(kind) = trig {
+                let d = obfuscated::email(hay, t, kind, lo, lo_is_finding);
                 if partial && d.reach > hay.len() {
                     st.pos = t;
                     return;
@@ -489,41 +519,50 @@ impl Builtins {
     /// `max(floor, trigger - MAX_LEFT)`. The next trigger is the first one at or after
     /// `st.pos` in `hay`, or one not received yet (at `hay.len()` or later); a key literal cut
     /// off by the end of `hay` is inside the last word. So no future finding starts before the
-    /// word holding that trigger — except an obfuscated e-mail, which reaches left of its at
-    /// marker over up to three blanks and the word before them: for a marker found, and for
-    /// one the last word may still become (`obfuscated::start_bound`, `cut_off_start`).
+    /// word holding that trigger — except an obfuscated e-mail, which reaches left of its
+    /// trigger over blanks and up to three words (`obfuscated::start_bound`), may hold that
+    /// trigger's word as labels after a bare ` at ` (`before_bare_at`), or may have its trigger
+    /// still to come (`cut_off_start`).
     pub(crate) fn future_start(&self, hay: &[u8], st: &PassState) -> usize {
         let mut t = hay.len();
         if self.enabled.iter().take(6).any(|&e| e) {
             t = next_byte_trigger(hay, st.pos).map_or(t, |b| b.min(t));
         }
-        let mut marker = false;
+        let mut literal = None;
         if let Some(literals) = &self.literals {
             let input = Input::new(hay).range(st.pos.min(hay.len())..);
             if let Some(m) = literals.find(input) {
                 if m.start() < t {
                     t = m.start();
-                    marker = matches!(self.literal_kind(m.pattern().as_usize()), Trigger::At(_));
+                    literal = Some(self.literal_kind(m.pattern().as_usize()));
                 }
             }
         }
         let lo = st.floor.max(t.saturating_sub(MAX_LEFT));
-        if self.obfuscated && marker {
-            return obfuscated::start_bound(hay, t, lo);
-        }
-        if self.obfuscated && t == hay.len() {
-            return obfuscated::cut_off_start(hay, lo);
+        if self.obfuscated {
+            if let Some(Trigger::Obfuscated(kind)) = literal {
+                return obfuscated::start_bound(hay, t, kind, lo);
+            }
+            if t == hay.len() {
+                return obfuscated::cut_off_start(hay, lo);
+            }
         }
         let mut s = t;
         while s > lo && !hay.get(s - 1).is_some_and(u8::is_ascii_whitespace) {
             s -= 1;
+        }
+        if self.obfuscated {
+            return obfuscated::before_bare_at(hay, s, lo);
         }
         s
     }
 
     fn confirm(&self, hay: &[u8], t: usize, lo: usize, lo_is_finding: bool, trig: Trigger) -> Step {
         match trig {
-            Trigger::Key(rule) => keys::confirm(hay, t, rule),
+            Trigger::Key => match keys::rule_at(hay, t) {
+                Some(rule) => keys::confirm(hay, t, rule),
+                None => Step::miss(t + 1),
+            },
             Trigger::Byte(b'@') if self.on(ent::EMAIL) => tokens::email(hay, t, lo, lo_is_finding),
             Trigger::Byte(b':') if self.on(ent::IP) => tokens::ipv6(hay, t, lo),
             Trigger::Byte(b) if b.is_ascii_digit() => {
@@ -541,7 +580,7 @@ impl Builtins {
                     _ => step,
                 }
             }
-            Trigger::Byte(_) | Trigger::At(_) => Step::miss(t + 1),
+            Trigger::Byte(_) | Trigger::Obfuscated(_) => Step::miss(t + 1),
         }
     }
 }

@@ -27,8 +27,17 @@ fn bracketed_and_bare_forms_are_found_with_the_whole_span() {
             "john [AT] example [DOT] co [DOT] uk",
         ),
         (
-            "mail John.Doe (At) mail.example (Dot) org.",
-            "John.Doe (At) mail.example (Dot) org",
+            "mail John.Doe (AT) mail.example (DOT) org.",
+            "John.Doe (AT) mail.example (DOT) org",
+        ),
+        ("mail jane At example dot com", "jane At example dot com"),
+        (
+            "mail jane at example [dot] com",
+            "jane at example [dot] com",
+        ),
+        (
+            "mail jane at mail.example DOT co",
+            "jane at mail.example DOT co",
         ),
         (
             "mail j_doe+x  [at]  example.co [dot] uk",
@@ -118,9 +127,69 @@ fn the_pack_setting_turns_obfuscated_addresses_off_and_keeps_real_ones() {
     assert_eq!(d.find("john [at] example [dot] com"), vec![]);
 }
 
+/// Past 32 patterns the literal automaton switches from slim to fat Teddy, about half as fast
+/// on prose: the key literals and the obfuscation literals together must fit.
+#[test]
+fn the_trigger_automaton_stays_within_slim_teddy() {
+    let n = crate::pii::keys::LITERALS.len() + crate::pii::obfuscated::literals().len();
+    assert!(n <= 32, "{n} literals");
+}
+
+#[test]
+fn mixed_case_markers_are_not_triggers() {
+    none("john (At) example (Dot) com");
+    none("john at example Dot com");
+}
+
 #[test]
 fn word_lists_are_sorted_for_binary_search() {
     use crate::pii::obfuscated::{BARE_STOP_WORDS, COMMON_TLDS};
     assert!(COMMON_TLDS.is_sorted());
     assert!(BARE_STOP_WORDS.is_sorted());
+}
+
+/// A card masked with the mask style keeps its last four digits; right before an at marker
+/// they must not become the local part a first pass did not see (the card ended where the
+/// local part would start, so there was none).
+#[test]
+fn a_masked_cards_last_digits_do_not_become_a_local_part() {
+    let cfg = PiiDetectorConfig {
+        redaction: crate::pack::RedactionStyle::Mask,
+        ..Default::default()
+    };
+    let d = PiiDetector::compile(&cfg, None).unwrap();
+    for text in [
+        "x 4111 1111 1111 1111{AT}example.com y",
+        "x 4111 1111 1111 1111 [at] example.com y",
+        "x 4111 1111 1111 1111-@AT-j.doe y",
+    ] {
+        let once = d.redact(text, &mut RedactionSession::new()).into_owned();
+        assert!(once.starts_with("x **** **** **** 1111"), "{once}");
+        assert_eq!(d.find(&once), vec![], "{text:?} -> {once:?}");
+    }
+}
+
+/// A key glued by a `*` to an obfuscated address stays glued once the address is replaced:
+/// by a placeholder (`*[EMAIL_1]`) or by a mask with a bracketed marker (`***{**}`).
+#[test]
+fn a_star_glued_to_a_replaced_address_still_glues() {
+    for style in [
+        crate::pack::RedactionStyle::Placeholder,
+        crate::pack::RedactionStyle::Hash,
+        crate::pack::RedactionStyle::Mask,
+    ] {
+        let cfg = PiiDetectorConfig {
+            redaction: style,
+            ..Default::default()
+        };
+        let d = PiiDetector::compile(&cfg, Some(b"k")).unwrap();
+        for text in [
+            "me].sk-ab12cd34ef56gh78ij90klme*john[at]j.doe* ",
+            "sk-ab12cd34ef56gh78ij90kl*AT{AT}j.doe c",
+        ] {
+            let once = d.redact(text, &mut RedactionSession::new()).into_owned();
+            assert_ne!(once, text, "{style:?}: the address is found");
+            assert_eq!(d.find(&once), vec![], "{style:?}: {text:?} -> {once:?}");
+        }
+    }
 }
