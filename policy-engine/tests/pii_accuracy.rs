@@ -140,9 +140,9 @@ fn bare_ten_digit_numbers_are_phones_only_after_a_phone_word() {
 /// brackets, Markdown and tables; IPv4 with a prefix length or a port; obfuscated e-mail
 /// addresses in every bracket style, case and spacing; and negatives that look like them
 /// (`look at the dot product`, `meet at example dot`, `(at) least`, ports, ratios, versions).
-/// Three lines are stated limits, kept so the scores say so: a written-out dot inside the
-/// local part and markers in mixed case (not found), and a site named with a bare `at … dot
-/// com` after a word not on the stop list (found).
+/// Two lines are stated limits, kept so the scores say so: a written-out dot inside the local
+/// part (found from the word after it), and a site named with a bare `at … dot com` after a
+/// word not on the stop list (found).
 #[test]
 fn edge_cases_meet_precision_and_recall_targets() {
     let samples: Vec<Sample> = include_str!("corpus/edges.jsonl")
@@ -155,14 +155,14 @@ fn edge_cases_meet_precision_and_recall_targets() {
         &format!("edges (corpus/edges.jsonl, {} lines)", samples.len()),
         &table,
     );
-    // The three stated limits cost e-mail 2 false positives (the site; the local part's tail
-    // `doe [at] …`, a wrong span) and 2 misses (that address whole; mixed case) of 24
-    // addresses: P = R = 22/24 = 0.917. The thresholds sit between that and one mistake more
-    // (21/24 = 0.875, 22/25 = 0.88), so any new miss or false positive fails.
+    // The two stated limits cost e-mail 2 false positives (the site; the local part's tail
+    // `doe [at] …`, a wrong span) and 1 miss (that address whole) of 24 addresses: P = 23/25 =
+    // 0.92, R = 23/24 = 0.958. The thresholds sit between that and one mistake more (23/26 =
+    // 0.885, 22/24 = 0.917), so any new false positive or miss fails.
     let email = table.get("email").copied().unwrap_or_default();
-    assert!(email.tp >= 22, "{email:?}");
+    assert!(email.tp >= 23, "{email:?}");
     assert!(email.precision() >= 0.9, "email precision {email:?}");
-    assert!(email.recall() >= 0.9, "email recall {email:?}");
+    assert!(email.recall() >= 0.95, "email recall {email:?}");
     for (entity, s) in table.iter().filter(|(e, _)| *e != "email") {
         assert_eq!((s.fp, s.fn_), (0, 0), "{entity}: {s:?}");
     }

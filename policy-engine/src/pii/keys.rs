@@ -100,38 +100,6 @@ pub(crate) const RULES: &[KeyRule] = &[
     },
 ];
 
-/// The literals the trigger automaton looks for: every rule's prefix, except that `sk-`
-/// stands for `sk-ant-` and `sk-proj-` too, and `xox` for the five Slack prefixes
-/// ([`rule_at`] tells them apart). Fewer literals keep the automaton within the 32 patterns of
-/// the fast (slim) Teddy searcher, with room for the at markers and written-out dots of
-/// obfuscated e-mail addresses; past 32 it switches to fat Teddy, about half as fast on prose.
-pub(crate) const LITERALS: &[&str] = &[
-    "sk-",
-    "sk_live_",
-    "rk_live_",
-    "AKIA",
-    "ASIA",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "xox",
-    "AIza",
-];
-
-/// The rule whose prefix starts at `t`, the longest when several do (`sk-ant-` over `sk-`).
-pub(crate) fn rule_at(hay: &[u8], t: usize) -> Option<usize> {
-    let rest = hay.get(t..)?;
-    RULES
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| rest.starts_with(r.prefix.as_bytes()))
-        .max_by_key(|(_, r)| r.prefix.len())
-        .map(|(i, _)| i)
-}
-
 /// Confirm the key literal of rule `rule` found at `t`.
 pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
     let Some(r) = RULES.get(rule) else {
@@ -178,25 +146,5 @@ mod tests {
     fn longest_prefix_is_the_longest_literal() {
         let longest = super::RULES.iter().map(|r| r.prefix.len()).max();
         assert_eq!(longest, Some(super::LONGEST_PREFIX));
-        let longest = super::LITERALS.iter().map(|l| l.len()).max();
-        assert_eq!(longest, Some(super::LONGEST_PREFIX));
-    }
-
-    /// Every rule's prefix starts with a literal, and `rule_at` picks the rule itself.
-    #[test]
-    fn every_rule_is_reached_from_a_literal() {
-        for (i, r) in super::RULES.iter().enumerate() {
-            assert!(
-                super::LITERALS.iter().any(|l| r.prefix.starts_with(l)),
-                "{}",
-                r.prefix
-            );
-            assert_eq!(
-                super::rule_at(r.prefix.as_bytes(), 0),
-                Some(i),
-                "{}",
-                r.prefix
-            );
-        }
     }
 }

@@ -81,8 +81,8 @@ pub fn email(rng: &mut Rng) -> String {
     format!("{local}@{}", rng.pick(DOMAINS))
 }
 
-/// An obfuscated address: an at marker (bracketed in any of four styles, lower or upper
-/// case, or the bare word) with zero to two blanks around, and each dot of the domain kept,
+/// An obfuscated address: an at marker (bracketed in any of four styles, lower, upper or
+/// title case, or the bare word) with zero to two blanks around, and each dot of the domain kept,
 /// bracketed or written as the bare word ` dot `. The bare-word `at` form always writes out at
 /// least one dot, as the detector's precision guard asks; every domain has a common TLD.
 pub fn obfuscated_email(rng: &mut Rng) -> String {
@@ -94,12 +94,10 @@ pub fn obfuscated_email(rng: &mut Rng) -> String {
         _ => f,
     };
     let brackets = [("(", ")"), ("[", "]"), ("{", "}"), ("<", ">")];
-    let word = |rng: &mut Rng, w: &str| {
-        if rng.chance(60) {
-            w.to_owned()
-        } else {
-            w.to_ascii_uppercase()
-        }
+    let word = |rng: &mut Rng, w: &str| match rng.below(5) {
+        0..=2 => w.to_owned(),
+        3 => w.to_ascii_uppercase(),
+        _ => format!("{}{}", w[..1].to_ascii_uppercase(), &w[1..]),
     };
     let blanks = |rng: &mut Rng, min: usize| " ".repeat(min + rng.below(3 - min));
     let bare_at = rng.chance(40);
