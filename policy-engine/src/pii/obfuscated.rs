@@ -74,13 +74,22 @@ fn title_case(w: &str) -> String {
 /// it cost 40% of the scan speed on clean text; the bare form needs a written-out dot anyway,
 /// and `dot` is rare.
 pub(crate) fn literals() -> Vec<(String, Obfuscation)> {
+    // The case variants of one marker stay together: the packed search buckets patterns by
+    // the order they come in, and this order keeps dense text (many digits, brackets) a third
+    // faster than cases in the outer loop (measured with the automaton alone).
     let mut out = Vec::new();
-    for case in CASES {
+    for (word, kind) in [
+        ("at", Obfuscation::BracketedAt),
+        ("dot", Obfuscation::WrittenDot),
+    ] {
         for (open, close) in BRACKETS {
             let (o, c) = (char::from(open), char::from(close));
-            out.push((format!("{o}{}{c}", case("at")), Obfuscation::BracketedAt));
-            out.push((format!("{o}{}{c}", case("dot")), Obfuscation::WrittenDot));
+            for case in CASES {
+                out.push((format!("{o}{}{c}", case(word)), kind));
+            }
         }
+    }
+    for case in CASES {
         out.push((format!("{} ", case("dot")), Obfuscation::WrittenDot));
     }
     out
