@@ -123,7 +123,7 @@ impl<'d> StreamRedactor<'d> {
         let before = local;
         let mut found = std::mem::take(&mut self.scratch_found);
         found.clear();
-        self.det.scan(hay, &mut local, limit, !last, &mut found);
+        let next = self.det.scan(hay, &mut local, limit, !last, &mut found);
         for ((s, l), b) in self.states.iter_mut().zip(local).zip(before) {
             s.pos = l.pos + norm0;
             if l.floor != b.floor {
@@ -167,7 +167,7 @@ impl<'d> StreamRedactor<'d> {
         // part of a finding not yet produced (`future_start_in`), nor of one produced but not yet
         // final (`pending`). Prose without triggers is released up to its last word.
         // `local`: the pass states after this scan, relative to `hay`.
-        if let Some(early) = self.det.future_start_in(hay, &local) {
+        if let Some(early) = self.det.future_start_in(hay, &local, next) {
             let pending = self
                 .pending
                 .iter()
