@@ -276,6 +276,11 @@ fn local_end(hay: &[u8], t: usize, marker: AtMarker, lo: usize) -> usize {
 /// The obfuscated address around the trigger literal of kind `kind` at `t`. `lo` and
 /// `lo_is_finding` as for a real address (`tokens::email`): no byte left of `lo` is part of
 /// it, and the local part starts at `lo` when `lo` is the end of a finding just made.
+///
+/// Not inlined: its triggers are rare, and inlined into the scan loop it pushed the
+/// confirmation of digits out of it (`perf`: `numeric::confirm` became a call per digit
+/// trigger), which cost dense text 5%.
+#[inline(never)]
 pub(crate) fn email(
     hay: &[u8],
     t: usize,
