@@ -473,44 +473,56 @@ pub(crate) fn before_bare_at(hay: &[u8], w: usize, lo: usize) -> usize {
 /// (`john at exa…`, `john at example d…`: the written-out dot is still to come); otherwise
 /// `w0`, as for any trigger not received yet.
 pub(crate) fn cut_off_start(hay: &[u8], lo: usize) -> usize {
-    let mut words = [(hay.len(), hay.len()); 4];
-    let mut n = 0;
-    let mut end = hay.len();
-    while n < 4 {
-        let start = word_start(hay, end, lo);
-        words[n] = (start, end);
-        n += 1;
-        let k = blanks_start(hay, start, lo);
-        if k == start || k == lo || hay.get(k - 1).is_some_and(u8::is_ascii_whitespace) {
-            break;
-        }
-        end = k;
-    }
-    let word = |i: usize| {
-        let (s, e) = words[i];
-        hay.get(s..e).unwrap_or_default()
+    // Words are read right to left and only as far as a rule needs them: this runs after
+    // every push that leaves no trigger, and `w2`, `w3` matter only next to an `at`.
+    let is_at = |s: usize, e: usize| hay.get(s..e).is_some_and(|w| w.eq_ignore_ascii_case(b"at"));
+    let ends_alnum = |e: usize| e > 0 && hay.get(e - 1).is_some_and(u8::is_ascii_alphanumeric);
+    let w0 = word_start(hay, hay.len(), lo);
+    let Some(e1) = word_end_before(hay, w0, lo) else {
+        return w0;
     };
-    let ends_alnum = |i: usize| word(i).last().is_some_and(u8::is_ascii_alphanumeric);
-    let w0 = word(0);
-    let unbracketed = match w0.first() {
-        Some(b) if BRACKETS.iter().any(|(o, _)| o == b) => &w0[1..],
-        _ => w0,
+    let w1 = word_start(hay, e1, lo);
+    let last = hay.get(w0..).unwrap_or_default();
+    let unbracketed = match last.first() {
+        Some(b) if BRACKETS.iter().any(|(o, _)| o == b) => &last[1..],
+        _ => last,
     };
     let marker_prefix = unbracketed.len() <= 2
         && unbracketed
             .iter()
             .zip(b"at")
             .all(|(a, b)| a.eq_ignore_ascii_case(b));
-    let mut best = words[0].0;
-    if marker_prefix && n > 1 && ends_alnum(1) {
-        best = best.min(words[1].0);
+    let mut best = if marker_prefix && ends_alnum(e1) {
+        w1
+    } else {
+        w0
+    };
+    let Some(e2) = word_end_before(hay, w1, lo) else {
+        return best;
+    };
+    let w1_at = is_at(w1, e1);
+    // `w2` can be `at` only if it ends in `at`.
+    if !w1_at && !is_at(e2.saturating_sub(2), e2) {
+        return best;
     }
-    for i in 1..=2 {
-        if i + 1 < n && word(i).eq_ignore_ascii_case(b"at") && ends_alnum(i + 1) {
-            best = best.min(words[i + 1].0);
+    let w2 = word_start(hay, e2, lo);
+    if w1_at && ends_alnum(e2) {
+        best = best.min(w2);
+    }
+    if is_at(w2, e2) {
+        if let Some(e3) = word_end_before(hay, w2, lo).filter(|&e3| ends_alnum(e3)) {
+            best = best.min(word_start(hay, e3, lo));
         }
     }
     best
+}
+
+/// The end of the word one to three blanks before the word starting at `start`, when there is
+/// one: no line break, nothing below `lo`.
+fn word_end_before(hay: &[u8], start: usize, lo: usize) -> Option<usize> {
+    let k = blanks_start(hay, start, lo);
+    let none = k == start || k == lo || hay.get(k - 1).is_some_and(u8::is_ascii_whitespace);
+    (!none).then_some(k)
 }
 
 /// The start of the word `at` (any case) that stands one to three blanks before `w`.
