@@ -179,6 +179,9 @@ fn keyed(v: &mut Value, doc: &PackDocument) {
     if let Some(pii) = &doc.policy.pii_detector {
         if let Some(p) = v.pointer_mut("/policy/pii-detector") {
             p["entities"] = set(pii.effective_entities());
+            // Left out of the canonical form while on; both sides name it here, so turning it
+            // off is one change.
+            p["obfuscated_emails"] = Value::Bool(pii.obfuscated_emails);
             p["scan"] = set(pii
                 .scan
                 .iter()
@@ -269,6 +272,7 @@ fn classify(
         }),
         ["policy", "pii-detector", "entities" | "scan", _] => set_member(Stricter),
         ["policy", "pii-detector", "custom", _] => set_member(Stricter),
+        ["policy", "pii-detector", "obfuscated_emails"] => bool_change(old, new, Stricter),
         ["policy", "audit-logger", "retention_days"] => num(Stricter),
         ["policy", "audit-logger", "on_queue_full"] => text_change(old, new, "drop", "block"),
         ["policy", "audit-logger", "include_redacted_text"] => bool_change(old, new, Looser),

@@ -64,6 +64,16 @@ pub(crate) fn document(doc: &PackDocument, sink: &mut Sink<'_>) {
         if let Some(env) = &pii.hash_key_env {
             env_name(sink, "policy.pii-detector.hash_key_env", env);
         }
+        let email_on = pii.effective_entities().iter().any(|e| e == "email");
+        if !pii.obfuscated_emails && !email_on {
+            let d = PackDiagnostic::warning(
+                InvalidValue,
+                "policy.pii-detector.obfuscated_emails",
+                "`obfuscated_emails: false` has no effect: `email` is not in `entities`",
+            )
+            .help("remove `obfuscated_emails`, or add `email` to `entities`");
+            sink.emit(d, false);
+        }
         if pii.scan.is_empty() {
             err(
                 sink,

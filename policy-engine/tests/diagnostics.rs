@@ -79,6 +79,40 @@ fn invalid_enum_value_names_path_position_and_allowed_values() {
 }
 
 #[test]
+fn obfuscated_emails_must_be_a_boolean() {
+    let d = errors_of(&SEED.replace(
+        "    action: redact\n",
+        "    action: redact\n    obfuscated_emails: sometimes\n",
+    ));
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "policy.pii-detector.obfuscated_emails",
+    );
+    assert_eq!(at(x), (15, 24));
+    assert!(x.found.as_deref().unwrap().contains("sometimes"), "{x:?}");
+}
+
+#[test]
+fn obfuscated_emails_off_without_the_email_entity_is_a_warning() {
+    let p = load(&SEED.replace(
+        "    action: redact\n",
+        "    action: redact\n    entities: [phone]\n    obfuscated_emails: false\n",
+    ))
+    .unwrap();
+    let w: Vec<_> = p.warnings.iter().collect();
+    assert_eq!(w.len(), 1, "{}", p.warnings);
+    assert_eq!(w[0].path, "policy.pii-detector.obfuscated_emails");
+    assert_eq!(w[0].severity, Severity::Warning);
+    let quiet = load(&SEED.replace(
+        "    action: redact\n",
+        "    action: redact\n    obfuscated_emails: false\n",
+    ))
+    .unwrap();
+    assert!(quiet.warnings.is_empty(), "{}", quiet.warnings);
+}
+
+#[test]
 fn unknown_field_points_at_the_key_and_lists_known_fields() {
     let d = errors_of(&SEED.replace(
         "    retention_days: 30",

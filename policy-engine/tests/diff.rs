@@ -87,6 +87,22 @@ fn removing_an_entity_is_looser_and_adding_one_is_stricter() {
 }
 
 #[test]
+fn turning_obfuscated_emails_off_is_looser_and_back_on_stricter() {
+    let off = BASE.replace(
+        "    entities: [email, phone, credit_card]",
+        "    entities: [email, phone, credit_card]\n    obfuscated_emails: false",
+    );
+    let path = "policy.pii-detector.obfuscated_emails";
+    assert_eq!(effect(&between(BASE, &off), path), Effect::Looser);
+    assert_eq!(effect(&between(&off, BASE), path), Effect::Stricter);
+    let on = off.replace("obfuscated_emails: false", "obfuscated_emails: true");
+    assert!(
+        between(BASE, &on).is_empty(),
+        "the default written out is no change"
+    );
+}
+
+#[test]
 fn reordering_entities_is_no_change() {
     let reordered = BASE.replace(
         "entities: [email, phone, credit_card]",

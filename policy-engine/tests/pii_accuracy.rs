@@ -2,7 +2,8 @@
 //!
 //! Invariant: on the held-out split (a seed never used while writing the detector) every
 //! built-in entity reaches precision ≥ 0.99 and recall ≥ 0.99, counting a finding as correct
-//! only when entity and span match a label exactly. The table is printed (`--nocapture`).
+//! only when entity and span match a label exactly. The table is printed (`--nocapture`). A
+//! hand-written set of edges (`corpus/edges.jsonl`) is scored the same way.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,7 +16,7 @@ mod corpus;
 
 use std::collections::BTreeMap;
 
-use corpus::{bare_phone_samples, generate, Sample, HELD_OUT_SEED, TUNING_SEED};
+use corpus::{bare_phone_samples, generate, Label, Sample, HELD_OUT_SEED, TUNING_SEED};
 use policy_engine::pack::{PiiDetectorConfig, BUILTIN_ENTITIES};
 use policy_engine::pii::PiiDetector;
 
@@ -132,6 +133,65 @@ fn bare_ten_digit_numbers_are_phones_only_after_a_phone_word() {
     }
     let held_out = score(&generate(HELD_OUT_SEED, 5000), 0);
     assert_eq!(held_out.get("phone").map(|s| s.fp), Some(0));
+}
+
+/// Hand-written edges (`corpus/edges.jsonl`, one `{"text", "labels": [{"entity", "value"}]}`
+/// per line, a value's span being its first occurrence after the previous label): values in
+/// brackets, Markdown and tables; IPv4 with a prefix length or a port; obfuscated e-mail
+/// addresses in every bracket style, case and spacing; and negatives that look like them
+/// (`look at the dot product`, `meet at example dot`, `(at) least`, ports, ratios, versions).
+/// Two lines are stated limits, kept so the scores say so: a written-out dot inside the local
+/// part (found from the word after it), and a site named with a bare `at … dot com` after a
+/// word not on the stop list (found).
+#[test]
+fn edge_cases_meet_precision_and_recall_targets() {
+    let samples: Vec<Sample> = include_str!("corpus/edges.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(edge_sample)
+        .collect();
+    let table = score(&samples, 20);
+    print_table(
+        &format!("edges (corpus/edges.jsonl, {} lines)", samples.len()),
+        &table,
+    );
+    // The two stated limits cost e-mail 2 false positives (the site; the local part's tail
+    // `doe [at] …`, a wrong span) and 1 miss (that address whole) of 24 addresses: P = 23/25 =
+    // 0.92, R = 23/24 = 0.958. The thresholds sit between that and one mistake more (23/26 =
+    // 0.885, 22/24 = 0.917), so any new false positive or miss fails.
+    let email = table.get("email").copied().unwrap_or_default();
+    assert!(email.tp >= 23, "{email:?}");
+    assert!(email.precision() >= 0.9, "email precision {email:?}");
+    assert!(email.recall() >= 0.95, "email recall {email:?}");
+    for (entity, s) in table.iter().filter(|(e, _)| *e != "email") {
+        assert_eq!((s.fp, s.fn_), (0, 0), "{entity}: {s:?}");
+    }
+    let ip = table.get("ip_address").copied().unwrap_or_default();
+    assert!(ip.tp >= 6, "{ip:?}");
+}
+
+fn edge_sample(line: &str) -> Sample {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let text = v["text"].as_str().unwrap().to_owned();
+    let mut from = 0;
+    let labels = v["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let name = l["entity"].as_str().unwrap();
+            let value = l["value"].as_str().unwrap();
+            let entity = BUILTIN_ENTITIES.iter().find(|e| **e == name).unwrap();
+            let start = from + text[from..].find(value).unwrap();
+            from = start + value.len();
+            Label {
+                entity,
+                start,
+                end: from,
+            }
+        })
+        .collect();
+    Sample { text, labels }
 }
 
 /// The split used while writing the detector; prints mistakes for inspection.

@@ -3,7 +3,9 @@
 //! currency signs, fullwidth forms, zero-width spaces, NBSP, CJK), with a built-in detector and
 //! one with custom regex and term entities, in every redaction style; and a second soup of
 //! letters that case folding changes in length or maps across scripts (`ß`, `ẞ`, `İ`, `ı`,
-//! the Kelvin sign, `ſ`, final sigma) against short folded terms.
+//! the Kelvin sign, `ſ`, final sigma) against short folded terms; and a soup of tokens of
+//! obfuscated e-mail addresses (`[at]`, ` at `, `(DOT)`, `dot`, labels, blanks, placeholders,
+//! masks) and of what may stand next to them.
 //!
 //! Invariants: streaming in random chunks equals whole-text redaction; redacting twice changes
 //! nothing (no finding in redacted text); nothing panics. Values glued to their neighbours are
@@ -78,13 +80,67 @@ fn soup_holds_invariants(style: RedactionStyle, seed: u64) {
 }
 
 fn soup(alphabet: &str, dets: &[PiiDetector], style: RedactionStyle, seed: u64) {
-    let alphabet: Vec<char> = alphabet.chars().collect();
+    let chars: Vec<String> = alphabet.chars().map(String::from).collect();
+    let tokens: Vec<&str> = chars.iter().map(String::as_str).collect();
+    token_soup(&tokens, 120, dets, style, seed);
+}
+
+/// Pieces of obfuscated e-mail addresses, their look-alikes and neighbours that glue.
+const OBFUSCATED_TOKENS: &[&str] = &[
+    "john",
+    "j.doe",
+    "me",
+    "look",
+    "x",
+    "4",
+    "+1",
+    "@",
+    " ",
+    " ",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "[at]",
+    "(at)",
+    "{AT}",
+    "<At>",
+    " at ",
+    "at",
+    "AT",
+    "[dot]",
+    "(DOT)",
+    "{dot}",
+    " dot ",
+    "dot",
+    ".",
+    "com",
+    "co",
+    "uk",
+    "example",
+    "c",
+    "io",
+    "[",
+    "]",
+    "(",
+    ")",
+    "*",
+    "****",
+    "_",
+    "-",
+    "[T_1]",
+    "[EMAIL_1]",
+    "sk-ab12cd34ef56gh78ij90kl",
+    "é",
+    "\u{200B}",
+    "\u{A0}",
+];
+
+fn token_soup(tokens: &[&str], max: usize, dets: &[PiiDetector], style: RedactionStyle, seed: u64) {
     let mut rng = Rng::new(soup_seed(seed));
     for it in 0..4000 {
-        let n = rng.below(120);
-        let text: String = (0..n)
-            .map(|_| alphabet[rng.below(alphabet.len())])
-            .collect();
+        let n = rng.below(max);
+        let text: String = (0..n).map(|_| tokens[rng.below(tokens.len())]).collect();
         for det in dets {
             let whole = det.redact(&text, &mut RedactionSession::new()).into_owned();
             let mut out = String::new();
@@ -126,6 +182,17 @@ fn char_soup_mask_stream_equality_and_idempotence() {
 #[test]
 fn char_soup_hash_stream_equality_and_idempotence() {
     soup_holds_invariants(RedactionStyle::Hash, 303);
+}
+
+#[test]
+fn obfuscated_email_token_soup_stream_equality_and_idempotence() {
+    for (style, seed) in [
+        (RedactionStyle::Placeholder, 707),
+        (RedactionStyle::Mask, 808),
+        (RedactionStyle::Hash, 909),
+    ] {
+        token_soup(OBFUSCATED_TOKENS, 40, &detectors(style), style, seed);
+    }
 }
 
 #[test]

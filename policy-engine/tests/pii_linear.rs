@@ -44,6 +44,13 @@ const UNITS: &[&str] = &[
     "1.2.",
     "sk-1",
     "a-",
+    "a[at]",
+    "a[at]a.",
+    "[dot]",
+    "a [dot] ",
+    "a at a dot ",
+    "a at b.",
+    " dot ",
 ];
 
 fn best_of(n: usize, mut f: impl FnMut()) -> Duration {

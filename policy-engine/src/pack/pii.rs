@@ -32,6 +32,23 @@ pub struct PiiDetectorConfig {
     pub hash_key_env: Option<String>,
     #[serde(default)]
     pub custom: Vec<CustomEntity>,
+    /// Whether the built-in `email` entity also finds obfuscated addresses (`john [at]
+    /// example [dot] com`, `john at example dot com`). Default on; left out of the canonical
+    /// form while on, so packs written before the setting keep their hash.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub obfuscated_emails: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 impl Default for PiiDetectorConfig {
@@ -43,6 +60,7 @@ impl Default for PiiDetectorConfig {
             redaction: RedactionStyle::default(),
             hash_key_env: None,
             custom: Vec::new(),
+            obfuscated_emails: true,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::compile::{compile, Compiled, PiiCompileError};
 use super::custom::{CONTEXT_WINDOW, MAX_CUSTOM_MATCH, PLACEHOLDER_REACH};
 use super::normalize::{normalize, Normalized};
 use super::redact::{RedactionSession, Replacer};
-use super::scanner::{Builtins, PassState, Raw, MAX_LEFT, MAX_RIGHT};
+use super::scanner::{Builtins, NextTrigger, PassState, Raw, MAX_LEFT, MAX_RIGHT};
 use super::stream::StreamRedactor;
 use crate::pack::{PiiAction, PiiDetectorConfig};
 
@@ -78,7 +78,7 @@ impl PiiDetector {
     ) -> Result<Self, Vec<PiiCompileError>> {
         let compiled = compile(cfg, hash_key)?;
         let builtins = if compiled.builtin_on.iter().any(|&b| b) {
-            let b = Builtins::new(compiled.builtin_on).map_err(|e| {
+            let b = Builtins::new(compiled.builtin_on, cfg.obfuscated_emails).map_err(|e| {
                 vec![PiiCompileError {
                     path: "entities".to_owned(),
                     message: e.to_string(),
@@ -155,7 +155,9 @@ impl PiiDetector {
 
     /// Run every pass over `hay` from `states` up to triggers before `limit`. `partial`: `hay`
     /// may still grow (a stream): the built-ins then confirm every trigger whose decision the
-    /// bytes received already settle, even past `limit` (see `scanner::decided_by`).
+    /// bytes received already settle, even past `limit` (see `scanner::decided_by`). Returns
+    /// the built-in pass's first unconfirmed trigger, for [`future_start_in`](Self::future_start_in)
+    /// over the same `hay`.
     pub(crate) fn scan(
         &self,
         hay: &[u8],
@@ -163,18 +165,19 @@ impl PiiDetector {
         limit: usize,
         partial: bool,
         out: &mut Vec<Raw>,
-    ) {
+    ) -> Option<NextTrigger> {
         let [b, r, t] = states;
-        if let Some(p) = &self.builtins {
+        let next = self.builtins.as_ref().map(|p| {
             let own_limit = if partial { hay.len() } else { limit };
-            p.run(hay, b, own_limit, partial, out);
-        }
+            p.run(hay, b, own_limit, partial, out)
+        });
         if let Some(p) = &self.custom.regexes {
             p.run(hay, r, limit, out);
         }
         if let Some(p) = &self.custom.terms {
             p.run(hay, t, limit, out);
         }
+        next
     }
 
     /// Smallest normalised offset a finding not yet produced can start at.
@@ -196,16 +199,21 @@ impl PiiDetector {
     /// Like [`future_start_bound`](Self::future_start_bound), but reading the text received so
     /// far (`hay`, with `states` relative to it): no finding not yet produced can start before
     /// the returned offset, even if `hay` grows. `None` when a custom pass is on: a regex or a
-    /// term can span spaces, so only the pass positions bound it.
-    pub(crate) fn future_start_in(&self, hay: &[u8], states: &PassStates) -> Option<usize> {
+    /// term can span spaces, so only the pass positions bound it. `next`: what [`scan`](Self::scan)
+    /// returned when it left `states` over this `hay`.
+    pub(crate) fn future_start_in(
+        &self,
+        hay: &[u8],
+        states: &PassStates,
+        next: Option<NextTrigger>,
+    ) -> Option<usize> {
         if self.custom.regexes.is_some() || self.custom.terms.is_some() {
             return None;
         }
-        Some(
-            self.builtins
-                .as_ref()
-                .map_or(hay.len(), |p| p.future_start(hay, &states[0])),
-        )
+        Some(match (&self.builtins, next) {
+            (Some(p), Some(next)) => p.future_start(hay, &states[0], next),
+            _ => hay.len(),
+        })
     }
 
     /// All findings in `text`, sorted by start, non-overlapping.

@@ -17,6 +17,7 @@ mod fold;
 mod keys;
 mod normalize;
 mod numeric;
+mod obfuscated;
 mod phone_context;
 mod redact;
 mod scanner;

@@ -10,13 +10,21 @@
 //! Release rule: after a `push`, everything is released up to the earliest position where a
 //! finding can still start — the start of the oldest finding not yet final, or of the word
 //! holding the first trigger the scan has not confirmed yet (a digit, `@`, `:`, a key
-//! literal), or of the last word when no such trigger is left. The built-in pass confirms a
+//! literal), or of the last word when no such trigger is left. Obfuscated e-mail addresses
+//! reach further left, over blanks and up to three words (`john at example [dot] com` from its
+//! `[dot]`): before a bracketed `at` the word before it is held, before a written-out dot the
+//! three words before it, before a trigger in a word that follows a bare `at` the word before
+//! that `at`; with no trigger left, the last word and, when it may still become an at marker
+//! (empty, `a`, `at`, `(a`, …) one to three blanks after a letter or digit, the word before
+//! it, or, when one of the two words before it is `at`, the word before that `at`
+//! (`scanner::Builtins::future_start`, `obfuscated`). The built-in pass confirms a
 //! trigger as soon as every byte its decision reads has arrived (`scanner::decided_by`: the
 //! run of characters the rule may take, plus the few bytes read after it), not a fixed
 //! look-ahead later: `call 415-555-0134 today` is decided once ` today` has arrived. A built-in finding reaches
 //! left from its trigger only over bytes that are not whitespace (see
 //! `scanner::Builtins::future_start`), so on prose without triggers the redactor holds the last
-//! word only — the one a later chunk could turn into `ann@example.com` or `sk-…` — and a
+//! word only — the one a later chunk could turn into `ann@example.com` or `sk-…` — (at most
+//! four words around an `at`, as above), and a
 //! number, address or key is held from its word on until the bytes that decide it have arrived
 //! or the stream ends. With custom regexes or terms (which may span
 //! spaces: `Project Falcon`) the pass positions alone bound the release, as below.
@@ -115,7 +123,7 @@ impl<'d> StreamRedactor<'d> {
         let before = local;
         let mut found = std::mem::take(&mut self.scratch_found);
         found.clear();
-        self.det.scan(hay, &mut local, limit, !last, &mut found);
+        let next = self.det.scan(hay, &mut local, limit, !last, &mut found);
         for ((s, l), b) in self.states.iter_mut().zip(local).zip(before) {
             s.pos = l.pos + norm0;
             if l.floor != b.floor {
@@ -159,7 +167,7 @@ impl<'d> StreamRedactor<'d> {
         // part of a finding not yet produced (`future_start_in`), nor of one produced but not yet
         // final (`pending`). Prose without triggers is released up to its last word.
         // `local`: the pass states after this scan, relative to `hay`.
-        if let Some(early) = self.det.future_start_in(hay, &local) {
+        if let Some(early) = self.det.future_start_in(hay, &local, next) {
             let pending = self
                 .pending
                 .iter()

@@ -46,6 +46,14 @@ pub(crate) fn email(hay: &[u8], t: usize, lo: usize, lo_is_finding: bool) -> Ste
     {
         return miss;
     }
+    // `**** **** **** 1111-@…`: the four digits a masked card keeps are not a local part; the
+    // first pass read them as the card's, which ended where the local part would start.
+    let digits_only = !hay
+        .get(s..t)
+        .is_some_and(|l| l.iter().any(u8::is_ascii_alphabetic));
+    if digits_only && masked_group_before(hay, s) {
+        return miss;
+    }
     let mut i = t + 1;
     let mut labels = 0;
     let mut last_label;
@@ -83,6 +91,15 @@ pub(crate) fn email(hay: &[u8], t: usize, lo: usize, lo_is_finding: bool) -> Ste
     Step {
         found: Some((s, i, ent::EMAIL)),
         next: i,
+    }
+}
+
+/// Whether a `*` (a mask) stands right before `s`, or one card separator (` `, `-`) and a `*`.
+fn masked_group_before(hay: &[u8], s: usize) -> bool {
+    match s.checked_sub(1).map(|k| at(hay, k)) {
+        Some(b'*') => true,
+        Some(b' ' | b'-') => s >= 2 && at(hay, s - 2) == b'*',
+        _ => false,
     }
 }
 

@@ -113,7 +113,10 @@ mod bare_phones;
 mod values;
 
 pub use bare_phones::{bare_nanp, bare_phone_samples};
-pub use values::{api_key, card, email, hard_negative, iban, ip, phone, ssn, ENTITY_GENERATORS};
+pub use values::{
+    api_key, card, email, hard_negative, iban, ip, obfuscated_email, obfuscated_negative, phone,
+    ssn, ENTITY_GENERATORS, EXTRA_GENERATORS,
+};
 
 /// Evasive spellings: fullwidth digits, zero-width spaces inside the value, NBSP for spaces.
 fn disguise(rng: &mut Rng, value: &str) -> String {

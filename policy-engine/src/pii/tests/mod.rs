@@ -2,6 +2,7 @@
 
 mod detect;
 mod fold;
+mod obfuscated;
 mod redact;
 mod stream;
 
