@@ -470,6 +470,9 @@ async fn values_in_brackets_markdown_and_with_suffixes_are_redacted_everywhere()
         ("at 10.1.2.3:8080", "10.1.2.3"),
         ("**ann@example.com**", "ann@"),
         ("_ann@example.com_", "ann@"),
+        ("write john [at] example [dot] com today", "john"),
+        ("or john(at)example.com", "john"),
+        ("reach mary at example dot com", "mary"),
     ];
     for (text, secret) in cases {
         let r = post(
