@@ -872,11 +872,7 @@ pub(crate) async fn summary(
         .fetch_all(&mut *conn)
         .await?
     {
-        let key = (
-            r.try_get::<String, _>("pack")?,
-            r.try_get::<String, _>("version")?,
-            r.try_get::<String, _>("hash")?,
-        );
+        let key = version_of(&r)?;
         let n: i64 = r.try_get("n")?;
         let esc: i64 = r.try_get("esc")?;
         let c = by.entry(key.clone()).or_insert_with(|| VersionCounts {
@@ -896,11 +892,7 @@ pub(crate) async fn summary(
         .fetch_all(&mut *conn)
         .await?
     {
-        let key = (
-            r.try_get::<String, _>("pack")?,
-            r.try_get::<String, _>("version")?,
-            r.try_get::<String, _>("hash")?,
-        );
+        let key = version_of(&r)?;
         if let Some(c) = by.get_mut(&key) {
             let side: String = r.try_get("side")?;
             let entity: String = r.try_get("entity")?;
@@ -917,6 +909,15 @@ pub(crate) async fn summary(
     let mut out: Vec<VersionCounts> = by.into_values().collect();
     out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.version.cmp(&b.version)));
     Ok(out)
+}
+
+/// A rollup row's pack, version and hash.
+fn version_of(r: &sqlx::any::AnyRow) -> Result<(String, String, String), sqlx::Error> {
+    Ok((
+        r.try_get("pack")?,
+        r.try_get("version")?,
+        r.try_get("hash")?,
+    ))
 }
 
 /// Delete one bounded batch of `environment`'s data older than `before`; returns the events
