@@ -411,41 +411,66 @@ fn deltas(body: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_prose_stream_is_relayed_chunk_by_chunk_while_response_scanning_is_on() {
     let (mock, gw) = setup("redact").await;
+    // The same policy without the bare-word obfuscated form (`mary at example dot com`).
+    let plain = TestGateway::start(
+        &pack(
+            &mock.base_url(),
+            "1.0.0",
+            "pii-detector",
+            &pii_policy("redact").replace("    scan:", "    obfuscated_emails: false\n    scan:"),
+        ),
+        Arc::new(NoEnforcement),
+    )
+    .await;
     let c = client::client();
-    let cases: [(&[&str], &[&str]); 3] = [
-        // Whole words: every chunk as the provider sent it.
+    // (chunks sent, deltas with obfuscated e-mails on (the default), deltas with them off)
+    let cases: [(&[&str], &[&str], &[&str]); 4] = [
+        // Whole words. Off: every chunk as the provider sent it. On: a complete word waits
+        // for the next one, which could be the `at` of `fox at example dot com`.
         (
             &["The ", "quick ", "brown ", "fox ", "jumps. "],
+            &["The ", "quick ", "brown ", "fox jumps. "],
             &["The ", "quick ", "brown ", "fox ", "jumps. "],
         ),
         // Sub-word tokens: a word waits for its end; a chunk that is all held back is not sent
-        // as an empty delta.
+        // as an empty delta. (`world,` and `how` cannot be the name of an address.)
         (
             &["Hel", "lo wor", "ld, ", "how ", "are", " you?"],
+            &["Hello ", "world, ", "how ", "are ", "you?"],
             &["Hello ", "world, ", "how ", "are ", "you?"],
         ),
         // An e-mail split over chunks: the text before its word goes out at once; the address
         // is decided when the stream ends, and never leaves unredacted.
         (
             &["Hello ", "world, mail ann", "@example.com now"],
+            &["Hello world, mail ", "[EMAIL_1] now"],
             &["Hello ", "world, mail ", "[EMAIL_1] now"],
         ),
+        // The bare obfuscated form split word by word is caught whole when it is on.
+        (
+            &["write ", "mary ", "at ", "example ", "dot ", "com ", "soon"],
+            &["write ", "[EMAIL_1] soon"],
+            &["write ", "mary ", "at ", "example ", "dot ", "com ", "soon"],
+        ),
     ];
-    for (sent, expected) in cases {
+    for (sent, on, off) in cases {
         mock.set(|b| b.chunks = sent.iter().map(|s| (*s).to_owned()).collect())
             .await;
-        let r = post(
-            &c,
-            &gw.api("/v1/chat/completions"),
-            &chat("gpt-4o-mini", "hi", true),
-            None,
-        )
-        .await;
-        assert_eq!(r.status, 200);
-        assert_eq!(deltas(&r.text()), expected, "{sent:?}");
-        assert!(!r.text().contains("\"content\":\"\"}"), "{}", r.text());
+        for (gateway, expected) in [(&gw, on), (&plain, off)] {
+            let r = post(
+                &c,
+                &gateway.api("/v1/chat/completions"),
+                &chat("gpt-4o-mini", "hi", true),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, 200);
+            assert_eq!(deltas(&r.text()), expected, "{sent:?}");
+            assert!(!r.text().contains("\"content\":\"\"}"), "{}", r.text());
+        }
     }
     gw.stop().await;
+    plain.stop().await;
 }
 
 /// Values in brackets, Markdown emphasis and with a prefix length or a port are redacted on
