@@ -123,6 +123,7 @@ fn sources(dir: &Path, out: &mut String) {
 fn every_metric_in_the_rules_and_dashboard_is_exported_by_the_code() {
     let mut code = String::new();
     sources(&root().join("gateway/src"), &mut code);
+    sources(&root().join("control-plane/src"), &mut code);
     let exported: BTreeSet<String> = metric_names(&code)
         .into_iter()
         .filter(|n| code.contains(&format!("\"{n}\"")))

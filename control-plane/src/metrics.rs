@@ -8,6 +8,10 @@ use prometheus::{Encoder as _, IntCounter, IntCounterVec, Opts, Registry, TextEn
 
 use crate::events::Ingested;
 
+/// The escalation queue's gauges, written at scrape time.
+const QUEUE_OPEN: &str = "palisade_escalations_open";
+const QUEUE_OLDEST_AGE: &str = "palisade_escalations_oldest_open_age_seconds";
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
@@ -67,24 +71,31 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         let mut text = String::from_utf8(buf).unwrap_or_default();
-        text.push_str("# HELP palisade_escalations_open Escalations not yet resolved, by environment and version.\n# TYPE palisade_escalations_open gauge\n");
-        for (env, version, n, _) in queue {
-            let _ = writeln!(
-                text,
-                "palisade_escalations_open{{environment=\"{}\",version=\"{}\"}} {n}",
-                label(env),
-                label(version)
-            );
-        }
-        text.push_str("# HELP palisade_escalations_oldest_open_age_seconds Age of the oldest unresolved escalation, by environment and version.\n# TYPE palisade_escalations_oldest_open_age_seconds gauge\n");
-        for (env, version, _, oldest) in queue {
-            let age = (now.saturating_sub(*oldest)).max(0) as f64 / 1000.0;
-            let _ = writeln!(
-                text,
-                "palisade_escalations_oldest_open_age_seconds{{environment=\"{}\",version=\"{}\"}} {age}",
-                label(env),
-                label(version)
-            );
+        let gauges = [
+            (
+                QUEUE_OPEN,
+                "Escalations not yet resolved, by environment and version.",
+            ),
+            (
+                QUEUE_OLDEST_AGE,
+                "Age of the oldest unresolved escalation, by environment and version.",
+            ),
+        ];
+        for (i, (name, help)) in gauges.into_iter().enumerate() {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (env, version, n, oldest) in queue {
+                let value = if i == 0 {
+                    *n as f64
+                } else {
+                    now.saturating_sub(*oldest).max(0) as f64 / 1000.0
+                };
+                let _ = writeln!(
+                    text,
+                    "{name}{{environment=\"{}\",version=\"{}\"}} {value}",
+                    label(env),
+                    label(version),
+                );
+            }
         }
         text
     }
