@@ -93,12 +93,7 @@ impl EnvBody {
 
 /// Routes under `/v1/keys` and `/v1/environments` (`rest` starts after `v1`).
 pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp, ApiError> {
-    let caller = app.authenticate(req.header("authorization")).await?;
-    if caller.role == Role::Gateway {
-        return Err(ApiError::Forbidden(
-            "gateway keys can only register, poll and report".to_owned(),
-        ));
-    }
+    let caller = crate::routes::viewer(app, req).await?;
     match (rest, &req.method) {
         (["environments"], &Method::GET) => {
             let list = envs::list(&mut *app.db.read().await?).await?;

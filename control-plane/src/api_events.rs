@@ -18,6 +18,7 @@ use crate::error::{json_response, ApiError};
 use crate::escalations::{self, Step};
 use crate::events::{self, Cursor, Filter};
 use crate::keys::{Caller, Role};
+use crate::routes::viewer;
 use crate::server::{Req, Resp};
 
 /// Largest batch after decompression (a bound on what a small gzip body may expand to).
@@ -42,17 +43,6 @@ struct ResolveBody {
     resolution: String,
     #[serde(default)]
     note: String,
-}
-
-/// A service key (gateway keys only send events).
-async fn reader(app: &App, req: &Req) -> Result<Caller, ApiError> {
-    let caller = app.authenticate(req.header("authorization")).await?;
-    if caller.role == Role::Gateway {
-        return Err(ApiError::Forbidden(
-            "gateway keys can only register, poll, report and send events".to_owned(),
-        ));
-    }
-    Ok(caller)
 }
 
 /// The environment a read is about: the one asked for, which a scoped key must cover, or the
@@ -103,15 +93,15 @@ pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp
     match rest {
         ["events"] if m == Method::POST => ingest(app, req).await,
         ["events"] if m == Method::GET => {
-            let caller = reader(app, req).await?;
+            let caller = viewer(app, req).await?;
             list_events(app, req, &caller).await
         }
         ["events", "summary"] if m == Method::GET => {
-            let caller = reader(app, req).await?;
+            let caller = viewer(app, req).await?;
             summary(app, req, &caller).await
         }
         ["escalations"] if m == Method::GET => {
-            let caller = reader(app, req).await?;
+            let caller = viewer(app, req).await?;
             let env = scoped_environment(&caller, req.query("environment"))?;
             let limit = int(req, "limit")?
                 .unwrap_or(DEFAULT_PAGE)
@@ -122,13 +112,13 @@ pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp
             ok(&json!({ "escalations": list }))
         }
         ["escalations", id] if m == Method::GET => {
-            let caller = reader(app, req).await?;
+            let caller = viewer(app, req).await?;
             let out = escalations::show(&mut *app.db.read().await?, id).await?;
             scoped_environment(&caller, out["environment"].as_str())?;
             ok(&out)
         }
         ["escalations", id, "ack"] if m == Method::POST => {
-            let caller = reader(app, req).await?;
+            let caller = viewer(app, req).await?;
             let body: AckBody = if req.body.is_empty() {
                 AckBody::default()
             } else {
@@ -140,7 +130,7 @@ pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp
             ok(&escalations::act(app, &caller, id, step).await?)
         }
         ["escalations", id, "resolve"] if m == Method::POST => {
-            let caller = reader(app, req).await?;
+            let caller = viewer(app, req).await?;
             let body: ResolveBody = req.json()?;
             let step = Step::Resolve {
                 resolution: body.resolution,

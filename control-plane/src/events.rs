@@ -245,9 +245,9 @@ pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<
 
 /// One value bound to a dynamically built statement.
 #[derive(Debug, Clone)]
-enum Bind {
-    Text(String),
-    OptText(Option<String>),
+enum Bind<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
     Int(i64),
     OptInt(Option<i64>),
     OptFloat(Option<f64>),
@@ -255,12 +255,12 @@ enum Bind {
 
 fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    binds: &'q [Bind],
+    binds: &'q [Bind<'q>],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     for b in binds {
         q = match b {
-            Bind::Text(s) => q.bind(s.as_str()),
-            Bind::OptText(s) => q.bind(s.as_deref()),
+            Bind::Text(s) => q.bind(*s),
+            Bind::OptText(s) => q.bind(*s),
             Bind::Int(i) => q.bind(*i),
             Bind::OptInt(i) => q.bind(*i),
             Bind::OptFloat(f) => q.bind(*f),
@@ -336,23 +336,24 @@ pub(crate) async fn ingest(
         .filter(|e| seen.insert(e.request_id.as_str()))
         .collect();
     for chunk in unique.chunks(ROWS_PER_INSERT) {
+        let findings: Vec<String> = chunk.iter().map(|e| e.findings_json()).collect();
         let mut binds = Vec::with_capacity(chunk.len() * EVENT_COLUMN_COUNT);
-        for e in chunk {
+        for (e, findings) in chunk.iter().zip(&findings) {
             binds.extend([
-                Bind::Text(e.request_id.clone()),
+                Bind::Text(&e.request_id),
                 Bind::Int(e.at_ms.min(now)),
                 Bind::Int(now),
-                Bind::Text(e.environment.clone()),
-                Bind::Text(batch.gateway.clone()),
-                Bind::Text(e.pack.clone()),
-                Bind::Text(e.version.clone()),
-                Bind::Text(e.hash.clone()),
-                Bind::Text(e.route.clone()),
-                Bind::OptText(e.model_requested.clone()),
-                Bind::OptText(e.model_used.clone()),
-                Bind::OptText(e.caller.clone()),
-                Bind::OptText(e.team.clone()),
-                Bind::Text(e.outcome.clone()),
+                Bind::Text(&e.environment),
+                Bind::Text(&batch.gateway),
+                Bind::Text(&e.pack),
+                Bind::Text(&e.version),
+                Bind::Text(&e.hash),
+                Bind::Text(&e.route),
+                Bind::OptText(e.model_requested.as_deref()),
+                Bind::OptText(e.model_used.as_deref()),
+                Bind::OptText(e.caller.as_deref()),
+                Bind::OptText(e.team.as_deref()),
+                Bind::Text(&e.outcome),
                 Bind::Int(i64::from(e.escalated)),
                 Bind::Int(i64::from(e.status)),
                 Bind::Int(to_i64(e.latency_us)),
@@ -360,9 +361,9 @@ pub(crate) async fn ingest(
                 Bind::OptInt(e.input_tokens.map(to_i64)),
                 Bind::OptInt(e.output_tokens.map(to_i64)),
                 Bind::OptFloat(e.cost_usd),
-                Bind::Text(e.findings_json()),
-                Bind::OptText(e.redacted_text.clone()),
-                Bind::OptText(e.redacted_response_text.clone()),
+                Bind::Text(findings),
+                Bind::OptText(e.redacted_text.as_deref()),
+                Bind::OptText(e.redacted_response_text.as_deref()),
             ]);
         }
         let sql = format!(
@@ -403,11 +404,11 @@ async fn insert_entities(
         for (side, map) in [("request", &e.pii.request), ("response", &e.pii.response)] {
             for (entity, n) in map {
                 rows.push([
-                    Bind::Text(e.request_id.clone()),
-                    Bind::Text(e.environment.clone()),
+                    Bind::Text(&e.request_id),
+                    Bind::Text(&e.environment),
                     Bind::Int(e.at_ms.min(now)),
-                    Bind::Text(side.to_owned()),
-                    Bind::Text(entity.clone()),
+                    Bind::Text(side),
+                    Bind::Text(entity),
                     Bind::Int(i64::from(*n)),
                 ]);
             }
@@ -464,13 +465,13 @@ async fn upsert_rollups(
         let mut binds = Vec::with_capacity(chunk.len() * 9);
         for (((env, pack, version, hash, span, bucket), outcome), (n, esc)) in chunk {
             binds.extend([
-                Bind::Text((*env).to_owned()),
-                Bind::Text((*pack).to_owned()),
-                Bind::Text((*version).to_owned()),
-                Bind::Text((*hash).to_owned()),
+                Bind::Text(env),
+                Bind::Text(pack),
+                Bind::Text(version),
+                Bind::Text(hash),
                 Bind::Int(*span),
                 Bind::Int(*bucket),
-                Bind::Text((*outcome).to_owned()),
+                Bind::Text(outcome),
                 Bind::Int(*n),
                 Bind::Int(*esc),
             ]);
@@ -489,14 +490,14 @@ async fn upsert_rollups(
         let mut binds = Vec::with_capacity(chunk.len() * 10);
         for (((env, pack, version, hash, span, bucket), side, entity), (n, requests)) in chunk {
             binds.extend([
-                Bind::Text((*env).to_owned()),
-                Bind::Text((*pack).to_owned()),
-                Bind::Text((*version).to_owned()),
-                Bind::Text((*hash).to_owned()),
+                Bind::Text(env),
+                Bind::Text(pack),
+                Bind::Text(version),
+                Bind::Text(hash),
                 Bind::Int(*span),
                 Bind::Int(*bucket),
-                Bind::Text((*side).to_owned()),
-                Bind::Text((*entity).to_owned()),
+                Bind::Text(side),
+                Bind::Text(entity),
                 Bind::Int(*n),
                 Bind::Int(*requests),
             ]);
@@ -525,14 +526,14 @@ async fn open_escalations(
         let mut binds = Vec::with_capacity(chunk.len() * 9);
         for e in chunk {
             binds.extend([
-                Bind::Text(e.request_id.clone()),
-                Bind::Text(e.environment.clone()),
-                Bind::Text(e.pack.clone()),
-                Bind::Text(e.version.clone()),
-                Bind::Text(e.hash.clone()),
-                Bind::Text(gateway.to_owned()),
+                Bind::Text(&e.request_id),
+                Bind::Text(&e.environment),
+                Bind::Text(&e.pack),
+                Bind::Text(&e.version),
+                Bind::Text(&e.hash),
+                Bind::Text(gateway),
                 Bind::Int(e.at_ms.min(now)),
-                Bind::Text("open".to_owned()),
+                Bind::Text("open"),
                 Bind::Int(now),
             ]);
         }
@@ -600,30 +601,23 @@ pub(crate) async fn list(
 ) -> Result<(Vec<Value>, Option<Cursor>), sqlx::Error> {
     let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE 1 = 1");
     let mut binds = Vec::new();
-    let mut cond = |sql: &mut String, clause: &str, b: Bind| {
-        binds.push(b);
-        let _ = write!(
-            sql,
-            " AND {}",
-            clause.replace('?', &format!("${}", binds.len()))
-        );
-    };
     let text_filters = [
-        ("e.environment = ?", &filter.environment),
-        ("e.pack = ?", &filter.pack),
-        ("e.version = ?", &filter.version),
-        ("e.outcome = ?", &filter.outcome),
-        ("e.caller = ?", &filter.caller),
-        ("e.team = ?", &filter.team),
+        ("e.environment", &filter.environment),
+        ("e.pack", &filter.pack),
+        ("e.version", &filter.version),
+        ("e.outcome", &filter.outcome),
+        ("e.caller", &filter.caller),
+        ("e.team", &filter.team),
     ];
-    for (clause, value) in text_filters {
+    for (column, value) in text_filters {
         if let Some(v) = value {
-            cond(&mut sql, clause, Bind::Text(v.clone()));
+            binds.push(Bind::Text(v));
+            let _ = write!(sql, " AND {column} = ${}", binds.len());
         }
     }
     if let Some(m) = &filter.model {
         // Asked for or served: either names the model.
-        binds.push(Bind::Text(m.clone()));
+        binds.push(Bind::Text(m));
         let n = binds.len();
         let _ = write!(
             sql,
@@ -631,7 +625,7 @@ pub(crate) async fn list(
         );
     }
     if let Some(entity) = &filter.entity {
-        binds.push(Bind::Text(entity.clone()));
+        binds.push(Bind::Text(entity));
         let n = binds.len();
         let _ = write!(
             sql,
@@ -649,7 +643,7 @@ pub(crate) async fn list(
     if let Some((ms, id)) = &filter.received_after {
         binds.push(Bind::Int(*ms));
         let a = binds.len();
-        binds.push(Bind::Text(id.clone()));
+        binds.push(Bind::Text(id));
         let r = binds.len();
         binds.push(Bind::Int(limit + 1));
         let _ = write!(
@@ -661,7 +655,7 @@ pub(crate) async fn list(
         if let Some(c) = after {
             binds.push(Bind::Int(c.at));
             let a = binds.len();
-            binds.push(Bind::Text(c.request_id.clone()));
+            binds.push(Bind::Text(&c.request_id));
             let r = binds.len();
             let _ = write!(
                 sql,
@@ -855,11 +849,11 @@ pub(crate) async fn summary(
         AND ((span = $6 AND ((bucket >= $2 AND bucket < $7) OR (bucket >= $8 AND bucket < $3))) \
           OR (span = $9 AND bucket >= $7 AND bucket < $8))";
     let binds = [
-        Bind::Text(environment.to_owned()),
+        Bind::Text(environment),
         Bind::Int(from),
         Bind::Int(until_ms),
-        Bind::Text(pack.unwrap_or("").to_owned()),
-        Bind::Text(hash.unwrap_or("").to_owned()),
+        Bind::Text(pack.unwrap_or("")),
+        Bind::Text(hash.unwrap_or("")),
         Bind::Int(MINUTE_MS),
         Bind::Int(a),
         Bind::Int(b),

@@ -27,11 +27,11 @@ fn ok(body: &Value) -> Result<Resp, ApiError> {
 }
 
 /// A service key of at least `viewer` (gateway keys cannot read the registry).
-async fn viewer(app: &App, req: &Req) -> Result<Caller, ApiError> {
+pub(crate) async fn viewer(app: &App, req: &Req) -> Result<Caller, ApiError> {
     let caller = app.authenticate(req.header("authorization")).await?;
     if caller.role == Role::Gateway {
         return Err(ApiError::Forbidden(
-            "gateway keys can only register, poll and report".to_owned(),
+            "gateway keys can only register, poll, report and send events".to_owned(),
         ));
     }
     Ok(caller)

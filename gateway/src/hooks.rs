@@ -217,9 +217,9 @@ pub trait Enforcement: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
-    /// The decision-event queue's counters, when events are shipped to a control plane
-    /// (`/status` and the agent's report show them).
-    fn event_stats(&self) -> Option<Arc<crate::control::events::EventStats>> {
+    /// The decision-event queue, when events are shipped to a control plane (`/status` and
+    /// the agent's report show its counters).
+    fn event_sink(&self) -> Option<&crate::control::events::EventSink> {
         None
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn status(state: &GatewayState, pack: Option<&ActivePack>) -> Respons
         "source_kind": pack.map(|p| p.source.kind()),
         "chain": pack.map(|p| p.compiled.chain.iter().map(|k| k.name()).collect::<Vec<_>>()),
         "last_reload": last,
-        "events": state.enforcement.event_stats().map(|s| s.to_json()),
+        "events": state.enforcement.event_sink().map(crate::control::events::EventSink::to_json),
     });
     json(StatusCode::OK, body.to_string())
 }

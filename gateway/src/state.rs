@@ -147,9 +147,9 @@ impl GatewayState {
     }
 }
 
-/// Per-process randomness for request ids without another dependency: std's hasher keys are
+/// Randomness without another dependency (request ids, retry jitter): std's hasher keys are
 /// seeded from the OS.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(

@@ -97,12 +97,9 @@ impl PackApplier for GatewayApplier {
 
     fn counters(&self) -> Counters {
         let (requests, blocked, redactions) = self.state.metrics().totals();
-        let events = self.state.enforcement.event_stats();
-        let load = |f: fn(&EventStats) -> &AtomicU64| {
-            events
-                .as_deref()
-                .map_or(0, |s| f(s).load(Ordering::Relaxed))
-        };
+        let events = self.state.enforcement.event_sink().map(|s| s.stats());
+        let load =
+            |f: fn(&EventStats) -> &AtomicU64| events.map_or(0, |s| f(s).load(Ordering::Relaxed));
         Counters {
             requests,
             blocked,

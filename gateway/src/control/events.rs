@@ -150,26 +150,13 @@ impl DecisionEvent {
     }
 }
 
-/// Counters of the queue and the shipper, exported as metrics and in `/status`.
+/// Counters of the shipper, exported as metrics and in `/status` (what is queued is read from
+/// the channel itself).
 #[derive(Debug, Default)]
 pub struct EventStats {
     pub shipped: AtomicU64,
     pub dropped: AtomicU64,
     pub send_failures: AtomicU64,
-    capacity: AtomicU64,
-    queued: AtomicU64,
-}
-
-impl EventStats {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "shipped": self.shipped.load(Ordering::Relaxed),
-            "dropped": self.dropped.load(Ordering::Relaxed),
-            "send_failures": self.send_failures.load(Ordering::Relaxed),
-            "queued": self.queued.load(Ordering::Relaxed),
-            "capacity": self.capacity.load(Ordering::Relaxed),
-        })
-    }
 }
 
 /// The request path's end of the queue.
@@ -182,18 +169,29 @@ pub struct EventSink {
 impl EventSink {
     /// Queue an event, or drop and count it when the queue is full. Never waits.
     pub fn push(&self, event: DecisionEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.tx.try_send(event).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn stats(&self) -> &Arc<EventStats> {
         &self.stats
+    }
+
+    /// Events waiting in the queue (not counting a batch the shipper holds).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "shipped": load(&self.stats.shipped),
+            "dropped": load(&self.stats.dropped),
+            "send_failures": load(&self.stats.send_failures),
+            "queued": self.queued(),
+            "capacity": self.tx.max_capacity(),
+        })
     }
 }
 
@@ -256,9 +254,6 @@ impl EventQueue {
 pub fn queue(capacity: usize) -> (EventSink, EventQueue) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let stats = Arc::new(EventStats::default());
-    stats
-        .capacity
-        .store(capacity.max(1) as u64, Ordering::Relaxed);
     (
         EventSink {
             tx,
@@ -300,22 +295,12 @@ impl EventShipper {
                     () = &mut stop => { stopping = true; break; }
                 }
             }
-            self.dequeued(batch.len());
             // A resolved `stop` is never polled again: the final flush takes over.
             if stopping || !self.send_until_done(&mut batch, &mut stop).await {
                 break;
             }
         }
         self.final_flush(batch).await;
-    }
-
-    fn dequeued(&self, n: usize) {
-        let _ = self
-            .stats
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                Some(q.saturating_sub(n as u64))
-            });
     }
 
     /// Send `batch` until it is acknowledged or refused (it is then empty), or `stop` resolves
@@ -365,10 +350,7 @@ impl EventShipper {
         loop {
             while batch.len() < self.cfg.max_batch {
                 match self.rx.try_recv() {
-                    Ok(e) => {
-                        self.dequeued(1);
-                        batch.push(e);
-                    }
+                    Ok(e) => batch.push(e),
                     Err(_) => break,
                 }
             }
@@ -441,22 +423,14 @@ fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
 
 /// `d` scaled by a factor in [0.5, 1.0), so gateways that failed together do not retry together.
 fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    let unit = (crate::state::random_seed() >> 11) as f64 / (1u64 << 53) as f64;
     d.mul_f64(0.5 + unit / 2.0)
 }
 
-/// Exposes [`EventStats`] at scrape time.
+/// Exposes the queue's counters at scrape time.
 #[derive(Debug)]
 pub struct EventMetrics {
-    stats: Arc<EventStats>,
+    sink: EventSink,
     shipped: prometheus::IntCounter,
     dropped: prometheus::IntCounter,
     failures: prometheus::IntCounter,
@@ -464,9 +438,9 @@ pub struct EventMetrics {
 }
 
 impl EventMetrics {
-    pub fn new(stats: Arc<EventStats>) -> Result<Self, prometheus::Error> {
+    pub fn new(sink: EventSink) -> Result<Self, prometheus::Error> {
         Ok(Self {
-            stats,
+            sink,
             shipped: prometheus::IntCounter::new(
                 "palisade_events_shipped_total",
                 "Decision events the control plane acknowledged.",
@@ -501,11 +475,12 @@ impl Collector for EventMetrics {
     fn collect(&self) -> Vec<MetricFamily> {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let set = |c: &prometheus::IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
-        set(&self.shipped, load(&self.stats.shipped));
-        set(&self.dropped, load(&self.stats.dropped));
-        set(&self.failures, load(&self.stats.send_failures));
+        let stats = self.sink.stats();
+        set(&self.shipped, load(&stats.shipped));
+        set(&self.dropped, load(&stats.dropped));
+        set(&self.failures, load(&stats.send_failures));
         self.queued
-            .set(i64::try_from(load(&self.stats.queued)).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.sink.queued()).unwrap_or(i64::MAX));
         [
             self.shipped.collect(),
             self.dropped.collect(),

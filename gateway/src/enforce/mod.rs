@@ -38,7 +38,7 @@ use policy_engine::PolicyKind;
 
 use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
 use crate::clock::Clock;
-use crate::control::events::{DecisionEvent, EventMetrics, EventSink, EventStats};
+use crate::control::events::{DecisionEvent, EventMetrics, EventSink};
 use crate::error::ApiError;
 use crate::hooks::{Admission, Admit, Enforcement, Failure, Release, RequestMeta, Settled};
 use crate::pack::ActivePack;
@@ -239,13 +239,13 @@ impl Enforcement for PolicyEnforcement {
     fn register_metrics(&self, registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
         self.inner.budget_metrics.register(registry)?;
         if let Some(events) = &self.inner.events {
-            registry.register(Box::new(EventMetrics::new(Arc::clone(events.stats()))?))?;
+            registry.register(Box::new(EventMetrics::new(events.clone())?))?;
         }
         self.inner.sinks.register(registry)
     }
 
-    fn event_stats(&self) -> Option<Arc<EventStats>> {
-        self.inner.events.as_ref().map(|e| Arc::clone(e.stats()))
+    fn event_sink(&self) -> Option<&EventSink> {
+        self.inner.events.as_ref()
     }
 }
 
