@@ -183,6 +183,44 @@ fn missing_or_wrong_key_is_401_invalid_service_key(backend: Backend) {
     assert!(text(&o).contains("INVALID_SERVICE_KEY"), "{}", text(&o));
 }
 
+/// The router's refusals keep the one error shape: an unknown route is 404, a known path with
+/// a method it does not take is 405, a body that is not the JSON asked for names the field, and
+/// a percent-encoded path segment is decoded whole.
+fn unknown_routes_wrong_methods_and_bad_bodies_are_refused_in_the_error_shape(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let a = cp.http("GET", "/v1/nothing-here", Some(ADMIN_KEY), &[], None);
+    assert_eq!(
+        (a.status, &a.body["error"]["code"]),
+        (404, &json!("NOT_FOUND"))
+    );
+    let a = cp.http("DELETE", "/v1/packs", Some(ADMIN_KEY), &[], None);
+    assert_eq!(a.status, 405, "{:?}", a.body);
+    assert_eq!(a.body["error"]["code"], "METHOD_NOT_ALLOWED");
+    let a = cp.http(
+        "POST",
+        "/v1/packs",
+        Some(ADMIN_KEY),
+        &[],
+        Some(&json!({ "yaml": 7 })),
+    );
+    assert_eq!(a.status, 400);
+    let message = a.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`yaml`"), "{message}");
+    // `%2F` stays inside the pack name: no pack has that name.
+    let a = cp.http(
+        "GET",
+        "/v1/packs/sup%2Fport/versions",
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(a.status, 404);
+    assert_eq!(a.body["error"]["message"], "no pack `sup/port`");
+    // Authentication runs before the body is read: a bad key with a bad body is 401.
+    let a = cp.http("POST", "/v1/deploy", Some("short"), &[], Some(&json!([])));
+    assert_eq!(a.status, 401);
+}
+
 fn refused_records(cp: &ControlPlane, action: &str) -> Vec<Value> {
     let h = cp.http("GET", "/v1/history", Some(ADMIN_KEY), &[], None);
     h.body["records"]
@@ -402,6 +440,7 @@ on_both_backends!(
     identical_push_is_a_noop_and_a_changed_document_under_the_same_version_is_409,
     broken_pack_is_refused_with_422_and_every_diagnostic,
     missing_or_wrong_key_is_401_invalid_service_key,
+    unknown_routes_wrong_methods_and_bad_bodies_are_refused_in_the_error_shape,
     viewer_key_cannot_deploy_and_the_attempt_is_logged,
     remote_diff_of_two_versions_says_looser,
     keys_are_shown_once_listed_without_secrets_and_revocable,

@@ -3,16 +3,22 @@
 //! written with their admin-log record in one transaction. The last active admin key cannot be
 //! revoked, so a registry can never lock out its operators.
 
-use http::{Method, StatusCode};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{delete, get, patch};
+use axum::Router;
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::adminlog::{self, Entry};
 use crate::app::{shown_once, App, Scope};
 use crate::envs::{self, Environment};
-use crate::error::{json_response, ApiError};
+use crate::error::{json_response, ok, ApiError};
+use crate::extract::{Json, Path, ServiceKey};
 use crate::keys::{self, Caller, Role};
-use crate::server::{Req, Resp};
 
 #[derive(Deserialize)]
 struct NewKeyBody {
@@ -91,73 +97,76 @@ impl EnvBody {
     }
 }
 
-/// Routes under `/v1/keys` and `/v1/environments` (`rest` starts after `v1`).
-pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp, ApiError> {
-    let caller = crate::routes::viewer(app, req).await?;
-    match (rest, &req.method) {
-        (["environments"], &Method::GET) => {
-            let list = envs::list(&mut *app.db.read().await?).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "environments": list.iter().map(Environment::to_json).collect::<Vec<_>>() }),
-            ))
-        }
-        (["environments"], &Method::POST) => {
-            app.require_role(
-                &caller,
-                Role::Admin,
-                Scope::Global,
-                "environment.create",
-                None,
-            )
-            .await?;
-            let body: EnvBody = req.json()?;
-            let env = create_env(app, &caller, body).await?;
-            Ok(json_response(StatusCode::CREATED, &env))
-        }
-        (["environments", name], &Method::PATCH) => {
-            app.require_role(
-                &caller,
-                Role::Admin,
-                Scope::Global,
-                "environment.update",
-                None,
-            )
-            .await?;
-            let body: EnvBody = req.json()?;
-            Ok(json_response(
-                StatusCode::OK,
-                &update_env(app, &caller, name, body).await?,
-            ))
-        }
-        (["keys"], &Method::GET) => {
-            app.require_role(&caller, Role::Admin, Scope::Global, "key.list", None)
-                .await?;
-            let list = keys::list(&mut *app.db.read().await?).await?;
-            Ok(json_response(StatusCode::OK, &json!({ "keys": list })))
-        }
-        (["keys"], &Method::POST) => {
-            app.require_role(&caller, Role::Admin, Scope::Global, "key.create", None)
-                .await?;
-            let body: NewKeyBody = req.json()?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &create_key(app, &caller, body).await?,
-            ))
-        }
-        (["keys", id], &Method::DELETE) => {
-            app.require_role(&caller, Role::Admin, Scope::Global, "key.revoke", None)
-                .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &revoke_key(app, &caller, id).await?,
-            ))
-        }
-        _ => Err(ApiError::not_found(
-            "NOT_FOUND",
-            format!("no route {} {}", req.method, req.path),
-        )),
-    }
+/// Routes under `/v1/keys` and `/v1/environments`.
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/environments", get(environments).post(new_environment))
+        .route("/v1/environments/{name}", patch(change_environment))
+        .route("/v1/keys", get(list_keys).post(new_key))
+        .route("/v1/keys/{id}", delete(revoke))
+}
+
+type AppState = State<Arc<App>>;
+
+async fn environments(State(app): AppState, _: ServiceKey) -> Result<Response, ApiError> {
+    let list = envs::list(&mut *app.db.read().await?).await?;
+    let list: Vec<_> = list.iter().map(Environment::to_json).collect();
+    ok(&json!({ "environments": list }))
+}
+
+async fn new_environment(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Json(body): Json<EnvBody>,
+) -> Result<Response, ApiError> {
+    let action = "environment.create";
+    app.require_role(&caller, Role::Admin, Scope::Global, action, None)
+        .await?;
+    let env = create_env(&app, &caller, body).await?;
+    Ok(json_response(StatusCode::CREATED, &env))
+}
+
+async fn change_environment(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Path(name): Path<String>,
+    Json(body): Json<EnvBody>,
+) -> Result<Response, ApiError> {
+    let action = "environment.update";
+    app.require_role(&caller, Role::Admin, Scope::Global, action, None)
+        .await?;
+    ok(&update_env(&app, &caller, &name, body).await?)
+}
+
+async fn list_keys(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+) -> Result<Response, ApiError> {
+    app.require_role(&caller, Role::Admin, Scope::Global, "key.list", None)
+        .await?;
+    let list = keys::list(&mut *app.db.read().await?).await?;
+    ok(&json!({ "keys": list }))
+}
+
+async fn new_key(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Json(body): Json<NewKeyBody>,
+) -> Result<Response, ApiError> {
+    app.require_role(&caller, Role::Admin, Scope::Global, "key.create", None)
+        .await?;
+    let key = create_key(&app, &caller, body).await?;
+    Ok(json_response(StatusCode::CREATED, &key))
+}
+
+async fn revoke(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    app.require_role(&caller, Role::Admin, Scope::Global, "key.revoke", None)
+        .await?;
+    ok(&revoke_key(&app, &caller, &id).await?)
 }
 
 async fn record(

@@ -7,28 +7,28 @@
 //! time; a key scoped to one environment reads only that environment's events and escalations.
 
 use std::io::Read as _;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::{Method, StatusCode};
+use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::error::{json_response, ApiError};
+use crate::error::{ok, ApiError};
 use crate::escalations::{self, Step};
 use crate::events::{self, Cursor, Filter};
+use crate::extract::{decode_json, AnyKey, Json, Path, Query, RawBody, ServiceKey};
 use crate::keys::{Caller, Role};
-use crate::routes::viewer;
-use crate::server::{Req, Resp};
 
 /// Largest batch after decompression (a bound on what a small gzip body may expand to).
 const MAX_DECOMPRESSED: u64 = 64 << 20;
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
-
-fn ok(body: &Value) -> Result<Resp, ApiError> {
-    Ok(json_response(StatusCode::OK, body))
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -77,8 +77,8 @@ fn instant(name: &str, value: &str, now: i64) -> Result<i64, ApiError> {
     )))
 }
 
-fn int(req: &Req, name: &str) -> Result<Option<i64>, ApiError> {
-    req.query(name)
+fn int(value: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
+    value
         .map(|v| {
             v.parse().map_err(|_| {
                 ApiError::BadRequest(format!("`{name}` must be an integer, not `{v}`"))
@@ -87,71 +87,95 @@ fn int(req: &Req, name: &str) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// Routes under `/v1/events` and `/v1/escalations` (`rest` starts after `v1`).
-pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp, ApiError> {
-    let m = &req.method;
-    match rest {
-        ["events"] if m == Method::POST => ingest(app, req).await,
-        ["events"] if m == Method::GET => {
-            let caller = viewer(app, req).await?;
-            list_events(app, req, &caller).await
-        }
-        ["events", "summary"] if m == Method::GET => {
-            let caller = viewer(app, req).await?;
-            summary(app, req, &caller).await
-        }
-        ["escalations"] if m == Method::GET => {
-            let caller = viewer(app, req).await?;
-            let env = scoped_environment(&caller, req.query("environment"))?;
-            let limit = int(req, "limit")?
-                .unwrap_or(DEFAULT_PAGE)
-                .clamp(1, MAX_PAGE);
-            let list =
-                escalations::list(&mut *app.db.read().await?, env, req.query("state"), limit)
-                    .await?;
-            ok(&json!({ "escalations": list }))
-        }
-        ["escalations", id] if m == Method::GET => {
-            let caller = viewer(app, req).await?;
-            let out = escalations::show(&mut *app.db.read().await?, id).await?;
-            scoped_environment(&caller, out["environment"].as_str())?;
-            ok(&out)
-        }
-        ["escalations", id, "ack"] if m == Method::POST => {
-            let caller = viewer(app, req).await?;
-            let body: AckBody = if req.body.is_empty() {
-                AckBody::default()
-            } else {
-                req.json()?
-            };
-            let step = Step::Acknowledge {
-                assignee: body.assignee,
-            };
-            ok(&escalations::act(app, &caller, id, step).await?)
-        }
-        ["escalations", id, "resolve"] if m == Method::POST => {
-            let caller = viewer(app, req).await?;
-            let body: ResolveBody = req.json()?;
-            let step = Step::Resolve {
-                resolution: body.resolution,
-                note: body.note,
-            };
-            ok(&escalations::act(app, &caller, id, step).await?)
-        }
-        _ => Err(ApiError::not_found(
-            "NOT_FOUND",
-            format!("no route {} {}", req.method, req.path),
-        )),
-    }
+/// Routes under `/v1/events` and `/v1/escalations`, and `/metrics`.
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/events", get(list_events).post(ingest))
+        .route("/v1/events/summary", get(summary))
+        .route("/v1/escalations", get(list_escalations))
+        .route("/v1/escalations/{id}", get(show_escalation))
+        .route("/v1/escalations/{id}/ack", post(ack))
+        .route("/v1/escalations/{id}/resolve", post(resolve))
+}
+
+type AppState = State<Arc<App>>;
+
+#[derive(Deserialize)]
+struct EscalationQuery {
+    environment: Option<String>,
+    state: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_escalations(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Query(q): Query<EscalationQuery>,
+) -> Result<Response, ApiError> {
+    let env = scoped_environment(&caller, q.environment.as_deref())?;
+    let limit = int(q.limit.as_deref(), "limit")?
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, MAX_PAGE);
+    let state = q.state.as_deref();
+    let list = escalations::list(&mut *app.db.read().await?, env, state, limit).await?;
+    ok(&json!({ "escalations": list }))
+}
+
+async fn show_escalation(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let out = escalations::show(&mut *app.db.read().await?, &id).await?;
+    scoped_environment(&caller, out["environment"].as_str())?;
+    ok(&out)
+}
+
+async fn ack(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    // The body is optional: an empty one acknowledges without an assignee.
+    let body: AckBody = if body.is_empty() {
+        AckBody::default()
+    } else {
+        decode_json(&body)?
+    };
+    let step = Step::Acknowledge {
+        assignee: body.assignee,
+    };
+    ok(&escalations::act(&app, &caller, &id, step).await?)
+}
+
+async fn resolve(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Path(id): Path<String>,
+    Json(body): Json<ResolveBody>,
+) -> Result<Response, ApiError> {
+    let step = Step::Resolve {
+        resolution: body.resolution,
+        note: body.note,
+    };
+    ok(&escalations::act(&app, &caller, &id, step).await?)
 }
 
 /// The request body, gunzipped when it says so, within [`MAX_DECOMPRESSED`].
-fn body_bytes(req: &Req) -> Result<std::borrow::Cow<'_, [u8]>, ApiError> {
-    match req.header("content-encoding") {
-        None | Some("identity") => Ok(std::borrow::Cow::Borrowed(&req.body)),
+fn body_bytes<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, ApiError> {
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    match encoding {
+        None | Some("identity") => Ok(std::borrow::Cow::Borrowed(body)),
         Some("gzip") => {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&req.body[..])
+            flate2::read::GzDecoder::new(body)
                 .take(MAX_DECOMPRESSED + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| ApiError::BadRequest(format!("the gzip body does not decode: {e}")))?;
@@ -168,14 +192,18 @@ fn body_bytes(req: &Req) -> Result<std::borrow::Cow<'_, [u8]>, ApiError> {
     }
 }
 
-async fn ingest(app: &App, req: &Req) -> Result<Resp, ApiError> {
-    let caller = app.authenticate(req.header("authorization")).await?;
+async fn ingest(
+    State(app): AppState,
+    AnyKey(caller): AnyKey,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     if caller.role != Role::Gateway {
         return Err(ApiError::Forbidden(
             "only gateway keys send decision events".to_owned(),
         ));
     }
-    let body = body_bytes(req)?;
+    let body = body_bytes(&headers, &body)?;
     let batch = match events::parse_batch(&body, caller.environment.as_deref()) {
         Ok(b) => b,
         Err(e) => {
@@ -203,9 +231,29 @@ async fn ingest(app: &App, req: &Req) -> Result<Resp, ApiError> {
     ok(&json!(out))
 }
 
-fn filter(req: &Req, caller: &Caller, now: i64) -> Result<Filter, ApiError> {
-    let text = |k: &str| req.query(k).map(str::to_owned);
-    let outcome = text("outcome");
+/// The query of `GET /v1/events` and `GET /v1/events/summary`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventQuery {
+    pub environment: Option<String>,
+    pub pack: Option<String>,
+    pub version: Option<String>,
+    pub outcome: Option<String>,
+    pub entity: Option<String>,
+    pub caller: Option<String>,
+    pub team: Option<String>,
+    pub model: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub received_after: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+    pub by: Option<String>,
+}
+
+/// The filter a query names, checked against the caller's scope.
+pub(crate) fn filter(q: EventQuery, caller: &Caller, now: i64) -> Result<Filter, ApiError> {
+    let outcome = q.outcome;
     if let Some(o) = &outcome {
         if !events::OUTCOMES.contains(&o.as_str()) {
             return Err(ApiError::BadRequest(format!(
@@ -215,24 +263,19 @@ fn filter(req: &Req, caller: &Caller, now: i64) -> Result<Filter, ApiError> {
         }
     }
     Ok(Filter {
-        environment: scoped_environment(caller, req.query("environment"))?.map(str::to_owned),
-        pack: text("pack"),
-        version: text("version"),
+        environment: scoped_environment(caller, q.environment.as_deref())?.map(str::to_owned),
+        pack: q.pack,
+        version: q.version,
         outcome,
-        entity: text("entity"),
-        caller: text("caller"),
-        team: text("team"),
-        model: text("model"),
-        since_ms: req
-            .query("since")
-            .map(|v| instant("since", v, now))
-            .transpose()?,
-        until_ms: req
-            .query("until")
-            .map(|v| instant("until", v, now))
-            .transpose()?,
-        received_after: req
-            .query("received_after")
+        entity: q.entity,
+        caller: q.caller,
+        team: q.team,
+        model: q.model,
+        since_ms: q.since.map(|v| instant("since", &v, now)).transpose()?,
+        until_ms: q.until.map(|v| instant("until", &v, now)).transpose()?,
+        received_after: q
+            .received_after
+            .as_deref()
             .map(received_cursor)
             .transpose()?,
     })
@@ -252,13 +295,17 @@ fn received_cursor(s: &str) -> Result<(i64, String), ApiError> {
     Ok((ms.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
-async fn list_events(app: &App, req: &Req, caller: &Caller) -> Result<Resp, ApiError> {
+async fn list_events(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Query(mut q): Query<EventQuery>,
+) -> Result<Response, ApiError> {
     let now = app.now();
-    let filter = filter(req, caller, now)?;
-    let limit = int(req, "limit")?
+    let limit = int(q.limit.take().as_deref(), "limit")?
         .unwrap_or(DEFAULT_PAGE)
         .clamp(1, MAX_PAGE);
-    let cursor = req.query("cursor").map(Cursor::decode).transpose()?;
+    let cursor = q.cursor.take().as_deref().map(Cursor::decode).transpose()?;
+    let filter = filter(q, &caller, now)?;
     let (list, next) =
         events::list(&mut *app.db.read().await?, &filter, cursor.as_ref(), limit).await?;
     ok(&json!({
@@ -268,18 +315,23 @@ async fn list_events(app: &App, req: &Req, caller: &Caller) -> Result<Resp, ApiE
     }))
 }
 
-async fn summary(app: &App, req: &Req, caller: &Caller) -> Result<Resp, ApiError> {
+async fn summary(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Query(q): Query<EventQuery>,
+) -> Result<Response, ApiError> {
     let now = app.now();
-    let env = scoped_environment(caller, req.query("environment"))?.ok_or_else(|| {
+    let env = scoped_environment(&caller, q.environment.as_deref())?.ok_or_else(|| {
         ApiError::BadRequest("query parameter `environment` is required".to_owned())
     })?;
-    let since = instant("since", req.query("since").unwrap_or("1h"), now)?;
-    let until = req
-        .query("until")
+    let since = instant("since", q.since.as_deref().unwrap_or("1h"), now)?;
+    let until = q
+        .until
+        .as_deref()
         .map(|v| instant("until", v, now))
         .transpose()?
         .unwrap_or(now + 1);
-    let by = req.query("by").unwrap_or("version");
+    let by = q.by.as_deref().unwrap_or("version");
     if !matches!(by, "version" | "total") {
         return Err(ApiError::BadRequest(format!(
             "`by` must be version or total, not `{by}`"
@@ -288,7 +340,7 @@ async fn summary(app: &App, req: &Req, caller: &Caller) -> Result<Resp, ApiError
     let versions = events::summary(
         &mut *app.db.read().await?,
         env,
-        req.query("pack"),
+        q.pack.as_deref(),
         None,
         since,
         until,
@@ -313,15 +365,10 @@ async fn summary(app: &App, req: &Req, caller: &Caller) -> Result<Resp, ApiError
 
 /// `GET /metrics`: the control plane's own counters and the escalation queue by environment
 /// and version (read from the database at scrape time).
-pub(crate) async fn metrics(app: &App) -> Result<Resp, ApiError> {
+async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
     let queue = escalations::queue(&mut *app.db.read().await?).await?;
     let now = app.now();
     let text = app.metrics.render(&queue, now);
-    let mut resp = json_response(StatusCode::OK, &Value::Null);
-    *resp.body_mut() = http_body_util::Full::new(bytes::Bytes::from(text));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    Ok(resp)
+    let content_type = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    Ok((content_type, text).into_response())
 }

@@ -8,70 +8,96 @@
 //! every second as well as on this process's wake-ups, so a move made by another control-plane
 //! process on the same database is seen within a second.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, StatusCode};
+use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{timeout, Instant};
 
 use crate::app::App;
-use crate::error::{json_response, ApiError};
+use crate::error::{json_response, ok, ApiError};
+use crate::extract::{AnyKey, Json, Path, Query};
 use crate::fleet::{self, check_gateway_key, Instance, Report};
 use crate::pointers;
 use crate::registry;
-use crate::server::{Req, Resp};
 
 /// The longest a poll is held.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Routes under `/v1/gateways/`.
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/gateways/prune", post(prune))
+        .route("/v1/gateways/register", post(register))
+        .route("/v1/gateways/desired", get(poll))
+        .route("/v1/gateways/{id}/report", post(report))
+}
 
 #[derive(Deserialize)]
 struct RegisterBody {
     instance: Instance,
 }
 
-/// Routes under `/v1/gateways/`.
-pub(crate) async fn dispatch(app: &App, req: &Req, rest: &[&str]) -> Result<Resp, ApiError> {
-    let caller = app.authenticate(req.header("authorization")).await?;
-    match (rest, &req.method) {
-        (["prune"], &Method::POST) => Ok(json_response(
-            StatusCode::OK,
-            &fleet::prune(app, &caller).await?,
-        )),
-        (["register"], &Method::POST) => {
-            let body: RegisterBody = req.json()?;
-            let out = fleet::register(app, &caller, &body.instance).await?;
-            Ok(json_response(StatusCode::OK, &out))
-        }
-        (["desired"], &Method::GET) => {
-            let env = req
-                .query("environment")
-                .ok_or_else(|| ApiError::BadRequest("`environment` is required".to_owned()))?;
-            let pack = req
-                .query("pack")
-                .ok_or_else(|| ApiError::BadRequest("`pack` is required".to_owned()))?;
-            check_gateway_key(&caller, env)?;
-            let wait = req
-                .query("wait")
-                .and_then(|w| w.parse::<f64>().ok())
-                .filter(|w| w.is_finite() && *w > 0.0)
-                .map_or(Duration::ZERO, |w| Duration::from_secs_f64(w).min(MAX_WAIT));
-            let known = req.header("if-none-match").map(etag_value);
-            desired(app, env, pack, known.as_deref(), wait).await
-        }
-        ([id, "report"], &Method::POST) => {
-            let body: Report = req.json()?;
-            fleet::report(app, &caller, id, &body).await?;
-            let mut resp = json_response(StatusCode::NO_CONTENT, &json!(null));
-            *resp.body_mut() = http_body_util::Full::default();
-            resp.headers_mut().remove(http::header::CONTENT_TYPE);
-            Ok(resp)
-        }
-        _ => Err(ApiError::not_found(
-            "NOT_FOUND",
-            format!("no route {} {}", req.method, req.path),
-        )),
-    }
+async fn prune(State(app): State<Arc<App>>, AnyKey(caller): AnyKey) -> Result<Response, ApiError> {
+    ok(&fleet::prune(&app, &caller).await?)
+}
+
+async fn register(
+    State(app): State<Arc<App>>,
+    AnyKey(caller): AnyKey,
+    Json(body): Json<RegisterBody>,
+) -> Result<Response, ApiError> {
+    ok(&fleet::register(&app, &caller, &body.instance).await?)
+}
+
+#[derive(Deserialize)]
+struct PollQuery {
+    environment: Option<String>,
+    pack: Option<String>,
+    wait: Option<String>,
+}
+
+async fn poll(
+    State(app): State<Arc<App>>,
+    AnyKey(caller): AnyKey,
+    Query(q): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let env = q
+        .environment
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("`environment` is required".to_owned()))?;
+    let pack = q
+        .pack
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("`pack` is required".to_owned()))?;
+    check_gateway_key(&caller, env)?;
+    let wait = q
+        .wait
+        .and_then(|w| w.parse::<f64>().ok())
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .map_or(Duration::ZERO, |w| Duration::from_secs_f64(w).min(MAX_WAIT));
+    let known = headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(etag_value);
+    desired(&app, env, pack, known.as_deref(), wait).await
+}
+
+async fn report(
+    State(app): State<Arc<App>>,
+    AnyKey(caller): AnyKey,
+    Path(id): Path<String>,
+    Json(body): Json<Report>,
+) -> Result<Response, ApiError> {
+    fleet::report(&app, &caller, &id, &body).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `"abc"`, `W/"abc"` or `abc` → `abc`.
@@ -88,7 +114,7 @@ async fn desired(
     pack: &str,
     known: Option<&str>,
     wait: Duration,
-) -> Result<Resp, ApiError> {
+) -> Result<Response, ApiError> {
     let deadline = Instant::now() + wait;
     let mut rx = app.watch.subscribe(env, pack).await;
     loop {
@@ -102,9 +128,7 @@ async fn desired(
                     format!("nothing is deployed for {pack} in {env}"),
                 )),
                 Some(p) if !differs => {
-                    let mut resp = json_response(StatusCode::NOT_MODIFIED, &json!(null));
-                    *resp.body_mut() = http_body_util::Full::default();
-                    resp.headers_mut().remove(http::header::CONTENT_TYPE);
+                    let mut resp = StatusCode::NOT_MODIFIED.into_response();
                     set_etag(&mut resp, &p.hash);
                     Ok(resp)
                 }
@@ -123,7 +147,7 @@ async fn desired(
     }
 }
 
-fn set_etag(resp: &mut Resp, hash: &str) {
+fn set_etag(resp: &mut Response, hash: &str) {
     if let Ok(v) = HeaderValue::from_str(&format!("\"{hash}\"")) {
         resp.headers_mut().insert(http::header::ETAG, v);
     }

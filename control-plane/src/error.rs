@@ -1,14 +1,13 @@
 //! Every way an API call can fail, and the one place where a failure becomes an HTTP response.
 //!
 //! Each variant has a stable `code` (clients and scripts match on it, never on the message) and a
-//! status. Handlers return `Result<_, ApiError>`; [`ApiError::into_response`] renders
+//! status. Handlers return `Result<_, ApiError>`; its [`IntoResponse`] renders
 //! `{"error":{"code","message",...}}` with extra members (diagnostics, gates) where the variant
 //! has them. Storage errors are logged here with their cause and shown to the caller only as
 //! `STORAGE_ERROR`, so SQL text and file paths never leave the process.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
 use policy_engine::Diagnostics;
 use serde_json::{json, Value};
 
@@ -23,6 +22,9 @@ pub enum ApiError {
     NotFound { code: &'static str, message: String },
     #[error("{0}")]
     BadRequest(String),
+    /// A known path asked with a method it does not take.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
     /// A field longer than its limit (a change note).
@@ -79,6 +81,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) | Self::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Compile(_) | Self::CompileIn { .. } | Self::Unprocessable { .. } => {
@@ -100,6 +103,7 @@ impl ApiError {
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. } => code,
             Self::BadRequest(_) => "BAD_REQUEST",
+            Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::BodyTooLarge(_) => "BODY_TOO_LARGE",
             Self::BodyTimeout(_) => "REQUEST_TIMEOUT",
             Self::Compile(_) | Self::CompileIn { .. } => "POLICY_COMPILE_ERROR",
@@ -109,12 +113,10 @@ impl ApiError {
         }
     }
 
-    /// Render the error. The only place an error becomes a response.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let status = self.status();
-        let code = self.code();
-        let mut error = json!({ "code": code });
-        match &self {
+    /// The `{"error": …}` body.
+    fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code() });
+        match self {
             Self::Storage(e) => {
                 tracing::error!(error = %e, "storage error");
                 error["message"] = json!("the registry's storage failed; nothing was changed");
@@ -144,17 +146,29 @@ impl ApiError {
             }
             _ => error["message"] = json!(self.to_string()),
         }
-        json_response(status, &json!({ "error": error }))
+        json!({ "error": error })
+    }
+}
+
+/// The only place an error becomes a response.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        tracing::debug!(code = self.code(), "request failed");
+        json_response(self.status(), &self.body())
     }
 }
 
 /// A JSON response with the given status.
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// 200 with a JSON body.
+pub(crate) fn ok(body: &Value) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, body))
 }

@@ -21,6 +21,7 @@ pub mod envs;
 pub mod error;
 mod escalations;
 pub mod events;
+mod extract;
 mod fleet;
 mod import;
 pub mod keys;

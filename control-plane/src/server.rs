@@ -1,31 +1,29 @@
-//! The HTTP listener: hyper 1 through hyper-util (HTTP/1.1 and HTTP/2 on one port), a header read
-//! timeout, a body size limit, and the conversion of a raw request into [`Req`].
+//! The HTTP listener: hyper 1 through hyper-util (HTTP/1.1 and HTTP/2 on one port) serving the
+//! axum router of [`crate::routes`], with the connection limits axum's own `serve` lacks: a
+//! connection cap, a first-request timeout, a header read timeout and a body deadline.
 //!
-//! Bodies are read frame by frame up to [`MAX_BODY_BYTES`] (a pack is at most 1 MiB of YAML;
-//! JSON escaping can grow it) and refused past that with 413. No TLS here: run the control plane
-//! behind a TLS-terminating proxy or on a private network. Shutdown stops accepting; requests in
-//! flight (long polls included) end with the process.
+//! Bodies are read up to [`MAX_BODY_BYTES`] (a pack is at most 1 MiB of YAML; JSON escaping can
+//! grow it) and refused past that with 413. No TLS here: run the control plane behind a
+//! TLS-terminating proxy or on a private network. Shutdown stops accepting; requests in flight
+//! (long polls included) end with the process.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response};
-use http_body_util::{BodyExt as _, Full};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower_service::Service as _;
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::extract::BodyDeadline;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -53,111 +51,6 @@ impl Default for ServeLimits {
 }
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// A response body.
-pub(crate) type Resp = Response<Full<Bytes>>;
-
-/// A request, its body read.
-#[derive(Debug)]
-pub(crate) struct Req {
-    pub method: Method,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Req {
-    pub(crate) fn query(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body as JSON of type `T`, or 400 naming what is wrong.
-    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-    }
-}
-
-/// Decode `%XX` (and, in a query component, `+` as a space).
-pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or(""), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k, true), percent_decode(v, true))
-        })
-        .collect()
-}
-
-async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > MAX_BODY_BYTES {
-                return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
-}
-
-async fn handle(app: Arc<App>, req: Request<Incoming>, body_timeout: Duration) -> Resp {
-    let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(body_timeout, read_body(body)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return e.into_response(),
-        Err(_) => return ApiError::BodyTimeout(body_timeout.as_secs()).into_response(),
-    };
-    let req = Req {
-        method: parts.method,
-        path: parts.uri.path().to_owned(),
-        query: parse_query(parts.uri.query()),
-        headers: parts.headers,
-        body,
-    };
-    match crate::routes::dispatch(&app, &req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::debug!(code = e.code(), path = %req.path, "request failed");
-            e.into_response()
-        }
-    }
-}
-
 /// Accept connections on `listener` until `shutdown` completes.
 ///
 /// Every connection is bounded: at most [`MAX_CONNECTIONS`] open (at the limit the loop stops
@@ -179,6 +72,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
+    let router = crate::routes::router(app);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut failures = 0u64;
     let mut last_log: Option<Instant> = None;
@@ -207,7 +101,7 @@ pub async fn serve(
                 }
             },
         };
-        let (app, builder) = (app.clone(), builder.clone());
+        let (router, builder) = (router.clone(), builder.clone());
         #[expect(
             clippy::disallowed_methods,
             reason = "a connection's task: bounded by its timeouts, ended with the process"
@@ -216,10 +110,14 @@ pub async fn serve(
             let _permit = permit;
             let served = Arc::new(AtomicBool::new(false));
             let seen = Arc::clone(&served);
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
                 seen.store(true, Ordering::Relaxed);
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(app, req, limits.body_timeout).await) }
+                req.extensions_mut().insert(BodyDeadline {
+                    at: tokio::time::Instant::now() + limits.body_timeout,
+                    timeout: limits.body_timeout,
+                });
+                // The router is always ready; its error type is `Infallible`.
+                router.clone().call(req)
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -237,21 +135,5 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_components_are_percent_decoded() {
-        let q = parse_query(Some("environment=prod&pack=a%2Db&x=1+2&bad=%zz&end=%4"));
-        assert_eq!(q[0], ("environment".into(), "prod".into()));
-        assert_eq!(q[1], ("pack".into(), "a-b".into()));
-        assert_eq!(q[2], ("x".into(), "1 2".into()));
-        assert_eq!(q[3], ("bad".into(), "%zz".into()));
-        assert_eq!(q[4], ("end".into(), "%4".into()));
-        assert_eq!(percent_decode("gw%3A1+a", false), "gw:1+a");
     }
 }
