@@ -278,6 +278,7 @@ fn up(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode, String> {
     let desired = desired_versions(&client, &name)?;
     summary(&Summary {
         cp: &cp_url,
+        admin_key: &admin_key,
         gateways: &gateways,
         desired: &desired,
         mock: mock_url.as_deref(),
@@ -459,6 +460,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 struct Summary<'a> {
     cp: &'a str,
+    admin_key: &'a str,
     gateways: &'a [(&'a str, String)],
     desired: &'a std::collections::BTreeMap<String, String>,
     mock: Option<&'a str>,
@@ -474,6 +476,10 @@ fn summary(s: &Summary<'_>) {
         "  control plane   {}   (admin key in {})",
         s.cp,
         s.dir.join("admin-key").display()
+    );
+    println!(
+        "  console         {}/   sign in with the admin key {}",
+        s.cp, s.admin_key
     );
     println!("  pack            {}: {}", s.pack, s.pushed);
     for (env, url) in s.gateways {

@@ -21,9 +21,9 @@ use crate::extract::{Json, Path, ServiceKey};
 use crate::keys::{self, Caller, Role};
 
 #[derive(Deserialize)]
-struct NewKeyBody {
-    role: String,
-    environment: Option<String>,
+pub(crate) struct NewKeyBody {
+    pub role: String,
+    pub environment: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,8 +153,6 @@ async fn new_key(
     ServiceKey(caller): ServiceKey,
     Json(body): Json<NewKeyBody>,
 ) -> Result<Response, ApiError> {
-    app.require_role(&caller, Role::Admin, Scope::Global, "key.create", None)
-        .await?;
     let key = create_key(&app, &caller, body).await?;
     Ok(json_response(StatusCode::CREATED, &key))
 }
@@ -164,8 +162,6 @@ async fn revoke(
     ServiceKey(caller): ServiceKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.require_role(&caller, Role::Admin, Scope::Global, "key.revoke", None)
-        .await?;
     ok(&revoke_key(&app, &caller, &id).await?)
 }
 
@@ -281,7 +277,14 @@ async fn update_env(
     Ok(env.to_json())
 }
 
-async fn create_key(app: &App, caller: &Caller, body: NewKeyBody) -> Result<Value, ApiError> {
+/// Create a key (unscoped admin only); the answer carries its secret, shown this once.
+pub(crate) async fn create_key(
+    app: &App,
+    caller: &Caller,
+    body: NewKeyBody,
+) -> Result<Value, ApiError> {
+    app.require_role(caller, Role::Admin, Scope::Global, "key.create", None)
+        .await?;
     let role = Role::parse(&body.role).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "role must be viewer, deployer, admin or gateway, not `{}`",
@@ -324,7 +327,10 @@ async fn create_key(app: &App, caller: &Caller, body: NewKeyBody) -> Result<Valu
     Ok(out)
 }
 
-async fn revoke_key(app: &App, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+/// Revoke a key (unscoped admin only); never the last active admin key.
+pub(crate) async fn revoke_key(app: &App, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+    app.require_role(caller, Role::Admin, Scope::Global, "key.revoke", None)
+        .await?;
     let (_guard, mut tx) = app.db.begin_write().await?;
     let role = keys::role_of(&mut tx, id)
         .await?

@@ -194,6 +194,20 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE environments ADD COLUMN max_block_rate DOUBLE PRECISION",
         ],
     ),
+    (
+        3,
+        &[
+            // Console sessions: the token's hash (the token itself lives only in the browser's
+            // cookie), the key it stands for and the CSRF token of its forms.
+            "CREATE TABLE console_sessions (
+            token_hash TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            csrf TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL
+        )",
+        ],
+    ),
 ];
 
 /// Failure to open or migrate the registry.

@@ -114,7 +114,7 @@ impl ApiError {
     }
 
     /// The `{"error": …}` body.
-    fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut error = json!({ "code": self.code() });
         match self {
             Self::Storage(e) => {

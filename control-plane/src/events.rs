@@ -954,6 +954,55 @@ pub(crate) async fn prune(
     Ok(events)
 }
 
+/// Requests per minute and version of `environment` over `[since, until)` from the minute
+/// rollups, for the console's charts: `(bucket start ms, version, outcome, requests)`.
+pub(crate) async fn per_minute(
+    conn: &mut AnyConnection,
+    environment: &str,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<(i64, String, String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT bucket, version, outcome, CAST(SUM(requests) AS BIGINT) AS n FROM event_rollups \
+         WHERE environment = $1 AND span = $2 AND bucket >= $3 AND bucket < $4 \
+         GROUP BY bucket, version, outcome ORDER BY bucket, version, outcome",
+    )
+    .bind(environment)
+    .bind(MINUTE_MS)
+    .bind(since_ms / MINUTE_MS * MINUTE_MS)
+    .bind(until_ms)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("bucket")?,
+                r.try_get("version")?,
+                r.try_get("outcome")?,
+                r.try_get("n")?,
+            ))
+        })
+        .collect()
+}
+
+/// Requests and their summed cost in `environment` since `since_ms` (the LLM spend the
+/// gateways reported in their decision events).
+pub(crate) async fn spend(
+    conn: &mut AnyConnection,
+    environment: &str,
+    since_ms: i64,
+) -> Result<(i64, f64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
+         FROM events WHERE environment = $1 AND at >= $2",
+    )
+    .bind(environment)
+    .bind(since_ms)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.try_get("n")?, row.try_get("cost")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

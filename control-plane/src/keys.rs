@@ -163,6 +163,41 @@ pub async fn authenticate(
     })
 }
 
+/// The active key `id` as a caller (a console session stands for its key; revoking the key
+/// ends the session).
+pub async fn caller_by_id(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<Caller>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT role, environment FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let role: String = row.try_get("role")?;
+    Ok(Role::parse(&role).map(|role| Caller {
+        key_id: id.to_owned(),
+        role,
+        environment: row.try_get("environment").ok().flatten(),
+    }))
+}
+
+/// A random hex token of 32 bytes and its SHA-256 hash (console sessions and CSRF tokens).
+pub fn token() -> Result<(String, String), ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a token: {e}")))?;
+    let t = hex(&bytes);
+    let h = key_hash(&t);
+    Ok((t, h))
+}
+
+/// The SHA-256 hash of a token, as stored.
+pub fn token_hash(token: &str) -> String {
+    key_hash(token)
+}
+
 /// How many keys exist at all (zero on a fresh registry).
 pub async fn count(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT COUNT(*) AS n FROM api_keys")

@@ -15,6 +15,7 @@ mod api_events;
 mod api_gateway;
 pub mod app;
 pub mod clock;
+mod console;
 pub mod db;
 mod deploy;
 pub mod envs;

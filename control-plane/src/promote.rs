@@ -91,6 +91,40 @@ pub(crate) async fn promote(
     if note.trim().is_empty() {
         return Err(ApiError::BadRequest("a change note is required".to_owned()));
     }
+    let Plan { gates, version } = plan(app, caller, pack, from, to).await?;
+    let version = match version {
+        Some(v) if all_passed(&gates) => v,
+        other => {
+            let shown = other.as_ref().map(|v| v.version.as_str());
+            return refuse(app, caller, pack, from, to, shown, gates).await;
+        }
+    };
+    let mv = Move {
+        caller,
+        action: "promote",
+        note,
+        detail: json!({ "from": from, "gates": gates }),
+    };
+    commit_move(app, to, &version, mv).await
+}
+
+/// Every gate of promoting `pack` from `from` to `to` for `caller`, evaluated now, and the
+/// version that would move (none when `from` runs none).
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub gates: Vec<Value>,
+    pub version: Option<registry::StoredVersion>,
+}
+
+/// Evaluate every gate without moving anything or recording anything: the promote dialog and
+/// `GET /v1/promote/gates` show this before anyone asks for the move.
+pub(crate) async fn plan(
+    app: &App,
+    caller: &Caller,
+    pack: &str,
+    from: &str,
+    to: &str,
+) -> Result<Plan, ApiError> {
     let mut conn = app.db.read().await?;
     let source = envs::require(&mut conn, from).await?;
     let target = envs::require(&mut conn, to).await?;
@@ -107,8 +141,10 @@ pub(crate) async fn promote(
             false,
             format!("{from} runs no version of {pack}"),
         ));
-        drop(conn);
-        return refuse(app, caller, pack, from, to, None, gates).await;
+        return Ok(Plan {
+            gates,
+            version: None,
+        });
     };
     let version = registry::require(&mut conn, pack, &pointer.version).await?;
     gates.push(tests_gate(&version, to));
@@ -144,16 +180,10 @@ pub(crate) async fn promote(
         gates
             .push(evidence_gate(app, from, pack, &version.hash, desired_ref.since, &target).await?);
     }
-    if !all_passed(&gates) {
-        return refuse(app, caller, pack, from, to, Some(&version.version), gates).await;
-    }
-    let mv = Move {
-        caller,
-        action: "promote",
-        note,
-        detail: json!({ "from": from, "gates": gates }),
-    };
-    commit_move(app, to, &version, mv).await
+    Ok(Plan {
+        gates,
+        version: Some(version),
+    })
 }
 
 /// The runtime evidence gate (see the module docs).

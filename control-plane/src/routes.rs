@@ -49,6 +49,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .merge(crate::api_gateway::routes())
         .merge(crate::api_events::routes())
         .merge(crate::api_admin::routes())
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(crate::server::MAX_BODY_BYTES))

@@ -1,0 +1,340 @@
+//! What every page shares: the frame (who is signed in, the CSRF token, which tab is open), the
+//! error page, small readers over the service functions' JSON, and the server-drawn charts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use askama::Template;
+use axum::response::{IntoResponse as _, Response};
+use serde_json::Value;
+
+use super::Session;
+use crate::error::ApiError;
+
+/// The frame around every signed-in page.
+#[derive(Debug, Clone)]
+pub(crate) struct Shell {
+    pub signed_in: bool,
+    pub who: String,
+    pub role: &'static str,
+    pub scope: String,
+    pub csrf: String,
+    pub tab: &'static str,
+    pub can_change: bool,
+    pub is_admin: bool,
+}
+
+impl Shell {
+    pub(crate) fn new(s: &Session, tab: &'static str) -> Self {
+        Self {
+            signed_in: true,
+            who: s.caller.key_id.clone(),
+            role: s.caller.role.as_str(),
+            scope: s
+                .caller
+                .environment
+                .clone()
+                .unwrap_or_else(|| "all environments".to_owned()),
+            csrf: s.csrf.clone(),
+            tab,
+            can_change: s.can_change(),
+            is_admin: s.is_admin(),
+        }
+    }
+
+    pub(crate) fn anonymous() -> Self {
+        Self {
+            signed_in: false,
+            who: String::new(),
+            role: "",
+            scope: String::new(),
+            csrf: String::new(),
+            tab: "",
+            can_change: false,
+            is_admin: false,
+        }
+    }
+
+    /// `disabled` for a change control this session's role cannot use.
+    pub(crate) fn change_attr(&self) -> &'static str {
+        if self.can_change {
+            ""
+        } else {
+            "disabled"
+        }
+    }
+
+    pub(crate) fn admin_attr(&self) -> &'static str {
+        if self.is_admin {
+            ""
+        } else {
+            "disabled"
+        }
+    }
+}
+
+/// One gate, or one check, as a row: name, passed, what it says.
+#[derive(Debug, Clone)]
+pub(crate) struct GateRow {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+    /// Extra lines: failing tests, diagnostics, measured evidence.
+    pub notes: Vec<String>,
+}
+
+impl GateRow {
+    pub(crate) fn from_json(g: &Value) -> Self {
+        let mut notes = Vec::new();
+        for t in g["failed_tests"].as_array().into_iter().flatten() {
+            let problems: Vec<&str> = t["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            notes.push(format!(
+                "test `{}`: {}",
+                text(&t["name"]),
+                problems.join("; ")
+            ));
+        }
+        for d in g["diagnostics"].as_array().into_iter().flatten() {
+            notes.push(diagnostic_line(d));
+        }
+        let ev = &g["evidence"];
+        if g["gate"] == "runtime_evidence" && ev.is_object() {
+            notes.push(format!(
+                "measured: {} requests, error {:.2} %, escalation {:.2} %, block {:.2} %",
+                ev["requests"],
+                ev["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                ev["escalation_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                ev["block_rate"].as_f64().unwrap_or(0.0) * 100.0
+            ));
+        }
+        Self {
+            name: text(&g["gate"]),
+            passed: g["passed"] == Value::Bool(true),
+            detail: text(&g["detail"]),
+            notes,
+        }
+    }
+}
+
+/// One diagnostic as it is shown: `line 3, column 5: CODE message (expected …)`.
+#[derive(Debug, Clone)]
+pub(crate) struct DiagRow {
+    pub line: usize,
+    pub column: usize,
+    pub severity: String,
+    pub code: String,
+    pub path: String,
+    pub message: String,
+    pub expected: String,
+    pub help: String,
+}
+
+impl DiagRow {
+    pub(crate) fn from_json(d: &Value) -> Self {
+        let n = |k: &str| {
+            d[k].as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        Self {
+            line: n("line"),
+            column: n("column"),
+            severity: text(&d["severity"]),
+            code: text(&d["code"]),
+            path: text(&d["path"]),
+            message: text(&d["message"]),
+            expected: text(&d["expected"]),
+            help: text(&d["help"]),
+        }
+    }
+}
+
+fn diagnostic_line(d: &Value) -> String {
+    let r = DiagRow::from_json(d);
+    format!(
+        "line {}, column {}: {} {}",
+        r.line, r.column, r.code, r.message
+    )
+}
+
+/// A JSON value as display text: strings bare, null empty.
+pub(crate) fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    shell: Shell,
+    status: u16,
+    code: &'a str,
+    message: String,
+    gates: Vec<GateRow>,
+    diagnostics: Vec<DiagRow>,
+}
+
+/// An API error as a page: its status, code and message, and the gates or diagnostics it
+/// carries (a storage or internal error's cause is logged by [`ApiError::body`], never shown).
+pub(crate) fn error_page(session: Option<&Session>, e: &ApiError) -> Response {
+    let body = e.body();
+    let err = &body["error"];
+    let page = ErrorPage {
+        shell: session.map_or_else(Shell::anonymous, |s| Shell::new(s, "")),
+        status: e.status().as_u16(),
+        code: e.code(),
+        message: text(&err["message"]),
+        gates: err["gates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(GateRow::from_json)
+            .collect(),
+        diagnostics: err["diagnostics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(DiagRow::from_json)
+            .collect(),
+    };
+    match page.render() {
+        Ok(html) => (e.status(), axum::response::Html(html)).into_response(),
+        Err(_) => e.status().into_response(),
+    }
+}
+
+/// Requests per minute of each version, drawn as one polyline per version in an inline SVG
+/// (no script): `points` are `(minute start ms, version, requests)`.
+pub(crate) fn requests_chart(
+    points: &[(i64, String, i64)],
+    since_ms: i64,
+    until_ms: i64,
+) -> String {
+    const W: f64 = 600.0;
+    const H: f64 = 120.0;
+    const COLOURS: [&str; 6] = [
+        "#1f6feb", "#d29922", "#8250df", "#1a7f37", "#cf222e", "#57606a",
+    ];
+    let mut by_version: BTreeMap<&str, BTreeMap<i64, i64>> = BTreeMap::new();
+    for (bucket, version, n) in points {
+        *by_version
+            .entry(version.as_str())
+            .or_default()
+            .entry(*bucket)
+            .or_insert(0) += n;
+    }
+    let max = by_version
+        .values()
+        .flat_map(BTreeMap::values)
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let minutes = ((until_ms - since_ms) / 60_000).max(1);
+    let x = |bucket: i64| (bucket - since_ms) as f64 / 60_000.0 / minutes as f64 * W;
+    let y = |n: i64| H - (n as f64 / max as f64) * (H - 10.0);
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"requests per minute by version, peak {max}\">"
+    );
+    let mut legend = String::new();
+    for (i, (version, series)) in by_version.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let pts: Vec<String> = series
+            .iter()
+            .map(|(b, n)| format!("{:.1},{:.1}", x(*b), y(*n)))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>",
+            pts.join(" "),
+            askama_escape(version)
+        );
+        // A dot per minute, so a lone minute shows too.
+        for (b, n) in series {
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{}: {n}</title></circle>",
+                x(*b),
+                y(*n),
+                askama_escape(version)
+            );
+        }
+        let total: i64 = series.values().sum();
+        let _ = write!(
+            legend,
+            "<span class=\"legend\"><i style=\"background:{colour}\"></i>{}: {total} request(s)</span>",
+            askama_escape(version)
+        );
+    }
+    svg.push_str("</svg>");
+    if by_version.is_empty() {
+        legend.push_str("<span class=\"muted\">no requests in this window</span>");
+    }
+    format!("{svg}<div>{legend}</div>")
+}
+
+/// HTML-escape text placed into markup built here (templates escape on their own).
+pub(crate) fn askama_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Milliseconds as `2026-12-06 14:03:07.000Z`.
+pub(crate) fn when(ms: i64) -> String {
+    crate::clock::rfc3339(ms).replace('T', " ")
+}
+
+/// Start of the UTC day and month that `now_ms` falls in.
+pub(crate) fn day_and_month_start(now_ms: i64) -> (i64, i64) {
+    const DAY: i64 = 86_400_000;
+    let day = now_ms.div_euclid(DAY);
+    // Days since 1970-01-01 → civil date (Howard Hinnant's algorithm), then back for the 1st.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    (day * DAY, (day - (d - 1)) * DAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_and_month_starts() {
+        // 2026-12-06T02:47:00Z
+        let now = 1_796_525_220_000;
+        let (d, m) = day_and_month_start(now);
+        assert_eq!(crate::clock::rfc3339(d), "2026-12-06T00:00:00.000Z");
+        assert_eq!(crate::clock::rfc3339(m), "2026-12-01T00:00:00.000Z");
+        let (_, m) = day_and_month_start(1_709_164_800_000); // 2024-02-29
+        assert_eq!(crate::clock::rfc3339(m), "2024-02-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn chart_escapes_version_names() {
+        let svg = requests_chart(&[(0, "<v>".to_owned(), 3)], 0, 60_000);
+        assert!(svg.contains("&lt;v&gt;") && !svg.contains("<v>"), "{svg}");
+    }
+}
