@@ -206,6 +206,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             created_at BIGINT NOT NULL,
             expires_at BIGINT NOT NULL
         )",
+            // What the requests of a bucket cost: the console's spend and budget burn read it
+            // instead of summing events (buckets written before this migration count 0).
+            "ALTER TABLE event_rollups ADD COLUMN cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0",
         ],
     ),
 ];

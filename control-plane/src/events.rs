@@ -436,8 +436,8 @@ async fn upsert_rollups(
     now: i64,
     params: Params,
 ) -> Result<(), sqlx::Error> {
-    // (version key, outcome) → (requests, escalated)
-    let mut outcomes: HashMap<(VersionBucket<'_>, &str), (i64, i64)> = HashMap::new();
+    // (version key, outcome) → (requests, escalated, cost)
+    let mut outcomes: HashMap<(VersionBucket<'_>, &str), (i64, i64, f64)> = HashMap::new();
     // (version key, side, entity) → (findings, requests)
     let mut entities: HashMap<(VersionBucket<'_>, &str, &str), (i64, i64)> = HashMap::new();
     for (e, span) in events.iter().flat_map(|e| SPANS.map(|s| (e, s))) {
@@ -452,6 +452,7 @@ async fn upsert_rollups(
         let slot = outcomes.entry((key, e.outcome.as_str())).or_default();
         slot.0 += 1;
         slot.1 += i64::from(e.escalated);
+        slot.2 += e.cost_usd.unwrap_or(0.0);
         for (side, map) in [("request", &e.pii.request), ("response", &e.pii.response)] {
             for (entity, n) in map {
                 let slot = entities.entry((key, side, entity.as_str())).or_default();
@@ -462,8 +463,8 @@ async fn upsert_rollups(
     }
     let rows: Vec<_> = outcomes.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut binds = Vec::with_capacity(chunk.len() * 9);
-        for (((env, pack, version, hash, span, bucket), outcome), (n, esc)) in chunk {
+        let mut binds = Vec::with_capacity(chunk.len() * 10);
+        for (((env, pack, version, hash, span, bucket), outcome), (n, esc, cost)) in chunk {
             binds.extend([
                 Bind::Text(env),
                 Bind::Text(pack),
@@ -474,12 +475,13 @@ async fn upsert_rollups(
                 Bind::Text(outcome),
                 Bind::Int(*n),
                 Bind::Int(*esc),
+                Bind::OptFloat(Some(*cost)),
             ]);
         }
         let sql = format!(
-            "INSERT INTO event_rollups (environment, pack, version, hash, span, bucket, outcome, requests, escalated) VALUES {} \
-             ON CONFLICT (environment, pack, hash, span, bucket, outcome) DO UPDATE SET requests = event_rollups.requests + excluded.requests, escalated = event_rollups.escalated + excluded.escalated",
-            placeholders(chunk.len(), 9, params)
+            "INSERT INTO event_rollups (environment, pack, version, hash, span, bucket, outcome, requests, escalated, cost_usd) VALUES {} \
+             ON CONFLICT (environment, pack, hash, span, bucket, outcome) DO UPDATE SET requests = event_rollups.requests + excluded.requests, escalated = event_rollups.escalated + excluded.escalated, cost_usd = event_rollups.cost_usd + excluded.cost_usd",
+            placeholders(chunk.len(), 10, params)
         );
         bind_all(sqlx::query(&sql), &binds)
             .execute(&mut *conn)
@@ -985,22 +987,47 @@ pub(crate) async fn per_minute(
         .collect()
 }
 
-/// Requests and their summed cost in `environment` since `since_ms` (the LLM spend the
-/// gateways reported in their decision events).
+/// Requests and their summed cost in `environment` from the hour starting at `since_ms` (an
+/// hour boundary: a day's or a month's start) until now, from the hourly rollups — the LLM
+/// spend the gateways reported in their decision events.
 pub(crate) async fn spend(
     conn: &mut AnyConnection,
     environment: &str,
     since_ms: i64,
 ) -> Result<(i64, f64), sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
-         FROM events WHERE environment = $1 AND at >= $2",
+        "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n, \
+         CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
+         FROM event_rollups WHERE environment = $1 AND span = $2 AND bucket >= $3",
     )
     .bind(environment)
-    .bind(since_ms)
+    .bind(HOUR_MS)
+    .bind(since_ms / HOUR_MS * HOUR_MS)
     .fetch_one(conn)
     .await?;
     Ok((row.try_get("n")?, row.try_get("cost")?))
+}
+
+/// Spend per hour of `environment` from the hour starting at `since_ms`:
+/// `(hour start ms, cost)`, oldest first.
+pub(crate) async fn spend_per_hour(
+    conn: &mut AnyConnection,
+    environment: &str,
+    since_ms: i64,
+) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT bucket, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
+         FROM event_rollups WHERE environment = $1 AND span = $2 AND bucket >= $3 \
+         GROUP BY bucket ORDER BY bucket",
+    )
+    .bind(environment)
+    .bind(HOUR_MS)
+    .bind(since_ms / HOUR_MS * HOUR_MS)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("bucket")?, r.try_get("cost")?)))
+        .collect()
 }
 
 #[cfg(test)]

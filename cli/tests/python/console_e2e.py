@@ -84,6 +84,11 @@ with sync_playwright() as pw:
     browser = pw.chromium.launch(executable_path=os.environ["CHROMIUM"], headless=True)
     admin = browser.new_context(viewport={"width": 1400, "height": 900})
     page = admin.new_page()
+    # Every script or style the pages load must be allowed by their Content-Security-Policy:
+    # a violation (or a script error) is a console error, and any fails the walk.
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" and "404" not in m.text and "403" not in m.text and "422" not in m.text and "401" not in m.text else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
 
     # A wrong key is refused on the sign-in page itself.
     page.goto(CP + "/")
@@ -315,4 +320,5 @@ with sync_playwright() as pw:
     expect(page).to_have_url(re.compile(r"/sign-in$"))
     browser.close()
 
+assert not problems, f"browser console errors: {problems}"
 print("OK")

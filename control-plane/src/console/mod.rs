@@ -70,6 +70,32 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/keys/{id}/revoke", post(actions::revoke_key_form))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// What a browser may do with the console's pages: run only the console's own script and style,
+/// never be framed, post forms only here, and keep pages out of caches (assets set their own).
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
 }
 
 async fn css() -> Response {

@@ -2,6 +2,7 @@
 //! renders one template. Errors become the error page with the API's code and message.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use askama::Template;
@@ -82,8 +83,15 @@ struct EnvPack {
     version: String,
     hash: String,
     since: String,
-    budgets: Vec<String>,
+    budgets: Vec<Budget>,
     ran_before: Vec<String>,
+}
+
+/// One environment-wide budget limit with what was spent in its current window.
+struct Budget {
+    line: String,
+    /// The burn over the window, for limits in dollars.
+    chart: String,
 }
 
 pub(crate) async fn environments(State(app): AppState, session: Session) -> Response {
@@ -182,7 +190,7 @@ async fn budget_lines(
     now: i64,
     day: i64,
     month: i64,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<Budget>, ApiError> {
     let loaded = version.load()?;
     let Ok(doc) = loaded.resolve(Some(env)) else {
         return Ok(Vec::new());
@@ -201,16 +209,19 @@ async fn budget_lines(
             BudgetWindow::Monthly => month,
             BudgetWindow::Total => 0,
         };
-        let (_, spent) = events::spend(conn, env, start.min(now)).await?;
+        let hours = events::spend_per_hour(conn, env, start.min(now)).await?;
+        let spent: f64 = hours.iter().map(|h| h.1).sum();
         let mut line = format!("{} window:", l.window.as_str());
+        let mut chart = String::new();
         if let Some(usd) = l.usd {
             let pct = if usd > 0.0 { spent / usd * 100.0 } else { 0.0 };
-            line.push_str(&format!(" ${spent:.2} of ${usd:.2} ({pct:.1} %)"));
+            let _ = write!(line, " ${spent:.2} of ${usd:.2} ({pct:.1} %)");
+            chart = view::burn_chart(&hours, start, now, usd);
         }
         if let Some(t) = l.tokens {
-            line.push_str(&format!(" limit {t} tokens"));
+            let _ = write!(line, " limit {t} tokens");
         }
-        out.push(line);
+        out.push(Budget { line, chart });
     }
     Ok(out)
 }

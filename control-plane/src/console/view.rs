@@ -211,72 +211,132 @@ pub(crate) fn error_page(session: Option<&Session>, e: &ApiError) -> Response {
     }
 }
 
-/// Requests per minute of each version, drawn as one polyline per version in an inline SVG
-/// (no script): `points` are `(minute start ms, version, requests)`.
+const COLOURS: [&str; 6] = [
+    "#1f6feb", "#d29922", "#8250df", "#1a7f37", "#cf222e", "#57606a",
+];
+
+/// Requests per minute of each version: `points` are `(minute start ms, version, requests)`.
 pub(crate) fn requests_chart(
     points: &[(i64, String, i64)],
     since_ms: i64,
     until_ms: i64,
 ) -> String {
-    const W: f64 = 600.0;
-    const H: f64 = 120.0;
-    const COLOURS: [&str; 6] = [
-        "#1f6feb", "#d29922", "#8250df", "#1a7f37", "#cf222e", "#57606a",
-    ];
-    let mut by_version: BTreeMap<&str, BTreeMap<i64, i64>> = BTreeMap::new();
+    let mut by_version: BTreeMap<&str, BTreeMap<i64, f64>> = BTreeMap::new();
     for (bucket, version, n) in points {
         *by_version
             .entry(version.as_str())
             .or_default()
             .entry(*bucket)
-            .or_insert(0) += n;
+            .or_insert(0.0) += *n as f64;
     }
-    let max = by_version
-        .values()
-        .flat_map(BTreeMap::values)
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let minutes = ((until_ms - since_ms) / 60_000).max(1);
-    let x = |bucket: i64| (bucket - since_ms) as f64 / 60_000.0 / minutes as f64 * W;
-    let y = |n: i64| H - (n as f64 / max as f64) * (H - 10.0);
+    let series: Vec<Series> = by_version
+        .into_iter()
+        .map(|(v, pts)| Series {
+            legend: format!("{v}: {} request(s)", pts.values().sum::<f64>()),
+            points: pts.into_iter().collect(),
+        })
+        .collect();
+    line_chart(
+        &series,
+        since_ms,
+        until_ms,
+        None,
+        "requests per minute by version",
+    )
+}
+
+/// Cumulative spend per hour against a limit: `hours` are `(hour start ms, cost)`.
+pub(crate) fn burn_chart(hours: &[(i64, f64)], since_ms: i64, until_ms: i64, limit: f64) -> String {
+    let mut total = 0.0;
+    let points: Vec<(i64, f64)> = hours
+        .iter()
+        .map(|(h, c)| {
+            total += c;
+            (*h, total)
+        })
+        .collect();
+    let series = [Series {
+        legend: format!("${total:.2} spent of ${limit:.2}"),
+        points,
+    }];
+    line_chart(
+        &series,
+        since_ms,
+        until_ms,
+        Some(limit),
+        "spend in this window against its limit",
+    )
+}
+
+/// One line of a chart.
+pub(crate) struct Series {
+    pub legend: String,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// An inline SVG line chart (no script): one polyline and a dot per point for each series over
+/// `[x0, x1]`, the y axis from 0 to the largest value (or the `limit`, drawn dashed).
+pub(crate) fn line_chart(
+    series: &[Series],
+    x0: i64,
+    x1: i64,
+    limit: Option<f64>,
+    label: &str,
+) -> String {
+    const W: f64 = 600.0;
+    const H: f64 = 120.0;
+    let max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(limit)
+        .fold(0.0_f64, f64::max)
+        .max(1e-9);
+    let span = (x1 - x0).max(1) as f64;
+    let x = |t: i64| ((t - x0) as f64 / span * W).clamp(0.0, W);
+    let y = |v: f64| H - 4.0 - v / max * (H - 12.0);
     let mut svg = format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"requests per minute by version, peak {max}\">"
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}, peak {max:.2}\">",
+        askama_escape(label)
     );
-    let mut legend = String::new();
-    for (i, (version, series)) in by_version.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let pts: Vec<String> = series
-            .iter()
-            .map(|(b, n)| format!("{:.1},{:.1}", x(*b), y(*n)))
-            .collect();
+    if let Some(l) = limit {
         let _ = write!(
             svg,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>",
-            pts.join(" "),
-            askama_escape(version)
+            "<line x1=\"0\" x2=\"{W}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#cf222e\" stroke-dasharray=\"4 3\"><title>limit {l:.2}</title></line>",
+            y(l)
         );
-        // A dot per minute, so a lone minute shows too.
-        for (b, n) in series {
+    }
+    let mut legend = String::new();
+    for (i, s) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect();
+        let title = askama_escape(&s.legend);
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>{title}</title></polyline>",
+            pts.join(" ")
+        );
+        // A dot per point, so a lone point shows too.
+        for (t, v) in &s.points {
             let _ = write!(
                 svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{}: {n}</title></circle>",
-                x(*b),
-                y(*n),
-                askama_escape(version)
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{title}: {v:.2}</title></circle>",
+                x(*t),
+                y(*v)
             );
         }
-        let total: i64 = series.values().sum();
         let _ = write!(
             legend,
-            "<span class=\"legend\"><i style=\"background:{colour}\"></i>{}: {total} request(s)</span>",
-            askama_escape(version)
+            "<span class=\"legend c{}\"><i></i>{title}</span>",
+            i % COLOURS.len()
         );
     }
     svg.push_str("</svg>");
-    if by_version.is_empty() {
-        legend.push_str("<span class=\"muted\">no requests in this window</span>");
+    if series.is_empty() {
+        legend.push_str("<span class=\"muted\">nothing in this window</span>");
     }
     format!("{svg}<div>{legend}</div>")
 }
