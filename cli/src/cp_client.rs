@@ -14,6 +14,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use palisade_wire::error::{ErrorAnswer, ErrorBody};
 use serde_json::Value;
 
 /// Largest response the CLI reads.
@@ -181,12 +182,23 @@ impl CpClient {
     }
 }
 
+impl Answer {
+    /// The control plane's error body, when this answer is one with a known code.
+    pub(crate) fn error(&self) -> Option<ErrorBody<serde_json::Map<String, Value>>> {
+        serde_json::from_value::<ErrorAnswer<_>>(self.body.clone())
+            .ok()
+            .map(|a| a.error)
+    }
+}
+
 /// Print an API error (code, message, diagnostics, gates) and return exit code 1.
 pub(crate) fn print_error(answer: &Answer) -> ExitCode {
     let e = &answer.body["error"];
-    let code = e["code"].as_str().unwrap_or("UNKNOWN");
-    let message = e["message"].as_str().unwrap_or("(no message)");
-    eprintln!("error: {code} ({}): {message}", answer.status);
+    match answer.error() {
+        Some(err) => eprintln!("error: {} ({}): {}", err.code, answer.status, err.message),
+        // Not the control plane's error shape (a proxy's page, a newer code): show it raw.
+        None => eprintln!("error: HTTP {}: {}", answer.status, answer.body),
+    }
     if let Some(diags) = e["diagnostics"].as_array() {
         for d in diags {
             let at = match (d["line"].as_u64(), d["column"].as_u64()) {

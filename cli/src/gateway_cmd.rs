@@ -23,9 +23,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::control::wire::Instance;
 use gateway::control::{Agent, AgentConfig, ControlClient, GatewayApplier};
 use gateway::{Gateway, GatewayConfig, DEFAULT_MAX_BODY_BYTES};
+use palisade_wire::gateway::Instance;
 
 use crate::gateway_policies::{self, PolicyArgs};
 

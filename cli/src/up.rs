@@ -29,6 +29,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use http::Method;
+use palisade_wire::error::ErrorCode;
 use serde_json::{json, Value};
 
 use crate::cp_client::CpClient;
@@ -221,7 +222,7 @@ fn up(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode, String> {
             "{} ({source})",
             push.body["status"].as_str().unwrap_or("pushed")
         )
-    } else if push.body["error"]["code"] == "VERSION_CONFLICT" {
+    } else if push.error().map(|e| e.code) == Some(ErrorCode::VersionConflict) {
         eprintln!(
             "palisade up: {source} was not pushed: {} {version} is in the registry with other content; \
              raise pack.version to push the edit",

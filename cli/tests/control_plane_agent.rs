@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cp_support::{eventually, pack, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
-use gateway::control::wire::{ActiveSource, AttemptError, Counters, Instance};
 use gateway::control::{Agent, AgentConfig, Applied, ControlClient, PackApplier};
+use palisade_wire::gateway::{ActiveSource, AttemptError, Counters, Instance};
 use policy_engine::{CompileOptions, Diagnostics};
 
 /// Compiles like a gateway would and refuses what a gateway refuses (a disabled pack included).

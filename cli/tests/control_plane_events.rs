@@ -129,7 +129,7 @@ fn events_are_stored_once_filtered_paged_and_summarised(backend: Backend) {
         a.body["error"]["message"]
             .as_str()
             .unwrap()
-            .starts_with("events[1]: outcome `fine`"),
+            .starts_with("invalid event batch at `events[1].outcome`: unknown variant `fine`"),
         "{}",
         a.body
     );

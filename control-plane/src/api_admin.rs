@@ -3,6 +3,7 @@
 //! written with their admin-log record in one transaction. The last active admin key cannot be
 //! revoked, so a registry can never lock out its operators.
 
+use palisade_wire::error::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -223,7 +224,7 @@ async fn create_env(app: &App, caller: &Caller, body: EnvBody) -> Result<Value, 
     let (_guard, mut tx) = app.db.begin_write().await?;
     if envs::get(&mut tx, &env.name).await?.is_some() {
         return Err(ApiError::conflict(
-            "ENVIRONMENT_EXISTS",
+            ErrorCode::EnvironmentExists,
             format!("environment {} exists", env.name),
         ));
     }
@@ -334,10 +335,10 @@ pub(crate) async fn revoke_key(app: &App, caller: &Caller, id: &str) -> Result<V
     let (_guard, mut tx) = app.db.begin_write().await?;
     let role = keys::role_of(&mut tx, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("UNKNOWN_KEY", format!("no active key {id}")))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::UnknownKey, format!("no active key {id}")))?;
     if role == Role::Admin && keys::other_admins(&mut tx, id).await? == 0 {
         return Err(ApiError::conflict(
-            "LAST_ADMIN_KEY",
+            ErrorCode::LastAdminKey,
             "the last admin key cannot be revoked",
         ));
     }

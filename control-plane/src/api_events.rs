@@ -209,7 +209,7 @@ async fn ingest(
         Err(e) => {
             app.metrics
                 .batches_refused
-                .with_label_values(&[e.code()])
+                .with_label_values(&[e.code().as_str()])
                 .inc();
             if e.status() == StatusCode::FORBIDDEN {
                 tracing::warn!(key = %caller.key_id, error = %e, "event batch for another environment refused");
@@ -255,10 +255,10 @@ pub(crate) struct EventQuery {
 pub(crate) fn filter(q: EventQuery, caller: &Caller, now: i64) -> Result<Filter, ApiError> {
     let outcome = q.outcome;
     if let Some(o) = &outcome {
-        if !events::OUTCOMES.contains(&o.as_str()) {
+        if events::Outcome::parse(o).is_none() {
             return Err(ApiError::BadRequest(format!(
                 "outcome `{o}` is not one of {}",
-                events::OUTCOMES.join(", ")
+                events::outcome_names().join(", ")
             )));
         }
     }

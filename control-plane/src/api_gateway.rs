@@ -8,6 +8,7 @@
 //! every second as well as on this process's wake-ups, so a move made by another control-plane
 //! process on the same database is seen within a second.
 
+use palisade_wire::error::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +24,10 @@ use tokio::time::{timeout, Instant};
 use crate::app::App;
 use crate::error::{json_response, ok, ApiError};
 use crate::extract::{AnyKey, Json, Path, Query};
-use crate::fleet::{self, check_gateway_key, Instance, Report};
+use crate::fleet::{self, check_gateway_key, Report};
 use crate::pointers;
 use crate::registry;
+use palisade_wire::gateway::Register;
 
 /// The longest a poll is held.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -39,11 +41,6 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/v1/gateways/{id}/report", post(report))
 }
 
-#[derive(Deserialize)]
-struct RegisterBody {
-    instance: Instance,
-}
-
 async fn prune(State(app): State<Arc<App>>, AnyKey(caller): AnyKey) -> Result<Response, ApiError> {
     ok(&fleet::prune(&app, &caller).await?)
 }
@@ -51,7 +48,7 @@ async fn prune(State(app): State<Arc<App>>, AnyKey(caller): AnyKey) -> Result<Re
 async fn register(
     State(app): State<Arc<App>>,
     AnyKey(caller): AnyKey,
-    Json(body): Json<RegisterBody>,
+    Json(body): Json<Register>,
 ) -> Result<Response, ApiError> {
     ok(&fleet::register(&app, &caller, &body.instance).await?)
 }
@@ -124,7 +121,7 @@ async fn desired(
         if differs || now >= deadline {
             return match current {
                 None => Err(ApiError::not_found(
-                    "NO_DESIRED_VERSION",
+                    ErrorCode::NoDesiredVersion,
                     format!("nothing is deployed for {pack} in {env}"),
                 )),
                 Some(p) if !differs => {

@@ -8,6 +8,7 @@
 //! and it must work when everything else is on fire. Every move is appended to the pointer history
 //! and the admin log in one transaction, then waiting long polls are woken.
 
+use palisade_wire::error::ErrorCode;
 use serde_json::{json, Value};
 
 use crate::adminlog::{self, Entry};
@@ -152,7 +153,7 @@ pub(crate) async fn deploy(
         app.log_refusal(caller, "deploy", Some(environment), Some(pack), detail)
             .await?;
         return Err(ApiError::Refused {
-            code: "DEPLOY_REFUSED",
+            code: ErrorCode::DeployRefused,
             status: http::StatusCode::CONFLICT,
             message: format!("deploy refused by gate(s): {}", failed_names(&gates)),
             gates: json!(gates),
@@ -190,14 +191,14 @@ pub(crate) async fn rollback(
     let hist = pointers::history(&mut conn, environment, pack).await?;
     let Some(current) = hist.first() else {
         return Err(ApiError::not_found(
-            "NO_DESIRED_VERSION",
+            ErrorCode::NoDesiredVersion,
             format!("{environment} runs no version of {pack}"),
         ));
     };
     let target = match to {
         Some(v) if v == current.version => {
             return Err(ApiError::conflict(
-                "ALREADY_CURRENT",
+                ErrorCode::AlreadyCurrent,
                 format!("{environment} already runs {pack} {v}"),
             ))
         }
@@ -206,7 +207,7 @@ pub(crate) async fn rollback(
             .find(|p| p.version == v && !p.is_deactivation())
             .ok_or_else(|| {
                 ApiError::conflict(
-                    "NOT_IN_HISTORY",
+                    ErrorCode::NotInHistory,
                     format!("{environment} never ran {pack} {v}; use deploy for a new version"),
                 )
             })?,
@@ -215,7 +216,7 @@ pub(crate) async fn rollback(
             .find(|p| p.version != current.version && !p.is_deactivation())
             .ok_or_else(|| {
                 ApiError::conflict(
-                    "NOTHING_TO_ROLL_BACK",
+                    ErrorCode::NothingToRollBack,
                     format!("{environment} has run no other version of {pack}"),
                 )
             })?,

@@ -8,6 +8,7 @@
 //! installations can choose other values. Deleting an environment is not offered: its history
 //! must stay readable.
 
+use palisade_wire::error::ErrorCode;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
@@ -148,7 +149,10 @@ pub async fn get(conn: &mut AnyConnection, name: &str) -> Result<Option<Environm
 /// The environment or `404 UNKNOWN_ENVIRONMENT`.
 pub async fn require(conn: &mut AnyConnection, name: &str) -> Result<Environment, ApiError> {
     get(conn, name).await?.ok_or_else(|| {
-        ApiError::not_found("UNKNOWN_ENVIRONMENT", format!("no environment `{name}`"))
+        ApiError::not_found(
+            ErrorCode::UnknownEnvironment,
+            format!("no environment `{name}`"),
+        )
     })
 }
 

@@ -8,6 +8,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
+use palisade_wire::error::{ErrorAnswer, ErrorBody, ErrorCode};
 use policy_engine::Diagnostics;
 use serde_json::{json, Value};
 
@@ -19,7 +20,7 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     #[error("{0}")]
     BadRequest(String),
     /// A known path asked with a method it does not take.
@@ -29,7 +30,7 @@ pub enum ApiError {
     BodyTooLarge(usize),
     /// A field longer than its limit (a change note).
     #[error("{message}")]
-    TooLong { code: &'static str, message: String },
+    TooLong { code: ErrorCode, message: String },
     #[error("the request body did not arrive within {0} s")]
     BodyTimeout(u64),
     #[error("the pack does not compile")]
@@ -43,13 +44,13 @@ pub enum ApiError {
     /// A request that is well-formed but cannot be acted on (a manifest of a newer format, a
     /// manifest whose hashes do not match its packs).
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    Unprocessable { code: ErrorCode, message: String },
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// A deploy or promotion that one or more gates refused; `gates` names every gate.
     #[error("{message}")]
     Refused {
-        code: &'static str,
+        code: ErrorCode,
         status: StatusCode,
         message: String,
         gates: Value,
@@ -61,14 +62,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
             message: message.into(),
         }
     }
 
-    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict {
             code,
             message: message.into(),
@@ -94,66 +95,69 @@ impl ApiError {
     }
 
     /// The stable code, also a low-cardinality label for logs and metrics.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidKey => "INVALID_SERVICE_KEY",
-            Self::Forbidden(_) => "FORBIDDEN",
+            Self::InvalidKey => ErrorCode::InvalidServiceKey,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound { code, .. }
             | Self::TooLong { code, .. }
             | Self::Conflict { code, .. }
-            | Self::Unprocessable { code, .. } => code,
-            Self::BadRequest(_) => "BAD_REQUEST",
-            Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
-            Self::BodyTooLarge(_) => "BODY_TOO_LARGE",
-            Self::BodyTimeout(_) => "REQUEST_TIMEOUT",
-            Self::Compile(_) | Self::CompileIn { .. } => "POLICY_COMPILE_ERROR",
-            Self::Refused { code, .. } => code,
-            Self::Storage(_) => "STORAGE_ERROR",
-            Self::Internal(_) => "INTERNAL",
+            | Self::Unprocessable { code, .. }
+            | Self::Refused { code, .. } => *code,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Self::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
+            Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
+            Self::Compile(_) | Self::CompileIn { .. } => ErrorCode::PolicyCompileError,
+            Self::Storage(_) => ErrorCode::StorageError,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// The `{"error": …}` body.
+    /// The `{"error": …}` body ([`ErrorAnswer`]), with the members the variant carries.
     pub(crate) fn body(&self) -> Value {
-        let mut error = json!({ "code": self.code() });
-        match self {
+        let mut detail = serde_json::Map::new();
+        let message = match self {
             Self::Storage(e) => {
                 tracing::error!(error = %e, "storage error");
-                error["message"] = json!("the registry's storage failed; nothing was changed");
+                "the registry's storage failed; nothing was changed".to_owned()
             }
             Self::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
-                error["message"] = json!("internal error");
+                "internal error".to_owned()
             }
             Self::Compile(d) => {
-                error["message"] = json!(format!(
-                    "the pack does not compile: {} error(s)",
-                    d.errors().count()
-                ));
-                error["diagnostics"] = json!(d);
+                detail.insert("diagnostics".to_owned(), json!(d));
+                format!("the pack does not compile: {} error(s)", d.errors().count())
             }
             Self::CompileIn { pack, diagnostics } => {
-                error["message"] = json!(format!(
+                detail.insert("pack".to_owned(), json!(pack));
+                detail.insert("diagnostics".to_owned(), json!(diagnostics));
+                format!(
                     "pack `{pack}` in the manifest does not compile: {} error(s)",
                     diagnostics.errors().count()
-                ));
-                error["pack"] = json!(pack);
-                error["diagnostics"] = json!(diagnostics);
+                )
             }
             Self::Refused { gates, .. } => {
-                error["message"] = json!(self.to_string());
-                error["gates"] = gates.clone();
+                detail.insert("gates".to_owned(), gates.clone());
+                self.to_string()
             }
-            _ => error["message"] = json!(self.to_string()),
-        }
-        json!({ "error": error })
+            _ => self.to_string(),
+        };
+        json!(ErrorAnswer {
+            error: ErrorBody {
+                code: self.code(),
+                message,
+                detail,
+            },
+        })
     }
 }
 
 /// The only place an error becomes a response.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        tracing::debug!(code = self.code(), "request failed");
+        tracing::debug!(code = self.code().as_str(), "request failed");
         json_response(self.status(), &self.body())
     }
 }

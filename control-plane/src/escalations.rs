@@ -6,6 +6,7 @@
 //! admins whose key covers the escalation's environment may act, viewers read; every change,
 //! and every refused attempt, is written to the admin log in the change's transaction.
 
+use palisade_wire::error::ErrorCode;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
@@ -77,7 +78,10 @@ async fn get(conn: &mut AnyConnection, id: &str) -> Result<Value, ApiError> {
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| {
-            ApiError::not_found("UNKNOWN_ESCALATION", format!("no escalation `{id}`"))
+            ApiError::not_found(
+                ErrorCode::UnknownEscalation,
+                format!("no escalation `{id}`"),
+            )
         })?;
     Ok(to_json(&row)?)
 }
@@ -137,7 +141,7 @@ pub(crate) async fn act(
     let state = current["state"].as_str().unwrap_or_default().to_owned();
     if !wanted_from.contains(&state.as_str()) {
         return Err(ApiError::conflict(
-            "ESCALATION_STATE",
+            ErrorCode::EscalationState,
             format!(
                 "escalation {id} is {state}{}; {action} needs it {}",
                 current["updated_by"]

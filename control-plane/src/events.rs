@@ -26,7 +26,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use palisade_wire::error::ErrorCode;
+pub use palisade_wire::events::{Batch, DecisionEvent, Findings, Ingested, Outcome};
+
+use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
 
@@ -46,89 +49,9 @@ const HOUR_MS: i64 = 3_600_000;
 /// The rollups' bucket sizes: minutes for the edges of a window, hours for its middle.
 const SPANS: [i64; 2] = [MINUTE_MS, HOUR_MS];
 
-/// How a request ended, in one word (the event's `outcome`).
-pub const OUTCOMES: &[&str] = &[
-    "allowed",
-    "redacted",
-    "logged",
-    "escalated",
-    "degraded",
-    "blocked",
-    "budget_refused",
-    "rejected",
-    "upstream_error",
-    "internal_error",
-    "cancelled",
-];
-
-/// Outcomes that count as errors, blocks, for the rates of a summary and the evidence gate.
-const ERROR_OUTCOMES: &[&str] = &["upstream_error", "internal_error"];
-const BLOCK_OUTCOMES: &[&str] = &["blocked", "budget_refused"];
-
-/// PII findings of one event: entity → count, per side.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Findings {
-    #[serde(default)]
-    pub request: BTreeMap<String, u32>,
-    #[serde(default)]
-    pub response: BTreeMap<String, u32>,
-}
-
-/// One decision event as a gateway sends it. Unknown fields are ignored, so a newer gateway may
-/// send more than this version reads.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EventIn {
-    pub request_id: String,
-    /// Unix milliseconds, the gateway's clock.
-    pub at_ms: i64,
-    pub environment: String,
-    pub pack: String,
-    pub version: String,
-    pub hash: String,
-    pub route: String,
-    #[serde(default)]
-    pub model_requested: Option<String>,
-    #[serde(default)]
-    pub model_used: Option<String>,
-    #[serde(default)]
-    pub caller: Option<String>,
-    #[serde(default)]
-    pub team: Option<String>,
-    pub outcome: String,
-    #[serde(default)]
-    pub escalated: bool,
-    pub status: u16,
-    pub latency_us: u64,
-    #[serde(default)]
-    pub upstream_us: Option<u64>,
-    #[serde(default)]
-    pub input_tokens: Option<u64>,
-    #[serde(default)]
-    pub output_tokens: Option<u64>,
-    #[serde(default)]
-    pub cost_usd: Option<f64>,
-    #[serde(default)]
-    pub pii: Findings,
-    /// Only when the pack's audit settings include redacted text.
-    #[serde(default)]
-    pub redacted_text: Option<String>,
-    #[serde(default)]
-    pub redacted_response_text: Option<String>,
-}
-
-/// `POST /v1/events` body.
-#[derive(Debug, Deserialize)]
-pub struct Batch {
-    pub gateway: String,
-    pub events: Vec<EventIn>,
-}
-
-/// What ingesting a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Ingested {
-    pub accepted: usize,
-    pub duplicates: usize,
-    pub escalations_opened: usize,
+/// Every outcome's wire name, in order.
+pub fn outcome_names() -> Vec<&'static str> {
+    Outcome::ALL.iter().map(|o| o.as_str()).collect()
 }
 
 fn short(field: &str, value: &str, max: usize) -> Result<(), String> {
@@ -148,63 +71,51 @@ fn identifier(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-impl EventIn {
-    /// Why this event cannot be stored, if it cannot.
-    fn check(&self) -> Result<(), String> {
-        identifier("request_id", &self.request_id, 64)?;
-        identifier("environment", &self.environment, 32)?;
-        identifier("pack", &self.pack, 128)?;
-        identifier("version", &self.version, 64)?;
-        identifier("hash", &self.hash, 128)?;
-        identifier("route", &self.route, 128)?;
-        for (field, v) in [
-            ("model_requested", &self.model_requested),
-            ("model_used", &self.model_used),
-            ("caller", &self.caller),
-            ("team", &self.team),
-        ] {
-            if let Some(v) = v {
-                short(field, v, 256)?;
-            }
+/// Why an event cannot be stored, if it cannot (its outcome was checked by decoding).
+fn check(e: &DecisionEvent) -> Result<(), String> {
+    identifier("request_id", &e.request_id, 64)?;
+    identifier("environment", &e.environment, 32)?;
+    identifier("pack", &e.pack, 128)?;
+    identifier("version", &e.version, 64)?;
+    identifier("hash", &e.hash, 128)?;
+    identifier("route", &e.route, 128)?;
+    for (field, v) in [
+        ("model_requested", &e.model_requested),
+        ("model_used", &e.model_used),
+        ("caller", &e.caller),
+        ("team", &e.team),
+    ] {
+        if let Some(v) = v {
+            short(field, v, 256)?;
         }
-        for (field, v) in [
-            ("redacted_text", &self.redacted_text),
-            ("redacted_response_text", &self.redacted_response_text),
-        ] {
-            if let Some(v) = v {
-                short(field, v, 64 << 10)?;
-            }
-        }
-        if !OUTCOMES.contains(&self.outcome.as_str()) {
-            return Err(format!(
-                "outcome `{}` is not one of {}",
-                self.outcome,
-                OUTCOMES.join(", ")
-            ));
-        }
-        if self.at_ms <= 0 {
-            return Err("at_ms must be a positive Unix time in milliseconds".to_owned());
-        }
-        if self.cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
-            return Err("cost_usd must be a finite, non-negative number".to_owned());
-        }
-        for (side, map) in [
-            ("request", &self.pii.request),
-            ("response", &self.pii.response),
-        ] {
-            if map.len() > 64 {
-                return Err(format!("pii.{side} names more than 64 entities"));
-            }
-            for entity in map.keys() {
-                identifier(&format!("pii.{side} entity"), entity, 64)?;
-            }
-        }
-        Ok(())
     }
+    for (field, v) in [
+        ("redacted_text", &e.redacted_text),
+        ("redacted_response_text", &e.redacted_response_text),
+    ] {
+        if let Some(v) = v {
+            short(field, v, 64 << 10)?;
+        }
+    }
+    if e.at_ms <= 0 {
+        return Err("at_ms must be a positive Unix time in milliseconds".to_owned());
+    }
+    if e.cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
+        return Err("cost_usd must be a finite, non-negative number".to_owned());
+    }
+    for (side, map) in [("request", &e.pii.request), ("response", &e.pii.response)] {
+        if map.len() > 64 {
+            return Err(format!("pii.{side} names more than 64 entities"));
+        }
+        for entity in map.keys() {
+            identifier(&format!("pii.{side} entity"), entity, 64)?;
+        }
+    }
+    Ok(())
+}
 
-    fn findings_json(&self) -> String {
-        serde_json::to_string(&self.pii).unwrap_or_else(|_| "{}".to_owned())
-    }
+fn findings_json(e: &DecisionEvent) -> String {
+    serde_json::to_string(&e.pii).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Decode and check a batch for a gateway key of `environment`: every event must be well-formed
@@ -220,7 +131,7 @@ pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<
     })?;
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::TooLong {
-            code: "BATCH_TOO_LARGE",
+            code: ErrorCode::BatchTooLarge,
             message: format!(
                 "the batch holds {} events; at most {MAX_BATCH_EVENTS} are accepted",
                 batch.events.len()
@@ -229,8 +140,7 @@ pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<
     }
     identifier("gateway", &batch.gateway, 128).map_err(ApiError::BadRequest)?;
     for (i, e) in batch.events.iter().enumerate() {
-        e.check()
-            .map_err(|m| ApiError::BadRequest(format!("events[{i}]: {m}")))?;
+        check(e).map_err(|m| ApiError::BadRequest(format!("events[{i}]: {m}")))?;
         if let Some(env) = key_environment {
             if e.environment != env {
                 return Err(ApiError::Forbidden(format!(
@@ -330,13 +240,13 @@ pub(crate) async fn ingest(
     let mut new_ids: Vec<String> = Vec::with_capacity(batch.events.len());
     // One request id twice in one batch: the first wins, like a second batch would.
     let mut seen = std::collections::HashSet::with_capacity(batch.events.len());
-    let unique: Vec<&EventIn> = batch
+    let unique: Vec<&DecisionEvent> = batch
         .events
         .iter()
         .filter(|e| seen.insert(e.request_id.as_str()))
         .collect();
     for chunk in unique.chunks(ROWS_PER_INSERT) {
-        let findings: Vec<String> = chunk.iter().map(|e| e.findings_json()).collect();
+        let findings: Vec<String> = chunk.iter().map(|e| findings_json(e)).collect();
         let mut binds = Vec::with_capacity(chunk.len() * EVENT_COLUMN_COUNT);
         for (e, findings) in chunk.iter().zip(&findings) {
             binds.extend([
@@ -353,7 +263,7 @@ pub(crate) async fn ingest(
                 Bind::OptText(e.model_used.as_deref()),
                 Bind::OptText(e.caller.as_deref()),
                 Bind::OptText(e.team.as_deref()),
-                Bind::Text(&e.outcome),
+                Bind::Text(e.outcome.as_str()),
                 Bind::Int(i64::from(e.escalated)),
                 Bind::Int(i64::from(e.status)),
                 Bind::Int(to_i64(e.latency_us)),
@@ -383,7 +293,7 @@ pub(crate) async fn ingest(
         return Ok(out);
     }
     let new: std::collections::HashSet<&str> = new_ids.iter().map(String::as_str).collect();
-    let fresh: Vec<&EventIn> = unique
+    let fresh: Vec<&DecisionEvent> = unique
         .into_iter()
         .filter(|e| new.contains(e.request_id.as_str()))
         .collect();
@@ -395,7 +305,7 @@ pub(crate) async fn ingest(
 
 async fn insert_entities(
     conn: &mut AnyConnection,
-    events: &[&EventIn],
+    events: &[&DecisionEvent],
     now: i64,
     params: Params,
 ) -> Result<(), sqlx::Error> {
@@ -432,7 +342,7 @@ type VersionBucket<'a> = (&'a str, &'a str, &'a str, &'a str, i64, i64);
 
 async fn upsert_rollups(
     conn: &mut AnyConnection,
-    events: &[&EventIn],
+    events: &[&DecisionEvent],
     now: i64,
     params: Params,
 ) -> Result<(), sqlx::Error> {
@@ -518,12 +428,12 @@ async fn upsert_rollups(
 
 async fn open_escalations(
     conn: &mut AnyConnection,
-    events: &[&EventIn],
+    events: &[&DecisionEvent],
     gateway: &str,
     now: i64,
     params: Params,
 ) -> Result<usize, sqlx::Error> {
-    let escalated: Vec<&&EventIn> = events.iter().filter(|e| e.escalated).collect();
+    let escalated: Vec<&&DecisionEvent> = events.iter().filter(|e| e.escalated).collect();
     for chunk in escalated.chunks(ROWS_PER_INSERT) {
         let mut binds = Vec::with_capacity(chunk.len() * 9);
         for e in chunk {
@@ -767,19 +677,20 @@ impl VersionCounts {
         }
     }
 
-    fn sum(&self, outcomes: &[&str]) -> i64 {
-        outcomes
+    fn sum(&self, which: impl Fn(Outcome) -> bool) -> i64 {
+        self.outcomes
             .iter()
-            .map(|o| self.outcomes.get(*o).copied().unwrap_or(0))
+            .filter(|(o, _)| Outcome::parse(o).is_some_and(&which))
+            .map(|(_, n)| n)
             .sum()
     }
 
     pub fn error_rate(&self) -> f64 {
-        self.rate(self.sum(ERROR_OUTCOMES))
+        self.rate(self.sum(Outcome::is_error))
     }
 
     pub fn block_rate(&self) -> f64 {
-        self.rate(self.sum(BLOCK_OUTCOMES))
+        self.rate(self.sum(Outcome::is_block))
     }
 
     pub fn escalation_rate(&self) -> f64 {
@@ -1068,7 +979,8 @@ mod tests {
         let body = json!({"gateway": "g", "events": [event(), bad]}).to_string();
         let err = parse_batch(body.as_bytes(), Some("dev")).unwrap_err();
         assert!(
-            err.to_string().starts_with("events[1]: outcome `fine`"),
+            err.to_string()
+                .starts_with("invalid event batch at `events[1].outcome`: unknown variant `fine`"),
             "{err}"
         );
 

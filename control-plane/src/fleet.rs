@@ -20,7 +20,6 @@
 //! default) is no longer part of the fleet: status and promotion gates leave it out, and its row
 //! is deleted at the next registration. `POST /v1/gateways/prune` forgets every OFFLINE one now.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
@@ -33,50 +32,8 @@ use crate::keys::{Caller, Role};
 use crate::pointers;
 use crate::state::{gateway_state, is_offline, verification, GatewayFacts, GatewayState};
 
-/// `instance` in register and report bodies.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Instance {
-    pub id: String,
-    pub environment: String,
-    pub pack: String,
-    #[serde(default)]
-    pub build: String,
-    #[serde(default)]
-    pub started_at: Value,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub(crate) struct Active {
-    pub version: Option<String>,
-    pub hash: Option<String>,
-    #[serde(default)]
-    pub activated_at: Value,
-    pub source: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Attempt {
-    pub version: Option<String>,
-    #[serde(default)]
-    pub at: Value,
-    /// `ACK` or `NACK`.
-    pub result: String,
-    #[serde(default)]
-    pub error: Option<Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Report {
-    pub instance: Instance,
-    #[serde(default)]
-    pub desired: Option<Value>,
-    #[serde(default)]
-    pub active: Option<Active>,
-    #[serde(default)]
-    pub last_attempt: Option<Attempt>,
-    #[serde(default)]
-    pub counters: Option<Value>,
-}
+use palisade_wire::gateway::AttemptResult;
+pub(crate) use palisade_wire::gateway::{Instance, Report};
 
 /// Only gateway keys, and only for their environment.
 pub(crate) fn check_gateway_key(caller: &Caller, environment: &str) -> Result<(), ApiError> {
@@ -274,10 +231,12 @@ pub(crate) async fn report(
             (None, None, now)
         }
     };
-    let active = r.active.clone().unwrap_or_default();
-    let continuous =
-        prev_hash.is_some() && prev_hash == active.hash && !is_offline(now, app.timing, prev_seen);
-    let since = if active.hash.is_none() {
+    let active = r.active.as_ref();
+    let active_hash = active.map(|a| a.hash.as_str());
+    let continuous = prev_hash.is_some()
+        && prev_hash.as_deref() == active_hash
+        && !is_offline(now, app.timing, prev_seen);
+    let since = if active.is_none() {
         None
     } else if continuous {
         prev_since
@@ -285,15 +244,11 @@ pub(crate) async fn report(
         Some(now)
     };
     let attempt = r.last_attempt.as_ref();
-    let result = attempt.map(|a| a.result.to_ascii_uppercase());
-    if result.as_deref().is_some_and(|x| x != "ACK" && x != "NACK") {
-        return Err(ApiError::BadRequest(
-            "last_attempt.result must be ACK or NACK".to_owned(),
-        ));
-    }
-    let report = json!({ "desired": r.desired, "active": {
-            "version": active.version, "hash": active.hash, "activated_at": active.activated_at, "source": active.source },
-        "last_attempt": attempt.map(|a| json!({"version": a.version, "at": a.at, "result": a.result, "error": a.error})),
+    let result = attempt.map(|a| match a.result {
+        AttemptResult::Ack => "ACK",
+        AttemptResult::Nack => "NACK",
+    });
+    let report = json!({ "desired": r.desired, "active": r.active, "last_attempt": r.last_attempt,
         "counters": r.counters, "build": r.instance.build });
     sqlx::query(
         "UPDATE gateways SET last_seen_at = $1, last_report_at = $1, active_version = $2, active_hash = $3,
@@ -301,13 +256,17 @@ pub(crate) async fn report(
            attempt_error = $8, report = $9, build = $10 WHERE id = $11",
     )
     .bind(now)
-    .bind(active.version.as_deref())
-    .bind(active.hash.as_deref())
-    .bind(active.source.as_deref())
+    .bind(active.map(|a| a.version.as_str()))
+    .bind(active_hash)
+    .bind(active.map(|a| a.source.as_str()))
     .bind(since)
-    .bind(attempt.and_then(|a| a.version.as_deref()))
-    .bind(result.as_deref())
-    .bind(attempt.and_then(|a| a.error.as_ref()).map(Value::to_string))
+    .bind(attempt.map(|a| a.version.as_str()))
+    .bind(result)
+    .bind(
+        attempt
+            .and_then(|a| a.error.as_ref())
+            .map(|e| json!(e).to_string()),
+    )
     .bind(report.to_string())
     .bind(&r.instance.build)
     .bind(id)

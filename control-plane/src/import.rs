@@ -15,6 +15,7 @@
 //! Not done here: promotion evidence (an import is a deploy, gated like one, not a promotion) and
 //! importing environments or keys (a manifest carries packs only).
 
+use palisade_wire::error::ErrorCode;
 use policy_engine::validate_text;
 use serde_json::{json, Value};
 use sqlx::AnyConnection;
@@ -123,7 +124,7 @@ impl Plan {
 fn manifest_error(e: ManifestError) -> ApiError {
     match e {
         ManifestError::Unsupported { .. } => ApiError::Unprocessable {
-            code: "UNSUPPORTED_MANIFEST_VERSION",
+            code: ErrorCode::UnsupportedManifestVersion,
             message: e.to_string(),
         },
         ManifestError::Invalid(_) => ApiError::BadRequest(e.to_string()),
@@ -156,7 +157,7 @@ fn check_packs(
         );
         if *name != p.name || *version != p.version || hash != p.hash {
             return Err(ApiError::Unprocessable {
-                code: "MANIFEST_MISMATCH",
+                code: ErrorCode::ManifestMismatch,
                 message: format!(
                     "manifest entry {} {} (hash {}) holds a document that is {name} {version} (hash {hash})",
                     p.name, p.version, p.hash
@@ -188,7 +189,7 @@ async fn plan(
         let stored = match registry::get(conn, &new.pack, &new.version).await? {
             Some(existing) if existing.hash != new.hash => {
                 return Err(ApiError::conflict(
-                    "VERSION_CONFLICT",
+                    ErrorCode::VersionConflict,
                     format!(
                         "{} {} exists here with another content (hash {}); versions are immutable",
                         new.pack, new.version, existing.hash
@@ -319,7 +320,7 @@ pub(crate) async fn import(
 
 fn refused(gates: Vec<Value>) -> ApiError {
     ApiError::Refused {
-        code: "IMPORT_REFUSED",
+        code: ErrorCode::ImportRefused,
         status: http::StatusCode::CONFLICT,
         message: format!("import refused by gate(s): {}", failed_names(&gates)),
         gates: json!(gates),

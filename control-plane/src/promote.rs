@@ -17,6 +17,7 @@
 //! A viewer or gateway key is refused before any gate (403): it may never change policy. When
 //! the `role` gate fails the answer is 403, otherwise 409; the code is `PROMOTION_REFUSED`.
 
+use palisade_wire::error::ErrorCode;
 use serde_json::{json, Value};
 
 use crate::app::App;
@@ -282,7 +283,7 @@ async fn refuse(
         .iter()
         .any(|g| g["gate"] == "role" && g["passed"] != json!(true));
     Err(ApiError::Refused {
-        code: "PROMOTION_REFUSED",
+        code: ErrorCode::PromotionRefused,
         status: if role_failed {
             http::StatusCode::FORBIDDEN
         } else {

@@ -7,6 +7,7 @@
 //! since gateways and history identify what runs by that pair. A pack with `enabled: false`
 //! compiles and can be stored (the registry keeps it); gateways refuse to activate it.
 
+use palisade_wire::error::ErrorCode;
 use policy_engine::{validate_text, CompileOptions, Diagnostics, LoadedPack};
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row as _};
@@ -90,7 +91,7 @@ pub(crate) async fn require(
 ) -> Result<StoredVersion, ApiError> {
     get(conn, pack, version).await?.ok_or_else(|| {
         ApiError::not_found(
-            "UNKNOWN_PACK_VERSION",
+            ErrorCode::UnknownPackVersion,
             format!("pack `{pack}` has no version `{version}`"),
         )
     })
@@ -163,7 +164,7 @@ pub(crate) async fn push(
             }));
         }
         return Err(ApiError::conflict(
-            "VERSION_CONFLICT",
+            ErrorCode::VersionConflict,
             format!(
                 "{pack} {version} already exists with another content (hash {}); versions are immutable, bump pack.version",
                 existing.hash

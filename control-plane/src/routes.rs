@@ -9,6 +9,7 @@
 //! escalations in `api_events`, the console's pages in `console`. Changes take [`AnyKey`] so that
 //! a gateway key's attempt is refused in the service function and recorded like any other.
 
+use palisade_wire::error::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -58,7 +59,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::not_found("NOT_FOUND", format!("no route {method} {}", uri.path()))
+    ApiError::not_found(
+        ErrorCode::NotFound,
+        format!("no route {method} {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
@@ -128,7 +132,7 @@ async fn versions(
     let list = registry::versions(&mut *app.db.read().await?, &pack).await?;
     if list.is_empty() {
         return Err(ApiError::not_found(
-            "UNKNOWN_PACK",
+            ErrorCode::UnknownPack,
             format!("no pack `{pack}`"),
         ));
     }
@@ -301,7 +305,7 @@ async fn running(
 ) -> Result<registry::StoredVersion, ApiError> {
     let p = pointers::current(conn, env, pack).await?.ok_or_else(|| {
         ApiError::not_found(
-            "NO_DESIRED_VERSION",
+            ErrorCode::NoDesiredVersion,
             format!("{env} runs no version of {pack}"),
         )
     })?;
@@ -315,7 +319,7 @@ pub(crate) const MAX_NOTE_BYTES: usize = 4096;
 pub(crate) fn check_note(note: &str) -> Result<(), ApiError> {
     if note.len() > MAX_NOTE_BYTES {
         return Err(ApiError::TooLong {
-            code: "NOTE_TOO_LONG",
+            code: ErrorCode::NoteTooLong,
             message: format!(
                 "the change note is {} bytes; at most {MAX_NOTE_BYTES} are accepted",
                 note.len()

@@ -1,6 +1,7 @@
 //! The console's pages (GET): each reads through the same service functions as the API and
 //! renders one template. Errors become the error page with the API's code and message.
 
+use palisade_wire::error::ErrorCode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -482,7 +483,7 @@ async fn pack_page(app: &App, session: &Session, pack: String) -> Result<Respons
     let list = registry::versions(&mut conn, &pack).await?;
     if list.is_empty() {
         return Err(ApiError::not_found(
-            "UNKNOWN_PACK",
+            ErrorCode::UnknownPack,
             format!("no pack `{pack}`"),
         ));
     }
@@ -569,7 +570,7 @@ async fn running(
 ) -> Result<StoredVersion, ApiError> {
     let p = pointers::current(conn, env, pack).await?.ok_or_else(|| {
         ApiError::not_found(
-            "NO_DESIRED_VERSION",
+            ErrorCode::NoDesiredVersion,
             format!("{env} runs no version of {pack}"),
         )
     })?;
@@ -746,7 +747,9 @@ async fn edit_page(
         None => registry::versions(&mut conn, &pack)
             .await?
             .pop()
-            .ok_or_else(|| ApiError::not_found("UNKNOWN_PACK", format!("no pack `{pack}`")))?,
+            .ok_or_else(|| {
+                ApiError::not_found(ErrorCode::UnknownPack, format!("no pack `{pack}`"))
+            })?,
     };
     Ok(render(&EditPage {
         shell: Shell::new(session, "packs"),
@@ -848,7 +851,7 @@ struct EventsPage {
     shell: Shell,
     q: EventForm,
     environments: Vec<String>,
-    outcomes: &'static [&'static str],
+    outcomes: Vec<&'static str>,
     rows: Vec<EventRow>,
     next_cursor: String,
     summary: Vec<SummaryRow>,
@@ -972,7 +975,7 @@ async fn events_page(
         shell: Shell::new(session, "events"),
         q: form,
         environments,
-        outcomes: events::OUTCOMES,
+        outcomes: events::outcome_names(),
         rows,
         next_cursor: next.map(|c| c.encode()).unwrap_or_default(),
         summary,

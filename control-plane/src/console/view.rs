@@ -190,7 +190,7 @@ pub(crate) fn error_page(session: Option<&Session>, e: &ApiError) -> Response {
     let page = ErrorPage {
         shell: session.map_or_else(Shell::anonymous, |s| Shell::new(s, "")),
         status: e.status().as_u16(),
-        code: e.code(),
+        code: e.code().as_str(),
         message: text(&err["message"]),
         gates: err["gates"]
             .as_array()

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::client::{ControlClient, DesiredAnswer};
 use super::persist::{self, PersistedMeta};
-use super::wire::{
+use palisade_wire::gateway::{
     Active, ActiveSource, AttemptError, AttemptResult, Counters, DesiredSeen, Instance,
     LastAttempt, Register, Report,
 };
@@ -222,7 +222,7 @@ impl<A: PackApplier> Agent<A> {
     }
 
     /// Apply one desired document and record the ACK or NACK.
-    async fn attempt(&self, d: super::wire::Desired) {
+    async fn attempt(&self, d: palisade_wire::gateway::Desired) {
         let at = now();
         match self
             .applier

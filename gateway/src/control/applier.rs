@@ -13,9 +13,9 @@ use prometheus::IntGauge;
 
 use super::agent::{Applied, PackApplier};
 use super::events::EventStats;
-use super::wire::{ActiveSource, AttemptError, AttemptResult, Counters, Report};
 use crate::pack::{self, PackSource, PrepareError};
 use crate::state::GatewayState;
+use palisade_wire::gateway::{ActiveSource, AttemptError, AttemptResult, Counters, Report};
 
 #[derive(Debug)]
 pub struct GatewayApplier {

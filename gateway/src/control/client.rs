@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::wire::{Desired, Register, Registered, Report};
+use palisade_wire::gateway::{Desired, Register, Registered, Report};
 
 /// Largest answer read from the control plane (a pack document is well below this).
 const MAX_ANSWER: usize = 4 << 20;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use palisade_wire::events::{Batch, Findings, Outcome};
 use policy_engine::pack::PiiAction;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -35,40 +36,31 @@ use crate::audit::{AuditRecord, OutcomeKind};
 use crate::hooks::RequestMeta;
 use crate::policy::PiiReport;
 
-/// Findings of one request by side: entity → count (never a value).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Findings {
-    pub request: BTreeMap<String, u32>,
-    pub response: BTreeMap<String, u32>,
+/// One decision event as this gateway builds and sends it.
+pub type DecisionEvent = palisade_wire::events::DecisionEvent<Text>;
+
+/// An event's text that every event of a pack version shares (environment, pack, version, hash:
+/// `Arc`s of the active pack) or that is fixed (the route): cloned into each event without
+/// copying, serialised as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Shared(Arc<str>),
+    Fixed(std::borrow::Cow<'static, str>),
 }
 
-/// One decision event, as `POST /v1/events` takes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DecisionEvent {
-    pub request_id: String,
-    pub at_ms: i64,
-    pub environment: Arc<str>,
-    pub pack: Arc<str>,
-    pub version: Arc<str>,
-    pub hash: Arc<str>,
-    pub route: std::borrow::Cow<'static, str>,
-    pub model_requested: Option<String>,
-    pub model_used: Option<String>,
-    pub caller: Option<String>,
-    pub team: Option<String>,
-    pub outcome: &'static str,
-    pub escalated: bool,
-    pub status: u16,
-    pub latency_us: u64,
-    pub upstream_us: Option<u64>,
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub cost_usd: Option<f64>,
-    pub pii: Findings,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redacted_text: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redacted_response_text: Option<String>,
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Shared(s) => s,
+            Self::Fixed(s) => s,
+        }
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 fn side(report: Option<&PiiReport>) -> BTreeMap<String, u32> {
@@ -79,14 +71,14 @@ fn side(report: Option<&PiiReport>) -> BTreeMap<String, u32> {
 
 /// The event's one-word outcome: a refusal or failure first (what the caller got), then what
 /// policy did to an answered request, strongest first.
-fn outcome(record: &AuditRecord, meta: &RequestMeta) -> &'static str {
+fn outcome(record: &AuditRecord, meta: &RequestMeta) -> Outcome {
     match record.outcome {
-        OutcomeKind::BlockedPii => return "blocked",
-        OutcomeKind::BlockedBudget => return "budget_refused",
-        OutcomeKind::Rejected => return "rejected",
-        OutcomeKind::UpstreamError => return "upstream_error",
-        OutcomeKind::InternalError => return "internal_error",
-        OutcomeKind::Cancelled => return "cancelled",
+        OutcomeKind::BlockedPii => return Outcome::Blocked,
+        OutcomeKind::BlockedBudget => return Outcome::BudgetRefused,
+        OutcomeKind::Rejected => return Outcome::Rejected,
+        OutcomeKind::UpstreamError => return Outcome::UpstreamError,
+        OutcomeKind::InternalError => return Outcome::InternalError,
+        OutcomeKind::Cancelled => return Outcome::Cancelled,
         OutcomeKind::Allowed | OutcomeKind::Redacted => {}
     }
     let logged = [&meta.pii_request, &meta.pii_response]
@@ -98,55 +90,53 @@ fn outcome(record: &AuditRecord, meta: &RequestMeta) -> &'static str {
         .as_ref()
         .is_some_and(|b| b.decision == "degraded");
     if record.escalated {
-        "escalated"
+        Outcome::Escalated
     } else if record.outcome == OutcomeKind::Redacted {
-        "redacted"
+        Outcome::Redacted
     } else if logged {
-        "logged"
+        Outcome::Logged
     } else if degraded {
-        "degraded"
+        Outcome::Degraded
     } else {
-        "allowed"
+        Outcome::Allowed
     }
 }
 
-impl DecisionEvent {
-    /// The event of a request, from its audit record and what the request path knew. Text only
-    /// where the record carries it (the pack's `include_redacted_text`).
-    pub fn new(record: &AuditRecord, meta: &RequestMeta) -> Self {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Self {
-            request_id: record.request_id.clone(),
-            at_ms,
-            environment: Arc::clone(&record.environment),
-            pack: Arc::clone(&record.pack.name),
-            version: Arc::clone(&record.pack.version),
-            hash: Arc::clone(&record.pack.hash),
-            route: record.route.clone(),
-            model_requested: record.model_requested.clone(),
-            model_used: record.model_used.clone(),
-            caller: record.caller.key_id.clone(),
-            team: record.caller.team.clone(),
-            outcome: outcome(record, meta),
-            escalated: record.escalated,
-            status: record.status,
-            latency_us: record
-                .latency
-                .gateway_us
-                .saturating_add(record.latency.upstream_us.unwrap_or(0)),
-            upstream_us: record.latency.upstream_us,
-            input_tokens: record.usage.map(|u| u.input_tokens),
-            output_tokens: record.usage.map(|u| u.output_tokens),
-            cost_usd: record.cost_usd,
-            pii: Findings {
-                request: side(meta.pii_request.as_ref()),
-                response: side(meta.pii_response.as_ref()),
-            },
-            redacted_text: record.redacted_text.clone(),
-            redacted_response_text: record.redacted_response_text.clone(),
-        }
+/// The event of a request, from its audit record and what the request path knew. Text only
+/// where the record carries it (the pack's `include_redacted_text`).
+pub fn event(record: &AuditRecord, meta: &RequestMeta) -> DecisionEvent {
+    let at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    DecisionEvent {
+        request_id: record.request_id.clone(),
+        at_ms,
+        environment: Text::Shared(Arc::clone(&record.environment)),
+        pack: Text::Shared(Arc::clone(&record.pack.name)),
+        version: Text::Shared(Arc::clone(&record.pack.version)),
+        hash: Text::Shared(Arc::clone(&record.pack.hash)),
+        route: Text::Fixed(record.route.clone()),
+        model_requested: record.model_requested.clone(),
+        model_used: record.model_used.clone(),
+        caller: record.caller.key_id.clone(),
+        team: record.caller.team.clone(),
+        outcome: outcome(record, meta),
+        escalated: record.escalated,
+        status: record.status,
+        latency_us: record
+            .latency
+            .gateway_us
+            .saturating_add(record.latency.upstream_us.unwrap_or(0)),
+        upstream_us: record.latency.upstream_us,
+        input_tokens: record.usage.map(|u| u.input_tokens),
+        output_tokens: record.usage.map(|u| u.output_tokens),
+        cost_usd: record.cost_usd,
+        pii: Findings {
+            request: side(meta.pii_request.as_ref()),
+            response: side(meta.pii_response.as_ref()),
+        },
+        redacted_text: record.redacted_text.clone(),
+        redacted_response_text: record.redacted_response_text.clone(),
     }
 }
 
@@ -400,11 +390,6 @@ impl EventShipper {
 
 /// The batch as gzipped JSON: `{"gateway": …, "events": [...]}`.
 fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
-    #[derive(Serialize)]
-    struct Batch<'a> {
-        gateway: &'a str,
-        events: &'a [DecisionEvent],
-    }
     // Serialise first, then compress in one write: serde_json writes in small pieces, and each
     // write into the encoder is a deflate call (streaming into it spent a third of a busy
     // gateway's CPU in the compressor's setup).

@@ -1,5 +1,5 @@
-//! The gateway ↔ control-plane protocol, gateway side. The control plane has its own copy of
-//! these shapes (the crates do not depend on each other); the end-to-end tests keep them in step.
+//! The gateway ↔ control-plane protocol: what a gateway registers, the desired version it
+//! polls for, and the report it sends.
 //!
 //! The report follows OPA's status API plus Envoy's ACK/NACK: what the gateway was told to run
 //! (`desired`), what it runs (`active`, with where it came from), and what happened the last time
@@ -12,7 +12,9 @@ pub struct Instance {
     pub id: String,
     pub environment: String,
     pub pack: String,
+    #[serde(default)]
     pub build: String,
+    #[serde(default)]
     pub started_at: String,
 }
 
@@ -51,10 +53,22 @@ pub enum ActiveSource {
     File,
 }
 
+impl ActiveSource {
+    /// The wire name (`control_plane`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ControlPlane => "control_plane",
+            Self::Persisted => "persisted",
+            Self::File => "file",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Active {
     pub version: String,
     pub hash: String,
+    #[serde(default)]
     pub activated_at: String,
     pub source: ActiveSource,
 }
@@ -84,6 +98,7 @@ pub struct LastAttempt {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub requests: u64,
     pub blocked: u64,
@@ -101,8 +116,12 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub instance: Instance,
+    #[serde(default)]
     pub desired: Option<DesiredSeen>,
+    #[serde(default)]
     pub active: Option<Active>,
+    #[serde(default)]
     pub last_attempt: Option<LastAttempt>,
+    #[serde(default)]
     pub counters: Counters,
 }
