@@ -215,20 +215,27 @@ pub(crate) fn print_error(answer: &Answer) -> ExitCode {
         }
     }
     if let Some(gates) = e["gates"].as_array() {
-        for g in gates {
-            let passed = g["passed"].as_bool().unwrap_or(false);
-            eprintln!(
-                "  gate {:<16} {}  {}",
-                g["gate"].as_str().unwrap_or("?"),
-                if passed { "passed" } else { "FAILED" },
-                g["detail"].as_str().unwrap_or("")
-            );
-            for line in failed_tests(g) {
-                eprintln!("    {line}");
-            }
+        for line in gate_lines(gates) {
+            eprintln!("{line}");
         }
     }
     ExitCode::FAILURE
+}
+
+/// Each gate as a line (`  gate NAME passed|FAILED  detail`), with its failing tests under it.
+pub(crate) fn gate_lines(gates: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in gates {
+        let passed = g["passed"].as_bool().unwrap_or(false);
+        out.push(format!(
+            "  gate {:<16} {}  {}",
+            g["gate"].as_str().unwrap_or("?"),
+            if passed { "passed" } else { "FAILED" },
+            g["detail"].as_str().unwrap_or("")
+        ));
+        out.extend(failed_tests(g).into_iter().map(|l| format!("    {l}")));
+    }
+    out
 }
 
 /// Each failing pack test of a `tests` gate (its name, what it expected and what the pack did),

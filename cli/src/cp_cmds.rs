@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::cp_client::{CpArgs, CpClient};
+use crate::cp_client::{gate_lines, CpArgs, CpClient};
 use crate::pack_cmds::Format;
 
 #[derive(Debug, clap::Args)]
@@ -54,8 +54,11 @@ pub(crate) struct PromoteArgs {
     from: String,
     #[arg(long)]
     to: String,
-    #[arg(long)]
-    note: String,
+    #[arg(long, required_unless_present = "check")]
+    note: Option<String>,
+    /// Evaluate and print every gate without promoting: exit 0 when all pass, 1 otherwise.
+    #[arg(long, conflicts_with_all = ["note", "wait"])]
+    check: bool,
     /// After the move, wait up to this long (e.g. 30s) until every live gateway of the
     /// environment enforces the new version; exit 1 with their states if they do not.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -288,6 +291,34 @@ pub(crate) fn deploy(args: &DeployArgs) -> ExitCode {
 pub(crate) fn promote(args: &PromoteArgs) -> ExitCode {
     done((|| {
         let c = client(&args.cp)?;
+        if args.check {
+            let path = format!(
+                "/v1/promote/gates?pack={}&from={}&to={}",
+                args.pack, args.from, args.to
+            );
+            let out = c.expect_ok(Method::GET, &path, None)?;
+            let passed = out["all_passed"] == json!(true);
+            println!(
+                "promote {} {} from {} to {}: {}",
+                args.pack,
+                out["version"].as_str().unwrap_or("(none)"),
+                args.from,
+                args.to,
+                if passed {
+                    "every gate passes"
+                } else {
+                    "refused by its gates"
+                }
+            );
+            for line in gate_lines(out["gates"].as_array().map_or(&[][..], Vec::as_slice)) {
+                println!("{line}");
+            }
+            return Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         let body =
             json!({ "pack": args.pack, "from": args.from, "to": args.to, "note": args.note });
         let out = c.expect_ok(Method::POST, "/v1/promote", Some(&body))?;

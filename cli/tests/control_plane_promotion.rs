@@ -110,6 +110,35 @@ fn promotion_is_refused_naming_every_failing_gate_then_allowed_after_soak_by_an_
         vec!["source_verified"]
     );
     assert!(body.to_string().contains("soak"), "{body}");
+    // `--check` shows the same gates and moves nothing (no refusal recorded either).
+    let refusals = |cp: &ControlPlane| {
+        let o = cp.cli(Some(ADMIN_KEY), &["history", "--format", "json"]);
+        text(&o).matches("\"refused\"").count()
+    };
+    let before = refusals(&cp);
+    let check = [
+        "promote", "support", "--from", "staging", "--to", "prod", "--check",
+    ];
+    let o = cp.cli(Some(ADMIN_KEY), &check);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("refused by its gates"), "{out}");
+    assert!(
+        out.contains("gate source_verified") && out.contains("FAILED"),
+        "{out}"
+    );
+    assert!(out.contains("gate path") && out.contains("passed"), "{out}");
+    assert_eq!(refusals(&cp), before, "a check is not an attempt");
+    let a = cp.http(
+        "GET",
+        "/v1/promote/gates?pack=support&from=staging&to=prod",
+        Some(&deployer),
+        &[],
+        None,
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["all_passed"], false);
+    assert_eq!(a.body["version"], "1.0.0");
 
     // Keep reporting; once the soak has passed an admin's promotion goes through.
     let started = Instant::now();

@@ -184,6 +184,18 @@ fn up_deploys_the_repository_file_serves_it_stops_cleanly_and_resumes() {
         "{:?}",
         up.lines
     );
+    // The console's address and the key to sign in with are printed, and the key signs in.
+    let key = std::fs::read_to_string(work.join("stack/admin-key")).unwrap();
+    let console = up.url("console");
+    assert!(up.lines["console"].contains(key.trim()), "{:?}", up.lines);
+    let form = format!("key={}", key.trim());
+    let mut s =
+        TcpStream::connect(console.trim_start_matches("http://").trim_end_matches('/')).unwrap();
+    write!(s, "POST /sign-in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}", form.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert!(answer.contains("palisade_session="), "{answer}");
     // The mock echoes what it received: dev only logs, so the e-mail reached it.
     let answer = chat(&up.url("dev"), "Hi, I am jane@example.com");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

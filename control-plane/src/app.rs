@@ -60,7 +60,13 @@ pub struct App {
     /// Serialises event ingest and retention within this process (SQLite has one writer; on
     /// Postgres the primary key keeps concurrent processes idempotent).
     pub(crate) ingest_lock: tokio::sync::Mutex<()>,
+    /// The last whole-chain verification of the admin log and when it ran (the console's history
+    /// page reuses it for [`CHAIN_CHECK_MAX_AGE_MS`]; the API verifies on every call).
+    chain_check: arc_swap::ArcSwapOption<(i64, adminlog::ChainReport)>,
 }
+
+/// How old a chain verification the console shows may be.
+pub(crate) const CHAIN_CHECK_MAX_AGE_MS: i64 = 60_000;
 
 impl App {
     /// Open the registry, migrate it, and seed environments and the first admin key when empty.
@@ -81,6 +87,7 @@ impl App {
             },
             metrics: crate::metrics::Metrics::new()?,
             ingest_lock: tokio::sync::Mutex::new(()),
+            chain_check: arc_swap::ArcSwapOption::empty(),
         };
         let generated = app.seed(config.admin_key.as_deref()).await?;
         Ok((Arc::new(app), generated))
@@ -164,6 +171,24 @@ impl App {
         }
         tx.commit().await?;
         Ok(generated)
+    }
+
+    /// A verification of the whole admin-log chain no older than `max_age_ms`, and when it ran:
+    /// the cached one, or a fresh one (which is then cached).
+    pub(crate) async fn chain_report(
+        &self,
+        max_age_ms: i64,
+    ) -> Result<(adminlog::ChainReport, i64), sqlx::Error> {
+        let now = self.now();
+        if let Some(c) = self.chain_check.load_full() {
+            if now - c.0 <= max_age_ms {
+                return Ok((c.1.clone(), c.0));
+            }
+        }
+        let report = adminlog::verify(&mut *self.db.read().await?).await?;
+        self.chain_check
+            .store(Some(std::sync::Arc::new((now, report.clone()))));
+        Ok((report, now))
     }
 
     /// The caller behind an `Authorization` header value.

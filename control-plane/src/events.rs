@@ -867,22 +867,28 @@ pub(crate) async fn prune(
     Ok(events)
 }
 
-/// Requests per minute and version of `environment` over `[since, until)` from the minute
-/// rollups, for the console's charts: `(bucket start ms, version, outcome, requests)`.
-pub(crate) async fn per_minute(
+/// Requests per bucket and version of `environment` over `[since, until)` for the console's
+/// charts: minute buckets for a window of up to six hours, hour buckets beyond (a chart of a
+/// week has 168 points, not 10,080). `(bucket start ms, version, outcome, requests)`.
+pub(crate) async fn per_bucket(
     conn: &mut AnyConnection,
     environment: &str,
     since_ms: i64,
     until_ms: i64,
 ) -> Result<Vec<(i64, String, String, i64)>, sqlx::Error> {
+    let span = if until_ms - since_ms <= 6 * HOUR_MS {
+        MINUTE_MS
+    } else {
+        HOUR_MS
+    };
     let rows = sqlx::query(
         "SELECT bucket, version, outcome, CAST(SUM(requests) AS BIGINT) AS n FROM event_rollups \
          WHERE environment = $1 AND span = $2 AND bucket >= $3 AND bucket < $4 \
          GROUP BY bucket, version, outcome ORDER BY bucket, version, outcome",
     )
     .bind(environment)
-    .bind(MINUTE_MS)
-    .bind(since_ms / MINUTE_MS * MINUTE_MS)
+    .bind(span)
+    .bind(since_ms / span * span)
     .bind(until_ms)
     .fetch_all(conn)
     .await?;

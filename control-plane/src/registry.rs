@@ -111,6 +111,31 @@ pub(crate) async fn versions(
     rows.iter().map(from_row).collect()
 }
 
+/// The newest `limit` versions of a pack, newest first.
+pub(crate) async fn newest(
+    conn: &mut AnyConnection,
+    pack: &str,
+    limit: i64,
+) -> Result<Vec<StoredVersion>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT pack, version, hash, yaml, author, note, created_at FROM pack_versions WHERE pack = $1 ORDER BY created_at DESC, version DESC LIMIT $2",
+    )
+    .bind(pack)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// How many versions a pack has.
+pub(crate) async fn count(conn: &mut AnyConnection, pack: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) AS n FROM pack_versions WHERE pack = $1")
+        .bind(pack)
+        .fetch_one(conn)
+        .await?
+        .try_get("n")
+}
+
 /// Every pack with its number of versions and its newest version.
 pub(crate) async fn packs(conn: &mut AnyConnection) -> Result<Vec<Value>, sqlx::Error> {
     let rows = sqlx::query(
@@ -121,7 +146,7 @@ pub(crate) async fn packs(conn: &mut AnyConnection) -> Result<Vec<Value>, sqlx::
     let mut out = Vec::new();
     for r in &rows {
         let pack: String = r.try_get("pack")?;
-        let latest = versions(conn, &pack).await?.pop();
+        let latest = newest(conn, &pack, 1).await?.pop();
         out.push(json!({
             "pack": pack,
             "versions": r.try_get::<i64, _>("n")?,

@@ -40,6 +40,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/packs/{pack}/diff", get(diff))
         .route("/v1/deploy", post(deploy))
         .route("/v1/promote", post(promote))
+        .route("/v1/promote/gates", get(promote_gates))
         .route("/v1/rollback", post(rollback))
         .route("/v1/export", get(export))
         .route("/v1/import", post(import))
@@ -167,6 +168,32 @@ async fn promote(
 ) -> Result<Response, ApiError> {
     check_note(&b.note)?;
     ok(&promote::promote(&app, &caller, &b.pack, &b.from, &b.to, &b.note).await?)
+}
+
+#[derive(Deserialize)]
+struct GatesQuery {
+    pack: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /v1/promote/gates?pack=P&from=A&to=B`: every gate of that promotion for this key,
+/// evaluated now; nothing moves and nothing is recorded.
+async fn promote_gates(
+    State(app): AppState,
+    ServiceKey(caller): ServiceKey,
+    Query(q): Query<GatesQuery>,
+) -> Result<Response, ApiError> {
+    let pack = required(q.pack.as_deref(), "pack")?;
+    let from = required(q.from.as_deref(), "from")?;
+    let to = required(q.to.as_deref(), "to")?;
+    let plan = promote::plan(&app, &caller, pack, from, to).await?;
+    ok(&json!({
+        "pack": pack, "from": from, "to": to,
+        "version": plan.version.map(|v| v.version),
+        "all_passed": deploy::all_passed(&plan.gates),
+        "gates": plan.gates,
+    }))
 }
 
 async fn rollback(

@@ -143,7 +143,7 @@ async fn environments_page(app: &App, session: &Session) -> Result<Response, Api
         }
         let (requests_today, cost_today) = events::spend(&mut conn, &e.name, day).await?;
         let hour_ago = now - 3_600_000;
-        let series: Vec<(i64, String, i64)> = events::per_minute(&mut conn, &e.name, hour_ago, now)
+        let series: Vec<(i64, String, i64)> = events::per_bucket(&mut conn, &e.name, hour_ago, now)
             .await?
             .into_iter()
             .map(|(b, v, _, n)| (b, v, n))
@@ -457,8 +457,13 @@ struct PackPage {
     shell: Shell,
     pack: String,
     versions: Vec<VersionRow>,
+    /// Versions older than the ones listed.
+    older: i64,
     environments: Vec<String>,
 }
+
+/// The newest versions a pack page lists; older ones are reached by number.
+const VERSIONS_SHOWN: i64 = 100;
 
 struct VersionRow {
     version: String,
@@ -480,22 +485,22 @@ pub(crate) async fn pack(
 
 async fn pack_page(app: &App, session: &Session, pack: String) -> Result<Response, ApiError> {
     let mut conn = app.db.read().await?;
-    let list = registry::versions(&mut conn, &pack).await?;
+    let list = registry::newest(&mut conn, &pack, VERSIONS_SHOWN).await?;
     if list.is_empty() {
         return Err(ApiError::not_found(
             ErrorCode::UnknownPack,
             format!("no pack `{pack}`"),
         ));
     }
+    let total = registry::count(&mut conn, &pack).await?;
     let current = pointers::all_current(&mut conn, None).await?;
     let environments = envs::list(&mut conn)
         .await?
         .into_iter()
         .map(|e| e.name)
         .collect();
-    let versions = list
+    let versions: Vec<VersionRow> = list
         .iter()
-        .rev()
         .map(|v| VersionRow {
             version: v.version.clone(),
             hash: short(&v.hash),
@@ -512,6 +517,7 @@ async fn pack_page(app: &App, session: &Session, pack: String) -> Result<Respons
     Ok(render(&PackPage {
         shell: Shell::new(session, "packs"),
         pack,
+        older: total - i64::try_from(versions.len()).unwrap_or(0),
         versions,
         environments,
     }))
@@ -744,7 +750,7 @@ async fn edit_page(
     let mut conn = app.db.read().await?;
     let v = match from {
         Some(f) => registry::require(&mut conn, &pack, &f).await?,
-        None => registry::versions(&mut conn, &pack)
+        None => registry::newest(&mut conn, &pack, 1)
             .await?
             .pop()
             .ok_or_else(|| {
@@ -964,7 +970,7 @@ async fn events_page(
         let until = f.until_ms.unwrap_or(now + 1);
         let counts = events::summary(&mut conn, env, f.pack.as_deref(), None, since, until).await?;
         summary = counts.iter().map(summary_row).collect();
-        let series: Vec<(i64, String, i64)> = events::per_minute(&mut conn, env, since, until)
+        let series: Vec<(i64, String, i64)> = events::per_bucket(&mut conn, env, since, until)
             .await?
             .into_iter()
             .map(|(b, v, _, n)| (b, v, n))
@@ -1125,6 +1131,8 @@ struct HistoryRow {
 pub(crate) struct HistoryQuery {
     environment: Option<String>,
     pack: Option<String>,
+    /// `now`: verify the whole chain for this load instead of showing the last check.
+    verify: Option<String>,
 }
 
 pub(crate) async fn history(
@@ -1137,8 +1145,13 @@ pub(crate) async fn history(
 }
 
 async fn history_page(app: &App, session: &Session, q: HistoryQuery) -> Result<Response, ApiError> {
+    let max_age = if q.verify.as_deref() == Some("now") {
+        0
+    } else {
+        crate::app::CHAIN_CHECK_MAX_AGE_MS
+    };
+    let (report, checked_at) = app.chain_report(max_age).await?;
     let mut conn = app.db.read().await?;
-    let report = adminlog::verify(&mut conn).await?;
     let mut records =
         adminlog::list(&mut conn, q.environment.as_deref(), q.pack.as_deref(), 500).await?;
     records.reverse();
@@ -1157,9 +1170,10 @@ async fn history_page(app: &App, session: &Session, q: HistoryQuery) -> Result<R
         .collect();
     let chain = if report.ok {
         format!(
-            "chain verified: {} records, head {}",
+            "chain verified: {} records, head {}, checked {}",
             report.records,
-            short(&report.head)
+            short(&report.head),
+            view::when(checked_at)
         )
     } else {
         format!(

@@ -215,7 +215,7 @@ const COLOURS: [&str; 6] = [
     "#1f6feb", "#d29922", "#8250df", "#1a7f37", "#cf222e", "#57606a",
 ];
 
-/// Requests per minute of each version: `points` are `(minute start ms, version, requests)`.
+/// Requests per bucket of each version: `points` are `(bucket start ms, version, requests)`.
 pub(crate) fn requests_chart(
     points: &[(i64, String, i64)],
     since_ms: i64,
