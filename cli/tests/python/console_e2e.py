@@ -169,6 +169,20 @@ with sync_playwright() as pw:
     expect(page.locator("#yaml-diff .ins").first).to_contain_text("2.0.0")
     shot(page, "compare")
 
+    # A new configuration from the console alone: the starter pack, renamed, checked, saved.
+    page.goto(CP + "/packs")
+    page.click("a[href='/new-pack']")
+    starter = page.input_value("#yaml")
+    page.fill("#yaml", starter.replace("name: my-pack", "name: console-made"))
+    expect(page.locator("#check-state")).to_have_text("Valid.")
+    expect(page.locator("#tests li.pass").first).to_contain_text("1 passed")
+    page.fill("#note", "a pack written in the console")
+    page.click("#save")
+    expect(page).to_have_url(re.compile(r"/packs/console-made/deploy\?version=0\.1\.0"))
+    expect(page.locator("#overall")).to_contain_text("first deploy")
+    page.goto(CP + "/packs")
+    expect(page.locator("table")).to_contain_text("console-made")
+
     # Prod's promote dialog: staging runs nothing, so its gates fail and the button is off.
     page.goto(CP + "/environments/prod/promote?pack=test")
     expect(page.locator("li[data-gate='source_verified'][data-passed='false']")).to_be_visible()

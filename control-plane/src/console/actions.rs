@@ -246,12 +246,25 @@ pub(crate) async fn edit(
     Path(pack): Path<String>,
     c: Change<EditForm>,
 ) -> Response {
+    let action = format!("/packs/{pack}/edit");
+    save_or_check(&app, action, pack, c).await
+}
+
+/// `POST /new-pack`: the editor of a pack that has no version yet.
+pub(crate) async fn new_pack(State(app): AppState, c: Change<EditForm>) -> Response {
+    save_or_check(&app, "/new-pack".to_owned(), String::new(), c).await
+}
+
+/// Check the edited YAML (and show the editor again), or save it as a new version and go to
+/// its deploy review.
+async fn save_or_check(app: &App, action: String, pack: String, c: Change<EditForm>) -> Response {
     let r = async {
         let mut f = c.form;
         // Browsers submit a textarea's lines with CRLF; the pack is stored as written, with LF.
         f.yaml = f.yaml.replace("\r\n", "\n");
         let page = |diagnostics, tests, checked| EditPage {
             shell: Shell::new(&c.session, "packs"),
+            action: action.clone(),
             pack: pack.clone(),
             from: f.from.clone(),
             yaml: f.yaml.clone(),
@@ -261,11 +274,11 @@ pub(crate) async fn edit(
             tests,
         };
         if f.action != "save" {
-            let (d, t) = check(&app, &f.yaml).await?;
+            let (d, t) = check(app, &f.yaml).await?;
             return Ok(super::render(&page(d, t, true)));
         }
         check_note(&f.note)?;
-        match registry::push(&app, &c.session.caller, &f.yaml, &f.note).await {
+        match registry::push(app, &c.session.caller, &f.yaml, &f.note).await {
             Ok(out) => Ok(see(&format!(
                 "/packs/{}/deploy?version={}",
                 enc(&text(&out["pack"])),

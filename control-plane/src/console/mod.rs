@@ -54,6 +54,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/gateways", get(pages::gateways))
         .route("/packs", get(pages::packs))
         .route("/packs/{pack}", get(pages::pack))
+        .route("/new-pack", get(pages::new_pack).post(actions::new_pack))
         .route("/packs/{pack}/compare", get(pages::compare))
         .route("/packs/{pack}/edit", get(pages::edit).post(actions::edit))
         .route(
@@ -302,4 +303,62 @@ pub(crate) fn render_status(status: StatusCode, t: &impl Template) -> Response {
         *r.status_mut() = status;
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::{Clock, Config};
+
+    #[derive(Debug)]
+    struct Manual(AtomicI64);
+
+    impl Clock for Manual {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    const KEY: &str = "pal_console_test_admin_key_0123";
+
+    #[tokio::test]
+    async fn a_session_lasts_its_ttl_and_no_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Manual(AtomicI64::new(1_800_000_000_000)));
+        let config = Config {
+            database: dir.path().join("cp.db").display().to_string(),
+            report_interval_ms: 1000,
+            admin_key: Some(KEY.to_owned()),
+            forget_gateways_after_ms: 900_000,
+        };
+        let (app, _) = App::open(&config, clock.clone()).await.unwrap();
+        let caller = app
+            .authenticate(Some(&format!("Bearer {KEY}")))
+            .await
+            .unwrap();
+        let cookie = open_session(&app, &caller, false).await.unwrap();
+        let token = cookie
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("palisade_session=")
+            .to_owned();
+        assert_eq!(token.len(), 64);
+        assert!(load_session(&app, &token).await.unwrap().is_some());
+        assert!(load_session(&app, "0".repeat(64).as_str())
+            .await
+            .unwrap()
+            .is_none());
+        clock.0.fetch_add(SESSION_TTL_MS - 1, Ordering::Relaxed);
+        assert!(load_session(&app, &token).await.unwrap().is_some());
+        clock.0.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            load_session(&app, &token).await.unwrap().is_none(),
+            "expired"
+        );
+    }
 }

@@ -686,6 +686,9 @@ pub(crate) fn yaml_diff(old: &str, new: &str) -> Vec<DiffLine> {
 #[template(path = "edit.html")]
 pub(crate) struct EditPage {
     pub shell: Shell,
+    /// Where the form posts: the pack's editor, or `/new-pack`.
+    pub action: String,
+    /// Empty for a new pack.
     pub pack: String,
     pub from: String,
     pub yaml: String,
@@ -759,6 +762,7 @@ async fn edit_page(
     };
     Ok(render(&EditPage {
         shell: Shell::new(session, "packs"),
+        action: format!("/packs/{pack}/edit"),
         pack,
         from: v.version,
         yaml: v.yaml,
@@ -767,6 +771,23 @@ async fn edit_page(
         checked: false,
         tests: Vec::new(),
     }))
+}
+
+/// The first version of a new pack: the seed form, valid as it stands.
+const NEW_PACK: &str = "pack:\n  name: my-pack\n  version: 0.1.0\n  enabled: true\n  description: What this pack is for\npolicies:\n  chain: [audit-logger, pii-detector, budget-enforcer]\npolicy:\n  pii-detector:\n    action: redact         # redact | block | log | escalate\n  budget-enforcer: {}\ntests:\n  - name: an e-mail is redacted\n    input: write to jane@example.com\n    expect: redact\n";
+
+pub(crate) async fn new_pack(session: Session) -> Response {
+    render(&EditPage {
+        shell: Shell::new(&session, "packs"),
+        action: "/new-pack".to_owned(),
+        pack: String::new(),
+        from: String::new(),
+        yaml: NEW_PACK.to_owned(),
+        note: String::new(),
+        diagnostics: Vec::new(),
+        checked: false,
+        tests: Vec::new(),
+    })
 }
 
 // ---------------------------------------------------------------- deploy review
