@@ -6,6 +6,7 @@
 #   CHAIN=" " benches/load/ab.sh old new 5 16        # empty chain instead of the full one
 #   EVENTS_SIDE=B benches/load/ab.sh bin bin 6 16      # B runs under a control plane, shipping
 #                                                      # one decision event per request
+#   EVENTS_SIDE=AB benches/load/ab.sh old new 6 16     # both ship: the cost of shipping, A/B
 #
 # Prints one line per measurement (A = first binary, B = second: RPS, p50 ms, p99 ms, gateway
 # CPU µs per request, non-2xx count) and the means. Build both binaries first, e.g.
@@ -26,7 +27,7 @@ MOCK_THREADS=1 "$BIN/palisade-load-mock" >"$OUT/mock.out" 2>&1 &
 PIDS+=("$!")
 MOCK_URL=$(url_of "$OUT/mock.out")
 pack() { cat <<YAML
-pack: {name: bench, version: 1.0.0, enabled: true}
+pack: {name: bench-${1,,}, version: 1.0.0, enabled: true}
 policies:
   chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
 providers:
@@ -54,12 +55,12 @@ declare -A URL PID
 for side in A B; do
   bin=$A; [ "$side" = B ] && bin=$B
   pack "$side" >"$OUT/$side.yaml"
-  if [ "$side" = "${EVENTS_SIDE:-}" ]; then
+  if [[ "${EVENTS_SIDE:-}" == *"$side"* ]]; then
     PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" push "$OUT/$side.yaml" --note bench \
       --control-plane "$CP_URL" >/dev/null
-    PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" deploy bench 1.0.0 -e dev --note bench \
+    PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" deploy "bench-${side,,}" 1.0.0 -e dev --note bench \
       --control-plane "$CP_URL" >/dev/null
-    PALISADE_GATEWAY_KEY=$GW_KEY "$bin" gateway --control-plane "$CP_URL" --pack bench -e dev \
+    PALISADE_GATEWAY_KEY=$GW_KEY "$bin" gateway --control-plane "$CP_URL" --pack "bench-${side,,}" -e dev \
       --listen 127.0.0.1:0 --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
   else
     "$bin" gateway --pack "$OUT/$side.yaml" --environment dev --listen 127.0.0.1:0 \
@@ -85,9 +86,11 @@ measure() { # SIDE
   echo "$1 $(get rps) $(get p50_ms) $(get p99_ms) $(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}') $(get non2xx)"
 }
 for _ in $(seq 1 "$PAIRS"); do measure A; measure B; done | tee "$OUT/results.txt"
-if [ -n "${EVENTS_SIDE:-}" ]; then
-  echo "events of $EVENTS_SIDE: $(curl -s "${URL[$EVENTS_SIDE]}/status" | grep -o '"events":{[^}]*}')"
-fi
+for side in A B; do
+  if [[ "${EVENTS_SIDE:-}" == *"$side"* ]]; then
+    echo "events of $side: $(curl -s "${URL[$side]}/status" | grep -o '"events":{[^}]*}')"
+  fi
+done
 awk '{rps[$1] += $2; cpu[$1] += $5; n[$1]++}
   END {for (k in n) printf "%s mean: rps=%.0f cpu_us_per_req=%.1f (%d measurements)\n", k, rps[k] / n[k], cpu[k] / n[k], n[k]}' \
   "$OUT/results.txt" | sort
