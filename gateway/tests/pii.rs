@@ -225,6 +225,40 @@ async fn json_responses_are_scanned_and_log_only_counts() {
 }
 
 #[tokio::test]
+async fn odd_but_valid_sse_is_scanned_and_sse_the_scan_cannot_read_ends_the_stream() {
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let ask = chat("gpt-4o-mini", "who?", true);
+    let event = format!(
+        r#"data: {{"id":"x","object":"chat.completion.chunk","choices":[{{"index":0,"delta":{{"content":"mail {EMAIL}"}},"finish_reason":"stop"}}]}}"#
+    );
+    // Line ends of every SSE kind, and a byte-order mark: scanned like any stream.
+    for raw in [
+        format!("{event}\r\rdata: [DONE]\r\r"),
+        format!("\u{feff}{event}\n\ndata: [DONE]\n\n"),
+    ] {
+        mock.set(|b| b.raw_stream = Some(raw.clone().into_bytes()))
+            .await;
+        let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+        assert_eq!(r.status, 200);
+        assert!(!r.text().contains(EMAIL), "{raw:?}: {}", r.text());
+        assert!(r.text().contains("mail [EMAIL_1]"), "{raw:?}: {}", r.text());
+    }
+    // Text in a second data line, or data that is not JSON: the stream breaks (the caller's
+    // body ends with an error, no `[DONE]`) and the address never reaches the caller.
+    for raw in [
+        format!("data: {{\"choices\":[{{\"index\":0,\ndata: \"delta\":{{\"content\":\"{EMAIL}\"}}}}]}}\n\n"),
+        format!("data: mail {EMAIL}\n\n"),
+    ] {
+        mock.set(|b| b.raw_stream = Some(raw.clone().into_bytes())).await;
+        let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+        assert!(!r.text().contains(EMAIL), "{raw:?}: {}", r.text());
+        assert!(!r.text().contains("[DONE]"), "{raw:?}: {}", r.text());
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_answer_the_scan_cannot_read_is_refused_not_passed_unscanned() {
     let (mock, gw) = setup("redact").await;
     let c = client::client();

@@ -34,6 +34,8 @@ pub struct Behaviour {
     pub reply: String,
     /// A JSON answer's whole body, sent as it is instead of one built around `reply`.
     pub raw_reply: Option<String>,
+    /// A streamed answer's whole body (`text/event-stream`), sent as it is in one write.
+    pub raw_stream: Option<Vec<u8>>,
     /// Answer every API call with this status and an OpenAI error body.
     pub fail_status: Option<u16>,
     /// The failure's body instead of the OpenAI error (`application/json` when it starts with
@@ -52,6 +54,7 @@ impl Default for Behaviour {
             chunks_escaped: false,
             reply: "Hello from the mock provider.".into(),
             raw_reply: None,
+            raw_stream: None,
             fail_status: None,
             fail_body: None,
             head_delay: Duration::ZERO,
@@ -237,6 +240,15 @@ async fn handle(
                 "usage":{"prompt_tokens":prompt_tokens,"completion_tokens":7,"total_tokens":prompt_tokens+7}
             }),
         ));
+    }
+    if let Some(raw) = &behaviour.raw_stream {
+        let mut resp = json_response(200, &Value::Null);
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/event-stream"),
+        );
+        *resp.body_mut() = http_body_util::Either::Left(Full::new(Bytes::from(raw.clone())));
+        return Ok(resp);
     }
     let include_usage = body
         .pointer("/stream_options/include_usage")

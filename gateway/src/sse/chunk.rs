@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::framing::{data_field, event_end, has_usage_object, DONE, MAX_EVENT_BYTES};
+use super::framing::{
+    data_lines, event_end, has_usage_object, normalize_lone_cr, Data, DONE, MAX_EVENT_BYTES,
+};
 use crate::json_splice::{self, Objects, Splice};
 use crate::openai::{parse_usage_raw, Usage};
 use crate::policy::{self, RecordedText};
@@ -71,7 +73,14 @@ pub(crate) struct SseProcessor<'d> {
     pub(crate) done_seen: bool,
     /// Per choice, the text the caller received, for the audit record (`None`: not collected).
     pub(crate) texts: Option<Vec<RecordedText>>,
+    /// Whether the stream's first bytes were looked at for a byte-order mark.
+    started: bool,
+    /// Bytes of `pending` already checked for lone carriage returns.
+    cr_checked: usize,
 }
+
+/// A UTF-8 byte-order mark, which SSE drops at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl<'d> SseProcessor<'d> {
     pub(crate) fn new(detector: Option<&'d PiiDetector>, wants_usage: bool) -> Self {
@@ -86,6 +95,8 @@ impl<'d> SseProcessor<'d> {
             watch_done: false,
             done_seen: false,
             texts: None,
+            started: false,
+            cr_checked: 0,
         }
     }
 
@@ -136,8 +147,22 @@ impl<'d> SseProcessor<'d> {
         }
         self.pending.extend_from_slice(&data);
         let mut out = BytesMut::new();
+        if !self.started {
+            // A byte-order mark opens the stream, or a prefix of one may (wait for more).
+            if self.pending.len() < BOM.len() && BOM.starts_with(&self.pending) {
+                return Ok(out.freeze());
+            }
+            if self.pending.starts_with(BOM) {
+                let _ = self.pending.split_to(BOM.len());
+            }
+            self.started = true;
+        }
+        // Line ends in any of SSE's three forms: a lone CR becomes LF before framing, so an event
+        // ended by CRs is found (and scanned) like any other.
+        self.cr_checked = normalize_lone_cr(&mut self.pending, self.cr_checked);
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end).freeze();
+            self.cr_checked = self.cr_checked.saturating_sub(end);
             self.event(&event, &mut out)?;
         }
         if self.pending.len() > MAX_EVENT_BYTES {
@@ -151,6 +176,12 @@ impl<'d> SseProcessor<'d> {
     /// The provider's stream ended: flush an incomplete event and any held-back text.
     pub(crate) fn finish(&mut self) -> Result<Bytes, String> {
         let mut out = BytesMut::new();
+        if self.pending.last() == Some(&b'\r') {
+            // A CR that ended the stream ends a line.
+            if let Some(last) = self.pending.last_mut() {
+                *last = b'\n';
+            }
+        }
         if !self.pending.is_empty() {
             let event = std::mem::take(&mut self.pending).freeze();
             self.event(&event, &mut out)?;
@@ -160,9 +191,23 @@ impl<'d> SseProcessor<'d> {
     }
 
     fn event(&mut self, event: &Bytes, out: &mut BytesMut) -> Result<(), String> {
-        let Some(data) = data_field(event) else {
-            out.extend_from_slice(event);
-            return Ok(());
+        let data = match data_lines(event) {
+            Data::One(d) => d,
+            // Comments (keep-alives) and events without data carry no model text.
+            Data::None => {
+                out.extend_from_slice(event);
+                return Ok(());
+            }
+            // Text split over several data lines cannot be scanned in place: fail closed.
+            Data::Many if self.detector.is_some() => {
+                return Err(
+                    "provider stream event has several data lines; it cannot be scanned".to_owned(),
+                )
+            }
+            Data::Many => {
+                out.extend_from_slice(event);
+                return Ok(());
+            }
         };
         if data.trim_ascii() == b"[DONE]" {
             self.flush_all(out);
@@ -177,10 +222,16 @@ impl<'d> SseProcessor<'d> {
         }
         let chunk = match serde_json::from_slice::<ChunkPeek<'_>>(data) {
             Ok(c) => c,
-            // Not JSON: no decoded strings to scan, forwarded as it came.
-            Err(e) if e.is_syntax() || e.is_eof() => {
+            // Not JSON, and nothing to scan (only usage was looked for): forwarded as it came.
+            Err(e) if (e.is_syntax() || e.is_eof()) && self.detector.is_none() => {
                 out.extend_from_slice(event);
                 return Ok(());
+            }
+            // Not JSON while answers are scanned: text the scan cannot read never passes.
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                return Err(format!(
+                    "provider stream chunk is not JSON, so it cannot be scanned: {e}"
+                ))
             }
             // JSON the scan cannot read unambiguously (a repeated key): fail closed.
             Err(e) => return Err(format!("provider stream chunk cannot be scanned: {e}")),
@@ -417,6 +468,49 @@ mod tests {
 
     fn redacting() -> PiiDetector {
         PiiDetector::compile(&policy_engine::pack::PiiDetectorConfig::default(), None).unwrap()
+    }
+
+    /// Every byte of `stream` through a scanning processor, split at `at`; the caller's bytes
+    /// or the error that ended the stream.
+    fn scanned(stream: &[u8], at: usize) -> Result<String, String> {
+        let det = redacting();
+        let mut p = SseProcessor::new(Some(&det), false);
+        let mut out = p.push(Bytes::copy_from_slice(&stream[..at]))?.to_vec();
+        out.extend_from_slice(&p.push(Bytes::copy_from_slice(&stream[at..]))?);
+        out.extend_from_slice(&p.finish()?);
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    const FINDING: &str = r#"data: {"choices":[{"index":0,"delta":{"content":"mail ann@example.com"},"finish_reason":"stop"}]}"#;
+
+    #[test]
+    fn carriage_return_framing_and_a_byte_order_mark_are_scanned_like_any_stream() {
+        for stream in [
+            format!("{FINDING}\r\rdata: [DONE]\r\r"),
+            format!("\u{feff}{FINDING}\n\ndata: [DONE]\n\n"),
+            format!("\u{feff}{FINDING}\r\n\r\ndata: [DONE]\r\n\r\n"),
+            format!(": keep-alive\r{FINDING}\r\r"),
+        ] {
+            for at in 0..=stream.len() {
+                let out = scanned(stream.as_bytes(), at).unwrap();
+                assert!(!out.contains("ann@example.com"), "split at {at}: {out:?}");
+                assert!(out.contains("[EMAIL_1]"), "split at {at}: {out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn events_the_scan_cannot_read_end_the_stream_when_answers_are_scanned() {
+        let multi = "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"ann@example.com\"}}]}\n\n";
+        let not_json = "data: mail ann@example.com\n\n";
+        for stream in [multi, not_json] {
+            let err = scanned(stream.as_bytes(), 0).unwrap_err();
+            assert!(err.contains("cannot be scanned"), "{err}");
+            // Without a response scan they are relayed as they came.
+            let mut p = SseProcessor::new(None, true);
+            let out = p.push(Bytes::from_static(stream.as_bytes())).unwrap();
+            assert_eq!(&out[..], stream.as_bytes());
+        }
     }
 
     #[test]

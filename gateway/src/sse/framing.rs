@@ -44,24 +44,93 @@ pub(super) fn event_end(buf: &[u8]) -> Option<usize> {
     })
 }
 
-/// The `data:` payload of an event with a single data line (what providers send).
-pub(super) fn data_field(event: &[u8]) -> Option<&[u8]> {
-    let mut found = None;
+/// An event's `data` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Data<'a> {
+    /// No data line: a comment, or only `event:`/`id:`/`retry:` fields.
+    None,
+    /// One data line (what providers send).
+    One(&'a [u8]),
+    /// Several data lines, which SSE joins with line feeds: text that cannot be edited in place.
+    Many,
+}
+
+/// The `data` field of an event.
+pub(super) fn data_lines(event: &[u8]) -> Data<'_> {
+    let mut found = Data::None;
     for line in event.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            if found.is_some() {
-                return None; // multi-line data: pass through untouched
+        if let Some(rest) = line
+            .strip_prefix(b"data:")
+            .or_else(|| (line == b"data").then_some(&b""[..]))
+        {
+            if found != Data::None {
+                return Data::Many;
             }
-            found = Some(rest.strip_prefix(b" ").unwrap_or(rest));
+            found = Data::One(rest.strip_prefix(b" ").unwrap_or(rest));
         }
     }
     found
 }
 
+/// The `data:` payload of an event with a single data line.
+#[cfg(test)]
+pub(super) fn data_field(event: &[u8]) -> Option<&[u8]> {
+    match data_lines(event) {
+        Data::One(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// Turn every carriage return of `buf[from..]` that is not followed by a line feed into a line
+/// feed (SSE allows CR, LF or CRLF as line ends; the framing here reads LF and CRLF). A CR in
+/// the last byte may still be the start of a CRLF: it is left, and the returned offset says
+/// where to look again once more bytes arrived.
+pub(super) fn normalize_lone_cr(buf: &mut [u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(at) = memchr::memchr(b'\r', &buf[i..]) {
+        let at = i + at;
+        match buf.get(at + 1) {
+            None => return at,
+            Some(b'\n') => {}
+            Some(_) => buf[at] = b'\n',
+        }
+        i = at + 1;
+    }
+    buf.len()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Normalising in pieces, as frames arrive, gives what normalising the whole does: every
+        /// lone CR becomes LF and CRLF stays.
+        #[test]
+        fn lone_carriage_returns_become_line_feeds_in_any_split(
+            buf in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..40),
+            at in 0usize..40,
+        ) {
+            let at = at.min(buf.len());
+            let mut whole = buf.clone();
+            let end = normalize_lone_cr(&mut whole, 0);
+            if end < whole.len() {
+                whole[end] = b'\n'; // the stream ended on a CR
+            }
+            let mut parts = buf[..at].to_vec();
+            let from = normalize_lone_cr(&mut parts, 0);
+            parts.extend_from_slice(&buf[at..]);
+            let end = normalize_lone_cr(&mut parts, from);
+            if end < parts.len() {
+                parts[end] = b'\n';
+            }
+            prop_assert_eq!(&parts, &whole);
+            prop_assert!(!whole.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'));
+        }
+    }
 
     /// The definition `event_end` implements in one pass: the earlier of the first `\n\n` and
     /// the first `\r\n\r\n`.
