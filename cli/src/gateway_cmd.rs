@@ -44,6 +44,10 @@ pub(crate) struct GatewayArgs {
     /// Address to listen on; port 0 picks a free port (printed on start-up).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve /status and /metrics here, and not on --listen. Without it they stay on a loopback
+    /// --listen, and move to 127.0.0.1:9464 when --listen is not loopback.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
     /// Caller keys file: a YAML or JSON list of {id, team, sha256}. Required off loopback.
     #[arg(long)]
     keys: Option<PathBuf>,
@@ -114,6 +118,7 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     let mut config = GatewayConfig::new(PathBuf::from(&args.pack), args.environment.clone());
     config.managed = args.control_plane.is_some();
     config.listen = args.listen;
+    config.admin_listen = args.admin_listen;
     config.keys_path = args.keys.clone();
     config.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     config.limits.max_body_bytes = args.max_body_bytes;
@@ -191,6 +196,9 @@ async fn serve(args: GatewayArgs) -> ExitCode {
         },
     };
     println!("palisade gateway listening on {}", gw.url());
+    if let Some(admin) = gw.admin_url() {
+        println!("palisade gateway admin (/status, /metrics) on {admin}");
+    }
     let _ = std::io::stdout().flush();
     #[expect(
         clippy::disallowed_methods,

@@ -326,6 +326,39 @@ async fn sigterm_drains_an_open_stream_then_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_move_to_the_admin_listener() {
+    let mock = MockProvider::start().await;
+    let dir = Dir::new();
+    let p = dir.write("pack.yaml", &pack(&mock.base_url(), "1.0.0", "", ""));
+    let gw = GatewayProcess::start(&p, dir.path(), &["--admin-listen", "127.0.0.1:0"]);
+    let admin = gw.admin.clone().unwrap();
+    assert_ne!(admin, gw.url);
+    let c = client::client();
+    // The public listener serves the API and the probes, not the operator routes.
+    for path in ["/status", "/metrics"] {
+        let r = client::get(&c, &gw.api(path)).await;
+        assert_eq!(r.status, 404, "{path} on the public listener");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(client::get(&c, &gw.api(path)).await.status, 200, "{path}");
+    }
+    // The admin listener serves them, and nothing else.
+    let s = client::get(&c, &format!("{admin}/status")).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.json()["version"], "1.0.0", "{}", s.text());
+    let m = client::get(&c, &format!("{admin}/metrics")).await;
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("palisade_"), "{}", m.text());
+    let r = client::get(&c, &format!("{admin}/v1/models")).await;
+    assert_eq!(r.status, 404);
+    let body = client::chat("gpt-4o-mini", "hi", false);
+    let r = client::post(&c, &format!("{admin}/status"), &body, None).await;
+    assert_eq!(r.status, 405);
+    let r = client::post(&c, &gw.api("/v1/chat/completions"), &body, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_check() {
     let mock = MockProvider::start().await;
     let dir = Dir::new();

@@ -15,6 +15,7 @@
 //! reloads); the audit log's writer lives in [`audit`], and [`control`] keeps
 //! a gateway on the version its control plane wants.
 
+pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod budget;
@@ -73,6 +74,9 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Where `/status` and `/metrics` are served (`admin::admin_address` says when they need
+    /// an address of their own).
+    pub admin_listen: Option<SocketAddr>,
     pub pack_path: PathBuf,
     pub environment: String,
     /// Caller keys file; `None` runs anonymous, allowed only on loopback.
@@ -94,6 +98,7 @@ impl GatewayConfig {
     pub fn new(pack_path: impl Into<PathBuf>, environment: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: None,
             pack_path: pack_path.into(),
             environment: environment.into(),
             keys_path: None,
@@ -112,6 +117,15 @@ impl GatewayConfig {
     }
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -123,6 +137,11 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error("cannot listen on {addr} for /status and /metrics (--admin-listen): {source}")]
+    BindAdmin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -138,6 +157,8 @@ pub enum StartError {
 pub struct Gateway {
     state: Arc<GatewayState>,
     listener: TcpListener,
+    /// The admin listener and its address, when `/status` and `/metrics` have one.
+    admin: Option<(TcpListener, SocketAddr)>,
     tls: Option<TlsAcceptor>,
     config: GatewayConfig,
     local_addr: SocketAddr,
@@ -179,13 +200,25 @@ impl Gateway {
         enforcement
             .register_metrics(metrics.registry())
             .map_err(metrics::MetricsError::from)?;
-        let state = Arc::new(GatewayState::new(
+        let admin_addr = admin::admin_address(config.listen, config.admin_listen);
+        let mut state = GatewayState::new(
             config.environment.clone(),
             metrics,
             auth,
             enforcement,
             config.limits,
-        ));
+        );
+        state.ops_on_public = admin_addr.is_none();
+        let state = Arc::new(state);
+        let admin = match admin_addr {
+            Some(addr) => {
+                let bind_err = |source| StartError::BindAdmin { addr, source };
+                let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+                let local = l.local_addr().map_err(bind_err)?;
+                Some((l, local))
+            }
+            None => None,
+        };
         // Watch before the first read, so no edit falls between the two.
         let triggers = reload::Triggers::new(&config.pack_path, config.watch && !config.managed);
         if !config.managed {
@@ -203,6 +236,7 @@ impl Gateway {
         Ok(Self {
             state,
             listener,
+            admin,
             tls,
             config,
             local_addr,
@@ -224,8 +258,27 @@ impl Gateway {
         &self.state
     }
 
+    /// `http://ADDR` of the admin listener, when `/status` and `/metrics` have one.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin.as_ref().map(|(_, a)| format!("http://{a}"))
+    }
+
     /// Serve (and watch the pack) until `shutdown` resolves, then drain in-flight requests.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // The admin listener lives as long as the gateway serves; its handle ends it.
+        let admin = self.admin.take().map(|(listener, _)| {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the admin listener: its JoinHandle is kept and aborted when serving ends"
+            )]
+            let h = tokio::spawn(admin::serve(listener, Arc::clone(&self.state)));
+            AbortOnDrop(h)
+        });
+        self.serve(shutdown).await;
+        drop(admin);
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
         if self.config.managed {
             server::serve(

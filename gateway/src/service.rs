@@ -130,8 +130,10 @@ fn route_other(
         p if get && p.starts_with("/v1/models/") => {
             ops::model(pack, p.trim_start_matches("/v1/models/"))
         }
-        "/status" if get => ops::status(state, pack),
-        "/metrics" if get => ops::metrics(state),
+        "/status" if get && state.ops_on_public => ops::status(state, pack),
+        "/metrics" if get && state.ops_on_public => ops::metrics(state),
+        // Served on the admin listener only.
+        "/status" | "/metrics" if !state.ops_on_public => error_response(&ApiError::NotFound),
         "/healthz" if get => ops::healthz(),
         "/readyz" if get => ops::readyz(pack),
         "/v1/chat/completions"

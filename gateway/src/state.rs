@@ -56,6 +56,8 @@ pub struct GatewayState {
     pub(crate) limits: Limits,
     id_seed: u64,
     id_counter: AtomicU64,
+    /// Whether `/status` and `/metrics` answer on the public listener (see `admin`).
+    pub(crate) ops_on_public: bool,
 }
 
 impl GatewayState {
@@ -76,6 +78,7 @@ impl GatewayState {
             limits,
             id_seed: random_seed(),
             id_counter: AtomicU64::new(0),
+            ops_on_public: true,
         }
     }
 

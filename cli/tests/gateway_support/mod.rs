@@ -46,6 +46,8 @@ pub fn pack(base_url: &str, version: &str, chain: &str, policy: &str) -> String 
 pub struct GatewayProcess {
     pub child: Child,
     pub url: String,
+    /// The admin listener's URL, when started with `--admin-listen`.
+    pub admin: Option<String>,
     pub stderr_path: PathBuf,
 }
 
@@ -69,8 +71,18 @@ impl GatewayProcess {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        reader.read_line(&mut line).unwrap();
+        // With --admin-listen the next line names the admin listener.
+        let admin = extra.contains(&"--admin-listen").then(|| {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            l.trim()
+                .strip_prefix("palisade gateway admin (/status, /metrics) on ")
+                .unwrap_or_else(|| panic!("unexpected second line {l:?}"))
+                .to_owned()
+        });
         let url = line
             .trim()
             .strip_prefix("palisade gateway listening on ")
@@ -84,6 +96,7 @@ impl GatewayProcess {
         Self {
             child,
             url,
+            admin,
             stderr_path,
         }
     }
