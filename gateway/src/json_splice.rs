@@ -354,6 +354,11 @@ impl Splice {
         self.edits.is_empty()
     }
 
+    /// Whether something is already inserted at `at`.
+    pub(crate) fn inserts_at(&self, at: usize) -> bool {
+        self.edits.iter().any(|(r, _)| r.start == at && r.end == at)
+    }
+
     /// `body` with every replacement made. `None` if two replacements overlap or one lies
     /// outside `body` (a bug in the caller; nothing is sent then).
     pub(crate) fn apply(mut self, body: &[u8]) -> Option<Bytes> {

@@ -259,6 +259,37 @@ async fn odd_but_valid_sse_is_scanned_and_sse_the_scan_cannot_read_ends_the_stre
 }
 
 #[tokio::test]
+async fn a_streamed_refusal_and_reasoning_are_scanned_across_chunks() {
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let ask = chat("gpt-4o-mini", "who?", true);
+    let (a, b) = EMAIL.split_at(6);
+    let event = |field: &str, text: &str| {
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"{field}\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let raw = [
+        event("reasoning_content", &format!("they wrote {a}")),
+        event("reasoning_content", &format!("{b} earlier")),
+        event("refusal", &format!("I cannot mail {a}")),
+        event("refusal", b),
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"
+            .to_owned(),
+    ]
+    .concat();
+    mock.set(|m| m.raw_stream = Some(raw.clone().into_bytes()))
+        .await;
+    let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+    assert_eq!(r.status, 200);
+    let out = r.text();
+    assert!(!out.contains(EMAIL) && !out.contains(b), "{out}");
+    assert!(out.contains("[EMAIL_1]"), "{out}");
+    assert!(out.contains("data: [DONE]"), "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_answer_the_scan_cannot_read_is_refused_not_passed_unscanned() {
     let (mock, gw) = setup("redact").await;
     let c = client::client();

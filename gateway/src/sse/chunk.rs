@@ -44,6 +44,29 @@ struct StreamChoice<'a> {
 struct Delta<'a> {
     #[serde(borrow, default)]
     content: Present<'a>,
+    #[serde(borrow, default)]
+    refusal: Present<'a>,
+    #[serde(borrow, default)]
+    reasoning_content: Present<'a>,
+    #[serde(borrow, default)]
+    reasoning: Present<'a>,
+}
+
+/// The streamed text fields of a chat delta, each with its own redactor per choice (a finding
+/// split across chunks is found in any of them): the answer, a refusal, and the reasoning text
+/// some providers stream (`reasoning_content`, `reasoning`). The first is also where a
+/// completions chunk's `text` goes.
+const TEXT_FIELDS: [&str; 4] = ["content", "refusal", "reasoning_content", "reasoning"];
+
+impl<'a> Delta<'a> {
+    fn fields(&self) -> [Option<&'a RawValue>; 4] {
+        [
+            self.content.0,
+            self.refusal.0,
+            self.reasoning_content.0,
+            self.reasoning.0,
+        ]
+    }
 }
 
 /// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
@@ -62,7 +85,8 @@ pub(crate) struct SseProcessor<'d> {
     detector: Option<&'d PiiDetector>,
     wants_usage: bool,
     pending: BytesMut,
-    redactors: Vec<Option<StreamRedactor<'d>>>,
+    /// Per choice, one redactor per [`TEXT_FIELDS`] entry.
+    redactors: Vec<[Option<StreamRedactor<'d>>; 4]>,
     session: RedactionSession,
     pub(crate) usage: Option<Usage>,
     finished: bool,
@@ -293,67 +317,87 @@ impl<'d> SseProcessor<'d> {
                 continue;
             }
             if self.redactors.len() <= index {
-                self.redactors.resize_with(index + 1, || None);
+                self.redactors.resize_with(index + 1, Default::default);
             }
             let finishing = c.finish_reason.0.is_some_and(|f| f.get() != "null");
-            // Where the text lives: `text` (completions) or `delta.content` (chat).
-            let (slot, holder) = match c.text.0 {
-                Some(t) => (Some(t), None),
+            // Where the text lives: `text` (completions) or the delta's text fields (chat).
+            let (slots, holder) = match c.text.0 {
+                Some(t) => ([Some(t), None, None, None], None),
                 None => {
                     let Some(delta) = c.delta.0 else { continue };
                     let Some(d) = json_splice::object::<Delta<'_>>(delta)? else {
                         continue;
                     };
-                    (d.content.0, Some(delta))
+                    (d.fields(), Some(delta))
                 }
             };
-            let original = match slot {
-                Some(raw) => match json_splice::string(raw) {
-                    Some(t) => Some(t),
-                    // `null` or another kind of value: nothing to scan here.
-                    None => continue,
-                },
-                None => None,
-            };
-            let redactor = self.redactors[index].get_or_insert_with(|| detector.stream());
-            let mut text = String::new();
-            if let Some(t) = &original {
-                redactor.push(t, &mut self.session, &mut text);
-            }
-            if finishing {
-                redactor.finish(&mut self.session, &mut text);
-                self.redactors[index] = None;
-            }
-            self.collect(index, &text);
-            if log_only || original.as_deref() == Some(text.as_str()) {
-                // `log` counts findings and never changes what the caller sees.
-                continue;
-            }
-            withheld = was_withheld
-                && text.is_empty()
-                && !finishing
-                && original.as_deref().is_some_and(|o| !o.is_empty())
-                && holder.is_some_and(only_content)
-                && c.text.0.is_none();
-            match (slot, holder) {
-                (Some(raw), _) => {
-                    let at = json_splice::span(event, raw)
-                        .ok_or_else(|| serde::de::Error::custom("a text field lost its place"))?;
-                    splice.replace_string(at, &text);
+            for (field, slot) in slots.into_iter().enumerate() {
+                let original = match slot {
+                    Some(raw) => match json_splice::string(raw) {
+                        Some(t) => Some(t),
+                        // `null` or another kind of value: nothing to scan here.
+                        None => continue,
+                    },
+                    None => None,
+                };
+                // A field this choice never streamed has no redactor to push or flush; the
+                // answer's field always has one (a finishing chunk flushes it).
+                if original.is_none() && field > 0 && self.redactors[index][field].is_none() {
+                    continue;
                 }
-                // Held-back text released into a chunk without a `content` key: add one.
-                (None, Some(delta)) if !text.is_empty() => {
-                    let at = json_splice::span(event, delta)
-                        .ok_or_else(|| serde::de::Error::custom("a delta lost its place"))?;
-                    let empty = delta.get()[1..].trim_start().starts_with('}');
-                    let mut key = b"\"content\":".to_vec();
-                    serde_json::to_writer(&mut key, &text).map_err(serde::de::Error::custom)?;
-                    if !empty {
-                        key.push(b',');
+                let redactor =
+                    self.redactors[index][field].get_or_insert_with(|| detector.stream());
+                let mut text = String::new();
+                if let Some(t) = &original {
+                    redactor.push(t, &mut self.session, &mut text);
+                }
+                if finishing {
+                    redactor.finish(&mut self.session, &mut text);
+                    self.redactors[index][field] = None;
+                }
+                if field == 0 {
+                    self.collect(index, &text);
+                }
+                if log_only || original.as_deref() == Some(text.as_str()) {
+                    // `log` counts findings and never changes what the caller sees.
+                    continue;
+                }
+                if field == 0 {
+                    withheld = was_withheld
+                        && text.is_empty()
+                        && !finishing
+                        && original.as_deref().is_some_and(|o| !o.is_empty())
+                        && holder.is_some_and(only_content)
+                        && c.text.0.is_none();
+                }
+                match (slot, holder) {
+                    (Some(raw), _) => {
+                        let at = json_splice::span(event, raw).ok_or_else(|| {
+                            serde::de::Error::custom("a text field lost its place")
+                        })?;
+                        splice.replace_string(at, &text);
                     }
-                    splice.replace(at.start + 1..at.start + 1, key);
+                    // Held-back text released into a chunk without this key: add it.
+                    (None, Some(delta)) if !text.is_empty() => {
+                        let at = json_splice::span(event, delta)
+                            .ok_or_else(|| serde::de::Error::custom("a delta lost its place"))?;
+                        let empty = delta.get()[1..].trim_start().starts_with('}');
+                        let pos = at.start + 1;
+                        // Keys added at one place follow each other: a comma between them, and
+                        // after the last one when the delta has keys of its own.
+                        let mut key = Vec::new();
+                        if empty && splice.inserts_at(pos) {
+                            key.push(b',');
+                        }
+                        key.extend_from_slice(format!("\"{}\":", TEXT_FIELDS[field]).as_bytes());
+                        serde_json::to_writer(&mut key, &text).map_err(serde::de::Error::custom)?;
+                        if !empty {
+                            key.push(b',');
+                        }
+                        splice.replace(pos..pos, key);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         Ok(withheld)
@@ -365,23 +409,27 @@ impl<'d> SseProcessor<'d> {
             return;
         }
         self.finished = true;
+        let log_only = self
+            .detector
+            .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log);
         for index in 0..self.redactors.len() {
-            let Some(mut r) = self.redactors[index].take() else {
-                continue;
-            };
-            let mut text = String::new();
-            r.finish(&mut self.session, &mut text);
-            self.collect(index, &text);
-            if self
-                .detector
-                .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log)
-            {
-                continue;
-            }
-            if !text.is_empty() {
+            for (field, name) in TEXT_FIELDS.iter().enumerate() {
+                let Some(mut r) = self.redactors[index][field].take() else {
+                    continue;
+                };
+                let mut text = String::new();
+                r.finish(&mut self.session, &mut text);
+                if field == 0 {
+                    self.collect(index, &text);
+                }
+                if log_only || text.is_empty() {
+                    continue;
+                }
+                let mut delta = serde_json::Map::new();
+                delta.insert((*name).to_owned(), Value::String(text));
                 let chunk = serde_json::json!({
                     "object": "chat.completion.chunk",
-                    "choices": [{"index": index, "delta": {"content": text}, "finish_reason": null}],
+                    "choices": [{"index": index, "delta": delta, "finish_reason": null}],
                 });
                 write_event(&chunk, out);
             }
@@ -589,6 +637,30 @@ mod tests {
         );
     }
 
+    /// `[EMAIL_2]` → `[EMAIL]`: placeholders numbered in one session across fields compare equal
+    /// to those of a session per field.
+    fn unnumbered(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '_' && chars.peek().is_some_and(char::is_ascii_digit) {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    digits.push(d);
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    continue;
+                }
+                out.push('_');
+                out.push_str(&digits);
+                continue;
+            }
+            out.push(c);
+        }
+        out
+    }
+
     /// Run a whole provider stream through a processor, in frames cut at `cuts` (byte offsets).
     fn run_split(
         det: Option<&PiiDetector>,
@@ -676,6 +748,48 @@ mod tests {
                 None => text,
             };
             prop_assert_eq!(streamed, expected);
+        }
+
+        /// A refusal and reasoning text stream like the answer does: each field has its own
+        /// redactor, so a value split across chunks of one field is found, whatever the
+        /// interleaving with the other fields and however the bytes are cut.
+        #[test]
+        fn refusal_and_reasoning_text_are_redacted_across_chunks(
+            picks in proptest::collection::vec((0..3usize, 0..PIECES.len()), 1..14),
+            mut cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..16),
+        ) {
+            let det = redacting();
+            let mut stream = String::new();
+            for &(field, piece) in &picks {
+                stream.push_str(&format!(
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"{}\":{}}},\"finish_reason\":null}}]}}\n\n",
+                    TEXT_FIELDS[field],
+                    serde_json::to_string(PIECES[piece]).unwrap()
+                ));
+            }
+            stream.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+            let stream = stream.into_bytes();
+            let whole = run_split(Some(&det), &stream, &[]).unwrap();
+            let mut offsets: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
+            offsets.sort_unstable();
+            let split = run_split(Some(&det), &stream, &offsets).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&split.0), String::from_utf8_lossy(&whole.0));
+            let events = String::from_utf8_lossy(&whole.0).into_owned();
+            let parsed: Vec<Value> = events
+                .split("\n\n")
+                .filter_map(|e| e.strip_prefix("data: "))
+                .filter(|d| *d != "[DONE]")
+                .map(|d| serde_json::from_str::<Value>(d).unwrap())
+                .collect();
+            for (field, name) in TEXT_FIELDS.iter().enumerate().take(3) {
+                let streamed: String = parsed
+                    .iter()
+                    .filter_map(|v| v["choices"][0]["delta"][name].as_str().map(str::to_owned))
+                    .collect();
+                let text: String = picks.iter().filter(|(f, _)| *f == field).map(|&(_, p)| PIECES[p]).collect();
+                let expected = det.redact(&text, &mut RedactionSession::default()).into_owned();
+                prop_assert_eq!(unnumbered(&streamed), unnumbered(&expected), "field {}", name);
+            }
         }
 
         /// Arbitrary bytes from a provider, in arbitrary frames: the parser returns output or an
