@@ -20,7 +20,7 @@ use policy_engine::pack::{CustomEntity, PiiDetectorConfig, RedactionStyle};
 use policy_engine::pii::{PiiDetector, RedactionSession};
 
 const ALPHABET: &str =
-    "0123456789 +-.()/:@_abcdefABCDEFXYZskAKIAghpxoz#$€\u{200B}\u{A0}４＠é日\n[]*";
+    "0123456789 +-.()/:@_abcdefABCDEFXYZskAKIAghpxoz#$€\u{200B}\u{A0}４＠\u{FE6B}\u{FE52}é日\n[]*";
 
 fn detectors(style: RedactionStyle) -> [PiiDetector; 2] {
     let custom = |name: &str, regex: Option<&str>, terms: Option<Vec<String>>| CustomEntity {

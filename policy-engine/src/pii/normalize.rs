@@ -2,7 +2,8 @@
 //!
 //! Why: `４１１１ １１１１…` or an e-mail address with zero-width spaces between its letters is
 //! the same personal data as its plain form, and evasion by invisible characters is cheap. Text
-//! is mapped character by character (fullwidth ASCII U+FF01–FF5E → ASCII; NBSP and the U+2000
+//! is mapped character by character (fullwidth ASCII U+FF01–FF5E and the small `@` and `.`
+//! U+FE6B, U+FE52 → ASCII; NBSP and the U+2000
 //! spaces → space; zero-width, bidi marks, word joiner, soft hyphen, BOM and U+FFFD → removed;
 //! U+FFFD is what an undecodable JSON escape such as a lone surrogate becomes), and a
 //! sparse segment map leads every normalised byte back to the original bytes it came from, so
@@ -87,6 +88,9 @@ fn map_char(c: char) -> Mapped {
         | '\u{2060}'..='\u{2064}'
         | '\u{FEFF}'
         | '\u{FFFD}' => Mapped::Drop,
+        // Small form variants of `@` and `.` (U+FE6B, U+FE52): `jane﹫example﹒com`.
+        '\u{FE6B}' => Mapped::To(b'@'),
+        '\u{FE52}' => Mapped::To(b'.'),
         '\u{FF01}'..='\u{FF5E}' => {
             let ascii = u32::from(c) - 0xFEE0;
             u8::try_from(ascii).map_or(Mapped::Keep, Mapped::To)

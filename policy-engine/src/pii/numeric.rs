@@ -250,24 +250,23 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
                 let v = g.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
                 v <= 255 && !(g.len() > 1 && g[0] == b'0')
             };
-            return (0..4).all(octet).then_some(ent::IP);
+            if (0..4).all(octet) {
+                return Some(ent::IP);
+            }
+            // Not an address: four dotted groups are a card or nothing (`4111.1111.1111.1111`).
+            return (ndig == 16 && card_digits_ok(hay, gs)).then_some(ent::CARD);
         }
         if gs.len() == 3 && (len(0), len(1), len(2)) == (3, 2, 4) && same_seps && all_seps(b"- ") {
             let g = |k: usize| hay.get(gs[k].0..gs[k].1).unwrap_or_default();
             return ssn_ok(g(0), g(1), g(2)).then_some(ent::SSN);
         }
-        if (13..=19).contains(&ndig) && same_seps && all_seps(b" -") && card_shape(gs) {
-            let mut d = [0u8; 19];
-            let mut n = 0;
-            for g in gs {
-                for &b in hay.get(g.0..g.1).unwrap_or_default() {
-                    d[n] = b;
-                    n += 1;
-                }
-            }
-            if luhn(&d[..n]) && card_issuer_ok(&d[..n]) {
-                return Some(ent::CARD);
-            }
+        if (13..=19).contains(&ndig)
+            && same_seps
+            && all_seps(b" -")
+            && card_shape(gs)
+            && card_digits_ok(hay, gs)
+        {
+            return Some(ent::CARD);
         }
     }
     if seps.contains(&b'/') {
@@ -332,6 +331,22 @@ fn classify(hay: &[u8], c: &Cluster, i: usize, j: usize, partial: bool) -> Optio
 }
 
 /// Printed card layouts: one block, blocks of four (last one 1–4), or Amex/Diners 4-6-5 / 4-6-4.
+/// Whether the digits of `gs` (13 to 19 of them) pass the Luhn check and name a card issuer.
+fn card_digits_ok(hay: &[u8], gs: &[(usize, usize)]) -> bool {
+    let mut d = [0u8; 19];
+    let mut n = 0;
+    for g in gs {
+        for &b in hay.get(g.0..g.1).unwrap_or_default() {
+            if n == d.len() {
+                return false;
+            }
+            d[n] = b;
+            n += 1;
+        }
+    }
+    (13..=19).contains(&n) && luhn(&d[..n]) && card_issuer_ok(&d[..n])
+}
+
 fn card_shape(gs: &[(usize, usize)]) -> bool {
     let mut lens = [0usize; MAX_GROUPS];
     for (l, g) in lens.iter_mut().zip(gs) {

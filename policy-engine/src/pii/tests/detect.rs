@@ -104,6 +104,30 @@ fn hard_negatives_are_not_reported() {
 }
 
 #[test]
+fn dotted_cards_and_small_form_at_signs_are_found() {
+    let card = |s: &str| vec![("credit_card".to_owned(), s.to_owned())];
+    assert_eq!(
+        found("card 4111.1111.1111.1111 ok"),
+        card("4111.1111.1111.1111")
+    );
+    assert_eq!(found("(5500.0000.0000.0004)"), card("5500.0000.0000.0004"));
+    // An address stays an address; dotted digits that fail Luhn, or the wrong shape, are none.
+    assert_eq!(
+        found("host 203.0.113.7 up"),
+        vec![("ip_address".to_owned(), "203.0.113.7".to_owned())]
+    );
+    none("build 4111.1111.1111.1112 tag");
+    none("ref 4111.1111.1111 and 1111");
+    assert_eq!(
+        found("mail jane\u{FE6B}example\u{FE52}com now"),
+        vec![(
+            "email".to_owned(),
+            "jane\u{FE6B}example\u{FE52}com".to_owned()
+        )]
+    );
+}
+
+#[test]
 fn fullwidth_and_invisible_characters_are_normalised_and_spans_stay_original() {
     let text = "card ４１１１ １１１１ １１１１ １１１１ end";
     let f = found(text);
