@@ -19,49 +19,11 @@
 mod cp_support;
 mod gateway_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use cp_support::{text, Backend, ControlPlane, ADMIN_KEY};
-use gateway_support::{mock::MockProvider, pack, PROVIDER_KEY};
-
-struct Gw {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(cp_url: &str, key: &str, env: &str, dir: &Path) -> Gw {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["gateway", "--control-plane", cp_url, "-e", env])
-        .args(["--pack", "test", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir)
-        .current_dir(dir)
-        .env("PALISADE_GATEWAY_KEY", key)
-        .env("PALISADE_TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("palisade gateway listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    Gw { child, url }
-}
+use cp_support::{text, Backend, ControlPlane, ManagedGateway, ADMIN_KEY};
+use gateway_support::{mock::MockProvider, pack};
 
 fn chromium() -> String {
     std::env::var("PALISADE_CHROMIUM").unwrap_or_else(|_| {
@@ -100,18 +62,12 @@ async fn a_new_user_walks_the_release_in_the_console() {
     assert!(o.status.success(), "{}", text(&o));
     let viewer = cp.create_key("viewer", None);
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let dev = start_gateway(
-        &cp.url,
-        &cp.create_key("gateway", Some("dev")),
-        "dev",
-        dirs[0].path(),
-    );
-    let staging = start_gateway(
-        &cp.url,
-        &cp.create_key("gateway", Some("staging")),
-        "staging",
-        dirs[1].path(),
-    );
+    let gateway = |env: &str, dir: &Path| {
+        let key = cp.create_key("gateway", Some(env));
+        ManagedGateway::start(&cp.url, &key, env, "test", dir, &[])
+    };
+    let dev = gateway("dev", dirs[0].path());
+    let staging = gateway("staging", dirs[1].path());
 
     let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/console-screenshots");
     let _ = std::fs::remove_dir_all(shots);

@@ -11,57 +11,17 @@
 
 mod cp_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cp_support::{eventually, pack, text, Backend, ControlPlane, ADMIN_KEY, PACK_V1};
+use cp_support::{
+    eventually, pack, text, Backend, ControlPlane, ManagedGateway, ADMIN_KEY, PACK_V1,
+};
 
-struct Gw {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(cp_url: &str, key: &str, state_dir: &Path) -> Gw {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args([
-            "gateway",
-            "--control-plane",
-            cp_url,
-            "--environment",
-            "dev",
-            "--pack",
-            "support",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(state_dir)
-        // The pack's default audit dir is relative: keep it in the test's directory.
-        .current_dir(state_dir)
-        .env("PALISADE_GATEWAY_KEY", key)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("palisade gateway listening on http://")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    Gw { child, addr }
+fn start_gateway(cp_url: &str, key: &str, state_dir: &Path) -> ManagedGateway {
+    ManagedGateway::start(cp_url, key, "dev", "support", state_dir, &[])
 }
 
 /// `GET path` → (status, `x-palisade-pack-version`, body).

@@ -14,77 +14,36 @@
 mod cp_support;
 mod gateway_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use cp_support::{eventually, text, Backend, ControlPlane, ADMIN_KEY};
-use gateway_support::{client, mock::MockProvider, pack, PROVIDER_KEY};
+use cp_support::{eventually, text, Backend, ControlPlane, ManagedGateway, ADMIN_KEY};
+use gateway_support::{client, mock::MockProvider, pack};
 use serde_json::Value;
 
-struct Gw {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(cp_url: &str, key: &str, dir: &Path, buffer: &str) -> Gw {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args([
-            "gateway",
-            "--control-plane",
-            cp_url,
-            "-e",
-            "dev",
-            "--pack",
-            "test",
-        ])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--events-buffer",
-            buffer,
-            "--state-dir",
-        ])
-        .arg(dir)
-        .current_dir(dir)
-        .env("PALISADE_GATEWAY_KEY", key)
-        .env("PALISADE_TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("palisade gateway listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    Gw { child, url }
+fn start_gateway(cp_url: &str, key: &str, dir: &Path, buffer: &str) -> ManagedGateway {
+    ManagedGateway::start(
+        cp_url,
+        key,
+        "dev",
+        "test",
+        dir,
+        &["--events-buffer", buffer],
+    )
 }
 
 fn policy(action: &str) -> String {
     format!("policy:\n  pii-detector:\n    action: {action}\n    entities: [email]\n    scan: [request]\n")
 }
 
-async fn status(gw: &Gw) -> Value {
+async fn status(gw: &ManagedGateway) -> Value {
     client::get(&client::client(), &format!("{}/status", gw.url))
         .await
         .json()
 }
 
-async fn chat(gw: &Gw, text: &str) -> u16 {
+async fn chat(gw: &ManagedGateway, text: &str) -> u16 {
     let body = client::chat("gpt-4o-mini", text, false);
     client::post(
         &client::client(),
@@ -97,7 +56,7 @@ async fn chat(gw: &Gw, text: &str) -> u16 {
     .as_u16()
 }
 
-async fn serving(gw: &Gw, version: &str) {
+async fn serving(gw: &ManagedGateway, version: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while status(gw).await["version"] != version {
         assert!(

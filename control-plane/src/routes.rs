@@ -324,8 +324,8 @@ async fn diff(
     ok(&registry::diff(&old, env, &new, env)?)
 }
 
-/// The version an environment's pointer names.
-async fn running(
+/// The version an environment's pointer names, or 404 `NO_DESIRED_VERSION`.
+pub(crate) async fn running(
     conn: &mut sqlx::AnyConnection,
     env: &str,
     pack: &str,

@@ -19,6 +19,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+mod stats;
+
+use stats::percentile;
+
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 fn pack(version: u64) -> String {
@@ -67,11 +71,6 @@ async fn send(
             std::process::exit(1);
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 #[tokio::main]

@@ -23,6 +23,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+mod stats;
+
+use stats::percentile;
+
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 const BATCH: u64 = 1000;
@@ -174,11 +178,6 @@ async fn get_ms(http: &Http, url: &str, key: &str, path: &str) -> f64 {
         std::process::exit(1);
     }
     start.elapsed().as_secs_f64() * 1000.0
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 #[tokio::main]

@@ -172,6 +172,61 @@ impl Drop for ControlPlane {
     }
 }
 
+/// A `palisade gateway --control-plane …` process, killed (by its pid) on drop.
+pub struct ManagedGateway {
+    pub child: Child,
+    /// `http://ADDR`.
+    pub url: String,
+    /// `ADDR`.
+    pub addr: String,
+}
+
+impl Drop for ManagedGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ManagedGateway {
+    /// Start a gateway of `pack` in `env` under the control plane at `cp_url` with the gateway
+    /// key `key`, its state (and the pack's relative audit directory) in `dir`, and read its
+    /// address from its first line. `PALISADE_TEST_PROVIDER_KEY` is set for packs that use it.
+    pub fn start(
+        cp_url: &str,
+        key: &str,
+        env: &str,
+        pack: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["gateway", "--control-plane", cp_url, "--environment", env])
+            .args(["--pack", pack, "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir)
+            .args(extra)
+            .current_dir(dir)
+            .env("PALISADE_GATEWAY_KEY", key)
+            .env("PALISADE_TEST_PROVIDER_KEY", "sk-provider-secret")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("palisade gateway listening on ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        let addr = url.trim_start_matches("http://").to_owned();
+        Self { child, url, addr }
+    }
+}
+
 pub struct HttpAnswer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -304,7 +359,7 @@ impl ControlPlane {
         String::from_utf8(o.stdout).unwrap().trim().to_owned()
     }
 
-    /// One HTTP/1.1 request with `Connection: close`.
+    /// One HTTP/1.1 request with `Connection: close`, a JSON body and a JSON answer.
     pub fn http(
         &self,
         method: &str,
@@ -313,44 +368,19 @@ impl ControlPlane {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> HttpAnswer {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let payload = body.map(Value::to_string).unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            payload.len()
-        );
-        if let Some(k) = key {
-            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(&payload);
-        s.write_all(req.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let raw = String::from_utf8(raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        let bearer = key.map(|k| format!("Bearer {k}"));
+        let mut all: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("Authorization", b))
+            .into_iter()
             .collect();
+        all.extend_from_slice(headers);
+        let (status, headers, body) = self.http_text(method, path, &all, &payload);
         let body = if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(body).unwrap()
+            serde_json::from_str(&body).unwrap()
         };
         HttpAnswer {
             status,

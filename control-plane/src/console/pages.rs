@@ -36,6 +36,15 @@ fn respond(session: &Session, r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(|e| view::error_page(Some(session), &e))
 }
 
+/// Every environment's name, in the registry's order.
+async fn environment_names(conn: &mut sqlx::AnyConnection) -> Result<Vec<String>, sqlx::Error> {
+    Ok(envs::list(conn)
+        .await?
+        .into_iter()
+        .map(|e| e.name)
+        .collect())
+}
+
 fn short(hash: &str) -> String {
     hash.chars().take(12).collect()
 }
@@ -335,11 +344,7 @@ async fn gateways_page(
     environment: Option<String>,
 ) -> Result<Response, ApiError> {
     let status = fleet::status(app, environment.as_deref()).await?;
-    let environments = envs::list(&mut *app.db.read().await?)
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let environments = environment_names(&mut *app.db.read().await?).await?;
     let mut rows = Vec::new();
     for entry in status["entries"].as_array().into_iter().flatten() {
         let desired = text(&entry["desired"]["version"]);
@@ -494,11 +499,7 @@ async fn pack_page(app: &App, session: &Session, pack: String) -> Result<Respons
     }
     let total = registry::count(&mut conn, &pack).await?;
     let current = pointers::all_current(&mut conn, None).await?;
-    let environments = envs::list(&mut conn)
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let environments = environment_names(&mut conn).await?;
     let versions: Vec<VersionRow> = list
         .iter()
         .map(|v| VersionRow {
@@ -568,21 +569,6 @@ pub(crate) async fn compare(
     respond(&session, r)
 }
 
-/// The version an environment runs.
-async fn running(
-    conn: &mut sqlx::AnyConnection,
-    env: &str,
-    pack: &str,
-) -> Result<StoredVersion, ApiError> {
-    let p = pointers::current(conn, env, pack).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::NoDesiredVersion,
-            format!("{env} runs no version of {pack}"),
-        )
-    })?;
-    registry::require(conn, pack, &p.version).await
-}
-
 async fn compare_page(
     app: &App,
     session: &Session,
@@ -592,8 +578,8 @@ async fn compare_page(
     let mut conn = app.db.read().await?;
     let (old, old_env, new, new_env, from, to) = match (q.from_env, q.to_env) {
         (Some(a), Some(b)) => {
-            let old = running(&mut conn, &a, &pack).await?;
-            let new = running(&mut conn, &b, &pack).await?;
+            let old = crate::routes::running(&mut conn, &a, &pack).await?;
+            let new = crate::routes::running(&mut conn, &b, &pack).await?;
             let (from, to) = (
                 format!("{} (in {a})", old.version),
                 format!("{} (in {b})", new.version),
@@ -832,11 +818,7 @@ async fn deploy_page(
         .version
         .ok_or_else(|| ApiError::BadRequest("`version` is required".to_owned()))?;
     let mut conn = app.db.read().await?;
-    let environments: Vec<String> = envs::list(&mut conn)
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let environments: Vec<String> = environment_names(&mut conn).await?;
     let environment = q
         .environment
         .or_else(|| environments.first().cloned())
@@ -936,11 +918,7 @@ async fn events_page(
 ) -> Result<Response, ApiError> {
     let now = app.now();
     let mut conn = app.db.read().await?;
-    let environments: Vec<String> = envs::list(&mut conn)
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let environments: Vec<String> = environment_names(&mut conn).await?;
     if q.environment.is_none() {
         q.environment = session
             .caller
@@ -1279,11 +1257,7 @@ pub(crate) async fn keys_page(
             revoked: !k["revoked_at"].is_null(),
         })
         .collect();
-    let environments = envs::list(&mut conn)
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let environments = environment_names(&mut conn).await?;
     Ok(render(&KeysPage {
         shell: Shell::new(session, "keys"),
         rows,
