@@ -143,10 +143,14 @@ async fn list_keys(
     State(app): AppState,
     ServiceKey(caller): ServiceKey,
 ) -> Result<Response, ApiError> {
-    app.require_role(&caller, Role::Admin, Scope::Global, "key.list", None)
+    ok(&json!({ "keys": list_keys_for(&app, &caller).await? }))
+}
+
+/// Every key without its secret (unscoped admin only; a refusal is recorded).
+pub(crate) async fn list_keys_for(app: &App, caller: &Caller) -> Result<Vec<Value>, ApiError> {
+    app.require_role(caller, Role::Admin, Scope::Global, "key.list", None)
         .await?;
-    let list = keys::list(&mut *app.db.read().await?).await?;
-    ok(&json!({ "keys": list }))
+    Ok(keys::list(&mut *app.db.read().await?).await?)
 }
 
 async fn new_key(

@@ -47,7 +47,7 @@ struct ResolveBody {
 
 /// The environment a read is about: the one asked for, which a scoped key must cover, or the
 /// key's own.
-fn scoped_environment<'a>(
+pub(crate) fn scoped_environment<'a>(
     caller: &'a Caller,
     asked: Option<&'a str>,
 ) -> Result<Option<&'a str>, ApiError> {

@@ -21,18 +21,20 @@ use crate::registry::{self, StoredVersion};
 
 /// The `tests` gate: compile the version for `environment` and run its tests.
 pub(crate) fn tests_gate(version: &StoredVersion, environment: &str) -> Value {
-    let outcome = version.load().and_then(|loaded| {
-        loaded
-            .compile(Some(environment), &registry::compile_options())
-            .map_err(ApiError::Compile)
-    });
-    match outcome {
-        Err(ApiError::Compile(d)) => json!({
+    match version.load() {
+        Ok(loaded) => pack_tests_gate(&loaded, environment),
+        Err(e) => json!({ "gate": "tests", "passed": false, "detail": e.to_string() }),
+    }
+}
+
+/// The `tests` gate of a loaded pack (a stored version, or the console editor's text).
+pub(crate) fn pack_tests_gate(loaded: &policy_engine::LoadedPack, environment: &str) -> Value {
+    match loaded.compile(Some(environment), &registry::compile_options()) {
+        Err(d) => json!({
             "gate": "tests", "passed": false,
             "detail": format!("the pack does not compile for {environment}"),
             "diagnostics": d,
         }),
-        Err(e) => json!({ "gate": "tests", "passed": false, "detail": e.to_string() }),
         Ok(compiled) => {
             let report = policy_engine::testing::run_tests(&compiled);
             // Every failing test with what it expected and what the pack decided, so a refusal

@@ -904,36 +904,17 @@ pub(crate) async fn per_bucket(
         .collect()
 }
 
-/// Requests and their summed cost in `environment` from the hour starting at `since_ms` (an
-/// hour boundary: a day's or a month's start) until now, from the hourly rollups — the LLM
-/// spend the gateways reported in their decision events.
-pub(crate) async fn spend(
-    conn: &mut AnyConnection,
-    environment: &str,
-    since_ms: i64,
-) -> Result<(i64, f64), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n, \
-         CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
-         FROM event_rollups WHERE environment = $1 AND span = $2 AND bucket >= $3",
-    )
-    .bind(environment)
-    .bind(HOUR_MS)
-    .bind(since_ms / HOUR_MS * HOUR_MS)
-    .fetch_one(conn)
-    .await?;
-    Ok((row.try_get("n")?, row.try_get("cost")?))
-}
-
-/// Spend per hour of `environment` from the hour starting at `since_ms`:
-/// `(hour start ms, cost)`, oldest first.
+/// Requests and the cost the gateways reported for them, per hour of `environment` from the
+/// hour starting at `since_ms` (a day's or a month's start) until now, from the hourly
+/// rollups: `(hour start ms, requests, cost)`, oldest first.
 pub(crate) async fn spend_per_hour(
     conn: &mut AnyConnection,
     environment: &str,
     since_ms: i64,
-) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+) -> Result<Vec<(i64, i64, f64)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT bucket, CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
+        "SELECT bucket, CAST(SUM(requests) AS BIGINT) AS n, \
+         CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
          FROM event_rollups WHERE environment = $1 AND span = $2 AND bucket >= $3 \
          GROUP BY bucket ORDER BY bucket",
     )
@@ -943,7 +924,7 @@ pub(crate) async fn spend_per_hour(
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("bucket")?, r.try_get("cost")?)))
+        .map(|r| Ok((r.try_get("bucket")?, r.try_get("n")?, r.try_get("cost")?)))
         .collect()
 }
 

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse as _, Redirect, Response};
 use axum::Form;
 use http::{header, HeaderMap, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::pages::{self, EditPage, SignInPage};
-use super::view::{self, text, DiagRow, GateRow, Shell};
+use super::view::{self, respond, text, DiagRow, GateRow, Shell};
 use super::{close_session, open_session, over_tls, render_status, Change, Session};
 use crate::api_admin::{create_key, revoke_key, NewKeyBody};
 use crate::app::App;
@@ -31,10 +31,6 @@ type AppState = State<Arc<App>>;
 
 fn see(to: &str) -> Response {
     Redirect::to(to).into_response()
-}
-
-fn respond(session: &Session, r: Result<Response, ApiError>) -> Response {
-    r.unwrap_or_else(|e| view::error_page(Some(session), &e))
 }
 
 /// Percent-encode one path segment or query value.
@@ -220,22 +216,9 @@ async fn check(app: &App, yaml: &str) -> Result<(Vec<DiagRow>, Vec<GateRow>), Ap
     let mut tests = Vec::new();
     if let (Some(loaded), false) = (loaded, diags.has_errors()) {
         for e in envs::list(&mut *app.db.read().await?).await? {
-            let gate = match loaded.compile(Some(&e.name), &registry::compile_options()) {
-                Err(d) => json!({
-                    "gate": format!("tests in {}", e.name), "passed": false,
-                    "detail": format!("the pack does not compile for {}", e.name), "diagnostics": d,
-                }),
-                Ok(compiled) => {
-                    let report = policy_engine::testing::run_tests(&compiled);
-                    let failed: Vec<_> = report.outcomes.iter().filter(|o| !o.passed).collect();
-                    json!({
-                        "gate": format!("tests in {}", e.name), "passed": report.ok(),
-                        "detail": format!("{} passed, {} failed", report.passed, report.failed),
-                        "failed_tests": failed,
-                    })
-                }
-            };
-            tests.push(GateRow::from_json(&gate));
+            let mut row = GateRow::from_json(&deploy::pack_tests_gate(&loaded, &e.name));
+            row.name = format!("tests in {}", e.name);
+            tests.push(row);
         }
     }
     Ok((rows, tests))
@@ -303,33 +286,15 @@ pub(crate) struct ValidateBody {
     yaml: String,
 }
 
-/// `POST /console/validate`: the editor's check while typing (changes nothing).
+/// `POST /console/validate`: the editor's check while typing (changes nothing; signed-in
+/// browsers only).
 pub(crate) async fn validate(
     State(app): AppState,
-    session: Session,
+    _: Session,
     Json(body): Json<ValidateBody>,
-) -> Response {
-    match check(&app, &body.yaml).await {
-        Ok((diags, tests)) => {
-            let diags: Vec<Value> = diags
-                .iter()
-                .map(|d| {
-                    json!({ "line": d.line, "column": d.column, "severity": d.severity, "code": d.code,
-                            "path": d.path, "message": d.message, "expected": d.expected, "help": d.help })
-                })
-                .collect();
-            let tests: Vec<Value> = tests
-                .iter()
-                .map(|t| json!({ "name": t.name, "passed": t.passed, "detail": t.detail, "notes": t.notes }))
-                .collect();
-            let body = json!({ "diagnostics": diags, "tests": tests });
-            crate::error::json_response(StatusCode::OK, &body)
-        }
-        Err(e) => {
-            drop(session);
-            e.into_response()
-        }
-    }
+) -> Result<Response, ApiError> {
+    let (diagnostics, tests) = check(&app, &body.yaml).await?;
+    crate::error::ok(&json!({ "diagnostics": diagnostics, "tests": tests }))
 }
 
 // ---------------------------------------------------------------- escalations

@@ -129,7 +129,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Whether this session's key may change policy at all (deployer or admin).
+    /// Whether the signed-in key may change policy at all (deployer or admin).
     pub(crate) fn can_change(&self) -> bool {
         self.caller.role.at_least(Role::Deployer)
     }
@@ -274,7 +274,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for Change<T> {
             .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")).into_response())?;
         if !bool::from(sent.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
             let e = ApiError::Forbidden(
-                "the form's CSRF token does not match this session; reload the page".to_owned(),
+                "the form's CSRF token is not the one issued at sign-in; reload the page"
+                    .to_owned(),
             );
             return Err(view::error_page(Some(&session), &e));
         }

@@ -13,7 +13,7 @@ use policy_engine::pack::{BudgetScope, BudgetWindow};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::view::{self, text, DiagRow, GateRow, Shell};
+use super::view::{self, respond, text, DiagRow, GateRow, Shell};
 use super::{render, Session};
 use crate::adminlog;
 use crate::api_events::{filter, EventQuery};
@@ -24,17 +24,11 @@ use crate::escalations;
 use crate::events;
 use crate::extract::{Path, Query};
 use crate::fleet;
-use crate::keys;
 use crate::pointers;
 use crate::promote;
 use crate::registry::{self, StoredVersion};
 
 type AppState = State<Arc<App>>;
-
-/// A page's outcome: the page, or the error page for the API error behind it.
-fn respond(session: &Session, r: Result<Response, ApiError>) -> Response {
-    r.unwrap_or_else(|e| view::error_page(Some(session), &e))
-}
 
 /// Every environment's name, in the registry's order.
 async fn environment_names(conn: &mut sqlx::AnyConnection) -> Result<Vec<String>, sqlx::Error> {
@@ -138,7 +132,6 @@ async fn environments_page(app: &App, session: &Session) -> Result<Response, Api
                 .filter(|h| !h.is_deactivation() && h.version != p.version)
                 .map(|h| h.version)
                 .collect();
-            ran_before.dedup();
             let mut seen = std::collections::BTreeSet::new();
             ran_before.retain(|v| seen.insert(v.clone()));
             packs.push(EnvPack {
@@ -150,7 +143,9 @@ async fn environments_page(app: &App, session: &Session) -> Result<Response, Api
                 ran_before,
             });
         }
-        let (requests_today, cost_today) = events::spend(&mut conn, &e.name, day).await?;
+        let today = events::spend_per_hour(&mut conn, &e.name, day).await?;
+        let requests_today: i64 = today.iter().map(|h| h.1).sum();
+        let cost_today: f64 = today.iter().map(|h| h.2).sum();
         let hour_ago = now - 3_600_000;
         let series: Vec<(i64, String, i64)> = events::per_bucket(&mut conn, &e.name, hour_ago, now)
             .await?
@@ -220,13 +215,14 @@ async fn budget_lines(
             BudgetWindow::Total => 0,
         };
         let hours = events::spend_per_hour(conn, env, start.min(now)).await?;
-        let spent: f64 = hours.iter().map(|h| h.1).sum();
+        let spent: f64 = hours.iter().map(|h| h.2).sum();
         let mut line = format!("{} window:", l.window.as_str());
         let mut chart = String::new();
         if let Some(usd) = l.usd {
             let pct = if usd > 0.0 { spent / usd * 100.0 } else { 0.0 };
             let _ = write!(line, " ${spent:.2} of ${usd:.2} ({pct:.1} %)");
-            chart = view::burn_chart(&hours, start, now, usd);
+            let cost: Vec<(i64, f64)> = hours.iter().map(|h| (h.0, h.2)).collect();
+            chart = view::burn_chart(&cost, start, now, usd);
         }
         if let Some(t) = l.tokens {
             let _ = write!(line, " limit {t} tokens");
@@ -1067,21 +1063,8 @@ async fn escalations_page(
     session: &Session,
     q: EscalationQuery,
 ) -> Result<Response, ApiError> {
-    let env = q.environment.or_else(|| session.caller.environment.clone());
-    if let (Some(own), Some(asked)) = (&session.caller.environment, &env) {
-        if own != asked {
-            return Err(ApiError::Forbidden(format!(
-                "this key is limited to environment {own}"
-            )));
-        }
-    }
-    let list = escalations::list(
-        &mut *app.db.read().await?,
-        env.as_deref(),
-        q.state.as_deref(),
-        500,
-    )
-    .await?;
+    let env = crate::api_events::scoped_environment(&session.caller, q.environment.as_deref())?;
+    let list = escalations::list(&mut *app.db.read().await?, env, q.state.as_deref(), 500).await?;
     let rows = list
         .iter()
         .map(|e| EscalationRow {
@@ -1239,13 +1222,7 @@ pub(crate) async fn keys_page(
     session: &Session,
     created: Option<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if !session.is_admin() {
-        return Err(ApiError::Forbidden(
-            "only an unscoped admin key can list keys".to_owned(),
-        ));
-    }
-    let mut conn = app.db.read().await?;
-    let rows = keys::list(&mut conn)
+    let rows = crate::api_admin::list_keys_for(app, &session.caller)
         .await?
         .iter()
         .map(|k| KeyRow {
@@ -1257,7 +1234,7 @@ pub(crate) async fn keys_page(
             revoked: !k["revoked_at"].is_null(),
         })
         .collect();
-    let environments = environment_names(&mut conn).await?;
+    let environments = environment_names(&mut *app.db.read().await?).await?;
     Ok(render(&KeysPage {
         shell: Shell::new(session, "keys"),
         rows,

@@ -55,7 +55,7 @@ impl Shell {
         }
     }
 
-    /// `disabled` for a change control this session's role cannot use.
+    /// `disabled` for a change control the signed-in role cannot use.
     pub(crate) fn change_attr(&self) -> &'static str {
         if self.can_change {
             ""
@@ -74,7 +74,7 @@ impl Shell {
 }
 
 /// One gate, or one check, as a row: name, passed, what it says.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct GateRow {
     pub name: String,
     pub passed: bool,
@@ -122,7 +122,7 @@ impl GateRow {
 }
 
 /// One diagnostic as it is shown: `line 3, column 5: CODE message (expected …)`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct DiagRow {
     pub line: usize,
     pub column: usize,
@@ -180,6 +180,11 @@ struct ErrorPage<'a> {
     message: String,
     gates: Vec<GateRow>,
     diagnostics: Vec<DiagRow>,
+}
+
+/// A page's or a change's outcome: its response, or the error page for the API error behind it.
+pub(crate) fn respond(session: &Session, r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(|e| error_page(Some(session), &e))
 }
 
 /// An API error as a page: its status, code and message, and the gates or diagnostics it
@@ -241,7 +246,7 @@ pub(crate) fn requests_chart(
         since_ms,
         until_ms,
         None,
-        "requests per minute by version",
+        "requests over time by version",
     )
 }
 
@@ -296,7 +301,7 @@ pub(crate) fn line_chart(
     let y = |v: f64| H - 4.0 - v / max * (H - 12.0);
     let mut svg = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}, peak {max:.2}\">",
-        askama_escape(label)
+        escaped(label)
     );
     if let Some(l) = limit {
         let _ = write!(
@@ -313,7 +318,7 @@ pub(crate) fn line_chart(
             .iter()
             .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
             .collect();
-        let title = askama_escape(&s.legend);
+        let title = escaped(&s.legend);
         let _ = write!(
             svg,
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"><title>{title}</title></polyline>",
@@ -341,20 +346,9 @@ pub(crate) fn line_chart(
     format!("{svg}<div>{legend}</div>")
 }
 
-/// HTML-escape text placed into markup built here (templates escape on their own).
-pub(crate) fn askama_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Text HTML-escaped for markup built here, by askama's escaper (templates escape on their own).
+pub(crate) fn escaped(s: &str) -> impl std::fmt::Display + '_ {
+    askama::filters::escape(s, askama::filters::Html).unwrap_or_else(|never| match never {})
 }
 
 /// Milliseconds as `2026-12-06 14:03:07.000Z`.
@@ -365,16 +359,16 @@ pub(crate) fn when(ms: i64) -> String {
 /// Start of the UTC day and month that `now_ms` falls in.
 pub(crate) fn day_and_month_start(now_ms: i64) -> (i64, i64) {
     const DAY: i64 = 86_400_000;
-    let day = now_ms.div_euclid(DAY);
-    // Days since 1970-01-01 → civil date (Howard Hinnant's algorithm), then back for the 1st.
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    (day * DAY, (day - (d - 1)) * DAY)
+    let day = now_ms.div_euclid(DAY) * DAY;
+    // The month's first day, from the date's own `YYYY-MM`.
+    let date = crate::clock::rfc3339(day);
+    let month = date
+        .get(..7)
+        .and_then(|ym| humantime::parse_rfc3339(&format!("{ym}-01T00:00:00Z")).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(day);
+    (day, month)
 }
 
 #[cfg(test)]
@@ -395,6 +389,6 @@ mod tests {
     #[test]
     fn chart_escapes_version_names() {
         let svg = requests_chart(&[(0, "<v>".to_owned(), 3)], 0, 60_000);
-        assert!(svg.contains("&lt;v&gt;") && !svg.contains("<v>"), "{svg}");
+        assert!(svg.contains("&#60;v&#62;") && !svg.contains("<v>"), "{svg}");
     }
 }
