@@ -340,6 +340,18 @@ async fn insert_entities(
 /// Environment, pack, version, hash, span and bucket: the unit of the rollups.
 type VersionBucket<'a> = (&'a str, &'a str, &'a str, &'a str, i64, i64);
 
+/// A rollup key's values, in the order of the rollup tables' first six columns.
+fn key_binds<'a>(&(env, pack, version, hash, span, bucket): &VersionBucket<'a>) -> [Bind<'a>; 6] {
+    [
+        Bind::Text(env),
+        Bind::Text(pack),
+        Bind::Text(version),
+        Bind::Text(hash),
+        Bind::Int(span),
+        Bind::Int(bucket),
+    ]
+}
+
 async fn upsert_rollups(
     conn: &mut AnyConnection,
     events: &[&DecisionEvent],
@@ -374,14 +386,9 @@ async fn upsert_rollups(
     let rows: Vec<_> = outcomes.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut binds = Vec::with_capacity(chunk.len() * 10);
-        for (((env, pack, version, hash, span, bucket), outcome), (n, esc, cost)) in chunk {
+        for ((key, outcome), (n, esc, cost)) in chunk {
+            binds.extend(key_binds(key));
             binds.extend([
-                Bind::Text(env),
-                Bind::Text(pack),
-                Bind::Text(version),
-                Bind::Text(hash),
-                Bind::Int(*span),
-                Bind::Int(*bucket),
                 Bind::Text(outcome),
                 Bind::Int(*n),
                 Bind::Int(*esc),
@@ -400,14 +407,9 @@ async fn upsert_rollups(
     let rows: Vec<_> = entities.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut binds = Vec::with_capacity(chunk.len() * 10);
-        for (((env, pack, version, hash, span, bucket), side, entity), (n, requests)) in chunk {
+        for ((key, side, entity), (n, requests)) in chunk {
+            binds.extend(key_binds(key));
             binds.extend([
-                Bind::Text(env),
-                Bind::Text(pack),
-                Bind::Text(version),
-                Bind::Text(hash),
-                Bind::Int(*span),
-                Bind::Int(*bucket),
                 Bind::Text(side),
                 Bind::Text(entity),
                 Bind::Int(*n),
