@@ -80,6 +80,16 @@ fn verify(dir: &std::path::Path, format: crate::pack_cmds::Format) -> ExitCode {
                     "ok: {} records ({} requests, {} dropped under pressure) in {} file(s) verified {start}; last seq {}, last hash {}",
                     r.lines, r.requests, r.dropped, r.files, r.last_seq, r.last_hash
                 );
+                for g in &r.gaps {
+                    println!(
+                        "gap: {} record(s) lost before seq {} ({}:{}): {}",
+                        g.lost,
+                        g.seq,
+                        g.file.display(),
+                        g.line,
+                        g.note
+                    );
+                }
             }
             ExitCode::SUCCESS
         }

@@ -224,6 +224,12 @@ fn print_matrix(out: &Value) {
             } else {
                 detail
             };
+            let missing = g["counters"]["audit_dropped"].as_u64().unwrap_or(0);
+            let detail = if missing > 0 {
+                format!("{detail}; {missing} audit records not in the log")
+            } else {
+                detail
+            };
             let detail = crate::cp_client::printable(&detail);
             println!(
                 "{env:<10} {pack:<12} {desired:<10} {:<24} {:<9} {:<10} {detail}",

@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
         dropped_before: 0,
         record: Some(record()),
         note: None,
+        lost_before: None,
         prev_hash: GENESIS.to_owned(),
     };
     let (line, _) = seal(&body).unwrap();

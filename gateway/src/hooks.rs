@@ -222,6 +222,12 @@ pub trait Enforcement: Send + Sync + fmt::Debug + 'static {
     fn event_sink(&self) -> Option<&crate::control::events::EventSink> {
         None
     }
+
+    /// The audit log's counters, when the enforcement writes one (the agent reports records
+    /// that never reached it).
+    fn audit_stats(&self) -> Option<&crate::audit::AuditStats> {
+        None
+    }
 }
 
 /// Observes nothing.

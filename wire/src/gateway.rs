@@ -103,6 +103,8 @@ pub struct Counters {
     pub requests: u64,
     pub blocked: u64,
     pub redactions: u64,
+    /// Audit records that are not in the log: dropped under `on_queue_full: drop`, or lost to
+    /// failed writes.
     pub audit_dropped: u64,
     /// Decision events the control plane acknowledged, and those dropped (queue full, refused,
     /// undelivered at shutdown).

@@ -318,6 +318,8 @@ struct GatewayRow {
     last_report: String,
     error: String,
     events_dropped: String,
+    /// Audit records dropped under pressure or lost to failed writes.
+    audit_missing: String,
 }
 
 #[derive(Deserialize)]
@@ -357,6 +359,7 @@ async fn gateways_page(
                 last_report: String::new(),
                 error: String::new(),
                 events_dropped: String::new(),
+                audit_missing: String::new(),
             });
         }
         for g in gws {
@@ -378,6 +381,7 @@ async fn gateways_page(
                     err.to_string()
                 },
                 events_dropped: text(&g["counters"]["events_dropped"]),
+                audit_missing: text(&g["counters"]["audit_dropped"]),
             });
         }
     }

@@ -37,6 +37,10 @@ pub struct LineBody {
     /// For writer events: what happened (`started`, `recovered: discarded 31 bytes`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// On a `gap` line: records that could not be written (a failed write, a full disk) since
+    /// the previous line. The chain links over them, so a gap is told apart from a removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_before: Option<u64>,
     pub prev_hash: String,
 }
 
@@ -48,6 +52,8 @@ pub enum LineKind {
     Started,
     /// The writer found a torn tail left by a crash and cut it off before continuing.
     Recovered,
+    /// Writing resumed after failed writes; `lost_before` counts the records that were lost.
+    Gap,
 }
 
 /// Seal `body` into one line (without the trailing newline) and return it with its hash.
@@ -139,6 +145,7 @@ mod tests {
                 ..AuditRecord::default()
             }),
             note: None,
+            lost_before: None,
             prev_hash: prev.to_owned(),
         }
     }

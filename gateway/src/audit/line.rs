@@ -29,6 +29,7 @@ pub(crate) fn write(body: &LineBody, out: &mut Vec<u8>) {
         dropped_before,
         record,
         note,
+        lost_before,
         prev_hash,
     } = body;
     out.extend_from_slice(b"{\"seq\":");
@@ -42,6 +43,7 @@ pub(crate) fn write(body: &LineBody, out: &mut Vec<u8>) {
             LineKind::Request => "request",
             LineKind::Started => "started",
             LineKind::Recovered => "recovered",
+            LineKind::Gap => "gap",
         },
     );
     out.extend_from_slice(b",\"dropped_before\":");
@@ -53,6 +55,10 @@ pub(crate) fn write(body: &LineBody, out: &mut Vec<u8>) {
     if let Some(n) = note {
         out.extend_from_slice(b",\"note\":");
         string(out, n);
+    }
+    if let Some(n) = lost_before {
+        out.extend_from_slice(b",\"lost_before\":");
+        uint(out, *n);
     }
     out.extend_from_slice(b",\"prev_hash\":");
     string(out, prev_hash);
@@ -351,6 +357,7 @@ mod tests {
             Just(LineKind::Request),
             Just(LineKind::Started),
             Just(LineKind::Recovered),
+            Just(LineKind::Gap),
         ]
     }
 
@@ -363,9 +370,10 @@ mod tests {
             dropped_before in any::<u64>(),
             record in proptest::option::of(record()),
             note in proptest::option::of(text()),
+            lost_before in proptest::option::of(any::<u64>()),
             prev_hash in text(),
         ) {
-            let body = LineBody { seq, ts, kind, dropped_before, record, note, prev_hash };
+            let body = LineBody { seq, ts, kind, dropped_before, record, note, lost_before, prev_hash };
             let mut ours = Vec::new();
             write(&body, &mut ours);
             let theirs = serde_json::to_vec(&body).unwrap();
@@ -382,6 +390,7 @@ mod tests {
             dropped_before: 0,
             record: Some(AuditRecord::default()),
             note: None,
+            lost_before: None,
             prev_hash: String::new(),
         };
         let mut ours = Vec::new();

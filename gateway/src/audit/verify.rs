@@ -4,7 +4,9 @@
 //! previous one: `seq` exactly one more, `prev_hash` equal to the previous line's hash. A missing
 //! line shows as a jump in `seq`, a reordered one as `seq` going backwards; both are reported with
 //! the file and line number. The oldest remaining file may start mid-chain when retention deleted
-//! older days; the report says so rather than calling it broken.
+//! older days; the report says so rather than calling it broken. Records lost to failed writes
+//! (a full disk) are not a break either: the writer links over them with a `gap` line that
+//! counts them, and the report lists each gap.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -22,11 +24,27 @@ pub struct VerifyReport {
     pub requests: u64,
     /// Records dropped under `on_queue_full: drop`, as counted in the chain.
     pub dropped: u64,
+    /// Records lost to failed writes (a full disk), as counted by the chain's `gap` lines.
+    pub lost: u64,
+    /// Each `gap` line: where writing resumed after failed writes, and what was lost.
+    pub gaps: Vec<GapReport>,
     pub first_seq: u64,
     pub last_seq: u64,
     pub last_hash: String,
     /// False when the oldest file starts mid-chain (older days removed by retention).
     pub starts_at_genesis: bool,
+}
+
+/// Writing resumed after failed writes: the chain is whole, but `lost` records never reached it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapReport {
+    pub file: PathBuf,
+    /// 1-based line number of the `gap` line in `file`.
+    pub line: u64,
+    pub seq: u64,
+    pub lost: u64,
+    /// The writer's account: when the first failed write happened, and its error.
+    pub note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,6 +128,17 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
             }
             report.lines += 1;
             report.dropped += checked.body.dropped_before;
+            if checked.body.kind == LineKind::Gap {
+                let lost = checked.body.lost_before.unwrap_or(0);
+                report.lost += lost;
+                report.gaps.push(GapReport {
+                    file: path.clone(),
+                    line: n,
+                    seq,
+                    lost,
+                    note: checked.body.note.clone().unwrap_or_default(),
+                });
+            }
             if checked.body.kind == LineKind::Request {
                 report.requests += 1;
             }

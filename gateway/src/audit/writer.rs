@@ -46,6 +46,8 @@ pub struct AuditStats {
     pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Records that never reached the file: their write failed, or no writer was running.
+    pub lost: AtomicU64,
     pub fsyncs: AtomicU64,
 }
 
@@ -196,6 +198,9 @@ impl AuditSink {
             pending_drops: Arc::clone(&pending_drops),
             stats: Arc::clone(&stats),
             dirty_since: None,
+            file_len: 0,
+            torn: false,
+            gap: None,
         };
         let note = match &tail.discarded {
             Some((file, bytes)) => format!("recovered: discarded a torn line of {bytes} bytes at the end of {}; chain continues from seq {}", file.display(), tail.last_seq),
@@ -369,6 +374,20 @@ struct Writer {
     stats: Arc<AuditStats>,
     /// When the oldest unsynced write happened.
     dirty_since: Option<Instant>,
+    /// Length of the open file up to its last whole line.
+    file_len: u64,
+    /// A failed write left bytes after `file_len` that could not be cut off yet.
+    torn: bool,
+    /// Records lost to failed writes since the last line written.
+    gap: Option<Gap>,
+}
+
+/// Failed writes since the last successful one.
+struct Gap {
+    records: u64,
+    /// When the first of them failed.
+    since: String,
+    error: String,
 }
 
 impl Writer {
@@ -407,9 +426,8 @@ impl Writer {
                     }
                 }
                 let waited_for = batch.iter().any(|e| e.ack.is_some());
-                if let Err(e) = self.write_batch(batch, None) {
-                    tracing::error!(error = %e, "audit writer: a batch could not be written");
-                }
+                // A failure is logged (once per gap) and counted inside.
+                let _ = self.write_batch(batch, None);
                 if !waited_for && !self.fsync_every.is_zero() {
                     tokio::time::sleep(GATHER.min(self.fsync_every)).await;
                 }
@@ -419,6 +437,12 @@ impl Writer {
     }
 
     /// Seal and write `batch` (plus an optional writer event first) with one write call.
+    ///
+    /// A failed write loses the batch, never the chain: whatever part of it reached the file is
+    /// cut off again (a torn line is never glued to a later one), `seq` and `prev_hash` go back
+    /// to the last line on disk, and the lost records are counted. The first batch written after
+    /// that starts with a `gap` line carrying the count, linked to the last line on disk, so
+    /// `palisade audit verify` reports a gap after a write failure rather than tampering.
     fn write_batch(
         &mut self,
         batch: Vec<Entry>,
@@ -426,40 +450,75 @@ impl Writer {
     ) -> Result<(), AuditError> {
         let now = self.clock.now();
         let ts = humantime::format_rfc3339_millis(now).to_string();
-        self.rotate(&ts)?;
-        let mut buf = String::with_capacity(512 * (batch.len() + 1));
+        let lines = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         let mut acks = Vec::new();
-        let mut lines = 0u64;
-        if let Some((kind, note)) = event {
-            self.seal_into(&ts, kind, None, Some(note), &mut buf)?;
-        }
+        let mut records = Vec::with_capacity(batch.len());
         for e in batch {
-            self.seal_into(&ts, LineKind::Request, Some(*e.record), None, &mut buf)?;
-            lines += 1;
+            records.push(e.record);
             if let Some(a) = e.ack {
                 acks.push(a);
             }
         }
-        let result = self.append(buf.as_bytes());
-        let mut outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
-        if result.is_ok() {
-            self.stats.written.fetch_add(lines, Ordering::Relaxed);
-            if self.dirty_since.is_none() {
-                self.dirty_since = Some(Instant::now());
+        let mark = (self.seq, self.prev_hash.clone());
+        let mut drops_taken = 0;
+        let result = self.rotate(&ts).and_then(|()| {
+            let mut buf = String::with_capacity(512 * (records.len() + 2));
+            if let Some(gap) = &self.gap {
+                let note = format!(
+                    "gap: {} record(s) could not be written after a write failure at {}: {}",
+                    gap.records, gap.since, gap.error
+                );
+                let lost = Some(gap.records);
+                drops_taken +=
+                    self.seal_into(&ts, LineKind::Gap, None, Some(note), lost, &mut buf)?;
             }
-            if !acks.is_empty()
-                || self.fsync_every.is_zero()
-                || self
-                    .dirty_since
-                    .is_some_and(|t| t.elapsed() >= self.fsync_every)
-            {
-                // A waiter is told about a failed fsync too: its line may not survive a crash.
-                if let Err(e) = self.sync() {
-                    outcome = Err(e);
+            if let Some((kind, note)) = event {
+                drops_taken += self.seal_into(&ts, kind, None, Some(note), None, &mut buf)?;
+            }
+            for r in records {
+                drops_taken +=
+                    self.seal_into(&ts, LineKind::Request, Some(*r), None, None, &mut buf)?;
+            }
+            self.append(buf.as_bytes())
+        });
+        let mut outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+        match &result {
+            Ok(()) => {
+                if let Some(gap) = self.gap.take() {
+                    tracing::warn!(lost = gap.records, since = %gap.since, "audit writing resumed; the chain records the gap");
+                }
+                self.stats.written.fetch_add(lines, Ordering::Relaxed);
+                if self.dirty_since.is_none() {
+                    self.dirty_since = Some(Instant::now());
+                }
+                if !acks.is_empty()
+                    || self.fsync_every.is_zero()
+                    || self
+                        .dirty_since
+                        .is_some_and(|t| t.elapsed() >= self.fsync_every)
+                {
+                    // A waiter is told about a failed fsync too: its line may not survive a crash.
+                    if let Err(e) = self.sync() {
+                        outcome = Err(e);
+                    }
                 }
             }
-        } else {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                (self.seq, self.prev_hash) = mark;
+                // The drop counts those lines carried go to the next line that is written.
+                self.pending_drops.fetch_add(drops_taken, Ordering::Relaxed);
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.lost.fetch_add(lines, Ordering::Relaxed);
+                if self.gap.is_none() {
+                    tracing::error!(error = %e, "audit writes are failing: records are lost and counted until a write succeeds");
+                }
+                let gap = self.gap.get_or_insert_with(|| Gap {
+                    records: 0,
+                    since: ts.clone(),
+                    error: e.to_string(),
+                });
+                gap.records = gap.records.saturating_add(lines);
+            }
         }
         for a in acks {
             let _ = a.send(outcome.clone());
@@ -467,22 +526,26 @@ impl Writer {
         result
     }
 
-    /// Seal the next line of the chain and append it (with its newline) to `buf`.
+    /// Seal the next line of the chain and append it (with its newline) to `buf`; returns the
+    /// queue drops it took into `dropped_before`.
     fn seal_into(
         &mut self,
         ts: &str,
         kind: LineKind,
         record: Option<AuditRecord>,
         note: Option<String>,
+        lost_before: Option<u64>,
         buf: &mut String,
-    ) -> Result<(), AuditError> {
+    ) -> Result<u64, AuditError> {
+        let dropped_before = self.pending_drops.swap(0, Ordering::Relaxed);
         let body = LineBody {
             seq: self.seq + 1,
             ts: ts.to_owned(),
             kind,
-            dropped_before: self.pending_drops.swap(0, Ordering::Relaxed),
+            dropped_before,
             record,
             note,
+            lost_before,
             prev_hash: self.prev_hash.clone(),
         };
         let (line, hash) = seal(&body).map_err(|e| AuditError::Write(e.to_string()))?;
@@ -490,16 +553,36 @@ impl Writer {
         self.prev_hash = hash;
         buf.push_str(&line);
         buf.push('\n');
-        Ok(())
+        Ok(dropped_before)
     }
 
+    /// Append `bytes` at the end of the open file. On failure, cut the file back to where it
+    /// ended before, so a partly written batch leaves no torn line; if even that fails, nothing
+    /// more is appended to this file until the cut succeeds.
     fn append(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
         let path = files::file_for(&self.dir, &self.date);
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| AuditError::Write("no open audit file".to_owned()))?;
-        file.write_all(bytes).map_err(|e| AuditError::io(&path, e))
+        if self.torn {
+            file.set_len(self.file_len)
+                .map_err(|e| AuditError::io(&path, e))?;
+            self.torn = false;
+        }
+        match file.write_all(bytes) {
+            Ok(()) => {
+                self.file_len += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = file.set_len(self.file_len) {
+                    tracing::error!(error = %cut, path = %path.display(), "audit writer: cannot cut a partly written batch off; nothing more is appended until it can");
+                    self.torn = true;
+                }
+                Err(AuditError::io(&path, e))
+            }
+        }
     }
 
     /// fsync what was written since the last one (nothing to do when nothing was).
@@ -530,17 +613,25 @@ impl Writer {
             return Ok(());
         }
         let _ = self.sync();
+        if self.torn {
+            if let Some(old) = &self.file {
+                self.torn = old.set_len(self.file_len).is_err();
+            }
+        }
         let path = files::file_for(&self.dir, date);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| AuditError::io(&path, e))?;
+        let file_len = file.metadata().map_err(|e| AuditError::io(&path, e))?.len();
         // A new file's name must survive a machine crash as well as the lines fsynced into it.
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| AuditError::io(&self.dir, e))?;
         self.file = Some(file);
+        self.file_len = file_len;
+        self.torn = false;
         self.date = date.to_owned();
         let cutoff_time =
             self.clock.now() - Duration::from_secs(86_400 * u64::from(self.retention_days));

@@ -98,13 +98,16 @@ impl PackApplier for GatewayApplier {
     fn counters(&self) -> Counters {
         let (requests, blocked, redactions) = self.state.metrics().totals();
         let events = self.state.enforcement.event_sink().map(|s| s.stats());
+        let audit = self.state.enforcement.audit_stats();
         let load =
             |f: fn(&EventStats) -> &AtomicU64| events.map_or(0, |s| f(s).load(Ordering::Relaxed));
         Counters {
             requests,
             blocked,
             redactions,
-            audit_dropped: 0,
+            audit_dropped: audit.map_or(0, |s| {
+                s.dropped.load(Ordering::Relaxed) + s.lost.load(Ordering::Relaxed)
+            }),
             events_shipped: load(|s| &s.shipped),
             events_dropped: load(|s| &s.dropped),
         }

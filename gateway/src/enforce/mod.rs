@@ -247,6 +247,10 @@ impl Enforcement for PolicyEnforcement {
     fn event_sink(&self) -> Option<&EventSink> {
         self.inner.events.as_ref()
     }
+
+    fn audit_stats(&self) -> Option<&crate::audit::AuditStats> {
+        Some(self.inner.sinks.stats())
+    }
 }
 
 impl PolicyEnforcement {

@@ -25,7 +25,8 @@
 //! Counters (`palisade_audit_records_written_total`, `palisade_audit_records_dropped_total`,
 //! `palisade_audit_write_errors_total`) come from one [`AuditStats`] shared by every sink, so
 //! they never go down when a sink is replaced; `palisade_audit_records_lost_total` counts records
-//! that found no running writer.
+//! that never reached the log: their write failed (the chain carries a `gap` line for them once
+//! writing resumes), or they found no running writer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,15 +73,10 @@ struct Shared {
     generation: AtomicU64,
     started_once: AtomicBool,
     startup_error: ArcSwapOption<AuditStartError>,
-    lost: IntCounter,
 }
 
 impl AuditSinks {
     pub(super) fn new(clock: Arc<dyn Clock>) -> Result<Self, prometheus::Error> {
-        let lost = IntCounter::new(
-            "palisade_audit_records_lost_total",
-            "Audit records that found no running writer (start failure or after shutdown).",
-        )?;
         Ok(Self {
             inner: Arc::new(Shared {
                 clock,
@@ -90,9 +86,12 @@ impl AuditSinks {
                 generation: AtomicU64::new(0),
                 started_once: AtomicBool::new(false),
                 startup_error: ArcSwapOption::empty(),
-                lost,
             }),
         })
+    }
+
+    pub(super) fn stats(&self) -> &AuditStats {
+        &self.inner.stats
     }
 
     pub(super) fn startup_error(&self) -> Option<Arc<AuditStartError>> {
@@ -128,22 +127,22 @@ impl AuditSinks {
     /// room (see the module docs).
     pub(super) fn submit(&self, record: AuditRecord) -> Release {
         let Some(active) = self.inner.current.load_full() else {
-            self.inner.lost.inc();
+            self.inner.lost();
             tracing::error!(request_id = %record.request_id, "no audit writer is running: record lost");
             return Release::Now;
         };
         match active.sink.record_now(record) {
             Ok(Enqueued::Queued | Enqueued::Dropped) => Release::Now,
             Ok(Enqueued::Full(pending)) => {
-                let lost = self.inner.lost.clone();
+                let shared = Arc::clone(&self.inner);
                 Release::After(Box::pin(async move {
                     if pending.queue().await.is_err() {
-                        lost.inc();
+                        shared.lost();
                     }
                 }))
             }
             Err(e) => {
-                self.inner.lost.inc();
+                self.inner.lost();
                 tracing::error!(error = %e, "audit record lost");
                 Release::Now
             }
@@ -155,7 +154,7 @@ impl AuditSinks {
     /// queued if there is room, else counted as dropped and noted in the chain.
     pub(super) fn submit_durable(&self, record: AuditRecord) -> Release {
         let Some(active) = self.inner.current.load_full() else {
-            self.inner.lost.inc();
+            self.inner.lost();
             tracing::error!(request_id = %record.request_id, "no audit writer is running: record lost");
             return Release::Now;
         };
@@ -163,10 +162,10 @@ impl AuditSinks {
         let ack = match active.sink.record_now_durable(record) {
             Ok(DurablyQueued::Queued(ack)) => ack,
             Ok(DurablyQueued::Full { pending, ack }) => {
-                let lost = self.inner.lost.clone();
+                let shared = Arc::clone(&self.inner);
                 return Release::After(Box::pin(async move {
                     if pending.queue().await.is_err() {
-                        lost.inc();
+                        shared.lost();
                         tracing::error!(request_id, "audit writer stopped: record lost");
                         return;
                     }
@@ -176,7 +175,7 @@ impl AuditSinks {
                 }));
             }
             Err(e) => {
-                self.inner.lost.inc();
+                self.inner.lost();
                 tracing::error!(request_id, error = %e, "audit record lost");
                 return Release::Now;
             }
@@ -203,7 +202,6 @@ impl AuditSinks {
         &self,
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(self.inner.lost.clone()))?;
         registry.register(Box::new(StatsCollector::new(Arc::clone(
             &self.inner.stats,
         ))?))
@@ -211,6 +209,11 @@ impl AuditSinks {
 }
 
 impl Shared {
+    /// Count a record that found no running writer.
+    fn lost(&self) {
+        self.stats.lost.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn start(&self, cfg: &AuditLoggerConfig, generation: u64, first: bool) {
         match AuditSink::start_with_stats(cfg, Arc::clone(&self.clock), Arc::clone(&self.stats)) {
             Ok((sink, writer)) => {
@@ -246,6 +249,7 @@ struct StatsCollector {
     written: IntCounter,
     dropped: IntCounter,
     write_errors: IntCounter,
+    lost: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -263,7 +267,11 @@ impl StatsCollector {
             "palisade_audit_write_errors_total",
             "Failed writes or fsyncs of the audit log (each may hold a batch of records).",
         )?;
-        let descs = [&written, &dropped, &write_errors]
+        let lost = IntCounter::new(
+            "palisade_audit_records_lost_total",
+            "Audit records that never reached the log: their write failed (a full disk), or no writer was running.",
+        )?;
+        let descs = [&written, &dropped, &write_errors, &lost]
             .into_iter()
             .flat_map(|c| c.desc())
             .cloned()
@@ -273,6 +281,7 @@ impl StatsCollector {
             written,
             dropped,
             write_errors,
+            lost,
             descs,
         })
     }
@@ -288,6 +297,7 @@ impl Collector for StatsCollector {
             (&self.written, &self.stats.written),
             (&self.dropped, &self.stats.dropped),
             (&self.write_errors, &self.stats.write_errors),
+            (&self.lost, &self.stats.lost),
         ];
         let mut out = Vec::with_capacity(pairs.len());
         for (counter, value) in pairs {
