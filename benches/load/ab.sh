@@ -7,6 +7,10 @@
 #   EVENTS_SIDE=B benches/load/ab.sh bin bin 6 16      # B runs under a control plane, shipping
 #                                                      # one decision event per request
 #   EVENTS_SIDE=AB benches/load/ab.sh old new 6 16     # both ship: the cost of shipping, A/B
+#   ARGS_B="--otlp-endpoint {mock}" benches/load/ab.sh bin bin 8 16
+#                                                      # extra gateway arguments of one side;
+#                                                      # {mock} is the mock's URL, which is also
+#                                                      # an OTLP/HTTP sink: the cost of traces
 #
 # Prints one line per measurement (A = first binary, B = second: RPS, p50 ms, p99 ms, gateway
 # CPU µs per request, non-2xx count) and the means. Build both binaries first, e.g.
@@ -63,8 +67,11 @@ for side in A B; do
     PALISADE_GATEWAY_KEY=$GW_KEY "$bin" gateway --control-plane "$CP_URL" --pack "bench-${side,,}" -e dev \
       --listen 127.0.0.1:0 --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
   else
+    extra_var=ARGS_$side
+    read -r -a extra <<<"${!extra_var:-}"
+    extra=("${extra[@]//\{mock\}/$MOCK_URL}")
     "$bin" gateway --pack "$OUT/$side.yaml" --environment dev --listen 127.0.0.1:0 \
-      --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
+      --state-dir "$OUT/state-$side" "${extra[@]}" >"$OUT/$side.out" 2>"$OUT/$side.err" &
   fi
   PID[$side]=$! ; PIDS+=("$!")
   URL[$side]=$(url_of "$OUT/$side.out")
@@ -91,6 +98,7 @@ for side in A B; do
     echo "events of $side: $(curl -s "${URL[$side]}/status" | grep -o '"events":{[^}]*}')"
   fi
 done
+[ -n "${ARGS_A:-}${ARGS_B:-}" ] && echo "mock: $(curl -s "$MOCK_URL/mock/stats")"
 awk '{rps[$1] += $2; cpu[$1] += $5; n[$1]++}
   END {for (k in n) printf "%s mean: rps=%.0f cpu_us_per_req=%.1f (%d measurements)\n", k, rps[k] / n[k], cpu[k] / n[k], n[k]}' \
   "$OUT/results.txt" | sort

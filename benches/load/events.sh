@@ -16,13 +16,17 @@ OUT=$(mktemp -d /tmp/palisade-events.XXXXXX)
 chmod 755 "$OUT"
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
+# The store runs to gigabytes: remove it once the processes are stopped (KEEP=1 keeps it).
+trap 'cleanup; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
 export PALISADE_ADMIN_KEY=pal_bench_admin_key_0123456789
 case "$BACKEND" in
   sqlite) DB=$OUT/cp.db ;;
   postgres)
     PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    RUN=(); [ "$(id -u)" = 0 ] && RUN=(runuser -u postgres --)
+    RUN=()
+    # As root, the cluster runs as the postgres user, which must own its directories.
+    if [ "$(id -u)" = 0 ]; then RUN=(runuser -u postgres --); chown postgres "$OUT"; fi
     "${RUN[@]}" "$PGBIN/initdb" -D "$OUT/pg" -U postgres --auth=trust >/dev/null
     "${RUN[@]}" "$PGBIN/postgres" -D "$OUT/pg" -p "$PORT" -k "$OUT" -c listen_addresses=127.0.0.1 \
       -c fsync=on -c synchronous_commit=on >"$OUT/pg.log" 2>&1 &

@@ -83,6 +83,8 @@ pub struct RequestMeta {
     /// Time spent waiting for the provider: until the whole answer for JSON, until the
     /// response head for a stream (`None`: never called).
     pub upstream_time: Option<std::time::Duration>,
+    /// The request's OpenTelemetry span, when traces are exported; ended with the outcome.
+    pub(crate) trace: Option<crate::otel::RequestTrace>,
 }
 
 /// What an `Enforcement` returns from `admit`: the [`Permit`] the request then owns (a budget
@@ -285,6 +287,9 @@ impl Outcome {
     /// Report the delivered answer; await the [`Release`] before the response's end goes out.
     pub(crate) fn settle(mut self, settled: &Settled) -> Release {
         self.done = true;
+        if let Some(t) = self.meta.trace.take() {
+            t.end(&self.meta, crate::otel::Ended::Settled(settled));
+        }
         let admission = self.admission.take().unwrap_or_default();
         self.enforcement.settled(&self.meta, admission, settled)
     }
@@ -292,6 +297,9 @@ impl Outcome {
     /// Report a failure; await the [`Release`] before a response that is still sent.
     pub(crate) fn fail(mut self, failure: &Failure<'_>) -> Release {
         self.done = true;
+        if let Some(t) = self.meta.trace.take() {
+            t.end(&self.meta, crate::otel::Ended::Failed(failure));
+        }
         let admission = self.admission.take();
         self.enforcement.failed(&self.meta, admission, failure)
     }
@@ -303,6 +311,9 @@ impl Drop for Outcome {
             let failure = Failure::Cancelled {
                 mid_stream: self.mid_stream,
             };
+            if let Some(t) = self.meta.trace.take() {
+                t.end(&self.meta, crate::otel::Ended::Failed(&failure));
+            }
             let admission = self.admission.take();
             // Nobody is left to answer: the release is not waited for (see `Release`).
             drop(self.enforcement.failed(&self.meta, admission, &failure));

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod metrics;
 mod openai;
 mod ops;
+pub mod otel;
 pub mod pack;
 pub mod policy;
 mod proxy;
@@ -92,6 +93,8 @@ pub struct GatewayConfig {
     /// The pack is supplied from outside (the control-plane agent): no file is read or watched,
     /// and the gateway starts not ready until the first pack is applied. `pack_path` is unused.
     pub managed: bool,
+    /// Export a trace span per API request over OTLP (`None`: off).
+    pub otlp: Option<otel::OtlpConfig>,
 }
 
 impl GatewayConfig {
@@ -113,6 +116,7 @@ impl GatewayConfig {
             reload_debounce: Duration::from_millis(250),
             watch: true,
             managed: false,
+            otlp: None,
         }
     }
 }
@@ -137,6 +141,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error(transparent)]
+    Otlp(#[from] otel::OtlpError),
     #[error("cannot listen on {addr} for /status and /metrics (--admin-listen): {source}")]
     BindAdmin {
         addr: SocketAddr,
@@ -209,6 +215,11 @@ impl Gateway {
             config.limits,
         );
         state.ops_on_public = admin_addr.is_none();
+        state.traces = config.otlp.as_ref().map(otel::Traces::start).transpose()?;
+        if let Some(t) = &state.traces {
+            t.register(state.metrics.registry())
+                .map_err(metrics::MetricsError::from)?;
+        }
         let state = Arc::new(state);
         let admin = match admin_addr {
             Some(addr) => {
@@ -274,8 +285,18 @@ impl Gateway {
             let h = tokio::spawn(admin::serve(listener, Arc::clone(&self.state)));
             AbortOnDrop(h)
         });
+        let state = Arc::clone(&self.state);
         self.serve(shutdown).await;
         drop(admin);
+        // Export the spans of the drained requests; the SDK's shutdown blocks.
+        if state.traces.is_some() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(t) = &state.traces {
+                    t.shutdown();
+                }
+            })
+            .await;
+        }
     }
 
     async fn serve(self, shutdown: impl Future<Output = ()>) {

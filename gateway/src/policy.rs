@@ -69,6 +69,9 @@ pub(crate) enum Verdict {
 pub(crate) struct Answer<'a> {
     #[serde(borrow, default)]
     pub(crate) usage: Option<&'a RawValue>,
+    /// Read for the trace's finish reasons only (borrowed: skipping it costs the same).
+    #[serde(borrow, default)]
+    pub(crate) choices: Option<&'a RawValue>,
 }
 
 /// Scan every string of a request body that can carry text, at any depth and in any shape

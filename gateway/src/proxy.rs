@@ -226,9 +226,13 @@ async fn forward<'p>(
     let mut splice = Splice::default();
     let record_text = records_text(pack);
     if let Some(det) = detector {
+        let timed = o.meta.trace.is_some().then(Instant::now);
         let scanned = policy::scan_request(det, &body, record_text)
             .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
         count_scan(state, det, "request", &scanned, Some("pass"));
+        if let (Some(t), Some(from)) = (&mut o.meta.trace, timed) {
+            t.mark(crate::otel::Decision::RequestScan, from);
+        }
         o.meta.pii_request = Some(scanned.report);
         o.meta.redacted_request = scanned.text;
         match scanned.verdict {
@@ -244,7 +248,12 @@ async fn forward<'p>(
     }
     let stream = o.meta.stream;
     o.meta.model = Some(model_route.clone().into_owned());
-    let advice = o.admit().await.map_err(ApiError::Rejected)?;
+    let timed = o.meta.trace.is_some().then(Instant::now);
+    let admitted = o.admit().await;
+    if let (Some(t), Some(from)) = (&mut o.meta.trace, timed) {
+        t.mark(crate::otel::Decision::Budget, from);
+    }
+    let advice = admitted.map_err(ApiError::Rejected)?;
     let budget_headers = BudgetHeaders::new(&model_route.name, &advice);
     let model_route = match advice.model_override.as_deref() {
         Some(to) if to != model_route.name => {
@@ -275,9 +284,19 @@ async fn forward<'p>(
         ))
     })?;
 
+    let traceparent = o.meta.trace.as_mut().map(|t| {
+        t.served(&upstream.name, &model_route.upstream_model);
+        t.traceparent().clone()
+    });
     let sent = Instant::now();
     let resp = upstream
-        .send(Method::POST, route, Some(upstream_body), accept.as_ref())
+        .send(
+            Method::POST,
+            route,
+            Some(upstream_body),
+            accept.as_ref(),
+            traceparent.as_ref(),
+        )
         .await;
     let upstream_head = sent.elapsed();
     state
@@ -384,6 +403,9 @@ fn finish_json(
         .ok()
         .and_then(|a| a.usage)
         .and_then(crate::openai::parse_usage_raw);
+    if let (Some(t), Ok(Some(choices))) = (&mut meta.trace, peek.as_ref().map(|a| a.choices)) {
+        t.finish_reasons_from(choices);
+    }
     let Some(det) = detector else {
         return Ok((answer, usage));
     };
@@ -399,7 +421,11 @@ fn finish_json(
     if peek.is_err() {
         serde_json::from_slice::<serde::de::IgnoredAny>(&answer).map_err(unscannable)?;
     }
+    let timed = meta.trace.is_some().then(Instant::now);
     let scanned = policy::scan_response(det, &answer, record_text).map_err(unscannable)?;
+    if let (Some(t), Some(from)) = (&mut meta.trace, timed) {
+        t.mark(crate::otel::Decision::ResponseScan, from);
+    }
     count_scan(state, det, "response", &scanned, None);
     meta.pii_response = Some(scanned.report);
     meta.redacted_response = scanned.text;

@@ -106,6 +106,10 @@ async fn serve_api(
         redacted_request: None,
         redacted_response: None,
         upstream_time: None,
+        trace: state
+            .traces
+            .as_ref()
+            .map(|t| t.begin(req.headers(), started)),
     };
     let outcome = Outcome::new(Arc::clone(&state.enforcement), meta);
     let mut model_label = "other";

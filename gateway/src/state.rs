@@ -58,6 +58,8 @@ pub struct GatewayState {
     id_counter: AtomicU64,
     /// Whether `/status` and `/metrics` answer on the public listener (see `admin`).
     pub(crate) ops_on_public: bool,
+    /// The OTLP trace exporter, when traces are exported.
+    pub(crate) traces: Option<crate::otel::Traces>,
 }
 
 impl GatewayState {
@@ -79,6 +81,7 @@ impl GatewayState {
             id_seed: random_seed(),
             id_counter: AtomicU64::new(0),
             ops_on_public: true,
+            traces: None,
         }
     }
 

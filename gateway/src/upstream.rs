@@ -285,6 +285,7 @@ impl Upstream {
         route: ApiRoute,
         body: Option<Bytes>,
         accept: Option<&HeaderValue>,
+        traceparent: Option<&HeaderValue>,
     ) -> Result<http::Response<UpstreamBody>, ApiError> {
         // HTTP/1 over a connection: origin-form target, and the host as a header.
         let has_body = body.is_some();
@@ -302,6 +303,12 @@ impl Upstream {
         }
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
+        }
+        if let Some(tp) = traceparent {
+            headers.insert(
+                http::header::HeaderName::from_static("traceparent"),
+                tp.clone(),
+            );
         }
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
         // first and is reported as such.

@@ -94,6 +94,24 @@ pub async fn post(c: &TestClient, url: &str, body: &Value, auth: Option<&str>) -
     collect(send(c, "POST", url, Some(body.to_string().as_bytes()), auth).await).await
 }
 
+/// A JSON POST with extra request headers.
+pub async fn post_with_headers(
+    c: &TestClient,
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut b = Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    collect(c.request(req).await.unwrap()).await
+}
+
 pub async fn get(c: &TestClient, url: &str) -> Reply {
     collect(send(c, "GET", url, None, None).await).await
 }

@@ -1,7 +1,8 @@
 //! Real parts for tests: `redis-server` and PostgreSQL started on free loopback ports in
 //! temporary directories, stopped when their guard drops; the one mock LLM provider (`mock`,
 //! the only part that is not real, because no provider is reachable from a test) and a small
-//! HTTP client (`client`).
+//! HTTP client (`client`), and an OTLP trace receiver built from the official protobuf
+//! definitions (`otlp`).
 //!
 //! Tests never use fixed ports: a port is taken from the kernel (bind to port 0, read it, close),
 //! and because another process may grab it before the server binds, starting retries on a new
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod mock;
+pub mod otlp;
 mod postgres;
 mod redis;
 

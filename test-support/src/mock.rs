@@ -68,6 +68,8 @@ impl Default for Behaviour {
 pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
+    /// The W3C trace context the gateway sent, if any.
+    pub traceparent: Option<String>,
     pub body: Value,
     /// The body's bytes as they arrived (`body` is `null` when they are not JSON `serde_json`
     /// reads, e.g. with a lone surrogate escape).
@@ -161,6 +163,11 @@ async fn handle(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let is_get = req.method() == hyper::Method::GET;
     let bytes = crate::client::read_body(req.into_body()).await;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -174,6 +181,7 @@ async fn handle(
     shared.received.lock().await.push(Received {
         path: path.clone(),
         authorization,
+        traceparent,
         body: body.clone(),
         raw: bytes.clone(),
     });

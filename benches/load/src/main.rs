@@ -5,7 +5,8 @@
 //! `"stream": true`, an SSE stream: a role chunk, `MOCK_CHUNKS` content chunks, a finish
 //! chunk, the usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
 //! `GET /mock/stats` returns request counters so the driver can check that every client
-//! request reached the provider exactly once. It runs on one thread (`MOCK_THREADS`=1 by
+//! request reached the provider exactly once. `POST /v1/traces` is an OTLP/HTTP sink (it
+//! counts the bytes and answers 200), for gateways exporting traces in `ab.sh`. It runs on one thread (`MOCK_THREADS`=1 by
 //! default) so it leaves the second core to the gateway and wrk, and it prints its bound
 //! address on stdout (`MOCK_ADDR`, default `127.0.0.1:0`). Not a test fixture: the tests have
 //! their own recording mock in `gateway/tests/support/mock.rs`.
@@ -41,6 +42,8 @@ type RespBody = Either<Full<Bytes>, Either<QueueBody, PacedBody>>;
 struct Stats {
     chat: AtomicU64,
     stream: AtomicU64,
+    /// OTLP/HTTP bytes received on `/v1/traces`.
+    trace_bytes: AtomicU64,
 }
 
 /// Pre-built SSE frames, yielded one by one.
@@ -164,8 +167,24 @@ async fn handle(
 ) -> Result<Response<RespBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() == Method::GET && path == "/mock/stats" {
-        let v = json!({"chat": st.chat.load(Relaxed), "stream": st.stream.load(Relaxed)});
+        let v = json!({"chat": st.chat.load(Relaxed), "stream": st.stream.load(Relaxed), "trace_bytes": st.trace_bytes.load(Relaxed)});
         return Ok(json_resp(StatusCode::OK, &v));
+    }
+    if req.method() == Method::POST && path == "/v1/traces" {
+        // An OTLP/HTTP sink for gateways that export traces: read and count, answer with an
+        // empty (valid) ExportTraceServiceResponse.
+        #[expect(clippy::disallowed_methods, reason = "bounded by Limited")]
+        let n = Limited::new(req.into_body(), 16 << 20)
+            .collect()
+            .await
+            .map_or(0, |b| b.to_bytes().len());
+        st.trace_bytes.fetch_add(n as u64, Relaxed);
+        let mut r: Response<RespBody> = Response::new(Either::Left(Full::new(Bytes::new())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/x-protobuf"),
+        );
+        return Ok(r);
     }
     if req.method() != Method::POST || !path.ends_with("/chat/completions") {
         let v =

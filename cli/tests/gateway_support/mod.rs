@@ -55,6 +55,16 @@ impl GatewayProcess {
     /// Start `palisade gateway --pack PACK --environment dev --listen 127.0.0.1:0 EXTRA...` and
     /// read the bound address from its first stdout line.
     pub fn start(pack: &Path, log_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(pack, log_dir, extra, &[])
+    }
+
+    /// [`GatewayProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        pack: &Path,
+        log_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let stderr_path = log_dir.join(format!("gateway-{}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
@@ -66,6 +76,7 @@ impl GatewayProcess {
             .current_dir(log_dir)
             .env("PALISADE_TEST_PROVIDER_KEY", PROVIDER_KEY)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::framing::{
-    data_lines, event_end, has_usage_object, normalize_lone_cr, Data, DONE, MAX_EVENT_BYTES,
+    data_lines, event_end, has_finish_reason, has_usage_object, normalize_lone_cr, Data, DONE,
+    MAX_EVENT_BYTES,
 };
 use crate::json_splice::{self, Objects, Splice};
 use crate::openai::{parse_usage_raw, Usage};
@@ -95,6 +96,10 @@ pub(crate) struct SseProcessor<'d> {
     /// The `[DONE]` event has been processed (only tracked with `watch_done`, or when it came
     /// through the slow path).
     pub(crate) done_seen: bool,
+    /// Collect the choices' finish reasons (for the request's trace span): events that carry
+    /// one leave the fast path.
+    pub(crate) watch_finish: bool,
+    pub(crate) finish_reasons: Vec<String>,
     /// Per choice, the text the caller received, for the audit record (`None`: not collected).
     pub(crate) texts: Option<Vec<RecordedText>>,
     /// Whether the stream's first bytes were looked at for a byte-order mark.
@@ -118,6 +123,8 @@ impl<'d> SseProcessor<'d> {
             finished: false,
             watch_done: false,
             done_seen: false,
+            watch_finish: false,
+            finish_reasons: Vec::new(),
             texts: None,
             started: false,
             cr_checked: 0,
@@ -150,6 +157,24 @@ impl<'d> SseProcessor<'d> {
         texts[index].push(text);
     }
 
+    /// The finish reasons of a chunk's choices (an unreadable chunk adds none).
+    fn read_finish_reasons(&mut self, data: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Choice {
+            #[serde(default)]
+            finish_reason: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Chunk {
+            #[serde(default)]
+            choices: Vec<Choice>,
+        }
+        if let Ok(c) = serde_json::from_slice::<Chunk>(data) {
+            self.finish_reasons
+                .extend(c.choices.into_iter().filter_map(|c| c.finish_reason));
+        }
+    }
+
     /// The response-side PII result, when the stream was scanned.
     pub(crate) fn report(&self) -> Option<crate::policy::PiiReport> {
         let d = self.detector?;
@@ -166,6 +191,7 @@ impl<'d> SseProcessor<'d> {
             && data.ends_with(b"\n\n")
             && !has_usage_object(&data)
             && !(self.watch_done && DONE.find(&data).is_some())
+            && !(self.watch_finish && has_finish_reason(&data))
         {
             return Ok(data);
         }
@@ -238,6 +264,9 @@ impl<'d> SseProcessor<'d> {
             out.extend_from_slice(event);
             self.done_seen = true;
             return Ok(());
+        }
+        if self.watch_finish && has_finish_reason(data) {
+            self.read_finish_reasons(data);
         }
         let may_have_usage = has_usage_object(data);
         if self.detector.is_none() && !may_have_usage {

@@ -21,12 +21,24 @@ pub(super) fn has_usage_object(data: &[u8]) -> bool {
     })
 }
 
+/// Whether a `"finish_reason"` key with a string value occurs (not `null`, which chat chunks
+/// carry until the last one).
+pub(super) fn has_finish_reason(data: &[u8]) -> bool {
+    FINISH_KEY.find_iter(data).any(|i| {
+        let rest = data[i + 15..].trim_ascii_start();
+        rest.strip_prefix(b":")
+            .is_some_and(|r| r.trim_ascii_start().starts_with(b"\""))
+    })
+}
+
 /// Searchers for the fixed needles, built once: `memmem::find` builds one per call, which was
 /// ~0.7 % of a streamed request's CPU (several calls per event).
 pub(super) static DONE: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"[DONE]"));
 static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+static FINISH_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"finish_reason\""));
 
 /// End of the first complete event (after its blank line: `\n\n` or `\r\n\r\n`), in one pass
 /// over the line feeds. The first line feed that ends a `\r\n\r\n` or starts a `\n\n` gives

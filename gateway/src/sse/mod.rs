@@ -103,6 +103,7 @@ pub(crate) fn relay(
         if hold_end {
             proc.watch_done = true;
         }
+        proc.watch_finish = outcome.meta.trace.is_some();
         if record_text && detector.is_some() {
             proc.texts = Some(Vec::new());
         }
@@ -110,6 +111,7 @@ pub(crate) fn relay(
         // The chunk loop runs outside the request's span (entering it on every poll costs a
         // microsecond or more per stream); the end of the stream, which settles and logs, runs
         // inside it.
+        let pumped_from = std::time::Instant::now();
         let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
         async move {
         if let Some(report) = proc.report() {
@@ -121,6 +123,15 @@ pub(crate) fn relay(
             }
             outcome.meta.redacted_response = proc.recorded_text(&report);
             outcome.meta.pii_response = Some(report);
+        }
+        if let Some(t) = &mut outcome.meta.trace {
+            if detector.is_some() {
+                // The answer was scanned as it streamed.
+                t.mark(crate::otel::Decision::ResponseScan, pumped_from);
+            }
+            for r in proc.finish_reasons.drain(..) {
+                t.finish_reason(&r);
+            }
         }
         match result {
             Pump::Done => {
