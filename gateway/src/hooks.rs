@@ -84,7 +84,8 @@ pub struct RequestMeta {
     /// response head for a stream (`None`: never called).
     pub upstream_time: Option<std::time::Duration>,
     /// The request's OpenTelemetry span, when traces are exported; ended with the outcome.
-    pub(crate) trace: Option<crate::otel::RequestTrace>,
+    /// Boxed: the meta moves with the request, and a pointer keeps it small when traces are off.
+    pub(crate) trace: Option<Box<crate::otel::RequestTrace>>,
 }
 
 /// What an `Enforcement` returns from `admit`: the [`Permit`] the request then owns (a budget

@@ -134,7 +134,7 @@ impl Traces {
 
     /// Start a request's span, continuing the caller's trace when `headers` carry a valid
     /// `traceparent`.
-    pub(crate) fn begin(&self, headers: &HeaderMap, started: Instant) -> RequestTrace {
+    pub(crate) fn begin(&self, headers: &HeaderMap, started: Instant) -> Box<RequestTrace> {
         let parent = headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
@@ -151,7 +151,7 @@ impl Traces {
             .start_with_context(&self.tracer, &parent);
         let sc = span.span_context().clone();
         let traceparent = traceparent(&sc);
-        RequestTrace {
+        Box::new(RequestTrace {
             span,
             context: sc,
             tracer: self.tracer.clone(),
@@ -161,7 +161,7 @@ impl Traces {
             served: None,
             finish_reasons: Vec::new(),
             marks: Marks::default(),
-        }
+        })
     }
 
     /// Export what is queued and stop the export threads. Blocking: call it off the serving
@@ -479,7 +479,7 @@ impl RequestTrace {
 
     /// Set the span's attributes from how the request ended, add a child span per policy
     /// decision, and end it.
-    pub(crate) fn end(mut self, meta: &RequestMeta, ended: Ended<'_>) {
+    pub(crate) fn end(mut self: Box<Self>, meta: &RequestMeta, ended: Ended<'_>) {
         // Not sampled (`OTEL_TRACES_SAMPLER`): nothing is recorded, nor are its children.
         if !self.span.is_recording() {
             return;
