@@ -290,6 +290,51 @@ async fn a_streamed_refusal_and_reasoning_are_scanned_across_chunks() {
 }
 
 #[tokio::test]
+async fn streamed_tool_call_arguments_are_scanned_across_chunks() {
+    let (mock, gw) = setup("redact").await;
+    let c = client::client();
+    let ask = chat("gpt-4o-mini", "send it", true);
+    let (a, b) = EMAIL.split_at(6);
+    let args = |call: u32, text: &str| {
+        let text = serde_json::to_string(text).unwrap();
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{call},\"function\":{{\"arguments\":{text}}}}}]}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let raw = [
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"send_mail\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n".to_owned(),
+        args(0, &format!("{{\"to\": \"{a}")),
+        args(0, &format!("{b}\", \"cc\": \"{a}")),
+        args(0, b),
+        args(0, "\"}"),
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    mock.set(|m| m.raw_stream = Some(raw.clone().into_bytes()))
+        .await;
+    let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
+    assert_eq!(r.status, 200);
+    let out = r.text();
+    assert!(!out.contains(EMAIL) && !out.contains(b), "{out}");
+    // The caller's accumulated arguments are the redacted JSON, still JSON.
+    let arguments: String = client::sse_data(&out)
+        .iter()
+        .filter(|d| d.as_str() != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    let parsed: serde_json::Value = serde_json::from_str(&arguments).unwrap();
+    assert_eq!(parsed["to"], "[EMAIL_1]", "{arguments}");
+    assert_eq!(parsed["cc"], "[EMAIL_1]", "{arguments}");
+    assert!(out.contains("\"name\":\"send_mail\""), "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_answer_the_scan_cannot_read_is_refused_not_passed_unscanned() {
     let (mock, gw) = setup("redact").await;
     let c = client::client();

@@ -44,6 +44,8 @@ struct StreamChoice<'a> {
 #[derive(Deserialize)]
 struct Delta<'a> {
     #[serde(borrow, default)]
+    tool_calls: Present<'a>,
+    #[serde(borrow, default)]
     content: Present<'a>,
     #[serde(borrow, default)]
     refusal: Present<'a>,
@@ -52,6 +54,25 @@ struct Delta<'a> {
     #[serde(borrow, default)]
     reasoning: Present<'a>,
 }
+
+/// One streamed tool call of a chat delta: `{"index": k, "function": {"arguments": "…"}}`.
+#[derive(Deserialize)]
+struct ToolCallPeek<'a> {
+    #[serde(borrow, default)]
+    index: Present<'a>,
+    #[serde(borrow, default)]
+    function: Present<'a>,
+}
+
+#[derive(Deserialize)]
+struct FunctionPeek<'a> {
+    #[serde(borrow, default)]
+    arguments: Present<'a>,
+}
+
+/// Most tool calls per choice whose arguments get a redactor each; a call beyond this fails the
+/// stream rather than pass unscanned.
+const MAX_TOOL_CALLS: usize = 128;
 
 /// The streamed text fields of a chat delta, each with its own redactor per choice (a finding
 /// split across chunks is found in any of them): the answer, a refusal, and the reasoning text
@@ -88,6 +109,8 @@ pub(crate) struct SseProcessor<'d> {
     pending: BytesMut,
     /// Per choice, one redactor per [`TEXT_FIELDS`] entry.
     redactors: Vec<[Option<StreamRedactor<'d>>; 4]>,
+    /// Per choice, one redactor per streamed tool call (its `function.arguments`, by index).
+    tool_redactors: Vec<Vec<Option<StreamRedactor<'d>>>>,
     session: RedactionSession,
     pub(crate) usage: Option<Usage>,
     finished: bool,
@@ -118,6 +141,7 @@ impl<'d> SseProcessor<'d> {
             wants_usage,
             pending: BytesMut::new(),
             redactors: Vec::new(),
+            tool_redactors: Vec::new(),
             session: RedactionSession::default(),
             usage: None,
             finished: false,
@@ -299,7 +323,7 @@ impl<'d> SseProcessor<'d> {
         let mut splice = Splice::default();
         if self.detector.is_some() {
             let withheld = self
-                .redact_chunk(event, chunk.choices.as_ref(), &mut splice)
+                .redact_chunk(event, chunk.choices.as_ref(), &mut splice, out)
                 .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
             if withheld && chunk.usage.is_none() {
                 // Its only text is held back (a word a later chunk may still turn into a
@@ -326,6 +350,7 @@ impl<'d> SseProcessor<'d> {
         event: &[u8],
         choices: Option<&Objects<StreamChoice<'_>>>,
         splice: &mut Splice,
+        before: &mut BytesMut,
     ) -> Result<bool, serde_json::Error> {
         let (Some(detector), Some(choices)) = (self.detector, choices) else {
             return Ok(false);
@@ -350,14 +375,19 @@ impl<'d> SseProcessor<'d> {
             }
             let finishing = c.finish_reason.0.is_some_and(|f| f.get() != "null");
             // Where the text lives: `text` (completions) or the delta's text fields (chat).
-            let (slots, holder) = match c.text.0 {
-                Some(t) => ([Some(t), None, None, None], None),
+            let (slots, holder, tool_calls) = match c.text.0 {
+                Some(t) => ([Some(t), None, None, None], None, None),
                 None => {
-                    let Some(delta) = c.delta.0 else { continue };
+                    let Some(delta) = c.delta.0 else {
+                        if finishing {
+                            self.finish_tool_calls(index, before);
+                        }
+                        continue;
+                    };
                     let Some(d) = json_splice::object::<Delta<'_>>(delta)? else {
                         continue;
                     };
-                    (d.fields(), Some(delta))
+                    (d.fields(), Some(delta), d.tool_calls.0)
                 }
             };
             for (field, slot) in slots.into_iter().enumerate() {
@@ -428,8 +458,103 @@ impl<'d> SseProcessor<'d> {
                     _ => {}
                 }
             }
+            if holder.is_some() {
+                self.redact_tool_calls(event, index, tool_calls, finishing, splice, before)?;
+            }
         }
         Ok(withheld)
+    }
+
+    /// Run each streamed tool call's `function.arguments` (`calls`: the delta's `tool_calls`)
+    /// through its own redactor (a value
+    /// split across chunks is found); the released text replaces the piece in place (an empty
+    /// string while it is held). When the choice finishes, what a call still holds goes out in
+    /// a chunk of its own, written to `before` (ahead of the finishing chunk).
+    fn redact_tool_calls(
+        &mut self,
+        event: &[u8],
+        index: usize,
+        calls: Option<&RawValue>,
+        finishing: bool,
+        splice: &mut Splice,
+        before: &mut BytesMut,
+    ) -> Result<(), serde_json::Error> {
+        let Some(detector) = self.detector else {
+            return Ok(());
+        };
+        let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
+        if self.tool_redactors.len() <= index {
+            self.tool_redactors.resize_with(index + 1, Vec::new);
+        }
+        if let Some(raw) = calls.filter(|r| r.get().starts_with('[')) {
+            let list: Objects<ToolCallPeek<'_>> = serde_json::from_str(raw.get())?;
+            for call in &list.0 {
+                let k = call
+                    .index
+                    .0
+                    .and_then(|i| serde_json::from_str::<u64>(i.get()).ok())
+                    .and_then(|i| usize::try_from(i).ok())
+                    .unwrap_or(0);
+                let Some(args) = call
+                    .function
+                    .0
+                    .map(json_splice::object::<FunctionPeek<'_>>)
+                    .transpose()?
+                    .flatten()
+                    .and_then(|f| f.arguments.0)
+                else {
+                    continue;
+                };
+                let Some(original) = json_splice::string(args) else {
+                    continue;
+                };
+                if k >= MAX_TOOL_CALLS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_TOOL_CALLS} tool calls in one choice"
+                    )));
+                }
+                let calls = &mut self.tool_redactors[index];
+                if calls.len() <= k {
+                    calls.resize_with(k + 1, || None);
+                }
+                let redactor = calls[k].get_or_insert_with(|| detector.stream());
+                let mut text = String::new();
+                redactor.push(&original, &mut self.session, &mut text);
+                if finishing {
+                    redactor.finish(&mut self.session, &mut text);
+                    calls[k] = None;
+                }
+                if log_only || original == text.as_str() {
+                    continue;
+                }
+                let at = json_splice::span(event, args).ok_or_else(|| {
+                    serde::de::Error::custom("tool call arguments lost their place")
+                })?;
+                splice.replace_string(at, &text);
+            }
+        }
+        if finishing {
+            self.finish_tool_calls(index, before);
+        }
+        Ok(())
+    }
+
+    /// Choice `index` finished: what its tool calls still hold goes out, a chunk per call.
+    fn finish_tool_calls(&mut self, index: usize, out: &mut BytesMut) {
+        let log_only = self
+            .detector
+            .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log);
+        let Some(calls) = self.tool_redactors.get_mut(index) else {
+            return;
+        };
+        for (k, slot) in calls.iter_mut().enumerate() {
+            let Some(mut r) = slot.take() else { continue };
+            let mut text = String::new();
+            r.finish(&mut self.session, &mut text);
+            if !log_only && !text.is_empty() {
+                write_event(&tool_call_chunk(index, k, text), out);
+            }
+        }
     }
 
     /// Emit what every redactor still holds, as one extra chunk per choice.
@@ -463,7 +588,22 @@ impl<'d> SseProcessor<'d> {
                 write_event(&chunk, out);
             }
         }
+        for index in 0..self.tool_redactors.len() {
+            self.finish_tool_calls(index, out);
+        }
     }
+}
+
+/// A chunk that carries the rest of tool call `k`'s arguments for choice `index`.
+fn tool_call_chunk(index: usize, k: usize, arguments: String) -> Value {
+    serde_json::json!({
+        "object": "chat.completion.chunk",
+        "choices": [{
+            "index": index,
+            "delta": {"tool_calls": [{"index": k, "function": {"arguments": arguments}}]},
+            "finish_reason": null,
+        }],
+    })
 }
 
 /// Whether a delta object has no key but `content` (no role, tool calls or refusal to keep).
@@ -818,6 +958,60 @@ mod tests {
                 let text: String = picks.iter().filter(|(f, _)| *f == field).map(|&(_, p)| PIECES[p]).collect();
                 let expected = det.redact(&text, &mut RedactionSession::default()).into_owned();
                 prop_assert_eq!(unnumbered(&streamed), unnumbered(&expected), "field {}", name);
+            }
+        }
+
+        /// Tool-call arguments stream like text: each call of each choice has its own redactor,
+        /// so a value split across argument pieces is found, whatever the interleaving of calls
+        /// and however the bytes are cut; the caller's accumulated arguments of every call are
+        /// the redaction of that call's whole arguments, and no value leaves unredacted.
+        #[test]
+        fn tool_call_arguments_are_redacted_across_chunks(
+            picks in proptest::collection::vec((0..3usize, 0..PIECES.len()), 1..14),
+            mut cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..16),
+            delta_on_finish in any::<bool>(),
+        ) {
+            let det = redacting();
+            let mut stream = String::from(
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"finish_reason\":null}]}\n\n",
+            );
+            for &(call, piece) in &picks {
+                stream.push_str(&format!(
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{call},\"function\":{{\"arguments\":{}}}}}]}},\"finish_reason\":null}}]}}\n\n",
+                    serde_json::to_string(PIECES[piece]).unwrap()
+                ));
+            }
+            let finish_delta = if delta_on_finish { "\"delta\":{}," } else { "" };
+            stream.push_str(&format!(
+                "data: {{\"choices\":[{{\"index\":0,{finish_delta}\"finish_reason\":\"tool_calls\"}}]}}\n\ndata: [DONE]\n\n"
+            ));
+            let stream = stream.into_bytes();
+            let whole = run_split(Some(&det), &stream, &[]).unwrap();
+            let mut offsets: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
+            offsets.sort_unstable();
+            let split = run_split(Some(&det), &stream, &offsets).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&split.0), String::from_utf8_lossy(&whole.0));
+            let events = String::from_utf8_lossy(&whole.0).into_owned();
+            let parsed: Vec<Value> = events
+                .split("\n\n")
+                .filter_map(|e| e.strip_prefix("data: "))
+                .filter(|d| *d != "[DONE]")
+                .map(|d| serde_json::from_str::<Value>(d).unwrap())
+                .collect();
+            // Every argument piece comes before the chunk that finishes the choice.
+            let finish_at = parsed.iter().position(|v| v["choices"][0]["finish_reason"] == "tool_calls");
+            prop_assert_eq!(finish_at, Some(parsed.len() - 1));
+            for call in 0..3 {
+                let streamed: String = parsed
+                    .iter()
+                    .filter_map(|v| v["choices"][0]["delta"]["tool_calls"].as_array())
+                    .flatten()
+                    .filter(|t| t["index"] == call)
+                    .filter_map(|t| t["function"]["arguments"].as_str().map(str::to_owned))
+                    .collect();
+                let text: String = picks.iter().filter(|(c, _)| *c == call).map(|&(_, p)| PIECES[p]).collect();
+                let expected = det.redact(&text, &mut RedactionSession::default()).into_owned();
+                prop_assert_eq!(unnumbered(&streamed), unnumbered(&expected), "call {}", call);
             }
         }
 
