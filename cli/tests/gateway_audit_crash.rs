@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gateway_support::client::{self, chat, post, wait_until};
 use gateway_support::mock::MockProvider;
-use gateway_support::{pack, Dir, GatewayProcess};
+use gateway_support::{durable_audit_pack, Dir, GatewayProcess};
 use http_body_util::Full;
 use hyper::Request;
 use serde_json::Value;
@@ -135,14 +135,7 @@ async fn kill_9_under_load_loses_no_acknowledged_record_and_a_restart_continues_
     let mock = MockProvider::start().await;
     let dir = Dir::new();
     let audit = dir.path().join("audit");
-    let policy = format!(
-        "policy:\n  audit-logger:\n    dir: {}\n    fsync_interval_ms: 0\n    on_queue_full: block\n",
-        audit.display()
-    );
-    let p = dir.write(
-        "pack.yaml",
-        &pack(&mock.base_url(), "1.0.0", "audit-logger", &policy),
-    );
+    let p = dir.write("pack.yaml", &durable_audit_pack(&mock.base_url(), &audit));
     let (first_dir, second_dir) = (dir.path().join("run1"), dir.path().join("run2"));
     std::fs::create_dir_all(&first_dir).unwrap();
     std::fs::create_dir_all(&second_dir).unwrap();

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gateway_support::mock::MockProvider;
-use gateway_support::{audit_lines, pack, Dir, GatewayProcess};
+use gateway_support::{audit_lines, durable_audit_pack, Dir, GatewayProcess};
 use test_support::client;
 
 /// A tmpfs mounted for the test, unmounted on drop.
@@ -75,14 +75,7 @@ async fn a_full_disk_loses_records_countably_and_the_chain_reports_a_gap_not_tam
     let dir = Dir::new();
     let disk = Tmpfs::mount(&dir.path().join("disk"), "256k");
     let audit = disk.0.join("audit");
-    let policy = format!(
-        "policy:\n  audit-logger:\n    dir: {}\n    fsync_interval_ms: 0\n    on_queue_full: block\n",
-        audit.display()
-    );
-    let p = dir.write(
-        "pack.yaml",
-        &pack(&mock.base_url(), "1.0.0", "audit-logger", &policy),
-    );
+    let p = dir.write("pack.yaml", &durable_audit_pack(&mock.base_url(), &audit));
     let mut gw = GatewayProcess::start(&p, dir.path(), &[]);
     for i in 0..3 {
         let r = gw.chat(&format!("before {i}")).await;

@@ -36,7 +36,16 @@ fn one<'a>(
     found[0]
 }
 
-async fn traces_over(protocol: &str) {
+/// A receiver, a mock provider, and a gateway on the PII + budget pack exporting to the
+/// receiver over `protocol`, with extra environment variables.
+struct Traced {
+    receiver: OtlpReceiver,
+    mock: MockProvider,
+    gw: GatewayProcess,
+    _dir: Dir,
+}
+
+async fn traced(protocol: &str, env: &[(&str, &str)]) -> Traced {
     let receiver = OtlpReceiver::start().await;
     let endpoint = match protocol {
         "grpc" => receiver.grpc_endpoint(),
@@ -53,11 +62,27 @@ async fn traces_over(protocol: &str) {
             POLICY,
         ),
     );
-    let mut gw = GatewayProcess::start(
+    let gw = GatewayProcess::start_with_env(
         &p,
         dir.path(),
         &["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol],
+        env,
     );
+    Traced {
+        receiver,
+        mock,
+        gw,
+        _dir: dir,
+    }
+}
+
+async fn traces_over(protocol: &str) {
+    let Traced {
+        receiver,
+        mock,
+        mut gw,
+        _dir,
+    } = traced(protocol, &[]).await;
     let c = client::client();
     let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let r = client::post_with_headers(
@@ -185,25 +210,12 @@ async fn request_spans_reach_an_http_protobuf_otlp_receiver() {
 /// still gets the trace context (marked not sampled), so the trace stays whole downstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standard_sampler_variables_decide_what_is_recorded() {
-    let receiver = OtlpReceiver::start().await;
-    let mock = MockProvider::start().await;
-    let dir = Dir::new();
-    let p = dir.write(
-        "pack.yaml",
-        &pack(
-            &mock.base_url(),
-            "1.0.0",
-            "pii-detector, budget-enforcer",
-            POLICY,
-        ),
-    );
-    let endpoint = receiver.http_endpoint();
-    let mut gw = GatewayProcess::start_with_env(
-        &p,
-        dir.path(),
-        &["--otlp-endpoint", &endpoint],
-        &[("OTEL_TRACES_SAMPLER", "always_off")],
-    );
+    let Traced {
+        receiver,
+        mock,
+        mut gw,
+        _dir,
+    } = traced("http/protobuf", &[("OTEL_TRACES_SAMPLER", "always_off")]).await;
     for _ in 0..3 {
         assert_eq!(gw.chat("hello").await.status, 200);
     }

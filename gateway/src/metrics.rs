@@ -247,3 +247,45 @@ impl Metrics {
         out
     }
 }
+
+/// Reads the current value of one counter kept elsewhere.
+pub(crate) type ReadCounter = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// Counters whose values live in atomics of another part (the audit writer's, the trace
+/// exporter's), copied into Prometheus counters when scraped. They only go up: the parts keep
+/// their atomics across replacements (a reload's new audit sink shares the old one's).
+pub(crate) struct AtomicCounters {
+    counters: Vec<(IntCounter, ReadCounter)>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl AtomicCounters {
+    /// One counter per `(name, help, read)`.
+    pub(crate) fn new(list: Vec<(&str, &str, ReadCounter)>) -> Result<Self, prometheus::Error> {
+        let counters = list
+            .into_iter()
+            .map(|(name, help, read)| IntCounter::new(name, help).map(|c| (c, read)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let descs = counters
+            .iter()
+            .flat_map(|(c, _)| c.desc())
+            .cloned()
+            .collect();
+        Ok(Self { counters, descs })
+    }
+}
+
+impl Collector for AtomicCounters {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut out = Vec::with_capacity(self.counters.len());
+        for (counter, read) in &self.counters {
+            counter.inc_by(read().saturating_sub(counter.get()));
+            out.extend(counter.collect());
+        }
+        out
+    }
+}

@@ -719,63 +719,27 @@ pub(crate) enum Ended<'a> {
     Failed(&'a Failure<'a>),
 }
 
-/// `palisade_otlp_spans_exported_total` and `palisade_otlp_spans_dropped_total`, read from the
-/// export's counters at scrape time.
-struct ExportMetrics {
-    stats: Arc<ExportStats>,
-    exported: prometheus::IntCounter,
-    dropped: prometheus::IntCounter,
-    descs: Vec<prometheus::core::Desc>,
-}
-
 impl Traces {
-    /// Register the export's counters in the gateway's registry.
+    /// Register `palisade_otlp_spans_exported_total` and `palisade_otlp_spans_dropped_total`.
     pub(crate) fn register(
         &self,
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
-        use prometheus::core::Collector as _;
-        let exported = prometheus::IntCounter::new(
-            "palisade_otlp_spans_exported_total",
-            "Trace spans the OTLP collector accepted.",
-        )?;
-        let dropped = prometheus::IntCounter::new(
-            "palisade_otlp_spans_dropped_total",
-            "Trace spans dropped: the export queue was full, or the collector refused or could not be reached.",
-        )?;
-        let descs = exported
-            .desc()
-            .into_iter()
-            .chain(dropped.desc())
-            .cloned()
-            .collect();
-        registry.register(Box::new(ExportMetrics {
-            stats: Arc::clone(&self.stats),
-            exported,
-            dropped,
-            descs,
-        }))
-    }
-}
-
-impl prometheus::core::Collector for ExportMetrics {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let mut out = Vec::with_capacity(2);
-        for (counter, value) in [
-            (&self.exported, &self.stats.exported),
-            (&self.dropped, &self.stats.dropped),
-        ] {
-            let now = value.load(Ordering::Relaxed);
-            let shown = counter.get();
-            if now > shown {
-                counter.inc_by(now - shown);
-            }
-            out.extend(counter.collect());
-        }
-        out
+        let read = |f: fn(&ExportStats) -> &AtomicU64| -> crate::metrics::ReadCounter {
+            let stats = Arc::clone(&self.stats);
+            Box::new(move || f(&stats).load(Ordering::Relaxed))
+        };
+        registry.register(Box::new(crate::metrics::AtomicCounters::new(vec![
+            (
+                "palisade_otlp_spans_exported_total",
+                "Trace spans the OTLP collector accepted.",
+                read(|s| &s.exported),
+            ),
+            (
+                "palisade_otlp_spans_dropped_total",
+                "Trace spans dropped: the export queue was full, or the collector refused or could not be reached.",
+                read(|s| &s.dropped),
+            ),
+        ])?))
     }
 }

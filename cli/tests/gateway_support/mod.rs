@@ -42,6 +42,17 @@ pub fn pack(base_url: &str, version: &str, chain: &str, policy: &str) -> String 
     )
 }
 
+/// A pack whose audit log makes every response wait for its record on disk (`on_queue_full:
+/// block`, `fsync_interval_ms: 0`), written to `audit_dir`.
+#[allow(dead_code, reason = "each test binary uses the helpers it needs")]
+pub fn durable_audit_pack(base_url: &str, audit_dir: &Path) -> String {
+    let policy = format!(
+        "policy:\n  audit-logger:\n    dir: {}\n    fsync_interval_ms: 0\n    on_queue_full: block\n",
+        audit_dir.display()
+    );
+    pack(base_url, "1.0.0", "audit-logger", &policy)
+}
+
 /// A running gateway process, killed (by its pid) on drop.
 pub struct GatewayProcess {
     pub child: Child,

@@ -34,15 +34,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use policy_engine::pack::AuditLoggerConfig;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::IntCounter;
 
 use crate::audit::{
     AuditError, AuditRecord, AuditSink, AuditStats, DurablyQueued, Enqueued, WriterHandle,
 };
 use crate::clock::Clock;
 use crate::hooks::Release;
+use crate::metrics::{AtomicCounters, ReadCounter};
 
 /// The audit log of the first pack could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -202,9 +200,7 @@ impl AuditSinks {
         &self,
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
-        registry.register(Box::new(StatsCollector::new(Arc::clone(
-            &self.inner.stats,
-        ))?))
+        registry.register(Box::new(stats_collector(&self.inner.stats)?))
     }
 }
 
@@ -243,71 +239,32 @@ impl Shared {
     }
 }
 
-/// Exposes the shared [`AuditStats`] as counters at scrape time.
-struct StatsCollector {
-    stats: Arc<AuditStats>,
-    written: IntCounter,
-    dropped: IntCounter,
-    write_errors: IntCounter,
-    lost: IntCounter,
-    descs: Vec<Desc>,
-}
-
-impl StatsCollector {
-    fn new(stats: Arc<AuditStats>) -> Result<Self, prometheus::Error> {
-        let written = IntCounter::new(
+/// The shared [`AuditStats`] as counters, read at scrape time.
+fn stats_collector(stats: &Arc<AuditStats>) -> Result<AtomicCounters, prometheus::Error> {
+    let read = |f: fn(&AuditStats) -> &AtomicU64| -> ReadCounter {
+        let stats = Arc::clone(stats);
+        Box::new(move || f(&stats).load(Ordering::Relaxed))
+    };
+    AtomicCounters::new(vec![
+        (
             "palisade_audit_records_written_total",
             "Audit records written to the log.",
-        )?;
-        let dropped = IntCounter::new(
+            read(|s| &s.written),
+        ),
+        (
             "palisade_audit_records_dropped_total",
             "Audit records dropped because the queue was full under `on_queue_full: drop`.",
-        )?;
-        let write_errors = IntCounter::new(
+            read(|s| &s.dropped),
+        ),
+        (
             "palisade_audit_write_errors_total",
             "Failed writes or fsyncs of the audit log (each may hold a batch of records).",
-        )?;
-        let lost = IntCounter::new(
+            read(|s| &s.write_errors),
+        ),
+        (
             "palisade_audit_records_lost_total",
             "Audit records that never reached the log: their write failed (a full disk), or no writer was running.",
-        )?;
-        let descs = [&written, &dropped, &write_errors, &lost]
-            .into_iter()
-            .flat_map(|c| c.desc())
-            .cloned()
-            .collect();
-        Ok(Self {
-            stats,
-            written,
-            dropped,
-            write_errors,
-            lost,
-            descs,
-        })
-    }
-}
-
-impl Collector for StatsCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let pairs = [
-            (&self.written, &self.stats.written),
-            (&self.dropped, &self.stats.dropped),
-            (&self.write_errors, &self.stats.write_errors),
-            (&self.lost, &self.stats.lost),
-        ];
-        let mut out = Vec::with_capacity(pairs.len());
-        for (counter, value) in pairs {
-            let now = value.load(Ordering::Relaxed);
-            let shown = counter.get();
-            if now > shown {
-                counter.inc_by(now - shown);
-            }
-            out.extend(counter.collect());
-        }
-        out
-    }
+            read(|s| &s.lost),
+        ),
+    ])
 }
