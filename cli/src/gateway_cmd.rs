@@ -96,19 +96,19 @@ pub(crate) struct GatewayArgs {
     /// http/protobuf or http://localhost:4317 for grpc. Off when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
-    /// The OTLP protocol: grpc or http/protobuf.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf", value_parser = parse_otlp_protocol)]
-    otlp_protocol: gateway::otel::OtlpProtocol,
+    /// The OTLP protocol: grpc or http/protobuf. Read only when traces are exported.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    otlp_protocol: String,
     /// Serving threads, each with its own runtime and listening socket; 0: one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Budget stores and state (see `gateway_policies`).
     #[command(flatten)]
     policies: PolicyArgs,
-}
-
-fn parse_otlp_protocol(s: &str) -> Result<gateway::otel::OtlpProtocol, String> {
-    gateway::otel::OtlpProtocol::parse(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn run(args: GatewayArgs) -> ExitCode {
@@ -131,14 +131,20 @@ async fn serve(args: GatewayArgs) -> ExitCode {
     config.managed = args.control_plane.is_some();
     config.listen = args.listen;
     config.admin_listen = args.admin_listen;
-    config.otlp = args
-        .otlp_endpoint
-        .clone()
-        .map(|endpoint| gateway::otel::OtlpConfig {
+    if let Some(endpoint) = args.otlp_endpoint.clone() {
+        let protocol = match gateway::otel::OtlpProtocol::parse(&args.otlp_protocol) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("palisade gateway: --otlp-protocol: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        config.otlp = Some(gateway::otel::OtlpConfig {
             endpoint,
-            protocol: args.otlp_protocol,
+            protocol,
             environment: args.environment.clone(),
         });
+    }
     config.keys_path = args.keys.clone();
     config.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     config.limits.max_body_bytes = args.max_body_bytes;

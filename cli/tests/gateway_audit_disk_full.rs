@@ -106,6 +106,17 @@ async fn a_full_disk_loses_records_countably_and_the_chain_reports_a_gap_not_tam
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!(metric(&gw, "palisade_audit_records_lost_total").await, lost);
+
+    // Full again, and stopped once space is back but before any request writes: the gap line
+    // is written at shutdown, so the chain still says what was lost.
+    fill(&filler);
+    for i in 0..WHILE_FULL {
+        let r = gw.chat(&format!("full again {i}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let lost_again = metric(&gw, "palisade_audit_records_lost_total").await - lost;
+    assert!((5..=WHILE_FULL).contains(&lost_again), "{lost_again} lost");
+    std::fs::remove_file(&filler).unwrap();
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).await.success());
 
@@ -115,7 +126,11 @@ async fn a_full_disk_loses_records_countably_and_the_chain_reports_a_gap_not_tam
     let mut expected = vec!["started"];
     expected.extend(std::iter::repeat_n("request", 3 + written_while_full));
     expected.extend(["gap", "request", "request"]);
+    let written_again = usize::try_from(WHILE_FULL - lost_again).unwrap();
+    expected.extend(std::iter::repeat_n("request", written_again));
+    expected.push("gap");
     assert_eq!(kinds, expected, "{lines:#?}");
+    assert_eq!(lines.last().unwrap()["lost_before"], lost_again);
     let gap_at = 4 + written_while_full;
     let gap = &lines[gap_at];
     assert_eq!(gap["lost_before"], lost);
@@ -149,7 +164,11 @@ async fn a_full_disk_loses_records_countably_and_the_chain_reports_a_gap_not_tam
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["ok"], true);
-    assert_eq!(v["report"]["lost"], lost);
-    assert_eq!(v["report"]["requests"], 3 + WHILE_FULL - lost + 2);
+    assert_eq!(v["report"]["lost"], lost + lost_again);
+    assert_eq!(
+        v["report"]["requests"],
+        3 + WHILE_FULL - lost + 2 + WHILE_FULL - lost_again
+    );
     assert_eq!(v["report"]["gaps"][0]["seq"], gap_at + 1);
+    assert_eq!(v["report"]["gaps"][1]["lost"], lost_again);
 }

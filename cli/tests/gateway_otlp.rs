@@ -231,6 +231,26 @@ async fn the_standard_sampler_variables_decide_what_is_recorded() {
     }
 }
 
+/// The protocol variable alone, with no endpoint, leaves traces off and the gateway starting, even
+/// with a value it would refuse for an export (an inherited environment must not stop it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_variable_without_an_endpoint_is_ignored() {
+    let mock = MockProvider::start().await;
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(&mock.base_url(), "1.0.0", "pii-detector", ""),
+    );
+    let gw = GatewayProcess::start_with_env(
+        &p,
+        dir.path(),
+        &[],
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+    );
+    assert_eq!(gw.chat("hi").await.status, 200);
+    assert!(mock.received().await[0].traceparent.is_none());
+}
+
 #[test]
 fn bad_exporter_settings_stop_start_up_with_a_clear_error() {
     let dir = Dir::new();

@@ -252,25 +252,29 @@ impl Metrics {
 pub(crate) type ReadCounter = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// Counters whose values live in atomics of another part (the audit writer's, the trace
-/// exporter's), copied into Prometheus counters when scraped. They only go up: the parts keep
-/// their atomics across replacements (a reload's new audit sink shares the old one's).
+/// exporter's), read when scraped. They only go up: the parts keep their atomics across
+/// replacements (a reload's new audit sink shares the old one's). Each scrape builds its
+/// families from the values it reads, so concurrent scrapes cannot add a difference twice.
 pub(crate) struct AtomicCounters {
-    counters: Vec<(IntCounter, ReadCounter)>,
+    counters: Vec<(Opts, ReadCounter)>,
     descs: Vec<prometheus::core::Desc>,
 }
 
 impl AtomicCounters {
     /// One counter per `(name, help, read)`.
     pub(crate) fn new(list: Vec<(&str, &str, ReadCounter)>) -> Result<Self, prometheus::Error> {
-        let counters = list
-            .into_iter()
-            .map(|(name, help, read)| IntCounter::new(name, help).map(|c| (c, read)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let descs = counters
-            .iter()
-            .flat_map(|(c, _)| c.desc())
-            .cloned()
-            .collect();
+        let mut counters = Vec::with_capacity(list.len());
+        let mut descs = Vec::with_capacity(list.len());
+        for (name, help, read) in list {
+            let opts = Opts::new(name, help);
+            descs.extend(
+                IntCounter::with_opts(opts.clone())?
+                    .desc()
+                    .into_iter()
+                    .cloned(),
+            );
+            counters.push((opts, read));
+        }
         Ok(Self { counters, descs })
     }
 }
@@ -282,9 +286,11 @@ impl Collector for AtomicCounters {
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         let mut out = Vec::with_capacity(self.counters.len());
-        for (counter, read) in &self.counters {
-            counter.inc_by(read().saturating_sub(counter.get()));
-            out.extend(counter.collect());
+        for (opts, read) in &self.counters {
+            if let Ok(counter) = IntCounter::with_opts(opts.clone()) {
+                counter.inc_by(read());
+                out.extend(counter.collect());
+            }
         }
         out
     }

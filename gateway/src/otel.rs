@@ -375,7 +375,17 @@ fn parse_traceparent(v: &str) -> Option<SpanContext> {
     let mut parts = v.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if version != "00"
+        || parts.next().is_some()
+        || !lower_hex(trace, 32)
+        || !lower_hex(span, 16)
+        || !lower_hex(flags, 2)
+    {
         return None;
     }
     let trace = TraceId::from_hex(trace)
@@ -434,6 +444,11 @@ impl std::fmt::Debug for RequestTrace {
 }
 
 impl RequestTrace {
+    /// Whether this request is sampled: only then are its details collected.
+    pub(crate) fn recording(&self) -> bool {
+        self.span.is_recording()
+    }
+
     /// The `traceparent` to send to the provider: this request's span.
     pub(crate) fn traceparent(&self) -> &HeaderValue {
         &self.traceparent
@@ -462,6 +477,9 @@ impl RequestTrace {
         struct Choice {
             #[serde(default)]
             finish_reason: Option<String>,
+        }
+        if !self.recording() {
+            return;
         }
         if let Ok(list) = serde_json::from_str::<Vec<Choice>>(choices.get()) {
             self.finish_reasons = list.into_iter().filter_map(|c| c.finish_reason).collect();
@@ -557,9 +575,12 @@ impl RequestTrace {
                 Value::Array(Array::String(reasons)),
             ));
         }
-        if matches!(ended, Ended::Failed(_)) {
-            self.span
-                .set_status(opentelemetry::trace::Status::error(operation));
+        let error_type = attrs
+            .iter()
+            .find(|kv| kv.key.as_str() == "error.type")
+            .map(|kv| kv.value.to_string());
+        if let Some(e) = error_type {
+            self.span.set_status(opentelemetry::trace::Status::error(e));
         }
         self.span.set_attributes(attrs);
         self.guardrails(meta, &ended, now);
@@ -741,5 +762,39 @@ impl Traces {
                 read(|s| &s.dropped),
             ),
         ])?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_read_strictly_and_written_back_the_same() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let sc = parse_traceparent(valid).unwrap();
+        assert!(sc.is_remote() && sc.is_sampled());
+        let mine = SpanContext::new(
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags(),
+            false,
+            TraceState::default(),
+        );
+        assert_eq!(traceparent(&mine).to_str().unwrap(), valid);
+        let unsampled = parse_traceparent(&valid.replace("-01", "-00")).unwrap();
+        assert!(!unsampled.is_sampled());
+        for bad in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -58,7 +58,7 @@ fn mix(mut z: u64) -> u64 {
 /// When the events of a run happened. Gateways send their events in time order, within a second
 /// or two of the request, so event times rise with `n` as they would from real senders: the
 /// first `ingest` events (the ingest phase) in the last two seconds, the rest (the seed) evenly
-/// over the six days before. Only the order of time matters here: events at random times make
+/// over the six days up to now. Only the order of time matters here: events at random times make
 /// every time-keyed index insert land on a random page, which no gateway does.
 #[derive(Clone, Copy)]
 struct Timeline {
@@ -70,10 +70,11 @@ struct Timeline {
 impl Timeline {
     fn at(self, n: u64, r: u64) -> u64 {
         if n < self.ingest {
-            self.now - 2000 + n * 2000 / self.ingest.max(1) - r % 50
+            (self.now + n * 2000 / self.ingest.max(1)).saturating_sub(2000 + r % 50)
         } else {
-            let seed = (self.total - self.ingest).max(1);
-            self.now - WINDOW_MS + (n - self.ingest) * (WINDOW_MS / seed) - r % 50
+            let seed = self.total.saturating_sub(self.ingest).max(1);
+            let step = (n - self.ingest).saturating_mul(WINDOW_MS) / seed;
+            (self.now + step).saturating_sub(WINDOW_MS + r % 50)
         }
     }
 }

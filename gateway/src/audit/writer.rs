@@ -433,6 +433,11 @@ impl Writer {
                 }
             }
         });
+        // Records lost to failed writes are noted in the chain before the writer stops, if the
+        // disk takes the gap line now; otherwise the metric and the log are all that say so.
+        if self.gap.is_some() {
+            let _ = self.write_batch(Vec::new(), None);
+        }
         let _ = self.sync();
     }
 
@@ -614,9 +619,13 @@ impl Writer {
         }
         let _ = self.sync();
         if self.torn {
+            // The open file still ends in a partly written batch: cut it before leaving it, or
+            // stay on it (the batch fails and is counted) until the cut succeeds.
             if let Some(old) = &self.file {
-                self.torn = old.set_len(self.file_len).is_err();
+                old.set_len(self.file_len)
+                    .map_err(|e| AuditError::io(&files::file_for(&self.dir, &self.date), e))?;
             }
+            self.torn = false;
         }
         let path = files::file_for(&self.dir, date);
         let file = OpenOptions::new()
@@ -636,13 +645,15 @@ impl Writer {
         let cutoff_time =
             self.clock.now() - Duration::from_secs(86_400 * u64::from(self.retention_days));
         let cutoff = humantime::format_rfc3339(cutoff_time).to_string();
-        let removed = files::apply_retention(&self.dir, cutoff.get(..10).unwrap_or(""))?;
-        if removed > 0 {
-            tracing::info!(
+        // A file retention cannot delete stays until the next rotation; the batch is written.
+        match files::apply_retention(&self.dir, cutoff.get(..10).unwrap_or("")) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
                 removed,
                 retention_days = self.retention_days,
                 "audit files past retention deleted"
-            );
+            ),
+            Err(e) => tracing::warn!(error = %e, "audit retention could not delete old files"),
         }
         Ok(())
     }

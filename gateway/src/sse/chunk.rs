@@ -385,6 +385,9 @@ impl<'d> SseProcessor<'d> {
                         continue;
                     };
                     let Some(d) = json_splice::object::<Delta<'_>>(delta)? else {
+                        if finishing {
+                            self.finish_tool_calls(index, before);
+                        }
                         continue;
                     };
                     (d.fields(), Some(delta), d.tool_calls.0)

@@ -103,7 +103,7 @@ pub(crate) fn relay(
         if hold_end {
             proc.watch_done = true;
         }
-        proc.watch_finish = outcome.meta.trace.is_some();
+        proc.watch_finish = outcome.meta.trace.as_ref().is_some_and(|t| t.recording());
         if record_text && detector.is_some() {
             proc.texts = Some(Vec::new());
         }
