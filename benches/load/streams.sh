@@ -61,7 +61,7 @@ NGINX
       cat >"$OUT/full.yaml" <<YAML
 pack: {name: bench, version: 1.0.0, enabled: true}
 policies:
-  chain: [audit-logger, pii-detector, budget-enforcer]
+  chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
 providers:
   mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY, first_byte_timeout_ms: 60000}
 models:
