@@ -251,6 +251,15 @@ impl Metrics {
 /// Reads the current value of one counter kept elsewhere.
 pub(crate) type ReadCounter = Box<dyn Fn() -> u64 + Send + Sync>;
 
+/// A [`ReadCounter`] of one atomic field of a shared stats struct.
+pub(crate) fn read_field<S: Send + Sync + 'static>(
+    stats: &std::sync::Arc<S>,
+    field: fn(&S) -> &std::sync::atomic::AtomicU64,
+) -> ReadCounter {
+    let stats = std::sync::Arc::clone(stats);
+    Box::new(move || field(&stats).load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Counters whose values live in atomics of another part (the audit writer's, the trace
 /// exporter's), read when scraped. They only go up: the parts keep their atomics across
 /// replacements (a reload's new audit sink shares the old one's). Each scrape builds its

@@ -746,10 +746,7 @@ impl Traces {
         &self,
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
-        let read = |f: fn(&ExportStats) -> &AtomicU64| -> crate::metrics::ReadCounter {
-            let stats = Arc::clone(&self.stats);
-            Box::new(move || f(&stats).load(Ordering::Relaxed))
-        };
+        let read = |f: fn(&ExportStats) -> &AtomicU64| crate::metrics::read_field(&self.stats, f);
         registry.register(Box::new(crate::metrics::AtomicCounters::new(vec![
             (
                 "palisade_otlp_spans_exported_total",

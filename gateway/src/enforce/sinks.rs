@@ -40,7 +40,7 @@ use crate::audit::{
 };
 use crate::clock::Clock;
 use crate::hooks::Release;
-use crate::metrics::{AtomicCounters, ReadCounter};
+use crate::metrics::{read_field, AtomicCounters};
 
 /// The audit log of the first pack could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -241,10 +241,7 @@ impl Shared {
 
 /// The shared [`AuditStats`] as counters, read at scrape time.
 fn stats_collector(stats: &Arc<AuditStats>) -> Result<AtomicCounters, prometheus::Error> {
-    let read = |f: fn(&AuditStats) -> &AtomicU64| -> ReadCounter {
-        let stats = Arc::clone(stats);
-        Box::new(move || f(&stats).load(Ordering::Relaxed))
-    };
+    let read = |f: fn(&AuditStats) -> &AtomicU64| read_field(stats, f);
     AtomicCounters::new(vec![
         (
             "palisade_audit_records_written_total",

@@ -851,6 +851,29 @@ mod tests {
         Ok((out, p.usage.take()))
     }
 
+    /// Run `stream` whole and cut at `cuts`: the caller's bytes must be the same; returns the
+    /// whole output's JSON events (`[DONE]` left out).
+    fn same_however_split(
+        det: &PiiDetector,
+        stream: &[u8],
+        cuts: &mut Vec<proptest::sample::Index>,
+    ) -> Result<Vec<Value>, TestCaseError> {
+        let whole = run_split(Some(det), stream, &[]).unwrap();
+        let mut offsets: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
+        offsets.sort_unstable();
+        let split = run_split(Some(det), stream, &offsets).unwrap();
+        prop_assert_eq!(
+            String::from_utf8_lossy(&split.0),
+            String::from_utf8_lossy(&whole.0)
+        );
+        Ok(String::from_utf8_lossy(&whole.0)
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .collect())
+    }
+
     /// A provider stream of text chunks (some with personal data, some split inside a value),
     /// a usage chunk and `[DONE]`, framed with `\n\n` or `\r\n\r\n`.
     fn provider_stream(pieces: &[&str], crlf: bool) -> Vec<u8> {
@@ -940,19 +963,7 @@ mod tests {
                 ));
             }
             stream.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
-            let stream = stream.into_bytes();
-            let whole = run_split(Some(&det), &stream, &[]).unwrap();
-            let mut offsets: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
-            offsets.sort_unstable();
-            let split = run_split(Some(&det), &stream, &offsets).unwrap();
-            prop_assert_eq!(String::from_utf8_lossy(&split.0), String::from_utf8_lossy(&whole.0));
-            let events = String::from_utf8_lossy(&whole.0).into_owned();
-            let parsed: Vec<Value> = events
-                .split("\n\n")
-                .filter_map(|e| e.strip_prefix("data: "))
-                .filter(|d| *d != "[DONE]")
-                .map(|d| serde_json::from_str::<Value>(d).unwrap())
-                .collect();
+            let parsed = same_however_split(&det, stream.as_bytes(), &mut cuts)?;
             for (field, name) in TEXT_FIELDS.iter().enumerate().take(3) {
                 let streamed: String = parsed
                     .iter()
@@ -988,19 +999,7 @@ mod tests {
             stream.push_str(&format!(
                 "data: {{\"choices\":[{{\"index\":0,{finish_delta}\"finish_reason\":\"tool_calls\"}}]}}\n\ndata: [DONE]\n\n"
             ));
-            let stream = stream.into_bytes();
-            let whole = run_split(Some(&det), &stream, &[]).unwrap();
-            let mut offsets: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
-            offsets.sort_unstable();
-            let split = run_split(Some(&det), &stream, &offsets).unwrap();
-            prop_assert_eq!(String::from_utf8_lossy(&split.0), String::from_utf8_lossy(&whole.0));
-            let events = String::from_utf8_lossy(&whole.0).into_owned();
-            let parsed: Vec<Value> = events
-                .split("\n\n")
-                .filter_map(|e| e.strip_prefix("data: "))
-                .filter(|d| *d != "[DONE]")
-                .map(|d| serde_json::from_str::<Value>(d).unwrap())
-                .collect();
+            let parsed = same_however_split(&det, stream.as_bytes(), &mut cuts)?;
             // Every argument piece comes before the chunk that finishes the choice.
             let finish_at = parsed.iter().position(|v| v["choices"][0]["finish_reason"] == "tool_calls");
             prop_assert_eq!(finish_at, Some(parsed.len() - 1));

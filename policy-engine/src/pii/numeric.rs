@@ -165,12 +165,16 @@ fn glued_after(hay: &[u8], end: usize) -> bool {
 /// cluster, not a part of a longer one — and a finding there comes first. So a second pass
 /// over redacted text finds nothing new (idempotence).
 fn first_finding(hay: &[u8], c: &Cluster, n: usize, right_ok: bool) -> Option<(usize, usize, u16)> {
+    // A finding starts and ends at a space between groups, or at a slash: a card, phone or SSN
+    // next to another number across a `/` (`4111 1111 1111 1111/12/25`, an expiry) is still
+    // found, as it is once what stands on the other side is redacted (idempotence).
+    let boundary = |sep: u8| matches!(sep, b' ' | b'/');
     for i in 0..n {
-        if i > 0 && c.seps[i - 1] != b' ' {
+        if i > 0 && !boundary(c.seps[i - 1]) {
             continue;
         }
         for j in (i + 1..=n).rev() {
-            if j < n && c.seps[j - 1] != b' ' {
+            if j < n && !boundary(c.seps[j - 1]) {
                 continue;
             }
             if j == n && !right_ok {

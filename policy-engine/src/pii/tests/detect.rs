@@ -104,6 +104,27 @@ fn hard_negatives_are_not_reported() {
 }
 
 #[test]
+fn a_value_next_to_another_number_across_a_slash_is_found() {
+    let card = |s: &str| vec![("credit_card".to_owned(), s.to_owned())];
+    // A card with its expiry, and a card beside another number: the slash is a boundary, as it
+    // is once the other side has been redacted (so a second pass finds nothing new).
+    assert_eq!(
+        found("pay with 4111 1111 1111 1111/12/25 please"),
+        card("4111 1111 1111 1111")
+    );
+    assert_eq!(
+        found("4111 1111 1111 1111/[EMAIL_1]"),
+        card("4111 1111 1111 1111")
+    );
+    assert_eq!(
+        found("ssn 123-45-6789/2024"),
+        vec![("ssn".to_owned(), "123-45-6789".to_owned())]
+    );
+    // Slashes between plain numbers stay plain numbers.
+    none("on 2026/12/06 at 24/7");
+}
+
+#[test]
 fn dotted_cards_and_small_form_at_signs_are_found() {
     let card = |s: &str| vec![("credit_card".to_owned(), s.to_owned())];
     assert_eq!(
