@@ -376,7 +376,14 @@ async fn a_settle_in_flight_at_shutdown_is_finished_before_exit() {
             post(&client::client(), &url, &body, None).await.status
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stall only once the reservation is in Redis (a loaded machine may take longer than the
+    // answer's delay to get there; a reserve caught by the stall would be another test).
+    wait_until(
+        Duration::from_secs(10),
+        "the second request reserved",
+        || async { redis.get(&key) > one },
+    )
+    .await;
     let stall = redis.stall(Duration::from_millis(2500));
     assert_eq!(second.await.unwrap(), 200);
     gateways[0].signal("TERM");
