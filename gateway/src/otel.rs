@@ -531,7 +531,9 @@ impl RequestTrace {
         ));
         attrs.push(KeyValue::new("palisade.pack.name", pack.name.clone()));
         attrs.push(KeyValue::new("palisade.pack.version", pack.version.clone()));
-        let status = match &ended {
+        // The HTTP status the caller got (none for a broken or cancelled stream) and, for a
+        // failure, its type: the gateway's error code, or the provider's status.
+        let (status, error_type): (Option<u16>, Option<String>) = match &ended {
             Ended::Settled(s) => {
                 if let Some(u) = s.usage {
                     attrs.push(KeyValue::new(
@@ -543,24 +545,16 @@ impl RequestTrace {
                         i64::try_from(u.completion_tokens).unwrap_or(i64::MAX),
                     ));
                 }
-                Some(s.status.as_u16())
+                (Some(s.status.as_u16()), None)
             }
             Ended::Failed(Failure::Refused(e)) => {
-                attrs.push(KeyValue::new("error.type", e.code()));
-                Some(e.status().as_u16())
+                (Some(e.status().as_u16()), Some(e.code().to_owned()))
             }
             Ended::Failed(Failure::UpstreamStatus(s)) => {
-                attrs.push(KeyValue::new("error.type", s.as_str().to_owned()));
-                Some(s.as_u16())
+                (Some(s.as_u16()), Some(s.as_str().to_owned()))
             }
-            Ended::Failed(Failure::StreamBroken) => {
-                attrs.push(KeyValue::new("error.type", "stream_broken"));
-                None
-            }
-            Ended::Failed(Failure::Cancelled { .. }) => {
-                attrs.push(KeyValue::new("error.type", "cancelled"));
-                None
-            }
+            Ended::Failed(Failure::StreamBroken) => (None, Some("stream_broken".to_owned())),
+            Ended::Failed(Failure::Cancelled { .. }) => (None, Some("cancelled".to_owned())),
         };
         if let Some(s) = status {
             attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
@@ -575,11 +569,8 @@ impl RequestTrace {
                 Value::Array(Array::String(reasons)),
             ));
         }
-        let error_type = attrs
-            .iter()
-            .find(|kv| kv.key.as_str() == "error.type")
-            .map(|kv| kv.value.to_string());
         if let Some(e) = error_type {
+            attrs.push(KeyValue::new("error.type", e.clone()));
             self.span.set_status(opentelemetry::trace::Status::error(e));
         }
         self.span.set_attributes(attrs);

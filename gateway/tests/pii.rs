@@ -258,31 +258,50 @@ async fn odd_but_valid_sse_is_scanned_and_sse_the_scan_cannot_read_ends_the_stre
     gw.stop().await;
 }
 
+/// A chat chunk event of choice 0 whose delta is `delta` (JSON).
+fn delta_event(delta: &serde_json::Value) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    )
+}
+
+/// The end of a chat stream: a chunk finishing choice 0 with `reason`, then `[DONE]`.
+fn stream_end(reason: &str) -> String {
+    format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
+    )
+}
+
+/// Stream `raw` from the mock through the gateway; the caller's body.
+async fn relayed(mock: &MockProvider, gw: &TestGateway, raw: String) -> String {
+    mock.set(|m| m.raw_stream = Some(raw.into_bytes())).await;
+    let ask = chat("gpt-4o-mini", "who?", true);
+    let r = post(
+        &client::client(),
+        &gw.api("/v1/chat/completions"),
+        &ask,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
 #[tokio::test]
 async fn a_streamed_refusal_and_reasoning_are_scanned_across_chunks() {
     let (mock, gw) = setup("redact").await;
-    let c = client::client();
-    let ask = chat("gpt-4o-mini", "who?", true);
     let (a, b) = EMAIL.split_at(6);
-    let event = |field: &str, text: &str| {
-        format!(
-            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"{field}\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
-        )
-    };
     let raw = [
-        event("reasoning_content", &format!("they wrote {a}")),
-        event("reasoning_content", &format!("{b} earlier")),
-        event("refusal", &format!("I cannot mail {a}")),
-        event("refusal", b),
-        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"
-            .to_owned(),
+        delta_event(&json!({"reasoning_content": format!("they wrote {a}")})),
+        delta_event(&json!({"reasoning_content": format!("{b} earlier")})),
+        delta_event(&json!({"refusal": format!("I cannot mail {a}")})),
+        delta_event(&json!({"refusal": b})),
+        stream_end("stop"),
     ]
     .concat();
-    mock.set(|m| m.raw_stream = Some(raw.clone().into_bytes()))
-        .await;
-    let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
-    assert_eq!(r.status, 200);
-    let out = r.text();
+    let out = relayed(&mock, &gw, raw).await;
     assert!(!out.contains(EMAIL) && !out.contains(b), "{out}");
     assert!(out.contains("[EMAIL_1]"), "{out}");
     assert!(out.contains("data: [DONE]"), "{out}");
@@ -292,29 +311,23 @@ async fn a_streamed_refusal_and_reasoning_are_scanned_across_chunks() {
 #[tokio::test]
 async fn streamed_tool_call_arguments_are_scanned_across_chunks() {
     let (mock, gw) = setup("redact").await;
-    let c = client::client();
-    let ask = chat("gpt-4o-mini", "send it", true);
     let (a, b) = EMAIL.split_at(6);
-    let args = |call: u32, text: &str| {
-        let text = serde_json::to_string(text).unwrap();
-        format!(
-            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{call},\"function\":{{\"arguments\":{text}}}}}]}},\"finish_reason\":null}}]}}\n\n"
-        )
+    let args = |text: &str| {
+        delta_event(&json!({"tool_calls": [{"index": 0, "function": {"arguments": text}}]}))
     };
     let raw = [
-        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"send_mail\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n".to_owned(),
-        args(0, &format!("{{\"to\": \"{a}")),
-        args(0, &format!("{b}\", \"cc\": \"{a}")),
-        args(0, b),
-        args(0, "\"}"),
-        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n".to_owned(),
+        delta_event(&json!({"role": "assistant", "tool_calls": [{
+            "index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "send_mail", "arguments": ""},
+        }]})),
+        args(&format!("{{\"to\": \"{a}")),
+        args(&format!("{b}\", \"cc\": \"{a}")),
+        args(b),
+        args("\"}"),
+        stream_end("tool_calls"),
     ]
     .concat();
-    mock.set(|m| m.raw_stream = Some(raw.clone().into_bytes()))
-        .await;
-    let r = post(&c, &gw.api("/v1/chat/completions"), &ask, None).await;
-    assert_eq!(r.status, 200);
-    let out = r.text();
+    let out = relayed(&mock, &gw, raw).await;
     assert!(!out.contains(EMAIL) && !out.contains(b), "{out}");
     // The caller's accumulated arguments are the redacted JSON, still JSON.
     let arguments: String = client::sse_data(&out)

@@ -199,6 +199,12 @@ impl<'d> SseProcessor<'d> {
         }
     }
 
+    /// The pack's PII action is `log`: findings are counted, what the caller sees never changes.
+    fn log_only(&self) -> bool {
+        self.detector
+            .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log)
+    }
+
     /// The response-side PII result, when the stream was scanned.
     pub(crate) fn report(&self) -> Option<crate::policy::PiiReport> {
         let d = self.detector?;
@@ -355,7 +361,7 @@ impl<'d> SseProcessor<'d> {
         let (Some(detector), Some(choices)) = (self.detector, choices) else {
             return Ok(false);
         };
-        let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
+        let log_only = self.log_only();
         let mut withheld = !choices.0.is_empty() && !log_only;
         for c in &choices.0 {
             // Cleared below only for a choice whose whole content is held back.
@@ -485,7 +491,7 @@ impl<'d> SseProcessor<'d> {
         let Some(detector) = self.detector else {
             return Ok(());
         };
-        let log_only = detector.action() == policy_engine::pack::PiiAction::Log;
+        let log_only = self.log_only();
         if self.tool_redactors.len() <= index {
             self.tool_redactors.resize_with(index + 1, Vec::new);
         }
@@ -544,9 +550,7 @@ impl<'d> SseProcessor<'d> {
 
     /// Choice `index` finished: what its tool calls still hold goes out, a chunk per call.
     fn finish_tool_calls(&mut self, index: usize, out: &mut BytesMut) {
-        let log_only = self
-            .detector
-            .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log);
+        let log_only = self.log_only();
         let Some(calls) = self.tool_redactors.get_mut(index) else {
             return;
         };
@@ -566,9 +570,7 @@ impl<'d> SseProcessor<'d> {
             return;
         }
         self.finished = true;
-        let log_only = self
-            .detector
-            .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log);
+        let log_only = self.log_only();
         for index in 0..self.redactors.len() {
             for (field, name) in TEXT_FIELDS.iter().enumerate() {
                 let Some(mut r) = self.redactors[index][field].take() else {
