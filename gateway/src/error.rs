@@ -60,6 +60,14 @@ pub enum ApiError {
     },
     #[error("{}", .0.message)]
     Rejected(Rejection),
+    /// The model's provider speaks another API family than the route.
+    #[error("the model `{model}` is served by provider `{provider}` (kind `{kind}`), which does not speak {route}; call the route of its API family, or route the model to a provider of the other kind")]
+    RouteNotServed {
+        model: String,
+        provider: String,
+        kind: &'static str,
+        route: &'static str,
+    },
     #[error("the provider did not answer within {ms} ms ({phase})")]
     UpstreamTimeout { ms: u64, phase: &'static str },
     /// The provider failed; `detail` (the cause chain) is for the log only.
@@ -68,7 +76,7 @@ pub enum ApiError {
     /// A gateway bug, or a pack and request the gateway cannot reconcile; `0` is for the log.
     #[error("the gateway could not handle this request (an internal error, logged under the request id)")]
     Internal(String),
-    #[error("unknown route; this gateway serves the OpenAI API under /v1")]
+    #[error("unknown route; this gateway serves the OpenAI and Anthropic APIs under /v1")]
     NotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -114,6 +122,7 @@ impl ApiError {
             Self::TooLarge { .. } => "request_too_large",
             Self::BodyTimeout { .. } => "request_timeout",
             Self::ModelNotAllowed { .. } => "model_not_allowed",
+            Self::RouteNotServed { .. } => "route_not_served",
             Self::PiiBlocked { .. } => "pii_blocked",
             Self::Rejected(r) => r.kind.code(),
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -129,7 +138,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest { .. } | Self::PiiBlocked { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest { .. } | Self::PiiBlocked { .. } | Self::RouteNotServed { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
@@ -160,7 +171,7 @@ impl ApiError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             Self::InvalidRequest { param, .. } => *param,
-            Self::ModelNotAllowed { .. } => Some("model"),
+            Self::ModelNotAllowed { .. } | Self::RouteNotServed { .. } => Some("model"),
             _ => None,
         }
     }
@@ -173,9 +184,10 @@ impl ApiError {
             | Self::BodyTimeout { .. }
             | Self::NotFound
             | Self::MethodNotAllowed => Blame::Client,
-            Self::ModelNotAllowed { .. } | Self::PiiBlocked { .. } | Self::Rejected(_) => {
-                Blame::Policy
-            }
+            Self::ModelNotAllowed { .. }
+            | Self::RouteNotServed { .. }
+            | Self::PiiBlocked { .. }
+            | Self::Rejected(_) => Blame::Policy,
             Self::UpstreamTimeout { .. } | Self::Upstream { .. } => Blame::Upstream,
             Self::NotReady | Self::Internal(_) => Blame::Gateway,
         }

@@ -150,14 +150,23 @@ impl CallerAuth {
             Self::Anonymous => return Ok(None),
             Self::Keys(t) => t,
         };
-        let value = headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or(ApiError::InvalidApiKey(
-                "missing API key: send `Authorization: Bearer <key>`",
-            ))?;
-        let key = bearer(value.as_bytes()).ok_or(ApiError::InvalidApiKey(
-            "malformed Authorization header: expected `Bearer <key>`",
-        ))?;
+        // `Authorization: Bearer` (OpenAI's SDKs), or `x-api-key` (Anthropic's).
+        let key = match (
+            headers.get(http::header::AUTHORIZATION),
+            headers.get("x-api-key"),
+        ) {
+            (Some(value), _) => bearer(value.as_bytes()).ok_or(ApiError::InvalidApiKey(
+                "malformed Authorization header: expected `Bearer <key>`",
+            ))?,
+            (None, Some(value)) => Some(value.as_bytes().trim_ascii())
+                .filter(|k| !k.is_empty())
+                .ok_or(ApiError::InvalidApiKey("empty x-api-key header"))?,
+            (None, None) => {
+                return Err(ApiError::InvalidApiKey(
+                    "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+                ))
+            }
+        };
         table
             .lookup(key)
             .map(Some)

@@ -38,8 +38,8 @@ pub struct Metrics {
     /// Label handles of the series every request records, resolved once: recording is then an
     /// atomic add, not a label hash and a map lookup under the vector's lock (~1 % of the
     /// full chain's CPU).
-    overhead_by_route: [Histogram; 3],
-    upstream_by_route: [Histogram; 3],
+    overhead_by_route: Vec<Histogram>,
+    upstream_by_route: Vec<Histogram>,
     pii_decisions: [IntCounter; 5],
 }
 
@@ -135,9 +135,11 @@ impl Metrics {
             "Connections closed at accept: the client address held its per-client cap",
         )?;
         registry.register(Box::new(connections_refused.clone()))?;
-        let by_route = |vec: &HistogramVec| -> Result<[Histogram; 3], prometheus::Error> {
-            let [a, b, c] = ApiRoute::ALL.map(|r| vec.get_metric_with_label_values(&[r.as_str()]));
-            Ok([a?, b?, c?])
+        let by_route = |vec: &HistogramVec| -> Result<Vec<Histogram>, prometheus::Error> {
+            ApiRoute::ALL
+                .iter()
+                .map(|r| vec.get_metric_with_label_values(&[r.as_str()]))
+                .collect()
         };
         let overhead_by_route = by_route(&overhead)?;
         let upstream_by_route = by_route(&upstream)?;

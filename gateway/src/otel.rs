@@ -504,9 +504,11 @@ impl RequestTrace {
         }
         let now = Instant::now();
         let operation = match meta.route {
-            ApiRoute::ChatCompletions => "chat",
+            ApiRoute::ChatCompletions | ApiRoute::Messages | ApiRoute::Responses => "chat",
             ApiRoute::Completions => "text_completion",
             ApiRoute::Embeddings => "embeddings",
+            ApiRoute::CountTokens => "count_tokens",
+            ApiRoute::ResponseItem => "retrieve_response",
         };
         let requested = meta.model.as_ref().map(|m| m.name.as_str());
         self.span.update_name(match requested {

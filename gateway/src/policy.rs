@@ -94,8 +94,9 @@ pub(crate) fn scan_request(
 }
 
 /// Fields whose string values are identifiers, enumerations or binary payloads, never text a
-/// person wrote, and so are not scanned: the model, roles and types, ids, enumerated settings,
-/// and media (`url` of an image, base64 `data` and `file_data`, where a chance digit run
+/// person wrote, and so are not scanned: the model, roles and types, ids (OpenAI's and
+/// Anthropic's, the Responses API's item and call ids), enumerated settings, opaque signed
+/// blobs (Anthropic's thinking `signature`, encrypted reasoning), and media (`url` of an image, base64 `data` and `file_data`, where a chance digit run
 /// "redacted" would corrupt the file). Only a string value is skipped: an object or list under
 /// such a key is scanned like any other (a schema property named `id` has a description).
 pub(crate) fn not_text(key: &str) -> bool {
@@ -120,6 +121,15 @@ pub(crate) fn not_text(key: &str) -> bool {
             | "object"
             | "system_fingerprint"
             | "finish_reason"
+            | "stop_reason"
+            | "status"
+            | "item_id"
+            | "call_id"
+            | "response_id"
+            | "previous_response_id"
+            | "signature"
+            | "encrypted_content"
+            | "media_type"
     )
 }
 
@@ -132,6 +142,30 @@ pub(crate) fn scan_response(
     record_text: bool,
 ) -> Result<Scanned, serde_json::Error> {
     scan_request(detector, body, record_text)
+}
+
+/// Scan every text string of one JSON value `json` (a stream event's data, known to be valid
+/// JSON) with a stream's `session`, as a JSON answer is scanned; with `rewrite`, redactions go
+/// into `splice` at `offset` + the string's place in `json` (the event's bytes around it).
+pub(crate) fn scan_into(
+    detector: &PiiDetector,
+    json: &[u8],
+    session: &mut RedactionSession,
+    rewrite: bool,
+    offset: usize,
+    splice: &mut Splice,
+) -> Result<(), serde_json::Error> {
+    let mut spans = Vec::new();
+    json_splice::string_spans(json, not_text, &mut spans);
+    for at in spans {
+        let text: Cow<'_, str> = serde_json::from_slice(&json[at.clone()])?;
+        if let Cow::Owned(new) = detector.redact(&text, session) {
+            if rewrite {
+                splice.replace_string(offset + at.start..offset + at.end, &new);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Scan a provider's error body: every string value when it is JSON (error messages can echo

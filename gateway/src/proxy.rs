@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use policy_engine::PolicyKind;
@@ -29,12 +29,12 @@ use crate::json_splice::Splice;
 use crate::pack::ActivePack;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
-use crate::respond::error_response;
-use crate::service::ApiRoute;
+use crate::respond::error_response_on;
 use crate::service::InFlight;
+use crate::service::{ApiRoute, Wire};
 use crate::sse;
 use crate::state::GatewayState;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{PassHeaders, Target, Upstream, UpstreamBody};
 
 /// Run an API request to its end: the response, with the outcome reported exactly once
 /// (settled, failed, or moved into a stream's task that reports it when the stream ends).
@@ -153,6 +153,7 @@ pub(crate) async fn run<'p>(
 /// The gateway refuses or cannot complete the request: report it (the response waits for the
 /// enforcement: a durable record), count it, log it under the request's span, answer with it.
 async fn refuse(state: &GatewayState, outcome: Outcome, err: &ApiError) -> Response<GatewayBody> {
+    let wire = outcome.meta.route.wire();
     outcome.fail(&Failure::Refused(err)).wait().await;
     state
         .metrics
@@ -167,7 +168,7 @@ async fn refuse(state: &GatewayState, outcome: Outcome, err: &ApiError) -> Respo
     } else {
         tracing::debug!(error = %err.detail(), "request refused");
     }
-    error_response(err)
+    error_response_on(err, wire)
 }
 
 /// A request the policies let through, and the provider's response head.
@@ -193,7 +194,10 @@ async fn forward<'p>(
 ) -> Result<Forwarded<'p>, ApiError> {
     let route = o.meta.route;
     o.meta.caller = state.auth.authenticate(req.headers())?;
-    let accept = req.headers().get(ACCEPT).cloned();
+    let mut pass = PassHeaders::from_request(req.headers());
+    if !route.spends() {
+        return forward_item(state, pack, req, o, pass).await;
+    }
     let declared_length = content_length(req.headers());
     let limit = state.limits.max_body_bytes;
     let body_timeout = state.limits.body_timeout;
@@ -213,7 +217,7 @@ async fn forward<'p>(
 
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_request);
     let parsed = request::parse(&body)?;
-    o.meta.stream = parsed.facts.stream && route != ApiRoute::Embeddings;
+    o.meta.stream = parsed.facts.stream && route.streams();
     o.meta.max_tokens = parsed.facts.max_tokens;
     let model_route =
         pack.compiled
@@ -222,6 +226,7 @@ async fn forward<'p>(
                 model: parsed.facts.model.clone(),
             })?;
     *model_label = pack.model_label(&model_route.name);
+    served_natively(pack, &model_route, route)?;
 
     let mut splice = Splice::default();
     let record_text = records_text(pack);
@@ -273,18 +278,17 @@ async fn forward<'p>(
         &parsed,
         Rewrite {
             upstream_model: rename,
-            include_usage: stream,
+            // Chat and completions streams report usage only when asked; Anthropic's and the
+            // Responses API's always do.
+            include_usage: stream
+                && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions),
         },
         splice,
     )?;
-    let upstream = pack.upstream(&model_route.provider).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "the pack routes `{}` to provider `{}`, which it does not define",
-            model_route.name, model_route.provider
-        ))
-    })?;
+    // A budget's degraded model may sit on another provider.
+    let upstream = served_natively(pack, &model_route, route)?;
 
-    let traceparent = o.meta.trace.as_mut().map(|t| {
+    pass.traceparent = o.meta.trace.as_mut().map(|t| {
         t.served(&upstream.name, &model_route.upstream_model);
         t.traceparent().clone()
     });
@@ -292,10 +296,9 @@ async fn forward<'p>(
     let resp = upstream
         .send(
             Method::POST,
-            route,
+            Target::Route(route),
             Some(upstream_body),
-            accept.as_ref(),
-            traceparent.as_ref(),
+            &pass,
         )
         .await;
     let upstream_head = sent.elapsed();
@@ -313,6 +316,104 @@ async fn forward<'p>(
         budget_headers,
         wants_usage: parsed.facts.wants_usage(),
         record_text,
+    })
+}
+
+/// The provider of `model` when it speaks `route` natively; a clear refusal otherwise (before
+/// any budget is reserved).
+fn served_natively<'p>(
+    pack: &'p ActivePack,
+    model: &policy_engine::ModelRoute,
+    route: ApiRoute,
+) -> Result<&'p Arc<Upstream>, ApiError> {
+    let upstream = pack.upstream(&model.provider).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "the pack routes `{}` to provider `{}`, which it does not define",
+            model.name, model.provider
+        ))
+    })?;
+    if upstream.speaks(route) {
+        return Ok(upstream);
+    }
+    Err(ApiError::RouteNotServed {
+        model: model.name.clone(),
+        provider: upstream.name.clone(),
+        kind: upstream.kind.as_str(),
+        route: route.path(),
+    })
+}
+
+/// A stored response (`GET`/`DELETE /v1/responses/{id}`): authenticated (done by the caller),
+/// sent to the pack's `openai` provider — the one named by `x-palisade-provider` when the pack
+/// has several — and its answer scanned like any other. No model, no budget: it spends no
+/// tokens.
+async fn forward_item<'p>(
+    state: &GatewayState,
+    pack: &'p Arc<ActivePack>,
+    req: Request<Incoming>,
+    o: &mut Outcome,
+    pass: PassHeaders,
+) -> Result<Forwarded<'p>, ApiError> {
+    let method = req.method().clone();
+    let tail = crate::service::response_item_tail(req.uri().path(), method == Method::GET)
+        .ok_or(ApiError::NotFound)?;
+    let target = match req.uri().query() {
+        Some(q) => format!("responses/{tail}?{q}"),
+        None => format!("responses/{tail}"),
+    };
+    let named = req
+        .headers()
+        .get("x-palisade-provider")
+        .map(|v| v.to_str().unwrap_or_default());
+    let mut speaking = pack
+        .upstreams
+        .values()
+        .filter(|u| u.speaks(ApiRoute::Responses));
+    let upstream = match named {
+        Some(name) => pack
+            .upstream(name)
+            .filter(|u| u.speaks(ApiRoute::Responses))
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "x-palisade-provider",
+                    format!("`{name}` is not an `openai` provider of the active pack"),
+                )
+            })?,
+        None => match (speaking.next(), speaking.next()) {
+            (Some(u), None) => u,
+            (None, _) => {
+                return Err(ApiError::invalid(
+                    "the active pack has no `openai` provider to hold stored responses",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid_param(
+                    "x-palisade-provider",
+                    "the active pack has several `openai` providers: name the one that holds \
+                     this response in the `x-palisade-provider` header",
+                ))
+            }
+        },
+    };
+    let sent = Instant::now();
+    let resp = upstream
+        .send(method, Target::Below(&target), None, &pass)
+        .await;
+    let upstream_head = sent.elapsed();
+    state
+        .metrics
+        .upstream(o.meta.route)
+        .observe(upstream_head.as_secs_f64());
+    o.meta.upstream_time = Some(upstream_head);
+    let (parts, body) = resp?.into_parts();
+    Ok(Forwarded {
+        parts,
+        body,
+        sent,
+        provider: &upstream.name,
+        budget_headers: BudgetHeaders::default(),
+        wants_usage: false,
+        record_text: records_text(pack),
     })
 }
 
@@ -459,10 +560,15 @@ fn scan_error_body(
         let message = format!(
             "the provider `{provider}` answered with an error whose body was withheld: {why}"
         );
-        Bytes::from(
-            serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}})
-                .to_string(),
-        )
+        let body = match meta.route.wire() {
+            Wire::OpenAi => {
+                serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}})
+            }
+            Wire::Anthropic => {
+                serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message, "code": "upstream_error"}})
+            }
+        };
+        Bytes::from(body.to_string())
     };
     let Some(scanned) = policy::scan_error_body(det, &answer) else {
         return withheld("it could not be scanned for personal data");

@@ -31,6 +31,9 @@ struct Peek<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    /// The Responses API's output bound.
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
 }
 
 fn raw_even_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -117,7 +120,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedRequest<'_>, ApiError> {
             model: model.into_owned(),
             stream: peek.stream.unwrap_or(false),
             stream_options,
-            max_tokens: peek.max_completion_tokens.or(peek.max_tokens),
+            max_tokens: peek
+                .max_completion_tokens
+                .or(peek.max_output_tokens)
+                .or(peek.max_tokens),
         },
         model: peek.model,
         stream_options: peek.stream_options,

@@ -1,8 +1,9 @@
 //! Building responses: the one place an [`ApiError`] becomes an HTTP response, and the headers
 //! every response carries.
 //!
-//! Error bodies follow OpenAI's shape, `{"error":{"message","type","param","code"}}`, so SDKs
-//! raise their usual exception classes. Policy refusals add `x-should-retry: false`, which the
+//! Error bodies follow OpenAI's shape, `{"error":{"message","type","param","code"}}`, and on
+//! Anthropic's routes Anthropic's, `{"type":"error","error":{"type","message"}}`, so each SDK
+//! raises its usual exception classes. Policy refusals add `x-should-retry: false`, which the
 //! OpenAI SDKs honour, so a blocked prompt or an exhausted budget is not retried in a loop.
 //! Every response — success, error, ops route — gets `x-palisade-request-id`,
 //! `x-palisade-pack-version` and `x-palisade-pack-hash` from [`stamp`].
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::body::GatewayBody;
 use crate::error::ApiError;
 use crate::pack::ActivePack;
-use crate::service::RequestId;
+use crate::service::{RequestId, Wire};
 
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-palisade-request-id");
 pub(crate) static PACK_VERSION: HeaderName = HeaderName::from_static("x-palisade-pack-version");
@@ -45,6 +46,63 @@ pub(crate) fn error_response(err: &ApiError) -> Response<GatewayBody> {
             message: err.to_string(),
             kind: err.error_type(),
             param: err.param(),
+            code: err.code(),
+        },
+    };
+    let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = err.status();
+    resp.headers_mut().insert(CONTENT_TYPE, JSON);
+    if !err.retryable() {
+        resp.headers_mut()
+            .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
+    }
+    resp
+}
+
+/// Anthropic's error shape, `{"type":"error","error":{"type","message"}}`, with the gateway's
+/// stable `code` beside them (the Anthropic SDKs read the type and raise by status).
+#[derive(Serialize)]
+struct AnthropicEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    error: AnthropicError<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: String,
+    code: &'a str,
+}
+
+/// Anthropic's error type for a status.
+pub(crate) fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 | 405 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// An error in the shape of the route's API family: OpenAI's, or Anthropic's on `/v1/messages`.
+pub(crate) fn error_response_on(err: &ApiError, wire: Wire) -> Response<GatewayBody> {
+    if wire == Wire::OpenAi {
+        return error_response(err);
+    }
+    let envelope = AnthropicEnvelope {
+        kind: "error",
+        error: AnthropicError {
+            kind: anthropic_error_type(err.status()),
+            message: err.to_string(),
             code: err.code(),
         },
     };

@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 use crate::body::GatewayBody;
 use crate::error::ApiError;
 use crate::hooks::{Outcome, RequestMeta};
-use crate::respond::{error_response, stamp};
+use crate::respond::{error_response, error_response_on, stamp};
 use crate::state::GatewayState;
 use crate::{ops, proxy};
 
@@ -49,14 +49,9 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let id = state.next_request_id();
     let pack = state.pack_guard().clone();
-    let api = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => Some(ApiRoute::ChatCompletions),
-        (&Method::POST, "/v1/completions") => Some(ApiRoute::Completions),
-        (&Method::POST, "/v1/embeddings") => Some(ApiRoute::Embeddings),
-        _ => None,
-    };
+    let api = ApiRoute::of(req.method(), req.uri().path());
     let mut resp = match (api, pack.as_ref()) {
-        (Some(_), None) => error_response(&ApiError::NotReady),
+        (Some(route), None) => error_response_on(&ApiError::NotReady, route.wire()),
         (Some(route), Some(pack)) => {
             // One span per API request: every event below it, down to a budget store failing
             // closed or a provider error, carries the request id, route and pack version. Its
@@ -143,11 +138,18 @@ fn route_other(
         "/v1/chat/completions"
         | "/v1/completions"
         | "/v1/embeddings"
+        | "/v1/responses"
         | "/v1/models"
         | "/status"
         | "/metrics"
         | "/healthz"
         | "/readyz" => error_response(&ApiError::MethodNotAllowed),
+        "/v1/messages" | "/v1/messages/count_tokens" => {
+            error_response_on(&ApiError::MethodNotAllowed, Wire::Anthropic)
+        }
+        p if p.starts_with("/v1/responses/") && req.method() == Method::POST => {
+            error_response(&ApiError::MethodNotAllowed)
+        }
         _ => error_response(&ApiError::NotFound),
     }
 }
@@ -186,10 +188,44 @@ pub enum ApiRoute {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's `POST /v1/messages`.
+    Messages,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
+    /// `GET` or `DELETE /v1/responses/{id}` (and `GET …/{id}/input_items`): a stored response.
+    ResponseItem,
+}
+
+/// The API family a route belongs to: the shape of its errors, and the provider kind that
+/// serves it natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+impl Wire {
+    /// The provider kind that speaks this family natively.
+    pub fn native_kind(self) -> policy_engine::pack::ProviderKind {
+        match self {
+            Self::OpenAi => policy_engine::pack::ProviderKind::OpenAi,
+            Self::Anthropic => policy_engine::pack::ProviderKind::Anthropic,
+        }
+    }
 }
 
 impl ApiRoute {
-    pub const ALL: [Self; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+    pub const ALL: [Self; 7] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Messages,
+        Self::CountTokens,
+        Self::Responses,
+        Self::ResponseItem,
+    ];
 
     /// Position in [`ApiRoute::ALL`].
     pub fn index(self) -> usize {
@@ -197,6 +233,26 @@ impl ApiRoute {
             Self::ChatCompletions => 0,
             Self::Completions => 1,
             Self::Embeddings => 2,
+            Self::Messages => 3,
+            Self::CountTokens => 4,
+            Self::Responses => 5,
+            Self::ResponseItem => 6,
+        }
+    }
+
+    /// The API route of a method and path, if it is one.
+    pub fn of(method: &Method, path: &str) -> Option<Self> {
+        match (method, path) {
+            (&Method::POST, "/v1/chat/completions") => Some(Self::ChatCompletions),
+            (&Method::POST, "/v1/completions") => Some(Self::Completions),
+            (&Method::POST, "/v1/embeddings") => Some(Self::Embeddings),
+            (&Method::POST, "/v1/messages") => Some(Self::Messages),
+            (&Method::POST, "/v1/messages/count_tokens") => Some(Self::CountTokens),
+            (&Method::POST, "/v1/responses") => Some(Self::Responses),
+            (&Method::GET | &Method::DELETE, p) => {
+                response_item_tail(p, method == Method::GET).map(|_| Self::ResponseItem)
+            }
+            _ => None,
         }
     }
 
@@ -205,26 +261,75 @@ impl ApiRoute {
             Self::ChatCompletions => "chat_completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
+            Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
+            Self::Responses => "responses",
+            Self::ResponseItem => "response_item",
         }
     }
 
-    /// The gateway's own path of the route.
+    /// The gateway's own path of the route (`/v1/responses/{id}` for a stored response).
     pub fn path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
+            Self::Responses => "/v1/responses",
+            Self::ResponseItem => "/v1/responses/{id}",
         }
     }
 
-    /// Path below the provider's base URL.
+    /// Path below the provider's base URL; a stored response's is the request's own tail.
     pub fn upstream_path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Messages => "/messages",
+            Self::CountTokens => "/messages/count_tokens",
+            Self::Responses | Self::ResponseItem => "/responses",
         }
     }
+
+    pub fn wire(self) -> Wire {
+        match self {
+            Self::Messages | Self::CountTokens => Wire::Anthropic,
+            _ => Wire::OpenAi,
+        }
+    }
+
+    /// Whether the request names a model and may spend tokens: the route runs the whole chain
+    /// (model check, request-side PII, budget admission). A stored response's route only reads
+    /// or deletes what an earlier request made; it runs authentication and the answer's scan.
+    pub fn spends(self) -> bool {
+        self != Self::ResponseItem
+    }
+
+    /// Whether the route can answer with a stream.
+    pub fn streams(self) -> bool {
+        matches!(
+            self,
+            Self::ChatCompletions | Self::Completions | Self::Messages | Self::Responses
+        )
+    }
+}
+
+/// The `{id}` (or `{id}/input_items`, on `GET`) of a `/v1/responses/…` path: ids are letters,
+/// digits, `_` and `-`, so nothing else can reach the provider's path.
+pub(crate) fn response_item_tail(path: &str, get: bool) -> Option<&str> {
+    let tail = path.strip_prefix("/v1/responses/")?;
+    let id = match tail.strip_suffix("/input_items") {
+        Some(id) if get => id,
+        _ => tail,
+    };
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then_some(tail)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -37,7 +37,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use policy_engine::pack::ProviderSpec;
+use policy_engine::pack::{ProviderKind, ProviderSpec, DEFAULT_ANTHROPIC_VERSION};
 use tower_service::Service;
 
 use crate::error::ApiError;
@@ -218,10 +218,18 @@ pub struct Upstream {
     origin: std::sync::Arc<str>,
     /// The `host` header every request carries.
     host: HeaderValue,
-    /// The request target of each API route (`/v1/chat/completions`, …), parsed once: a
-    /// clone is a reference count, a parse per request was ~0.5 % of the full chain's CPU.
-    targets: [Uri; 3],
-    auth: Option<HeaderValue>,
+    /// The wire format the provider speaks.
+    pub(crate) kind: ProviderKind,
+    /// The request target of each API route the provider speaks (`/v1/chat/completions`, …),
+    /// parsed once: a clone is a reference count, a parse per request was ~0.5 % of the full
+    /// chain's CPU. `None`: a route of the other kind.
+    targets: [Option<Uri>; ApiRoute::ALL.len()],
+    /// The base URL's path, for targets built per request (a stored response's id).
+    prefix: Box<str>,
+    /// The provider key as its kind sends it: `authorization: Bearer …` or `x-api-key: …`.
+    auth: Option<(HeaderName, HeaderValue)>,
+    /// `anthropic-version` for an `anthropic` provider when the caller sent none.
+    anthropic_version: Option<HeaderValue>,
     pub(crate) connect_timeout: Duration,
     pub(crate) first_byte_timeout: Duration,
 }
@@ -245,36 +253,61 @@ impl Upstream {
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
         let prefix = uri.path().trim_end_matches('/');
-        let [a, b, c] = ApiRoute::ALL.map(|r| {
-            Uri::try_from(format!("{prefix}{}", r.upstream_path()))
-                .map_err(|_| bad("the path cannot be a request target"))
-        });
-        let targets = [a?, b?, c?];
+        let mut targets: [Option<Uri>; ApiRoute::ALL.len()] = Default::default();
+        for r in ApiRoute::ALL {
+            if r.wire().native_kind() == spec.kind {
+                targets[r.index()] = Some(
+                    Uri::try_from(format!("{prefix}{}", r.upstream_path()))
+                        .map_err(|_| bad("the path cannot be a request target"))?,
+                );
+            }
+        }
         let origin: std::sync::Arc<str> = format!("{scheme}://{authority}").into();
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("the host cannot be sent as a header"))?;
         let auth = match key {
-            Some(k) => Some(
-                HeaderValue::from_str(&format!("Bearer {k}"))
-                    .map_err(|_| bad("the provider key holds characters a header cannot"))?,
-            ),
+            Some(k) => {
+                let (name, value) = match spec.kind {
+                    ProviderKind::OpenAi => (AUTHORIZATION, format!("Bearer {k}")),
+                    ProviderKind::Anthropic => (X_API_KEY, k.to_owned()),
+                };
+                let mut v = HeaderValue::from_str(&value)
+                    .map_err(|_| bad("the provider key holds characters a header cannot"))?;
+                v.set_sensitive(true);
+                Some((name, v))
+            }
             None => None,
         };
-        let mut auth = auth;
-        if let Some(v) = auth.as_mut() {
-            v.set_sensitive(true);
-        }
+        let anthropic_version = match spec.kind {
+            ProviderKind::Anthropic => Some(
+                HeaderValue::from_str(
+                    spec.anthropic_version
+                        .as_deref()
+                        .unwrap_or(DEFAULT_ANTHROPIC_VERSION),
+                )
+                .map_err(|_| bad("`anthropic_version` cannot be sent as a header"))?,
+            ),
+            ProviderKind::OpenAi => None,
+        };
         Ok(Self {
             name: name.to_owned(),
             scheme,
             authority,
             origin,
             host,
+            kind: spec.kind,
             targets,
+            prefix: prefix.into(),
             auth,
+            anthropic_version,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(spec.first_byte_timeout_ms),
         })
+    }
+
+    /// Whether the provider speaks `route` natively.
+    pub(crate) fn speaks(&self, route: ApiRoute) -> bool {
+        self.targets[route.index()].is_some()
     }
 
     /// Send a request and wait for the response head, within the connect and first-byte
@@ -282,33 +315,52 @@ impl Upstream {
     pub(crate) async fn send(
         &self,
         method: Method,
-        route: ApiRoute,
+        target: Target<'_>,
         body: Option<Bytes>,
-        accept: Option<&HeaderValue>,
-        traceparent: Option<&HeaderValue>,
+        pass: &PassHeaders,
     ) -> Result<http::Response<UpstreamBody>, ApiError> {
         // HTTP/1 over a connection: origin-form target, and the host as a header.
+        let uri = match target {
+            Target::Route(route) => self.targets[route.index()].clone(),
+            Target::Below(tail) => Uri::try_from(format!("{}/{tail}", self.prefix)).ok(),
+        }
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "provider `{}` (kind {}) has no target for this route",
+                self.name,
+                self.kind.as_str()
+            ))
+        })?;
         let has_body = body.is_some();
         let mut req = Request::new(Full::new(body.unwrap_or_default()));
         *req.method_mut() = method;
-        *req.uri_mut() = self.targets[route.index()].clone();
+        *req.uri_mut() = uri;
         let headers = req.headers_mut();
         headers.reserve(4);
         headers.insert(HOST, self.host.clone());
         if has_body {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        if let Some(a) = accept {
+        if let Some(a) = &pass.accept {
             headers.insert(ACCEPT, a.clone());
         }
-        if let Some(auth) = &self.auth {
-            headers.insert(AUTHORIZATION, auth.clone());
+        if let Some((name, value)) = &self.auth {
+            headers.insert(name.clone(), value.clone());
         }
-        if let Some(tp) = traceparent {
-            headers.insert(
-                http::header::HeaderName::from_static("traceparent"),
-                tp.clone(),
-            );
+        if let Some(tp) = &pass.traceparent {
+            headers.insert(HeaderName::from_static("traceparent"), tp.clone());
+        }
+        if self.kind == ProviderKind::Anthropic {
+            if let Some(v) = pass
+                .anthropic_version
+                .as_ref()
+                .or(self.anthropic_version.as_ref())
+            {
+                headers.insert(HeaderName::from_static(ANTHROPIC_VERSION), v.clone());
+            }
+            if let Some(v) = &pass.anthropic_beta {
+                headers.insert(HeaderName::from_static(ANTHROPIC_BETA), v.clone());
+            }
         }
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
         // first and is reported as such.
@@ -384,6 +436,41 @@ impl Upstream {
         Ok(sender)
     }
 }
+
+/// Where a request goes below the provider's base URL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// The route's own path.
+    Route(ApiRoute),
+    /// A path built per request (`responses/{id}`), already checked to be safe.
+    Below(&'a str),
+}
+
+/// The caller's headers that go on to the provider: what it accepts, the trace context, and
+/// the Anthropic version and beta flags (an Anthropic SDK sends them; to an `anthropic`
+/// provider only).
+#[derive(Debug, Default)]
+pub(crate) struct PassHeaders {
+    pub(crate) accept: Option<HeaderValue>,
+    pub(crate) traceparent: Option<HeaderValue>,
+    pub(crate) anthropic_version: Option<HeaderValue>,
+    pub(crate) anthropic_beta: Option<HeaderValue>,
+}
+
+impl PassHeaders {
+    pub(crate) fn from_request(headers: &http::HeaderMap) -> Self {
+        Self {
+            accept: headers.get(ACCEPT).cloned(),
+            traceparent: None,
+            anthropic_version: headers.get(ANTHROPIC_VERSION).cloned(),
+            anthropic_beta: headers.get(ANTHROPIC_BETA).cloned(),
+        }
+    }
+}
+
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+const ANTHROPIC_BETA: &str = "anthropic-beta";
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);

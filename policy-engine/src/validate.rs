@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 use crate::decode::Sink;
 use crate::diagnostic::{DiagnosticCode, PackDiagnostic};
 use crate::pack::{
-    BudgetEnforcerConfig, BudgetScope, ExhaustedAction, PackDocument, RedactionStyle, AUDIT_LOGGER,
-    BUDGET_ENFORCER, DEFAULT_PROVIDER, KNOWN_POLICIES, MAX_PREBORROW_FRACTION, PII_DETECTOR,
+    BudgetEnforcerConfig, BudgetScope, ExhaustedAction, PackDocument, ProviderKind, RedactionStyle,
+    AUDIT_LOGGER, BUDGET_ENFORCER, DEFAULT_PROVIDER, KNOWN_POLICIES, MAX_PREBORROW_FRACTION,
+    PII_DETECTOR,
 };
 use crate::source_map::item;
 
@@ -227,6 +228,15 @@ fn providers_and_models(doc: &PackDocument, sink: &mut Sink<'_>) {
         }
         if let Some(env) = &p.base_url_env {
             env_name(sink, &format!("{path}.base_url_env"), env);
+        }
+        if p.anthropic_version.is_some() && p.kind != ProviderKind::Anthropic {
+            let d = PackDiagnostic::error(
+                InvalidValue,
+                format!("{path}.anthropic_version"),
+                format!("`anthropic_version` applies to `kind: anthropic` providers; `{name}` is `kind: {}`", p.kind.as_str()),
+            )
+            .help("set `kind: anthropic`, or remove `anthropic_version`");
+            sink.emit(d, true);
         }
         if p.connect_timeout_ms == 0 || p.first_byte_timeout_ms == 0 {
             err(

@@ -1,9 +1,16 @@
-//! A mock OpenAI provider for tests: the real JSON and SSE wire format, on port 0, recording
-//! what it received. Every test that needs a provider uses this one: the gateway's in-process
-//! tests and the CLI's binary tests.
+//! A mock provider for tests: the real JSON and SSE wire formats of OpenAI's chat,
+//! completions, embeddings and Responses APIs and of Anthropic's Messages API, on port 0,
+//! recording what it received. Every test that needs a provider uses this one: the gateway's
+//! in-process tests and the CLI's binary tests.
 //!
-//! Streams: a role chunk, one chunk per `Behaviour::chunks` entry, a finish chunk, the usage
-//! chunk when the request set `stream_options.include_usage`, then `data: [DONE]`.
+//! Chat streams: a role chunk, one chunk per `Behaviour::chunks` entry, a finish chunk, the
+//! usage chunk when the request set `stream_options.include_usage`, then `data: [DONE]`.
+//! Anthropic streams (`/messages`): `message_start`, a text block with one `text_delta` per
+//! chunk, a `tool_use` block with one `input_json_delta` per `Behaviour::tool_args` piece when
+//! set, `message_delta` with usage, `message_stop`. Responses streams (`/responses`):
+//! `response.created`, the message item with one `response.output_text.delta` per chunk and
+//! its `.done` events, a `function_call` item with one `response.function_call_arguments.delta`
+//! per tool piece when set, `response.completed` with usage. Errors in each API's shape.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +52,9 @@ pub struct Behaviour {
     pub head_delay: Duration,
     /// Wait between streamed events.
     pub chunk_delay: Duration,
+    /// Answer with a tool call (`lookup`) whose arguments are these pieces joined; a stream
+    /// sends one argument delta per piece.
+    pub tool_args: Option<Vec<String>>,
 }
 
 impl Default for Behaviour {
@@ -59,6 +69,7 @@ impl Default for Behaviour {
             fail_body: None,
             head_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
+            tool_args: None,
         }
     }
 }
@@ -68,6 +79,11 @@ impl Default for Behaviour {
 pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
+    /// `x-api-key`, as Anthropic's API takes the key.
+    pub x_api_key: Option<String>,
+    /// `anthropic-version`.
+    pub anthropic_version: Option<String>,
+    pub method: String,
     /// The W3C trace context the gateway sent, if any.
     pub traceparent: Option<String>,
     pub body: Value,
@@ -163,11 +179,16 @@ async fn handle(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let traceparent = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let traceparent = header("traceparent");
+    let x_api_key = header("x-api-key");
+    let anthropic_version = header("anthropic-version");
+    let method = req.method().to_string();
     let is_get = req.method() == hyper::Method::GET;
     let bytes = crate::client::read_body(req.into_body()).await;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -181,6 +202,9 @@ async fn handle(
     shared.received.lock().await.push(Received {
         path: path.clone(),
         authorization,
+        x_api_key,
+        anthropic_version,
+        method: method.clone(),
         traceparent,
         body: body.clone(),
         raw: bytes.clone(),
@@ -198,11 +222,14 @@ async fn handle(
         }
         return Ok(resp);
     }
+    let anthropic = path.ends_with("/messages") || path.ends_with("/messages/count_tokens");
     if let Some(status) = behaviour.fail_status {
-        return Ok(json_response(
-            status,
-            &json!({"error":{"message":"mock failure","type":"server_error","param":null,"code":"mock_failure"}}),
-        ));
+        let body = if anthropic {
+            json!({"type":"error","error":{"type":"api_error","message":"mock failure"}})
+        } else {
+            json!({"error":{"message":"mock failure","type":"server_error","param":null,"code":"mock_failure"}})
+        };
+        return Ok(json_response(status, &body));
     }
     let model = body
         .get("model")
@@ -226,8 +253,38 @@ async fn handle(
             }),
         ));
     }
-    let legacy = path.ends_with("/completions") && !path.ends_with("/chat/completions");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if path.ends_with("/messages/count_tokens") {
+        return Ok(json_response(200, &json!({"input_tokens": prompt_tokens})));
+    }
+    if let Some(id) = path.split("/responses/").nth(1) {
+        if method == "DELETE" {
+            return Ok(json_response(
+                200,
+                &json!({"id": id, "object": "response.deleted", "deleted": true}),
+            ));
+        }
+        let mut stored = responses_answer(&behaviour, "gpt-4o-mini", 10);
+        stored["id"] = json!(id);
+        return Ok(json_response(200, &stored));
+    }
+    if path.ends_with("/messages") || path.ends_with("/responses") {
+        if !stream {
+            let answer = match &behaviour.raw_reply {
+                Some(raw) => serde_json::from_str(raw).unwrap_or(Value::Null),
+                None if anthropic => anthropic_answer(&behaviour, &model, prompt_tokens),
+                None => responses_answer(&behaviour, &model, prompt_tokens),
+            };
+            return Ok(json_response(200, &answer));
+        }
+        let events = if anthropic {
+            anthropic_events(&behaviour, &model, prompt_tokens)
+        } else {
+            responses_events(&behaviour, &model, prompt_tokens)
+        };
+        return Ok(send_events(&shared, &behaviour, events));
+    }
+    let legacy = path.ends_with("/completions") && !path.ends_with("/chat/completions");
     if !stream {
         if let Some(raw) = &behaviour.raw_reply {
             let mut resp = json_response(200, &Value::Null);
@@ -334,6 +391,225 @@ async fn handle(
         .insert("cache-control", "no-cache".parse().unwrap());
     provider_headers(resp.headers_mut());
     Ok(resp)
+}
+
+/// A stream of ready SSE events (`event:` and `data:` lines), written one by one.
+fn send_events(
+    shared: &Arc<Shared>,
+    behaviour: &Behaviour,
+    events: Vec<String>,
+) -> Response<MockBody> {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let shared = Arc::clone(shared);
+    let delay = behaviour.chunk_delay;
+    super::client::spawn(async move {
+        for e in events {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Bytes::from(e)).await.is_err() {
+                return;
+            }
+        }
+        shared.streams_finished.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut resp = Response::new(http_body_util::Either::Right(ChannelBody(rx)));
+    resp.headers_mut().insert(
+        "content-type",
+        "text/event-stream; charset=utf-8".parse().unwrap(),
+    );
+    provider_headers(resp.headers_mut());
+    resp
+}
+
+fn sse(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// The tool call's arguments as one string, when the behaviour has one.
+fn tool_arguments(b: &Behaviour) -> Option<String> {
+    b.tool_args.as_ref().map(|pieces| pieces.concat())
+}
+
+/// An Anthropic Messages answer.
+fn anthropic_answer(b: &Behaviour, model: &str, input_tokens: u64) -> Value {
+    let mut content = vec![json!({"type": "text", "text": b.reply})];
+    if let Some(args) = tool_arguments(b) {
+        let input: Value = serde_json::from_str(&args).unwrap_or_else(|_| json!({}));
+        content.push(
+            json!({"type": "tool_use", "id": "toolu_mock", "name": "lookup", "input": input}),
+        );
+    }
+    json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": content,
+        "stop_reason": if b.tool_args.is_some() { "tool_use" } else { "end_turn" },
+        "stop_sequence": null,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 7,
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3}
+    })
+}
+
+/// An Anthropic Messages stream.
+fn anthropic_events(b: &Behaviour, model: &str, input_tokens: u64) -> Vec<String> {
+    let mut out = vec![sse(
+        "message_start",
+        &json!({"type": "message_start", "message": {
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3}}}),
+    )];
+    out.push(sse(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    out.push(sse("ping", &json!({"type": "ping"})));
+    for piece in &b.chunks {
+        out.push(sse(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    out.push(sse(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    if let Some(pieces) = &b.tool_args {
+        out.push(sse(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_mock", "name": "lookup", "input": {}}}),
+        ));
+        for piece in pieces {
+            out.push(sse(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+        out.push(sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 1}),
+        ));
+    }
+    out.push(sse(
+        "message_delta",
+        &json!({"type": "message_delta",
+                "delta": {"stop_reason": if b.tool_args.is_some() { "tool_use" } else { "end_turn" }, "stop_sequence": null},
+                "usage": {"output_tokens": b.chunks.len() + b.tool_args.as_ref().map_or(0, Vec::len)}}),
+    ));
+    out.push(sse("message_stop", &json!({"type": "message_stop"})));
+    out
+}
+
+fn responses_message(text: &str, status: &str) -> Value {
+    json!({"id": "msg_mock", "type": "message", "status": status, "role": "assistant",
+           "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
+}
+
+fn responses_call(arguments: &str, status: &str) -> Value {
+    json!({"id": "fc_mock", "type": "function_call", "call_id": "call_mock", "name": "lookup",
+           "arguments": arguments, "status": status})
+}
+
+fn responses_object(model: &str, status: &str, output: Vec<Value>, usage: Value) -> Value {
+    json!({
+        "id": "resp_mock", "object": "response", "created_at": 1_700_000_000, "status": status,
+        "error": null, "incomplete_details": null, "instructions": null, "max_output_tokens": null,
+        "model": model, "output": output, "parallel_tool_calls": true,
+        "previous_response_id": null, "temperature": 1.0, "tool_choice": "auto", "tools": [],
+        "top_p": 1.0, "truncation": "disabled", "usage": usage, "metadata": {}
+    })
+}
+
+fn responses_usage(input_tokens: u64, output_tokens: u64) -> Value {
+    json!({"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+           "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 2},
+           "total_tokens": input_tokens + output_tokens})
+}
+
+/// A Responses API answer.
+fn responses_answer(b: &Behaviour, model: &str, input_tokens: u64) -> Value {
+    let mut output = vec![responses_message(&b.reply, "completed")];
+    if let Some(args) = tool_arguments(b) {
+        output.push(responses_call(&args, "completed"));
+    }
+    responses_object(model, "completed", output, responses_usage(input_tokens, 7))
+}
+
+/// A Responses API stream.
+fn responses_events(b: &Behaviour, model: &str, input_tokens: u64) -> Vec<String> {
+    let mut seq = 0u64;
+    let mut out = Vec::new();
+    let mut push = |name: &str, mut data: Value| {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        out.push(sse(name, &data));
+    };
+    let text: String = b.chunks.concat();
+    push(
+        "response.created",
+        json!({"response": responses_object(model, "in_progress", vec![], Value::Null)}),
+    );
+    push(
+        "response.in_progress",
+        json!({"response": responses_object(model, "in_progress", vec![], Value::Null)}),
+    );
+    push(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": {"id": "msg_mock", "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+    );
+    push(
+        "response.content_part.added",
+        json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+    );
+    for piece in &b.chunks {
+        push(
+            "response.output_text.delta",
+            json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),
+        );
+    }
+    push(
+        "response.output_text.done",
+        json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+    );
+    push(
+        "response.content_part.done",
+        json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}}),
+    );
+    push(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": responses_message(&text, "completed")}),
+    );
+    let mut output = vec![responses_message(&text, "completed")];
+    if let Some(pieces) = &b.tool_args {
+        let args = pieces.concat();
+        push(
+            "response.output_item.added",
+            json!({"output_index": 1, "item": responses_call("", "in_progress")}),
+        );
+        for piece in pieces {
+            push(
+                "response.function_call_arguments.delta",
+                json!({"item_id": "fc_mock", "output_index": 1, "delta": piece}),
+            );
+        }
+        push(
+            "response.function_call_arguments.done",
+            json!({"item_id": "fc_mock", "output_index": 1, "arguments": args}),
+        );
+        push(
+            "response.output_item.done",
+            json!({"output_index": 1, "item": responses_call(&args, "completed")}),
+        );
+        output.push(responses_call(&args, "completed"));
+    }
+    let output_tokens = (b.chunks.len() + b.tool_args.as_ref().map_or(0, Vec::len)) as u64;
+    push(
+        "response.completed",
+        json!({"response": responses_object(model, "completed", output, responses_usage(input_tokens, output_tokens))}),
+    );
+    out
 }
 
 fn json_response(status: u16, v: &Value) -> Response<MockBody> {

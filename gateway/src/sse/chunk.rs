@@ -16,6 +16,8 @@ use crate::json_splice::{self, Objects, Splice};
 use crate::openai::{parse_usage_raw, Usage};
 use crate::policy::{self, RecordedText};
 
+use super::StreamFormat;
+
 /// Choices per response a stream redactor is kept for.
 const MAX_CHOICES: usize = 64;
 
@@ -94,7 +96,7 @@ impl<'a> Delta<'a> {
 /// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
 /// `null` as absent, and a key that is there must be replaced, not added a second time).
 #[derive(Default)]
-struct Present<'a>(Option<&'a RawValue>);
+pub(super) struct Present<'a>(pub(super) Option<&'a RawValue>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -104,16 +106,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
 
 /// The per-stream state: framing, usage, redactors.
 pub(crate) struct SseProcessor<'d> {
-    detector: Option<&'d PiiDetector>,
+    /// The event format: chat/completions chunks, or Anthropic's or the Responses API's typed
+    /// events (`typed`).
+    pub(super) format: StreamFormat,
+    pub(super) typed: super::typed::TypedState<'d>,
+    pub(super) detector: Option<&'d PiiDetector>,
     wants_usage: bool,
     pending: BytesMut,
     /// Per choice, one redactor per [`TEXT_FIELDS`] entry.
     redactors: Vec<[Option<StreamRedactor<'d>>; 4]>,
     /// Per choice, one redactor per streamed tool call (its `function.arguments`, by index).
     tool_redactors: Vec<Vec<Option<StreamRedactor<'d>>>>,
-    session: RedactionSession,
+    pub(super) session: RedactionSession,
     pub(crate) usage: Option<Usage>,
-    finished: bool,
+    pub(super) finished: bool,
     /// Look for the terminal `[DONE]` event even on the fast path.
     pub(crate) watch_done: bool,
     /// The `[DONE]` event has been processed (only tracked with `watch_done`, or when it came
@@ -135,8 +141,19 @@ pub(crate) struct SseProcessor<'d> {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl<'d> SseProcessor<'d> {
+    #[cfg(test)]
     pub(crate) fn new(detector: Option<&'d PiiDetector>, wants_usage: bool) -> Self {
+        Self::with_format(StreamFormat::Chunks, detector, wants_usage)
+    }
+
+    pub(crate) fn with_format(
+        format: StreamFormat,
+        detector: Option<&'d PiiDetector>,
+        wants_usage: bool,
+    ) -> Self {
         Self {
+            format,
+            typed: super::typed::TypedState::default(),
             detector,
             wants_usage,
             pending: BytesMut::new(),
@@ -171,7 +188,7 @@ impl<'d> SseProcessor<'d> {
     }
 
     /// Collect streamed text of choice `index`.
-    fn collect(&mut self, index: usize, text: &str) {
+    pub(super) fn collect(&mut self, index: usize, text: &str) {
         let Some(texts) = self.texts.as_mut() else {
             return;
         };
@@ -200,7 +217,7 @@ impl<'d> SseProcessor<'d> {
     }
 
     /// The pack's PII action is `log`: findings are counted, what the caller sees never changes.
-    fn log_only(&self) -> bool {
+    pub(super) fn log_only(&self) -> bool {
         self.detector
             .is_some_and(|d| d.action() == policy_engine::pack::PiiAction::Log)
     }
@@ -220,7 +237,7 @@ impl<'d> SseProcessor<'d> {
             && self.detector.is_none()
             && data.ends_with(b"\n\n")
             && !has_usage_object(&data)
-            && !(self.watch_done && DONE.find(&data).is_some())
+            && !(self.watch_done && self.may_end(&data))
             && !(self.watch_finish && has_finish_reason(&data))
         {
             return Ok(data);
@@ -289,6 +306,9 @@ impl<'d> SseProcessor<'d> {
                 return Ok(());
             }
         };
+        if self.format != StreamFormat::Chunks {
+            return self.typed_event(event, data, out);
+        }
         if data.trim_ascii() == b"[DONE]" {
             self.flush_all(out);
             out.extend_from_slice(event);
@@ -564,9 +584,22 @@ impl<'d> SseProcessor<'d> {
         }
     }
 
+    /// Whether `data` may hold the stream's terminal event (`[DONE]`, Anthropic's
+    /// `message_stop`, the Responses API's `response.completed`…).
+    fn may_end(&self, data: &[u8]) -> bool {
+        match self.format {
+            StreamFormat::Chunks => DONE.find(data).is_some(),
+            _ => super::typed::may_end(self.format, data),
+        }
+    }
+
     /// Emit what every redactor still holds, as one extra chunk per choice.
     fn flush_all(&mut self, out: &mut BytesMut) {
         if self.finished {
+            return;
+        }
+        if self.format != StreamFormat::Chunks {
+            self.flush_typed(out);
             return;
         }
         self.finished = true;

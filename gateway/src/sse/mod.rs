@@ -36,10 +36,12 @@
 //! and their `data` in the provider's bytes, `chunk` reads and edits one chunk (usage, text,
 //! redaction).
 //!
-//! Not here: tool-call argument deltas in streams are passed through unscanned.
+//! Anthropic's and the Responses API's streams are typed events (`typed`): the same framing,
+//! limits and hold-back, with usage and text read from each event type.
 
 mod chunk;
 mod framing;
+mod typed;
 
 use std::sync::Arc;
 
@@ -54,8 +56,31 @@ use crate::hooks::{Failure, Outcome, Settled};
 use crate::pack::ActivePack;
 use crate::upstream::UpstreamBody;
 
-use chunk::write_event;
 pub(crate) use chunk::SseProcessor;
+
+/// How a provider's stream carries its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamFormat {
+    /// Chat and completions chunks (`choices[].delta`), ended by `data: [DONE]`.
+    Chunks,
+    /// Anthropic Messages events (`content_block_delta`…), ended by `message_stop`.
+    Anthropic,
+    /// OpenAI Responses events (`response.output_text.delta`…), ended by `response.completed`.
+    Responses,
+}
+
+impl StreamFormat {
+    pub(crate) fn of(route: crate::service::ApiRoute) -> Self {
+        use crate::service::ApiRoute;
+        match route {
+            ApiRoute::Messages | ApiRoute::CountTokens => Self::Anthropic,
+            ApiRoute::Responses | ApiRoute::ResponseItem => Self::Responses,
+            ApiRoute::ChatCompletions | ApiRoute::Completions | ApiRoute::Embeddings => {
+                Self::Chunks
+            }
+        }
+    }
+}
 
 /// Frames buffered between the stream task and the caller.
 const CHANNEL_FRAMES: usize = 16;
@@ -99,7 +124,8 @@ pub(crate) fn relay(
         } else {
             None
         };
-        let mut proc = SseProcessor::new(detector, wants_usage);
+        let format = StreamFormat::of(outcome.meta.route);
+        let mut proc = SseProcessor::with_format(format, detector, wants_usage);
         if hold_end {
             proc.watch_done = true;
         }
@@ -114,75 +140,72 @@ pub(crate) fn relay(
         let pumped_from = std::time::Instant::now();
         let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
         async move {
-        if let Some(report) = proc.report() {
-            for (entity, n) in &report.findings {
-                counters
-                    .pii_findings
-                    .with_label_values(&[entity.as_str(), "response"])
-                    .inc_by(u64::from(*n));
+            if let Some(report) = proc.report() {
+                for (entity, n) in &report.findings {
+                    counters
+                        .pii_findings
+                        .with_label_values(&[entity.as_str(), "response"])
+                        .inc_by(u64::from(*n));
+                }
+                outcome.meta.redacted_response = proc.recorded_text(&report);
+                outcome.meta.pii_response = Some(report);
             }
-            outcome.meta.redacted_response = proc.recorded_text(&report);
-            outcome.meta.pii_response = Some(report);
-        }
-        if let Some(t) = &mut outcome.meta.trace {
-            if detector.is_some() {
-                // The answer was scanned as it streamed.
-                t.mark(crate::otel::Decision::ResponseScan, pumped_from);
-            }
-            for r in proc.finish_reasons.drain(..) {
-                t.finish_reason(&r);
-            }
-        }
-        match result {
-            Pump::Done => {
-                // The last bytes (and the body's end, when this task drops `tx`) wait for the
-                // enforcement's release.
-                outcome
-                    .settle(&Settled {
-                        status: http::StatusCode::OK,
-                        usage: proc.usage,
-                    })
-                    .wait()
-                    .await;
-                if let Some(last) = held.take() {
-                    let _ = tx.send(Ok(last)).await;
+            if let Some(t) = &mut outcome.meta.trace {
+                if detector.is_some() {
+                    // The answer was scanned as it streamed.
+                    t.mark(crate::otel::Decision::ResponseScan, pumped_from);
+                }
+                for r in proc.finish_reasons.drain(..) {
+                    t.finish_reason(&r);
                 }
             }
-            Pump::Broken(e) => {
-                if let Some(last) = held.take() {
-                    let _ = tx.send(Ok(last)).await;
+            match result {
+                Pump::Done => {
+                    // The last bytes (and the body's end, when this task drops `tx`) wait for the
+                    // enforcement's release.
+                    outcome
+                        .settle(&Settled {
+                            status: http::StatusCode::OK,
+                            usage: proc.usage,
+                        })
+                        .wait()
+                        .await;
+                    if let Some(last) = held.take() {
+                        let _ = tx.send(Ok(last)).await;
+                    }
                 }
-                let _ = tx.send(Err(StreamError(e))).await;
-                // The caller's response is already broken: nothing waits for the release.
-                drop(outcome.fail(&Failure::StreamBroken));
-                stream_broken(&counters);
+                Pump::Broken(e) => {
+                    if let Some(last) = held.take() {
+                        let _ = tx.send(Ok(last)).await;
+                    }
+                    let _ = tx.send(Err(StreamError(e))).await;
+                    // The caller's response is already broken: nothing waits for the release.
+                    drop(outcome.fail(&Failure::StreamBroken));
+                    stream_broken(&counters);
+                }
+                Pump::Cut(why) => {
+                    // The provider went quiet or talked too long: what was held back goes out
+                    // (redacted), then an error event says why, and the stream ends cleanly.
+                    tracing::warn!(
+                        code = why.code(),
+                        "stream ended by the gateway: {}",
+                        why.message()
+                    );
+                    let mut out = BytesMut::new();
+                    if let Ok(rest) = proc.finish() {
+                        out.extend_from_slice(&rest);
+                    }
+                    typed::error_event(format, why.code(), &why.message(), &mut out);
+                    if let Some(last) = held.take() {
+                        let _ = tx.send(Ok(last)).await;
+                    }
+                    let _ = tx.send(Ok(out.freeze())).await;
+                    drop(outcome.fail(&Failure::StreamBroken));
+                    stream_broken(&counters);
+                }
+                // The guard's drop reports the cancellation.
+                Pump::Cancelled => drop(outcome),
             }
-            Pump::Cut(why) => {
-                // The provider went quiet or talked too long: what was held back goes out
-                // (redacted), then an error event says why, and the stream ends cleanly.
-                tracing::warn!(
-                    code = why.code(),
-                    "stream ended by the gateway: {}",
-                    why.message()
-                );
-                let mut out = BytesMut::new();
-                if let Ok(rest) = proc.finish() {
-                    out.extend_from_slice(&rest);
-                }
-                write_event(
-                    &serde_json::json!({"error": {"message": why.message(), "type": "api_error", "code": why.code()}}),
-                    &mut out,
-                );
-                if let Some(last) = held.take() {
-                    let _ = tx.send(Ok(last)).await;
-                }
-                let _ = tx.send(Ok(out.freeze())).await;
-                drop(outcome.fail(&Failure::StreamBroken));
-                stream_broken(&counters);
-            }
-            // The guard's drop reports the cancellation.
-            Pump::Cancelled => drop(outcome),
-        }
         }
         .instrument(span)
         .await;

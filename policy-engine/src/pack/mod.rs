@@ -26,7 +26,8 @@ pub use budget::{
     StoreUnavailable, MAX_PREBORROW_FRACTION,
 };
 pub use models::{
-    ModelSpec, ProviderSpec, DEFAULT_PROVIDER, DEFAULT_PROVIDER_BASE_URL, DEFAULT_PROVIDER_KEY_ENV,
+    ModelSpec, ProviderKind, ProviderSpec, DEFAULT_ANTHROPIC_VERSION, DEFAULT_PROVIDER,
+    DEFAULT_PROVIDER_BASE_URL, DEFAULT_PROVIDER_KEY_ENV,
 };
 pub use pii::{
     CustomEntity, PiiAction, PiiDetectorConfig, RedactionStyle, ScanSide, Validator,

@@ -7,9 +7,40 @@ pub const DEFAULT_PROVIDER: &str = "openai";
 pub const DEFAULT_PROVIDER_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_PROVIDER_KEY_ENV: &str = "OPENAI_API_KEY";
 
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// The `anthropic-version` an `anthropic` provider gets when neither the caller nor the pack
+/// names one.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
+    /// The wire format the provider speaks: `openai` (chat completions, completions,
+    /// embeddings, responses) or `anthropic` (messages). Decides the upstream paths and how
+    /// the provider key is sent (`Authorization: Bearer` or `x-api-key`).
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// `anthropic-version` sent to an `anthropic` provider when the caller sent none.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
     /// Base URL including the API prefix, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     /// Name of an environment variable that, when set and non-empty on the gateway, replaces
@@ -40,6 +71,8 @@ impl ProviderSpec {
     /// OpenAI's public API with the key from `OPENAI_API_KEY`.
     pub fn default_openai() -> Self {
         Self {
+            kind: ProviderKind::OpenAi,
+            anthropic_version: None,
             base_url: DEFAULT_PROVIDER_BASE_URL.to_owned(),
             base_url_env: None,
             api_key_env: Some(DEFAULT_PROVIDER_KEY_ENV.to_owned()),
