@@ -497,3 +497,215 @@ fn emit(event: &Bytes, splice: Splice, out: &mut BytesMut) -> Result<(), String>
     out.extend_from_slice(&edited);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use policy_engine::pii::{PiiDetector, RedactionSession};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::super::chunk::SseProcessor;
+    use super::super::StreamFormat;
+
+    fn redacting() -> PiiDetector {
+        PiiDetector::compile(&policy_engine::pack::PiiDetectorConfig::default(), None).unwrap()
+    }
+
+    fn sse(name: &str, data: &Value) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    /// An Anthropic stream: a text block of `text` pieces, a tool-use block of `args` pieces.
+    fn anthropic(text: &[String], args: &[String]) -> String {
+        let mut s = sse(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "m", "content": [], "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        );
+        s += &sse(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        for t in text {
+            s += &sse(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+            );
+        }
+        s += &sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        );
+        s += &sse(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}}),
+        );
+        for a in args {
+            s += &sse(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": a}}),
+            );
+        }
+        s += &sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 1}),
+        );
+        s += &sse(
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 12}}),
+        );
+        s += &sse("message_stop", &json!({"type": "message_stop"}));
+        s
+    }
+
+    /// A Responses stream: output text of `text` pieces, a function call of `args` pieces.
+    fn responses(text: &[String], args: &[String]) -> String {
+        let mut s = sse(
+            "response.created",
+            &json!({"type": "response.created", "response": {"id": "r", "output": [], "usage": null}}),
+        );
+        for t in text {
+            s += &sse(
+                "response.output_text.delta",
+                &json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": t}),
+            );
+        }
+        s += &sse(
+            "response.output_text.done",
+            &json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": text.concat()}),
+        );
+        for a in args {
+            s += &sse(
+                "response.function_call_arguments.delta",
+                &json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "output_index": 1, "delta": a}),
+            );
+        }
+        s += &sse(
+            "response.function_call_arguments.done",
+            &json!({"type": "response.function_call_arguments.done", "item_id": "fc_1", "output_index": 1, "arguments": args.concat()}),
+        );
+        s += &sse(
+            "response.completed",
+            &json!({"type": "response.completed", "response": {"id": "r", "status": "completed",
+            "output": [{"type": "message", "content": [{"type": "output_text", "text": text.concat()}]},
+                       {"type": "function_call", "call_id": "call_1", "arguments": args.concat()}],
+            "usage": {"input_tokens": 9, "output_tokens": 12, "total_tokens": 21}}}),
+        );
+        s
+    }
+
+    fn run(
+        format: StreamFormat,
+        det: &PiiDetector,
+        stream: &[u8],
+        cuts: &[usize],
+    ) -> (String, u64) {
+        let mut p = SseProcessor::with_format(format, Some(det), false);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+            let cut = cut.clamp(at, stream.len());
+            out.extend_from_slice(&p.push(Bytes::copy_from_slice(&stream[at..cut])).unwrap());
+            at = cut;
+        }
+        out.extend_from_slice(&p.finish().unwrap());
+        (
+            String::from_utf8(out).unwrap(),
+            p.usage.unwrap().total_tokens,
+        )
+    }
+
+    /// Every event's data, with its `event:` name checked against its `type`.
+    fn datas(out: &str) -> Vec<Value> {
+        out.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e.split_once('\n').unwrap();
+                let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                assert_eq!(
+                    name.strip_prefix("event: ").unwrap(),
+                    v["type"].as_str().unwrap()
+                );
+                v
+            })
+            .collect()
+    }
+
+    /// `s` cut at the char boundaries nearest to `cuts` (as fractions of its length).
+    fn pieces(s: &str, cuts: &[proptest::sample::Index]) -> Vec<String> {
+        let mut at: Vec<usize> = cuts
+            .iter()
+            .map(|i| {
+                let mut k = i.index(s.len() + 1);
+                while !s.is_char_boundary(k) {
+                    k -= 1;
+                }
+                k
+            })
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for k in at.into_iter().chain(std::iter::once(s.len())) {
+            out.push(s[from..k].to_owned());
+            from = k;
+        }
+        out
+    }
+
+    const TEXT: &str = "Mail ann@example.com or call 415-555-0134 now, ü 雪.";
+    const ARGS: &str = r#"{"to": "ann@example.com", "card": "4111 1111 1111 1111", "n": 2}"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Tool-call arguments and text split across events anywhere, and the stream's bytes
+        /// cut into frames anywhere: what the caller receives is the same as for the whole
+        /// text in one event — the values redacted, the arguments valid JSON — and the usage
+        /// is read.
+        #[test]
+        fn typed_streams_are_redacted_however_split(
+            anthropic_format in any::<bool>(),
+            text_cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+            arg_cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+            mut frame_cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..16),
+        ) {
+            let det = redacting();
+            let (format, build): (StreamFormat, fn(&[String], &[String]) -> String) = if anthropic_format {
+                (StreamFormat::Anthropic, anthropic)
+            } else {
+                (StreamFormat::Responses, responses)
+            };
+            let whole = build(&[TEXT.to_owned()], &[ARGS.to_owned()]);
+            let split = build(&pieces(TEXT, &text_cuts), &pieces(ARGS, &arg_cuts));
+            let mut frames: Vec<usize> = frame_cuts.drain(..).map(|i| i.index(split.len() + 1)).collect();
+            frames.sort_unstable();
+            let (reference, _) = run(format, &det, whole.as_bytes(), &[]);
+            let (out, total) = run(format, &det, split.as_bytes(), &frames);
+            prop_assert_eq!(total, 21);
+            let (mut text, mut args) = (String::new(), String::new());
+            let (mut ref_text, mut ref_args) = (String::new(), String::new());
+            for (events, text, args) in [(datas(&out), &mut text, &mut args), (datas(&reference), &mut ref_text, &mut ref_args)] {
+                for v in events {
+                    match v["type"].as_str().unwrap() {
+                        "content_block_delta" if v["index"] == 0 => text.push_str(v["delta"]["text"].as_str().unwrap()),
+                        "content_block_delta" => args.push_str(v["delta"]["partial_json"].as_str().unwrap()),
+                        "response.output_text.delta" => text.push_str(v["delta"].as_str().unwrap()),
+                        "response.function_call_arguments.delta" => args.push_str(v["delta"].as_str().unwrap()),
+                        "response.function_call_arguments.done" => prop_assert_eq!(v["arguments"].as_str().unwrap(), args.as_str()),
+                        "response.output_text.done" => prop_assert_eq!(v["text"].as_str().unwrap(), text.as_str()),
+                        _ => {}
+                    }
+                }
+            }
+            let expected = det.redact(TEXT, &mut RedactionSession::default()).into_owned();
+            prop_assert_eq!(&text, &expected);
+            prop_assert_eq!(&text, &ref_text);
+            prop_assert_eq!(&args, &ref_args);
+            prop_assert!(!out.contains("ann@example.com") && !out.contains("4111 1111"), "{}", out);
+            let parsed: Value = serde_json::from_str(&args).map_err(|e| TestCaseError::fail(format!("{e}: {args}")))?;
+            prop_assert_eq!(&parsed["n"], &json!(2));
+            prop_assert!(parsed["to"].as_str().unwrap().contains("EMAIL"), "{}", parsed);
+        }
+    }
+}
