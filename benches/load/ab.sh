@@ -11,6 +11,10 @@
 #                                                      # extra gateway arguments of one side;
 #                                                      # {mock} is the mock's URL, which is also
 #                                                      # an OTLP/HTTP sink: the cost of traces
+#   PATH_B=/v1/messages BODY_FILE_B=$PWD/benches/load/body-messages-stream.json \
+#     BODY_FILE=$PWD/benches/load/body-stream.json benches/load/ab.sh bin bin 6 16
+#                                                      # one route against another (Anthropic
+#                                                      # streams against chat streams)
 #
 # Prints one line per measurement (A = first binary, B = second: RPS, p50 ms, p99 ms, gateway
 # CPU µs per request, non-2xx count) and the means. Build both binaries first, e.g.
@@ -36,8 +40,10 @@ policies:
   chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
 providers:
   mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}
+  claude: {kind: anthropic, base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}
 models:
-  gpt-4o-mini: {input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
+  gpt-4o-mini: {provider: mock, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
+  claude-bench: {provider: claude, input_usd_per_mtok: 3, output_usd_per_mtok: 15}
 policy:
   pii-detector: {action: redact, scan: [request, response]}
   audit-logger: {dir: $OUT/audit-$1, retention_days: 30}
@@ -82,7 +88,10 @@ for side in A B; do
 done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() { # SIDE
-  local url=${URL[$1]}/v1/chat/completions pid=${PID[$1]}
+  local path_var=PATH_$1 body_var=BODY_FILE_$1
+  local url=${URL[$1]}${!path_var:-/v1/chat/completions} pid=${PID[$1]}
+  local BODY_FILE=${!body_var:-$BODY_FILE}
+  export BODY_FILE
   wrk -t1 -c"$C" -d1s -s "$HERE/wrk-post.lua" "$url" >/dev/null
   local c0 line c1 n
   c0=$(ticks "$pid")

@@ -141,10 +141,14 @@ fn mock_environment(
     };
     for (name, p) in providers {
         let Some(var) = &p.base_url_env else {
+            let var = match p.kind {
+                policy_engine::pack::ProviderKind::OpenAi => "OPENAI_BASE_URL",
+                policy_engine::pack::ProviderKind::Anthropic => "ANTHROPIC_BASE_URL",
+            };
             return Err(format!(
                 "provider `{name}` has no base_url_env, so its traffic cannot be pointed at the local mock \
-                 provider: set OPENAI_API_KEY to use the real provider, or add \
-                 `base_url_env: OPENAI_BASE_URL` to providers.{name} in the pack"
+                 provider: set OPENAI_API_KEY to use the real providers, or add \
+                 `base_url_env: {var}` to providers.{name} in the pack"
             ));
         };
         vars.push((var.clone(), mock_url.to_owned()));

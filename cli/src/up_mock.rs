@@ -6,9 +6,10 @@
 //! only the provider headers a client needs.)
 //! Its answer echoes the last message it received, so a new user sees what the provider got
 //! after the gateway's policies (an e-mail redacted in staging, passed through in dev).
-//! It speaks the OpenAI wire format the gateway relies on: chat completions as JSON and as SSE
-//! (with the usage chunk when `stream_options.include_usage` is set), completions, embeddings
-//! and the model list. It is not a test double for the test suite; those live with the tests.
+//! It speaks every wire format the gateway relays: chat completions as JSON and as SSE (with the
+//! usage chunk when `stream_options.include_usage` is set), completions, embeddings, the model
+//! list, the Responses API (JSON, SSE, stored responses) and Anthropic's Messages API (JSON,
+//! SSE, `count_tokens`). It is not a test double for the test suite; those live with the tests.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,7 +40,11 @@ fn answer(input: &Value) -> String {
     };
     let received = match input["messages"].as_array().and_then(|m| m.last()) {
         Some(m) => text(&m["content"]),
-        None => text(&input["prompt"]),
+        None => match input["input"].as_array().and_then(|m| m.last()) {
+            // Responses: the last input item's content.
+            Some(item) => text(&item["content"]),
+            None => text(input.get("prompt").unwrap_or(&input["input"])),
+        },
     };
     format!("{LABEL} {received}")
 }
@@ -102,6 +107,22 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             "choices": [{"index": 0, "text": answer(&input), "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
         }).to_string()),
+        (Method::POST, p) if p.ends_with("/messages/count_tokens") => reply(StatusCode::OK, "application/json", json!({"input_tokens": 12}).to_string()),
+        (Method::POST, p) if p.ends_with("/messages") && input["stream"] == true => {
+            reply(StatusCode::OK, "text/event-stream", anthropic_sse(&model, &answer(&input)))
+        }
+        (Method::POST, p) if p.ends_with("/messages") => reply(StatusCode::OK, "application/json", json!({
+            "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": answer(&input)}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 16},
+        }).to_string()),
+        (Method::POST, p) if p.ends_with("/responses") && input["stream"] == true => {
+            reply(StatusCode::OK, "text/event-stream", responses_sse(&model, &answer(&input)))
+        }
+        (Method::POST, p) if p.ends_with("/responses") => reply(StatusCode::OK, "application/json", response_object(&model, &answer(&input)).to_string()),
+        (Method::GET, p) if p.contains("/responses/") => reply(StatusCode::OK, "application/json", response_object("mock-model", &format!("{LABEL} a stored response")).to_string()),
+        (Method::DELETE, p) if p.contains("/responses/") => reply(StatusCode::OK, "application/json", json!({"id": "resp_mock", "object": "response.deleted", "deleted": true}).to_string()),
         (Method::POST, p) if p.ends_with("/embeddings") => reply(StatusCode::OK, "application/json", json!({
             "object": "list", "model": model,
             "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 0.1, 0.2]}],
@@ -131,6 +152,67 @@ fn sse(model: &str, answer: &str, usage: bool) -> String {
         out.push_str(&format!("data: {u}\n\n"));
     }
     out.push_str("data: [DONE]\n\n");
+    out
+}
+
+/// Anthropic's stream: one text block, a word per `text_delta`.
+fn anthropic_sse(model: &str, answer: &str) -> String {
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut out = ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+    );
+    out.push_str(&ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+    for word in answer.split_inclusive(' ') {
+        out.push_str(&ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}})));
+    }
+    out.push_str(&ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    out.push_str(&ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 16}})));
+    out.push_str(&ev("message_stop", json!({"type": "message_stop"})));
+    out
+}
+
+fn response_object(model: &str, answer: &str) -> Value {
+    json!({
+        "id": "resp_mock", "object": "response", "created_at": 0, "status": "completed", "model": model,
+        "output": [{"id": "msg_mock", "type": "message", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": answer, "annotations": []}]}],
+        "usage": {"input_tokens": 12, "output_tokens": 16, "total_tokens": 28},
+    })
+}
+
+/// The Responses API's stream: the message item, a word per `response.output_text.delta`.
+fn responses_sse(model: &str, answer: &str) -> String {
+    let mut seq = 0;
+    let mut ev = |name: &str, mut data: Value| {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        format!("event: {name}\ndata: {data}\n\n")
+    };
+    let mut created = response_object(model, "");
+    created["status"] = json!("in_progress");
+    created["output"] = json!([]);
+    created["usage"] = Value::Null;
+    let mut out = ev("response.created", json!({"response": created}));
+    out.push_str(&ev("response.output_item.added", json!({"output_index": 0, "item": {"id": "msg_mock", "type": "message", "status": "in_progress", "role": "assistant", "content": []}})));
+    for word in answer.split_inclusive(' ') {
+        out.push_str(&ev(
+            "response.output_text.delta",
+            json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": word}),
+        ));
+    }
+    out.push_str(&ev(
+        "response.output_text.done",
+        json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "text": answer}),
+    ));
+    out.push_str(&ev(
+        "response.completed",
+        json!({"response": response_object(model, answer)}),
+    ));
     out
 }
 

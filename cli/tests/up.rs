@@ -146,8 +146,12 @@ fn chat(gateway: &str, content: &str) -> String {
     let body = format!(
         r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{content}"}}]}}"#
     );
+    call(gateway, "POST", "/v1/chat/completions", &body)
+}
+
+fn call(gateway: &str, method: &str, path: &str, body: &str) -> String {
     let mut s = TcpStream::connect(gateway.trim_start_matches("http://")).unwrap();
-    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     answer
@@ -207,6 +211,60 @@ fn up_deploys_the_repository_file_serves_it_stops_cleanly_and_resumes() {
         answer.contains("(no model was called) received: Hi, I am jane@example.com"),
         "{answer}"
     );
+    // The mock answers every route the gateway serves, in each API's format.
+    let claude = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hi there"}]}"#;
+    let claude_stream = claude.replace("\"max_tokens\"", "\"stream\":true,\"max_tokens\"");
+    let respond = r#"{"model":"gpt-4o-mini","input":"Hi there"}"#;
+    let respond_stream = r#"{"model":"gpt-4o-mini","input":"Hi there","stream":true}"#;
+    for (method, path, body, says) in [
+        ("POST", "/v1/messages", claude, "\"type\":\"message\""),
+        (
+            "POST",
+            "/v1/messages",
+            claude_stream.as_str(),
+            "event: message_stop",
+        ),
+        ("POST", "/v1/messages/count_tokens", claude, "input_tokens"),
+        ("POST", "/v1/responses", respond, "\"output_text\""),
+        (
+            "POST",
+            "/v1/responses",
+            respond_stream,
+            "event: response.completed",
+        ),
+        ("GET", "/v1/responses/resp_mock", "", "a stored response"),
+        ("DELETE", "/v1/responses/resp_mock", "", "\"deleted\":true"),
+        (
+            "POST",
+            "/v1/completions",
+            r#"{"model":"gpt-4o-mini","prompt":"Hi there"}"#,
+            "text_completion",
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":"Hi"}"#,
+            "embedding",
+        ),
+    ] {
+        let answer = call(&up.url("dev"), method, path, body);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer.contains(says), "{method} {path}: {answer}");
+        let streamed = body.contains("\"stream\":true");
+        if path != "/v1/messages/count_tokens"
+            && method == "POST"
+            && !path.ends_with("embeddings")
+            && !streamed
+        {
+            assert!(
+                answer.contains("no model was called"),
+                "{method} {path}: {answer}"
+            );
+        }
+    }
     // The deployed pack is the file: `palisade hash` on it is what dev enforces, and pushing
     // it again is a no-op, not a version conflict.
     let file_hash = stdout(&up.cli(work, &["hash", "configs/support.yaml"]));
@@ -285,7 +343,7 @@ fn up_refuses_a_pack_whose_provider_cannot_be_pointed_at_the_mock() {
     .unwrap();
     let without: String = pack
         .lines()
-        .filter(|l| !l.contains("base_url_env"))
+        .filter(|l| !l.contains("base_url_env: OPENAI_BASE_URL"))
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(work.path().join("pack.yaml"), without).unwrap();

@@ -1,7 +1,8 @@
 //! `palisade-load-mock`: a minimal, fast mock of an OpenAI-compatible provider for the load
 //! benchmark (`benches/load/run.sh`).
 //!
-//! It answers `POST …/chat/completions` with a `chat.completion` (usage included) or, with
+//! It answers `POST …/chat/completions` (and Anthropic's `POST …/messages`, the same text in
+//! that format) with a `chat.completion` (usage included) or, with
 //! `"stream": true`, an SSE stream: a role chunk, `MOCK_CHUNKS` content chunks, a finish
 //! chunk, the usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
 //! `GET /mock/stats` returns request counters so the driver can check that every client
@@ -186,7 +187,8 @@ async fn handle(
         );
         return Ok(r);
     }
-    if req.method() != Method::POST || !path.ends_with("/chat/completions") {
+    let anthropic = path.ends_with("/messages");
+    if req.method() != Method::POST || !(path.ends_with("/chat/completions") || anthropic) {
         let v =
             json!({"error": {"message": "mock: no such route", "type": "invalid_request_error"}});
         return Ok(json_resp(StatusCode::NOT_FOUND, &v));
@@ -201,6 +203,14 @@ async fn handle(
         return Ok(json_resp(StatusCode::BAD_REQUEST, &v));
     };
     let n = st.chat.fetch_add(1, Relaxed);
+    if anthropic && parsed.get("stream").and_then(Value::as_bool) != Some(true) {
+        let v = json!({
+            "id": format!("msg_mock{n:012}"), "type": "message", "role": "assistant", "model": parsed.get("model"),
+            "content": [{"type": "text", "text": CONTENT}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 250, "output_tokens": 12},
+        });
+        return Ok(json_resp(StatusCode::OK, &v));
+    }
     let model = parsed
         .get("model")
         .and_then(Value::as_str)
@@ -222,6 +232,9 @@ async fn handle(
         return Ok(json_resp(StatusCode::OK, &v));
     }
     st.stream.fetch_add(1, Relaxed);
+    if anthropic {
+        return Ok(stream_resp(anthropic_frames(&shape, model), &shape));
+    }
     let include_usage = parsed
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -245,6 +258,31 @@ async fn handle(
             "created": 1_700_000_000, "model": model, "choices": [], "usage": usage})));
     }
     frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    Ok(stream_resp(frames, &shape))
+}
+
+/// Anthropic's stream of the same text: message start, one text block of the same pieces as a
+/// chat stream, the usage, the stop.
+fn anthropic_frames(shape: &StreamShape, model: &str) -> VecDeque<Bytes> {
+    let ev = |name: &str, v: &Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+    let mut frames = VecDeque::new();
+    frames.push_back(ev("message_start", &json!({"type": "message_start", "message": {
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 250, "output_tokens": 1}}})));
+    frames.push_back(ev("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+    for piece in pieces(&shape.text, shape.chunks) {
+        frames.push_back(ev("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+    }
+    frames.push_back(ev(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    frames.push_back(ev("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 12}})));
+    frames.push_back(ev("message_stop", &json!({"type": "message_stop"})));
+    frames
+}
+
+fn stream_resp(frames: VecDeque<Bytes>, shape: &StreamShape) -> Response<RespBody> {
     let body = if shape.delay.is_zero() {
         Either::Left(QueueBody(frames))
     } else {
@@ -260,7 +298,7 @@ async fn handle(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/event-stream"),
     );
-    Ok(r)
+    r
 }
 
 fn env_usize(k: &str, d: usize) -> usize {
