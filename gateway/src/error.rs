@@ -60,6 +60,9 @@ pub enum ApiError {
     },
     #[error("{}", .0.message)]
     Rejected(Rejection),
+    /// A field of the caller's format that the provider's format cannot carry.
+    #[error("the request's `{field}` cannot be translated for this model's provider: {why}")]
+    Untranslatable { field: String, why: String },
     /// The model's provider speaks another API family than the route.
     #[error("the model `{model}` is served by provider `{provider}` (kind `{kind}`), which does not speak {route}; call the route of its API family, or route the model to a provider of the other kind")]
     RouteNotServed {
@@ -123,6 +126,7 @@ impl ApiError {
             Self::BodyTimeout { .. } => "request_timeout",
             Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::RouteNotServed { .. } => "route_not_served",
+            Self::Untranslatable { .. } => "untranslatable_field",
             Self::PiiBlocked { .. } => "pii_blocked",
             Self::Rejected(r) => r.kind.code(),
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -138,9 +142,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest { .. } | Self::PiiBlocked { .. } | Self::RouteNotServed { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidRequest { .. }
+            | Self::PiiBlocked { .. }
+            | Self::RouteNotServed { .. }
+            | Self::Untranslatable { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
@@ -180,6 +185,7 @@ impl ApiError {
         match self {
             Self::InvalidApiKey(_)
             | Self::InvalidRequest { .. }
+            | Self::Untranslatable { .. }
             | Self::TooLarge { .. }
             | Self::BodyTimeout { .. }
             | Self::NotFound

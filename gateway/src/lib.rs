@@ -42,6 +42,7 @@ pub mod sse;
 pub mod state;
 pub mod tasks;
 pub mod tls;
+mod translate;
 pub mod upstream;
 
 use std::future::Future;

@@ -34,6 +34,7 @@ use crate::service::InFlight;
 use crate::service::{ApiRoute, Wire};
 use crate::sse;
 use crate::state::GatewayState;
+use crate::translate::Translation;
 use crate::upstream::{PassHeaders, Target, Upstream, UpstreamBody};
 
 /// Run an API request to its end: the response, with the outcome reported exactly once
@@ -59,6 +60,7 @@ pub(crate) async fn run<'p>(
         budget_headers,
         wants_usage,
         record_text,
+        translation,
     } = forwarded;
     let upstream_head = outcome.meta.upstream_time.unwrap_or_default();
 
@@ -82,6 +84,7 @@ pub(crate) async fn run<'p>(
             },
             in_flight,
             state.limits.stream,
+            translation,
         );
         let mut resp = with_headers(parts.status, &parts.headers, body);
         budget_headers.apply(&mut resp);
@@ -104,6 +107,14 @@ pub(crate) async fn run<'p>(
     let read_done = sent.elapsed();
     outcome.meta.upstream_time = Some(read_done);
 
+    let answer = match translation {
+        Some(t) if !parts.status.is_success() => t.error(answer, parts.status),
+        Some(t) => match t.answer(&answer, provider) {
+            Ok(a) => a,
+            Err(err) => return refuse(state, outcome, &err).await,
+        },
+        None => answer,
+    };
     if !parts.status.is_success() {
         let answer = match pack.compiled.pii.as_ref().filter(|_| pack.scan_response) {
             Some(det) => scan_error_body(state, det, provider, answer, &mut outcome.meta),
@@ -181,6 +192,8 @@ struct Forwarded<'p> {
     budget_headers: BudgetHeaders,
     wants_usage: bool,
     record_text: bool,
+    /// The provider speaks the other format: its answer is translated into the caller's.
+    translation: Option<Translation>,
 }
 
 /// Everything up to the provider's response head: authenticate, read, check the model, the
@@ -226,7 +239,7 @@ async fn forward<'p>(
                 model: parsed.facts.model.clone(),
             })?;
     *model_label = pack.model_label(&model_route.name);
-    served_natively(pack, &model_route, route)?;
+    resolve(pack, &model_route, route)?;
 
     let mut splice = Splice::default();
     let record_text = records_text(pack);
@@ -273,20 +286,26 @@ async fn forward<'p>(
     };
     let rename = (model_route.upstream_model != parsed.facts.model)
         .then_some(model_route.upstream_model.as_str());
+    // A budget's degraded model may sit on another provider.
+    let (upstream, translation) = resolve(pack, &model_route, route)?;
     let upstream_body = request::upstream_body(
         &body,
         &parsed,
         Rewrite {
             upstream_model: rename,
             // Chat and completions streams report usage only when asked; Anthropic's and the
-            // Responses API's always do.
+            // Responses API's always do (a translated request asks in its own format).
             include_usage: stream
+                && translation.is_none()
                 && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions),
         },
         splice,
     )?;
-    // A budget's degraded model may sit on another provider.
-    let upstream = served_natively(pack, &model_route, route)?;
+    let upstream_body = match translation {
+        Some(t) => t.request(&upstream_body)?,
+        None => upstream_body,
+    };
+    let upstream_route = translation.map_or(route, Translation::upstream_route);
 
     pass.traceparent = o.meta.trace.as_mut().map(|t| {
         t.served(&upstream.name, &model_route.upstream_model);
@@ -296,7 +315,7 @@ async fn forward<'p>(
     let resp = upstream
         .send(
             Method::POST,
-            Target::Route(route),
+            Target::Route(upstream_route),
             Some(upstream_body),
             &pass,
         )
@@ -316,16 +335,18 @@ async fn forward<'p>(
         budget_headers,
         wants_usage: parsed.facts.wants_usage(),
         record_text,
+        translation,
     })
 }
 
-/// The provider of `model` when it speaks `route` natively; a clear refusal otherwise (before
-/// any budget is reserved).
-fn served_natively<'p>(
+/// The provider of `model`, and how `route` reaches it: natively, or translated between chat
+/// completions and Anthropic Messages; a clear refusal for any other pair (before any budget
+/// is reserved).
+fn resolve<'p>(
     pack: &'p ActivePack,
     model: &policy_engine::ModelRoute,
     route: ApiRoute,
-) -> Result<&'p Arc<Upstream>, ApiError> {
+) -> Result<(&'p Arc<Upstream>, Option<Translation>), ApiError> {
     let upstream = pack.upstream(&model.provider).ok_or_else(|| {
         ApiError::Internal(format!(
             "the pack routes `{}` to provider `{}`, which it does not define",
@@ -333,14 +354,18 @@ fn served_natively<'p>(
         ))
     })?;
     if upstream.speaks(route) {
-        return Ok(upstream);
+        return Ok((upstream, None));
     }
-    Err(ApiError::RouteNotServed {
-        model: model.name.clone(),
-        provider: upstream.name.clone(),
-        kind: upstream.kind.as_str(),
-        route: route.path(),
-    })
+    let anthropic = upstream.kind == policy_engine::pack::ProviderKind::Anthropic;
+    match Translation::between(route, anthropic) {
+        Some(t) => Ok((upstream, Some(t))),
+        None => Err(ApiError::RouteNotServed {
+            model: model.name.clone(),
+            provider: upstream.name.clone(),
+            kind: upstream.kind.as_str(),
+            route: route.path(),
+        }),
+    }
 }
 
 /// A stored response (`GET`/`DELETE /v1/responses/{id}`): authenticated (done by the caller),
@@ -414,6 +439,7 @@ async fn forward_item<'p>(
         budget_headers: BudgetHeaders::default(),
         wants_usage: false,
         record_text: records_text(pack),
+        translation: None,
     })
 }
 

@@ -390,27 +390,48 @@ async fn errors_on_anthropic_routes_have_anthropics_shape() {
         (r.status.as_u16(), r.json()["error"]["type"].as_str()),
         (403, Some("permission_error"))
     );
-    // A model whose provider speaks the other API family: refused, naming both.
-    let r = post_with_headers(&c, &gw.api("/v1/messages"), &msg("gpt-4o-mini", "hi"), &[]).await;
+    // A route with no translation to the model's provider: refused, naming both.
+    let r = post_with_headers(
+        &c,
+        &gw.api("/v1/responses"),
+        &json!({"model": "claude-test", "input": "hi"}),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "route_not_served");
     assert!(r.json()["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("/v1/messages"));
+        .contains("/v1/responses"));
+    // A field the other format cannot carry: refused by name, never dropped.
     let r = post_with_headers(
         &c,
         &gw.api("/v1/chat/completions"),
-        &json!({"model": "claude-test", "messages": [{"role": "user", "content": "hi"}]}),
+        &json!({"model": "claude-test", "logprobs": true, "messages": [{"role": "user", "content": "hi"}]}),
         &[],
     )
     .await;
     assert_eq!(
         r.json()["error"]["code"],
-        "route_not_served",
+        "untranslatable_field",
         "{}",
         r.text()
     );
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`logprobs`"));
+    let mut top_k = msg("gpt-4o-mini", "hi");
+    top_k["top_k"] = json!(5);
+    let r = post_with_headers(&c, &gw.api("/v1/messages"), &top_k, &[]).await;
+    assert_eq!(
+        r.json()["error"]["code"],
+        "untranslatable_field",
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["type"], "error");
     assert_eq!(mock.api_calls(), 0);
     // The provider's own error passes in its own shape.
     mock.set(|b| b.fail_status = Some(529)).await;
@@ -485,4 +506,232 @@ async fn every_route_goes_through_admission_first() {
         }
         assert_eq!(mock.api_calls(), 0, "{path} reached the provider");
     }
+}
+
+#[tokio::test]
+async fn the_openai_format_is_translated_to_an_anthropic_provider_and_back() {
+    let (mock, gw) = setup("pii-detector", &redact_policy("redact")).await;
+    mock.set(|b| {
+        b.reply = "Sure.".into();
+        b.tool_args = Some(vec!["{\"to\": \"jane".into(), ".doe@example.com\"}".into()]);
+    })
+    .await;
+    let c = client::client();
+    let body = json!({
+        "model": "claude-test", "max_completion_tokens": 99, "temperature": 0.2, "stop": "END",
+        "user": "u-1", "parallel_tool_calls": false,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": format!("mail {EMAIL}")},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": 1}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "found"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "lookup", "description": "find", "parameters": {"type": "object"}}}],
+        "tool_choice": "required",
+    });
+    let r = post_with_headers(&c, &gw.api("/v1/chat/completions"), &body, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = mock.last().await.unwrap();
+    assert_eq!(got.path, "/v1/messages");
+    assert_eq!(got.x_api_key.as_deref(), Some("sk-provider-secret"));
+    let sent = &got.body;
+    assert_eq!(sent["model"], "claude-test-20250101");
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 99);
+    assert_eq!(sent["stop_sequences"], json!(["END"]));
+    assert_eq!(sent["metadata"]["user_id"], "u-1");
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
+    assert_eq!(sent["tools"][0]["input_schema"], json!({"type": "object"}));
+    assert_eq!(
+        sent["messages"][0]["content"][1]["source"]["media_type"],
+        "image/png"
+    );
+    assert_eq!(sent["messages"][1]["content"][0]["input"], json!({"q": 1}));
+    assert_eq!(sent["messages"][2]["content"][0]["tool_use_id"], "call_1");
+    assert!(
+        !got.body.to_string().contains(EMAIL),
+        "redacted before translation"
+    );
+    let a = r.json();
+    assert_eq!(a["object"], "chat.completion");
+    assert_eq!(a["choices"][0]["message"]["content"], "Sure.");
+    assert_eq!(a["choices"][0]["finish_reason"], "tool_calls");
+    let args: Value = serde_json::from_str(
+        a["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(args["to"].as_str().unwrap().contains("EMAIL"), "{args}");
+    let input = got.raw.len() as u64 / 4;
+    assert_eq!(
+        a["usage"]["prompt_tokens"],
+        input + 3,
+        "cache reads are prompt tokens"
+    );
+    assert_eq!(a["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
+
+    // Streamed: Anthropic events become chat chunks, usage chunk on request.
+    mock.set(|b| b.chunks = vec!["Hel".into(), "lo ja".into(), "ne.doe@example.com".into()])
+        .await;
+    let r = post_with_headers(
+        &c,
+        &gw.api("/v1/chat/completions"),
+        &json!({"model": "claude-test", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(!text.contains("jane"), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = client::sse_data(&text)
+        .iter()
+        .filter(|d| d.as_str() != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(client::sse_text(&text), "Hello [EMAIL_1]");
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert!(serde_json::from_str::<Value>(&args).unwrap()["to"]
+        .as_str()
+        .unwrap()
+        .contains("EMAIL"));
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 5, "{usage}");
+    assert!(mock
+        .last()
+        .await
+        .unwrap()
+        .body
+        .get("stream_options")
+        .is_none());
+
+    // The provider's error, in OpenAI's shape.
+    mock.set(|b| b.fail_status = Some(529)).await;
+    let r = post_with_headers(
+        &c,
+        &gw.api("/v1/chat/completions"),
+        &json!({"model": "claude-test", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 529);
+    assert_eq!(r.json()["error"]["message"], "mock failure", "{}", r.text());
+}
+
+#[tokio::test]
+async fn the_anthropic_format_is_translated_to_an_openai_provider_and_back() {
+    let (mock, gw) = setup("pii-detector", &redact_policy("redact")).await;
+    mock.set(|b| {
+        b.reply = "Sure.".into();
+        b.chunks = vec!["Hi ".into(), "there".into()];
+        b.tool_args = Some(vec!["{\"to\": \"jane.doe@".into(), "example.com\"}".into()]);
+    })
+    .await;
+    let c = client::client();
+    let body = json!({
+        "model": "gpt-4o-mini", "max_tokens": 50, "system": [{"type": "text", "text": "Be brief."}],
+        "stop_sequences": ["END"], "metadata": {"user_id": "u-1"},
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "lookup"},
+        "messages": [
+            {"role": "user", "content": format!("mail {EMAIL}")},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": 1}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "found"}]},
+        ],
+    });
+    let r = post_with_headers(&c, &gw.api("/v1/messages"), &body, &[("x-api-key", "k")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = mock.last().await.unwrap();
+    assert_eq!(got.path, "/v1/chat/completions");
+    assert_eq!(
+        got.authorization.as_deref(),
+        Some("Bearer sk-provider-secret")
+    );
+    let sent = &got.body;
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        sent["messages"][2]["tool_calls"][0]["function"]["arguments"],
+        "{\"q\":1}"
+    );
+    assert_eq!(
+        sent["messages"][3],
+        json!({"role": "tool", "tool_call_id": "toolu_1", "content": "found"})
+    );
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "function", "function": {"name": "lookup"}})
+    );
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["user"], "u-1");
+    assert!(!sent.to_string().contains(EMAIL));
+    let a = r.json();
+    assert_eq!(a["type"], "message");
+    assert_eq!(a["content"][0], json!({"type": "text", "text": "Sure."}));
+    assert_eq!(a["content"][1]["type"], "tool_use");
+    assert!(a["content"][1]["input"]["to"]
+        .as_str()
+        .unwrap()
+        .contains("EMAIL"));
+    assert_eq!(a["stop_reason"], "tool_use");
+    assert_eq!(a["usage"]["output_tokens"], 7);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post_with_headers(&c, &gw.api("/v1/messages"), &streamed, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        mock.last().await.unwrap().body["stream_options"],
+        json!({"include_usage": true})
+    );
+    let evs = events(&r.text());
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Hi there");
+    let args: String = evs
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
+        .collect();
+    assert!(
+        serde_json::from_str::<Value>(&args).unwrap()["to"]
+            .as_str()
+            .unwrap()
+            .contains("EMAIL"),
+        "{args}"
+    );
+    let delta = &evs.iter().find(|(n, _)| n == "message_delta").unwrap().1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["output_tokens"], 2);
+    assert_eq!(delta["usage"]["cache_read_input_tokens"], 2);
+    // Blocks open and close in order: text 0, tool 1.
+    let starts: Vec<u64> = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_start")
+        .map(|(_, d)| d["index"].as_u64().unwrap())
+        .collect();
+    let stops: Vec<u64> = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_stop")
+        .map(|(_, d)| d["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!((starts, stops), (vec![0, 1], vec![0, 1]));
 }

@@ -293,6 +293,10 @@ async fn handle(
         }
         let choice = if legacy {
             json!({"index":0,"text":behaviour.reply,"logprobs":null,"finish_reason":"stop"})
+        } else if let Some(args) = tool_arguments(&behaviour) {
+            json!({"index":0,"message":{"role":"assistant","content":behaviour.reply,"refusal":null,
+                   "tool_calls":[{"id":"call_mock","type":"function","function":{"name":"lookup","arguments":args}}]},
+                   "logprobs":null,"finish_reason":"tool_calls"})
         } else {
             json!({"index":0,"message":{"role":"assistant","content":behaviour.reply,"refusal":null},"logprobs":null,"finish_reason":"stop"})
         };
@@ -347,12 +351,26 @@ async fn handle(
             };
             events.push(chunk(json!({ "content": content }), Value::Null));
         }
-        events.push(chunk(json!({}), json!("stop")));
+        if let Some(pieces) = &behaviour.tool_args {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_mock", "type": "function", "function": {"name": "lookup", "arguments": ""}}]}),
+                Value::Null,
+            ));
+            for piece in pieces {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        } else {
+            events.push(chunk(json!({}), json!("stop")));
+        }
         if include_usage {
             events.push(json!({
                 "id":"chatcmpl-mock","object":"chat.completion.chunk","created":1_700_000_000,
                 "model":model,"system_fingerprint":"fp_mock","choices":[],
-                "usage":{"prompt_tokens":prompt_tokens,"completion_tokens":behaviour.chunks.len(),"total_tokens":prompt_tokens + behaviour.chunks.len() as u64}
+                "usage":{"prompt_tokens":prompt_tokens,"completion_tokens":behaviour.chunks.len(),"total_tokens":prompt_tokens + behaviour.chunks.len() as u64,"prompt_tokens_details":{"cached_tokens":2}}
             }));
         }
         for (i, e) in events.into_iter().enumerate() {

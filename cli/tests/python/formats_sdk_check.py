@@ -82,4 +82,33 @@ stored = client.responses.retrieve("resp_mock")
 assert stored.id == "resp_mock" and EMAIL not in stored.model_dump_json(), stored
 client.responses.delete("resp_mock")
 
+# --- Across formats: each SDK asks for a model whose provider speaks the other API --------------
+chat = client.chat.completions.create(model="claude-test", messages=[{"role": "system", "content": "Be brief."}, *messages],
+                                      tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}])
+assert chat.object == "chat.completion", chat
+assert EMAIL not in chat.model_dump_json() and "[EMAIL" in chat.choices[0].message.content, chat
+assert chat.choices[0].finish_reason == "tool_calls", chat
+assert "EMAIL" in json.loads(chat.choices[0].message.tool_calls[0].function.arguments)["to"], chat
+assert chat.usage.prompt_tokens > 0 and chat.usage.completion_tokens == 7, chat.usage
+
+chunks = list(client.chat.completions.create(model="claude-test", messages=messages, stream=True,
+                                             stream_options={"include_usage": True}))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+assert text == streamed, (text, streamed)
+args = "".join(tc.function.arguments or "" for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or []))
+assert "EMAIL" in json.loads(args)["to"], args
+assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0, chunks[-1]
+
+msg = claude.messages.create(model="gpt-4o-mini", max_tokens=64, messages=messages, tools=tools)
+assert msg.type == "message" and msg.stop_reason == "tool_use", msg
+assert EMAIL not in msg.model_dump_json(), msg
+assert [b.type for b in msg.content] == ["text", "tool_use"], msg.content
+with claude.messages.stream(model="gpt-4o-mini", max_tokens=64, messages=messages, tools=tools) as stream:
+    text = "".join(stream.text_stream)
+    final = stream.get_final_message()
+assert text == streamed, (text, streamed)
+tool = [b for b in final.content if b.type == "tool_use"][0]
+assert "EMAIL" in tool.input["to"] and tool.input["n"] == 1, tool.input
+assert final.usage.output_tokens > 0, final.usage
+
 print("OK")

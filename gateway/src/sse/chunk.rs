@@ -110,6 +110,8 @@ pub(crate) struct SseProcessor<'d> {
     /// events (`typed`).
     pub(super) format: StreamFormat,
     pub(super) typed: super::typed::TypedState<'d>,
+    /// The provider's stream in the other format, rewritten into the caller's first.
+    pub(crate) translate: Option<super::translate::StreamTranslator>,
     pub(super) detector: Option<&'d PiiDetector>,
     wants_usage: bool,
     pending: BytesMut,
@@ -154,6 +156,7 @@ impl<'d> SseProcessor<'d> {
         Self {
             format,
             typed: super::typed::TypedState::default(),
+            translate: None,
             detector,
             wants_usage,
             pending: BytesMut::new(),
@@ -232,6 +235,10 @@ impl<'d> SseProcessor<'d> {
 
     /// Process one upstream frame; returns the bytes for the caller.
     pub(crate) fn push(&mut self, data: Bytes) -> Result<Bytes, String> {
+        let data = match self.translate.as_mut() {
+            Some(t) => t.push(&data)?,
+            None => data,
+        };
         // Fast path: nothing pending, the frame is whole events, and none needs a look.
         if self.pending.is_empty()
             && self.detector.is_none()
@@ -272,6 +279,12 @@ impl<'d> SseProcessor<'d> {
 
     /// The provider's stream ended: flush an incomplete event and any held-back text.
     pub(crate) fn finish(&mut self) -> Result<Bytes, String> {
+        if let Some(mut t) = self.translate.take() {
+            let tail = t.finish()?;
+            let mut out = BytesMut::from(&self.push(tail)?[..]);
+            out.extend_from_slice(&self.finish()?);
+            return Ok(out.freeze());
+        }
         let mut out = BytesMut::new();
         if self.pending.last() == Some(&b'\r') {
             // A CR that ended the stream ends a line.

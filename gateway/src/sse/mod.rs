@@ -41,6 +41,7 @@
 
 mod chunk;
 mod framing;
+mod translate;
 mod typed;
 
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub(crate) fn relay(
     counters: StreamCounters,
     in_flight: crate::service::InFlight,
     limits: StreamLimits,
+    translation: Option<crate::translate::Translation>,
 ) -> GatewayBody {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let hold_end = outcome.streaming();
@@ -126,6 +128,7 @@ pub(crate) fn relay(
         };
         let format = StreamFormat::of(outcome.meta.route);
         let mut proc = SseProcessor::with_format(format, detector, wants_usage);
+        proc.translate = translation.map(translate::StreamTranslator::new);
         if hold_end {
             proc.watch_done = true;
         }

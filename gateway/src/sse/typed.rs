@@ -654,6 +654,9 @@ mod tests {
         out
     }
 
+    /// Builds a provider stream from text pieces and argument pieces.
+    type Build = fn(&[String], &[String]) -> String;
+
     const TEXT: &str = "Mail ann@example.com or call 415-555-0134 now, ü 雪.";
     const ARGS: &str = r#"{"to": "ann@example.com", "card": "4111 1111 1111 1111", "n": 2}"#;
 
@@ -671,7 +674,7 @@ mod tests {
             mut frame_cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..16),
         ) {
             let det = redacting();
-            let (format, build): (StreamFormat, fn(&[String], &[String]) -> String) = if anthropic_format {
+            let (format, build): (StreamFormat, Build) = if anthropic_format {
                 (StreamFormat::Anthropic, anthropic)
             } else {
                 (StreamFormat::Responses, responses)
