@@ -552,3 +552,105 @@ async fn metrics_agree_with_the_audit_log_over_a_mixed_workload() {
         );
     }
 }
+
+/// Usage is read from every format, so a budget settles on what the provider reported on each
+/// route, and the record names the route; a stream whose provider never reports usage is
+/// charged its reservation and its record says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_settles_on_its_reported_usage_or_says_it_did_not() {
+    let mock = MockProvider::start().await;
+    let dir = Dir::new();
+    let audit = dir.path().join("audit");
+    let base = mock.base_url();
+    let text = format!(
+        "pack:
+  name: test
+  version: 1.0.0
+  enabled: true
+policies:
+  chain: [audit-logger, budget-enforcer]
+providers:
+  oai:
+    base_url: {base}
+    api_key_env: PALISADE_TEST_PROVIDER_KEY
+  claude:
+    kind: anthropic
+    base_url: {base}
+    api_key_env: PALISADE_TEST_PROVIDER_KEY
+models:
+  gpt-4o-mini:
+    provider: oai
+    input_usd_per_mtok: 1
+    output_usd_per_mtok: 2
+  claude-test:
+    provider: claude
+    input_usd_per_mtok: 3
+    output_usd_per_mtok: 15
+policy:
+{}  budget-enforcer:
+    limits:
+      - {{scope: environment, window: daily, tokens: 1000000, on_exhausted: block}}
+",
+        audit_policy(&audit)
+    );
+    let p = dir.write("pack.yaml", &text);
+    let gw = GatewayProcess::start(&p, dir.path(), &[]);
+    let c = client::client();
+    let msg = serde_json::json!({"model": "claude-test", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let r = post(&c, &gw.api("/v1/messages"), &msg, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = mock.last().await.unwrap().raw.len() as u64;
+    let resp = serde_json::json!({"model": "gpt-4o-mini", "input": "hi", "stream": true});
+    let r = post(&c, &gw.api("/v1/responses"), &resp, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(&c, &gw.api("/v1/messages/count_tokens"), &msg, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A chat stream whose provider sends no usage chunk.
+    mock.set(|b| {
+        b.raw_stream = Some(
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"
+                .to_vec(),
+        );
+    })
+    .await;
+    let r = post(
+        &c,
+        &gw.api("/v1/chat/completions"),
+        &chat("gpt-4o-mini", "hi", true),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut records = Vec::new();
+    wait_until(Duration::from_secs(5), "four records", || {
+        records = request_records(&audit);
+        let n = records.len();
+        async move { n == 4 }
+    })
+    .await;
+    let by_route = |route: &str| {
+        records
+            .iter()
+            .find(|r| r["route"] == route)
+            .unwrap()
+            .clone()
+    };
+    let m = by_route("/v1/messages");
+    // The mock reports `input_tokens` (body/4) and 3 cache reads beside it, 7 output tokens.
+    assert_eq!(m["usage"]["input_tokens"], sent / 4 + 3, "{m}");
+    assert_eq!(m["usage"]["output_tokens"], 7);
+    let cost = m["cost_usd"].as_f64().unwrap();
+    let want = ((sent / 4 + 3) as f64 * 3.0 + 7.0 * 15.0) / 1e6;
+    assert!((cost - want).abs() < 1e-9, "{cost} vs {want}");
+    assert_eq!(m["budget"]["decision"], "reserved");
+    let rs = by_route("/v1/responses");
+    assert_eq!(rs["usage"]["output_tokens"], 4, "{rs}");
+    let ct = by_route("/v1/messages/count_tokens");
+    assert!(
+        ct["budget"].is_null(),
+        "counting tokens reserves nothing: {ct}"
+    );
+    let ch = by_route("/v1/chat/completions");
+    assert!(ch["usage"].is_null(), "{ch}");
+    assert_eq!(ch["budget"]["decision"], "settled_on_reservation", "{ch}");
+}

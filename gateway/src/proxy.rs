@@ -266,12 +266,18 @@ async fn forward<'p>(
     }
     let stream = o.meta.stream;
     o.meta.model = Some(model_route.clone().into_owned());
-    let timed = o.meta.trace.is_some().then(Instant::now);
-    let admitted = o.admit().await;
-    if let (Some(t), Some(from)) = (&mut o.meta.trace, timed) {
-        t.mark(crate::otel::Decision::Budget, from);
-    }
-    let advice = admitted.map_err(ApiError::Rejected)?;
+    // Counting tokens spends none: no budget reservation (the request still passed the key,
+    // model and PII checks above).
+    let advice = if route == ApiRoute::CountTokens {
+        Admission::default()
+    } else {
+        let timed = o.meta.trace.is_some().then(Instant::now);
+        let admitted = o.admit().await;
+        if let (Some(t), Some(from)) = (&mut o.meta.trace, timed) {
+            t.mark(crate::otel::Decision::Budget, from);
+        }
+        admitted.map_err(ApiError::Rejected)?
+    };
     let budget_headers = BudgetHeaders::new(&model_route.name, &advice);
     let model_route = match advice.model_override.as_deref() {
         Some(to) if to != model_route.name => {

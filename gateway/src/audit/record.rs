@@ -115,7 +115,9 @@ pub struct TokenCounts {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetNote {
-    /// `reserved`, `blocked`, `degraded`, `alert`, `unavailable_open`, `unavailable_closed`.
+    /// `reserved`, `blocked`, `degraded`, `alert`, `unavailable_open`, `unavailable_closed`, or
+    /// `settled_on_reservation` when the provider reported no usage and the reservation was
+    /// charged instead.
     pub decision: Cow<'static, str>,
     /// The deciding scope (`team:support/daily`), when a limit decided.
     pub scope: Option<String>,

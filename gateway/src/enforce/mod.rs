@@ -188,7 +188,14 @@ impl Enforcement for PolicyEnforcement {
 
     fn settled(&self, meta: &RequestMeta, admission: Admission, settled: &Settled) -> Release {
         let held = admission.permit;
-        let note = held.as_ref().map(budget::Permit::note);
+        let mut note = held.as_ref().map(budget::Permit::note);
+        if settled.usage.is_none() {
+            // The provider reported no usage (a stream without its usage event): the budget
+            // is charged the reservation, and the record says so.
+            if let Some(n) = note.as_mut() {
+                n.decision = "settled_on_reservation".into();
+            }
+        }
         let model_used = held.as_ref().map(|h| h.model_used.clone());
         if let Some(h) = held {
             budget::settle(h, settled.usage);
