@@ -34,16 +34,23 @@ url_of() { for _ in $(seq 1 100); do grep -o 'http://[0-9.:]*' "$1" 2>/dev/null 
 MOCK_THREADS=1 "$BIN/palisade-load-mock" >"$OUT/mock.out" 2>&1 &
 PIDS+=("$!")
 MOCK_URL=$(url_of "$OUT/mock.out")
+# An Anthropic provider and model only when a side calls /v1/messages (so an older binary,
+# which knows no provider kinds, still loads the pack of a chat-only comparison).
+ANTHROPIC_PROVIDER="" ANTHROPIC_MODEL=""
+if [[ "${PATH_A:-}${PATH_B:-}" == *messages* ]]; then
+  ANTHROPIC_PROVIDER="  claude: {kind: anthropic, base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}"
+  ANTHROPIC_MODEL="  claude-bench: {provider: claude, input_usd_per_mtok: 3, output_usd_per_mtok: 15}"
+fi
 pack() { cat <<YAML
 pack: {name: bench-${1,,}, version: 1.0.0, enabled: true}
 policies:
   chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
 providers:
   mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}
-  claude: {kind: anthropic, base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}
+$ANTHROPIC_PROVIDER
 models:
   gpt-4o-mini: {provider: mock, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
-  claude-bench: {provider: claude, input_usd_per_mtok: 3, output_usd_per_mtok: 15}
+$ANTHROPIC_MODEL
 policy:
   pii-detector: {action: redact, scan: [request, response]}
   audit-logger: {dir: $OUT/audit-$1, retention_days: 30}

@@ -151,22 +151,21 @@ impl CallerAuth {
             Self::Keys(t) => t,
         };
         // `Authorization: Bearer` (OpenAI's SDKs), or `x-api-key` (Anthropic's).
-        let key = match (
-            headers.get(http::header::AUTHORIZATION),
-            headers.get("x-api-key"),
-        ) {
-            (Some(value), _) => bearer(value.as_bytes()).ok_or(ApiError::InvalidApiKey(
-                "malformed Authorization header: expected `Bearer <key>`",
-            ))?,
-            (None, Some(value)) => Some(value.as_bytes().trim_ascii())
-                .filter(|k| !k.is_empty())
-                .ok_or(ApiError::InvalidApiKey("empty x-api-key header"))?,
-            (None, None) => {
-                return Err(ApiError::InvalidApiKey(
-                    "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
-                ))
-            }
-        };
+        const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+        let key =
+            match headers.get(http::header::AUTHORIZATION) {
+                Some(value) => bearer(value.as_bytes()).ok_or(ApiError::InvalidApiKey(
+                    "malformed Authorization header: expected `Bearer <key>`",
+                ))?,
+                None => match headers.get(X_API_KEY) {
+                    Some(value) => Some(value.as_bytes().trim_ascii())
+                        .filter(|k| !k.is_empty())
+                        .ok_or(ApiError::InvalidApiKey("empty x-api-key header"))?,
+                    None => return Err(ApiError::InvalidApiKey(
+                        "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+                    )),
+                },
+            };
         table
             .lookup(key)
             .map(Some)

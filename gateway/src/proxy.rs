@@ -239,7 +239,7 @@ async fn forward<'p>(
                 model: parsed.facts.model.clone(),
             })?;
     *model_label = pack.model_label(&model_route.name);
-    resolve(pack, &model_route, route)?;
+    let resolved = resolve(pack, &model_route, route)?;
 
     let mut splice = Splice::default();
     let record_text = records_text(pack);
@@ -279,21 +279,22 @@ async fn forward<'p>(
         admitted.map_err(ApiError::Rejected)?
     };
     let budget_headers = BudgetHeaders::new(&model_route.name, &advice);
-    let model_route = match advice.model_override.as_deref() {
+    let (model_route, (upstream, translation)) = match advice.model_override.as_deref() {
         Some(to) if to != model_route.name => {
             *model_label = pack.model_label(to);
-            pack.compiled.route(to).ok_or_else(|| {
+            let degraded = pack.compiled.route(to).ok_or_else(|| {
                 ApiError::Internal(format!(
                     "the budget degrades to `{to}`, which the pack does not allow"
                 ))
-            })?
+            })?;
+            // The degraded model may sit on another provider.
+            let resolved = resolve(pack, &degraded, route)?;
+            (degraded, resolved)
         }
-        _ => model_route,
+        _ => (model_route, resolved),
     };
     let rename = (model_route.upstream_model != parsed.facts.model)
         .then_some(model_route.upstream_model.as_str());
-    // A budget's degraded model may sit on another provider.
-    let (upstream, translation) = resolve(pack, &model_route, route)?;
     let upstream_body = request::upstream_body(
         &body,
         &parsed,

@@ -348,7 +348,7 @@ impl Upstream {
             headers.insert(name.clone(), value.clone());
         }
         if let Some(tp) = &pass.traceparent {
-            headers.insert(HeaderName::from_static("traceparent"), tp.clone());
+            headers.insert(TRACEPARENT, tp.clone());
         }
         if self.kind == ProviderKind::Anthropic {
             if let Some(v) = pass
@@ -356,10 +356,10 @@ impl Upstream {
                 .as_ref()
                 .or(self.anthropic_version.as_ref())
             {
-                headers.insert(HeaderName::from_static(ANTHROPIC_VERSION), v.clone());
+                headers.insert(ANTHROPIC_VERSION, v.clone());
             }
             if let Some(v) = &pass.anthropic_beta {
-                headers.insert(HeaderName::from_static(ANTHROPIC_BETA), v.clone());
+                headers.insert(ANTHROPIC_BETA, v.clone());
             }
         }
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
@@ -468,8 +468,9 @@ impl PassHeaders {
     }
 }
 
-const ANTHROPIC_VERSION: &str = "anthropic-version";
-const ANTHROPIC_BETA: &str = "anthropic-beta";
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

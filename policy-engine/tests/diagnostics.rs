@@ -393,3 +393,32 @@ fn a_preborrow_fraction_outside_0_to_0_1_is_invalid_value_naming_the_range() {
         );
     load(&ok).unwrap();
 }
+
+#[test]
+fn a_provider_kind_must_be_known_and_anthropic_settings_need_the_anthropic_kind() {
+    let with = |provider: &str| {
+        SEED.replace(
+            "policy:\n",
+            &format!("providers:\n  p:\n    base_url: https://x.example/v1\n{provider}policy:\n"),
+        )
+    };
+    let d = errors_of(&with("    kind: azure\n"));
+    let x = find(&d, DiagnosticCode::InvalidValue, "providers.p.kind");
+    assert_eq!(x.found.as_deref(), Some("azure"));
+    let expected = x.expected.as_deref().unwrap();
+    assert!(
+        expected.contains("openai") && expected.contains("anthropic"),
+        "{expected}"
+    );
+    let d = errors_of(&with("    anthropic_version: \"2023-06-01\"\n"));
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "providers.p.anthropic_version",
+    );
+    assert!(x.message.contains("kind: anthropic"), "{x:?}");
+    let ok = load(&with(
+        "    kind: anthropic\n    anthropic_version: \"2023-06-01\"\n",
+    ));
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}

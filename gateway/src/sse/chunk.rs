@@ -111,7 +111,7 @@ pub(crate) struct SseProcessor<'d> {
     pub(super) format: StreamFormat,
     pub(super) typed: super::typed::TypedState<'d>,
     /// The provider's stream in the other format, rewritten into the caller's first.
-    pub(crate) translate: Option<super::translate::StreamTranslator>,
+    pub(crate) translate: Option<Box<super::translate::StreamTranslator>>,
     pub(super) detector: Option<&'d PiiDetector>,
     wants_usage: bool,
     pending: BytesMut,

@@ -128,7 +128,7 @@ pub(crate) fn relay(
         };
         let format = StreamFormat::of(outcome.meta.route);
         let mut proc = SseProcessor::with_format(format, detector, wants_usage);
-        proc.translate = translation.map(translate::StreamTranslator::new);
+        proc.translate = translation.map(|t| Box::new(translate::StreamTranslator::new(t)));
         if hold_end {
             proc.watch_done = true;
         }
