@@ -30,19 +30,35 @@ pub(crate) fn span(base: &[u8], part: &RawValue) -> Option<Range<usize>> {
     (end <= base.len()).then_some(start..end)
 }
 
+/// What [`string_spans`] does with the value of an object key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// Its strings are text: found.
+    Text,
+    /// A string value is not text (an id, an enumeration, media) and is left out; an object or
+    /// list under the key is still walked.
+    Skip,
+    /// An object value is free-form data (a tool call's `input`, whose keys the caller's schema
+    /// chose): every string in it is found, whatever its keys are called.
+    Free,
+}
+
 /// The byte ranges (quotes included) of every string value in `json`, at any depth, in document
-/// order, except a string that is the value of an object key for which `skip` holds (an object
+/// order, except a string that is the value of an object key `rule` says to skip (an object
 /// or array under such a key is still walked: in a JSON schema, a property named `id` holds a
-/// description); object keys themselves are not values, and a repeated key's values are all
-/// there. One pass
-/// over the bytes, no parse: `json` must already be known to be valid JSON (the request path
-/// has parsed it; an error body is checked first).
-pub(crate) fn string_spans(json: &[u8], skip: fn(&str) -> bool, out: &mut Vec<Range<usize>>) {
+/// description), and never inside an object under a [`Key::Free`] key; object keys themselves
+/// are not values, and a repeated key's values are all there. One pass over the bytes, no
+/// parse: `json` must already be known to be valid JSON (the request path has parsed it; an
+/// error body is checked first).
+pub(crate) fn string_spans(json: &[u8], rule: fn(&str) -> Key, out: &mut Vec<Range<usize>>) {
     // Open containers, `true` for an object; whether the next string is an object key; a
-    // skipped key whose value has not begun yet.
+    // skipped key whose value has not begun yet; a free key whose value has not begun yet; the
+    // depth of the free object being walked.
     let mut stack: Vec<bool> = Vec::new();
     let mut expect_key = false;
     let mut skip_next = false;
+    let mut free_next = false;
+    let mut free_at: Option<usize> = None;
     let mut i = 0;
     while i < json.len() {
         match json[i] {
@@ -66,27 +82,45 @@ pub(crate) fn string_spans(json: &[u8], skip: fn(&str) -> bool, out: &mut Vec<Ra
                 if expect_key {
                     let key =
                         std::str::from_utf8(&json[start + 1..k.min(json.len())]).unwrap_or("");
-                    skip_next = skip(key);
+                    let r = if free_at.is_some() {
+                        Key::Text
+                    } else {
+                        rule(key)
+                    };
+                    skip_next = r == Key::Skip;
+                    free_next = r == Key::Free;
                     expect_key = false;
-                } else if !std::mem::take(&mut skip_next) {
-                    out.push(start..end);
+                } else {
+                    free_next = false;
+                    if !std::mem::take(&mut skip_next) {
+                        out.push(start..end);
+                    }
                 }
                 i = end;
                 continue;
             }
             b @ (b'{' | b'[') => {
                 skip_next = false;
+                if std::mem::take(&mut free_next) && b == b'{' {
+                    free_at = Some(stack.len());
+                }
                 stack.push(b == b'{');
                 expect_key = b == b'{';
             }
             b'}' | b']' => {
                 stack.pop();
+                if free_at == Some(stack.len()) {
+                    free_at = None;
+                }
                 expect_key = false;
             }
             b',' => expect_key = stack.last() == Some(&true),
             b':' => expect_key = false,
             // A number, `true`, `false` or `null` after a skipped key: its value, skipped.
-            b if !b.is_ascii_whitespace() => skip_next = false,
+            b if !b.is_ascii_whitespace() => {
+                skip_next = false;
+                free_next = false;
+            }
             _ => {}
         }
         i += 1;
@@ -540,15 +574,22 @@ mod tests {
         assert!(object::<Msg<'_>>(raw).is_err());
     }
 
-    /// The strings of `v` a walk of the tree finds, skipping string values of `skip` keys.
-    fn tree_strings(v: &serde_json::Value, skip: fn(&str) -> bool, out: &mut Vec<String>) {
+    /// The strings of `v` a walk of the tree finds, skipping string values of `Skip` keys
+    /// (never inside an object under a `Free` key).
+    fn tree_strings(
+        v: &serde_json::Value,
+        rule: fn(&str) -> Key,
+        free: bool,
+        out: &mut Vec<String>,
+    ) {
         match v {
             serde_json::Value::String(s) => out.push(s.clone()),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| tree_strings(x, skip, out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| tree_strings(x, rule, free, out)),
             serde_json::Value::Object(o) => {
                 for (k, x) in o {
-                    if !(skip(k) && x.is_string()) {
-                        tree_strings(x, skip, out);
+                    let r = if free { Key::Text } else { rule(k) };
+                    if !(r == Key::Skip && x.is_string()) {
+                        tree_strings(x, rule, free || (r == Key::Free && x.is_object()), out);
                     }
                 }
             }
@@ -581,16 +622,20 @@ mod tests {
         /// with awkward characters and strings with escapes included, and skips what it must.
         #[test]
         fn string_spans_are_the_strings_of_the_tree(v in json_tree(), pretty in any::<bool>()) {
-            let skip: fn(&str) -> bool = |k| k.starts_with('a');
+            let rule: fn(&str) -> Key = |k| match k.as_bytes().first() {
+                Some(b'a') => Key::Skip,
+                Some(b'b') => Key::Free,
+                _ => Key::Text,
+            };
             let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
             let mut spans = Vec::new();
-            super::string_spans(text.as_bytes(), skip, &mut spans);
+            super::string_spans(text.as_bytes(), rule, &mut spans);
             let found: Vec<String> = spans
                 .into_iter()
                 .map(|r| serde_json::from_str::<String>(&text[r]).unwrap())
                 .collect();
             let mut want = Vec::new();
-            tree_strings(&v, skip, &mut want);
+            tree_strings(&v, rule, false, &mut want);
             prop_assert_eq!(found, want);
         }
     }

@@ -35,7 +35,7 @@ use policy_engine::pii::{PiiDetector, RedactionSession};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json_splice::{self, Splice};
+use crate::json_splice::{self, Key, Splice};
 
 /// What a PII scan found on one side of a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub(crate) fn scan_request(
     record_text: bool,
 ) -> Result<Scanned, serde_json::Error> {
     let mut spans = Vec::new();
-    json_splice::string_spans(body, not_text, &mut spans);
+    json_splice::string_spans(body, key_rule, &mut spans);
     let mut scan = SpliceScan::new(detector, body, record_text);
     for at in spans {
         scan.string(Some(serde_json::from_slice(&body[at])?));
@@ -96,9 +96,11 @@ pub(crate) fn scan_request(
 /// Fields whose string values are identifiers, enumerations or binary payloads, never text a
 /// person wrote, and so are not scanned: the model, roles and types, ids (OpenAI's and
 /// Anthropic's, the Responses API's item and call ids), enumerated settings, opaque signed
-/// blobs (Anthropic's thinking `signature`, encrypted reasoning), and media (`url` of an image, base64 `data` and `file_data`, where a chance digit run
-/// "redacted" would corrupt the file). Only a string value is skipped: an object or list under
-/// such a key is scanned like any other (a schema property named `id` has a description).
+/// blobs (Anthropic's thinking `signature`, encrypted reasoning), and an image's `url`. Only a
+/// string value is skipped: an object or list under such a key is scanned like any other (a
+/// schema property named `id` has a description). Base64 media is left alone by its content,
+/// not its key ([`opaque`]): Anthropic's `data` is base64 for an image and plain text for a text
+/// document.
 pub(crate) fn not_text(key: &str) -> bool {
     matches!(
         key,
@@ -116,8 +118,6 @@ pub(crate) fn not_text(key: &str) -> bool {
             | "reasoning_effort"
             | "encoding_format"
             | "url"
-            | "data"
-            | "file_data"
             | "object"
             | "system_fingerprint"
             | "finish_reason"
@@ -131,6 +131,33 @@ pub(crate) fn not_text(key: &str) -> bool {
             | "encrypted_content"
             | "media_type"
     )
+}
+
+/// How the scan treats an object key's value: [`not_text`] keys are skipped, and `input` (a
+/// tool call's arguments as an object, Anthropic's `tool_use.input`) is free-form: every string
+/// under it is text, whatever the caller's schema named its keys (`id`, `detail`, `data`…).
+pub(crate) fn key_rule(key: &str) -> Key {
+    if key == "input" {
+        Key::Free
+    } else if not_text(key) {
+        Key::Skip
+    } else {
+        Key::Text
+    }
+}
+
+/// Base64 media and other encoded blobs, which carry no readable text and which a "redacted"
+/// chance digit run would corrupt: a `data:` URL with a base64 payload, or 256 or more
+/// characters of the standard base64 alphabet with at least one `+` or `/` (API keys and ids
+/// have neither, so they stay scanned).
+pub(crate) fn opaque(text: &str) -> bool {
+    let b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\n' | b'\r');
+    if let Some(rest) = text.strip_prefix("data:") {
+        return rest
+            .split_once(";base64,")
+            .is_some_and(|(_, payload)| payload.bytes().all(b64));
+    }
+    text.len() >= 256 && text.bytes().all(b64) && text.bytes().any(|b| b == b'+' || b == b'/')
 }
 
 /// Scan every string of a non-streamed answer that can carry text, as on a request (message
@@ -156,9 +183,12 @@ pub(crate) fn scan_into(
     splice: &mut Splice,
 ) -> Result<(), serde_json::Error> {
     let mut spans = Vec::new();
-    json_splice::string_spans(json, not_text, &mut spans);
+    json_splice::string_spans(json, key_rule, &mut spans);
     for at in spans {
         let text: Cow<'_, str> = serde_json::from_slice(&json[at.clone()])?;
+        if opaque(&text) {
+            continue;
+        }
         if let Cow::Owned(new) = detector.redact(&text, session) {
             if rewrite {
                 splice.replace_string(offset + at.start..offset + at.end, &new);
@@ -174,7 +204,7 @@ pub(crate) fn scan_into(
 pub(crate) fn scan_error_body(detector: &PiiDetector, body: &[u8]) -> Option<Scanned> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         let mut spans = Vec::new();
-        json_splice::string_spans(body, |_| false, &mut spans);
+        json_splice::string_spans(body, |_| Key::Text, &mut spans);
         let mut scan = SpliceScan::new(detector, body, false);
         for at in spans {
             scan.string(Some(serde_json::from_slice(&body[at]).ok()?));
@@ -247,6 +277,9 @@ impl<'d, 'b> SpliceScan<'d, 'b> {
         let Some(text) = json_splice::string(raw) else {
             return;
         };
+        if opaque(&text) {
+            return;
+        }
         let out = self.detector.redact(&text, &mut self.session);
         if let Cow::Owned(new) = &out {
             if self.rewrite {
@@ -358,6 +391,23 @@ fn decide(action: PiiAction, session: &RedactionSession, changed: bool) -> (Verd
         Verdict::Allow
     };
     (verdict, report)
+}
+
+#[cfg(test)]
+mod opaque_tests {
+    use super::opaque;
+
+    #[test]
+    fn base64_media_is_opaque_and_keys_and_text_are_not() {
+        let image = "iVBORw0KGgo+/".repeat(30);
+        assert!(opaque(&image));
+        assert!(opaque("data:image/png;base64,iVBORw0KGgo4111111111111111"));
+        // API keys and ids have no `+` or `/`: they stay scanned, however long.
+        assert!(!opaque(&format!("sk-proj-{}", "a1B2c3".repeat(40))));
+        assert!(!opaque(&"4111 1111 1111 1111 ".repeat(20)));
+        assert!(!opaque("data:text/plain,jane@example.com"));
+        assert!(!opaque(&"ab+/".repeat(10)), "too short to be media");
+    }
 }
 
 #[cfg(test)]

@@ -89,7 +89,9 @@ impl Translation {
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
             return body;
         };
-        let message = v["error"]["message"].as_str().unwrap_or("").to_owned();
+        let Some(message) = v["error"]["message"].as_str().map(str::to_owned) else {
+            return body;
+        };
         let out = match self {
             // Anthropic's error to OpenAI's.
             Self::ChatToMessages => json!({"error": {
@@ -404,8 +406,12 @@ fn messages_to_chat(req: Map<String, Value>) -> Result<Map<String, Value>, ApiEr
             continue;
         }
         match k.as_str() {
-            "model" | "temperature" | "top_p" | "max_tokens" => {
+            "model" | "temperature" | "top_p" => {
                 out.insert(k, v);
+            }
+            // OpenAI's name for it; its reasoning models refuse `max_tokens`.
+            "max_tokens" => {
+                out.insert("max_completion_tokens".into(), v);
             }
             "stream" => {
                 stream = v.as_bool().unwrap_or(false);
@@ -585,23 +591,35 @@ pub(crate) fn stop_reason(finish: &str) -> &'static str {
     }
 }
 
-/// Anthropic usage as chat usage (cache reads and writes count as prompt tokens).
-pub(crate) fn chat_usage(u: &Value) -> Value {
+/// Anthropic usage as chat usage (cache reads and writes count as prompt tokens); `None` when
+/// the provider reported none (nothing is made up).
+pub(crate) fn chat_usage(u: &Value) -> Option<Value> {
+    if !u.is_object() {
+        return None;
+    }
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
     let cached = n("cache_read_input_tokens");
     let prompt = n("input_tokens") + n("cache_creation_input_tokens") + cached;
     let completion = n("output_tokens");
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-           "prompt_tokens_details": {"cached_tokens": cached}})
+    Some(
+        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": cached}}),
+    )
 }
 
-/// Chat usage as Anthropic usage (cached tokens reported as cache reads beside the rest).
-pub(crate) fn anthropic_usage(u: &Value) -> Value {
+/// Chat usage as Anthropic usage (cached tokens reported as cache reads beside the rest);
+/// `None` when the provider reported none.
+pub(crate) fn anthropic_usage(u: &Value) -> Option<Value> {
+    if !u.is_object() {
+        return None;
+    }
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     let cached = n(&u["prompt_tokens_details"]["cached_tokens"]);
-    json!({"input_tokens": n(&u["prompt_tokens"]).saturating_sub(cached),
+    Some(
+        json!({"input_tokens": n(&u["prompt_tokens"]).saturating_sub(cached),
            "output_tokens": n(&u["completion_tokens"]),
-           "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0})
+           "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}),
+    )
 }
 
 fn now() -> u64 {
@@ -639,12 +657,15 @@ fn message_to_chat_answer(v: &Value) -> Result<Value, String> {
         message["reasoning_content"] = Value::String(reasoning);
     }
     let id = v["id"].as_str().unwrap_or("msg");
-    Ok(json!({
+    let mut out = json!({
         "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": now(), "model": v["model"],
         "choices": [{"index": 0, "message": message, "logprobs": null,
                      "finish_reason": finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"))}],
-        "usage": chat_usage(&v["usage"]),
-    }))
+    });
+    if let Some(u) = chat_usage(&v["usage"]) {
+        out["usage"] = u;
+    }
+    Ok(out)
 }
 
 fn chat_to_message_answer(v: &Value) -> Result<Value, String> {
@@ -661,11 +682,14 @@ fn chat_to_message_answer(v: &Value) -> Result<Value, String> {
         content.push(json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": input}));
     }
     let id = v["id"].as_str().unwrap_or("chatcmpl");
-    Ok(json!({
+    let mut out = json!({
         "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": v["model"],
         "content": content,
         "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or("stop")),
         "stop_sequence": null,
-        "usage": anthropic_usage(&v["usage"]),
-    }))
+    });
+    if let Some(u) = anthropic_usage(&v["usage"]) {
+        out["usage"] = u;
+    }
+    Ok(out)
 }

@@ -49,6 +49,15 @@ models:
     )
 }
 
+/// A base64 "image" of 320 characters whose digits look like a card number.
+fn image() -> String {
+    let mut s = String::from("iVBORw0KGgo+4111111111111111/");
+    while s.len() < 320 {
+        s.push_str("AbCdEf0123456789+/");
+    }
+    s
+}
+
 fn redact_policy(action: &str) -> String {
     format!("policy:\n  pii-detector:\n    action: {action}\n    entities: [email, credit_card, phone]\n    scan: [request, response]\n")
 }
@@ -93,10 +102,13 @@ async fn anthropic_messages_reach_an_anthropic_provider_redacted_with_its_header
         "system": [{"type": "text", "text": format!("Customer: {EMAIL}")}],
         "messages": [
             {"role": "user", "content": format!("write to {EMAIL}")},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"email": EMAIL}}]},
+            // Tool input is the caller's schema: keys named like ids or settings are text there.
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup",
+                                               "input": {"email": EMAIL, "detail": EMAIL, "id": EMAIL, "data": {"url": EMAIL}}}]},
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": format!("found {EMAIL}")},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo4111111111111111"}}
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": image()}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": format!("Contract for {EMAIL}")}}
             ]}
         ]
     });
@@ -124,7 +136,8 @@ async fn anthropic_messages_reach_an_anthropic_provider_redacted_with_its_header
     let sent = got.body.to_string();
     assert!(!sent.contains(EMAIL), "{sent}");
     assert_eq!(
-        got.body["messages"][2]["content"][1]["source"]["data"], "iVBORw0KGgo4111111111111111",
+        got.body["messages"][2]["content"][1]["source"]["data"],
+        image(),
         "media is left alone"
     );
     assert_eq!(r.json()["type"], "message");
@@ -506,6 +519,25 @@ async fn every_route_goes_through_admission_first() {
         }
         assert_eq!(mock.api_calls(), 0, "{path} reached the provider");
     }
+    // Anthropic's SDKs send the key as `x-api-key`: it authenticates like a bearer token.
+    let clean = json!({"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let r = post_with_headers(
+        &c,
+        &gw.api("/v1/messages"),
+        &clean,
+        &[("x-api-key", "test")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_with_headers(
+        &c,
+        &gw.api("/v1/messages"),
+        &clean,
+        &[("x-api-key", "wrong")],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
 }
 
 #[tokio::test]
@@ -734,4 +766,12 @@ async fn the_anthropic_format_is_translated_to_an_openai_provider_and_back() {
         .map(|(_, d)| d["index"].as_u64().unwrap())
         .collect();
     assert_eq!((starts, stops), (vec![0, 1], vec![0, 1]));
+
+    // The provider's error, in Anthropic's shape.
+    mock.set(|b| b.fail_status = Some(500)).await;
+    let r = post_with_headers(&c, &gw.api("/v1/messages"), &body, &[]).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["type"], "error", "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "api_error");
+    assert_eq!(r.json()["error"]["message"], "mock failure");
 }

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::framing::{
-    data_lines, event_end, has_finish_reason, has_usage_object, normalize_lone_cr, Data, DONE,
-    MAX_EVENT_BYTES,
+    data_lines, event_end_after, has_finish_reason, has_usage_object, normalize_lone_cr, Data,
+    DONE, MAX_EVENT_BYTES,
 };
 use crate::json_splice::{self, Objects, Splice};
 use crate::openai::{parse_usage_raw, Usage};
@@ -18,7 +18,7 @@ use crate::policy::{self, RecordedText};
 
 use super::StreamFormat;
 
-/// Choices per response a stream redactor is kept for.
+/// Choices per response a stream redactor is kept for; a higher index fails the stream.
 const MAX_CHOICES: usize = 64;
 
 /// The fields of a stream chunk the relay reads, borrowed from the event; the choices are read
@@ -29,6 +29,9 @@ struct ChunkPeek<'a> {
     choices: Option<Objects<StreamChoice<'a>>>,
     #[serde(borrow, default)]
     usage: Option<&'a RawValue>,
+    /// A provider's error in the stream (`{"error": {...}}`), scanned whole.
+    #[serde(borrow, default)]
+    error: Present<'a>,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +44,8 @@ struct StreamChoice<'a> {
     text: Present<'a>,
     #[serde(borrow, default)]
     finish_reason: Present<'a>,
+    #[serde(borrow, default)]
+    logprobs: Present<'a>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +142,8 @@ pub(crate) struct SseProcessor<'d> {
     started: bool,
     /// Bytes of `pending` already checked for lone carriage returns.
     cr_checked: usize,
+    /// Bytes of `pending` already searched for an event end.
+    searched: usize,
 }
 
 /// A UTF-8 byte-order mark, which SSE drops at the start of a stream.
@@ -172,6 +179,7 @@ impl<'d> SseProcessor<'d> {
             texts: None,
             started: false,
             cr_checked: 0,
+            searched: 0,
         }
     }
 
@@ -264,11 +272,13 @@ impl<'d> SseProcessor<'d> {
         // Line ends in any of SSE's three forms: a lone CR becomes LF before framing, so an event
         // ended by CRs is found (and scanned) like any other.
         self.cr_checked = normalize_lone_cr(&mut self.pending, self.cr_checked);
-        while let Some(end) = event_end(&self.pending) {
+        while let Some(end) = event_end_after(&self.pending, self.searched) {
             let event = self.pending.split_to(end).freeze();
             self.cr_checked = self.cr_checked.saturating_sub(end);
+            self.searched = 0;
             self.event(&event, &mut out)?;
         }
+        self.searched = self.pending.len();
         if self.pending.len() > MAX_EVENT_BYTES {
             return Err(format!(
                 "provider sent an SSE event over {MAX_EVENT_BYTES} bytes"
@@ -283,6 +293,10 @@ impl<'d> SseProcessor<'d> {
             let tail = t.finish()?;
             let mut out = BytesMut::from(&self.push(tail)?[..]);
             out.extend_from_slice(&self.finish()?);
+            if !t.usage_seen() {
+                // The provider reported none; what the rewritten events said is not usage.
+                self.usage = None;
+            }
             return Ok(out.freeze());
         }
         let mut out = BytesMut::new();
@@ -360,7 +374,13 @@ impl<'d> SseProcessor<'d> {
             }
         }
         let mut splice = Splice::default();
-        if self.detector.is_some() {
+        if let (Some(det), Some(_)) = (self.detector, chunk.error.0) {
+            // An error event can echo the prompt: every string of it is scanned.
+            let offset = (data.as_ptr() as usize).wrapping_sub(event.as_ptr() as usize);
+            let rewrite = !self.log_only();
+            policy::scan_into(det, data, &mut self.session, rewrite, offset, &mut splice)
+                .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
+        } else if self.detector.is_some() {
             let withheld = self
                 .redact_chunk(event, chunk.choices.as_ref(), &mut splice, out)
                 .map_err(|e| format!("provider stream chunk cannot be scanned: {e}"))?;
@@ -407,12 +427,24 @@ impl<'d> SseProcessor<'d> {
                 .and_then(|i| usize::try_from(i).ok())
                 .unwrap_or(0);
             if index >= MAX_CHOICES {
-                continue;
+                // Never passed unscanned: the stream ends instead.
+                return Err(serde::de::Error::custom(format!(
+                    "a choice index of {MAX_CHOICES} or more"
+                )));
             }
             if self.redactors.len() <= index {
                 self.redactors.resize_with(index + 1, Default::default);
             }
             let finishing = c.finish_reason.0.is_some_and(|f| f.get() != "null");
+            if !log_only {
+                // Log probabilities repeat the text token by token, where a value split over
+                // tokens cannot be found: with the answer scanned they are not sent.
+                if let Some(lp) = c.logprobs.0.filter(|r| r.get() != "null") {
+                    let at = json_splice::span(event, lp)
+                        .ok_or_else(|| serde::de::Error::custom("logprobs lost their place"))?;
+                    splice.replace(at, b"null".to_vec());
+                }
+            }
             // Where the text lives: `text` (completions) or the delta's text fields (chat).
             let (slots, holder, tool_calls) = match c.text.0 {
                 Some(t) => ([Some(t), None, None, None], None, None),
@@ -676,7 +708,7 @@ pub(super) fn write_event(chunk: &Value, out: &mut BytesMut) {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::framing::{data_field, MAX_EVENT_BYTES};
+    use super::super::framing::{data_field, event_end, MAX_EVENT_BYTES};
     use super::*;
 
     fn chunk(content: &str) -> String {

@@ -56,6 +56,14 @@ pub(super) fn event_end(buf: &[u8]) -> Option<usize> {
     })
 }
 
+/// [`event_end`] for a buffer whose first `searched` bytes held no event end the last time it
+/// was searched: only the new bytes (and the three before them, where a `\r\n\r` may end) are
+/// looked at, so a stream that arrives a byte at a time is not searched again from its start.
+pub(super) fn event_end_after(buf: &[u8], searched: usize) -> Option<usize> {
+    let from = searched.saturating_sub(3).min(buf.len());
+    event_end(&buf[from..]).map(|end| end + from)
+}
+
 /// An event's `data` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Data<'a> {

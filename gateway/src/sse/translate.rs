@@ -14,7 +14,7 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
-use super::framing::{data_lines, event_end, normalize_lone_cr, Data, MAX_EVENT_BYTES};
+use super::framing::{data_lines, event_end_after, normalize_lone_cr, Data, MAX_EVENT_BYTES};
 use crate::translate::{anthropic_usage, chat_usage, finish_reason, stop_reason, Translation};
 
 /// Rewrites a provider's stream into the caller's format.
@@ -22,13 +22,18 @@ pub(crate) struct StreamTranslator {
     way: Translation,
     pending: BytesMut,
     cr_checked: usize,
+    searched: usize,
     id: String,
     model: Value,
     created: u64,
     /// Anthropic usage so far (both ways: read from events, or converted from the usage chunk).
     usage: Value,
-    /// Anthropic → chat: content block index → tool call ordinal.
-    tool_of_block: Vec<(u64, u64)>,
+    /// The provider reported usage (else none is made up: the stream settles on its
+    /// reservation).
+    usage_seen: bool,
+    /// Anthropic → chat: content block index → tool call ordinal; chat → Anthropic: tool call
+    /// index → content block index.
+    tools: Vec<(u64, u64)>,
     next_tool: u64,
     finish: Option<String>,
     /// Chat → Anthropic: the open block (its index, and its tool call ordinal if a tool).
@@ -44,13 +49,15 @@ impl StreamTranslator {
             way,
             pending: BytesMut::new(),
             cr_checked: 0,
+            searched: 0,
             id: String::new(),
             model: Value::Null,
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             usage: json!({}),
-            tool_of_block: Vec::new(),
+            usage_seen: false,
+            tools: Vec::new(),
             next_tool: 0,
             finish: None,
             open: None,
@@ -65,17 +72,24 @@ impl StreamTranslator {
         self.pending.extend_from_slice(data);
         self.cr_checked = normalize_lone_cr(&mut self.pending, self.cr_checked);
         let mut out = BytesMut::new();
-        while let Some(end) = event_end(&self.pending) {
+        while let Some(end) = event_end_after(&self.pending, self.searched) {
             let event = self.pending.split_to(end);
             self.cr_checked = self.cr_checked.saturating_sub(end);
+            self.searched = 0;
             self.event(&event, &mut out)?;
         }
+        self.searched = self.pending.len();
         if self.pending.len() > MAX_EVENT_BYTES {
             return Err(format!(
                 "provider sent an SSE event over {MAX_EVENT_BYTES} bytes"
             ));
         }
         Ok(out.freeze())
+    }
+
+    /// Whether the provider reported usage.
+    pub(crate) fn usage_seen(&self) -> bool {
+        self.usage_seen
     }
 
     /// The provider's stream ended: a last event without its blank line is still read.
@@ -108,7 +122,6 @@ impl StreamTranslator {
             Translation::ChatToMessages => self.anthropic_to_chat(&v, out),
             Translation::MessagesToChat => self.chat_to_anthropic(&v, out),
         }
-        Ok(())
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut BytesMut) {
@@ -119,20 +132,26 @@ impl StreamTranslator {
         write(None, &c, out);
     }
 
-    fn anthropic_to_chat(&mut self, v: &Value, out: &mut BytesMut) {
+    fn anthropic_to_chat(&mut self, v: &Value, out: &mut BytesMut) -> Result<(), String> {
         match v["type"].as_str().unwrap_or("") {
             "message_start" => {
                 let m = &v["message"];
-                self.id = format!("chatcmpl-{}", m["id"].as_str().unwrap_or("msg"));
-                self.model = m["model"].clone();
+                self.id = format!("chatcmpl-{}", bounded(m["id"].as_str().unwrap_or("msg")));
+                self.model = Value::String(bounded(m["model"].as_str().unwrap_or("")).to_owned());
+                self.usage_seen |= m["usage"].is_object();
                 merge(&mut self.usage, &m["usage"]);
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
             }
             "content_block_start" if v["content_block"]["type"] == "tool_use" => {
                 let block = v["index"].as_u64().unwrap_or(0);
+                if self.tools.len() >= MAX_TOOL_CALLS {
+                    return Err(format!(
+                        "more than {MAX_TOOL_CALLS} tool calls in one answer"
+                    ));
+                }
                 let k = self.next_tool;
                 self.next_tool += 1;
-                self.tool_of_block.push((block, k));
+                self.tools.push((block, k));
                 let b = &v["content_block"];
                 self.chunk(
                     json!({"tool_calls": [{"index": k, "id": b["id"], "type": "function",
@@ -150,8 +169,7 @@ impl StreamTranslator {
                     }
                     "input_json_delta" => {
                         let block = v["index"].as_u64().unwrap_or(0);
-                        if let Some(&(_, k)) = self.tool_of_block.iter().find(|(b, _)| *b == block)
-                        {
+                        if let Some(&(_, k)) = self.tools.iter().find(|(b, _)| *b == block) {
                             self.chunk(
                                 json!({"tool_calls": [{"index": k, "function": {"arguments": d["partial_json"]}}]}),
                                 None,
@@ -163,15 +181,18 @@ impl StreamTranslator {
                 }
             }
             "message_delta" => {
+                self.usage_seen |= v["usage"].is_object();
                 merge(&mut self.usage, &v["usage"]);
                 if let Some(stop) = v["delta"]["stop_reason"].as_str() {
                     self.chunk(json!({}), Some(finish_reason(stop)), out);
                 }
             }
             "message_stop" => {
-                let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [], "usage": chat_usage(&self.usage)});
-                write(None, &u, out);
+                if let Some(usage) = chat_usage(&self.usage).filter(|_| self.usage_seen) {
+                    let u = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                   "model": self.model, "choices": [], "usage": usage});
+                    write(None, &u, out);
+                }
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.done = true;
             }
@@ -185,6 +206,7 @@ impl StreamTranslator {
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn start_block(&mut self, block: Value, tool: Option<u64>, out: &mut BytesMut) -> u64 {
@@ -210,19 +232,19 @@ impl StreamTranslator {
         }
     }
 
-    fn chat_to_anthropic(&mut self, v: &Value, out: &mut BytesMut) {
+    fn chat_to_anthropic(&mut self, v: &Value, out: &mut BytesMut) -> Result<(), String> {
         if let Some(e) = v.get("error").filter(|e| e.is_object()) {
             write(
                 Some("error"),
                 &json!({"type": "error", "error": {"type": "api_error", "message": e["message"]}}),
                 out,
             );
-            return;
+            return Ok(());
         }
         if !self.started {
             self.started = true;
-            self.id = format!("msg_{}", v["id"].as_str().unwrap_or("chatcmpl"));
-            self.model = v["model"].clone();
+            self.id = format!("msg_{}", bounded(v["id"].as_str().unwrap_or("chatcmpl")));
+            self.model = Value::String(bounded(v["model"].as_str().unwrap_or("")).to_owned());
             write(
                 Some("message_start"),
                 &json!({"type": "message_start", "message": {
@@ -232,11 +254,12 @@ impl StreamTranslator {
                 out,
             );
         }
-        if v["usage"].is_object() {
-            self.usage = anthropic_usage(&v["usage"]);
+        if let Some(u) = anthropic_usage(&v["usage"]) {
+            self.usage = u;
+            self.usage_seen = true;
         }
         let Some(choice) = v["choices"].as_array().and_then(|c| c.first()) else {
-            return;
+            return Ok(());
         };
         let delta = &choice["delta"];
         if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
@@ -252,13 +275,27 @@ impl StreamTranslator {
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             let k = call["index"].as_u64().unwrap_or(0);
-            let index = match self.open {
-                Some((i, Some(open))) if open == k && call["id"].is_null() => i,
-                _ => self.start_block(
-                    json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}),
-                    Some(k),
-                    out,
-                ),
+            // A call opens its block once, on its index's first fragment (some providers repeat
+            // the id on every fragment).
+            let index = match (self.open, self.tools.iter().any(|(t, _)| *t == k)) {
+                (Some((i, Some(open))), _) if open == k => i,
+                (_, true) => {
+                    return Err("provider streamed a tool call after the next one began".to_owned())
+                }
+                (_, false) => {
+                    if self.tools.len() >= MAX_TOOL_CALLS {
+                        return Err(format!(
+                            "more than {MAX_TOOL_CALLS} tool calls in one answer"
+                        ));
+                    }
+                    let block = self.start_block(
+                        json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}),
+                        Some(k),
+                        out,
+                    );
+                    self.tools.push((k, block));
+                    block
+                }
             };
             if let Some(args) = call["function"]["arguments"]
                 .as_str()
@@ -272,22 +309,43 @@ impl StreamTranslator {
             }
         }
         if let Some(f) = choice["finish_reason"].as_str() {
-            self.finish = Some(f.to_owned());
+            self.finish = Some(bounded(f).to_owned());
             self.stop_block(out);
         }
+        Ok(())
     }
 
     fn end_message(&mut self, out: &mut BytesMut) {
         self.stop_block(out);
         let stop = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        // Anthropic's SDKs read `usage` on this event; without the provider's it says zero, and
+        // the relay settles the stream on its reservation (`usage_seen`).
+        let usage = if self.usage_seen {
+            self.usage.clone()
+        } else {
+            json!({"output_tokens": 0})
+        };
         write(
             Some("message_delta"),
-            &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": self.usage}),
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage}),
             out,
         );
         write(Some("message_stop"), &json!({"type": "message_stop"}), out);
         self.done = true;
     }
+}
+
+/// Most tool calls one translated answer may stream; more fail the stream.
+const MAX_TOOL_CALLS: usize = 1024;
+
+/// An id or model name copied into every rewritten event: at most 256 bytes of it (a provider
+/// cannot make each small delta carry a megabyte).
+fn bounded(s: &str) -> &str {
+    let mut end = s.len().min(256);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Later usage fields over earlier ones.

@@ -24,6 +24,12 @@
 //!   know — has every text string scanned whole, with the same session, so a value gets the
 //!   placeholder its deltas got.
 //!
+//! Log probabilities repeat the text token by token, where a value split over tokens cannot be
+//! found: with the answer scanned, a Responses event's top-level `logprobs` are emptied (those
+//! nested in `response.completed` are scanned token by token). Redacted thinking text no longer
+//! matches its `signature`: a caller that sends such a thinking block back in a later turn gets
+//! Anthropic's refusal of the signature, the price of never passing a finding through.
+//!
 //! Not scanned: `response.audio.delta` (base64 audio), `signature_delta` and `ping`.
 
 use std::borrow::Cow;
@@ -37,6 +43,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::chunk::{Present, SseProcessor};
+use super::framing::{data_lines, Data};
 use super::StreamFormat;
 use crate::json_splice::{self, Splice};
 use crate::openai::{usage_fields_raw, UsageFields};
@@ -95,6 +102,8 @@ struct EventPeek<'a> {
     item_id: Present<'a>,
     #[serde(borrow, default)]
     sequence_number: Present<'a>,
+    #[serde(borrow, default)]
+    logprobs: Present<'a>,
 }
 
 /// An Anthropic content-block delta.
@@ -209,6 +218,27 @@ impl<'d> SseProcessor<'d> {
             }
             Err(e) => return Err(format!("provider stream event cannot be scanned: {e}")),
         };
+        if self.format == StreamFormat::Responses && self.detector.is_some() && !self.log_only() {
+            // Log probabilities repeat the text token by token, where a value split over tokens
+            // cannot be found: with the answer scanned they are emptied.
+            if let Some(lp) = peek
+                .logprobs
+                .0
+                .filter(|r| !matches!(r.get(), "[]" | "null"))
+            {
+                let at = json_splice::span(event, lp)
+                    .ok_or_else(|| "internal: logprobs lost their place".to_owned())?;
+                let mut strip = Splice::default();
+                strip.replace(at, b"[]".to_vec());
+                let stripped = strip
+                    .apply(event)
+                    .ok_or_else(|| "internal: logprobs lost their place".to_owned())?;
+                let Data::One(data) = data_lines(&stripped) else {
+                    return Err("internal: an edited event lost its data".to_owned());
+                };
+                return self.typed_event(&stripped, data, out);
+            }
+        }
         self.typed_usage(&peek);
         let kind = peek.kind.as_ref();
         let terminal = is_terminal(self.format, kind);
@@ -239,6 +269,11 @@ impl<'d> SseProcessor<'d> {
                 _ => {}
             },
             StreamFormat::Responses => {
+                if kind == "response.audio.delta" {
+                    // Base64 audio: no text, and an edit would corrupt it.
+                    out.extend_from_slice(event);
+                    return Ok(());
+                }
                 if let Some(family) = kind.strip_suffix(".delta") {
                     if family != "response.audio"
                         && self
@@ -659,6 +694,36 @@ mod tests {
 
     const TEXT: &str = "Mail ann@example.com or call 415-555-0134 now, ü 雪.";
     const ARGS: &str = r#"{"to": "ann@example.com", "card": "4111 1111 1111 1111", "n": 2}"#;
+
+    #[test]
+    fn logprobs_are_emptied_and_audio_passes_when_answers_are_scanned() {
+        let det = redacting();
+        let audio = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAESsAACJWAAACABAAZGF0YQAAAAA4111111111111111";
+        let stream = sse(
+            "response.output_text.delta",
+            &json!({"type": "response.output_text.delta", "item_id": "m", "output_index": 0, "content_index": 0,
+            "delta": "Hi ", "logprobs": [{"token": "ann@example.com", "logprob": -0.1, "top_logprobs": []}]}),
+        ) + &sse(
+            "response.audio.delta",
+            &json!({"type": "response.audio.delta", "delta": audio}),
+        ) + &sse(
+            "response.completed",
+            &json!({"type": "response.completed", "response": {"usage": {"input_tokens": 1, "output_tokens": 1}}}),
+        );
+        let (out, _) = run(StreamFormat::Responses, &det, stream.as_bytes(), &[]);
+        assert!(!out.contains("ann@example.com"), "{out}");
+        let events = datas(&out);
+        let of = |t: &str| events.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+        let text = of("response.output_text.delta");
+        assert!(text.iter().all(|e| e["logprobs"] == json!([])), "{out}");
+        let said: String = text.iter().map(|e| e["delta"].as_str().unwrap()).collect();
+        assert_eq!(said, "Hi ");
+        assert_eq!(
+            of("response.audio.delta")[0]["delta"],
+            audio,
+            "audio is not text"
+        );
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
