@@ -30,6 +30,7 @@ fn limit(scope: &str, window: BudgetWindow, usd: Option<f64>, tokens: Option<u64
         window,
         usd,
         tokens,
+        requests: None,
         on_exhausted: ExhaustedAction::Block,
         degrade_to: None,
     }

@@ -215,6 +215,8 @@ impl ApiError {
 pub enum RejectionKind {
     /// 429 `budget_exceeded`.
     BudgetExceeded,
+    /// 429 `rate_limited`: a per-minute limit; retry after its window resets.
+    RateLimited,
     /// 503 `policy_unavailable`: a store the policy needs is down and it fails closed.
     Unavailable,
 }
@@ -223,13 +225,14 @@ impl RejectionKind {
     pub fn code(self) -> &'static str {
         match self {
             Self::BudgetExceeded => "budget_exceeded",
+            Self::RateLimited => "rate_limited",
             Self::Unavailable => "policy_unavailable",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            Self::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::BudgetExceeded | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -237,12 +240,14 @@ impl RejectionKind {
     pub fn error_type(self) -> &'static str {
         match self {
             Self::BudgetExceeded => "insufficient_quota",
+            Self::RateLimited => "rate_limit_exceeded",
             Self::Unavailable => "api_error",
         }
     }
 
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Unavailable)
+        // A rate limit's window resets within a minute: SDKs back off and retry.
+        matches!(self, Self::Unavailable | Self::RateLimited)
     }
 }
 
@@ -253,6 +258,21 @@ pub struct Rejection {
     pub message: String,
     /// The limit that refused it (`scope/window`, e.g. `team:support/daily`), for the record.
     pub limit: Option<String>,
+    /// A rate limit's refusal: what the caller's SDK reads to back off.
+    pub rate: Option<RateInfo>,
+}
+
+/// A rate limit that refused a request: sent as `retry-after` and the `x-ratelimit-*` (or
+/// `anthropic-ratelimit-*`) headers clients read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    /// `requests`, `tokens` (or `usd`).
+    pub dimension: &'static str,
+    pub limit: u64,
+    /// Whole seconds until the limit's window resets (at least 1).
+    pub retry_after_secs: u64,
+    /// `on_exhausted: queue`: how long the request may wait for the next window first.
+    pub queue_ms: Option<u64>,
 }
 
 impl Rejection {
@@ -261,6 +281,7 @@ impl Rejection {
             kind,
             message: message.into(),
             limit: None,
+            rate: None,
         }
     }
 }

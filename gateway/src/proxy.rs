@@ -14,7 +14,7 @@
 //! (`request`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -24,6 +24,7 @@ use policy_engine::PolicyKind;
 
 use crate::body::{read_limited, GatewayBody, ReadError};
 use crate::error::ApiError;
+use crate::error::Rejection;
 use crate::hooks::{Admission, Failure, Outcome, RequestMeta, Settled};
 use crate::json_splice::Splice;
 use crate::pack::ActivePack;
@@ -272,7 +273,7 @@ async fn forward<'p>(
         Admission::default()
     } else {
         let timed = o.meta.trace.is_some().then(Instant::now);
-        let admitted = o.admit().await;
+        let admitted = admit_or_queue(o).await;
         if let (Some(t), Some(from)) = (&mut o.meta.trace, timed) {
             t.mark(crate::otel::Decision::Budget, from);
         }
@@ -448,6 +449,33 @@ async fn forward_item<'p>(
         record_text: records_text(pack),
         translation: None,
     })
+}
+
+/// Admission, waiting out a rate limit that says `on_exhausted: queue`: the request sleeps until
+/// the limit's window resets and asks again, for at most the pack's `max_queue_ms` in all (then
+/// the refusal stands). A queued request holds no reservation while it waits.
+async fn admit_or_queue(o: &mut Outcome) -> Result<Admission, Rejection> {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let refusal = match o.admit().await {
+            Ok(advice) => return Ok(advice),
+            Err(r) => r,
+        };
+        let Some((queue_ms, retry_after)) = refusal
+            .rate
+            .and_then(|rate| rate.queue_ms.map(|q| (q, rate.retry_after_secs)))
+        else {
+            return Err(refusal);
+        };
+        let now = Instant::now();
+        let until = *deadline.get_or_insert(now + Duration::from_millis(queue_ms));
+        if now >= until {
+            return Err(refusal);
+        }
+        // The window resets within `retry_after` whole seconds; wake a little after it.
+        let wait = Duration::from_secs(retry_after).min(until - now);
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// What a budget tells the caller: `x-palisade-budget-remaining-usd` (tightest USD limit) and

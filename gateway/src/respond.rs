@@ -57,7 +57,56 @@ pub(crate) fn error_response(err: &ApiError) -> Response<GatewayBody> {
         resp.headers_mut()
             .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
     }
+    rate_headers(err, Wire::OpenAi, &mut resp);
     resp
+}
+
+/// A rate limit's refusal tells clients when to come back: `retry-after` (seconds), and the
+/// headers each API's clients read — OpenAI's `x-ratelimit-limit-*`, `-remaining-*` and
+/// `-reset-*` (`12s`), or Anthropic's `anthropic-ratelimit-*-limit`, `-remaining`, `-reset`
+/// (RFC 3339) — for the limit's dimension (`requests` or `tokens`).
+fn rate_headers(err: &ApiError, wire: Wire, resp: &mut Response<GatewayBody>) {
+    let ApiError::Rejected(r) = err else { return };
+    let Some(rate) = r.rate else { return };
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(rate.retry_after_secs),
+    );
+    let dim = rate.dimension;
+    let mut put = |name: String, value: String| {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            h.insert(n, v);
+        }
+    };
+    match wire {
+        Wire::OpenAi => {
+            put(format!("x-ratelimit-limit-{dim}"), rate.limit.to_string());
+            put(format!("x-ratelimit-remaining-{dim}"), "0".to_owned());
+            put(
+                format!("x-ratelimit-reset-{dim}"),
+                format!("{}s", rate.retry_after_secs),
+            );
+        }
+        Wire::Anthropic => {
+            let reset = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .saturating_add(rate.retry_after_secs);
+            put(
+                format!("anthropic-ratelimit-{dim}-limit"),
+                rate.limit.to_string(),
+            );
+            put(
+                format!("anthropic-ratelimit-{dim}-remaining"),
+                "0".to_owned(),
+            );
+            put(
+                format!("anthropic-ratelimit-{dim}-reset"),
+                crate::budget::window::format_rfc3339(i64::try_from(reset).unwrap_or(i64::MAX)),
+            );
+        }
+    }
 }
 
 /// Anthropic's error shape, `{"type":"error","error":{"type","message"}}`, with the gateway's
@@ -114,6 +163,7 @@ pub(crate) fn error_response_on(err: &ApiError, wire: Wire) -> Response<GatewayB
         resp.headers_mut()
             .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
     }
+    rate_headers(err, wire, &mut resp);
     resp
 }
 

@@ -67,6 +67,7 @@ fn borrowing(
             window: BudgetWindow::Monthly,
             usd: Some(usd),
             tokens: None,
+            requests: None,
             on_exhausted: ExhaustedAction::Block,
             degrade_to: None,
         }],

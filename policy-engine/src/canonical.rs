@@ -122,6 +122,26 @@ fn omit_later_defaults(v: &mut Value) {
         if b.get("preborrow_fraction").and_then(Value::as_f64) == Some(0.0) {
             b.remove("preborrow_fraction");
         }
+        if b.get("max_queue_ms").and_then(Value::as_u64) == Some(2_000) {
+            b.remove("max_queue_ms");
+        }
+        if let Some(Value::Array(limits)) = b.get_mut("limits") {
+            for l in limits.iter_mut().filter_map(Value::as_object_mut) {
+                if l.get("requests").is_some_and(Value::is_null) {
+                    l.remove("requests");
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(providers)) = v.pointer_mut("/providers") {
+        for p in providers.values_mut().filter_map(Value::as_object_mut) {
+            if p.get("kind").and_then(Value::as_str) == Some("openai") {
+                p.remove("kind");
+            }
+            if p.get("anthropic_version").is_some_and(Value::is_null) {
+                p.remove("anthropic_version");
+            }
+        }
     }
 }
 

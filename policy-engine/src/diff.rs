@@ -4,9 +4,11 @@
 //! identity turned into maps first (budget limits by `scope/window`, custom entities and tests by
 //! name, entity and side lists as sets), so that reordering is no change and an edit of one limit
 //! is one change. Each change is then classified by rules that know what each setting means:
-//! PII action `log → redact` is stricter, an entity removed is looser, a budget raised is looser,
-//! shorter retention is looser, a policy dropped from the chain is looser. Settings with no
-//! direction (descriptions, prices, providers, tests) are neutral.
+//! PII action `log → redact` is stricter, an entity removed is looser, a budget or rate limit
+//! raised (or a request count added) is looser (stricter), `on_exhausted` orders
+//! `alert < degrade < queue < block`, a longer `max_queue_ms` is looser, shorter retention is
+//! looser, a policy dropped from the chain is looser. Settings with no direction
+//! (descriptions, prices, providers and their kinds, tests) are neutral.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -276,16 +278,19 @@ fn classify(
         ["policy", "audit-logger", "retention_days"] => num(Stricter),
         ["policy", "audit-logger", "on_queue_full"] => text_change(old, new, "drop", "block"),
         ["policy", "audit-logger", "include_redacted_text"] => bool_change(old, new, Looser),
-        ["policy", "budget-enforcer", "limits", _, "usd" | "tokens"] => match (added, removed) {
-            (true, false) => Stricter,
-            (false, true) => Looser,
-            _ => num(Looser),
-        },
+        ["policy", "budget-enforcer", "limits", _, "usd" | "tokens" | "requests"] => {
+            match (added, removed) {
+                (true, false) => Stricter,
+                (false, true) => Looser,
+                _ => num(Looser),
+            }
+        }
         ["policy", "budget-enforcer", "limits", _, "on_exhausted"] => {
             ordered(old, new, |s| match s {
                 "alert" => Some(0),
                 "degrade" => Some(1),
-                "block" => Some(2),
+                "queue" => Some(2),
+                "block" => Some(3),
                 _ => None,
             })
         }
@@ -294,6 +299,16 @@ fn classify(
             text_change(old, new, "fail_open", "fail_closed")
         }
         ["policy", "budget-enforcer", "soft_threshold"] => num(Looser),
+        // A longer wait admits more of what a rate limit held back. The canonical form leaves
+        // out the default 2000, so an absent value is 2000.
+        ["policy", "budget-enforcer", "max_queue_ms"] => {
+            let ms = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(2_000);
+            match ms(new).cmp(&ms(old)) {
+                std::cmp::Ordering::Greater => Looser,
+                std::cmp::Ordering::Less => Stricter,
+                std::cmp::Ordering::Equal => Neutral,
+            }
+        }
         // A bigger pre-borrowed slice raises the worst-case overshoot across replicas. The
         // canonical form leaves out the default 0, so an absent value is 0.
         ["policy", "budget-enforcer", "preborrow_fraction"] => {

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use crate::decode::Sink;
 use crate::diagnostic::{DiagnosticCode, PackDiagnostic};
 use crate::pack::{
-    BudgetEnforcerConfig, BudgetScope, ExhaustedAction, PackDocument, ProviderKind, RedactionStyle,
-    AUDIT_LOGGER, BUDGET_ENFORCER, DEFAULT_PROVIDER, KNOWN_POLICIES, MAX_PREBORROW_FRACTION,
-    PII_DETECTOR,
+    BudgetEnforcerConfig, BudgetScope, BudgetWindow, ExhaustedAction, PackDocument, ProviderKind,
+    RedactionStyle, AUDIT_LOGGER, BUDGET_ENFORCER, DEFAULT_PROVIDER, KNOWN_POLICIES,
+    MAX_PREBORROW_FRACTION, PII_DETECTOR,
 };
 use crate::source_map::item;
 
@@ -346,13 +346,23 @@ fn budget(doc: &PackDocument, b: &BudgetEnforcerConfig, sink: &mut Sink<'_>) {
                 "one limit per scope and window",
             );
         }
-        if l.usd.is_none() && l.tokens.is_none() {
+        if l.usd.is_none() && l.tokens.is_none() && l.requests.is_none() {
             let d = PackDiagnostic::error(
                 MissingField,
                 format!("{path}.usd"),
                 "a limit needs an amount",
             )
-            .expected("`usd`, `tokens` or both");
+            .expected("`usd`, `tokens`, `requests`, or several");
+            sink.emit(d, false);
+        }
+        if l.on_exhausted == ExhaustedAction::Queue && l.window != BudgetWindow::Minute {
+            let d = PackDiagnostic::error(
+                InvalidValue,
+                format!("{path}.on_exhausted"),
+                "`on_exhausted: queue` waits for the next window, which only a rate limit's is near",
+            )
+            .found("queue")
+            .expected("`window: minute` with `queue`, or `block`, `degrade` or `alert`");
             sink.emit(d, false);
         }
         if let Some(usd) = l.usd {

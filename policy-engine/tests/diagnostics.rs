@@ -422,3 +422,35 @@ fn a_provider_kind_must_be_known_and_anthropic_settings_need_the_anthropic_kind(
     ));
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
+
+#[test]
+fn a_rate_limit_may_count_requests_and_only_a_minute_window_queues() {
+    let with = |limit: &str| {
+        format!("pack: {{name: r, version: 1.0.0}}\npolicies: {{chain: [budget-enforcer]}}\npolicy:\n  budget-enforcer:\n    limits:\n      - {limit}\n")
+    };
+    assert!(load(&with(
+        "{scope: key:app-1, window: minute, requests: 60, tokens: 90000, on_exhausted: queue}"
+    ))
+    .is_ok());
+    let d = errors_of(&with(
+        "{scope: environment, window: daily, requests: 60, on_exhausted: queue}",
+    ));
+    let x = find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "policy.budget-enforcer.limits[0].on_exhausted",
+    );
+    assert!(
+        x.expected.as_deref().unwrap().contains("window: minute"),
+        "{x:?}"
+    );
+    let d = errors_of(&with(
+        "{scope: environment, window: minute, on_exhausted: block}",
+    ));
+    let x = find(
+        &d,
+        DiagnosticCode::MissingField,
+        "policy.budget-enforcer.limits[0].usd",
+    );
+    assert!(x.expected.as_deref().unwrap().contains("requests"), "{x:?}");
+}

@@ -233,3 +233,46 @@ fn raising_the_preborrow_fraction_is_looser_and_lowering_it_is_stricter() {
     let explicit_zero = on.replace("preborrow_fraction: 0.01", "preborrow_fraction: 0");
     assert!(between(BASE, &explicit_zero).is_empty());
 }
+
+#[test]
+fn rate_limits_diff_like_budgets_and_queueing_sits_between_degrade_and_block() {
+    let rpm = BASE.replace(
+        "      - {scope: team:support, window: daily, tokens: 1000, on_exhausted: block}\n",
+        "      - {scope: team:support, window: daily, tokens: 1000, on_exhausted: block}\n      - {scope: key:app-1, window: minute, requests: 60, on_exhausted: block}\n",
+    );
+    let d = between(BASE, &rpm);
+    assert_eq!(
+        effect(&d, "policy.budget-enforcer.limits.key:app-1/minute"),
+        Effect::Stricter
+    );
+    let more = rpm.replace("requests: 60", "requests: 120");
+    assert_eq!(
+        effect(
+            &between(&rpm, &more),
+            "policy.budget-enforcer.limits.key:app-1/minute.requests"
+        ),
+        Effect::Looser
+    );
+    let queue = rpm.replace(
+        "requests: 60, on_exhausted: block",
+        "requests: 60, on_exhausted: queue",
+    );
+    assert_eq!(
+        effect(
+            &between(&rpm, &queue),
+            "policy.budget-enforcer.limits.key:app-1/minute.on_exhausted"
+        ),
+        Effect::Looser
+    );
+    let waits = queue.replace(
+        "  budget-enforcer:\n",
+        "  budget-enforcer:\n    max_queue_ms: 5000\n",
+    );
+    assert_eq!(
+        effect(
+            &between(&queue, &waits),
+            "policy.budget-enforcer.max_queue_ms"
+        ),
+        Effect::Looser
+    );
+}

@@ -211,3 +211,53 @@ fn a_pack_without_preborrow_fraction_keeps_its_hash_and_environments_may_overrid
     };
     assert_eq!((b("dev"), b("prod")), (0.0, 0.02));
 }
+
+/// Regression: provider kinds, `anthropic_version`, request limits and `max_queue_ms` came after
+/// packs were hashed; a pack that does not use them keeps the hash the release before them
+/// computed (pinned), and one that does gets a different one.
+#[test]
+fn packs_without_the_later_settings_keep_the_hash_they_had() {
+    let pack = "pack: {name: h, version: 1.0.0, enabled: true}
+policies:
+  chain: [audit-logger, pii-detector, budget-enforcer]
+providers:
+  openai: {base_url: \"https://api.openai.com/v1\", api_key_env: OPENAI_API_KEY}
+models:
+  gpt-4o-mini: {input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
+policy:
+  audit-logger: {retention_days: 30}
+  pii-detector: {action: redact}
+  budget-enforcer:
+    limits:
+      - {scope: environment, window: daily, usd: 10, on_exhausted: block}
+";
+    let before = "c2dd71b09d422d436829052552e190879983f085cd377ecfe768245687f227ed";
+    assert_eq!(hash_of(pack).to_string(), before);
+    let explicit = pack
+        .replace(
+            "api_key_env: OPENAI_API_KEY}",
+            "api_key_env: OPENAI_API_KEY, kind: openai}",
+        )
+        .replace(
+            "  budget-enforcer:\n",
+            "  budget-enforcer:\n    max_queue_ms: 2000\n",
+        );
+    assert_eq!(
+        hash_of(&explicit).to_string(),
+        before,
+        "defaults written out"
+    );
+    for changed in [
+        pack.replace(
+            "api_key_env: OPENAI_API_KEY}",
+            "api_key_env: OPENAI_API_KEY, kind: anthropic}",
+        ),
+        pack.replace("usd: 10,", "usd: 10, requests: 100,"),
+        pack.replace(
+            "  budget-enforcer:\n",
+            "  budget-enforcer:\n    max_queue_ms: 500\n",
+        ),
+    ] {
+        assert_ne!(hash_of(&changed).to_string(), before, "{changed}");
+    }
+}

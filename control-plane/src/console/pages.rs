@@ -207,9 +207,11 @@ async fn budget_lines(
     for l in budget
         .limits
         .iter()
-        .filter(|l| l.scope == BudgetScope::Environment)
+        // Rate limits (minute windows) are not spend: no burn chart for them.
+        .filter(|l| l.scope == BudgetScope::Environment && l.window != BudgetWindow::Minute)
     {
         let start = match l.window {
+            BudgetWindow::Minute => now,
             BudgetWindow::Daily => day,
             BudgetWindow::Monthly => month,
             BudgetWindow::Total => 0,

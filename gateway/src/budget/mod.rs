@@ -47,7 +47,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use policy_engine::pack::{BudgetEnforcerConfig, BudgetScope, ExhaustedAction};
+use policy_engine::pack::{BudgetEnforcerConfig, BudgetScope, BudgetWindow, ExhaustedAction};
 use policy_engine::{CompiledPack, ModelRoute};
 
 pub use estimate::{estimate_input_tokens, estimate_texts, Price};
@@ -79,16 +79,28 @@ pub struct BudgetRequest<'a> {
 /// Why a request is not sent. Not an error: the edge renders it (429 `budget_exceeded`, or 503).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BudgetDecision {
-    #[error("budget exceeded for {scope} ({window}), resets {}", reset_display(*.reset_at))]
+    #[error("{} for {scope} ({window}), resets {}", if .rate.is_some() { "rate limit reached" } else { "budget exceeded" }, reset_display(*.reset_at))]
     Block {
         scope: BudgetScope,
         window: &'static str,
         /// Unix time the window resets; `None` for a `total` limit.
         reset_at: Option<i64>,
+        /// Set when the limit is a rate limit (`window: minute`).
+        rate: Option<RateLimit>,
     },
     /// The store is unreachable and the pack says `fail_closed`.
     #[error("budget store unavailable (fail_closed)")]
     StoreUnavailable,
+}
+
+/// What a caller refused by a rate limit is told: which limit (its dimension and size), when to
+/// retry, and whether to wait for it here first (`on_exhausted: queue`, up to `queue_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub dim: Dimension,
+    pub cap: u64,
+    pub retry_after_secs: u64,
+    pub queue_ms: Option<u64>,
 }
 
 fn reset_display(reset_at: Option<i64>) -> String {
@@ -274,6 +286,15 @@ impl BudgetEnforcer {
                         scope: meter.scope.clone(),
                         window: meter.window.as_str(),
                         reset_at: WindowSpan::containing(meter.window, now).end,
+                        rate: (meter.window == BudgetWindow::Minute).then(|| RateLimit {
+                            dim: meter.dim,
+                            cap: meter.cap,
+                            retry_after_secs: WindowSpan::containing(meter.window, now)
+                                .end
+                                .map_or(60, |end| u64::try_from(end - now).unwrap_or(0).max(1)),
+                            queue_ms: (meter.action == ExhaustedAction::Queue)
+                                .then_some(sh.plan.max_queue_ms),
+                        }),
                     }));
                 }
                 Err(error) => {
@@ -443,7 +464,7 @@ impl BudgetEnforcer {
                 }
             }
         }
-        self.apply(&held, held.corrections(micros, tokens), "settle")
+        self.apply(&held, held.corrections(micros, tokens, true), "settle")
             .await;
     }
 
@@ -452,7 +473,8 @@ impl BudgetEnforcer {
         let Some(held) = reservation.held.take() else {
             return;
         };
-        self.apply(&held, held.corrections(0, 0), "release").await;
+        self.apply(&held, held.corrections(0, 0, false), "release")
+            .await;
     }
 
     async fn apply(&self, held: &Held, corrections: Vec<Correction>, op: &str) {
@@ -478,7 +500,7 @@ impl BudgetEnforcer {
 fn charge(m: &Meter, now: i64, micros: u64, tokens: u64, degraded: bool) -> Charge {
     let span = WindowSpan::containing(m.window, now);
     let cap = match m.action {
-        ExhaustedAction::Block => Some(m.cap),
+        ExhaustedAction::Block | ExhaustedAction::Queue => Some(m.cap),
         ExhaustedAction::Degrade if !degraded => Some(m.cap),
         ExhaustedAction::Degrade | ExhaustedAction::Alert => None,
     };
@@ -490,6 +512,7 @@ fn charge(m: &Meter, now: i64, micros: u64, tokens: u64, degraded: bool) -> Char
         amount: match m.dim {
             Dimension::Usd => micros,
             Dimension::Tokens => tokens,
+            Dimension::Requests => 1,
         },
         cap,
         ttl_secs: span.ttl_from(now),
@@ -553,7 +576,7 @@ fn alert(m: &Meter, kind: AlertKind, used: u64) -> BudgetAlert {
 fn set_gauge(m: &Meter, left: u64) {
     m.gauges.remaining.set(match m.dim {
         Dimension::Usd => micros_to_usd(left),
-        Dimension::Tokens => left as f64,
+        Dimension::Tokens | Dimension::Requests => left as f64,
     });
     // Used fraction of the limit, for the alert rules (1 = exhausted; a zero limit is exhausted).
     let used = m.cap.saturating_sub(left);

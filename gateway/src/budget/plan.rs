@@ -26,6 +26,8 @@ pub enum Dimension {
     /// Micro-dollars.
     Usd,
     Tokens,
+    /// Requests: one per admitted request, whatever it used.
+    Requests,
 }
 
 impl Dimension {
@@ -33,6 +35,7 @@ impl Dimension {
         match self {
             Self::Usd => "usd",
             Self::Tokens => "tokens",
+            Self::Requests => "requests",
         }
     }
 }
@@ -75,6 +78,8 @@ pub(crate) struct BudgetPlan {
     pub(crate) prices: BTreeMap<String, Price>,
     pub(crate) default_max_tokens: u64,
     pub(crate) fail_open: bool,
+    /// How long a request waits for an `on_exhausted: queue` limit's next window.
+    pub(crate) max_queue_ms: u64,
 }
 
 impl BudgetPlan {
@@ -102,6 +107,7 @@ impl BudgetPlan {
             let dims = [
                 limit.usd.map(|u| (Dimension::Usd, usd_to_micros(u))),
                 limit.tokens.map(|t| (Dimension::Tokens, t)),
+                limit.requests.map(|r| (Dimension::Requests, r)),
             ];
             for (dim, cap) in dims.into_iter().flatten() {
                 let gauges = metrics.meter_gauges(&limit.scope, limit.window, dim);
@@ -112,7 +118,7 @@ impl BudgetPlan {
                     gauges.remaining.set(match dim {
                         Dimension::Usd => micros_to_usd(cap),
                         #[expect(clippy::cast_precision_loss, reason = "a gauge; exact below 2^53")]
-                        Dimension::Tokens => cap as f64,
+                        Dimension::Tokens | Dimension::Requests => cap as f64,
                     });
                 }
                 meters.push(Meter {
@@ -139,7 +145,7 @@ impl BudgetPlan {
         }
         meters.sort_by_key(|m| match m.action {
             ExhaustedAction::Degrade => 0,
-            ExhaustedAction::Block => 1,
+            ExhaustedAction::Block | ExhaustedAction::Queue => 1,
             ExhaustedAction::Alert => 2,
         });
         let prices = models
@@ -153,6 +159,7 @@ impl BudgetPlan {
             meters,
             prices,
             default_max_tokens: u64::from(cfg.default_max_tokens),
+            max_queue_ms: cfg.max_queue_ms,
             fail_open: matches!(
                 cfg.on_store_unavailable,
                 policy_engine::pack::StoreUnavailable::FailOpen

@@ -61,8 +61,14 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// Corrections that move each counter from the reserved amount to `actual`.
-    pub(crate) fn corrections(&self, actual_micros: u64, actual_tokens: u64) -> Vec<Correction> {
+    /// Corrections that move each counter from the reserved amount to `actual`; a request
+    /// counter keeps its one when the request was `served`, and gives it back when not.
+    pub(crate) fn corrections(
+        &self,
+        actual_micros: u64,
+        actual_tokens: u64,
+        served: bool,
+    ) -> Vec<Correction> {
         self.charges
             .iter()
             .map(|c| Correction {
@@ -71,6 +77,7 @@ impl Held {
                 actual: match c.dim {
                     Dimension::Usd => actual_micros,
                     Dimension::Tokens => actual_tokens,
+                    Dimension::Requests => u64::from(served),
                 },
                 ttl_secs: c.ttl_secs,
                 lease: c.lease.clone(),
@@ -81,7 +88,7 @@ impl Held {
     /// Give everything back without awaiting: for `Drop`.
     fn release_detached(self) {
         self.shared.metrics.released_by_drop();
-        let corrections = self.corrections(0, 0);
+        let corrections = self.corrections(0, 0, false);
         if corrections.iter().all(Correction::is_noop) {
             return;
         }
@@ -159,6 +166,7 @@ impl Reservation {
                 match c.dim {
                     Dimension::Usd => out.0 = out.0.max(c.reserved),
                     Dimension::Tokens => out.1 = out.1.max(c.reserved),
+                    Dimension::Requests => {}
                 }
             }
         }

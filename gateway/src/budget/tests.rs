@@ -39,6 +39,7 @@ fn limit(scope: &str, window: BudgetWindow, usd: Option<f64>, tokens: Option<u64
         window,
         usd,
         tokens,
+        requests: None,
         on_exhausted: ExhaustedAction::Block,
         degrade_to: None,
     }
@@ -197,6 +198,7 @@ async fn block_names_scope_window_and_reset_time() {
             scope: BudgetScope::Team("support".into()),
             window: "daily",
             reset_at: Some(tomorrow),
+            rate: None,
         }
     );
     assert!(err.to_string().contains("2025-07-01T00:00:00Z"), "{err}");
@@ -455,4 +457,38 @@ where
     F::Output: Send + 'static,
 {
     tokio::spawn(future)
+}
+
+#[tokio::test]
+async fn a_minute_rate_limit_counts_requests_refuses_with_a_retry_time_and_rolls_over() {
+    let clock = Arc::new(ManualClock::new(noon() + 45));
+    let mut rpm = limit("key:k1", BudgetWindow::Minute, None, None);
+    rpm.requests = Some(2);
+    let e = enforcer(vec![rpm], BudgetStore::memory(), Arc::clone(&clock));
+    let a = e.reserve(&req("k1")).await.unwrap();
+    let b = e.reserve(&req("k1")).await.unwrap();
+    // Another key is not counted against k1's limit.
+    let _other = e.reserve(&req("k2")).await.unwrap();
+    let err = e.reserve(&req("k1")).await.unwrap_err();
+    let BudgetDecision::Block { window, rate, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*window, "minute");
+    let rate = rate.unwrap();
+    assert_eq!(
+        (rate.dim, rate.cap, rate.retry_after_secs, rate.queue_ms),
+        (Dimension::Requests, 2, 15, None)
+    );
+    assert!(err.to_string().starts_with("rate limit reached"), "{err}");
+    // Settling does not give a request back: it was served.
+    e.settle(a, 10, 10).await;
+    assert!(e.reserve(&req("k1")).await.is_err());
+    // A released reservation (the request was never served) does.
+    e.release(b).await;
+    let c = e.reserve(&req("k1")).await.unwrap();
+    assert!(e.reserve(&req("k1")).await.is_err());
+    // The next minute is a new window.
+    clock.advance(15);
+    assert!(e.reserve(&req("k1")).await.is_ok());
+    e.release(c).await;
 }

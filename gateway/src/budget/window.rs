@@ -27,6 +27,13 @@ impl WindowSpan {
     /// The occurrence of `window` that contains `now`.
     pub fn containing(window: BudgetWindow, now: i64) -> Self {
         match window {
+            BudgetWindow::Minute => {
+                let start = now.div_euclid(60) * 60;
+                Self {
+                    start,
+                    end: Some(start + 60),
+                }
+            }
             BudgetWindow::Daily => {
                 let start = now.div_euclid(SECS_PER_DAY) * SECS_PER_DAY;
                 Self {
@@ -49,11 +56,14 @@ impl WindowSpan {
         }
     }
 
-    /// Seconds a store should keep a counter of this window: until its end plus a day of
-    /// grace, so a reservation taken just before the end can still be settled. `None`: forever.
+    /// Seconds a store should keep a counter of this window: until its end plus a grace of a
+    /// day (an hour for a minute's rate limit), so a reservation taken just before the end can
+    /// still be settled. `None`: forever.
     pub fn ttl_from(&self, now: i64) -> Option<i64> {
-        self.end
-            .map(|end| (end - now).max(0).saturating_add(SECS_PER_DAY))
+        self.end.map(|end| {
+            let grace = (end - self.start).saturating_mul(60).min(SECS_PER_DAY);
+            (end - now).max(0).saturating_add(grace)
+        })
     }
 }
 

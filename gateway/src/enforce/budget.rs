@@ -28,7 +28,7 @@ use std::task::{Context, Waker};
 use crate::audit::BudgetNote;
 use crate::budget::Reservation;
 use crate::budget::{estimate_input_tokens, BudgetDecision, BudgetEnforcer, BudgetRequest};
-use crate::error::{Rejection, RejectionKind};
+use crate::error::{RateInfo, Rejection, RejectionKind};
 use crate::hooks::{Admission, Admit, RequestMeta};
 use crate::openai::Usage;
 
@@ -152,12 +152,30 @@ impl Ask {
             }),
             Err(decision @ BudgetDecision::Block { .. }) => {
                 let mut limit = String::with_capacity(32);
-                if let BudgetDecision::Block { scope, window, .. } = &decision {
+                let mut rate = None;
+                if let BudgetDecision::Block {
+                    scope,
+                    window,
+                    rate: r,
+                    ..
+                } = &decision
+                {
                     let _ = write!(limit, "{scope}/{window}");
+                    rate = r.map(|r| RateInfo {
+                        dimension: r.dim.as_str(),
+                        limit: r.cap,
+                        retry_after_secs: r.retry_after_secs,
+                        queue_ms: r.queue_ms,
+                    });
                 }
-                let mut rejection =
-                    Rejection::new(RejectionKind::BudgetExceeded, decision.to_string());
+                let kind = if rate.is_some() {
+                    RejectionKind::RateLimited
+                } else {
+                    RejectionKind::BudgetExceeded
+                };
+                let mut rejection = Rejection::new(kind, decision.to_string());
                 rejection.limit = Some(limit);
+                rejection.rate = rate;
                 Err(rejection)
             }
             Err(BudgetDecision::StoreUnavailable) => Err(unavailable()),

@@ -26,6 +26,10 @@ pub struct BudgetEnforcerConfig {
     /// `docs/DESIGN-DECISIONS.md`, Budgets).
     #[serde(default)]
     pub preborrow_fraction: f64,
+    /// How long a request may wait for an `on_exhausted: queue` limit's next window before it
+    /// is refused (HTTP 429 `rate_limited`).
+    #[serde(default = "default_max_queue_ms")]
+    pub max_queue_ms: u64,
     #[serde(default)]
     pub limits: Vec<BudgetLimit>,
 }
@@ -41,6 +45,7 @@ impl Default for BudgetEnforcerConfig {
             soft_threshold: default_soft(),
             default_max_tokens: default_max_tokens(),
             preborrow_fraction: 0.0,
+            max_queue_ms: default_max_queue_ms(),
             limits: Vec::new(),
         }
     }
@@ -51,6 +56,9 @@ fn default_soft() -> f64 {
 }
 fn default_max_tokens() -> u32 {
     1024
+}
+fn default_max_queue_ms() -> u64 {
+    2_000
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +86,9 @@ pub struct BudgetLimit {
     pub usd: Option<f64>,
     #[serde(default)]
     pub tokens: Option<u64>,
+    /// Requests per window (with `window: minute`, requests per minute).
+    #[serde(default)]
+    pub requests: Option<u64>,
     #[serde(default)]
     pub on_exhausted: ExhaustedAction,
     /// Model used instead when `on_exhausted: degrade`.
@@ -95,6 +106,8 @@ impl BudgetLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetWindow {
+    /// A rate limit: 60-second windows aligned to the minute (requests and tokens per minute).
+    Minute,
     Daily,
     Monthly,
     Total,
@@ -103,6 +116,7 @@ pub enum BudgetWindow {
 impl BudgetWindow {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Minute => "minute",
             Self::Daily => "daily",
             Self::Monthly => "monthly",
             Self::Total => "total",
@@ -118,6 +132,9 @@ pub enum ExhaustedAction {
     Alert,
     /// Rewrite the model to `degrade_to` and say so in a response header.
     Degrade,
+    /// Wait for the next window, up to `max_queue_ms`, then HTTP 429 `rate_limited` (minute
+    /// windows only).
+    Queue,
     /// HTTP 429 `budget_exceeded` with the scope and the window's reset time.
     #[default]
     Block,
