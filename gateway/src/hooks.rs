@@ -83,9 +83,23 @@ pub struct RequestMeta {
     /// Time spent waiting for the provider: until the whole answer for JSON, until the
     /// response head for a stream (`None`: never called).
     pub upstream_time: Option<std::time::Duration>,
+    /// Every call to a provider when there was more than one (retries, fallbacks), in order.
+    pub attempts: Vec<AttemptNote>,
+    /// The model that served the request when a fallback did (budgets and the record use its
+    /// name and price).
+    pub served_model: Option<String>,
     /// The request's OpenTelemetry span, when traces are exported; ended with the outcome.
     /// Boxed: the meta moves with the request, and a pointer keeps it small when traces are off.
     pub(crate) trace: Option<Box<crate::otel::RequestTrace>>,
+}
+
+/// One call to a provider: which deployment (`provider/upstream_model`), how it ended (the
+/// HTTP status, or the gateway's error code), and how long it took to its answer's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptNote {
+    pub deployment: String,
+    pub outcome: String,
+    pub ms: u64,
 }
 
 /// What an `Enforcement` returns from `admit`: the [`Permit`] the request then owns (a budget

@@ -366,7 +366,7 @@ fn needs_json_escape(s: &[u8]) -> bool {
 }
 
 /// Replacements of byte ranges of one body, applied in one copy.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Splice {
     edits: Vec<(Range<usize>, Vec<u8>)>,
 }

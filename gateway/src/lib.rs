@@ -36,6 +36,7 @@ mod proxy;
 pub mod reload;
 mod request;
 mod respond;
+pub mod routing;
 pub mod server;
 mod service;
 pub mod sse;
@@ -57,7 +58,8 @@ use tokio_rustls::TlsAcceptor;
 pub use error::ApiError;
 pub use error::{Rejection, RejectionKind};
 pub use hooks::{
-    Admission, Admit, Enforcement, Failure, NoEnforcement, Permit, Release, RequestMeta, Settled,
+    Admission, Admit, AttemptNote, Enforcement, Failure, NoEnforcement, Permit, Release,
+    RequestMeta, Settled,
 };
 pub use keys::{CallerAuth, KeyTable};
 pub use openai::Usage;

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub(crate) pii_findings: IntCounterVec,
     pub(crate) in_flight: IntGauge,
     pub(crate) errors: IntCounterVec,
+    /// Calls to a deployment of a model with alternatives, by how they ended.
+    attempts: IntCounterVec,
+    /// Each routed deployment's circuit: 1 in rotation, 0 out (set at scrape time).
+    deployment_up: prometheus::IntGaugeVec,
     /// Connections closed at accept because their client address held the per-client cap.
     pub(crate) connections_refused: IntCounter,
     /// Label handles of the series every request records, resolved once: recording is then an
@@ -120,6 +124,22 @@ impl Metrics {
             ),
             &["code", "blame"],
         )?;
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "palisade_upstream_attempts_total",
+                "Calls to the deployments of models with deployments or fallbacks, by deployment (provider/upstream_model) and outcome (HTTP status or error code)",
+            ),
+            &["deployment", "outcome"],
+        )?;
+        let deployment_up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "palisade_deployment_up",
+                "Whether a routed deployment is in rotation (1) or taken out by its circuit breaker (0); only deployments that have failed are listed",
+            ),
+            &["deployment"],
+        )?;
+        registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(deployment_up.clone()))?;
         registry.register(Box::new(pack_info.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
@@ -160,7 +180,23 @@ impl Metrics {
             overhead_by_route,
             upstream_by_route,
             pii_decisions,
+            attempts,
+            deployment_up,
         })
+    }
+
+    /// Whether a routed deployment is in rotation, after a call's result.
+    pub(crate) fn deployment_up(&self, deployment: &str, up: bool) {
+        self.deployment_up
+            .with_label_values(&[deployment])
+            .set(i64::from(up));
+    }
+
+    /// Count one call to a routed deployment.
+    pub(crate) fn attempt(&self, deployment: &str, outcome: &str) {
+        self.attempts
+            .with_label_values(&[deployment, outcome])
+            .inc();
     }
 
     /// The gateway's own time on a request of `route`.

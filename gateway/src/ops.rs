@@ -39,6 +39,9 @@ pub(crate) fn status(state: &GatewayState, pack: Option<&ActivePack>) -> Respons
         "chain": pack.map(|p| p.compiled.chain.iter().map(|k| k.name()).collect::<Vec<_>>()),
         "last_reload": last,
         "events": state.enforcement.event_sink().map(crate::control::events::EventSink::to_json),
+        "deployments": state.health.snapshot(std::time::Instant::now()).iter().map(|d| json!({
+            "deployment": d.deployment, "state": d.state, "consecutive_failures": d.consecutive_failures,
+        })).collect::<Vec<_>>(),
     });
     json(StatusCode::OK, body.to_string())
 }

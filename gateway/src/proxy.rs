@@ -31,6 +31,7 @@ use crate::pack::ActivePack;
 use crate::policy::{self, Verdict};
 use crate::request::{self, Rewrite};
 use crate::respond::error_response_on;
+use crate::routing;
 use crate::service::InFlight;
 use crate::service::{ApiRoute, Wire};
 use crate::sse;
@@ -62,6 +63,7 @@ pub(crate) async fn run<'p>(
         wants_usage,
         record_text,
         translation,
+        served,
     } = forwarded;
     let upstream_head = outcome.meta.upstream_time.unwrap_or_default();
 
@@ -89,6 +91,7 @@ pub(crate) async fn run<'p>(
         );
         let mut resp = with_headers(parts.status, &parts.headers, body);
         budget_headers.apply(&mut resp);
+        served_header(served.as_ref(), &mut resp);
         return resp;
     }
 
@@ -133,6 +136,7 @@ pub(crate) async fn run<'p>(
             .inc();
         let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
         budget_headers.apply(&mut resp);
+        served_header(served.as_ref(), &mut resp);
         return resp;
     }
 
@@ -159,6 +163,7 @@ pub(crate) async fn run<'p>(
     drop(in_flight);
     let mut resp = with_headers(parts.status, &parts.headers, GatewayBody::full(answer));
     budget_headers.apply(&mut resp);
+    served_header(served.as_ref(), &mut resp);
     resp
 }
 
@@ -195,6 +200,8 @@ struct Forwarded<'p> {
     record_text: bool,
     /// The provider speaks the other format: its answer is translated into the caller's.
     translation: Option<Translation>,
+    /// The deployment that answered, for `x-palisade-upstream` (routed requests).
+    served: Option<HeaderValue>,
 }
 
 /// Everything up to the provider's response head: authenticate, read, check the model, the
@@ -294,6 +301,18 @@ async fn forward<'p>(
         }
         _ => (model_route, resolved),
     };
+    if model_route.has_alternatives() || pack.compiled.routing.max_attempts > 1 {
+        if let Some(m) = pack.compiled.models.get(&model_route.name) {
+            let call = Call {
+                body: &body,
+                parsed: &parsed,
+                stream,
+                route,
+                record_text,
+            };
+            return forward_routed(state, pack, o, call, splice, m, pass, budget_headers).await;
+        }
+    }
     let rename = (model_route.upstream_model != parsed.facts.model)
         .then_some(model_route.upstream_model.as_str());
     let upstream_body = request::upstream_body(
@@ -344,7 +363,216 @@ async fn forward<'p>(
         wants_usage: parsed.facts.wants_usage(),
         record_text,
         translation,
+        served: None,
     })
+}
+
+/// `x-palisade-upstream: provider/upstream_model` on a routed request's response: which
+/// deployment answered.
+fn served_header(served: Option<&HeaderValue>, resp: &mut Response<GatewayBody>) {
+    if let Some(v) = served {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-palisade-upstream"), v.clone());
+    }
+}
+
+/// What every attempt of a routed request sends, borrowed from the request.
+struct Call<'a, 'b> {
+    body: &'a Bytes,
+    parsed: &'a request::ParsedRequest<'b>,
+    stream: bool,
+    route: ApiRoute,
+    record_text: bool,
+}
+
+/// Whether a provider's answer may be retried elsewhere: it is refused for now (429) or failed
+/// (5xx), and nothing of it has reached the caller yet.
+fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// A model with deployments or fallbacks: try its candidates (`routing::candidates`) until one
+/// answers with something other than 429/5xx, or a connect error or first-byte timeout, within
+/// `max_attempts` and the routing deadline. A retry of the same deployment waits (exponential
+/// backoff with jitter, at least the provider's `Retry-After`); moving to another does not. A
+/// failure counts against the deployment's health, an answer clears it. Nothing is retried once
+/// the answer's head was accepted: from then on the caller receives it (a stream that breaks
+/// later is not retried). The budget reservation made at admission covers every attempt.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each a different concern"
+)]
+async fn forward_routed<'p>(
+    state: &GatewayState,
+    pack: &'p Arc<ActivePack>,
+    o: &mut Outcome,
+    call: Call<'_, '_>,
+    splice: Splice,
+    model: &'p policy_engine::ModelRoute,
+    mut pass: PassHeaders,
+    budget_headers: BudgetHeaders,
+) -> Result<Forwarded<'p>, ApiError> {
+    let spec = pack.compiled.routing;
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(spec.deadline_ms);
+    let route = call.route;
+    let candidates: Vec<(routing::Candidate<'p>, Option<Translation>)> =
+        routing::candidates(pack, model, o.meta.id.1, &state.health, started)
+            .into_iter()
+            .filter_map(|c| {
+                if c.upstream.speaks(route) {
+                    return Some((c, None));
+                }
+                let anthropic = c.upstream.kind == policy_engine::pack::ProviderKind::Anthropic;
+                Translation::between(route, anthropic).map(|t| (c, Some(t)))
+            })
+            .collect();
+    if candidates.is_empty() {
+        return Err(ApiError::RouteNotServed {
+            model: model.name.clone(),
+            provider: model.provider.clone(),
+            kind: "any",
+            route: route.path(),
+        });
+    }
+    let attempts = match spec.max_attempts {
+        0 => candidates.len(),
+        n => n as usize,
+    };
+    let mut failed: Option<ApiError> = None;
+    for n in 0..attempts {
+        let (c, translation) = &candidates[n % candidates.len()];
+        let name = c.name();
+        let rename = (c.deployment.upstream_model != call.parsed.facts.model)
+            .then_some(c.deployment.upstream_model.as_str());
+        let upstream_body = request::upstream_body(
+            call.body,
+            call.parsed,
+            Rewrite {
+                upstream_model: rename,
+                include_usage: call.stream
+                    && translation.is_none()
+                    && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions),
+            },
+            splice.clone(),
+        )?;
+        let upstream_body = match translation {
+            Some(t) => t.request(&upstream_body)?,
+            None => upstream_body,
+        };
+        let upstream_route = translation.map_or(route, Translation::upstream_route);
+        pass.traceparent = o.meta.trace.as_mut().map(|t| {
+            t.served(&c.upstream.name, &c.deployment.upstream_model);
+            t.traceparent().clone()
+        });
+        let sent = Instant::now();
+        let left = deadline.saturating_duration_since(sent);
+        let send = c.upstream.send(
+            Method::POST,
+            Target::Route(upstream_route),
+            Some(upstream_body),
+            &pass,
+        );
+        let resp = tokio::time::timeout(left, send).await.unwrap_or_else(|_| {
+            Err(ApiError::UpstreamTimeout {
+                ms: spec.deadline_ms,
+                phase: "routing deadline",
+            })
+        });
+        let head = sent.elapsed();
+        state.metrics.upstream(route).observe(head.as_secs_f64());
+        let ms = u64::try_from(head.as_millis()).unwrap_or(u64::MAX);
+        let last = n + 1 == attempts || Instant::now() >= deadline;
+        let retry_after = match resp {
+            Ok(resp) if !retryable_status(resp.status()) || last => {
+                let status = resp.status();
+                if retryable_status(status) {
+                    let out = state.health.failure(&name, &spec, Instant::now());
+                    state.metrics.deployment_up(&name, !out);
+                } else {
+                    state.health.success(&name);
+                    state.metrics.deployment_up(&name, true);
+                }
+                state.metrics.attempt(&name, status.as_str());
+                note(o, &name, status.as_str(), ms);
+                o.meta.upstream_time = Some(head);
+                if c.model.name != model.name {
+                    o.meta.served_model = Some(c.model.name.clone());
+                }
+                let (parts, body) = resp.into_parts();
+                return Ok(Forwarded {
+                    parts,
+                    body,
+                    sent,
+                    provider: &c.upstream.name,
+                    budget_headers,
+                    wants_usage: call.parsed.facts.wants_usage(),
+                    record_text: call.record_text,
+                    translation: *translation,
+                    served: HeaderValue::from_str(&name).ok(),
+                });
+            }
+            Ok(resp) => {
+                let out = state.health.failure(&name, &spec, Instant::now());
+                state.metrics.deployment_up(&name, !out);
+                state.metrics.attempt(&name, resp.status().as_str());
+                note(o, &name, resp.status().as_str(), ms);
+                let retry_after = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                failed = Some(ApiError::upstream(
+                    &c.upstream.name,
+                    format!("answered {} on every attempt", resp.status()),
+                ));
+                // Dropping the body closes its connection: the rest of that answer is unread.
+                drop(resp);
+                retry_after
+            }
+            Err(e @ (ApiError::Upstream { .. } | ApiError::UpstreamTimeout { .. })) => {
+                let out = state.health.failure(&name, &spec, Instant::now());
+                state.metrics.deployment_up(&name, !out);
+                state.metrics.attempt(&name, e.code());
+                note(o, &name, e.code(), ms);
+                if last {
+                    return Err(e);
+                }
+                failed = Some(e);
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if last {
+            break;
+        }
+        // The same deployment again: back off. Another one: go at once.
+        let next = &candidates[(n + 1) % candidates.len()].0;
+        if next.deployment == c.deployment {
+            let seed = o.meta.id.1 ^ (n as u64);
+            let wait = routing::backoff(
+                &spec,
+                u32::try_from(n + 1).unwrap_or(u32::MAX),
+                seed,
+                retry_after,
+            );
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Err(failed.unwrap_or_else(|| ApiError::upstream(&model.provider, "no attempt was made")))
+}
+
+/// Record one attempt of a routed request.
+fn note(o: &mut Outcome, deployment: &str, outcome: &str, ms: u64) {
+    o.meta.attempts.push(crate::hooks::AttemptNote {
+        deployment: deployment.to_owned(),
+        outcome: outcome.to_owned(),
+        ms,
+    });
 }
 
 /// The provider of `model`, and how `route` reaches it: natively, or translated between chat
@@ -448,6 +676,7 @@ async fn forward_item<'p>(
         wants_usage: false,
         record_text: records_text(pack),
         translation: None,
+        served: None,
     })
 }
 

@@ -101,6 +101,8 @@ async fn serve_api(
         redacted_request: None,
         redacted_response: None,
         upstream_time: None,
+        attempts: Vec::new(),
+        served_model: None,
         trace: state
             .traces
             .as_ref()

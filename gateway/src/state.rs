@@ -60,6 +60,8 @@ pub struct GatewayState {
     pub(crate) ops_on_public: bool,
     /// The OTLP trace exporter, when traces are exported.
     pub(crate) traces: Option<crate::otel::Traces>,
+    /// Each deployment's recent record (routing with alternatives); kept across reloads.
+    pub(crate) health: crate::routing::Health,
 }
 
 impl GatewayState {
@@ -82,6 +84,7 @@ impl GatewayState {
             id_counter: AtomicU64::new(0),
             ops_on_public: true,
             traces: None,
+            health: crate::routing::Health::default(),
         }
     }
 

@@ -18,8 +18,7 @@
 //! (benches/README.md, Gateway). Upstream requests are HTTP/1.1 only (every provider speaks it);
 //! the pools live outside the pack, so a reload does not drop warm connections.
 //!
-//! Not here: retries and fallbacks between providers (a failed upstream call is reported, not
-//! retried, so a budget reservation is never charged twice).
+//! Not here: retries and fallbacks between deployments (`routing`, `proxy::forward_routed`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

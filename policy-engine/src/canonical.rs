@@ -133,6 +133,12 @@ fn omit_later_defaults(v: &mut Value) {
             }
         }
     }
+    let default_routing = serde_json::to_value(crate::pack::RoutingSpec::default()).ok();
+    if let Value::Object(doc) = v {
+        if doc.get("routing") == default_routing.as_ref() {
+            doc.remove("routing");
+        }
+    }
     if let Some(Value::Object(providers)) = v.pointer_mut("/providers") {
         for p in providers.values_mut().filter_map(Value::as_object_mut) {
             if p.get("kind").and_then(Value::as_str) == Some("openai") {

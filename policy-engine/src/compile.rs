@@ -13,7 +13,7 @@ use crate::canonical::{effective_hash, PackHash};
 use crate::diagnostic::{DiagnosticCode, Diagnostics, PackDiagnostic};
 use crate::pack::{
     AuditLoggerConfig, BudgetEnforcerConfig, ModelSpec, PackDocument, PackTest, ProviderSpec,
-    AUDIT_LOGGER, BUDGET_ENFORCER, DEFAULT_PROVIDER, PII_DETECTOR,
+    RoutingSpec, AUDIT_LOGGER, BUDGET_ENFORCER, DEFAULT_PROVIDER, PII_DETECTOR,
 };
 use crate::pii::PiiDetector;
 
@@ -46,10 +46,32 @@ pub struct CompileOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelRoute {
     pub name: String,
+    /// The first deployment's provider and model name.
     pub provider: String,
     pub upstream_model: String,
     pub input_usd_per_mtok: Option<f64>,
     pub output_usd_per_mtok: Option<f64>,
+    /// Where the model is served, at least one (a model without `deployments` has its
+    /// `provider` as the only one).
+    pub deployments: Vec<Deployment>,
+    /// Models tried, in order, when every deployment of this one failed.
+    pub fallbacks: Vec<String>,
+}
+
+/// One place that serves a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub provider: String,
+    pub upstream_model: String,
+    pub weight: u32,
+}
+
+impl ModelRoute {
+    /// Whether a request for this model can go to more than one place (so retrying elsewhere
+    /// and taking a failing deployment out of rotation make sense).
+    pub fn has_alternatives(&self) -> bool {
+        self.deployments.len() > 1 || !self.fallbacks.is_empty()
+    }
 }
 
 /// A pack ready to enforce: one environment's resolved document with every policy built.
@@ -71,6 +93,8 @@ pub struct CompiledPack {
     /// Allowed models; empty means any model goes to the default provider.
     pub models: BTreeMap<String, ModelRoute>,
     pub providers: BTreeMap<String, ProviderSpec>,
+    /// Retries, deadline and circuit breaking for models with alternatives.
+    pub routing: RoutingSpec,
     pub tests: Vec<PackTest>,
     /// The resolved document, for diffs and status pages.
     pub document: PackDocument,
@@ -92,6 +116,12 @@ impl CompiledPack {
                 upstream_model: model.to_owned(),
                 input_usd_per_mtok: None,
                 output_usd_per_mtok: None,
+                deployments: vec![Deployment {
+                    provider: provider.to_owned(),
+                    upstream_model: model.to_owned(),
+                    weight: 1,
+                }],
+                fallbacks: Vec::new(),
             }));
         }
         self.models.get(model).map(Cow::Borrowed)
@@ -184,15 +214,37 @@ pub(crate) fn compile(
         .models
         .iter()
         .map(|(name, m): (&String, &ModelSpec)| {
+            let upstream_model = m.upstream_model.clone().unwrap_or_else(|| name.clone());
+            let deployments: Vec<Deployment> = if m.deployments.is_empty() {
+                vec![Deployment {
+                    provider: m
+                        .provider
+                        .clone()
+                        .unwrap_or_else(|| default_provider.to_owned()),
+                    upstream_model: upstream_model.clone(),
+                    weight: 1,
+                }]
+            } else {
+                m.deployments
+                    .iter()
+                    .map(|d| Deployment {
+                        provider: d.provider.clone(),
+                        upstream_model: d
+                            .upstream_model
+                            .clone()
+                            .unwrap_or_else(|| upstream_model.clone()),
+                        weight: d.weight.max(1),
+                    })
+                    .collect()
+            };
             let route = ModelRoute {
                 name: name.clone(),
-                provider: m
-                    .provider
-                    .clone()
-                    .unwrap_or_else(|| default_provider.to_owned()),
-                upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.clone()),
+                provider: deployments[0].provider.clone(),
+                upstream_model: deployments[0].upstream_model.clone(),
                 input_usd_per_mtok: m.input_usd_per_mtok,
                 output_usd_per_mtok: m.output_usd_per_mtok,
+                deployments,
+                fallbacks: m.fallbacks.clone(),
             };
             (name.clone(), route)
         })
@@ -218,6 +270,7 @@ pub(crate) fn compile(
         pii,
         models,
         providers: doc.providers.clone(),
+        routing: doc.routing,
         tests: doc.tests.clone(),
         document: doc.clone(),
     })

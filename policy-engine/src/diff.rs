@@ -7,8 +7,10 @@
 //! PII action `log → redact` is stricter, an entity removed is looser, a budget or rate limit
 //! raised (or a request count added) is looser (stricter), `on_exhausted` orders
 //! `alert < degrade < queue < block`, a longer `max_queue_ms` is looser, shorter retention is
-//! looser, a policy dropped from the chain is looser. Settings with no direction
-//! (descriptions, prices, providers and their kinds, tests) are neutral.
+//! looser, a policy dropped from the chain is looser, a model's deployment removed is stricter
+//! (and one added looser: its data may reach another provider). Settings with no direction
+//! (descriptions, prices, providers and their kinds, fallbacks, weights, retries and circuit
+//! breaking, tests) are neutral.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -139,13 +141,20 @@ pub fn diff(old: &PackDocument, new: &PackDocument) -> SemanticDiff {
 
 /// If `path` lies inside a collection item present in only one of the trees, that item's path.
 fn lone_item(path: &Path, a: &Value, b: &Value) -> Option<Path> {
+    let lone =
+        |item: Path| (lookup(a, &item).is_some() != lookup(b, &item).is_some()).then_some(item);
+    // A model's deployment, by provider: `models.NAME.deployments.PROVIDER`.
+    if path.len() > 3 && path[0] == "models" && path[2] == "deployments" {
+        if let Some(item) = lone(path[..4].to_vec()) {
+            return Some(item);
+        }
+    }
     COLLECTIONS.iter().find_map(|prefix| {
         let n = prefix.len();
         if path.len() <= n || !path.iter().zip(prefix.iter()).all(|(x, y)| x == y) {
             return None;
         }
-        let item: Path = path[..=n].to_vec();
-        (lookup(a, &item).is_some() != lookup(b, &item).is_some()).then_some(item)
+        lone(path[..=n].to_vec())
     })
 }
 
@@ -210,6 +219,28 @@ fn keyed(v: &mut Value, doc: &PackDocument) {
                 .map(|l| (l.key(), serde_json::to_value(l).unwrap_or(Value::Null)))
                 .collect();
             p["limits"] = Value::Object(limits);
+        }
+    }
+    // A model's deployments by provider, so reordering them is no change.
+    for (name, m) in &doc.models {
+        if m.deployments.is_empty() {
+            continue;
+        }
+        if let Some(Value::Object(model)) = v.pointer_mut(&format!(
+            "/models/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        )) {
+            let deployments: serde_json::Map<String, Value> = m
+                .deployments
+                .iter()
+                .map(|d| {
+                    (
+                        d.provider.clone(),
+                        serde_json::to_value(d).unwrap_or(Value::Null),
+                    )
+                })
+                .collect();
+            model.insert("deployments".to_owned(), Value::Object(deployments));
         }
     }
     let tests: serde_json::Map<String, Value> = doc
@@ -319,6 +350,15 @@ fn classify(
                 _ => Neutral,
             }
         }
+        // Where a model's data may go: a deployment removed narrows it, one added widens it;
+        // weights, fallbacks and retries change where traffic lands, not what is allowed.
+        ["models", _, "deployments", _] => match (added, removed) {
+            (true, false) => Looser,
+            (false, true) => Stricter,
+            _ => Neutral,
+        },
+        ["models", _, "deployments", _, "provider" | "upstream_model"] => Neutral,
+        ["models", _, "fallbacks", ..] | ["routing", ..] => Neutral,
         ["models", _] => match (od.models.is_empty(), nd.models.is_empty()) {
             // An empty list allows every model: listing models restricts, emptying it opens.
             (true, false) => Stricter,

@@ -26,7 +26,7 @@ pub mod testing;
 mod validate;
 
 pub use canonical::PackHash;
-pub use compile::{CompileOptions, CompiledPack, ModelRoute, PolicyKind};
+pub use compile::{CompileOptions, CompiledPack, Deployment, ModelRoute, PolicyKind};
 pub use diagnostic::{DiagnosticCode, Diagnostics, PackDiagnostic, Severity};
 pub use load::{load, LoadedPack, MAX_PACK_BYTES};
 pub use loaded::validate_text;

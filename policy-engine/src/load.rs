@@ -26,13 +26,14 @@ use crate::validate;
 /// Larger documents are refused: a pack is configuration, not data.
 pub const MAX_PACK_BYTES: usize = 1 << 20;
 
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "format_version",
     "pack",
     "policies",
     "policy",
     "providers",
     "models",
+    "routing",
     "environments",
     "tests",
 ];
@@ -200,10 +201,11 @@ pub(crate) fn decode_document(root: Value, sink: &mut Sink<'_>) -> Option<PackDo
     // Decode each section alone: an error in `models` must not hide one in `tests`, and what did
     // decode still goes through the semantic checks.
     let mut take = |key: &str| top.remove(key).unwrap_or(Value::Null);
-    let (policies, providers, models, environments, tests) = (
+    let (policies, providers, models, routing, environments, tests) = (
         take("policies"),
         take("providers"),
         take("models"),
+        take("routing"),
         take("environments"),
         take("tests"),
     );
@@ -220,6 +222,7 @@ pub(crate) fn decode_document(root: Value, sink: &mut Sink<'_>) -> Option<PackDo
         policy: decode_policy(policy, sink),
         providers: each_entry(providers, "providers", sink),
         models: each_entry(models, "models", sink),
+        routing: or_default(routing, "routing", sink),
         environments: or_default(environments, "environments", sink),
         tests: each_item(tests, "tests", sink),
     };

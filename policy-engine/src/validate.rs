@@ -21,6 +21,7 @@ pub(crate) fn document(doc: &PackDocument, sink: &mut Sink<'_>) {
     meta(doc, sink);
     chain(doc, sink);
     providers_and_models(doc, sink);
+    routing(doc, sink);
     if let Some(a) = &doc.policy.audit_logger {
         let p = "policy.audit-logger";
         if a.retention_days == 0 {
@@ -271,7 +272,7 @@ fn providers_and_models(doc: &PackDocument, sink: &mut Sink<'_>) {
                 .expected(format!("one of {}", allowed.join(", ")));
                 sink.emit(d, false);
             }
-        } else if doc.providers.len() > 1 {
+        } else if doc.providers.len() > 1 && m.deployments.is_empty() {
             let d = PackDiagnostic::error(
                 MissingField,
                 format!("{path}.provider"),
@@ -300,6 +301,144 @@ fn providers_and_models(doc: &PackDocument, sink: &mut Sink<'_>) {
             }
         }
     }
+}
+
+/// Deployments, fallbacks and the routing section: known providers and models, weights of at
+/// least 1, no model that falls back (directly or not) to itself, sane retry bounds.
+fn routing(doc: &PackDocument, sink: &mut Sink<'_>) {
+    let provider_known = |p: &str| {
+        if doc.providers.is_empty() {
+            p == DEFAULT_PROVIDER
+        } else {
+            doc.providers.contains_key(p)
+        }
+    };
+    let allowed_providers = || {
+        if doc.providers.is_empty() {
+            DEFAULT_PROVIDER.to_owned()
+        } else {
+            doc.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
+    for (name, m) in &doc.models {
+        let path = format!("models.{name}");
+        if m.provider.is_some() && !m.deployments.is_empty() {
+            let d = PackDiagnostic::error(
+                InvalidValue,
+                format!("{path}.provider"),
+                format!("model `{name}` sets both `provider` and `deployments`"),
+            )
+            .help("list the provider as one of the deployments instead");
+            sink.emit(d, true);
+        }
+        for (i, dep) in m.deployments.iter().enumerate() {
+            let at = item(&format!("{path}.deployments"), i);
+            if !provider_known(&dep.provider) {
+                let d = PackDiagnostic::error(
+                    UnknownReference,
+                    format!("{at}.provider"),
+                    format!("a deployment of `{name}` names an unknown provider"),
+                )
+                .found(dep.provider.clone())
+                .expected(format!("one of {}", allowed_providers()));
+                sink.emit(d, false);
+            }
+            if dep.weight == 0 {
+                err(
+                    sink,
+                    InvalidValue,
+                    &format!("{at}.weight"),
+                    "0",
+                    "a weight of at least 1",
+                );
+            }
+        }
+        for (i, f) in m.fallbacks.iter().enumerate() {
+            let at = item(&format!("{path}.fallbacks"), i);
+            if !doc.models.contains_key(f) {
+                let d = PackDiagnostic::error(
+                    UnknownReference,
+                    at,
+                    format!("`{name}` falls back to `{f}`, which is not in `models`"),
+                )
+                .found(f.clone())
+                .expected(format!(
+                    "one of {}",
+                    doc.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+                sink.emit(d, false);
+            }
+        }
+        if let Some(cycle) = fallback_cycle(doc, name) {
+            let d = PackDiagnostic::error(
+                InvalidValue,
+                format!("{path}.fallbacks"),
+                format!("`{name}` falls back to itself: {}", cycle.join(" -> ")),
+            )
+            .help("a fallback chain must end; remove one of the links");
+            sink.emit(d, false);
+        }
+    }
+    let r = &doc.routing;
+    if r.deadline_ms == 0 {
+        err(
+            sink,
+            InvalidValue,
+            "routing.deadline_ms",
+            "0",
+            "at least 1 ms",
+        );
+    }
+    if r.circuit_failures == 0 {
+        err(
+            sink,
+            InvalidValue,
+            "routing.circuit_failures",
+            "0",
+            "at least 1 failure",
+        );
+    }
+    if r.max_backoff_ms < r.backoff_ms {
+        err(
+            sink,
+            InvalidValue,
+            "routing.max_backoff_ms",
+            &r.max_backoff_ms.to_string(),
+            "at least `backoff_ms`",
+        );
+    }
+}
+
+/// The fallback path from `start` back to itself, if there is one.
+fn fallback_cycle(doc: &PackDocument, start: &str) -> Option<Vec<String>> {
+    fn walk(
+        doc: &PackDocument,
+        start: &str,
+        at: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        let Some(m) = doc.models.get(at) else {
+            return false;
+        };
+        for f in &m.fallbacks {
+            if f == start {
+                path.push(f.clone());
+                return true;
+            }
+            if seen.insert(f.clone()) {
+                path.push(f.clone());
+                if walk(doc, start, f, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_owned()];
+    let mut seen = BTreeSet::new();
+    walk(doc, start, start, &mut path, &mut seen).then_some(path)
 }
 
 fn budget(doc: &PackDocument, b: &BudgetEnforcerConfig, sink: &mut Sink<'_>) {

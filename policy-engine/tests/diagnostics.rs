@@ -454,3 +454,53 @@ fn a_rate_limit_may_count_requests_and_only_a_minute_window_queues() {
     );
     assert!(x.expected.as_deref().unwrap().contains("requests"), "{x:?}");
 }
+
+#[test]
+fn deployments_and_fallbacks_are_checked_with_paths() {
+    let pack = |models: &str, routing: &str| {
+        format!("pack: {{name: r, version: 1.0.0}}\nproviders:\n  a: {{base_url: \"https://a.example/v1\"}}\n  b: {{base_url: \"https://b.example/v1\"}}\nmodels:\n{models}{routing}")
+    };
+    let ok = pack(
+        "  m1:\n    deployments: [{provider: a, weight: 3}, {provider: b, upstream_model: m1-b}]\n    fallbacks: [m2]\n  m2: {provider: b}\n",
+        "routing: {max_attempts: 3, deadline_ms: 5000}\n",
+    );
+    let loaded = load(&ok).unwrap();
+    let compiled = loaded.compile(None, &Default::default()).unwrap();
+    let m1 = &compiled.models["m1"];
+    assert_eq!(m1.deployments.len(), 2);
+    assert_eq!(m1.deployments[1].upstream_model, "m1-b");
+    assert_eq!(m1.fallbacks, vec!["m2".to_owned()]);
+    assert_eq!(compiled.routing.max_attempts, 3);
+    let d = errors_of(&pack(
+        "  m1:\n    deployments: [{provider: nope}, {provider: a, weight: 0}]\n",
+        "",
+    ));
+    let x = find(
+        &d,
+        DiagnosticCode::UnknownReference,
+        "models.m1.deployments[0].provider",
+    );
+    assert_eq!(x.found.as_deref(), Some("nope"));
+    find(
+        &d,
+        DiagnosticCode::InvalidValue,
+        "models.m1.deployments[1].weight",
+    );
+    let d = errors_of(&pack(
+        "  m1: {provider: a, fallbacks: [m2]}\n  m2: {provider: b, fallbacks: [m3]}\n  m3: {provider: a, fallbacks: [m1, ghost]}\n",
+        "",
+    ));
+    let x = find(&d, DiagnosticCode::InvalidValue, "models.m1.fallbacks");
+    assert!(x.message.contains("m1 -> m2 -> m3 -> m1"), "{}", x.message);
+    find(
+        &d,
+        DiagnosticCode::UnknownReference,
+        "models.m3.fallbacks[1]",
+    );
+    let d = errors_of(&pack(
+        "  m1: {provider: a, deployments: [{provider: b}]}\n",
+        "routing: {backoff_ms: 500, max_backoff_ms: 100}\n",
+    ));
+    find(&d, DiagnosticCode::InvalidValue, "models.m1.provider");
+    find(&d, DiagnosticCode::InvalidValue, "routing.max_backoff_ms");
+}

@@ -276,3 +276,45 @@ fn rate_limits_diff_like_budgets_and_queueing_sits_between_degrade_and_block() {
         Effect::Looser
     );
 }
+
+#[test]
+fn a_deployment_removed_is_stricter_and_fallbacks_weights_and_retries_are_neutral() {
+    let base = "pack: {name: r, version: 1.0.0}\nproviders:\n  a: {base_url: \"https://a.example/v1\"}\n  b: {base_url: \"https://b.example/v1\"}\nmodels:\n  m1:\n    deployments: [{provider: a, weight: 3}, {provider: b}]\n  m2: {provider: b}\n";
+    let one = base.replace(
+        "[{provider: a, weight: 3}, {provider: b}]",
+        "[{provider: a, weight: 3}]",
+    );
+    assert_eq!(
+        effect(&between(base, &one), "models.m1.deployments.b"),
+        Effect::Stricter
+    );
+    assert_eq!(
+        effect(&between(&one, base), "models.m1.deployments.b"),
+        Effect::Looser
+    );
+    let weights = base.replace("weight: 3", "weight: 1");
+    assert_eq!(
+        effect(&between(base, &weights), "models.m1.deployments.a.weight"),
+        Effect::Neutral
+    );
+    let reordered = base.replace(
+        "[{provider: a, weight: 3}, {provider: b}]",
+        "[{provider: b}, {provider: a, weight: 3}]",
+    );
+    assert!(
+        between(base, &reordered).is_empty(),
+        "reordering deployments is no change"
+    );
+    let fallback = base.replace(
+        "  m2: {provider: b}\n",
+        "  m2: {provider: b, fallbacks: [m1]}\n",
+    );
+    let d = between(base, &fallback);
+    assert!(d.changes.iter().all(|c| c.effect == Effect::Neutral), "{d}");
+    let retries = format!("{base}routing: {{max_attempts: 4}}\n");
+    let d = between(base, &retries);
+    assert!(
+        !d.is_empty() && d.changes.iter().all(|c| c.effect == Effect::Neutral),
+        "{d}"
+    );
+}

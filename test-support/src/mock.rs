@@ -52,6 +52,10 @@ pub struct Behaviour {
     pub head_delay: Duration,
     /// Wait between streamed events.
     pub chunk_delay: Duration,
+    /// With `fail_status`: fail only the first this many API calls (0: every one).
+    pub fail_first: u64,
+    /// A `retry-after` header (seconds) on failures.
+    pub retry_after: Option<u64>,
     /// Answer with a tool call (`lookup`) whose arguments are these pieces joined; a stream
     /// sends one argument delta per piece.
     pub tool_args: Option<Vec<String>>,
@@ -70,6 +74,8 @@ impl Default for Behaviour {
             head_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             tool_args: None,
+            fail_first: 0,
+            retry_after: None,
         }
     }
 }
@@ -198,7 +204,7 @@ async fn handle(
             &json!({"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":0,"owned_by":"mock"}]}),
         ));
     }
-    shared.api_calls.fetch_add(1, Ordering::SeqCst);
+    let call = shared.api_calls.fetch_add(1, Ordering::SeqCst) + 1;
     shared.received.lock().await.push(Received {
         path: path.clone(),
         authorization,
@@ -223,13 +229,19 @@ async fn handle(
         return Ok(resp);
     }
     let anthropic = path.ends_with("/messages") || path.ends_with("/messages/count_tokens");
-    if let Some(status) = behaviour.fail_status {
+    let fails = behaviour.fail_first == 0 || call <= behaviour.fail_first;
+    if let Some(status) = behaviour.fail_status.filter(|_| fails) {
         let body = if anthropic {
             json!({"type":"error","error":{"type":"api_error","message":"mock failure"}})
         } else {
             json!({"error":{"message":"mock failure","type":"server_error","param":null,"code":"mock_failure"}})
         };
-        return Ok(json_response(status, &body));
+        let mut resp = json_response(status, &body);
+        if let Some(secs) = behaviour.retry_after {
+            resp.headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+        }
+        return Ok(resp);
     }
     let model = body
         .get("model")

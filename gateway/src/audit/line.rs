@@ -86,6 +86,7 @@ fn audit_record(out: &mut Vec<u8>, r: &AuditRecord) {
         redacted_text,
         error_code,
         redacted_response_text,
+        attempts,
     } = r;
     let PackRef {
         name,
@@ -179,6 +180,22 @@ fn audit_record(out: &mut Vec<u8>, r: &AuditRecord) {
         out.extend_from_slice(b",\"redacted_response_text\":");
         string(out, t);
     }
+    if !attempts.is_empty() {
+        out.extend_from_slice(b",\"attempts\":[");
+        for (i, a) in attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"deployment\":");
+            string(out, &a.deployment);
+            out.extend_from_slice(b",\"outcome\":");
+            string(out, &a.outcome);
+            out.extend_from_slice(b",\"ms\":");
+            uint(out, a.ms);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
     out.push(b'}');
 }
 
@@ -248,6 +265,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::audit::record::AttemptRecord;
     use crate::audit::record::OutcomeKind;
 
     fn text() -> impl Strategy<Value = String> {
@@ -348,6 +366,13 @@ mod tests {
                     redacted_text: opt(10, 12),
                     error_code: opt(11, 13).map(Into::into),
                     redacted_response_text: (n[4] % 2 == 0).then(|| text(14)),
+                    attempts: (0..(n[4] % 3))
+                        .map(|i| AttemptRecord {
+                            deployment: text(15),
+                            outcome: text(i as usize),
+                            ms: n[i as usize],
+                        })
+                        .collect(),
                 }
             })
     }

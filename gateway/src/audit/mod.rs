@@ -20,7 +20,8 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 
 pub use record::{
-    AuditRecord, BudgetNote, CallerRef, Latency, OutcomeKind, PackRef, PolicyDecision, TokenCounts,
+    AttemptRecord, AuditRecord, BudgetNote, CallerRef, Latency, OutcomeKind, PackRef,
+    PolicyDecision, TokenCounts,
 };
 pub use writer::{
     Ack, AuditSink, AuditStats, DurablyQueued, Enqueued, PendingRecord, WriterHandle,

@@ -50,6 +50,18 @@ pub struct AuditRecord {
     /// true` and response scanning on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_response_text: Option<String>,
+    /// Every call to a provider when there was more than one (retries, fallbacks), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One call to a provider: the deployment (`provider/upstream_model`), how it ended (the HTTP
+/// status, or the gateway's error code), and the time to its answer's head.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub deployment: String,
+    pub outcome: String,
+    pub ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

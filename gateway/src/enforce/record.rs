@@ -129,7 +129,12 @@ fn base(
     model_used: Option<String>,
 ) -> AuditRecord {
     let model_requested = meta.model.as_ref().map(|m| m.name.clone());
-    let model_used = model_used.or_else(|| model_requested.clone());
+    // A fallback that served the request is the model used; else the budget's (degraded) one.
+    let model_used = meta
+        .served_model
+        .clone()
+        .or(model_used)
+        .or_else(|| model_requested.clone());
     let total = meta.started.elapsed();
     let upstream = meta.upstream_time;
     AuditRecord {
@@ -156,6 +161,15 @@ fn base(
         budget,
         redacted_text: meta.redacted_request.clone(),
         redacted_response_text: meta.redacted_response.clone(),
+        attempts: meta
+            .attempts
+            .iter()
+            .map(|a| audit::AttemptRecord {
+                deployment: a.deployment.clone(),
+                outcome: a.outcome.clone(),
+                ms: a.ms,
+            })
+            .collect(),
         ..AuditRecord::default()
     }
 }

@@ -26,8 +26,8 @@ pub use budget::{
     StoreUnavailable, MAX_PREBORROW_FRACTION,
 };
 pub use models::{
-    ModelSpec, ProviderKind, ProviderSpec, DEFAULT_ANTHROPIC_VERSION, DEFAULT_PROVIDER,
-    DEFAULT_PROVIDER_BASE_URL, DEFAULT_PROVIDER_KEY_ENV,
+    DeploymentSpec, ModelSpec, ProviderKind, ProviderSpec, RoutingSpec, DEFAULT_ANTHROPIC_VERSION,
+    DEFAULT_PROVIDER, DEFAULT_PROVIDER_BASE_URL, DEFAULT_PROVIDER_KEY_ENV,
 };
 pub use pii::{
     CustomEntity, PiiAction, PiiDetectorConfig, RedactionStyle, ScanSide, Validator,
@@ -62,6 +62,9 @@ pub struct PackDocument {
     /// Allowed model name → provider and prices. Empty means "any model is allowed".
     #[serde(default)]
     pub models: BTreeMap<String, ModelSpec>,
+    /// Retries, deadlines and circuit breaking for models with deployments or fallbacks.
+    #[serde(default)]
+    pub routing: RoutingSpec,
     /// Environment name → a partial document merged over this one. Kept as raw YAML here;
     /// `environments::resolve` merges and re-validates it.
     #[serde(default)]

@@ -97,4 +97,85 @@ pub struct ModelSpec {
     /// Model name sent upstream, when it differs from the name callers use.
     #[serde(default)]
     pub upstream_model: Option<String>,
+    /// Several places that serve the model (instead of `provider`): requests are spread over
+    /// them by weight, and one that fails is followed by the next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<DeploymentSpec>,
+    /// Models tried, in order, when every deployment of this one failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+}
+
+/// One place that serves a model: a provider, the model's name there, and its share of the
+/// traffic among the model's deployments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    pub provider: String,
+    /// The model's name at this provider; defaults to the model's `upstream_model` or name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Relative share of requests (at least 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How the gateway retries and takes failing deployments out of rotation. Applies to models
+/// with more than one place to go (deployments, fallbacks); a model served by one deployment
+/// is called once, as without this section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSpec {
+    /// Attempts per request in all (first try included); `0` means one per deployment and
+    /// fallback deployment.
+    #[serde(default)]
+    pub max_attempts: u32,
+    /// The whole request, every attempt and wait included, must have its answer's head by then.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// First wait before retrying the same deployment; doubles per retry, with full jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest wait before a retry (a provider's `Retry-After` included).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Consecutive failures that take a deployment out of rotation.
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long it stays out before one probe request is let through.
+    #[serde(default = "default_circuit_cooldown_ms")]
+    pub circuit_cooldown_ms: u64,
+}
+
+fn default_deadline_ms() -> u64 {
+    120_000
+}
+fn default_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    2_000
+}
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_cooldown_ms() -> u64 {
+    30_000
+}
+
+impl Default for RoutingSpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: 0,
+            deadline_ms: default_deadline_ms(),
+            backoff_ms: default_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            circuit_failures: default_circuit_failures(),
+            circuit_cooldown_ms: default_circuit_cooldown_ms(),
+        }
+    }
 }
