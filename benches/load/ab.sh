@@ -11,6 +11,7 @@
 #                                                      # extra gateway arguments of one side;
 #                                                      # {mock} is the mock's URL, which is also
 #                                                      # an OTLP/HTTP sink: the cost of traces
+#   ROUTED_B=1 benches/load/ab.sh bin bin 8 16         # B: two deployments and a rate limit
 #   PATH_B=/v1/messages BODY_FILE_B=$PWD/benches/load/body-messages-stream.json \
 #     BODY_FILE=$PWD/benches/load/body-stream.json benches/load/ab.sh bin bin 6 16
 #                                                      # one route against another (Anthropic
@@ -41,15 +42,26 @@ if [[ "${PATH_A:-}${PATH_B:-}" == *messages* ]]; then
   ANTHROPIC_PROVIDER="  claude: {kind: anthropic, base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}"
   ANTHROPIC_MODEL="  claude-bench: {provider: claude, input_usd_per_mtok: 3, output_usd_per_mtok: 15}"
 fi
-pack() { cat <<YAML
+# ROUTED_A=1 / ROUTED_B=1: that side's model has two deployments (both on the mock) and the
+# environment a per-minute rate limit (never reached): the cost of routing and rate limits.
+pack() {
+  local routed_var=ROUTED_$1 model="  gpt-4o-mini: {provider: mock, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}"
+  local second="" rate=""
+  if [ -n "${!routed_var:-}" ]; then
+    model="  gpt-4o-mini: {deployments: [{provider: mock}, {provider: mock2}], input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}"
+    second="  mock2: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}"
+    rate="      - {scope: environment, window: minute, requests: 1000000000, tokens: 1000000000000, on_exhausted: block}"
+  fi
+  cat <<YAML
 pack: {name: bench-${1,,}, version: 1.0.0, enabled: true}
 policies:
   chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
 providers:
   mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY}
+$second
 $ANTHROPIC_PROVIDER
 models:
-  gpt-4o-mini: {provider: mock, input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
+$model
 $ANTHROPIC_MODEL
 policy:
   pii-detector: {action: redact, scan: [request, response]}
@@ -57,6 +69,7 @@ policy:
   budget-enforcer:
     limits:
       - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}
+$rate
 YAML
 }
 if [ -n "${EVENTS_SIDE:-}" ]; then

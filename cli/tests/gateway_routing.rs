@@ -172,14 +172,20 @@ async fn a_failing_deployment_is_retried_elsewhere_taken_out_and_brought_back() 
         s.a.api_calls() > 3
     })
     .await;
+    // Healthy again: no longer listed as failing, and up.
     let status = get(&client::client(), &s.gw.api("/status")).await.json();
     assert!(
         status["deployments"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|d| d["state"] == "closed"),
+            .all(|d| d["deployment"] != "a/gpt-4o-mini"),
         "{status}"
+    );
+    let metrics = get(&client::client(), &s.gw.api("/metrics")).await.text();
+    assert!(
+        metrics.contains("palisade_deployment_up{deployment=\"a/gpt-4o-mini\"} 1"),
+        "{metrics}"
     );
 }
 

@@ -395,6 +395,24 @@ impl Splice {
 
     /// `body` with every replacement made. `None` if two replacements overlap or one lies
     /// outside `body` (a bug in the caller; nothing is sent then).
+    /// `body` with this splice's replacements and `extra`'s made (this one is kept, to be
+    /// applied again with other extras).
+    pub(crate) fn apply_with(&self, extra: Splice, body: &[u8]) -> Option<Bytes> {
+        let mut edits: Vec<&(Range<usize>, Vec<u8>)> =
+            self.edits.iter().chain(extra.edits.iter()).collect();
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let grow: usize = edits.iter().map(|(_, w)| w.len()).sum();
+        let mut out = Vec::with_capacity(body.len() + grow);
+        let mut at = 0;
+        for (range, with) in edits {
+            out.extend_from_slice(body.get(at..range.start)?);
+            out.extend_from_slice(with);
+            at = range.end;
+        }
+        out.extend_from_slice(body.get(at..)?);
+        Some(Bytes::from(out))
+    }
+
     pub(crate) fn apply(mut self, body: &[u8]) -> Option<Bytes> {
         self.edits.sort_by_key(|(r, _)| (r.start, r.end));
         let grow: usize = self.edits.iter().map(|(_, w)| w.len()).sum();

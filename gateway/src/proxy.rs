@@ -445,7 +445,7 @@ async fn forward_routed<'p>(
         let name = c.name();
         let rename = (c.deployment.upstream_model != call.parsed.facts.model)
             .then_some(c.deployment.upstream_model.as_str());
-        let upstream_body = request::upstream_body(
+        let upstream_body = request::upstream_body_again(
             call.body,
             call.parsed,
             Rewrite {
@@ -454,7 +454,7 @@ async fn forward_routed<'p>(
                     && translation.is_none()
                     && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions),
             },
-            splice.clone(),
+            &splice,
         )?;
         let upstream_body = match translation {
             Some(t) => t.request(&upstream_body)?,
@@ -473,12 +473,18 @@ async fn forward_routed<'p>(
             Some(upstream_body),
             &pass,
         );
-        let resp = tokio::time::timeout(left, send).await.unwrap_or_else(|_| {
-            Err(ApiError::UpstreamTimeout {
-                ms: spec.deadline_ms,
-                phase: "routing deadline",
+        // The provider's own timeouts end the call first unless the deadline is nearer: only
+        // then is a timer of its own armed.
+        let resp = if left >= c.upstream.head_budget() {
+            send.await
+        } else {
+            tokio::time::timeout(left, send).await.unwrap_or_else(|_| {
+                Err(ApiError::UpstreamTimeout {
+                    ms: spec.deadline_ms,
+                    phase: "routing deadline",
+                })
             })
-        });
+        };
         let head = sent.elapsed();
         state.metrics.upstream(route).observe(head.as_secs_f64());
         let ms = u64::try_from(head.as_millis()).unwrap_or(u64::MAX);
@@ -487,14 +493,16 @@ async fn forward_routed<'p>(
             Ok(resp) if !retryable_status(resp.status()) || last => {
                 let status = resp.status();
                 if retryable_status(status) {
-                    let out = state.health.failure(&name, &spec, Instant::now());
-                    state.metrics.deployment_up(&name, !out);
-                } else {
-                    state.health.success(&name);
-                    state.metrics.deployment_up(&name, true);
+                    let out = state.health.failure(name, &spec, Instant::now());
+                    state.metrics.deployment_up(name, !out);
+                } else if state.health.success(name) {
+                    state.metrics.deployment_up(name, true);
                 }
-                state.metrics.attempt(&name, status.as_str());
-                note(o, &name, status.as_str(), ms);
+                state.metrics.attempt(name, status.as_str());
+                // The attempts are on the record when there was more than one.
+                if !o.meta.attempts.is_empty() {
+                    note(o, name, status.as_str(), ms);
+                }
                 o.meta.upstream_time = Some(head);
                 if c.model.name != model.name {
                     o.meta.served_model = Some(c.model.name.clone());
@@ -509,14 +517,14 @@ async fn forward_routed<'p>(
                     wants_usage: call.parsed.facts.wants_usage(),
                     record_text: call.record_text,
                     translation: *translation,
-                    served: HeaderValue::from_str(&name).ok(),
+                    served: HeaderValue::from_str(name).ok(),
                 });
             }
             Ok(resp) => {
-                let out = state.health.failure(&name, &spec, Instant::now());
-                state.metrics.deployment_up(&name, !out);
-                state.metrics.attempt(&name, resp.status().as_str());
-                note(o, &name, resp.status().as_str(), ms);
+                let out = state.health.failure(name, &spec, Instant::now());
+                state.metrics.deployment_up(name, !out);
+                state.metrics.attempt(name, resp.status().as_str());
+                note(o, name, resp.status().as_str(), ms);
                 let retry_after = resp
                     .headers()
                     .get(http::header::RETRY_AFTER)
@@ -532,10 +540,10 @@ async fn forward_routed<'p>(
                 retry_after
             }
             Err(e @ (ApiError::Upstream { .. } | ApiError::UpstreamTimeout { .. })) => {
-                let out = state.health.failure(&name, &spec, Instant::now());
-                state.metrics.deployment_up(&name, !out);
-                state.metrics.attempt(&name, e.code());
-                note(o, &name, e.code(), ms);
+                let out = state.health.failure(name, &spec, Instant::now());
+                state.metrics.deployment_up(name, !out);
+                state.metrics.attempt(name, e.code());
+                note(o, name, e.code(), ms);
                 if last {
                     return Err(e);
                 }

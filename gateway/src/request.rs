@@ -151,7 +151,39 @@ pub(crate) fn upstream_body(
     if splice.is_empty() && rewrite.upstream_model.is_none() && !needs_usage {
         return Ok(original.clone());
     }
-    let lost = || ApiError::Internal("a request field lost its place".to_owned());
+    rewrites(original, parsed, rewrite, &mut splice)?;
+    splice.apply(original).ok_or_else(lost)
+}
+
+/// [`upstream_body`] for a request that may be sent more than once (to several deployments):
+/// the policies' edits are borrowed, not consumed.
+pub(crate) fn upstream_body_again(
+    original: &Bytes,
+    parsed: &ParsedRequest<'_>,
+    rewrite: Rewrite<'_>,
+    policy_edits: &Splice,
+) -> Result<Bytes, ApiError> {
+    let mut own = Splice::default();
+    rewrites(original, parsed, rewrite, &mut own)?;
+    if policy_edits.is_empty() && own.is_empty() {
+        return Ok(original.clone());
+    }
+    policy_edits.apply_with(own, original).ok_or_else(lost)
+}
+
+fn lost() -> ApiError {
+    ApiError::Internal("a request field lost its place".to_owned())
+}
+
+/// The gateway's own edits of the body, added to `splice`: the provider's model name, and
+/// `stream_options.include_usage` for a stream when usage is needed.
+fn rewrites(
+    original: &Bytes,
+    parsed: &ParsedRequest<'_>,
+    rewrite: Rewrite<'_>,
+    splice: &mut Splice,
+) -> Result<(), ApiError> {
+    let needs_usage = rewrite.include_usage && !parsed.facts.wants_usage();
     if let Some(m) = rewrite.upstream_model {
         let at = parsed
             .model
@@ -192,7 +224,7 @@ pub(crate) fn upstream_body(
             }
         }
     }
-    splice.apply(original).ok_or_else(lost)
+    Ok(())
 }
 
 #[cfg(test)]

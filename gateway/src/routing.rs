@@ -30,13 +30,9 @@ pub(crate) struct Candidate<'p> {
 
 impl Candidate<'_> {
     /// `provider/upstream_model`: the deployment's name in health, metrics and records.
-    pub(crate) fn name(&self) -> String {
-        deployment_name(self.deployment)
+    pub(crate) fn name(&self) -> &str {
+        &self.deployment.name
     }
-}
-
-pub(crate) fn deployment_name(d: &Deployment) -> String {
-    format!("{}/{}", d.provider, d.upstream_model)
 }
 
 /// The deployments of `model` then of its fallbacks, in the order they are tried: the first by
@@ -89,7 +85,7 @@ pub(crate) fn candidates<'p>(
     // the weighted order holds among the rest. Asked once each: asking may start a probe.
     let mut marked: Vec<(bool, Candidate<'p>)> = out
         .into_iter()
-        .map(|c| (!health.available(&c.name(), now), c))
+        .map(|c| (!health.available(c.name(), now), c))
         .collect();
     marked.sort_by_key(|(out_of_rotation, _)| *out_of_rotation);
     marked.into_iter().map(|(_, c)| c).collect()
@@ -139,10 +135,12 @@ impl Health {
     }
 
     /// The deployment answered (or failed in a way that is not its fault): back in rotation.
-    pub(crate) fn success(&self, name: &str) {
-        if let Some(mut s) = self.states.get_mut(name) {
-            *s = State::default();
+    /// True when it had a record (its state changed).
+    pub(crate) fn success(&self, name: &str) -> bool {
+        if self.states.is_empty() {
+            return false;
         }
+        self.states.remove(name).is_some()
     }
 
     /// The deployment failed (connect error, timeout, 429 or 5xx); after `spec.circuit_failures`
@@ -157,7 +155,7 @@ impl Health {
         s.open_until.is_some()
     }
 
-    /// Every deployment with a record, for `/status` and the metrics.
+    /// Every deployment with a record (one that failed since its last success), for `/status`.
     pub(crate) fn snapshot(&self, now: Instant) -> Vec<DeploymentHealth> {
         let mut out: Vec<DeploymentHealth> = self
             .states
@@ -234,9 +232,13 @@ mod tests {
         assert!(!h.available("p/m", later), "a failed probe reopens");
         let again = later + Duration::from_millis(60);
         assert!(h.available("p/m", again));
-        h.success("p/m");
+        assert!(h.success("p/m"), "the probe's success closes the circuit");
         assert!(h.available("p/m", again) && h.available("p/m", again));
-        assert_eq!(h.snapshot(again)[0].state, "closed");
+        assert!(
+            h.snapshot(again).is_empty(),
+            "a deployment in good health has no record"
+        );
+        assert!(!h.success("p/m"));
     }
 
     #[test]

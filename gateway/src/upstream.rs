@@ -304,6 +304,11 @@ impl Upstream {
         })
     }
 
+    /// How long a call may take to its answer's head before the provider's own timeouts end it.
+    pub(crate) fn head_budget(&self) -> Duration {
+        self.first_byte_timeout.max(self.connect_timeout)
+    }
+
     /// Whether the provider speaks `route` natively.
     pub(crate) fn speaks(&self, route: ApiRoute) -> bool {
         self.targets[route.index()].is_some()

@@ -64,6 +64,19 @@ pub struct Deployment {
     pub provider: String,
     pub upstream_model: String,
     pub weight: u32,
+    /// `provider/upstream_model`: its name in health, metrics and records.
+    pub name: String,
+}
+
+impl Deployment {
+    pub fn new(provider: &str, upstream_model: &str, weight: u32) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            upstream_model: upstream_model.to_owned(),
+            weight,
+            name: format!("{provider}/{upstream_model}"),
+        }
+    }
 }
 
 impl ModelRoute {
@@ -116,11 +129,7 @@ impl CompiledPack {
                 upstream_model: model.to_owned(),
                 input_usd_per_mtok: None,
                 output_usd_per_mtok: None,
-                deployments: vec![Deployment {
-                    provider: provider.to_owned(),
-                    upstream_model: model.to_owned(),
-                    weight: 1,
-                }],
+                deployments: vec![Deployment::new(provider, model, 1)],
                 fallbacks: Vec::new(),
             }));
         }
@@ -216,24 +225,20 @@ pub(crate) fn compile(
         .map(|(name, m): (&String, &ModelSpec)| {
             let upstream_model = m.upstream_model.clone().unwrap_or_else(|| name.clone());
             let deployments: Vec<Deployment> = if m.deployments.is_empty() {
-                vec![Deployment {
-                    provider: m
-                        .provider
-                        .clone()
-                        .unwrap_or_else(|| default_provider.to_owned()),
-                    upstream_model: upstream_model.clone(),
-                    weight: 1,
-                }]
+                vec![Deployment::new(
+                    m.provider.as_deref().unwrap_or(default_provider),
+                    &upstream_model,
+                    1,
+                )]
             } else {
                 m.deployments
                     .iter()
-                    .map(|d| Deployment {
-                        provider: d.provider.clone(),
-                        upstream_model: d
-                            .upstream_model
-                            .clone()
-                            .unwrap_or_else(|| upstream_model.clone()),
-                        weight: d.weight.max(1),
+                    .map(|d| {
+                        Deployment::new(
+                            &d.provider,
+                            d.upstream_model.as_deref().unwrap_or(&upstream_model),
+                            d.weight.max(1),
+                        )
                     })
                     .collect()
             };
