@@ -15,23 +15,16 @@ mod gateway_support;
 use gateway_support::mock::MockProvider;
 use gateway_support::{pack, Dir, GatewayProcess};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_works_unchanged_through_the_gateway() {
-    let mock = MockProvider::start().await;
-    let dir = Dir::new();
-    let p = dir.write("pack.yaml", &pack(&mock.base_url(), "1.0.0", "", ""));
-    let gw = GatewayProcess::start(&p, dir.path(), &[]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/openai_sdk_check.py"
-    );
+/// Run `tests/python/SCRIPT GATEWAY_URL`, which prints OK when every check held.
+async fn run_check(gw: &GatewayProcess, script: &'static str) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let url = gw.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
-            .arg(script)
+            .arg(&path)
             .arg(&url)
             .output()
-            .expect("python3 is required for the SDK test (pip install openai)")
+            .expect("python3 is required for the SDK tests (.ci/python-requirements.txt)")
     })
     .await
     .unwrap();
@@ -39,9 +32,18 @@ async fn the_official_python_sdk_works_unchanged_through_the_gateway() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.trim() == "OK",
-        "the OpenAI SDK check failed (is `openai` installed? pip install openai)\nstdout: {stdout}\nstderr: {stderr}\ngateway log: {}",
+        "{script} failed (are the SDKs of .ci/python-requirements.txt installed?)\nstdout: {stdout}\nstderr: {stderr}\ngateway log: {}",
         gw.stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_works_unchanged_through_the_gateway() {
+    let mock = MockProvider::start().await;
+    let dir = Dir::new();
+    let p = dir.write("pack.yaml", &pack(&mock.base_url(), "1.0.0", "", ""));
+    let gw = GatewayProcess::start(&p, dir.path(), &[]);
+    run_check(&gw, "openai_sdk_check.py").await;
     // The SDK's calls reached the provider (nothing answered locally but the model list).
     assert!(mock.api_calls() >= 4);
 }
@@ -93,27 +95,7 @@ policy:
     );
     let p = dir.write("pack.yaml", &text);
     let gw = GatewayProcess::start(&p, dir.path(), &[]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/formats_sdk_check.py"
-    );
-    let url = gw.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(&url)
-            .output()
-            .expect("python3 is required for the SDK test (pip install anthropic openai)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim() == "OK",
-        "the SDK check failed (are `anthropic` and `openai` installed?)\nstdout: {stdout}\nstderr: {stderr}\ngateway log: {}",
-        gw.stderr()
-    );
+    run_check(&gw, "formats_sdk_check.py").await;
     let received = mock.received().await;
     let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
     for want in [

@@ -49,7 +49,13 @@ pub(crate) fn error_response(err: &ApiError) -> Response<GatewayBody> {
             code: err.code(),
         },
     };
-    let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
+    error_with_body(err, Wire::OpenAi, &envelope)
+}
+
+/// An error's response around its body in one API's shape: its status, JSON, whether SDKs
+/// should retry, and a rate limit's back-off headers.
+fn error_with_body(err: &ApiError, wire: Wire, envelope: &impl Serialize) -> Response<GatewayBody> {
+    let body = serde_json::to_vec(envelope).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = Response::new(GatewayBody::full(body));
     *resp.status_mut() = err.status();
     resp.headers_mut().insert(CONTENT_TYPE, JSON);
@@ -57,7 +63,7 @@ pub(crate) fn error_response(err: &ApiError) -> Response<GatewayBody> {
         resp.headers_mut()
             .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
     }
-    rate_headers(err, Wire::OpenAi, &mut resp);
+    rate_headers(err, wire, &mut resp);
     resp
 }
 
@@ -155,16 +161,7 @@ pub(crate) fn error_response_on(err: &ApiError, wire: Wire) -> Response<GatewayB
             code: err.code(),
         },
     };
-    let body = serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(GatewayBody::full(body));
-    *resp.status_mut() = err.status();
-    resp.headers_mut().insert(CONTENT_TYPE, JSON);
-    if !err.retryable() {
-        resp.headers_mut()
-            .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
-    }
-    rate_headers(err, wire, &mut resp);
-    resp
+    error_with_body(err, wire, &envelope)
 }
 
 /// A JSON response with a status.

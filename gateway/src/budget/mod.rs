@@ -438,6 +438,17 @@ impl BudgetEnforcer {
         }
     }
 
+    /// Price a reservation's settlement at `model` (a fallback model served the request); a
+    /// model the pack does not price keeps the reservation's price.
+    pub fn reprice(&self, reservation: &mut Reservation, model: &str) {
+        if let (Some(held), Some(price)) = (
+            reservation.held.as_mut(),
+            self.shared.plan.prices.get(model),
+        ) {
+            held.price = *price;
+        }
+    }
+
     /// Correct a reservation to the provider's reported usage (for streams, the final usage
     /// chunk). Usage above the estimate is added even past a limit: it was spent.
     pub async fn settle(

@@ -494,3 +494,29 @@ async fn a_minute_rate_limit_counts_requests_refuses_with_a_retry_time_and_rolls
     assert!(e.reserve(&req("k1")).await.is_ok());
     e.release(c).await;
 }
+
+#[tokio::test]
+async fn a_request_a_fallback_served_is_settled_at_the_fallbacks_price() {
+    let store = BudgetStore::memory();
+    let e = enforcer(
+        vec![limit(
+            "environment",
+            BudgetWindow::Monthly,
+            Some(10.0),
+            None,
+        )],
+        store.clone(),
+        Arc::new(ManualClock::new(noon())),
+    );
+    let start = days_from_civil(2025, 6, 1) * 86_400;
+    let mut r = e.reserve(&req("k1")).await.unwrap();
+    // Reserved at gpt-4o's price; gpt-4o-mini served: 800 × 0.15 + 200 × 0.6 = 240 µ$.
+    e.reprice(&mut r, "gpt-4o-mini");
+    e.settle(r, 800, 200).await;
+    assert_eq!(used(&store, ":usd", start), 240);
+    // An unpriced model keeps the reservation's price (gpt-4o: 2,000 + 2,000 µ$).
+    let mut r = e.reserve(&req("k1")).await.unwrap();
+    e.reprice(&mut r, "unknown");
+    e.settle(r, 800, 200).await;
+    assert_eq!(used(&store, ":usd", start), 4_240);
+}

@@ -190,12 +190,16 @@ fn unavailable() -> Rejection {
     )
 }
 
-/// Settle to the provider's usage, or to the reservation when it reported none.
-pub(super) fn settle(held: Permit, usage: Option<Usage>) {
+/// Settle to the provider's usage, or to the reservation when it reported none; priced at
+/// `served_model` when a fallback model served the request.
+pub(super) fn settle(mut held: Permit, usage: Option<Usage>, served_model: Option<&str>) {
     let (input, output) = match usage {
         Some(u) => (u.prompt_tokens, u.completion_tokens),
         None => (held.est_input_tokens, held.reserved_output_tokens),
     };
+    if let Some(model) = served_model {
+        held.enforcer.reprice(&mut held.reservation, model);
+    }
     spawn_or_drop(held, move |enforcer, reservation| async move {
         enforcer.settle(reservation, input, output).await;
     });

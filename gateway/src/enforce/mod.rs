@@ -198,7 +198,7 @@ impl Enforcement for PolicyEnforcement {
         }
         let model_used = held.as_ref().map(|h| h.model_used.clone());
         if let Some(h) = held {
-            budget::settle(h, settled.usage);
+            budget::settle(h, settled.usage, meta.served_model.as_deref());
         }
         self.record(meta, |policies| {
             record::settled(meta, policies, settled, note, model_used)

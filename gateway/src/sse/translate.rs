@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
 use super::framing::{data_lines, event_end_after, normalize_lone_cr, Data, MAX_EVENT_BYTES};
+use super::typed::write_named as write;
 use crate::translate::{anthropic_usage, chat_usage, finish_reason, stop_reason, Translation};
 
 /// Rewrites a provider's stream into the caller's format.
@@ -357,17 +358,4 @@ fn merge(into: &mut Value, from: &Value) {
             }
         }
     }
-}
-
-fn write(name: Option<&str>, data: &Value, out: &mut BytesMut) {
-    if let Some(name) = name {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\n");
-    }
-    out.extend_from_slice(b"data: ");
-    if let Ok(s) = serde_json::to_vec(data) {
-        out.extend_from_slice(&s);
-    }
-    out.extend_from_slice(b"\n\n");
 }

@@ -188,7 +188,8 @@ pub(super) fn error_event(format: StreamFormat, code: &str, message: &str, out: 
     write_named(name, &body, out);
 }
 
-fn write_named(name: Option<&str>, data: &Value, out: &mut BytesMut) {
+/// One SSE event: an `event:` line when named, the data as one line of JSON.
+pub(super) fn write_named(name: Option<&str>, data: &Value, out: &mut BytesMut) {
     if let Some(name) = name {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
