@@ -158,34 +158,61 @@ policy:
         }
     }
     assert_eq!(admitted, K, "each in-flight request holds its reservation");
+    // A request that alone asks for more than the limit can never pass: SDKs must not retry.
+    let mut huge = body.clone();
+    huge["max_tokens"] = (limit + 1).into();
+    let r = post_with_headers(&client::client(), &url, &huge, &[]).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-should-retry"), "false");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("alone"), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_request_waits_up_to_its_bound_then_is_refused() {
+async fn a_queued_request_waits_for_the_next_minute_within_its_bound_and_is_refused_beyond_it() {
     let mock = MockProvider::start().await;
     let dir = Dir::new();
     let limits = "      - {scope: environment, window: minute, requests: 1, on_exhausted: queue}\n";
     let gw = gateway(
         &dir,
-        &limits_pack(&mock.base_url(), limits, "    max_queue_ms: 1500\n"),
+        &limits_pack(&mock.base_url(), limits, "    max_queue_ms: 8000\n"),
         &[],
     );
     let url = gw.api("/v1/chat/completions");
     let body = chat("gpt-4o-mini", "hi", false);
-    // Far from the minute's end: the window cannot reset during the wait.
-    within_one_minute(10).await;
+    // About four seconds before a minute ends: the first request takes the minute's one slot,
+    // the second waits for the next minute and is admitted there.
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let to_end = 60.0 - secs % 60.0;
+    tokio::time::sleep(Duration::from_secs_f64((to_end - 4.0).rem_euclid(60.0))).await;
     let first = post(&client::client(), &url, &body, None).await;
-    assert_eq!(first.status, 200);
     let asked = Instant::now();
-    let second = post(&client::client(), &url, &body, None).await;
+    let queued = post(&client::client(), &url, &body, None).await;
     let waited = asked.elapsed();
-    assert_eq!(second.status, 429, "{}", second.text());
-    assert_eq!(second.error_code(), "rate_limited");
+    assert_eq!(
+        (first.status.as_u16(), queued.status.as_u16()),
+        (200, 200),
+        "{}",
+        queued.text()
+    );
     assert!(
-        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(10),
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(8),
         "waited {waited:?}"
     );
-    assert_eq!(mock.api_calls(), 1);
+    // The new minute's slot is taken and its end is further than the queue's bound: the
+    // refusal is at once, not after a pointless wait.
+    let asked = Instant::now();
+    let refused = post(&client::client(), &url, &body, None).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.error_code(), "rate_limited");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(mock.api_calls(), 2);
 }
 
 fn start_replicas(n: usize, pack: &Path, dir: &Dir, redis_url: &str) -> Vec<GatewayProcess> {

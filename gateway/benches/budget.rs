@@ -66,8 +66,8 @@ fn enforcer() -> BudgetEnforcer {
         upstream_model: "gpt-4o".into(),
         input_usd_per_mtok: Some(2.5),
         output_usd_per_mtok: Some(10.0),
-        deployments: Vec::new(),
-        fallbacks: Vec::new(),
+        deployments: Vec::new().into(),
+        fallbacks: Vec::new().into(),
     };
     let models: BTreeMap<_, _> = [("gpt-4o".to_owned(), route)].into_iter().collect();
     BudgetEnforcer::new(

@@ -206,7 +206,7 @@ impl ApiError {
         matches!(
             self,
             Self::UpstreamTimeout { .. } | Self::Upstream { .. } | Self::NotReady
-        ) || matches!(self, Self::Rejected(r) if r.kind.retryable())
+        ) || matches!(self, Self::Rejected(r) if r.kind.retryable() && !r.rate.is_some_and(|x| x.too_large))
     }
 }
 
@@ -273,6 +273,9 @@ pub struct RateInfo {
     pub retry_after_secs: u64,
     /// `on_exhausted: queue`: how long the request may wait for the next window first.
     pub queue_ms: Option<u64>,
+    /// The request alone asks for more than the whole limit (e.g. its `max_tokens`): retrying
+    /// cannot help.
+    pub too_large: bool,
 }
 
 impl Rejection {

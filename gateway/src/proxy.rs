@@ -247,7 +247,16 @@ async fn forward<'p>(
                 model: parsed.facts.model.clone(),
             })?;
     *model_label = pack.model_label(&model_route.name);
-    let resolved = resolve(pack, &model_route, route)?;
+    // A routed model is checked per deployment when it is sent (any one that serves the route
+    // will do); a model with one deployment is refused here, before any reservation.
+    let routed = |m: &policy_engine::ModelRoute| {
+        m.has_alternatives() || pack.compiled.routing.max_attempts > 1
+    };
+    let resolved = if routed(&model_route) {
+        None
+    } else {
+        Some(resolve(pack, &model_route, route)?)
+    };
 
     let mut splice = Splice::default();
     let record_text = records_text(pack);
@@ -287,7 +296,7 @@ async fn forward<'p>(
         admitted.map_err(ApiError::Rejected)?
     };
     let budget_headers = BudgetHeaders::new(&model_route.name, &advice);
-    let (model_route, (upstream, translation)) = match advice.model_override.as_deref() {
+    let (model_route, resolved) = match advice.model_override.as_deref() {
         Some(to) if to != model_route.name => {
             *model_label = pack.model_label(to);
             let degraded = pack.compiled.route(to).ok_or_else(|| {
@@ -296,23 +305,31 @@ async fn forward<'p>(
                 ))
             })?;
             // The degraded model may sit on another provider.
-            let resolved = resolve(pack, &degraded, route)?;
+            let resolved = if routed(&degraded) {
+                None
+            } else {
+                Some(resolve(pack, &degraded, route)?)
+            };
             (degraded, resolved)
         }
         _ => (model_route, resolved),
     };
-    if model_route.has_alternatives() || pack.compiled.routing.max_attempts > 1 {
-        if let Some(m) = pack.compiled.models.get(&model_route.name) {
-            let call = Call {
-                body: &body,
-                parsed: &parsed,
-                stream,
-                route,
-                record_text,
-            };
-            return forward_routed(state, pack, o, call, splice, m, pass, budget_headers).await;
-        }
-    }
+    let Some((upstream, translation)) = resolved else {
+        let m = pack.compiled.models.get(&model_route.name).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "routed model `{}` is not in the pack",
+                model_route.name
+            ))
+        })?;
+        let call = Call {
+            body: &body,
+            parsed: &parsed,
+            stream,
+            route,
+            record_text,
+        };
+        return forward_routed(state, pack, o, call, splice, m, pass, budget_headers).await;
+    };
     let rename = (model_route.upstream_model != parsed.facts.model)
         .then_some(model_route.upstream_model.as_str());
     let upstream_body = request::upstream_body(
@@ -466,6 +483,7 @@ async fn forward_routed<'p>(
             t.traceparent().clone()
         });
         let sent = Instant::now();
+        state.health.sending(name, &spec, sent);
         let left = deadline.saturating_duration_since(sent);
         let send = c.upstream.send(
             Method::POST,
@@ -503,7 +521,9 @@ async fn forward_routed<'p>(
                 if !o.meta.attempts.is_empty() {
                     note(o, name, status.as_str(), ms);
                 }
-                o.meta.upstream_time = Some(head);
+                // The provider's share of the request: every attempt and wait, not only the
+                // last head (the rest is the gateway's own overhead).
+                o.meta.upstream_time = Some(started.elapsed());
                 if c.model.name != model.name {
                     o.meta.served_model = Some(c.model.name.clone());
                 }
@@ -555,9 +575,10 @@ async fn forward_routed<'p>(
         if last {
             break;
         }
-        // The same deployment again: back off. Another one: go at once.
+        // The same deployment again, or every candidate tried once more: back off. Another
+        // one within a pass: go at once.
         let next = &candidates[(n + 1) % candidates.len()].0;
-        if next.deployment == c.deployment {
+        if next.deployment == c.deployment || (n + 1) % candidates.len() == 0 {
             let seed = o.meta.id.1 ^ (n as u64);
             let wait = routing::backoff(
                 &spec,
@@ -700,17 +721,19 @@ async fn admit_or_queue(o: &mut Outcome) -> Result<Admission, Rejection> {
         };
         let Some((queue_ms, retry_after)) = refusal
             .rate
+            .filter(|rate| !rate.too_large)
             .and_then(|rate| rate.queue_ms.map(|q| (q, rate.retry_after_secs)))
         else {
             return Err(refusal);
         };
         let now = Instant::now();
         let until = *deadline.get_or_insert(now + Duration::from_millis(queue_ms));
-        if now >= until {
+        // The window resets within `retry_after` whole seconds: a wait that ends well before
+        // then cannot be admitted, so the refusal stands at once.
+        let wait = Duration::from_secs(retry_after);
+        if now + wait > until + Duration::from_secs(1) {
             return Err(refusal);
         }
-        // The window resets within `retry_after` whole seconds; wake a little after it.
-        let wait = Duration::from_secs(retry_after).min(until - now);
         tokio::time::sleep(wait).await;
     }
 }

@@ -80,6 +80,10 @@ fn rate_headers(err: &ApiError, wire: Wire, resp: &mut Response<GatewayBody>) {
         HeaderValue::from(rate.retry_after_secs),
     );
     let dim = rate.dimension;
+    if dim == "usd" {
+        // Clients know requests and tokens; a dollar rate has only its retry time.
+        return;
+    }
     let mut put = |name: String, value: String| {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             h.insert(n, v);

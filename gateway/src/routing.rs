@@ -46,7 +46,7 @@ pub(crate) fn candidates<'p>(
 ) -> Vec<Candidate<'p>> {
     let mut out = Vec::new();
     let mut models: Vec<&'p ModelRoute> = vec![model];
-    for f in &model.fallbacks {
+    for f in model.fallbacks.iter() {
         if let Some(m) = pack.compiled.models.get(f) {
             models.push(m);
         }
@@ -82,7 +82,7 @@ pub(crate) fn candidates<'p>(
         }
     }
     // Deployments out of rotation go last (tried only when everything else failed); stable, so
-    // the weighted order holds among the rest. Asked once each: asking may start a probe.
+    // the weighted order holds among the rest.
     let mut marked: Vec<(bool, Candidate<'p>)> = out
         .into_iter()
         .map(|c| (!health.available(c.name(), now), c))
@@ -103,8 +103,9 @@ struct State {
     failures: u32,
     /// Out of rotation until then.
     open_until: Option<Instant>,
-    /// A probe is in flight after the cooldown (half-open): others wait for its result.
-    probing: bool,
+    /// A probe is in flight (half-open) until then: others wait for its result, for one
+    /// cooldown at most (a probe whose caller left never reports).
+    probe_until: Option<Instant>,
 }
 
 /// A deployment's state as `/status` shows it.
@@ -117,19 +118,27 @@ pub(crate) struct DeploymentHealth {
 }
 
 impl Health {
-    /// Whether a request may go to `name` now; the first request after the cooldown becomes the
-    /// probe.
+    /// Whether a request may go to `name` now: in rotation, or past its cooldown with no probe
+    /// in flight (the request that is sent there becomes the probe, [`Health::sending`]).
     pub(crate) fn available(&self, name: &str, now: Instant) -> bool {
-        let Some(mut s) = self.states.get_mut(name) else {
+        let Some(s) = self.states.get(name) else {
             return true;
         };
         match s.open_until {
             None => true,
             Some(until) if now < until => false,
-            Some(_) if s.probing => false,
-            Some(_) => {
-                s.probing = true;
-                true
+            Some(_) => s.probe_until.is_none_or(|p| now >= p),
+        }
+    }
+
+    /// A request is being sent to `name`: past its cooldown, it is the probe.
+    pub(crate) fn sending(&self, name: &str, spec: &RoutingSpec, now: Instant) {
+        if self.states.is_empty() {
+            return;
+        }
+        if let Some(mut s) = self.states.get_mut(name) {
+            if s.open_until.is_some_and(|until| now >= until) {
+                s.probe_until = Some(now + Duration::from_millis(spec.circuit_cooldown_ms));
             }
         }
     }
@@ -148,9 +157,9 @@ impl Health {
     pub(crate) fn failure(&self, name: &str, spec: &RoutingSpec, now: Instant) -> bool {
         let mut s = self.states.entry(name.to_owned()).or_default();
         s.failures = s.failures.saturating_add(1);
-        if s.probing || s.failures >= spec.circuit_failures.max(1) {
+        if s.probe_until.is_some() || s.failures >= spec.circuit_failures.max(1) {
             s.open_until = Some(now + Duration::from_millis(spec.circuit_cooldown_ms));
-            s.probing = false;
+            s.probe_until = None;
         }
         s.open_until.is_some()
     }
@@ -226,12 +235,20 @@ mod tests {
         assert!(!h.available("p/m", t0), "open");
         assert_eq!(h.snapshot(t0)[0].state, "open");
         let later = t0 + Duration::from_millis(60);
-        assert!(h.available("p/m", later), "the probe");
+        assert!(
+            h.available("p/m", later),
+            "past the cooldown: may be probed"
+        );
+        assert!(h.available("p/m", later), "asking claims nothing");
+        h.sending("p/m", &spec(), later);
         assert!(!h.available("p/m", later), "one probe at a time");
+        // A probe that never reports (its caller left) expires after a cooldown.
+        assert!(h.available("p/m", later + Duration::from_millis(60)));
         h.failure("p/m", &spec(), later);
         assert!(!h.available("p/m", later), "a failed probe reopens");
         let again = later + Duration::from_millis(60);
         assert!(h.available("p/m", again));
+        h.sending("p/m", &spec(), again);
         assert!(h.success("p/m"), "the probe's success closes the circuit");
         assert!(h.available("p/m", again) && h.available("p/m", again));
         assert!(

@@ -37,8 +37,8 @@ fn models() -> BTreeMap<String, ModelRoute> {
         upstream_model: "gpt-4o".into(),
         input_usd_per_mtok: Some(2.5),
         output_usd_per_mtok: Some(10.0),
-        deployments: Vec::new(),
-        fallbacks: Vec::new(),
+        deployments: Vec::new().into(),
+        fallbacks: Vec::new().into(),
     };
     [("gpt-4o".to_owned(), r)].into_iter().collect()
 }

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::canonical::{effective_hash, PackHash};
 use crate::diagnostic::{DiagnosticCode, Diagnostics, PackDiagnostic};
@@ -52,10 +53,10 @@ pub struct ModelRoute {
     pub input_usd_per_mtok: Option<f64>,
     pub output_usd_per_mtok: Option<f64>,
     /// Where the model is served, at least one (a model without `deployments` has its
-    /// `provider` as the only one).
-    pub deployments: Vec<Deployment>,
+    /// `provider` as the only one). Shared: a request copies its route, not these.
+    pub deployments: Arc<[Deployment]>,
     /// Models tried, in order, when every deployment of this one failed.
-    pub fallbacks: Vec<String>,
+    pub fallbacks: Arc<[String]>,
 }
 
 /// One place that serves a model.
@@ -129,8 +130,8 @@ impl CompiledPack {
                 upstream_model: model.to_owned(),
                 input_usd_per_mtok: None,
                 output_usd_per_mtok: None,
-                deployments: vec![Deployment::new(provider, model, 1)],
-                fallbacks: Vec::new(),
+                deployments: Arc::from([Deployment::new(provider, model, 1)]),
+                fallbacks: Arc::from([]),
             }));
         }
         self.models.get(model).map(Cow::Borrowed)
@@ -248,8 +249,8 @@ pub(crate) fn compile(
                 upstream_model: deployments[0].upstream_model.clone(),
                 input_usd_per_mtok: m.input_usd_per_mtok,
                 output_usd_per_mtok: m.output_usd_per_mtok,
-                deployments,
-                fallbacks: m.fallbacks.clone(),
+                deployments: deployments.into(),
+                fallbacks: m.fallbacks.clone().into(),
             };
             (name.clone(), route)
         })

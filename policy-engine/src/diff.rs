@@ -234,8 +234,9 @@ fn keyed(v: &mut Value, doc: &PackDocument) {
                 .deployments
                 .iter()
                 .map(|d| {
+                    let model = d.upstream_model.as_deref().unwrap_or(name);
                     (
-                        d.provider.clone(),
+                        format!("{}/{model}", d.provider),
                         serde_json::to_value(d).unwrap_or(Value::Null),
                     )
                 })

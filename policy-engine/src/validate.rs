@@ -303,6 +303,9 @@ fn providers_and_models(doc: &PackDocument, sink: &mut Sink<'_>) {
     }
 }
 
+/// Most attempts a request may make: each holds the caller's connection open.
+const MAX_ATTEMPTS: u32 = 10;
+
 /// Deployments, fallbacks and the routing section: known providers and models, weights of at
 /// least 1, no model that falls back (directly or not) to itself, sane retry bounds.
 fn routing(doc: &PackDocument, sink: &mut Sink<'_>) {
@@ -331,8 +334,19 @@ fn routing(doc: &PackDocument, sink: &mut Sink<'_>) {
             .help("list the provider as one of the deployments instead");
             sink.emit(d, true);
         }
+        let mut seen = BTreeSet::new();
         for (i, dep) in m.deployments.iter().enumerate() {
             let at = item(&format!("{path}.deployments"), i);
+            let model = dep.upstream_model.as_deref().unwrap_or(name);
+            if !seen.insert((dep.provider.as_str(), model)) {
+                err(
+                    sink,
+                    InvalidValue,
+                    &at,
+                    &format!("{}/{model}", dep.provider),
+                    "each provider and upstream model once",
+                );
+            }
             if !provider_known(&dep.provider) {
                 let d = PackDiagnostic::error(
                     UnknownReference,
@@ -380,6 +394,15 @@ fn routing(doc: &PackDocument, sink: &mut Sink<'_>) {
         }
     }
     let r = &doc.routing;
+    if r.max_attempts > MAX_ATTEMPTS {
+        err(
+            sink,
+            InvalidValue,
+            "routing.max_attempts",
+            &r.max_attempts.to_string(),
+            &format!("at most {MAX_ATTEMPTS} attempts (0: one per deployment)"),
+        );
+    }
     if r.deadline_ms == 0 {
         err(
             sink,

@@ -469,7 +469,7 @@ fn deployments_and_fallbacks_are_checked_with_paths() {
     let m1 = &compiled.models["m1"];
     assert_eq!(m1.deployments.len(), 2);
     assert_eq!(m1.deployments[1].upstream_model, "m1-b");
-    assert_eq!(m1.fallbacks, vec!["m2".to_owned()]);
+    assert_eq!(&*m1.fallbacks, ["m2".to_owned()]);
     assert_eq!(compiled.routing.max_attempts, 3);
     let d = errors_of(&pack(
         "  m1:\n    deployments: [{provider: nope}, {provider: a, weight: 0}]\n",

@@ -285,16 +285,19 @@ fn a_deployment_removed_is_stricter_and_fallbacks_weights_and_retries_are_neutra
         "[{provider: a, weight: 3}]",
     );
     assert_eq!(
-        effect(&between(base, &one), "models.m1.deployments.b"),
+        effect(&between(base, &one), "models.m1.deployments.b/m1"),
         Effect::Stricter
     );
     assert_eq!(
-        effect(&between(&one, base), "models.m1.deployments.b"),
+        effect(&between(&one, base), "models.m1.deployments.b/m1"),
         Effect::Looser
     );
     let weights = base.replace("weight: 3", "weight: 1");
     assert_eq!(
-        effect(&between(base, &weights), "models.m1.deployments.a.weight"),
+        effect(
+            &between(base, &weights),
+            "models.m1.deployments.a/m1.weight"
+        ),
         Effect::Neutral
     );
     let reordered = base.replace(

@@ -20,8 +20,16 @@ use dashmap::DashMap;
 
 use super::store::{Charge, MeterKey, ReserveOutcome};
 
-/// Seconds a finished window's counters are kept, so late settles still find them.
+/// Seconds a finished window's counters are kept, so late settles still find them: a day, or
+/// an hour for a minute's rate limit (as `WindowSpan::ttl_from` keeps them in Redis).
 const GRACE_SECS: i64 = 86_400;
+
+fn kept_until(window_start: i64, window_end: i64) -> i64 {
+    let grace = (window_end - window_start)
+        .saturating_mul(60)
+        .min(GRACE_SECS);
+    window_end.saturating_add(grace)
+}
 
 #[derive(Debug)]
 struct Slot {
@@ -62,8 +70,10 @@ impl MemoryStore {
         );
         // A new window opened: drop counters of windows long over. Rare (once per window per
         // meter), so a full scan is fine.
-        self.slots
-            .retain(|_, s| s.window_end.is_none_or(|end| end + GRACE_SECS > now));
+        self.slots.retain(|k, s| {
+            s.window_end
+                .is_none_or(|end| kept_until(k.window_start, end) > now)
+        });
         slot
     }
 
@@ -133,7 +143,9 @@ impl MemoryStore {
     pub fn restore(counters: Vec<CounterSnapshot>, now: i64) -> Self {
         let store = Self::default();
         for c in counters {
-            if c.window_end.is_some_and(|end| end + GRACE_SECS <= now) {
+            if c.window_end
+                .is_some_and(|end| kept_until(c.window_start, end) <= now)
+            {
                 continue;
             }
             store.slots.insert(

@@ -101,6 +101,8 @@ pub struct RateLimit {
     pub cap: u64,
     pub retry_after_secs: u64,
     pub queue_ms: Option<u64>,
+    /// The request alone asks for more than the whole limit: no window will admit it.
+    pub too_large: bool,
 }
 
 fn reset_display(reset_at: Option<i64>) -> String {
@@ -294,6 +296,7 @@ impl BudgetEnforcer {
                                 .map_or(60, |end| u64::try_from(end - now).unwrap_or(0).max(1)),
                             queue_ms: (meter.action == ExhaustedAction::Queue)
                                 .then_some(sh.plan.max_queue_ms),
+                            too_large: charges.get(index).is_some_and(|c| c.amount > meter.cap),
                         }),
                     }));
                 }

@@ -24,8 +24,8 @@ fn models() -> BTreeMap<String, ModelRoute> {
         upstream_model: name.into(),
         input_usd_per_mtok: Some(i),
         output_usd_per_mtok: Some(o),
-        deployments: Vec::new(),
-        fallbacks: Vec::new(),
+        deployments: Vec::new().into(),
+        fallbacks: Vec::new().into(),
     };
     [
         ("gpt-4o".to_owned(), route("gpt-4o", 2.5, 10.0)),

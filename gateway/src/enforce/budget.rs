@@ -166,6 +166,7 @@ impl Ask {
                         limit: r.cap,
                         retry_after_secs: r.retry_after_secs,
                         queue_ms: r.queue_ms,
+                        too_large: r.too_large,
                     });
                 }
                 let kind = if rate.is_some() {
@@ -173,7 +174,13 @@ impl Ask {
                 } else {
                     RejectionKind::BudgetExceeded
                 };
-                let mut rejection = Rejection::new(kind, decision.to_string());
+                let mut message = decision.to_string();
+                if rate.is_some_and(|r| r.too_large) {
+                    message.push_str(
+                        "; this request alone asks for more than the whole limit (lower max_tokens or split it)",
+                    );
+                }
+                let mut rejection = Rejection::new(kind, message);
                 rejection.limit = Some(limit);
                 rejection.rate = rate;
                 Err(rejection)
