@@ -102,10 +102,31 @@ fn events_are_stored_once_filtered_paged_and_summarised(backend: Backend) {
         batch.push(e);
     }
     batch[1]["pii"]["response"] = json!({ "us_ssn": 1 });
+    // A routed request that was retried lists its attempts.
+    let attempts = json!([
+        {"deployment": "azure-east/gpt-4o", "outcome": "503", "ms": 12},
+        {"deployment": "openai/gpt-4o", "outcome": "200", "ms": 340},
+    ]);
+    batch[0]["attempts"] = attempts.clone();
     let a = send(&cp, &gw, &batch);
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["accepted"], 6);
     assert_eq!(a.body["escalations_opened"], 2);
+    let reader = cp.create_key("viewer", None);
+    let all = cp
+        .http(
+            "GET",
+            "/v1/events?environment=dev&limit=100",
+            Some(&reader),
+            &[],
+            None,
+        )
+        .body;
+    let listed: Vec<&Value> = all["events"].as_array().unwrap().iter().collect();
+    let req0 = listed.iter().find(|e| e["request_id"] == "req-0").unwrap();
+    assert_eq!(req0["attempts"], attempts);
+    let req1 = listed.iter().find(|e| e["request_id"] == "req-1").unwrap();
+    assert!(req1.get("attempts").is_none(), "{req1}");
 
     // A retried batch (its acknowledgement lost) is not counted twice.
     let a = send(&cp, &gw, &batch);

@@ -164,7 +164,14 @@ policy:
     let r = post_with_headers(&client::client(), &url, &huge, &[]).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("x-should-retry"), "false");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("alone"), "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alone"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

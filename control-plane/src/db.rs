@@ -211,6 +211,14 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE event_rollups ADD COLUMN cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        4,
+        &[
+            // The calls a routed request made (retries, fallbacks) as a JSON list, when more
+            // than one.
+            "ALTER TABLE events ADD COLUMN attempts TEXT",
+        ],
+    ),
 ];
 
 /// Failure to open or migrate the registry.

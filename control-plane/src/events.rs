@@ -97,6 +97,16 @@ fn check(e: &DecisionEvent) -> Result<(), String> {
             short(field, v, 64 << 10)?;
         }
     }
+    if e.attempts.len() > palisade_wire::events::MAX_ATTEMPTS {
+        return Err(format!(
+            "attempts lists at most {} calls",
+            palisade_wire::events::MAX_ATTEMPTS
+        ));
+    }
+    for a in &e.attempts {
+        short("attempts.deployment", &a.deployment, 512)?;
+        short("attempts.outcome", &a.outcome, 64)?;
+    }
     if e.at_ms <= 0 {
         return Err("at_ms must be a positive Unix time in milliseconds".to_owned());
     }
@@ -225,8 +235,8 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-const EVENT_COLUMNS: &str = "request_id, at, received_at, environment, gateway, pack, version, hash, route, model_requested, model_used, caller, team, outcome, escalated, status, latency_us, upstream_us, input_tokens, output_tokens, cost_usd, findings, redacted_text, redacted_response_text";
-const EVENT_COLUMN_COUNT: usize = 24;
+const EVENT_COLUMNS: &str = "request_id, at, received_at, environment, gateway, pack, version, hash, route, model_requested, model_used, caller, team, outcome, escalated, status, latency_us, upstream_us, input_tokens, output_tokens, cost_usd, findings, redacted_text, redacted_response_text, attempts";
+const EVENT_COLUMN_COUNT: usize = 25;
 
 /// Store a checked batch in one transaction: the new events, their entity rows, the rollups and
 /// the escalations they open. Events already stored (by request id) are skipped entirely.
@@ -247,8 +257,16 @@ pub(crate) async fn ingest(
         .collect();
     for chunk in unique.chunks(ROWS_PER_INSERT) {
         let findings: Vec<String> = chunk.iter().map(|e| findings_json(e)).collect();
+        // Attempts as a JSON list, only for requests that made more than one.
+        let attempts: Vec<Option<String>> = chunk
+            .iter()
+            .map(|e| {
+                (!e.attempts.is_empty())
+                    .then(|| serde_json::to_string(&e.attempts).unwrap_or_default())
+            })
+            .collect();
         let mut binds = Vec::with_capacity(chunk.len() * EVENT_COLUMN_COUNT);
-        for (e, findings) in chunk.iter().zip(&findings) {
+        for ((e, findings), attempts) in chunk.iter().zip(&findings).zip(&attempts) {
             binds.extend([
                 Bind::Text(&e.request_id),
                 Bind::Int(e.at_ms.min(now)),
@@ -274,6 +292,7 @@ pub(crate) async fn ingest(
                 Bind::Text(findings),
                 Bind::OptText(e.redacted_text.as_deref()),
                 Bind::OptText(e.redacted_response_text.as_deref()),
+                Bind::OptText(attempts.as_deref()),
             ]);
         }
         let sql = format!(
@@ -651,6 +670,9 @@ fn event_json(r: &sqlx::any::AnyRow) -> Result<(Value, Cursor), sqlx::Error> {
         if let Some(t) = r.try_get::<Option<String>, _>(field)? {
             v[field] = json!(t);
         }
+    }
+    if let Some(a) = r.try_get::<Option<String>, _>("attempts")? {
+        v["attempts"] = serde_json::from_str(&a).unwrap_or(Value::Null);
     }
     Ok((v, Cursor { at, request_id: id }))
 }

@@ -125,7 +125,22 @@ pub struct DecisionEvent<S = String> {
     pub redacted_text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_response_text: Option<String>,
+    /// Every call to a provider when there was more than one (retries, fallbacks), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
 }
+
+/// One call to a provider: its deployment (`provider/upstream_model`), how it ended (the HTTP
+/// status, or the gateway's error code) and the time to its answer's head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub deployment: String,
+    pub outcome: String,
+    pub ms: u64,
+}
+
+/// Most attempts an event may list (the gateway makes at most 10).
+pub const MAX_ATTEMPTS: usize = 16;
 
 /// `POST /v1/events` body: the sending gateway's id and its events. `G` and `E` let a sender
 /// serialise borrowed data (`Batch<&str, &[DecisionEvent<T>]>`).
@@ -182,6 +197,7 @@ mod tests {
             pii: Findings::default(),
             redacted_text: None,
             redacted_response_text: None,
+            attempts: Vec::new(),
         };
         let events = [e];
         let sent = serde_json::to_string(&Batch {

@@ -137,6 +137,15 @@ pub fn event(record: &AuditRecord, meta: &RequestMeta) -> DecisionEvent {
         },
         redacted_text: record.redacted_text.clone(),
         redacted_response_text: record.redacted_response_text.clone(),
+        attempts: record
+            .attempts
+            .iter()
+            .map(|a| palisade_wire::events::Attempt {
+                deployment: a.deployment.clone(),
+                outcome: a.outcome.clone(),
+                ms: a.ms,
+            })
+            .collect(),
     }
 }
 
