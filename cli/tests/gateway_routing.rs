@@ -307,3 +307,29 @@ async fn a_429_is_retried_on_the_same_deployment_after_its_retry_after() {
     );
     assert_eq!(s.a.api_calls(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_whose_retry_after_passes_the_deadline_is_the_callers_answer() {
+    let s = setup(
+        "{provider: a}",
+        "  max_attempts: 2\n  deadline_ms: 2000\n  backoff_ms: 10\n  max_backoff_ms: 10000",
+        &[],
+    )
+    .await;
+    s.a.set(|b| {
+        b.fail_status = Some(429);
+        b.retry_after = Some(5);
+    })
+    .await;
+    let started = Instant::now();
+    let r = ask(&s, "gpt-4o-mini").await;
+    // No retry fits before the deadline: the provider's own 429 and Retry-After, at once.
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), "5");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.a.api_calls(), 1);
+}

@@ -506,8 +506,32 @@ async fn forward_routed<'p>(
         let head = sent.elapsed();
         state.metrics.upstream(route).observe(head.as_secs_f64());
         let ms = u64::try_from(head.as_millis()).unwrap_or(u64::MAX);
-        let last = n + 1 == attempts || Instant::now() >= deadline;
-        let retry_after = match resp {
+        // The wait before the next attempt: a backoff (at least the provider's Retry-After) when
+        // it goes to the same deployment again or starts another pass, none otherwise. An
+        // attempt after which no other fits in the deadline is the last: its answer stands.
+        let next = &candidates[(n + 1) % candidates.len()].0;
+        let wait = if next.deployment == c.deployment || (n + 1) % candidates.len() == 0 {
+            let retry_after = match &resp {
+                Ok(r) if retryable_status(r.status()) => r
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
+                _ => None,
+            };
+            let seed = o.meta.id.1 ^ (n as u64);
+            routing::backoff(
+                &spec,
+                u32::try_from(n + 1).unwrap_or(u32::MAX),
+                seed,
+                retry_after,
+            )
+        } else {
+            Duration::ZERO
+        };
+        let last = n + 1 == attempts || Instant::now() + wait >= deadline;
+        match resp {
             Ok(resp) if !retryable_status(resp.status()) || last => {
                 let status = resp.status();
                 if retryable_status(status) {
@@ -575,20 +599,7 @@ async fn forward_routed<'p>(
         if last {
             break;
         }
-        // The same deployment again, or every candidate tried once more: back off. Another
-        // one within a pass: go at once.
-        let next = &candidates[(n + 1) % candidates.len()].0;
-        if next.deployment == c.deployment || (n + 1) % candidates.len() == 0 {
-            let seed = o.meta.id.1 ^ (n as u64);
-            let wait = routing::backoff(
-                &spec,
-                u32::try_from(n + 1).unwrap_or(u32::MAX),
-                seed,
-                retry_after,
-            );
-            if Instant::now() + wait >= deadline {
-                break;
-            }
+        if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
     }
