@@ -126,7 +126,7 @@ pub(crate) fn parse_usage_raw(raw: &serde_json::value::RawValue) -> Option<Usage
 
 /// The fields of a usage object whose values are not all what the derived reader takes: each
 /// count that is a non-negative integer is read, anything else is absent.
-fn usage_fields_lenient(v: &Value) -> Option<UsageFields> {
+pub(crate) fn usage_fields_lenient(v: &Value) -> Option<UsageFields> {
     let o = v.as_object()?;
     let n = |k: &str| o.get(k).and_then(Value::as_u64);
     let details = |a: &str, b: &str| {

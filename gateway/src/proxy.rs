@@ -36,7 +36,7 @@ use crate::service::InFlight;
 use crate::service::{ApiRoute, Wire};
 use crate::sse;
 use crate::state::GatewayState;
-use crate::translate::Translation;
+use crate::translate::{self, Translation};
 use crate::upstream::{PassHeaders, Target, Upstream, UpstreamBody};
 
 /// Run an API request to its end: the response, with the outcome reported exactly once
@@ -364,12 +364,7 @@ async fn forward<'p>(
             &pass,
         )
         .await;
-    let upstream_head = sent.elapsed();
-    state
-        .metrics
-        .upstream(route)
-        .observe(upstream_head.as_secs_f64());
-    o.meta.upstream_time = Some(upstream_head);
+    o.meta.upstream_time = Some(head_time(state, o.meta.route, sent));
     let (parts, body) = resp?.into_parts();
     Ok(Forwarded {
         parts,
@@ -436,13 +431,7 @@ async fn forward_routed<'p>(
     let candidates: Vec<(routing::Candidate<'p>, Option<Translation>)> =
         routing::candidates(pack, model, o.meta.id.1, &state.health, started)
             .into_iter()
-            .filter_map(|c| {
-                if c.upstream.speaks(route) {
-                    return Some((c, None));
-                }
-                let anthropic = c.upstream.kind == policy_engine::pack::ProviderKind::Anthropic;
-                Translation::between(route, anthropic).map(|t| (c, Some(t)))
-            })
+            .filter_map(|c| translate::reach(c.upstream, route).map(|t| (c, t)))
             .collect();
     if candidates.is_empty() {
         return Err(ApiError::RouteNotServed {
@@ -503,8 +492,7 @@ async fn forward_routed<'p>(
                 })
             })
         };
-        let head = sent.elapsed();
-        state.metrics.upstream(route).observe(head.as_secs_f64());
+        let head = head_time(state, route, sent);
         let ms = u64::try_from(head.as_millis()).unwrap_or(u64::MAX);
         // The wait before the next attempt: a backoff (at least the provider's Retry-After) when
         // it goes to the same deployment again or starts another pass, none otherwise. An
@@ -615,6 +603,13 @@ fn note(o: &mut Outcome, deployment: &str, outcome: &str, ms: u64) {
     });
 }
 
+/// The provider's time to a response head since `sent`, observed in its route's histogram.
+fn head_time(state: &GatewayState, route: ApiRoute, sent: Instant) -> Duration {
+    let head = sent.elapsed();
+    state.metrics.upstream(route).observe(head.as_secs_f64());
+    head
+}
+
 /// The provider of `model`, and how `route` reaches it: natively, or translated between chat
 /// completions and Anthropic Messages; a clear refusal for any other pair (before any budget
 /// is reserved).
@@ -629,12 +624,8 @@ fn resolve<'p>(
             model.name, model.provider
         ))
     })?;
-    if upstream.speaks(route) {
-        return Ok((upstream, None));
-    }
-    let anthropic = upstream.kind == policy_engine::pack::ProviderKind::Anthropic;
-    match Translation::between(route, anthropic) {
-        Some(t) => Ok((upstream, Some(t))),
+    match translate::reach(upstream, route) {
+        Some(t) => Ok((upstream, t)),
         None => Err(ApiError::RouteNotServed {
             model: model.name.clone(),
             provider: upstream.name.clone(),
@@ -700,12 +691,7 @@ async fn forward_item<'p>(
     let resp = upstream
         .send(method, Target::Below(&target), None, &pass)
         .await;
-    let upstream_head = sent.elapsed();
-    state
-        .metrics
-        .upstream(o.meta.route)
-        .observe(upstream_head.as_secs_f64());
-    o.meta.upstream_time = Some(upstream_head);
+    o.meta.upstream_time = Some(head_time(state, o.meta.route, sent));
     let (parts, body) = resp?.into_parts();
     Ok(Forwarded {
         parts,

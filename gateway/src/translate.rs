@@ -29,6 +29,19 @@ use crate::service::ApiRoute;
 /// `max_tokens` sent to Anthropic for a chat request that names none.
 pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// How `route` reaches `upstream`: natively (`Some(None)`), translated (`Some(Some(_))`), or
+/// not at all (`None`).
+pub(crate) fn reach(
+    upstream: &crate::upstream::Upstream,
+    route: ApiRoute,
+) -> Option<Option<Translation>> {
+    if upstream.speaks(route) {
+        return Some(None);
+    }
+    let anthropic = upstream.kind == policy_engine::pack::ProviderKind::Anthropic;
+    Translation::between(route, anthropic).map(Some)
+}
+
 /// Which way a request is translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Translation {
@@ -594,16 +607,11 @@ pub(crate) fn stop_reason(finish: &str) -> &'static str {
 /// Anthropic usage as chat usage (cache reads and writes count as prompt tokens); `None` when
 /// the provider reported none (nothing is made up).
 pub(crate) fn chat_usage(u: &Value) -> Option<Value> {
-    if !u.is_object() {
-        return None;
-    }
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let cached = n("cache_read_input_tokens");
-    let prompt = n("input_tokens") + n("cache_creation_input_tokens") + cached;
-    let completion = n("output_tokens");
+    let u = crate::openai::usage_fields_lenient(u)?.usage();
     Some(
-        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-           "prompt_tokens_details": {"cached_tokens": cached}}),
+        json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total_tokens,
+                "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}),
     )
 }
 

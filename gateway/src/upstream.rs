@@ -368,7 +368,7 @@ impl Upstream {
         }
         // The first-byte budget includes connecting; a connect timeout shorter than it fires
         // first and is reported as such.
-        let budget = self.first_byte_timeout.max(self.connect_timeout);
+        let budget = self.head_budget();
         let first_byte = ApiError::UpstreamTimeout {
             ms: u64::try_from(self.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
             phase: "first byte",
