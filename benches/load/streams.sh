@@ -6,7 +6,10 @@
 # stream, and errors.
 #
 #   benches/load/streams.sh [N]                       # default 9000
-#   DUR=12 CHUNKS=40 DELAY_MS=50 TARGETS="nginx full" benches/load/streams.sh 2000
+#   DUR=12 CHUNKS=40 DELAY_MS=50 TARGETS="nginx full full-h2" benches/load/streams.sh 2000
+#
+# Targets: nginx; full (the gateway, HTTP/1.1 to the provider); full-h2 (the same pack with the
+# provider on `protocol: http2`, so streams share provider connections).
 #
 # Needs wrk, nginx (skipped when missing) and the release binaries:
 #   cargo build --release -p palisade -p palisade-load-bench
@@ -14,7 +17,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 N=${1:-9000} DUR=${DUR:-12} CHUNKS=${CHUNKS:-40} DELAY_MS=${DELAY_MS:-50}
-TARGETS=${TARGETS:-"nginx full"}
+TARGETS=${TARGETS:-"nginx full full-h2"}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=$(mktemp -d /tmp/palisade-streams.XXXXXX)
 # shellcheck source=lib.sh
@@ -57,26 +60,27 @@ NGINX
       nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off; master_process off;' >"$OUT/nginx.out" 2>&1 &
       PIDS+=("$!"); PID[nginx]=$!; URL[nginx]=http://127.0.0.1:$PORT
       for _ in $(seq 1 100); do curl -s -o /dev/null "${URL[nginx]}/" && break; sleep 0.05; done ;;
-    full)
-      cat >"$OUT/full.yaml" <<YAML
+    full | full-h2)
+      PROTOCOL=http1; [ "$t" = full-h2 ] && PROTOCOL=http2
+      cat >"$OUT/$t.yaml" <<YAML
 pack: {name: bench, version: 1.0.0, enabled: true}
 policies:
   chain: [${CHAIN-audit-logger, pii-detector, budget-enforcer}]
 providers:
-  mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY, first_byte_timeout_ms: 60000}
+  mock: {base_url: $MOCK_URL/v1, api_key_env: PALISADE_BENCH_PROVIDER_KEY, first_byte_timeout_ms: 60000, protocol: $PROTOCOL}
 models:
   gpt-4o-mini: {input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
 policy:
   pii-detector: {action: redact, scan: [request, response]}
-  audit-logger: {dir: $OUT/audit, retention_days: 30}
+  audit-logger: {dir: $OUT/audit-$t, retention_days: 30}
   budget-enforcer:
     limits:
       - {scope: environment, window: monthly, usd: 1000000, on_exhausted: block}
 YAML
-      start full "$BIN/palisade" gateway --pack "$OUT/full.yaml" --environment dev --listen 127.0.0.1:0 \
-        --state-dir "$OUT/state" --max-connections $((N * 2 + 1000)) --max-connections-per-client 0
-      PID[full]=$START_PID; URL[full]=$START_URL
-      for _ in $(seq 1 200); do curl -sf "${URL[full]}/readyz" >/dev/null && break; sleep 0.05; done ;;
+      start "$t" "$BIN/palisade" gateway --pack "$OUT/$t.yaml" --environment dev --listen 127.0.0.1:0 \
+        --state-dir "$OUT/state-$t" --max-connections $((N * 2 + 1000)) --max-connections-per-client 0
+      PID[$t]=$START_PID; URL[$t]=$START_URL
+      for _ in $(seq 1 200); do curl -sf "${URL[$t]}/readyz" >/dev/null && break; sleep 0.05; done ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done

@@ -1,5 +1,5 @@
-//! The provider side: a per-thread pool of HTTP/1.1 connections, and per provider the parsed
-//! base URL and the injected key.
+//! The provider side: per-thread pools of HTTP/1.1 and HTTP/2 connections, and per provider the
+//! parsed base URL and the injected key.
 //!
 //! The caller's headers are never copied upstream: a request to the provider carries only
 //! `content-type`, `accept` and the provider key read from the environment variable the pack
@@ -15,14 +15,25 @@
 //! kept per origin and thread, and one idle longer than [`POOL_IDLE_TIMEOUT`] is closed rather
 //! than reused. hyper-util's pooled client did the same job with a mutex-guarded pool and a task
 //! spawned per request to watch for the connection becoming idle; this pool costs neither
-//! (benches/README.md, Gateway). Upstream requests are HTTP/1.1 only (every provider speaks it);
-//! the pools live outside the pack, so a reload does not drop warm connections.
+//! (benches/README.md, Gateway). The pools live outside the pack, so a reload does not drop warm
+//! connections.
+//!
+//! A provider with `protocol: http2` is spoken to over HTTP/2 (ALPN `h2` over TLS, prior
+//! knowledge over plain TCP): each serving thread keeps a list of connections per origin and
+//! puts up to [`H2_STREAMS_PER_CONNECTION`] requests in flight on each, opening another only
+//! when all are full, one connect at a time per origin (requests that find a connect under way
+//! wait for it rather than open their own). A stream's slot is freed when its response body is
+//! dropped; a body dropped early resets only its stream. So N concurrent streams hold N/100
+//! provider connections instead of N, with one read buffer, one write buffer and one dispatch
+//! channel each (`benches/README.md`, Streams at scale).
 //!
 //! Not here: retries and fallbacks between deployments (`routing`, `proxy::forward_routed`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,8 +46,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use policy_engine::pack::{ProviderKind, ProviderSpec, DEFAULT_ANTHROPIC_VERSION};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use policy_engine::pack::{
+    ProviderKind, ProviderProtocol, ProviderSpec, DEFAULT_ANTHROPIC_VERSION,
+};
 use tower_service::Service;
 
 use crate::error::ApiError;
@@ -44,6 +57,20 @@ use crate::service::ApiRoute;
 
 type Connector = HttpsConnector<HttpConnector>;
 type Sender = SendRequest<Full<Bytes>>;
+type Sender2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// Requests in flight on one HTTP/2 provider connection before another is opened. RFC 9113
+/// recommends that a peer allow at least 100 concurrent streams; a provider that allows fewer
+/// makes the excess wait for a free stream on its connection.
+pub(crate) const H2_STREAMS_PER_CONNECTION: usize = 100;
+/// Flow-control windows of an HTTP/2 provider connection. A stream whose caller stops reading
+/// holds at most the stream window in the gateway (HTTP/1 holds it in the kernel's socket
+/// buffers instead); answers are generated far slower than either window drains.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// A ping every interval finds a dead HTTP/2 connection that no request is waiting on.
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Idle connections kept per provider origin and serving thread.
 pub(crate) const POOL_MAX_IDLE_PER_ORIGIN: usize = 256;
@@ -63,21 +90,24 @@ pub enum UpstreamConfigError {
     Tls(String),
 }
 
-/// A connector that connects within `connect_timeout`, HTTP/1.1 only (ALPN).
-fn connector(connect_timeout: Duration) -> Result<Connector, UpstreamConfigError> {
+/// A connector that connects within `connect_timeout`, offering one HTTP version by ALPN.
+fn connector(
+    connect_timeout: Duration,
+    protocol: ProviderProtocol,
+) -> Result<Connector, UpstreamConfigError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
         .map_err(|e| UpstreamConfigError::Tls(e.to_string()))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
+        .https_or_http();
+    Ok(match protocol {
+        ProviderProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        ProviderProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+    })
 }
 
 struct Idle {
@@ -85,12 +115,35 @@ struct Idle {
     since: Instant,
 }
 
+/// An HTTP/2 provider connection and the streams open on it.
+struct H2Conn {
+    sender: Sender2,
+    open: Arc<AtomicUsize>,
+    last_used: Instant,
+}
+
+/// One origin's HTTP/2 connections, and the connect under way, if any (requests that need a
+/// connection wait on it instead of opening their own).
+#[derive(Default)]
+struct H2Origin {
+    conns: Vec<H2Conn>,
+    connecting: Option<Arc<tokio::sync::Notify>>,
+    /// Counts connects begun, so a waiter knows whether the failure recorded is the one it
+    /// waited for.
+    attempt: u64,
+    /// The last connect that failed, and why: its waiters fail with it rather than each try
+    /// (and time out) in turn.
+    failed: Option<(u64, String)>,
+}
+
 #[derive(Default)]
 struct ThreadPool {
-    /// Connectors by connect timeout (a pack has one or two distinct values).
-    connectors: Vec<(Duration, Connector)>,
+    /// Connectors by connect timeout and protocol (a pack has one or two distinct values).
+    connectors: Vec<((Duration, ProviderProtocol), Connector)>,
     /// Idle connections by origin (`scheme://authority`), most recently used last.
     idle: HashMap<Box<str>, Vec<Idle>>,
+    /// HTTP/2 connections by origin.
+    h2: HashMap<Box<str>, H2Origin>,
 }
 
 thread_local! {
@@ -122,7 +175,136 @@ pub(crate) fn sweep_idle() {
                 !idle.sender.is_closed() && idle.since.elapsed() < POOL_IDLE_TIMEOUT
             });
         }
+        for origin in pool.h2.values_mut() {
+            origin.conns.retain(|c| {
+                !c.sender.is_closed()
+                    && (c.open.load(Ordering::Relaxed) > 0
+                        || c.last_used.elapsed() < POOL_IDLE_TIMEOUT)
+            });
+        }
     });
+}
+
+/// What a request finds in this thread's HTTP/2 pool for an origin.
+enum H2Pick {
+    /// A stream slot on an open connection.
+    Ready(Sender2, H2Slot),
+    /// A connect is under way (the `u64` is its attempt): wait for it, then pick again.
+    Wait(tokio::sync::futures::OwnedNotified, u64),
+    /// No connection has room and none is being opened: this request opens one, and wakes the
+    /// waiters when done.
+    Connect(Arc<tokio::sync::Notify>),
+}
+
+fn pick_h2(origin: &str) -> H2Pick {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let entry = match pool.h2.get_mut(origin) {
+            Some(e) => e,
+            None => pool.h2.entry(origin.into()).or_default(),
+        };
+        entry.conns.retain(|c| !c.sender.is_closed());
+        if let Some(c) = entry
+            .conns
+            .iter_mut()
+            .find(|c| c.open.load(Ordering::Relaxed) < H2_STREAMS_PER_CONNECTION)
+        {
+            c.last_used = Instant::now();
+            return H2Pick::Ready(c.sender.clone(), H2Slot::take(&c.open));
+        }
+        match &entry.connecting {
+            Some(n) => H2Pick::Wait(Arc::clone(n).notified_owned(), entry.attempt),
+            None => {
+                let n = Arc::new(tokio::sync::Notify::new());
+                entry.connecting = Some(Arc::clone(&n));
+                entry.attempt += 1;
+                H2Pick::Connect(n)
+            }
+        }
+    })
+}
+
+/// Why the connect a waiter waited for failed, if it did.
+fn failed_h2(origin: &str, attempt: u64) -> Option<String> {
+    POOL.with(|pool| {
+        let pool = pool.borrow();
+        let (a, why) = pool.h2.get(origin)?.failed.as_ref()?;
+        (*a == attempt).then(|| why.clone())
+    })
+}
+
+/// Record the end of this thread's connect to `origin` (a new connection, or why it failed;
+/// neither when the connecting request went away) and wake the requests waiting for it. The
+/// connecting request takes the first slot.
+fn connected_h2(
+    origin: &str,
+    outcome: Option<Result<Sender2, String>>,
+    done: &tokio::sync::Notify,
+) -> Option<H2Slot> {
+    // `try_with`: a connect dropped while its thread exits finds the pool already gone.
+    let slot = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let entry = pool.h2.entry(origin.into()).or_default();
+        entry.connecting = None;
+        let sender = match outcome? {
+            Ok(sender) => sender,
+            Err(why) => {
+                entry.failed = Some((entry.attempt, why));
+                return None;
+            }
+        };
+        let open = Arc::new(AtomicUsize::new(0));
+        let slot = H2Slot::take(&open);
+        entry.conns.push(H2Conn {
+            sender,
+            open,
+            last_used: Instant::now(),
+        });
+        Some(slot)
+    });
+    done.notify_waiters();
+    slot.ok().flatten()
+}
+
+/// A request's stream on an HTTP/2 connection, given back when dropped (with the response
+/// body, or with the request that failed).
+#[derive(Debug)]
+struct H2Slot(Arc<AtomicUsize>);
+
+impl H2Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for H2Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connect under way for this thread's HTTP/2 pool: if the request that opens it is dropped
+/// before it finishes (the caller left, a timeout), the waiters are woken so one of them
+/// connects instead.
+struct Connecting<'a> {
+    origin: &'a str,
+    done: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Connecting<'_> {
+    fn finish(mut self, outcome: Result<Sender2, String>) -> Option<H2Slot> {
+        let done = self.done.take()?;
+        connected_h2(self.origin, Some(outcome), &done)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            connected_h2(self.origin, None, &done);
+        }
+    }
 }
 
 /// Put a connection whose last response was read to the end back in this thread's pool.
@@ -151,25 +333,31 @@ fn checkin(origin: &str, sender: Sender) {
     });
 }
 
-/// This thread's connector for `connect_timeout`, built on first use.
-fn thread_connector(connect_timeout: Duration) -> Result<Connector, UpstreamConfigError> {
+/// This thread's connector for `connect_timeout` and `protocol`, built on first use.
+fn thread_connector(
+    connect_timeout: Duration,
+    protocol: ProviderProtocol,
+) -> Result<Connector, UpstreamConfigError> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        if let Some((_, c)) = pool.connectors.iter().find(|(t, _)| *t == connect_timeout) {
+        let key = (connect_timeout, protocol);
+        if let Some((_, c)) = pool.connectors.iter().find(|(k, _)| *k == key) {
             return Ok(c.clone());
         }
-        let c = connector(connect_timeout)?;
-        pool.connectors.push((connect_timeout, c.clone()));
+        let c = connector(connect_timeout, protocol)?;
+        pool.connectors.push((key, c.clone()));
         Ok(c)
     })
 }
 
-/// A provider's response body. Reading it to the end returns its connection to the pool;
-/// dropping it early closes the connection.
+/// A provider's response body. Over HTTP/1.1, reading it to the end returns its connection to
+/// the pool, and dropping it early closes the connection; over HTTP/2, dropping it frees its
+/// stream's slot (and resets the stream if it was not read to the end).
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
-    conn: Option<(std::sync::Arc<str>, Sender)>,
+    conn: Option<(Arc<str>, Sender)>,
+    _stream: Option<H2Slot>,
 }
 
 impl UpstreamBody {
@@ -214,16 +402,18 @@ pub struct Upstream {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// `scheme://authority`: the pool key.
-    origin: std::sync::Arc<str>,
+    origin: Arc<str>,
+    protocol: ProviderProtocol,
     /// The `host` header every request carries.
     host: HeaderValue,
     /// The wire format the provider speaks.
     pub(crate) kind: ProviderKind,
-    /// The request target of each API route the provider speaks (`/v1/chat/completions`, …),
-    /// parsed once: a clone is a reference count, a parse per request was ~0.5 % of the full
+    /// The request target of each API route the provider speaks (`/v1/chat/completions`, …;
+    /// absolute over HTTP/2, where it carries the scheme and authority), parsed once: a clone is a reference count, a parse per request was ~0.5 % of the full
     /// chain's CPU. `None`: a route of the other kind.
     targets: [Option<Uri>; ApiRoute::ALL.len()],
-    /// The base URL's path, for targets built per request (a stored response's id).
+    /// The base URL's path (after the origin over HTTP/2), for targets built per request (a
+    /// stored response's id).
     prefix: Box<str>,
     /// The provider key as its kind sends it: `authorization: Bearer …` or `x-api-key: …`.
     auth: Option<(HeaderName, HeaderValue)>,
@@ -251,7 +441,13 @@ impl Upstream {
             return Err(bad("scheme must be http or https"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
-        let prefix = uri.path().trim_end_matches('/');
+        let origin: Arc<str> = format!("{scheme}://{authority}").into();
+        let path = uri.path().trim_end_matches('/');
+        // HTTP/2 sends the scheme and authority as pseudo-headers taken from the URI.
+        let prefix = match spec.protocol {
+            ProviderProtocol::Http1 => path.to_owned(),
+            ProviderProtocol::Http2 => format!("{origin}{path}"),
+        };
         let mut targets: [Option<Uri>; ApiRoute::ALL.len()] = Default::default();
         for r in ApiRoute::ALL {
             if r.wire().native_kind() == spec.kind {
@@ -261,7 +457,6 @@ impl Upstream {
                 );
             }
         }
-        let origin: std::sync::Arc<str> = format!("{scheme}://{authority}").into();
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| bad("the host cannot be sent as a header"))?;
         let auth = match key {
@@ -293,10 +488,11 @@ impl Upstream {
             scheme,
             authority,
             origin,
+            protocol: spec.protocol,
             host,
             kind: spec.kind,
             targets,
-            prefix: prefix.into(),
+            prefix: prefix.into_boxed_str(),
             auth,
             anthropic_version,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
@@ -341,7 +537,9 @@ impl Upstream {
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         headers.reserve(4);
-        headers.insert(HOST, self.host.clone());
+        if self.protocol == ProviderProtocol::Http1 {
+            headers.insert(HOST, self.host.clone());
+        }
         if has_body {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -373,6 +571,20 @@ impl Upstream {
             ms: u64::try_from(self.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
             phase: "first byte",
         };
+        if self.protocol == ProviderProtocol::Http2 {
+            let (resp, slot) = tokio::time::timeout(budget, self.exchange_h2(req))
+                .await
+                .map_err(|_| first_byte)??;
+            let (parts, inner) = resp.into_parts();
+            return Ok(http::Response::from_parts(
+                parts,
+                UpstreamBody {
+                    inner,
+                    conn: None,
+                    _stream: Some(slot),
+                },
+            ));
+        }
         let exchange = async {
             let mut sender = match checkout(&self.origin) {
                 Some(s) => s,
@@ -393,16 +605,102 @@ impl Upstream {
             .headers
             .get(http::header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let conn = keep.then(|| (std::sync::Arc::clone(&self.origin), sender));
+        let conn = keep.then(|| (Arc::clone(&self.origin), sender));
         Ok(http::Response::from_parts(
             parts,
-            UpstreamBody { inner, conn },
+            UpstreamBody {
+                inner,
+                conn,
+                _stream: None,
+            },
         ))
     }
 
-    /// A new connection, its task spawned on this thread's runtime.
+    /// Send `req` on a stream of this thread's HTTP/2 connections to the provider, opening one
+    /// when none has room, and wait for the response head.
+    async fn exchange_h2(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(http::Response<Incoming>, H2Slot), ApiError> {
+        let (mut sender, slot) = loop {
+            match pick_h2(&self.origin) {
+                H2Pick::Ready(sender, slot) => break (sender, slot),
+                H2Pick::Wait(connected, attempt) => {
+                    connected.await;
+                    if let Some(why) = failed_h2(&self.origin, attempt) {
+                        return Err(ApiError::upstream(&self.name, why));
+                    }
+                }
+                H2Pick::Connect(done) => {
+                    let connecting = Connecting {
+                        origin: &self.origin,
+                        done: Some(done),
+                    };
+                    let sender = self.connect_h2().await;
+                    let slot = connecting.finish(match &sender {
+                        Ok(s) => Ok(s.clone()),
+                        Err(e) => Err(e.detail().into_owned()),
+                    });
+                    match (sender, slot) {
+                        (Ok(sender), Some(slot)) => break (sender, slot),
+                        (Err(e), _) => return Err(e),
+                        (Ok(_), None) => {
+                            return Err(ApiError::Internal(
+                                "an HTTP/2 connection was made but not pooled".to_owned(),
+                            ))
+                        }
+                    }
+                }
+            }
+        };
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ApiError::upstream(&self.name, describe(&e, "request failed")))?;
+        Ok((resp, slot))
+    }
+
+    /// A new HTTP/2 connection, its task spawned on this thread's runtime.
+    async fn connect_h2(&self) -> Result<Sender2, ApiError> {
+        let io = self.dial().await?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .keep_alive_interval(H2_PING_EVERY)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .handshake(io)
+            .await
+            .map_err(|e| ApiError::upstream(&self.name, describe(&e, "HTTP/2 handshake failed")))?;
+        let provider = self.name.clone();
+        let exec = TokioExecutor::new();
+        hyper::rt::Executor::execute(&exec, async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%provider, error = %e, "provider connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A new HTTP/1.1 connection, its task spawned on this thread's runtime.
     async fn connect(&self) -> Result<Sender, ApiError> {
-        let mut connector = thread_connector(self.connect_timeout)
+        let io = self.dial().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ApiError::upstream(&self.name, describe(&e, "connection failed")))?;
+        let provider = self.name.clone();
+        let exec = TokioExecutor::new();
+        hyper::rt::Executor::execute(&exec, async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%provider, error = %e, "provider connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A TCP (and TLS) connection to the provider, within the connect timeout.
+    async fn dial(&self) -> Result<<Connector as Service<Uri>>::Response, ApiError> {
+        let mut connector = thread_connector(self.connect_timeout, self.protocol)
             .map_err(|e| ApiError::upstream(&self.name, e.to_string()))?;
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
@@ -427,17 +725,7 @@ impl Upstream {
                 ApiError::upstream(&self.name, describe(e.as_ref(), "connection failed"))
             }
         })?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| ApiError::upstream(&self.name, describe(&e, "connection failed")))?;
-        let provider = self.name.clone();
-        let exec = TokioExecutor::new();
-        hyper::rt::Executor::execute(&exec, async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%provider, error = %e, "provider connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(io)
     }
 }
 

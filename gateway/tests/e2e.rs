@@ -555,6 +555,133 @@ async fn provider_connections_are_reused_after_whole_answers_and_closed_after_ab
     gw.stop().await;
 }
 
+/// `pack` with the provider on `protocol: http2`.
+fn http2_pack(base_url: &str, chain: &str, policy: &str) -> String {
+    let p = pack(base_url, "1.0.0", chain, policy);
+    let with = p.replace(
+        "    api_key_env: PALISADE_TEST_PROVIDER_KEY\n",
+        "    api_key_env: PALISADE_TEST_PROVIDER_KEY\n    protocol: http2\n",
+    );
+    assert_ne!(with, p);
+    with
+}
+
+#[tokio::test]
+async fn an_http2_provider_carries_concurrent_streams_on_shared_connections() {
+    provider_key();
+    let mock = MockProvider::start().await;
+    mock.set(|b| b.chunk_delay = Duration::from_millis(100))
+        .await;
+    // One serving thread: one pool, so the connection count is exact. The answers are scanned,
+    // so every stream goes through the stream redactor as well.
+    let gw = TestGateway::start_with(
+        &http2_pack(
+            &mock.base_url(),
+            "pii-detector",
+            "policy:\n  pii-detector:\n    action: redact\n    scan: [request, response]\n",
+        ),
+        Arc::new(NoEnforcement),
+        |c| c.server.threads = 1,
+    )
+    .await;
+    let url = gw.api("/v1/chat/completions");
+    // 150 streams open at once: 100 fit on the first connection, the other 50 on a second.
+    let mut streams = Vec::new();
+    for i in 0..150 {
+        let url = url.clone();
+        streams.push(support::client::spawn(async move {
+            let c = client::client();
+            let body = chat(
+                "gpt-4o-mini",
+                &format!("hi {i}, I am ann@example.com"),
+                true,
+            );
+            post(&c, &url, &body, None).await
+        }));
+    }
+    for s in streams {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(sse_text(&r.text()), "Hello, world!");
+    }
+    assert_eq!(mock.api_calls(), 150);
+    assert_eq!(
+        mock.connections(),
+        2,
+        "150 concurrent streams need two provider connections at 100 streams each"
+    );
+    let received = mock.received().await;
+    assert!(received.iter().all(|r| r.version == hyper::Version::HTTP_2
+        && r.authority.as_deref() == Some(mock.addr.to_string().as_str())
+        && r.authorization.as_deref() == Some(format!("Bearer {PROVIDER_KEY}").as_str())));
+    let messages = received[0].body["messages"].as_array().unwrap();
+    let prompt = messages.last().unwrap()["content"].as_str().unwrap();
+    assert!(prompt.ends_with("I am [EMAIL_1]"), "{prompt}");
+
+    // A caller that leaves mid-stream resets only its stream: the connection serves on.
+    let c = client::client();
+    let resp = client::send(
+        &c,
+        "POST",
+        &url,
+        Some(chat("gpt-4o-mini", "hi", true).to_string().as_bytes()),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    mock.set(|b| b.chunk_delay = Duration::ZERO).await;
+    let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Hello from the mock provider."
+    );
+    assert_eq!(
+        mock.connections(),
+        2,
+        "an abandoned stream keeps its connection"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_provider_that_cannot_be_reached_fails_every_waiting_request_at_once() {
+    provider_key();
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let gw = TestGateway::start_with(
+        &http2_pack(&format!("http://127.0.0.1:{port}/v1"), "", ""),
+        Arc::new(NoEnforcement),
+        |c| c.server.threads = 1,
+    )
+    .await;
+    let url = gw.api("/v1/chat/completions");
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let url = url.clone();
+        calls.push(support::client::spawn(async move {
+            let c = client::client();
+            post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await
+        }));
+    }
+    for call in calls {
+        let r = call.await.unwrap();
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "upstream_error", "{}", r.text());
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("mock"), "{message}");
+        assert!(
+            !message.contains("127.0.0.1"),
+            "no address leaks: {message}"
+        );
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_second_gateway_on_a_busy_port_fails_to_start_instead_of_sharing_it() {
     provider_key();

@@ -144,6 +144,9 @@ fn omit_later_defaults(v: &mut Value) {
             if p.get("kind").and_then(Value::as_str) == Some("openai") {
                 p.remove("kind");
             }
+            if p.get("protocol").and_then(Value::as_str) == Some("http1") {
+                p.remove("protocol");
+            }
             if p.get("anthropic_version").is_some_and(Value::is_null) {
                 p.remove("anthropic_version");
             }

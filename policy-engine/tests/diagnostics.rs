@@ -424,6 +424,32 @@ fn a_provider_kind_must_be_known_and_anthropic_settings_need_the_anthropic_kind(
 }
 
 #[test]
+fn a_provider_protocol_is_http1_or_http2_and_the_default_keeps_the_hash() {
+    let with = |provider: &str| {
+        SEED.replace(
+            "policy:\n",
+            &format!("providers:\n  p:\n    base_url: https://x.example/v1\n{provider}policy:\n"),
+        )
+    };
+    let d = errors_of(&with("    protocol: http3\n"));
+    let x = find(&d, DiagnosticCode::InvalidValue, "providers.p.protocol");
+    assert_eq!(x.found.as_deref(), Some("http3"));
+    let expected = x.expected.as_deref().unwrap();
+    assert!(
+        expected.contains("http1") && expected.contains("http2"),
+        "{expected}"
+    );
+    let plain = load(&with("")).unwrap();
+    let http1 = load(&with("    protocol: http1\n")).unwrap();
+    let http2 = load(&with("    protocol: http2\n")).unwrap();
+    assert_eq!(
+        plain.hash, http1.hash,
+        "the default, written or not, is one pack"
+    );
+    assert_ne!(plain.hash, http2.hash);
+}
+
+#[test]
 fn a_rate_limit_may_count_requests_and_only_a_minute_window_queues() {
     let with = |limit: &str| {
         format!("pack: {{name: r, version: 1.0.0}}\npolicies: {{chain: [budget-enforcer]}}\npolicy:\n  budget-enforcer:\n    limits:\n      - {limit}\n")

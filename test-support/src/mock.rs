@@ -90,6 +90,10 @@ pub struct Received {
     /// `anthropic-version`.
     pub anthropic_version: Option<String>,
     pub method: String,
+    /// The HTTP version the request came in (`HTTP/2.0` from a provider on `protocol: http2`).
+    pub version: hyper::Version,
+    /// The `host` header, or over HTTP/2 the `:authority`.
+    pub authority: Option<String>,
     /// The W3C trace context the gateway sent, if any.
     pub traceparent: Option<String>,
     pub body: Value,
@@ -195,6 +199,8 @@ async fn handle(
     let x_api_key = header("x-api-key");
     let anthropic_version = header("anthropic-version");
     let method = req.method().to_string();
+    let version = req.version();
+    let authority = header("host").or_else(|| req.uri().authority().map(ToString::to_string));
     let is_get = req.method() == hyper::Method::GET;
     let bytes = crate::client::read_body(req.into_body()).await;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -211,6 +217,8 @@ async fn handle(
         x_api_key,
         anthropic_version,
         method: method.clone(),
+        version,
+        authority,
         traceparent,
         body: body.clone(),
         raw: bytes.clone(),

@@ -330,10 +330,11 @@ async fn serve(addr: String, shape: StreamShape) -> std::io::Result<()> {
         tokio::spawn(async move {
             let svc =
                 hyper::service::service_fn(move |r| handle(r, Arc::clone(&st), Arc::clone(&shape)));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                .await;
+            // HTTP/1.1, and HTTP/2 by prior knowledge (a gateway provider with `protocol: http2`).
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
         });
     }
 }

@@ -26,8 +26,9 @@ pub use budget::{
     StoreUnavailable, MAX_PREBORROW_FRACTION,
 };
 pub use models::{
-    DeploymentSpec, ModelSpec, ProviderKind, ProviderSpec, RoutingSpec, DEFAULT_ANTHROPIC_VERSION,
-    DEFAULT_PROVIDER, DEFAULT_PROVIDER_BASE_URL, DEFAULT_PROVIDER_KEY_ENV,
+    DeploymentSpec, ModelSpec, ProviderKind, ProviderProtocol, ProviderSpec, RoutingSpec,
+    DEFAULT_ANTHROPIC_VERSION, DEFAULT_PROVIDER, DEFAULT_PROVIDER_BASE_URL,
+    DEFAULT_PROVIDER_KEY_ENV,
 };
 pub use pii::{
     CustomEntity, PiiAction, PiiDetectorConfig, RedactionStyle, ScanSide, Validator,

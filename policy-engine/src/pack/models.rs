@@ -26,6 +26,29 @@ impl ProviderKind {
     }
 }
 
+/// The HTTP version the gateway speaks to a provider.
+///
+/// `http1`: one HTTP/1.1 connection per request in flight (pooled between requests).
+/// `http2`: HTTP/2 only (ALPN `h2` over TLS, prior knowledge over plain `http://`), with up to
+/// 100 requests in flight on one connection, so concurrent streams share connections instead
+/// of holding one each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderProtocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+impl ProviderProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+        }
+    }
+}
+
 /// The `anthropic-version` an `anthropic` provider gets when neither the caller nor the pack
 /// names one.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -43,6 +66,9 @@ pub struct ProviderSpec {
     pub anthropic_version: Option<String>,
     /// Base URL including the API prefix, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
+    /// `http1` (the default) or `http2`.
+    #[serde(default)]
+    pub protocol: ProviderProtocol,
     /// Name of an environment variable that, when set and non-empty on the gateway, replaces
     /// `base_url` (how `palisade up` points the sample pack at its local mock, and how a
     /// deployment points at a regional or private endpoint without a second pack). The name is
@@ -74,6 +100,7 @@ impl ProviderSpec {
             kind: ProviderKind::OpenAi,
             anthropic_version: None,
             base_url: DEFAULT_PROVIDER_BASE_URL.to_owned(),
+            protocol: ProviderProtocol::Http1,
             base_url_env: None,
             api_key_env: Some(DEFAULT_PROVIDER_KEY_ENV.to_owned()),
             connect_timeout_ms: default_connect(),
