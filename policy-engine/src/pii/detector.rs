@@ -223,10 +223,22 @@ impl PiiDetector {
         let mut raw = Vec::new();
         let mut states = PassStates::default();
         self.scan(hay, &mut states, hay.len(), false, &mut raw);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(raw.len());
         let mut last_end = 0;
+        let mut mapper = norm.as_ref().map(Normalized::mapper);
         sweep(&mut raw, &mut last_end, usize::MAX, |r| {
-            out.push(to_original(r, norm.as_ref(), text.len()))
+            let (start, end) = match &mut mapper {
+                None => (r.start, r.end),
+                Some(m) => (
+                    m.orig_start(r.start, text.len()),
+                    m.orig_end(r.end.saturating_sub(1)),
+                ),
+            };
+            out.push(Finding {
+                entity: EntityId(r.entity),
+                start,
+                end,
+            });
         });
         out
     }

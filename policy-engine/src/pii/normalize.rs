@@ -43,20 +43,17 @@ impl Normalized {
         if i >= self.text.len() {
             return orig_len;
         }
-        match self.segment_of(i) {
-            Some(s) if s.mapped_len > 0 => s.orig,
-            Some(s) => s.orig + (i - s.norm),
-            None => i,
-        }
+        start_in(self.segment_of(i), i)
     }
 
     /// Original offset just after normalised byte `i`.
     pub(crate) fn orig_end(&self, i: usize) -> usize {
-        match self.segment_of(i) {
-            Some(s) if s.mapped_len > 0 => s.orig + s.mapped_len,
-            Some(s) => s.orig + (i - s.norm) + 1,
-            None => i + 1,
-        }
+        end_in(self.segment_of(i), i)
+    }
+
+    /// A mapper for ascending offsets (the findings of one text, in order).
+    pub(crate) fn mapper(&self) -> Mapper<'_> {
+        Mapper { n: self, k: 0 }
     }
 
     /// Number of normalised bytes produced by the original text before `orig` (a char boundary).
@@ -71,6 +68,60 @@ impl Normalized {
         } else {
             s.norm + (orig - s.orig).min(seg_len)
         }
+    }
+}
+
+fn start_in(s: Option<&Segment>, i: usize) -> usize {
+    match s {
+        Some(s) if s.mapped_len > 0 => s.orig,
+        Some(s) => s.orig + (i - s.norm),
+        None => i,
+    }
+}
+
+fn end_in(s: Option<&Segment>, i: usize) -> usize {
+    match s {
+        Some(s) if s.mapped_len > 0 => s.orig + s.mapped_len,
+        Some(s) => s.orig + (i - s.norm) + 1,
+        None => i + 1,
+    }
+}
+
+/// Maps normalised offsets to original ones by walking the segments forward, for offsets that
+/// mostly ascend: a text's findings in order. PII-dense text with many mapped characters spent
+/// 6 % of its scan in a binary search per offset; the walk costs one step per segment passed.
+/// An offset behind the walk is searched for, so the answer never depends on the order.
+pub(crate) struct Mapper<'n> {
+    n: &'n Normalized,
+    /// The segment the last offset fell in.
+    k: usize,
+}
+
+impl Mapper<'_> {
+    fn segment(&mut self, i: usize) -> Option<&Segment> {
+        let segs = &self.n.segments;
+        if segs.get(self.k).is_none_or(|s| s.norm > i) {
+            self.k = segs.partition_point(|s| s.norm <= i).checked_sub(1)?;
+        }
+        while segs.get(self.k + 1).is_some_and(|s| s.norm <= i) {
+            self.k += 1;
+        }
+        segs.get(self.k)
+    }
+
+    /// [`Normalized::orig_start`], for the next offset.
+    pub(crate) fn orig_start(&mut self, i: usize, orig_len: usize) -> usize {
+        if i >= self.n.text.len() {
+            return orig_len;
+        }
+        let s = self.segment(i).copied();
+        start_in(s.as_ref(), i)
+    }
+
+    /// [`Normalized::orig_end`], for the next offset.
+    pub(crate) fn orig_end(&mut self, i: usize) -> usize {
+        let s = self.segment(i).copied();
+        end_in(s.as_ref(), i)
     }
 }
 
@@ -149,4 +200,35 @@ pub(crate) fn normalize(text: &str) -> Option<Normalized> {
             .extend_from_slice(text.as_bytes().get(at..).unwrap_or_default());
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    /// The forward walk answers like the search, for offsets in order, repeated, and going back.
+    #[test]
+    fn the_mapper_agrees_with_the_search_in_any_order() {
+        let text = "a\u{00A0}４１\u{200B}b «x» ｃ\u{FEFF}d—e\u{00AD}ｆ end";
+        let n = normalize(text).unwrap();
+        let len = n.text.len();
+        let ascending: Vec<usize> = (0..len).collect();
+        let mut shuffled: Vec<usize> = (0..len)
+            .rev()
+            .chain(0..len)
+            .chain([3, 3, 0, len - 1, 2])
+            .collect();
+        shuffled.rotate_left(5);
+        for order in [ascending, shuffled] {
+            let mut m = n.mapper();
+            for &i in &order {
+                assert_eq!(
+                    m.orig_start(i, text.len()),
+                    n.orig_start(i, text.len()),
+                    "start {i}"
+                );
+                assert_eq!(m.orig_end(i), n.orig_end(i), "end {i}");
+            }
+        }
+    }
 }
