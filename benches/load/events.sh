@@ -4,6 +4,7 @@
 # are timed (p50/p99 of 21 runs each).
 #
 #   benches/load/events.sh [sqlite|postgres] [INGEST_EVENTS] [TOTAL]
+#   SENDERS=8 PG_SYNC_COMMIT=off benches/load/events.sh postgres 400000 400000
 #
 # Needs the release binaries: cargo build --release -p palisade -p palisade-load-bench
 # (and for postgres the postgresql package: initdb, postgres).
@@ -29,7 +30,7 @@ case "$BACKEND" in
     if [ "$(id -u)" = 0 ]; then RUN=(runuser -u postgres --); chown postgres "$OUT"; fi
     "${RUN[@]}" "$PGBIN/initdb" -D "$OUT/pg" -U postgres --auth=trust >/dev/null
     "${RUN[@]}" "$PGBIN/postgres" -D "$OUT/pg" -p "$PORT" -k "$OUT" -c listen_addresses=127.0.0.1 \
-      -c fsync=on -c synchronous_commit=on >"$OUT/pg.log" 2>&1 &
+      -c fsync=on -c synchronous_commit=${PG_SYNC_COMMIT:-on} >"$OUT/pg.log" 2>&1 &
     PIDS+=("$!")
     for _ in $(seq 1 100); do "$PGBIN/pg_isready" -h 127.0.0.1 -p "$PORT" >/dev/null 2>&1 && break; sleep 0.1; done
     DB=postgres://postgres@127.0.0.1:$PORT/postgres ;;
@@ -40,4 +41,4 @@ CP=$START_URL
 KEY=$(PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$BIN/palisade" keys create --role gateway -e dev \
   --control-plane "$CP" 2>/dev/null)
 echo "backend=$BACKEND control plane $CP ($(nproc) cores)"
-"$BIN/palisade-events-bench" "$CP" "$KEY" "$PALISADE_ADMIN_KEY" 4 "$INGEST" "$TOTAL"
+"$BIN/palisade-events-bench" "$CP" "$KEY" "$PALISADE_ADMIN_KEY" "${SENDERS:-4}" "$INGEST" "$TOTAL"

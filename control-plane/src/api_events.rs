@@ -218,13 +218,37 @@ async fn ingest(
         }
     };
     let out = {
-        let _ingest = app.ingest_lock.lock().await;
-        // Read inside the lock: receive times then grow in commit order, which `--follow` reads by.
-        let now = app.now();
         let mut tx = app.db.pool().begin().await?;
-        let out =
-            events::ingest(&mut tx, &batch, now, events::Params::of(app.db.backend())).await?;
+        // Taken with a connection in hand, so a write waiting for its turn never holds back an
+        // earlier one waiting for a connection. The stamp is the events' `received_at`.
+        let ticket = app.event_order.take(app.now());
+        let backend = app.db.backend();
+        let turn = || async {
+            ticket.turn().await.map_err(|e| {
+                tracing::warn!(error = %e, "event batch not stored; the gateway sends it again");
+                sqlx::Error::Protocol(e.to_string())
+            })
+        };
+        if backend == crate::db::Backend::Sqlite {
+            // One writer: nothing is written before the turn.
+            turn().await?;
+        }
+        let out = events::ingest(
+            &mut tx,
+            &batch,
+            ticket.stamp,
+            events::Params::of(backend),
+            async {
+                if backend == crate::db::Backend::Sqlite {
+                    Ok(())
+                } else {
+                    turn().await
+                }
+            },
+        )
+        .await?;
         tx.commit().await?;
+        drop(ticket);
         out
     };
     app.metrics.ingested(&out);

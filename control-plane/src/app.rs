@@ -57,9 +57,10 @@ pub struct App {
     pub(crate) watch: DesiredWatch,
     pub(crate) timing: Timing,
     pub(crate) metrics: crate::metrics::Metrics,
-    /// Serialises event ingest and retention within this process (SQLite has one writer; on
-    /// Postgres the primary key keeps concurrent processes idempotent).
-    pub(crate) ingest_lock: tokio::sync::Mutex<()>,
+    /// The commit order of event writes (ingest and retention) within this process: stamps
+    /// grow in commit order (`order`). On Postgres the primary key keeps concurrent processes
+    /// idempotent.
+    pub(crate) event_order: crate::order::CommitOrder,
     /// The last whole-chain verification of the admin log and when it ran (the console's history
     /// page reuses it for [`CHAIN_CHECK_MAX_AGE_MS`]; the API verifies on every call).
     chain_check: arc_swap::ArcSwapOption<(i64, adminlog::ChainReport)>,
@@ -86,7 +87,7 @@ impl App {
                 forget_after_ms: i64::try_from(config.forget_gateways_after_ms).unwrap_or(i64::MAX),
             },
             metrics: crate::metrics::Metrics::new()?,
-            ingest_lock: tokio::sync::Mutex::new(()),
+            event_order: crate::order::CommitOrder::default(),
             chain_check: arc_swap::ArcSwapOption::empty(),
         };
         let generated = app.seed(config.admin_key.as_deref()).await?;
@@ -107,8 +108,12 @@ impl App {
             loop {
                 let cutoff = env.retention_cutoff(self.now());
                 let n = {
-                    let _ingest = self.ingest_lock.lock().await;
                     let mut tx = self.db.pool().begin().await?;
+                    let ticket = self.event_order.take(self.now());
+                    ticket
+                        .turn()
+                        .await
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
                     let n = crate::events::prune(&mut tx, &env.name, cutoff).await?;
                     tx.commit().await?;
                     n

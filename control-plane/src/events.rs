@@ -9,9 +9,10 @@
 //!
 //! Storage is idempotent by request id: a batch sent again after a lost acknowledgement inserts
 //! nothing twice (`ON CONFLICT DO NOTHING … RETURNING` tells which events are new), and only new
-//! events move the rollups and open escalations, in the same transaction. Ingest is
-//! serialised within a process by its own lock, not the registry's write lock, so a burst of
-//! events never queues behind (or delays) a deploy.
+//! events move the rollups and open escalations, in the same transaction. Event writes commit
+//! in the order of their stamps (`order`), not under the registry's write lock, so a burst of
+//! events never queues behind (or delays) a deploy; on Postgres batches insert their rows in
+//! parallel and take only the shared rollups and the commit in order.
 //!
 //! Time: `at` is the gateway's clock (when the request ended), clamped to the control plane's
 //! receive time so a gateway clock running ahead cannot place events in the future; `received_at`
@@ -42,7 +43,7 @@ pub const MAX_BATCH_EVENTS: usize = 5000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Rows deleted per retention transaction.
 pub const PRUNE_BATCH: i64 = 5000;
-/// Rows per multi-row `INSERT` (24 columns: 1,536 parameters, under both databases' limits).
+/// Rows per multi-row `INSERT` on SQLite (25 columns: 1,600 parameters, under its limit).
 const ROWS_PER_INSERT: usize = 64;
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -199,6 +200,16 @@ pub(crate) enum Params {
 }
 
 impl Params {
+    /// Rows per multi-row `INSERT`. Postgres takes up to 65,535 parameters and pays a round
+    /// trip per statement inside the serialised ingest, so it gets 8× SQLite's rows (12,800
+    /// parameters for events).
+    fn rows(self) -> usize {
+        match self {
+            Self::Positional => ROWS_PER_INSERT,
+            Self::Numbered => ROWS_PER_INSERT * 8,
+        }
+    }
+
     pub(crate) fn of(backend: crate::db::Backend) -> Self {
         match backend {
             crate::db::Backend::Sqlite => Self::Positional,
@@ -238,13 +249,16 @@ fn to_i64(v: u64) -> i64 {
 const EVENT_COLUMNS: &str = "request_id, at, received_at, environment, gateway, pack, version, hash, route, model_requested, model_used, caller, team, outcome, escalated, status, latency_us, upstream_us, input_tokens, output_tokens, cost_usd, findings, redacted_text, redacted_response_text, attempts";
 const EVENT_COLUMN_COUNT: usize = 25;
 
-/// Store a checked batch in one transaction: the new events, their entity rows, the rollups and
-/// the escalations they open. Events already stored (by request id) are skipped entirely.
+/// Store a checked batch in one transaction: the new events, their entity rows, the
+/// escalations they open, and then — once `turn` says every earlier write has finished
+/// (`order`) — the rollups, which all batches share. Events already stored (by request id) are
+/// skipped entirely.
 pub(crate) async fn ingest(
     conn: &mut AnyConnection,
     batch: &Batch,
     now: i64,
     params: Params,
+    turn: impl std::future::Future<Output = Result<(), sqlx::Error>>,
 ) -> Result<Ingested, sqlx::Error> {
     let mut out = Ingested::default();
     let mut new_ids: Vec<String> = Vec::with_capacity(batch.events.len());
@@ -255,7 +269,7 @@ pub(crate) async fn ingest(
         .iter()
         .filter(|e| seen.insert(e.request_id.as_str()))
         .collect();
-    for chunk in unique.chunks(ROWS_PER_INSERT) {
+    for chunk in unique.chunks(params.rows()) {
         let findings: Vec<String> = chunk.iter().map(|e| findings_json(e)).collect();
         // Attempts as a JSON list, only for requests that made more than one.
         let attempts: Vec<Option<String>> = chunk
@@ -317,8 +331,9 @@ pub(crate) async fn ingest(
         .filter(|e| new.contains(e.request_id.as_str()))
         .collect();
     insert_entities(conn, &fresh, now, params).await?;
-    upsert_rollups(conn, &fresh, now, params).await?;
     out.escalations_opened = open_escalations(conn, &fresh, &batch.gateway, now, params).await?;
+    turn.await?;
+    upsert_rollups(conn, &fresh, now, params).await?;
     Ok(out)
 }
 
@@ -343,7 +358,7 @@ async fn insert_entities(
             }
         }
     }
-    for chunk in rows.chunks(ROWS_PER_INSERT * 3) {
+    for chunk in rows.chunks(params.rows() * 3) {
         let binds: Vec<Bind> = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
         let sql = format!(
             "INSERT INTO event_entities (request_id, environment, at, side, entity, findings) VALUES {} ON CONFLICT DO NOTHING",
@@ -403,7 +418,7 @@ async fn upsert_rollups(
         }
     }
     let rows: Vec<_> = outcomes.into_iter().collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    for chunk in rows.chunks(params.rows()) {
         let mut binds = Vec::with_capacity(chunk.len() * 10);
         for ((key, outcome), (n, esc, cost)) in chunk {
             binds.extend(key_binds(key));
@@ -424,7 +439,7 @@ async fn upsert_rollups(
             .await?;
     }
     let rows: Vec<_> = entities.into_iter().collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    for chunk in rows.chunks(params.rows()) {
         let mut binds = Vec::with_capacity(chunk.len() * 10);
         for ((key, side, entity), (n, requests)) in chunk {
             binds.extend(key_binds(key));
@@ -455,7 +470,7 @@ async fn open_escalations(
     params: Params,
 ) -> Result<usize, sqlx::Error> {
     let escalated: Vec<&&DecisionEvent> = events.iter().filter(|e| e.escalated).collect();
-    for chunk in escalated.chunks(ROWS_PER_INSERT) {
+    for chunk in escalated.chunks(params.rows()) {
         let mut binds = Vec::with_capacity(chunk.len() * 9);
         for e in chunk {
             binds.extend([

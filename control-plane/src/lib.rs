@@ -28,6 +28,7 @@ mod import;
 pub mod keys;
 pub mod manifest;
 mod metrics;
+mod order;
 mod pointers;
 mod promote;
 mod registry;

@@ -1,0 +1,158 @@
+//! The order in which event writes commit, so `received_at` grows in commit order.
+//!
+//! `palisade events --follow` pages by `(received_at, request_id)`: a write that committed after
+//! a later-stamped one would be skipped by a follower that had already read past its stamp. A
+//! write takes a [`Ticket`] (its stamp, never below the previous one) once it holds a database
+//! connection, and commits only on its turn: when every earlier ticket has finished, committed or
+//! not. On Postgres the rows of a batch are written before the turn, so batches from many
+//! gateways insert in parallel and only the shared rows (the rollups) and the commit are taken
+//! in order; SQLite, with one writer, takes its turn before writing anything.
+//!
+//! A turn waited for longer than [`TURN_TIMEOUT`] fails the write (the gateway sends the batch
+//! again): two batches that carry the same request id can each wait for the other, one on the
+//! row the other inserted and one on its turn, and the timeout breaks that.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// How long a write waits for its turn.
+pub(crate) const TURN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The order's state lives in the channel that announces turns: a change to it wakes the
+/// waiters only when the lowest unfinished ticket moved.
+#[derive(Debug)]
+pub(crate) struct CommitOrder {
+    state: watch::Sender<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next: u64,
+    last_stamp: i64,
+    /// Finished tickets above the lowest unfinished one.
+    finished: BTreeSet<u64>,
+    /// The lowest ticket not finished yet: whose turn it is.
+    lowest: u64,
+}
+
+impl Default for CommitOrder {
+    fn default() -> Self {
+        Self {
+            state: watch::Sender::new(State::default()),
+        }
+    }
+}
+
+impl CommitOrder {
+    /// The next ticket, stamped `now` or the previous stamp if the clock went back.
+    pub(crate) fn take(&self, now: i64) -> Ticket<'_> {
+        let mut ticket = (0, 0);
+        self.state.send_if_modified(|st| {
+            st.last_stamp = st.last_stamp.max(now);
+            ticket = (st.next, st.last_stamp);
+            st.next += 1;
+            false
+        });
+        Ticket {
+            order: self,
+            n: ticket.0,
+            stamp: ticket.1,
+        }
+    }
+
+    fn finish(&self, n: u64) {
+        self.state.send_if_modified(|st| {
+            st.finished.insert(n);
+            let before = st.lowest;
+            loop {
+                let lowest = st.lowest;
+                if !st.finished.remove(&lowest) {
+                    break;
+                }
+                st.lowest += 1;
+            }
+            st.lowest != before
+        });
+    }
+}
+
+/// A write's place in the commit order; finished when dropped (after its commit or rollback).
+#[derive(Debug)]
+pub(crate) struct Ticket<'a> {
+    order: &'a CommitOrder,
+    n: u64,
+    /// The write's `received_at`.
+    pub(crate) stamp: i64,
+}
+
+/// A turn not reached within [`TURN_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("an earlier event write did not finish within {} s", TURN_TIMEOUT.as_secs())]
+pub(crate) struct TurnTimeout;
+
+impl Ticket<'_> {
+    /// Wait until every earlier ticket has finished.
+    pub(crate) async fn turn(&self) -> Result<(), TurnTimeout> {
+        self.turn_within(TURN_TIMEOUT).await
+    }
+
+    async fn turn_within(&self, timeout: Duration) -> Result<(), TurnTimeout> {
+        let mut rx = self.order.state.subscribe();
+        let n = self.n;
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|st| st.lowest >= n))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        // The sender lives as long as the order, which outlives its tickets: an error is the
+        // timeout.
+        if reached {
+            Ok(())
+        } else {
+            Err(TurnTimeout)
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.order.finish(self.n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_come_in_ticket_order_and_stamps_never_go_back() {
+        let order = CommitOrder::default();
+        let a = order.take(100);
+        let b = order.take(90);
+        let c = order.take(120);
+        assert_eq!((a.stamp, b.stamp, c.stamp), (100, 100, 120));
+        a.turn().await.unwrap();
+        // c waits for a and b; b finishing first (a rollback) is not enough.
+        let waiting = c.turn();
+        tokio::pin!(waiting);
+        drop(b);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err(),
+            "c's turn came before a finished"
+        );
+        drop(a);
+        waiting.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_turn_that_never_comes_times_out() {
+        let order = CommitOrder::default();
+        let stuck = order.take(1);
+        let b = order.take(2);
+        assert!(b.turn_within(Duration::from_millis(20)).await.is_err());
+        drop(stuck);
+        assert!(b.turn_within(Duration::from_millis(20)).await.is_ok());
+    }
+}
