@@ -64,6 +64,18 @@ fn get_text(cp: &ControlPlane, path: &str) -> String {
     raw.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
+/// `dev`'s summary of the last three hours.
+fn summary_3h(cp: &ControlPlane) -> Value {
+    cp.http(
+        "GET",
+        "/v1/events/summary?environment=dev&since=3h",
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    )
+    .body
+}
+
 fn ids(v: &Value) -> Vec<String> {
     v["events"]
         .as_array()
@@ -699,15 +711,7 @@ fn retention_deletes_what_the_environment_no_longer_keeps(backend: Backend) {
             .body;
         (ids(&v) == ["fresh"]).then_some(())
     });
-    let s = cp
-        .http(
-            "GET",
-            "/v1/events/summary?environment=dev&since=3h",
-            Some(ADMIN_KEY),
-            &[],
-            None,
-        )
-        .body;
+    let s = summary_3h(&cp);
     assert_eq!(
         s["rows"][0]["requests"], 1,
         "the rollups of deleted minutes go too: {s}"
@@ -797,15 +801,7 @@ fn concurrent_batches_are_followed_without_gaps(backend: Backend) {
     let unique: std::collections::HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no event is read twice");
     assert_eq!(seen.len(), total, "the reader saw every event");
-    let s = cp
-        .http(
-            "GET",
-            "/v1/events/summary?environment=dev&since=3h",
-            Some(ADMIN_KEY),
-            &[],
-            None,
-        )
-        .body;
+    let s = summary_3h(&cp);
     let counted: u64 = s["rows"]
         .as_array()
         .unwrap()

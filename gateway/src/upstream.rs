@@ -672,13 +672,7 @@ impl Upstream {
             .handshake(io)
             .await
             .map_err(|e| ApiError::upstream(&self.name, describe(&e, "HTTP/2 handshake failed")))?;
-        let provider = self.name.clone();
-        let exec = TokioExecutor::new();
-        hyper::rt::Executor::execute(&exec, async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%provider, error = %e, "provider connection ended");
-            }
-        });
+        self.drive(conn);
         Ok(sender)
     }
 
@@ -688,6 +682,12 @@ impl Upstream {
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| ApiError::upstream(&self.name, describe(&e, "connection failed")))?;
+        self.drive(conn);
+        Ok(sender)
+    }
+
+    /// Run a connection's task on this thread's runtime until the provider or the pool closes it.
+    fn drive(&self, conn: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static) {
         let provider = self.name.clone();
         let exec = TokioExecutor::new();
         hyper::rt::Executor::execute(&exec, async move {
@@ -695,7 +695,6 @@ impl Upstream {
                 tracing::debug!(%provider, error = %e, "provider connection ended");
             }
         });
-        Ok(sender)
     }
 
     /// A TCP (and TLS) connection to the provider, within the connect timeout.

@@ -503,6 +503,19 @@ async fn shutdown_drains_an_open_stream() {
     stopping.await.unwrap();
 }
 
+/// Start a streamed answer and leave once its head has arrived.
+async fn abandon_a_stream(c: &client::TestClient, url: &str) {
+    let resp = client::send(
+        c,
+        "POST",
+        url,
+        Some(chat("gpt-4o-mini", "hi", true).to_string().as_bytes()),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn provider_connections_are_reused_after_whole_answers_and_closed_after_abandoned_streams() {
     provider_key();
@@ -531,16 +544,7 @@ async fn provider_connections_are_reused_after_whole_answers_and_closed_after_ab
     // connection must not serve the next request.
     mock.set(|b| b.chunk_delay = Duration::from_millis(200))
         .await;
-    let resp = client::send(
-        &c,
-        "POST",
-        &url,
-        Some(chat("gpt-4o-mini", "hi", true).to_string().as_bytes()),
-        None,
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    drop(resp);
+    abandon_a_stream(&c, &url).await;
     mock.set(|b| b.chunk_delay = Duration::ZERO).await;
     let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -620,16 +624,7 @@ async fn an_http2_provider_carries_concurrent_streams_on_shared_connections() {
 
     // A caller that leaves mid-stream resets only its stream: the connection serves on.
     let c = client::client();
-    let resp = client::send(
-        &c,
-        "POST",
-        &url,
-        Some(chat("gpt-4o-mini", "hi", true).to_string().as_bytes()),
-        None,
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    drop(resp);
+    abandon_a_stream(&c, &url).await;
     mock.set(|b| b.chunk_delay = Duration::ZERO).await;
     let r = post(&c, &url, &chat("gpt-4o-mini", "hi", false), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
