@@ -218,6 +218,7 @@ async fn ingest(
         }
     };
     let out = {
+        let _writer = app.event_writers.acquire().await;
         let mut tx = app.db.pool().begin().await?;
         // Taken with a connection in hand, so a write waiting for its turn never holds back an
         // earlier one waiting for a connection. The stamp is the events' `received_at`.

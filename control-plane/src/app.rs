@@ -61,6 +61,8 @@ pub struct App {
     /// grow in commit order (`order`). On Postgres the primary key keeps concurrent processes
     /// idempotent.
     pub(crate) event_order: crate::order::CommitOrder,
+    /// Event writes holding a connection (`order::MAX_WRITERS`).
+    pub(crate) event_writers: tokio::sync::Semaphore,
     /// The last whole-chain verification of the admin log and when it ran (the console's history
     /// page reuses it for [`CHAIN_CHECK_MAX_AGE_MS`]; the API verifies on every call).
     chain_check: arc_swap::ArcSwapOption<(i64, adminlog::ChainReport)>,
@@ -77,6 +79,11 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<Self>, Option<String>), StartError> {
         let db = Db::open(&config.database).await?;
+        use sqlx::Row as _;
+        let newest: i64 = sqlx::query("SELECT COALESCE(MAX(received_at), 0) AS newest FROM events")
+            .fetch_one(&mut *db.read().await?)
+            .await?
+            .try_get("newest")?;
         let app = Self {
             db,
             clock,
@@ -87,7 +94,8 @@ impl App {
                 forget_after_ms: i64::try_from(config.forget_gateways_after_ms).unwrap_or(i64::MAX),
             },
             metrics: crate::metrics::Metrics::new()?,
-            event_order: crate::order::CommitOrder::default(),
+            event_order: crate::order::CommitOrder::starting_at(newest),
+            event_writers: tokio::sync::Semaphore::new(crate::order::MAX_WRITERS),
             chain_check: arc_swap::ArcSwapOption::empty(),
         };
         let generated = app.seed(config.admin_key.as_deref()).await?;
@@ -108,6 +116,7 @@ impl App {
             loop {
                 let cutoff = env.retention_cutoff(self.now());
                 let n = {
+                    let _writer = self.event_writers.acquire().await;
                     let mut tx = self.db.pool().begin().await?;
                     let ticket = self.event_order.take(self.now());
                     ticket

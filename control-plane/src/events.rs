@@ -417,7 +417,10 @@ async fn upsert_rollups(
             }
         }
     }
-    let rows: Vec<_> = outcomes.into_iter().collect();
+    // In key order: two writers (two control planes on one Postgres) that upsert the same
+    // rows lock them in the same order, so they queue instead of deadlocking.
+    let mut rows: Vec<_> = outcomes.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for chunk in rows.chunks(params.rows()) {
         let mut binds = Vec::with_capacity(chunk.len() * 10);
         for ((key, outcome), (n, esc, cost)) in chunk {
@@ -438,7 +441,8 @@ async fn upsert_rollups(
             .execute(&mut *conn)
             .await?;
     }
-    let rows: Vec<_> = entities.into_iter().collect();
+    let mut rows: Vec<_> = entities.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for chunk in rows.chunks(params.rows()) {
         let mut binds = Vec::with_capacity(chunk.len() * 10);
         for ((key, side, entity), (n, requests)) in chunk {

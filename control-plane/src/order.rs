@@ -9,8 +9,16 @@
 //! in order; SQLite, with one writer, takes its turn before writing anything.
 //!
 //! A turn waited for longer than [`TURN_TIMEOUT`] fails the write (the gateway sends the batch
-//! again): two batches that carry the same request id can each wait for the other, one on the
-//! row the other inserted and one on its turn, and the timeout breaks that.
+//! again). It is short for two reasons: the stamp is taken before the rows are written, so the
+//! time from stamp to commit (the write, then the wait) stays inside the 2 s that
+//! `events --follow` re-reads behind its cursor for other processes' commits; and two batches
+//! that carry the same request id can each wait for the other, one on the row the other
+//! inserted and one on its turn, which the timeout breaks (a gateway sends one batch at a time
+//! and resends only after 10 s, so such a pair is rare). A write cancelled during its commit (its
+//! caller gone) finishes its ticket before the commit lands; the same margin covers that.
+//!
+//! Stamps start at the newest `received_at` stored ([`CommitOrder::starting_at`]), so a clock
+//! that is behind after a restart cannot stamp new events below ones a follower has read.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,7 +26,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How long a write waits for its turn.
-pub(crate) const TURN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TURN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Event writes that may hold a database connection at once: the rest of the pool (8) stays
+/// free for reads, reports and sessions while a burst of batches waits for turns.
+pub(crate) const MAX_WRITERS: usize = 4;
 
 /// The order's state lives in the channel that announces turns: a change to it wakes the
 /// waiters only when the lowest unfinished ticket moved.
@@ -39,13 +50,21 @@ struct State {
 
 impl Default for CommitOrder {
     fn default() -> Self {
-        Self {
-            state: watch::Sender::new(State::default()),
-        }
+        Self::starting_at(0)
     }
 }
 
 impl CommitOrder {
+    /// An order whose stamps are never below `stamp` (the newest `received_at` stored).
+    pub(crate) fn starting_at(stamp: i64) -> Self {
+        Self {
+            state: watch::Sender::new(State {
+                last_stamp: stamp,
+                ..State::default()
+            }),
+        }
+    }
+
     /// The next ticket, stamped `now` or the previous stamp if the clock went back.
     pub(crate) fn take(&self, now: i64) -> Ticket<'_> {
         let mut ticket = (0, 0);
@@ -89,7 +108,7 @@ pub(crate) struct Ticket<'a> {
 
 /// A turn not reached within [`TURN_TIMEOUT`].
 #[derive(Debug, thiserror::Error)]
-#[error("an earlier event write did not finish within {} s", TURN_TIMEOUT.as_secs())]
+#[error("an earlier event write did not finish within {} ms", TURN_TIMEOUT.as_millis())]
 pub(crate) struct TurnTimeout;
 
 impl Ticket<'_> {
@@ -127,6 +146,7 @@ mod tests {
     #[tokio::test]
     async fn turns_come_in_ticket_order_and_stamps_never_go_back() {
         let order = CommitOrder::default();
+        assert_eq!(CommitOrder::starting_at(500).take(100).stamp, 500);
         let a = order.take(100);
         let b = order.take(90);
         let c = order.take(120);

@@ -66,11 +66,9 @@ pub(crate) async fn handle(
                 pack = pack.version(),
                 code = tracing::field::Empty,
             );
-            // Boxed: hyper keeps a box the size of this future for as long as the connection
-            // lives, and the policy chain's future is about 13 KB. So the chain's state exists
-            // only until the response head is ready, not for a whole stream or keep-alive
-            // connection (benches/README.md, Streams at scale).
-            Box::pin(serve_api(&state, pack, req, route, id, started).instrument(span)).await
+            serve_api(&state, pack, req, route, id, started)
+                .instrument(span)
+                .await
         }
         (None, _) => route_other(&state, &req, pack.as_deref()),
     };

@@ -65,10 +65,13 @@ type Sender2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 pub(crate) const H2_STREAMS_PER_CONNECTION: usize = 100;
 /// Flow-control windows of an HTTP/2 provider connection. A stream whose caller stops reading
 /// holds at most the stream window in the gateway (HTTP/1 holds it in the kernel's socket
-/// buffers instead); answers are generated far slower than either window drains.
+/// buffers instead); answers are generated far slower than either window drains. The
+/// connection's window covers every stream's, so callers that stop reading cannot starve the
+/// other streams of their connection (it is credit, not memory set aside).
 const H2_STREAM_WINDOW: u32 = 256 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-/// A ping every interval finds a dead HTTP/2 connection that no request is waiting on.
+const H2_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * H2_STREAMS_PER_CONNECTION as u32;
+/// A ping every interval, idle or not, finds a dead HTTP/2 connection before requests are put
+/// on it.
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -131,9 +134,36 @@ struct H2Origin {
     /// Counts connects begun, so a waiter knows whether the failure recorded is the one it
     /// waited for.
     attempt: u64,
-    /// The last connect that failed, and why: its waiters fail with it rather than each try
+    /// The last connect that failed, and how: its waiters fail with it rather than each try
     /// (and time out) in turn.
-    failed: Option<(u64, String)>,
+    failed: Option<(u64, ConnectFailure)>,
+}
+
+/// How a connect failed, for the requests that waited on it: the same error as the request
+/// that made it.
+#[derive(Debug, Clone)]
+enum ConnectFailure {
+    Timeout { ms: u64 },
+    Upstream(String),
+}
+
+impl ConnectFailure {
+    fn of(e: &ApiError) -> Self {
+        match e {
+            ApiError::UpstreamTimeout { ms, .. } => Self::Timeout { ms: *ms },
+            other => Self::Upstream(other.detail().into_owned()),
+        }
+    }
+
+    fn error(self, provider: &str) -> ApiError {
+        match self {
+            Self::Timeout { ms } => ApiError::UpstreamTimeout {
+                ms,
+                phase: "connect",
+            },
+            Self::Upstream(detail) => ApiError::upstream(provider, detail),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -224,8 +254,8 @@ fn pick_h2(origin: &str) -> H2Pick {
     })
 }
 
-/// Why the connect a waiter waited for failed, if it did.
-fn failed_h2(origin: &str, attempt: u64) -> Option<String> {
+/// How the connect a waiter waited for failed, if it did.
+fn failed_h2(origin: &str, attempt: u64) -> Option<ConnectFailure> {
     POOL.with(|pool| {
         let pool = pool.borrow();
         let (a, why) = pool.h2.get(origin)?.failed.as_ref()?;
@@ -238,14 +268,22 @@ fn failed_h2(origin: &str, attempt: u64) -> Option<String> {
 /// connecting request takes the first slot.
 fn connected_h2(
     origin: &str,
-    outcome: Option<Result<Sender2, String>>,
-    done: &tokio::sync::Notify,
+    outcome: Option<Result<Sender2, ConnectFailure>>,
+    done: &Arc<tokio::sync::Notify>,
 ) -> Option<H2Slot> {
     // `try_with`: a connect dropped while its thread exits finds the pool already gone.
     let slot = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let entry = pool.h2.entry(origin.into()).or_default();
-        entry.connecting = None;
+        // Only this connect's own mark: a connect that ended on another thread (it cannot,
+        // on the serving threads' runtimes) must not clear a connect under way here.
+        if entry
+            .connecting
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, done))
+        {
+            entry.connecting = None;
+        }
         let sender = match outcome? {
             Ok(sender) => sender,
             Err(why) => {
@@ -293,7 +331,7 @@ struct Connecting<'a> {
 }
 
 impl Connecting<'_> {
-    fn finish(mut self, outcome: Result<Sender2, String>) -> Option<H2Slot> {
+    fn finish(mut self, outcome: Result<Sender2, ConnectFailure>) -> Option<H2Slot> {
         let done = self.done.take()?;
         connected_h2(self.origin, Some(outcome), &done)
     }
@@ -627,8 +665,8 @@ impl Upstream {
                 H2Pick::Ready(sender, slot) => break (sender, slot),
                 H2Pick::Wait(connected, attempt) => {
                     connected.await;
-                    if let Some(why) = failed_h2(&self.origin, attempt) {
-                        return Err(ApiError::upstream(&self.name, why));
+                    if let Some(failure) = failed_h2(&self.origin, attempt) {
+                        return Err(failure.error(&self.name));
                     }
                 }
                 H2Pick::Connect(done) => {
@@ -639,7 +677,7 @@ impl Upstream {
                     let sender = self.connect_h2().await;
                     let slot = connecting.finish(match &sender {
                         Ok(s) => Ok(s.clone()),
-                        Err(e) => Err(e.detail().into_owned()),
+                        Err(e) => Err(ConnectFailure::of(e)),
                     });
                     match (sender, slot) {
                         (Ok(sender), Some(slot)) => break (sender, slot),
@@ -660,18 +698,31 @@ impl Upstream {
         Ok((resp, slot))
     }
 
-    /// A new HTTP/2 connection, its task spawned on this thread's runtime.
+    /// A new HTTP/2 connection, its task spawned on this thread's runtime. The TCP connect, TLS
+    /// and HTTP/2 handshakes together get the connect timeout: every request to the provider
+    /// from this thread may be waiting on this one connect.
     async fn connect_h2(&self) -> Result<Sender2, ApiError> {
-        let io = self.dial().await?;
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .keep_alive_interval(H2_PING_EVERY)
-            .keep_alive_timeout(H2_PING_TIMEOUT)
-            .handshake(io)
+        let connect = async {
+            let io = self.dial().await?;
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .keep_alive_interval(H2_PING_EVERY)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .handshake(io)
+                .await
+                .map_err(|e| {
+                    ApiError::upstream(&self.name, describe(&e, "HTTP/2 handshake failed"))
+                })
+        };
+        let (sender, conn) = tokio::time::timeout(self.connect_timeout, connect)
             .await
-            .map_err(|e| ApiError::upstream(&self.name, describe(&e, "HTTP/2 handshake failed")))?;
+            .map_err(|_| ApiError::UpstreamTimeout {
+                ms: u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+                phase: "connect",
+            })??;
         self.drive(conn);
         Ok(sender)
     }

@@ -7,7 +7,7 @@
 //! without a known prefix are deliberately not reported: they cost precision (git SHAs, UUIDs,
 //! base64 blobs) for little recall.
 
-use super::scanner::{ent, glued_after, glued_before, is_word, Step};
+use super::scanner::{ent, glued_after, glued_before, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alphabet {
@@ -24,13 +24,40 @@ pub(crate) enum Alphabet {
 }
 
 impl Alphabet {
-    fn has(self, b: u8) -> bool {
+    const fn has(self, b: u8) -> bool {
         match self {
             Self::Url => b.is_ascii_alphanumeric() || b == b'_' || b == b'-',
             Self::Alnum => b.is_ascii_alphanumeric(),
             Self::Upper => b.is_ascii_uppercase() || b.is_ascii_digit(),
-            Self::Word => is_word(b),
+            Self::Word => b.is_ascii_alphanumeric() || b == b'_',
             Self::Dash => b.is_ascii_alphanumeric() || b == b'-',
+        }
+    }
+
+    /// Membership of every byte, for the loop over a key's body (a lookup per byte instead of
+    /// a match on the alphabet per byte: 6 % of PII-dense scanning was that loop).
+    const fn table(self) -> [bool; 256] {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = self.has(b as u8);
+            b += 1;
+        }
+        t
+    }
+
+    fn members(self) -> &'static [bool; 256] {
+        const URL: [bool; 256] = Alphabet::Url.table();
+        const ALNUM: [bool; 256] = Alphabet::Alnum.table();
+        const UPPER: [bool; 256] = Alphabet::Upper.table();
+        const WORD: [bool; 256] = Alphabet::Word.table();
+        const DASH: [bool; 256] = Alphabet::Dash.table();
+        match self {
+            Self::Url => &URL,
+            Self::Alnum => &ALNUM,
+            Self::Upper => &UPPER,
+            Self::Word => &WORD,
+            Self::Dash => &DASH,
         }
     }
 }
@@ -110,9 +137,13 @@ pub(crate) fn confirm(hay: &[u8], t: usize, rule: usize) -> Step {
         return miss;
     }
     let body_start = t + r.prefix.len();
+    let members = r.alphabet.members();
+    let end = hay.len().min(body_start + r.max + 1);
     let mut i = body_start;
-    let cap = body_start + r.max + 1;
-    while i < hay.len() && i < cap && hay.get(i).is_some_and(|&b| r.alphabet.has(b)) {
+    while let Some(&b) = hay.get(i).filter(|_| i < end) {
+        if !members[usize::from(b)] {
+            break;
+        }
         i += 1;
     }
     // A trailing `-` or `_` is punctuation around the token, not part of it.
