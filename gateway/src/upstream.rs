@@ -610,7 +610,9 @@ impl Upstream {
             phase: "first byte",
         };
         if self.protocol == ProviderProtocol::Http2 {
-            let (resp, slot) = tokio::time::timeout(budget, self.exchange_h2(req))
+            // Boxed: inline, its connect and handshake state would grow every request's
+            // future (and hyper keeps a box of that size per caller connection), HTTP/1.1 or not.
+            let (resp, slot) = tokio::time::timeout(budget, Box::pin(self.exchange_h2(req)))
                 .await
                 .map_err(|_| first_byte)??;
             let (parts, inner) = resp.into_parts();
