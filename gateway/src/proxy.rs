@@ -337,19 +337,11 @@ async fn forward<'p>(
         &parsed,
         Rewrite {
             upstream_model: rename,
-            // Chat and completions streams report usage only when asked; Anthropic's and the
-            // Responses API's always do (a translated request asks in its own format).
-            include_usage: stream
-                && translation.is_none()
-                && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions),
+            include_usage: asks_usage(route, stream, translation),
         },
         splice,
     )?;
-    let upstream_body = match translation {
-        Some(t) => t.request(&upstream_body)?,
-        None => upstream_body,
-    };
-    let upstream_route = translation.map_or(route, Translation::upstream_route);
+    let (upstream_body, upstream_route) = to_provider(translation, route, upstream_body)?;
 
     pass.traceparent = o.meta.trace.as_mut().map(|t| {
         t.served(&upstream.name, &model_route.upstream_model);
@@ -456,17 +448,11 @@ async fn forward_routed<'p>(
             call.parsed,
             Rewrite {
                 upstream_model: rename,
-                include_usage: call.stream
-                    && translation.is_none()
-                    && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions),
+                include_usage: asks_usage(route, call.stream, *translation),
             },
             &splice,
         )?;
-        let upstream_body = match translation {
-            Some(t) => t.request(&upstream_body)?,
-            None => upstream_body,
-        };
-        let upstream_route = translation.map_or(route, Translation::upstream_route);
+        let (upstream_body, upstream_route) = to_provider(*translation, route, upstream_body)?;
         pass.traceparent = o.meta.trace.as_mut().map(|t| {
             t.served(&c.upstream.name, &c.deployment.upstream_model);
             t.traceparent().clone()
@@ -985,6 +971,27 @@ fn passes_to_client(name: &str) -> bool {
             | "request-id"
     ) || name.starts_with("x-ratelimit-")
         || name.starts_with("anthropic-ratelimit-")
+}
+
+/// Whether a stream's request must ask for the usage chunk: chat and completions streams report
+/// usage only when asked; Anthropic's and the Responses API's always do (a translated request
+/// asks in its own format).
+fn asks_usage(route: ApiRoute, stream: bool, translation: Option<Translation>) -> bool {
+    stream
+        && translation.is_none()
+        && matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions)
+}
+
+/// The body and route the provider gets: the caller's, or translated into its format.
+fn to_provider(
+    translation: Option<Translation>,
+    route: ApiRoute,
+    body: Bytes,
+) -> Result<(Bytes, ApiRoute), ApiError> {
+    match translation {
+        Some(t) => Ok((t.request(&body)?, t.upstream_route())),
+        None => Ok((body, route)),
+    }
 }
 
 #[cfg(test)]
