@@ -108,6 +108,7 @@ impl PiiDetector {
             builtins,
             custom: compiled,
             replacer: Replacer {
+                id: Replacer::next_id(),
                 style: cfg.redaction,
                 labels,
                 key: hash_key.map(<[u8]>::to_vec),

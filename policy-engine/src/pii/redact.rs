@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -29,6 +30,11 @@ use crate::pack::RedactionStyle;
 pub struct RedactionSession {
     /// Entity name → tally, in first-seen order.
     tallies: Vec<(String, Tally)>,
+    /// Tally position + 1 per entity id of the replacer `slots_of` (0: not seen yet), so a
+    /// replacement finds its tally without comparing names. A session can serve two detectors
+    /// (the request's and the answer's); the slots start over when the replacer changes.
+    slots: Vec<u16>,
+    slots_of: u64,
     seed: Seed,
 }
 
@@ -111,15 +117,37 @@ impl RedactionSession {
         self.tallies.is_empty()
     }
 
-    /// Record one occurrence and return the value's 1-based index within its entity type.
-    pub(crate) fn record(&mut self, entity: &str, value: &str) -> u32 {
-        let k = match self.tallies.iter().position(|(n, _)| n == entity) {
+    /// Position of `name`'s tally (entity `entity` of replacer `replacer`), created if new.
+    fn tally(&mut self, replacer: u64, entity: u16, name: &str) -> usize {
+        if self.slots_of != replacer {
+            self.slots_of = replacer;
+            self.slots.clear();
+        }
+        let e = usize::from(entity);
+        if let Some(&slot) = self.slots.get(e).filter(|&&s| s != 0) {
+            return usize::from(slot - 1);
+        }
+        let k = match self.tallies.iter().position(|(n, _)| n == name) {
             Some(k) => k,
             None => {
-                self.tallies.push((entity.to_owned(), Tally::default()));
+                let mut tally = Tally::default();
+                tally.indexes.reserve(16);
+                self.tallies.push((name.to_owned(), tally));
                 self.tallies.len() - 1
             }
         };
+        if self.slots.len() <= e {
+            self.slots.resize(e + 1, 0);
+        }
+        if let (Some(slot), Ok(k1)) = (self.slots.get_mut(e), u16::try_from(k + 1)) {
+            *slot = k1;
+        }
+        k
+    }
+
+    /// Record one occurrence and return the value's 1-based index within its entity type.
+    fn record(&mut self, replacer: u64, entity: u16, name: &str, value: &str) -> u32 {
+        let k = self.tally(replacer, entity, name);
         let key = self.seed.hash(value.as_bytes());
         let Some((_, tally)) = self.tallies.get_mut(k) else {
             return 0;
@@ -139,6 +167,8 @@ impl RedactionSession {
 /// The compiled replacement policy of one detector.
 #[derive(Clone)]
 pub(crate) struct Replacer {
+    /// Unique per compiled detector: names the entity-id space of `RedactionSession::slots`.
+    pub(crate) id: u64,
     pub(crate) style: RedactionStyle,
     /// Upper-case labels per entity id (`EMAIL`, `CREDIT_CARD`, `EMPLOYEE_ID`).
     pub(crate) labels: Vec<String>,
@@ -174,6 +204,12 @@ fn push_decimal(mut n: u32, out: &mut String) {
 }
 
 impl Replacer {
+    /// A fresh [`id`](Self::id); never 0, which a new session's slots belong to.
+    pub(crate) fn next_id() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Append the replacement of `value` (entity `entity`, named `name`) to `out`.
     pub(crate) fn write(
         &self,
@@ -183,7 +219,7 @@ impl Replacer {
         session: &mut RedactionSession,
         out: &mut String,
     ) {
-        let index = session.record(name, value);
+        let index = session.record(self.id, entity, name, value);
         let label = self
             .labels
             .get(usize::from(entity))
@@ -244,5 +280,25 @@ mod decimal_tests {
             super::push_decimal(n, &mut out);
             assert_eq!(out, n.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::RedactionSession;
+
+    #[test]
+    fn two_replacers_share_tallies_by_entity_name_whatever_their_ids() {
+        let mut s = RedactionSession::new();
+        assert_eq!(s.record(1, 0, "email", "a@x.io"), 1);
+        // Another detector numbers its entities differently: id 0 is a phone there.
+        assert_eq!(s.record(2, 0, "phone", "555 0100"), 1);
+        assert_eq!(s.record(2, 3, "email", "a@x.io"), 1);
+        assert_eq!(s.record(2, 3, "email", "b@x.io"), 2);
+        assert_eq!(s.record(1, 0, "email", "b@x.io"), 2);
+        assert_eq!(s.record(1, 0, "email", "c@x.io"), 3);
+        assert_eq!(s.record(2, 0, "phone", "555 0100"), 1);
+        let counts: Vec<_> = s.counts().collect();
+        assert_eq!(counts, [("email", 5), ("phone", 2)]);
     }
 }

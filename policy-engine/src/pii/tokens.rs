@@ -141,15 +141,24 @@ pub(crate) fn ipv6(hay: &[u8], t: usize, lo: usize) -> Step {
     let Some(cand) = hay.get(s..e) else {
         return miss;
     };
-    let colons = cand.iter().filter(|&&b| b == b':').count();
-    let groups = cand.split(|&b| b == b':').filter(|g| !g.is_empty()).count();
+    // One pass for the shape: colons, non-empty groups, `::`, a dot, a decimal digit.
+    let (mut colons, mut groups, mut compressed, mut dotted, mut digit) =
+        (0, 0, false, false, false);
+    let mut prev = b':';
+    for &b in cand {
+        if b == b':' {
+            colons += 1;
+            compressed |= prev == b':' && colons > 1;
+        } else {
+            groups += usize::from(prev == b':');
+            dotted |= b == b'.';
+            digit |= b.is_ascii_digit();
+        }
+        prev = b;
+    }
     // Eight groups, or fewer with `::`: `12:30:45` and MAC-like `00:1A:2B:3C:4D:5E` are neither.
-    let compressed = cand.windows(2).any(|w| w == b"::");
-    let embedded_v4 = colons == 6 && cand.contains(&b'.');
-    if !(colons == 7 || compressed || embedded_v4)
-        || groups < 2
-        || !cand.iter().any(u8::is_ascii_digit)
-    {
+    let embedded_v4 = colons == 6 && dotted;
+    if !(colons == 7 || compressed || embedded_v4) || groups < 2 || !digit {
         return miss;
     }
     let parsed = std::str::from_utf8(cand)
