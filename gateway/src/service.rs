@@ -66,9 +66,11 @@ pub(crate) async fn handle(
                 pack = pack.version(),
                 code = tracing::field::Empty,
             );
-            serve_api(&state, pack, req, route, id, started)
-                .instrument(span)
-                .await
+            // Boxed: the chain's future is the largest state of a request (about 13 KB), and
+            // hyper keeps the service future's slot inline in the connection for the
+            // connection's whole life. Boxed, it is freed once the response head is ready, so
+            // a streaming answer or an idle keep-alive connection does not carry it.
+            Box::pin(serve_api(&state, pack, req, route, id, started).instrument(span)).await
         }
         (None, _) => route_other(&state, &req, pack.as_deref()),
     };
