@@ -11,6 +11,9 @@
 #                                                      # extra gateway arguments of one side;
 #                                                      # {mock} is the mock's URL, which is also
 #                                                      # an OTLP/HTTP sink: the cost of traces
+#   THREAD=palisade-otlp ARGS_B="--otlp-endpoint {mock}" benches/load/ab.sh bin bin 8 16
+#                                                      # also prints the CPU of the threads of
+#                                                      # that name (of the total, last column)
 #   ROUTED_B=1 benches/load/ab.sh bin bin 8 16         # B: two deployments and a rate limit
 #   PATH_B=/v1/messages BODY_FILE_B=$PWD/benches/load/body-messages-stream.json \
 #     BODY_FILE=$PWD/benches/load/body-stream.json benches/load/ab.sh bin bin 6 16
@@ -107,19 +110,31 @@ for side in A B; do
   done
 done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+thread_ticks() { # PID NAME: CPU ticks of the process's threads called NAME
+  local sum=0 t
+  for t in /proc/"$1"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] || continue
+    sum=$((sum + $(awk '{print $14 + $15}' "$t/stat")))
+  done
+  echo "$sum"
+}
 measure() { # SIDE
   local path_var=PATH_$1 body_var=BODY_FILE_$1
   local url=${URL[$1]}${!path_var:-/v1/chat/completions} pid=${PID[$1]}
   local BODY_FILE=${!body_var:-$BODY_FILE}
   export BODY_FILE
   wrk -t1 -c"$C" -d1s -s "$HERE/wrk-post.lua" "$url" >/dev/null
-  local c0 line c1 n
+  local c0 line c1 n t0=0 t1=0 extra=""
   c0=$(ticks "$pid")
+  [ -n "${THREAD:-}" ] && t0=$(thread_ticks "$pid" "$THREAD")
   line=$(wrk -t1 -c"$C" -d"${DUR}s" -s "$HERE/wrk-post.lua" "$url" | grep '^RESULT')
   c1=$(ticks "$pid")
+  [ -n "${THREAD:-}" ] && t1=$(thread_ticks "$pid" "$THREAD")
   get() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
   n=$(get requests)
-  echo "$1 $(get rps) $(get p50_ms) $(get p99_ms) $(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}') $(get non2xx)"
+  per_req() { awk -v d="$1" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}'; }
+  [ -n "${THREAD:-}" ] && extra=" $(per_req $((t1 - t0)))"
+  echo "$1 $(get rps) $(get p50_ms) $(get p99_ms) $(per_req $((c1 - c0))) $(get non2xx)$extra"
 }
 for _ in $(seq 1 "$PAIRS"); do measure A; measure B; done | tee "$OUT/results.txt"
 for side in A B; do
@@ -128,6 +143,9 @@ for side in A B; do
   fi
 done
 [ -n "${ARGS_A:-}${ARGS_B:-}" ] && echo "mock: $(curl -s "$MOCK_URL/mock/stats")"
-awk '{rps[$1] += $2; cpu[$1] += $5; n[$1]++}
-  END {for (k in n) printf "%s mean: rps=%.0f cpu_us_per_req=%.1f (%d measurements)\n", k, rps[k] / n[k], cpu[k] / n[k], n[k]}' \
+awk -v thread="${THREAD:-}" '{rps[$1] += $2; cpu[$1] += $5; th[$1] += $7; n[$1]++}
+  END {for (k in n) {
+    printf "%s mean: rps=%.0f cpu_us_per_req=%.1f", k, rps[k] / n[k], cpu[k] / n[k]
+    if (thread != "") printf " of_which_%s=%.1f", thread, th[k] / n[k]
+    printf " (%d measurements)\n", n[k]}}' \
   "$OUT/results.txt" | sort

@@ -231,6 +231,48 @@ async fn the_standard_sampler_variables_decide_what_is_recorded() {
     }
 }
 
+/// A collector that cannot be reached never fails a request: the spans it would have had are
+/// dropped and counted, all four of each traced request (request span and three guardrails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_for_an_unreachable_collector_are_dropped_and_counted() {
+    let mock = MockProvider::start().await;
+    let dir = Dir::new();
+    let p = dir.write(
+        "pack.yaml",
+        &pack(
+            &mock.base_url(),
+            "1.0.0",
+            "pii-detector, budget-enforcer",
+            POLICY,
+        ),
+    );
+    // A port that was free a moment ago: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = GatewayProcess::start_with_env(&p, dir.path(), &["--otlp-endpoint", &endpoint], &[]);
+    for _ in 0..5 {
+        assert_eq!(gw.chat("mail ann@example.com please").await.status, 200);
+    }
+    let c = client::client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = client::get(&c, &gw.api("/metrics")).await.text();
+        if metrics.contains("palisade_otlp_spans_dropped_total 20") {
+            assert!(
+                metrics.contains("palisade_otlp_spans_exported_total 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "20 spans not counted as dropped: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The protocol variable alone, with no endpoint, leaves traces off and the gateway starting, even
 /// with a value it would refuse for an export (an inherited environment must not stop it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

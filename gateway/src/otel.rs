@@ -10,26 +10,26 @@
 //! provider that traces joins the same trace.
 //!
 //! Cost on the request path: nothing when off (`RequestMeta::trace` is `None`, no clock read,
-//! no header parsed). When on, the span is started when the request arrives (its context is
-//! needed for `traceparent` before the provider is called), its attributes are set when it
-//! ends, and ending puts it on a bounded queue ([`QueueProcessor`]: spans beyond it are dropped
-//! and counted, never waited for). Export runs on a thread of its own, which the serving
-//! threads never wake.
+//! no header parsed). When on, the request's span context is made and sampled when the request
+//! arrives (it is needed for `traceparent` before the provider is called); when it ends, what
+//! the request path knows goes, as one [`Finished`] value, on a bounded queue (requests beyond
+//! it are dropped and their spans counted, never waited for). The spans are built and exported
+//! on a thread of its own, which the serving threads never wake (see [`start_export_thread`]).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId,
-    TraceState, Tracer as _, TracerProvider as _,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
-    SdkTracer, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor,
+    IdGenerator, RandomIdGenerator, SamplingDecision, ShouldSample, SpanData, SpanEvents,
+    SpanExporter as _, SpanLinks,
 };
 use opentelemetry_sdk::Resource;
 use policy_engine::pack::PiiAction;
@@ -82,8 +82,17 @@ pub enum OtlpError {
 /// The exporter of one gateway process.
 #[derive(Debug)]
 pub struct Traces {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    /// `OTEL_TRACES_SAMPLER` and its argument, as the SDK reads them.
+    sampler: Box<dyn ShouldSample>,
+    ids: Box<dyn IdGenerator>,
+    queue: Arc<Queue>,
+    control: mpsc::UnboundedSender<Ask>,
+}
+
+/// The serving threads' end of the export queue.
+#[derive(Debug)]
+struct Queue {
+    requests: mpsc::Sender<Finished>,
     stats: Arc<ExportStats>,
 }
 
@@ -111,52 +120,67 @@ impl Traces {
             resource = resource.with_service_name("palisade-gateway");
         }
         let stats = Arc::new(ExportStats::default());
-        let processor = QueueProcessor::start(
+        let (requests, control) = start_export_thread(
             endpoint.to_owned(),
             config.protocol,
             resource.build(),
             Arc::clone(&stats),
         )?;
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .build();
-        let tracer = provider.tracer("palisade-gateway");
+        // The SDK's defaults read `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+        let sdk = opentelemetry_sdk::trace::Config::default();
         Ok(Self {
-            provider,
-            tracer,
-            stats,
+            sampler: sdk.sampler,
+            ids: sdk.id_generator,
+            queue: Arc::new(Queue { requests, stats }),
+            control,
         })
     }
 
     pub fn stats(&self) -> &ExportStats {
-        &self.stats
+        &self.queue.stats
     }
 
     /// Start a request's span, continuing the caller's trace when `headers` carry a valid
-    /// `traceparent`.
+    /// `traceparent`: its context (for the provider's `traceparent`) and the sampling decision.
     pub(crate) fn begin(&self, headers: &HeaderMap, started: Instant) -> Box<RequestTrace> {
         let parent = headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent)
-            .map_or_else(Context::new, |sc| {
-                Context::new().with_remote_span_context(sc)
-            });
-        let wall = SystemTime::now();
-        let span = self
-            .tracer
-            .span_builder("chat")
-            .with_kind(SpanKind::Client)
-            .with_start_time(wall)
-            .start_with_context(&self.tracer, &parent);
-        let sc = span.span_context().clone();
-        let traceparent = traceparent(&sc);
+            .and_then(parse_traceparent);
+        let trace_id = parent
+            .as_ref()
+            .map_or_else(|| self.ids.new_trace_id(), SpanContext::trace_id);
+        let parent_cx = parent
+            .clone()
+            .map(|sc| Context::new().with_remote_span_context(sc));
+        let sampled = self.sampler.should_sample(
+            parent_cx.as_ref(),
+            trace_id,
+            "chat",
+            &SpanKind::Client,
+            &[],
+            &[],
+        );
+        // Only sampled spans are exported; a span recorded but not sampled has no reader here.
+        let recording = sampled.decision == SamplingDecision::RecordAndSample;
+        let flags = if recording {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let context = SpanContext::new(
+            trace_id,
+            self.ids.new_span_id(),
+            flags,
+            false,
+            sampled.trace_state,
+        );
         Box::new(RequestTrace {
-            span,
-            context: sc,
-            tracer: self.tracer.clone(),
-            traceparent,
-            wall,
+            traceparent: traceparent(&context),
+            context,
+            parent: parent.map(|p| p.span_id()),
+            queue: recording.then(|| Arc::clone(&self.queue)),
+            wall: SystemTime::now(),
             started,
             served: None,
             finish_reasons: Vec::new(),
@@ -164,141 +188,110 @@ impl Traces {
         })
     }
 
-    /// Export what is queued and stop the export threads. Blocking: call it off the serving
-    /// runtimes (the SDK must not be shut down from a current-thread runtime's own thread).
+    /// Export what is queued and stop the export thread. Blocking: call it off the serving
+    /// runtimes.
     pub fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
-            tracing::warn!(error = %e, "OTLP exporter did not shut down cleanly");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.control.send((Control::Stop, tx)).is_err() {
+            return;
+        }
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            tracing::warn!("OTLP exporter did not shut down cleanly");
         }
     }
 }
 
-/// How often the export thread collects finished spans.
+/// How often the export thread collects finished requests.
 const EXPORT_INTERVAL: Duration = Duration::from_millis(500);
-/// Finished spans waiting for the export thread; more are dropped and counted.
-const QUEUE_SPANS: usize = 65_536;
+/// Finished requests waiting for the export thread (each up to four spans); more are dropped
+/// and their spans counted.
+const QUEUE_REQUESTS: usize = 16_384;
 /// Spans per export request.
 const EXPORT_BATCH: usize = 2_048;
 
 type Ask = (Control, std::sync::mpsc::SyncSender<()>);
 
-/// The span processor: a bounded queue that the export thread drains on a timer.
-///
-/// Why not the SDK's batch processors: both wake their export thread for every finished span
-/// (a futex or an eventfd write, and a context switch), which cost the serving threads several
-/// microseconds per request under load. Here `on_end` is a `try_send` on a channel whose
-/// receiver never waits on it — the export thread sleeps, then takes what is there — so
-/// nothing is woken; a full queue drops the span and counts it. The exporter (tonic or hyper)
-/// lives on the export thread's own current-thread runtime, which its connections need.
-#[derive(Debug)]
-struct QueueProcessor {
-    spans: mpsc::Sender<SpanData>,
-    control: mpsc::UnboundedSender<Ask>,
-    stats: Arc<ExportStats>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Control {
-    Flush,
     Stop,
 }
 
-impl QueueProcessor {
-    fn start(
-        endpoint: String,
-        protocol: OtlpProtocol,
-        resource: Resource,
-        stats: Arc<ExportStats>,
-    ) -> Result<Self, OtlpError> {
-        let (spans, rx) = mpsc::channel(QUEUE_SPANS);
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let thread_stats = Arc::clone(&stats);
-        std::thread::Builder::new()
-            .name("palisade-otlp".to_owned())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
+/// The export thread: a bounded queue of finished requests that it drains on a timer, turning
+/// each into its spans and exporting them in batches.
+///
+/// Why not the SDK's span processors and spans: the batch processors wake their export thread
+/// for every finished span (a futex or an eventfd write, and a context switch), and building
+/// an SDK span — attributes as key-value pairs of owned strings, a name formatted, a processor
+/// call per span — cost the serving threads about 3 µs per request for four spans. Here the
+/// request path keeps what it knows in a [`Finished`] value (its strings moved or shared, not
+/// copied into attributes) and `try_send`s it on a channel whose receiver never waits on it —
+/// the export thread sleeps, then takes what is there — so nothing is woken; a full queue drops
+/// the request's spans and counts them. The attribute lists are built on the export thread. The
+/// exporter (tonic or hyper) lives on that thread's own current-thread runtime, which its
+/// connections need.
+fn start_export_thread(
+    endpoint: String,
+    protocol: OtlpProtocol,
+    resource: Resource,
+    stats: Arc<ExportStats>,
+) -> Result<(mpsc::Sender<Finished>, mpsc::UnboundedSender<Ask>), OtlpError> {
+    let (requests, rx) = mpsc::channel(QUEUE_REQUESTS);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("palisade-otlp".to_owned())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(OtlpError::Build(e.to_string())));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let built = match protocol {
+                    OtlpProtocol::Grpc => SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint)
+                        .build(),
+                    OtlpProtocol::HttpProtobuf => SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(Protocol::HttpBinary)
+                        .with_endpoint(format!("{endpoint}/v1/traces"))
+                        .build(),
+                };
+                match built {
+                    Ok(mut exporter) => {
+                        exporter.set_resource(&resource);
+                        let _ = ready_tx.send(Ok(()));
+                        export_loop(exporter, rx, control_rx, &stats).await;
+                    }
                     Err(e) => {
                         let _ = ready_tx.send(Err(OtlpError::Build(e.to_string())));
-                        return;
                     }
-                };
-                rt.block_on(async move {
-                    let built = match protocol {
-                        OtlpProtocol::Grpc => SpanExporter::builder()
-                            .with_tonic()
-                            .with_endpoint(endpoint)
-                            .build(),
-                        OtlpProtocol::HttpProtobuf => SpanExporter::builder()
-                            .with_http()
-                            .with_protocol(Protocol::HttpBinary)
-                            .with_endpoint(format!("{endpoint}/v1/traces"))
-                            .build(),
-                    };
-                    match built {
-                        Ok(mut exporter) => {
-                            exporter.set_resource(&resource);
-                            let _ = ready_tx.send(Ok(()));
-                            export_loop(exporter, rx, control_rx, &thread_stats).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(OtlpError::Build(e.to_string())));
-                        }
-                    }
-                });
-            })
-            .map_err(|e| OtlpError::Build(e.to_string()))?;
-        ready_rx
-            .recv()
-            .map_err(|_| OtlpError::Build("the export thread stopped".to_owned()))??;
-        Ok(Self {
-            spans,
-            control,
-            stats,
+                }
+            });
         })
-    }
-
-    /// Ask the export thread and wait (blocking) for its answer.
-    fn ask(&self, c: Control) -> OTelSdkResult {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.control
-            .send((c, tx))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        let within = Duration::from_secs(10);
-        rx.recv_timeout(within)
-            .map_err(|_| OTelSdkError::Timeout(within))
-    }
+        .map_err(|e| OtlpError::Build(e.to_string()))?;
+    ready_rx
+        .recv()
+        .map_err(|_| OtlpError::Build("the export thread stopped".to_owned()))??;
+    Ok((requests, control))
 }
 
-impl SpanProcessor for QueueProcessor {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if self.spans.try_send(span).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.ask(Control::Flush)
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.ask(Control::Stop)
-    }
-}
-
-/// Every [`EXPORT_INTERVAL`], or when asked, export what is queued, in batches.
+/// Every [`EXPORT_INTERVAL`], or when asked to stop, export what is queued, in batches.
 async fn export_loop(
     exporter: SpanExporter,
-    mut spans: mpsc::Receiver<SpanData>,
+    mut requests: mpsc::Receiver<Finished>,
     mut control: mpsc::UnboundedReceiver<Ask>,
     stats: &ExportStats,
 ) {
+    let scope = InstrumentationScope::builder("palisade-gateway")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
     let mut failing = false;
     loop {
         let asked = tokio::select! {
@@ -306,10 +299,10 @@ async fn export_loop(
             c = control.recv() => Some(c),
         };
         loop {
-            let mut batch = Vec::with_capacity(EXPORT_BATCH.min(spans.len()));
+            let mut batch = Vec::with_capacity(EXPORT_BATCH.min(requests.len() * 4));
             while batch.len() < EXPORT_BATCH {
-                match spans.try_recv() {
-                    Ok(s) => batch.push(s),
+                match requests.try_recv() {
+                    Ok(f) => f.into_spans(&scope, &mut batch),
                     Err(_) => break,
                 }
             }
@@ -336,9 +329,6 @@ async fn export_loop(
         }
         match asked {
             None => {}
-            Some(Some((Control::Flush, ack))) => {
-                let _ = ack.send(());
-            }
             Some(Some((Control::Stop, ack))) => {
                 let _ = exporter.shutdown();
                 let _ = ack.send(());
@@ -422,10 +412,12 @@ pub(crate) enum Decision {
 
 /// One request's span while it runs; ended exactly once by the request's outcome.
 pub(crate) struct RequestTrace {
-    span: opentelemetry_sdk::trace::Span,
     context: SpanContext,
-    tracer: SdkTracer,
+    /// The caller's span, when the request continues the caller's trace.
+    parent: Option<SpanId>,
     traceparent: HeaderValue,
+    /// The export queue, when the request is sampled: only then are its details collected.
+    queue: Option<Arc<Queue>>,
     /// The wall-clock time and the monotonic instant the span started at.
     wall: SystemTime,
     started: Instant,
@@ -446,7 +438,7 @@ impl std::fmt::Debug for RequestTrace {
 impl RequestTrace {
     /// Whether this request is sampled: only then are its details collected.
     pub(crate) fn recording(&self) -> bool {
-        self.span.is_recording()
+        self.queue.is_some()
     }
 
     /// The `traceparent` to send to the provider: this request's span.
@@ -456,7 +448,7 @@ impl RequestTrace {
 
     /// The provider and model actually called.
     pub(crate) fn served(&mut self, provider: &str, model: &str) {
-        if self.span.is_recording() {
+        if self.recording() {
             self.served = Some((provider.to_owned(), model.to_owned()));
         }
     }
@@ -491,17 +483,15 @@ impl RequestTrace {
         self.finish_reasons.push(reason.to_owned());
     }
 
-    fn at(&self, i: Instant) -> SystemTime {
-        self.wall + i.saturating_duration_since(self.started)
-    }
-
-    /// Set the span's attributes from how the request ended, add a child span per policy
-    /// decision, and end it.
-    pub(crate) fn end(mut self: Box<Self>, meta: &RequestMeta, ended: Ended<'_>) {
+    /// Record how the request ended and queue it for the export thread, which builds its span
+    /// and one child span per policy decision. Never waits: a full queue drops the request's
+    /// spans and counts them.
+    pub(crate) fn end(self: Box<Self>, meta: &RequestMeta, ended: Ended<'_>) {
+        let this = *self;
         // Not sampled (`OTEL_TRACES_SAMPLER`): nothing is recorded, nor are its children.
-        if !self.span.is_recording() {
+        let Some(queue) = this.queue.as_ref().map(Arc::clone) else {
             return;
-        }
+        };
         let now = Instant::now();
         let operation = match meta.route {
             ApiRoute::ChatCompletions | ApiRoute::Messages | ApiRoute::Responses => "chat",
@@ -510,201 +500,295 @@ impl RequestTrace {
             ApiRoute::CountTokens => "count_tokens",
             ApiRoute::ResponseItem => "retrieve_response",
         };
-        let requested = meta.model.as_ref().map(|m| m.name.as_str());
-        self.span.update_name(match requested {
-            Some(m) => format!("{operation} {m}"),
-            None => operation.to_owned(),
-        });
-        let pack = &meta.pack.compiled;
-        let mut attrs = Vec::with_capacity(12);
-        attrs.push(KeyValue::new("gen_ai.operation.name", operation));
-        if let Some((provider, model)) = &self.served {
-            attrs.push(KeyValue::new("gen_ai.provider.name", provider.clone()));
-            attrs.push(KeyValue::new("gen_ai.response.model", model.clone()));
-        } else if let Some(m) = &meta.model {
-            attrs.push(KeyValue::new("gen_ai.provider.name", m.provider.clone()));
+        // The HTTP status the caller got (none for a broken or cancelled stream) and, for a
+        // failure, its type: the gateway's error code, or the provider's status.
+        let (status, error, usage) = match &ended {
+            Ended::Settled(s) => (
+                Some(s.status.as_u16()),
+                None,
+                s.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            ),
+            Ended::Failed(Failure::Refused(e)) => (Some(e.status().as_u16()), Some(e.code()), None),
+            Ended::Failed(Failure::UpstreamStatus(s)) => (Some(s.as_u16()), Some(s.as_str()), None),
+            Ended::Failed(Failure::StreamBroken) => (None, Some("stream_broken"), None),
+            Ended::Failed(Failure::Cancelled { .. }) => (None, Some("cancelled"), None),
+        };
+        let guardrails = this.guardrails(meta, &ended, now);
+        let (provider, served_model) = match this.served {
+            Some((p, m)) => (Some(p), Some(m)),
+            None => (meta.model.as_ref().map(|m| m.provider.clone()), None),
+        };
+        let finished = Finished {
+            context: this.context,
+            parent: this.parent,
+            wall: this.wall,
+            started: this.started,
+            ended: now,
+            operation,
+            requested: meta.model.as_ref().map(|m| m.name.clone()),
+            provider,
+            served_model,
+            request_id: meta.id.hex(),
+            pack: Arc::clone(&meta.pack),
+            status,
+            error: error.map(str::to_owned),
+            usage,
+            finish_reasons: this.finish_reasons,
+            guardrails,
+        };
+        let spans = finished.spans();
+        if queue.requests.try_send(finished).is_err() {
+            queue.stats.dropped.fetch_add(spans, Ordering::Relaxed);
         }
-        if let Some(m) = requested {
-            attrs.push(KeyValue::new("gen_ai.request.model", m.to_owned()));
+    }
+
+    /// One child span per policy decision the pack made on this request.
+    fn guardrails(
+        &self,
+        meta: &RequestMeta,
+        ended: &Ended<'_>,
+        now: Instant,
+    ) -> [Option<Guardrail>; 3] {
+        let refused = match ended {
+            Ended::Failed(Failure::Refused(e)) => Some(*e),
+            _ => None,
+        };
+        let pii = |report: &PiiReport, target: &'static str, side: &str, span| {
+            let blocked =
+                matches!(refused, Some(ApiError::PiiBlocked { side: s, .. }) if *s == side);
+            Guardrail {
+                guardian: "pii-detector",
+                target,
+                decision: pii_decision(report, blocked),
+                findings: Some((
+                    report.total(),
+                    report.findings.iter().map(|(e, _)| e.clone()).collect(),
+                )),
+                span,
+            }
+        };
+        let request = meta.pii_request.as_ref().map(|r| {
+            let span = self.marks.request.unwrap_or((self.started, self.started));
+            pii(r, "llm_input", "request", span)
+        });
+        let budget =
+            self.marks
+                .budget
+                .filter(|_| {
+                    meta.pack
+                        .compiled
+                        .runs(policy_engine::PolicyKind::BudgetEnforcer)
+                })
+                .map(|span| {
+                    let decision = match refused {
+                        Some(ApiError::Rejected(_)) => "deny",
+                        _ if self.served.as_ref().zip(meta.model.as_ref()).is_some_and(
+                            |((_, served), asked)| *served != asked.upstream_model,
+                        ) =>
+                        {
+                            "modify"
+                        }
+                        _ => "allow",
+                    };
+                    Guardrail {
+                        guardian: "budget-enforcer",
+                        target: "llm_input",
+                        decision,
+                        findings: None,
+                        span,
+                    }
+                });
+        let response = meta.pii_response.as_ref().map(|r| {
+            let span = self.marks.response.unwrap_or((now, now));
+            pii(r, "llm_output", "response", span)
+        });
+        [request, budget, response]
+    }
+}
+
+/// A finished, sampled request as the request path left it: what its span and its guardrail
+/// spans say, in the request's own types. The export thread turns it into spans.
+struct Finished {
+    context: SpanContext,
+    parent: Option<SpanId>,
+    wall: SystemTime,
+    started: Instant,
+    ended: Instant,
+    operation: &'static str,
+    requested: Option<String>,
+    provider: Option<String>,
+    served_model: Option<String>,
+    request_id: [u8; 32],
+    /// The pack the request ran under (its name and version label every span).
+    pack: Arc<crate::pack::ActivePack>,
+    status: Option<u16>,
+    error: Option<String>,
+    usage: Option<(u64, u64)>,
+    finish_reasons: Vec<String>,
+    guardrails: [Option<Guardrail>; 3],
+}
+
+/// One policy decision: the pack's guardian, what it looked at, what it decided, and when.
+struct Guardrail {
+    guardian: &'static str,
+    target: &'static str,
+    decision: &'static str,
+    /// A PII scan's findings: how many, and of which entities.
+    findings: Option<(u32, Vec<String>)>,
+    span: (Instant, Instant),
+}
+
+impl Finished {
+    fn spans(&self) -> u64 {
+        1 + self.guardrails.iter().flatten().count() as u64
+    }
+
+    fn at(&self, i: Instant) -> SystemTime {
+        self.wall + i.saturating_duration_since(self.started)
+    }
+
+    /// The request's span and its guardrail spans, appended to `out`.
+    fn into_spans(self, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
+        let pack = &self.pack.compiled;
+        let mut attrs = Vec::with_capacity(13);
+        attrs.push(KeyValue::new("gen_ai.operation.name", self.operation));
+        if let Some(p) = &self.provider {
+            attrs.push(KeyValue::new("gen_ai.provider.name", p.clone()));
+        }
+        if let Some(m) = &self.served_model {
+            attrs.push(KeyValue::new("gen_ai.response.model", m.clone()));
+        }
+        if let Some(m) = &self.requested {
+            attrs.push(KeyValue::new("gen_ai.request.model", m.clone()));
         }
         attrs.push(KeyValue::new(
             "palisade.request.id",
-            String::from_utf8_lossy(&meta.id.hex()).into_owned(),
+            String::from_utf8_lossy(&self.request_id).into_owned(),
         ));
         attrs.push(KeyValue::new("palisade.pack.name", pack.name.clone()));
         attrs.push(KeyValue::new("palisade.pack.version", pack.version.clone()));
-        // The HTTP status the caller got (none for a broken or cancelled stream) and, for a
-        // failure, its type: the gateway's error code, or the provider's status.
-        let (status, error_type): (Option<u16>, Option<String>) = match &ended {
-            Ended::Settled(s) => {
-                if let Some(u) = s.usage {
-                    attrs.push(KeyValue::new(
-                        "gen_ai.usage.input_tokens",
-                        i64::try_from(u.prompt_tokens).unwrap_or(i64::MAX),
-                    ));
-                    attrs.push(KeyValue::new(
-                        "gen_ai.usage.output_tokens",
-                        i64::try_from(u.completion_tokens).unwrap_or(i64::MAX),
-                    ));
-                }
-                (Some(s.status.as_u16()), None)
-            }
-            Ended::Failed(Failure::Refused(e)) => {
-                (Some(e.status().as_u16()), Some(e.code().to_owned()))
-            }
-            Ended::Failed(Failure::UpstreamStatus(s)) => {
-                (Some(s.as_u16()), Some(s.as_str().to_owned()))
-            }
-            Ended::Failed(Failure::StreamBroken) => (None, Some("stream_broken".to_owned())),
-            Ended::Failed(Failure::Cancelled { .. }) => (None, Some("cancelled".to_owned())),
-        };
-        if let Some(s) = status {
+        if let Some((input, output)) = self.usage {
+            attrs.push(KeyValue::new(
+                "gen_ai.usage.input_tokens",
+                i64::try_from(input).unwrap_or(i64::MAX),
+            ));
+            attrs.push(KeyValue::new(
+                "gen_ai.usage.output_tokens",
+                i64::try_from(output).unwrap_or(i64::MAX),
+            ));
+        }
+        if let Some(s) = self.status {
             attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
         }
         if !self.finish_reasons.is_empty() {
-            let reasons = std::mem::take(&mut self.finish_reasons)
-                .into_iter()
-                .map(StringValue::from)
+            let reasons = self
+                .finish_reasons
+                .iter()
+                .map(|r| StringValue::from(r.clone()))
                 .collect();
             attrs.push(KeyValue::new(
                 "gen_ai.response.finish_reasons",
                 Value::Array(Array::String(reasons)),
             ));
         }
-        if let Some(e) = error_type {
-            attrs.push(KeyValue::new("error.type", e.clone()));
-            self.span.set_status(opentelemetry::trace::Status::error(e));
-        }
-        self.span.set_attributes(attrs);
-        self.guardrails(meta, &ended, now);
-        self.span.end_with_timestamp(self.at(now));
-    }
-
-    /// One child span per policy decision the pack made on this request.
-    fn guardrails(&self, meta: &RequestMeta, ended: &Ended<'_>, now: Instant) {
-        let parent = Context::new().with_remote_span_context(SpanContext::new(
-            self.context.trace_id(),
-            self.context.span_id(),
-            self.context.trace_flags(),
-            false,
-            self.context.trace_state().clone(),
-        ));
-        let refused = match ended {
-            Ended::Failed(Failure::Refused(e)) => Some(*e),
-            _ => None,
+        let status = match &self.error {
+            Some(e) => {
+                attrs.push(KeyValue::new("error.type", e.clone()));
+                Status::error(e.clone())
+            }
+            None => Status::Unset,
         };
-        if let Some(report) = &meta.pii_request {
-            let blocked = matches!(
-                refused,
-                Some(ApiError::PiiBlocked {
-                    side: "request",
-                    ..
-                })
-            );
-            self.guardrail(
-                &parent,
-                meta,
-                "pii-detector",
-                "llm_input",
-                pii_decision(report, blocked),
-                Some(report),
-                self.marks.request.unwrap_or((self.started, self.started)),
-            );
-        }
-        if let Some(span) = self.marks.budget {
-            let decision = match refused {
-                Some(ApiError::Rejected(_)) => "deny",
-                _ if self
-                    .served
-                    .as_ref()
-                    .zip(meta.model.as_ref())
-                    .is_some_and(|((_, served), asked)| *served != asked.upstream_model) =>
-                {
-                    "modify"
+        let name = match &self.requested {
+            Some(m) => Cow::Owned(format!("{} {m}", self.operation)),
+            None => Cow::Borrowed(self.operation),
+        };
+        let ids = RandomIdGenerator::default();
+        for g in self.guardrails.iter().flatten() {
+            let mut attrs = vec![
+                KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
+                KeyValue::new("gen_ai.guardian.name", g.guardian),
+                KeyValue::new("gen_ai.security.target.type", g.target),
+                KeyValue::new("gen_ai.security.decision.type", g.decision),
+                KeyValue::new("palisade.pack.name", pack.name.clone()),
+                KeyValue::new("palisade.pack.version", pack.version.clone()),
+            ];
+            if let Some((total, entities)) = &g.findings {
+                attrs.push(KeyValue::new("palisade.pii.findings", i64::from(*total)));
+                if !entities.is_empty() {
+                    let entities = entities
+                        .iter()
+                        .map(|e| StringValue::from(e.clone()))
+                        .collect();
+                    attrs.push(KeyValue::new(
+                        "palisade.pii.entities",
+                        Value::Array(Array::String(entities)),
+                    ));
                 }
-                _ => "allow",
-            };
-            if meta
-                .pack
-                .compiled
-                .runs(policy_engine::PolicyKind::BudgetEnforcer)
-            {
-                self.guardrail(
-                    &parent,
-                    meta,
-                    "budget-enforcer",
-                    "llm_input",
-                    decision,
-                    None,
-                    span,
-                );
             }
+            out.push(span_data(
+                SpanContext::new(
+                    self.context.trace_id(),
+                    ids.new_span_id(),
+                    self.context.trace_flags(),
+                    false,
+                    self.context.trace_state().clone(),
+                ),
+                (self.context.span_id(), false),
+                SpanKind::Internal,
+                Cow::Borrowed(match g.guardian {
+                    "budget-enforcer" => "apply_guardrail budget-enforcer",
+                    _ => "apply_guardrail pii-detector",
+                }),
+                (self.at(g.span.0), self.at(g.span.1)),
+                attrs,
+                Status::Unset,
+                scope,
+            ));
         }
-        if let Some(report) = &meta.pii_response {
-            let blocked = matches!(
-                refused,
-                Some(ApiError::PiiBlocked {
-                    side: "response",
-                    ..
-                })
-            );
-            self.guardrail(
-                &parent,
-                meta,
-                "pii-detector",
-                "llm_output",
-                pii_decision(report, blocked),
-                Some(report),
-                self.marks.response.unwrap_or((now, now)),
-            );
-        }
+        out.push(span_data(
+            self.context.clone(),
+            (
+                self.parent.unwrap_or(SpanId::INVALID),
+                self.parent.is_some(),
+            ),
+            SpanKind::Client,
+            name,
+            (self.wall, self.at(self.ended)),
+            attrs,
+            status,
+            scope,
+        ));
     }
+}
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one span's fields, named at the call"
-    )]
-    fn guardrail(
-        &self,
-        parent: &Context,
-        meta: &RequestMeta,
-        guardian: &'static str,
-        target: &'static str,
-        decision: &'static str,
-        report: Option<&PiiReport>,
-        (from, to): (Instant, Instant),
-    ) {
-        let pack = &meta.pack.compiled;
-        let mut attrs = vec![
-            KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
-            KeyValue::new("gen_ai.guardian.name", guardian),
-            KeyValue::new("gen_ai.security.target.type", target),
-            KeyValue::new("gen_ai.security.decision.type", decision),
-            KeyValue::new("palisade.pack.name", pack.name.clone()),
-            KeyValue::new("palisade.pack.version", pack.version.clone()),
-        ];
-        if let Some(r) = report {
-            attrs.push(KeyValue::new("palisade.pii.findings", i64::from(r.total())));
-            if !r.findings.is_empty() {
-                let entities = r
-                    .findings
-                    .iter()
-                    .map(|(e, _)| StringValue::from(e.clone()))
-                    .collect();
-                attrs.push(KeyValue::new(
-                    "palisade.pii.entities",
-                    Value::Array(Array::String(entities)),
-                ));
-            }
-        }
-        let mut span = self
-            .tracer
-            .span_builder(format!("apply_guardrail {guardian}"))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(self.at(from))
-            .with_attributes(attrs)
-            .start_with_context(&self.tracer, parent);
-        span.end_with_timestamp(self.at(to));
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one span's fields, named at the call"
+)]
+fn span_data(
+    span_context: SpanContext,
+    (parent_span_id, parent_span_is_remote): (SpanId, bool),
+    span_kind: SpanKind,
+    name: Cow<'static, str>,
+    (start_time, end_time): (SystemTime, SystemTime),
+    attributes: Vec<KeyValue>,
+    status: Status,
+    scope: &InstrumentationScope,
+) -> SpanData {
+    SpanData {
+        span_context,
+        parent_span_id,
+        parent_span_is_remote,
+        span_kind,
+        name,
+        start_time,
+        end_time,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
     }
 }
 
@@ -739,7 +823,8 @@ impl Traces {
         &self,
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
-        let read = |f: fn(&ExportStats) -> &AtomicU64| crate::metrics::read_field(&self.stats, f);
+        let read =
+            |f: fn(&ExportStats) -> &AtomicU64| crate::metrics::read_field(&self.queue.stats, f);
         registry.register(Box::new(crate::metrics::AtomicCounters::new(vec![
             (
                 "palisade_otlp_spans_exported_total",
