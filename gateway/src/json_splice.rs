@@ -195,6 +195,17 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
     }
 }
 
+/// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
+/// `null` as absent, and a key that is there must be replaced, not added a second time).
+#[derive(Default)]
+pub(crate) struct Present<'a>(pub(crate) Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
+    }
+}
+
 /// The objects of a JSON array, each read into `T` in the same pass (other items skipped);
 /// empty for any other kind of value: [`items`] + [`object`] without re-reading the bytes.
 #[derive(Debug)]

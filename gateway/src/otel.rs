@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::hooks::{Failure, RequestMeta, Settled};
+use crate::openai::FinishReason;
 use crate::policy::PiiReport;
 use crate::service::ApiRoute;
 
@@ -465,15 +466,10 @@ impl RequestTrace {
 
     /// The `finish_reason` of each choice of a JSON answer (`choices` as the provider sent it).
     pub(crate) fn finish_reasons_from(&mut self, choices: &serde_json::value::RawValue) {
-        #[derive(serde::Deserialize)]
-        struct Choice {
-            #[serde(default)]
-            finish_reason: Option<String>,
-        }
         if !self.recording() {
             return;
         }
-        if let Ok(list) = serde_json::from_str::<Vec<Choice>>(choices.get()) {
+        if let Ok(list) = serde_json::from_str::<Vec<FinishReason>>(choices.get()) {
             self.finish_reasons = list.into_iter().filter_map(|c| c.finish_reason).collect();
         }
     }

@@ -32,7 +32,6 @@ use std::borrow::Cow;
 
 use policy_engine::pack::PiiAction;
 use policy_engine::pii::{PiiDetector, RedactionSession};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::json_splice::{self, Key, Splice};
@@ -62,16 +61,6 @@ pub(crate) enum Verdict {
     Redacted,
     /// Refuse; names the entity types found.
     Block(String),
-}
-
-/// The field of a provider's JSON answer the gateway reads, borrowed from it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Answer<'a> {
-    #[serde(borrow, default)]
-    pub(crate) usage: Option<&'a RawValue>,
-    /// Read for the trace's finish reasons only (borrowed: skipping it costs the same).
-    #[serde(borrow, default)]
-    pub(crate) choices: Option<&'a RawValue>,
 }
 
 /// Scan every string of a request body that can carry text, at any depth and in any shape

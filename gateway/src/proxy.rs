@@ -802,7 +802,7 @@ fn finish_json(
     record_text: bool,
 ) -> Result<(Bytes, Option<crate::openai::Usage>), ApiError> {
     let detector = pack.compiled.pii.as_ref().filter(|_| pack.scan_response);
-    let peek = serde_json::from_slice::<policy::Answer<'_>>(&answer);
+    let peek = serde_json::from_slice::<crate::openai::Answer<'_>>(&answer);
     let usage = peek
         .as_ref()
         .ok()

@@ -11,40 +11,12 @@
 //! Not here: what the PII policy does with the strings (`policy`).
 
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::json_splice::{self, Splice};
-
-#[derive(Debug, Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
-    /// Kept even when `null`, so a rewrite replaces it instead of adding a second key.
-    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
-    stream_options: Option<&'a RawValue>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    /// The Responses API's output bound.
-    #[serde(default)]
-    max_output_tokens: Option<u64>,
-}
-
-fn raw_even_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
+use crate::openai::{RequestPeek, StreamOptions};
 
 /// What the gateway reads from a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +61,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedRequest<'_>, ApiError> {
             },
         );
     }
-    let peek: Peek<'_> = serde_json::from_slice(body).map_err(|e| bad_json(&e))?;
+    let peek: RequestPeek<'_> = serde_json::from_slice(body).map_err(|e| bad_json(&e))?;
     let model = match peek.model {
         None => {
             return Err(ApiError::invalid_param(

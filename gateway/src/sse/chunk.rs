@@ -1,10 +1,9 @@
 //! One stream chunk read and edited: the fields the relay needs borrowed from the event
-//! (`ChunkPeek`), usage captured, each choice's text through its own [`StreamRedactor`], and
+//! (`openai::ChunkPeek`), usage captured, each choice's text through its own [`StreamRedactor`], and
 //! only changed text spliced back ([`SseProcessor`]).
 
 use bytes::{Bytes, BytesMut};
 use policy_engine::pii::{PiiDetector, RedactionSession, StreamRedactor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -13,7 +12,10 @@ use super::framing::{
     DONE, MAX_EVENT_BYTES,
 };
 use crate::json_splice::{self, Objects, Splice};
-use crate::openai::{parse_usage_raw, Usage};
+use crate::openai::{
+    parse_usage_raw, ChunkPeek, Delta, FinishReasons, FunctionPeek, StreamChoice, ToolCallPeek,
+    Usage, TEXT_FIELDS,
+};
 use crate::policy::{self, RecordedText};
 
 use super::StreamFormat;
@@ -21,93 +23,9 @@ use super::StreamFormat;
 /// Choices per response a stream redactor is kept for; a higher index fails the stream.
 const MAX_CHOICES: usize = 64;
 
-/// The fields of a stream chunk the relay reads, borrowed from the event; the choices are read
-/// in the same pass (`json_splice::Objects`).
-#[derive(Deserialize)]
-struct ChunkPeek<'a> {
-    #[serde(borrow, default)]
-    choices: Option<Objects<StreamChoice<'a>>>,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
-    /// A provider's error in the stream (`{"error": {...}}`), scanned whole.
-    #[serde(borrow, default)]
-    error: Present<'a>,
-}
-
-#[derive(Deserialize)]
-struct StreamChoice<'a> {
-    #[serde(borrow, default)]
-    index: Present<'a>,
-    #[serde(borrow, default)]
-    delta: Present<'a>,
-    #[serde(borrow, default)]
-    text: Present<'a>,
-    #[serde(borrow, default)]
-    finish_reason: Present<'a>,
-    #[serde(borrow, default)]
-    logprobs: Present<'a>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    tool_calls: Present<'a>,
-    #[serde(borrow, default)]
-    content: Present<'a>,
-    #[serde(borrow, default)]
-    refusal: Present<'a>,
-    #[serde(borrow, default)]
-    reasoning_content: Present<'a>,
-    #[serde(borrow, default)]
-    reasoning: Present<'a>,
-}
-
-/// One streamed tool call of a chat delta: `{"index": k, "function": {"arguments": "…"}}`.
-#[derive(Deserialize)]
-struct ToolCallPeek<'a> {
-    #[serde(borrow, default)]
-    index: Present<'a>,
-    #[serde(borrow, default)]
-    function: Present<'a>,
-}
-
-#[derive(Deserialize)]
-struct FunctionPeek<'a> {
-    #[serde(borrow, default)]
-    arguments: Present<'a>,
-}
-
 /// Most tool calls per choice whose arguments get a redactor each; a call beyond this fails the
 /// stream rather than pass unscanned.
 const MAX_TOOL_CALLS: usize = 128;
-
-/// The streamed text fields of a chat delta, each with its own redactor per choice (a finding
-/// split across chunks is found in any of them): the answer, a refusal, and the reasoning text
-/// some providers stream (`reasoning_content`, `reasoning`). The first is also where a
-/// completions chunk's `text` goes.
-const TEXT_FIELDS: [&str; 4] = ["content", "refusal", "reasoning_content", "reasoning"];
-
-impl<'a> Delta<'a> {
-    fn fields(&self) -> [Option<&'a RawValue>; 4] {
-        [
-            self.content.0,
-            self.refusal.0,
-            self.reasoning_content.0,
-            self.reasoning.0,
-        ]
-    }
-}
-
-/// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
-/// `null` as absent, and a key that is there must be replaced, not added a second time).
-#[derive(Default)]
-pub(super) struct Present<'a>(pub(super) Option<&'a RawValue>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
-    }
-}
 
 /// The per-stream state: framing, usage, redactors.
 pub(crate) struct SseProcessor<'d> {
@@ -211,17 +129,7 @@ impl<'d> SseProcessor<'d> {
 
     /// The finish reasons of a chunk's choices (an unreadable chunk adds none).
     fn read_finish_reasons(&mut self, data: &[u8]) {
-        #[derive(serde::Deserialize)]
-        struct Choice {
-            #[serde(default)]
-            finish_reason: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Chunk {
-            #[serde(default)]
-            choices: Vec<Choice>,
-        }
-        if let Ok(c) = serde_json::from_slice::<Chunk>(data) {
+        if let Ok(c) = serde_json::from_slice::<FinishReasons>(data) {
             self.finish_reasons
                 .extend(c.choices.into_iter().filter_map(|c| c.finish_reason));
         }

@@ -42,9 +42,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::chunk::{Present, SseProcessor};
+use super::chunk::SseProcessor;
 use super::framing::{data_lines, Data};
 use super::StreamFormat;
+use crate::json_splice::Present;
 use crate::json_splice::{self, Splice};
 use crate::openai::{usage_fields_raw, UsageFields};
 use crate::policy;
