@@ -25,11 +25,11 @@ pub struct StreamError(pub String);
 /// The body of every response the gateway sends.
 #[derive(Debug)]
 pub struct GatewayBody {
-    inner: Inner,
+    inner: BodyKind,
 }
 
 #[derive(Debug)]
-enum Inner {
+enum BodyKind {
     Full(Option<Bytes>),
     Channel(mpsc::Receiver<Result<Bytes, StreamError>>),
 }
@@ -38,19 +38,19 @@ impl GatewayBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let b: Bytes = bytes.into();
         Self {
-            inner: Inner::Full((!b.is_empty()).then_some(b)),
+            inner: BodyKind::Full((!b.is_empty()).then_some(b)),
         }
     }
 
     pub fn empty() -> Self {
         Self {
-            inner: Inner::Full(None),
+            inner: BodyKind::Full(None),
         }
     }
 
     pub(crate) fn channel(rx: mpsc::Receiver<Result<Bytes, StreamError>>) -> Self {
         Self {
-            inner: Inner::Channel(rx),
+            inner: BodyKind::Channel(rx),
         }
     }
 }
@@ -64,20 +64,20 @@ impl Body for GatewayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         match &mut self.inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(&self.inner, Inner::Full(None))
+        matches!(&self.inner, BodyKind::Full(None))
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Channel(_) => SizeHint::default(),
+            BodyKind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            BodyKind::Full(None) => SizeHint::with_exact(0),
+            BodyKind::Channel(_) => SizeHint::default(),
         }
     }
 }

@@ -87,7 +87,7 @@ pub struct Traces {
     sampler: Box<dyn ShouldSample>,
     ids: Box<dyn IdGenerator>,
     queue: Arc<Queue>,
-    control: mpsc::UnboundedSender<Ask>,
+    stop: mpsc::UnboundedSender<StopAsk>,
 }
 
 /// The serving threads' end of the export queue.
@@ -121,7 +121,7 @@ impl Traces {
             resource = resource.with_service_name("palisade-gateway");
         }
         let stats = Arc::new(ExportStats::default());
-        let (requests, control) = start_export_thread(
+        let (requests, stop) = start_export_thread(
             endpoint.to_owned(),
             config.protocol,
             resource.build(),
@@ -133,7 +133,7 @@ impl Traces {
             sampler: sdk.sampler,
             ids: sdk.id_generator,
             queue: Arc::new(Queue { requests, stats }),
-            control,
+            stop,
         })
     }
 
@@ -193,7 +193,7 @@ impl Traces {
     /// runtimes.
     pub fn shutdown(&self) {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.control.send((Control::Stop, tx)).is_err() {
+        if self.stop.send(tx).is_err() {
             return;
         }
         if rx.recv_timeout(Duration::from_secs(10)).is_err() {
@@ -210,12 +210,8 @@ const QUEUE_REQUESTS: usize = 16_384;
 /// Spans per export request.
 const EXPORT_BATCH: usize = 2_048;
 
-type Ask = (Control, std::sync::mpsc::SyncSender<()>);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Control {
-    Stop,
-}
+/// A request to stop, answered on the channel it carries once the queue is exported.
+type StopAsk = std::sync::mpsc::SyncSender<()>;
 
 /// The export thread: a bounded queue of finished requests that it drains on a timer, turning
 /// each into its spans and exporting them in batches.
@@ -235,9 +231,9 @@ fn start_export_thread(
     protocol: OtlpProtocol,
     resource: Resource,
     stats: Arc<ExportStats>,
-) -> Result<(mpsc::Sender<Finished>, mpsc::UnboundedSender<Ask>), OtlpError> {
+) -> Result<(mpsc::Sender<Finished>, mpsc::UnboundedSender<StopAsk>), OtlpError> {
     let (requests, rx) = mpsc::channel(QUEUE_REQUESTS);
-    let (control, control_rx) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("palisade-otlp".to_owned())
@@ -268,7 +264,7 @@ fn start_export_thread(
                     Ok(mut exporter) => {
                         exporter.set_resource(&resource);
                         let _ = ready_tx.send(Ok(()));
-                        export_loop(exporter, rx, control_rx, &stats).await;
+                        export_loop(exporter, rx, stop_rx, &stats).await;
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(OtlpError::Build(e.to_string())));
@@ -280,14 +276,14 @@ fn start_export_thread(
     ready_rx
         .recv()
         .map_err(|_| OtlpError::Build("the export thread stopped".to_owned()))??;
-    Ok((requests, control))
+    Ok((requests, stop))
 }
 
 /// Every [`EXPORT_INTERVAL`], or when asked to stop, export what is queued, in batches.
 async fn export_loop(
     exporter: SpanExporter,
     mut requests: mpsc::Receiver<Finished>,
-    mut control: mpsc::UnboundedReceiver<Ask>,
+    mut stop: mpsc::UnboundedReceiver<StopAsk>,
     stats: &ExportStats,
 ) {
     let scope = InstrumentationScope::builder("palisade-gateway")
@@ -297,7 +293,7 @@ async fn export_loop(
     loop {
         let asked = tokio::select! {
             () = tokio::time::sleep(EXPORT_INTERVAL) => None,
-            c = control.recv() => Some(c),
+            s = stop.recv() => Some(s),
         };
         loop {
             let mut batch = Vec::with_capacity(EXPORT_BATCH.min(requests.len() * 4));
@@ -330,7 +326,7 @@ async fn export_loop(
         }
         match asked {
             None => {}
-            Some(Some((Control::Stop, ack))) => {
+            Some(Some(ack)) => {
                 let _ = exporter.shutdown();
                 let _ = ack.send(());
                 return;

@@ -110,7 +110,7 @@ fn reset_display(reset_at: Option<i64>) -> String {
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct BudgetShared {
     plan: BudgetPlan,
     store: BudgetStore,
     clock: Arc<dyn Clock>,
@@ -120,7 +120,7 @@ pub(crate) struct Shared {
 /// The budget policy of one compiled pack. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BudgetEnforcer {
-    shared: Arc<Shared>,
+    shared: Arc<BudgetShared>,
 }
 
 impl BudgetEnforcer {
@@ -159,7 +159,7 @@ impl BudgetEnforcer {
             r.attach_metrics(&metrics);
         }
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(BudgetShared {
                 plan,
                 store,
                 clock,

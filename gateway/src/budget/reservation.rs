@@ -19,7 +19,7 @@ use super::estimate::Price;
 use super::lease::Lease;
 use super::plan::Dimension;
 use super::store::{BudgetStore, Correction, MeterKey};
-use super::Shared;
+use super::BudgetShared;
 
 /// Why an alert fired. Each fires at most once per window per limit on a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub(crate) struct HeldCharge {
 
 #[derive(Debug)]
 pub(crate) struct Held {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<BudgetShared>,
     pub(crate) charges: Vec<HeldCharge>,
     pub(crate) price: Price,
 }

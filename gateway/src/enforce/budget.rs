@@ -88,7 +88,7 @@ pub(super) fn admit(setup: &BudgetSetup, meta: &RequestMeta) -> Admit {
         .map(|c| c.team.as_str())
         .filter(|t| !t.is_empty());
     let model = meta.model.as_ref().map_or("", |m| m.name.as_str());
-    let ask = Ask {
+    let ask = AdmissionAsk {
         est_input_tokens: estimate_input_tokens(meta.request_bytes, 0),
         max_output_tokens: meta.max_tokens,
         default_max_tokens,
@@ -121,13 +121,13 @@ pub(super) fn admit(setup: &BudgetSetup, meta: &RequestMeta) -> Admit {
 
 /// What `admit` needs to turn the store's answer into an admission.
 #[derive(Debug, Clone, Copy)]
-struct Ask {
+struct AdmissionAsk {
     est_input_tokens: u64,
     max_output_tokens: Option<u64>,
     default_max_tokens: u64,
 }
 
-impl Ask {
+impl AdmissionAsk {
     /// Turn a granted reservation into the request's permit, or a refusal into a rejection.
     fn conclude(
         self,

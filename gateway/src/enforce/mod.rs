@@ -61,11 +61,11 @@ pub struct EnforcementSettings {
 /// Budget enforcement and audit logging for every request; see the module docs.
 #[derive(Debug, Clone)]
 pub struct PolicyEnforcement {
-    inner: Arc<Inner>,
+    inner: Arc<EnforcementState>,
 }
 
 #[derive(Debug)]
-struct Inner {
+struct EnforcementState {
     memory: BudgetStore,
     redis: Option<BudgetStore>,
     clock: Arc<dyn Clock>,
@@ -100,7 +100,7 @@ enum BudgetSetup {
 impl PolicyEnforcement {
     pub fn new(settings: EnforcementSettings) -> Result<Self, prometheus::Error> {
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(EnforcementState {
                 memory: BudgetStore::Memory(settings.memory),
                 redis: settings.redis.map(BudgetStore::Redis),
                 sinks: sinks::AuditSinks::new(Arc::clone(&settings.clock))?,

@@ -58,11 +58,11 @@ struct ActiveSink {
 
 #[derive(Debug)]
 pub(super) struct AuditSinks {
-    inner: Arc<Shared>,
+    inner: Arc<SinksState>,
 }
 
 #[derive(Debug)]
-struct Shared {
+struct SinksState {
     clock: Arc<dyn Clock>,
     current: ArcSwapOption<ActiveSink>,
     stats: Arc<AuditStats>,
@@ -76,7 +76,7 @@ struct Shared {
 impl AuditSinks {
     pub(super) fn new(clock: Arc<dyn Clock>) -> Result<Self, prometheus::Error> {
         Ok(Self {
-            inner: Arc::new(Shared {
+            inner: Arc::new(SinksState {
                 clock,
                 current: ArcSwapOption::empty(),
                 stats: Arc::new(AuditStats::default()),
@@ -204,7 +204,7 @@ impl AuditSinks {
     }
 }
 
-impl Shared {
+impl SinksState {
     /// Count a record that found no running writer.
     fn lost(&self) {
         self.stats.lost.fetch_add(1, Ordering::Relaxed);
