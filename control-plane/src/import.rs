@@ -74,7 +74,7 @@ pub(crate) struct ImportRequest {
 
 /// What an import does (or would do) to the environment.
 #[derive(Debug, Default)]
-struct Plan {
+struct ImportPlan {
     /// Deployed now, not before: `(version to deploy, already in the registry)`.
     added: Vec<(StoredVersion, bool)>,
     /// Deployed at another hash before: `(running, to deploy, already in the registry)`.
@@ -84,7 +84,7 @@ struct Plan {
     removed: Vec<Pointer>,
 }
 
-impl Plan {
+impl ImportPlan {
     fn changes(&self) -> usize {
         self.added.len() + self.modified.len() + self.removed.len()
     }
@@ -183,8 +183,8 @@ async fn plan(
     environment: &str,
     packs: Vec<StoredVersion>,
     replace: bool,
-) -> Result<Plan, ApiError> {
-    let mut plan = Plan::default();
+) -> Result<ImportPlan, ApiError> {
+    let mut plan = ImportPlan::default();
     for new in packs {
         let stored = match registry::get(conn, &new.pack, &new.version).await? {
             Some(existing) if existing.hash != new.hash => {
@@ -328,7 +328,7 @@ fn refused(gates: Vec<Value>) -> ApiError {
 }
 
 /// The deploy gate (tests in the target environment) of every pack the import would deploy.
-fn gates(plan: &Plan, environment: &str) -> Vec<Value> {
+fn gates(plan: &ImportPlan, environment: &str) -> Vec<Value> {
     plan.to_deploy()
         .map(|(v, _)| {
             let mut g = tests_gate(v, environment);

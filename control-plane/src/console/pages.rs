@@ -305,11 +305,11 @@ struct GatewaysPage {
     shell: Shell,
     environment: String,
     environments: Vec<String>,
-    rows: Vec<GatewayRow>,
+    rows: Vec<FleetPageRow>,
     all_synced: bool,
 }
 
-struct GatewayRow {
+struct FleetPageRow {
     environment: String,
     pack: String,
     desired: String,
@@ -350,7 +350,7 @@ async fn gateways_page(
         let desired = text(&entry["desired"]["version"]);
         let gws = entry["gateways"].as_array().cloned().unwrap_or_default();
         if gws.is_empty() {
-            rows.push(GatewayRow {
+            rows.push(FleetPageRow {
                 environment: text(&entry["environment"]),
                 pack: text(&entry["pack"]),
                 desired: desired.clone(),
@@ -366,7 +366,7 @@ async fn gateways_page(
         }
         for g in gws {
             let err = &g["last_attempt"]["error"];
-            rows.push(GatewayRow {
+            rows.push(FleetPageRow {
                 environment: text(&entry["environment"]),
                 pack: text(&entry["pack"]),
                 desired: desired.clone(),
@@ -1050,7 +1050,7 @@ struct EscalationRow {
 }
 
 #[derive(Deserialize)]
-pub(crate) struct EscalationQuery {
+pub(crate) struct EscalationsPageQuery {
     environment: Option<String>,
     state: Option<String>,
 }
@@ -1058,7 +1058,7 @@ pub(crate) struct EscalationQuery {
 pub(crate) async fn escalations(
     State(app): AppState,
     session: Session,
-    Query(q): Query<EscalationQuery>,
+    Query(q): Query<EscalationsPageQuery>,
 ) -> Response {
     let r = escalations_page(&app, &session, q).await;
     respond(&session, r)
@@ -1067,7 +1067,7 @@ pub(crate) async fn escalations(
 async fn escalations_page(
     app: &App,
     session: &Session,
-    q: EscalationQuery,
+    q: EscalationsPageQuery,
 ) -> Result<Response, ApiError> {
     let env = crate::api_events::scoped_environment(&session.caller, q.environment.as_deref())?;
     let list = escalations::list(&mut *app.db.read().await?, env, q.state.as_deref(), 500).await?;
@@ -1116,7 +1116,7 @@ struct HistoryRow {
 }
 
 #[derive(Deserialize)]
-pub(crate) struct HistoryQuery {
+pub(crate) struct HistoryPageQuery {
     environment: Option<String>,
     pack: Option<String>,
     /// `now`: verify the whole chain for this load instead of showing the last check.
@@ -1126,13 +1126,17 @@ pub(crate) struct HistoryQuery {
 pub(crate) async fn history(
     State(app): AppState,
     session: Session,
-    Query(q): Query<HistoryQuery>,
+    Query(q): Query<HistoryPageQuery>,
 ) -> Response {
     let r = history_page(&app, &session, q).await;
     respond(&session, r)
 }
 
-async fn history_page(app: &App, session: &Session, q: HistoryQuery) -> Result<Response, ApiError> {
+async fn history_page(
+    app: &App,
+    session: &Session,
+    q: HistoryPageQuery,
+) -> Result<Response, ApiError> {
     let max_age = if q.verify.as_deref() == Some("now") {
         0
     } else {
