@@ -391,6 +391,11 @@ fn parse_traceparent(v: &str) -> Option<SpanContext> {
     ))
 }
 
+/// Whether a request's decisions are timed: it is traced and sampled.
+pub(crate) fn recording(trace: Option<&RequestTrace>) -> bool {
+    trace.is_some_and(RequestTrace::recording)
+}
+
 /// When each decision was taken: request scan, budget admission, answer scan.
 #[derive(Debug, Default)]
 struct Marks {

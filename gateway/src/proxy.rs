@@ -261,7 +261,7 @@ async fn forward<'p>(
     let mut splice = Splice::default();
     let record_text = records_text(pack);
     if let Some(det) = detector {
-        let timed = o.meta.trace.is_some().then(Instant::now);
+        let timed = crate::otel::recording(o.meta.trace.as_deref()).then(Instant::now);
         let scanned = policy::scan_request(det, &body, record_text)
             .map_err(|e| ApiError::invalid(format!("the request body cannot be scanned: {e}")))?;
         count_scan(state, det, "request", &scanned, Some("pass"));
@@ -288,7 +288,7 @@ async fn forward<'p>(
     let advice = if route == ApiRoute::CountTokens {
         Admission::default()
     } else {
-        let timed = o.meta.trace.is_some().then(Instant::now);
+        let timed = crate::otel::recording(o.meta.trace.as_deref()).then(Instant::now);
         let admitted = admit_or_queue(o).await;
         if let (Some(t), Some(from)) = (&mut o.meta.trace, timed) {
             t.mark(crate::otel::Decision::Budget, from);
@@ -826,7 +826,7 @@ fn finish_json(
     if peek.is_err() {
         serde_json::from_slice::<serde::de::IgnoredAny>(&answer).map_err(unscannable)?;
     }
-    let timed = meta.trace.is_some().then(Instant::now);
+    let timed = crate::otel::recording(meta.trace.as_deref()).then(Instant::now);
     let scanned = policy::scan_response(det, &answer, record_text).map_err(unscannable)?;
     if let (Some(t), Some(from)) = (&mut meta.trace, timed) {
         t.mark(crate::otel::Decision::ResponseScan, from);
