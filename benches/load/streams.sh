@@ -23,11 +23,17 @@ OUT=$(mktemp -d /tmp/palisade-streams.XXXXXX)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 trap 'cleanup; rm -rf "$OUT"' EXIT
-# Every stream holds a socket on each side of the proxy: a proxy needs 2N descriptors. Raise the
-# soft limit to the hard one; a machine whose hard limit is lower than that measures fewer.
+# Every stream holds a socket on each side of a proxy that opens one provider connection per
+# stream (nginx, `full`): 2N descriptors. `full-h2` puts 100 streams on a provider connection:
+# N + N/100. Raise the soft limit to the hard one; a machine whose hard limit is lower than
+# what the targets need measures fewer.
 ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" != unlimited ] && [ $((N * 2 + 200)) -gt "$(ulimit -n)" ]; then
-  echo "N=$N needs $((N * 2 + 200)) open files per proxy; the limit here is $(ulimit -n)" >&2
+need=$((N + N / 100 + 200))
+for t in $TARGETS; do
+  [ "$t" = full-h2 ] || need=$((N * 2 + 200))
+done
+if [ "$(ulimit -n)" != unlimited ] && [ "$need" -gt "$(ulimit -n)" ]; then
+  echo "N=$N needs $need open files per proxy for TARGETS=\"$TARGETS\"; the limit here is $(ulimit -n)" >&2
   exit 2
 fi
 export BODY_FILE=$HERE/body-stream.json PALISADE_BENCH_PROVIDER_KEY=sk-bench-provider RUST_LOG=warn

@@ -45,12 +45,8 @@ struct Traced {
     _dir: Dir,
 }
 
-async fn traced(protocol: &str, env: &[(&str, &str)]) -> Traced {
-    let receiver = OtlpReceiver::start().await;
-    let endpoint = match protocol {
-        "grpc" => receiver.grpc_endpoint(),
-        _ => receiver.http_endpoint(),
-    };
+/// A mock provider and the PII + budget pack in a fresh directory.
+async fn pii_budget_pack() -> (MockProvider, Dir, std::path::PathBuf) {
     let mock = MockProvider::start().await;
     let dir = Dir::new();
     let p = dir.write(
@@ -62,6 +58,16 @@ async fn traced(protocol: &str, env: &[(&str, &str)]) -> Traced {
             POLICY,
         ),
     );
+    (mock, dir, p)
+}
+
+async fn traced(protocol: &str, env: &[(&str, &str)]) -> Traced {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = match protocol {
+        "grpc" => receiver.grpc_endpoint(),
+        _ => receiver.http_endpoint(),
+    };
+    let (mock, dir, p) = pii_budget_pack().await;
     let gw = GatewayProcess::start_with_env(
         &p,
         dir.path(),
@@ -235,17 +241,7 @@ async fn the_standard_sampler_variables_decide_what_is_recorded() {
 /// dropped and counted, all four of each traced request (request span and three guardrails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_for_an_unreachable_collector_are_dropped_and_counted() {
-    let mock = MockProvider::start().await;
-    let dir = Dir::new();
-    let p = dir.write(
-        "pack.yaml",
-        &pack(
-            &mock.base_url(),
-            "1.0.0",
-            "pii-detector, budget-enforcer",
-            POLICY,
-        ),
-    );
+    let (_mock, dir, p) = pii_budget_pack().await;
     // A port that was free a moment ago: nothing listens there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
