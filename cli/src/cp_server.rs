@@ -122,9 +122,13 @@ async fn serve(args: &ControlPlaneArgs) -> ExitCode {
             }
         }
     });
+    let writes = Arc::clone(&app);
     control_plane::serve(listener, app, limits, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = pruner.await;
+    writes
+        .finish_event_writes(std::time::Duration::from_secs(5))
+        .await;
     ExitCode::SUCCESS
 }
 

@@ -815,7 +815,106 @@ fn concurrent_batches_are_followed_without_gaps(backend: Backend) {
     );
 }
 
+/// A batch whose turn does not come in time (an earlier batch is stuck behind a lock someone
+/// else holds) is refused with 503 `BUSY` and `Retry-After`, stores nothing, and is stored
+/// once when sent again; the stuck batch lands when the lock goes.
+fn a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let gw = cp.create_key("gateway", Some("dev"));
+    let t0 = now_ms() - 60_000;
+    let first: Vec<Value> = (0..5)
+        .map(|i| event(&format!("first-{i}"), "1.0.0", "h1", "allowed", t0 + i))
+        .collect();
+    let second: Vec<Value> = (0..5)
+        .map(|i| {
+            event(
+                &format!("second-{i}"),
+                "1.0.0",
+                "h1",
+                "allowed",
+                t0 + 10 + i,
+            )
+        })
+        .collect();
+    let holder = cp.db.hold_event_writes(Duration::from_millis(2500));
+    let (stuck, refused) = std::thread::scope(|scope| {
+        let stuck = scope.spawn(|| send(&cp, &gw, &first));
+        // The second batch takes its ticket after the first.
+        std::thread::park_timeout(Duration::from_millis(300));
+        let refused = send(&cp, &gw, &second);
+        (stuck.join().unwrap(), refused)
+    });
+    holder.join().unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "BUSY", "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(stuck.status, 200, "{}", stuck.body);
+    assert_eq!(stuck.body["accepted"], 5, "{}", stuck.body);
+    let again = send(&cp, &gw, &second);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["accepted"], 5, "{}", again.body);
+    let listed = cp.http(
+        "GET",
+        "/v1/events?environment=dev&limit=50",
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    let mut got = ids(&listed.body);
+    got.sort();
+    let mut want: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|e| e["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "each event stored once");
+}
+
+/// A gateway that hangs up while its batch is being written does not cancel the write: the
+/// batch is stored (a resend would then find it there), and its place in the commit order
+/// ends only after its commit.
+fn a_batch_whose_sender_hangs_up_mid_write_is_still_stored(backend: Backend) {
+    let cp = ControlPlane::start(backend, 200);
+    let gw = cp.create_key("gateway", Some("dev"));
+    let t0 = now_ms() - 60_000;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| event(&format!("left-{i}"), "1.0.0", "h1", "allowed", t0 + i))
+        .collect();
+    let body = json!({ "gateway": "gw-1", "events": batch }).to_string();
+    let holder = cp.db.hold_event_writes(Duration::from_millis(1500));
+    let mut s = std::net::TcpStream::connect(&cp.addr).unwrap();
+    write!(
+        s,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {gw}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // The write is waiting on the lock: hang up.
+    std::thread::park_timeout(Duration::from_millis(300));
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    holder.join().unwrap();
+    let stored = eventually(Duration::from_secs(10), "the batch stored", || {
+        let listed = cp.http(
+            "GET",
+            "/v1/events?environment=dev&limit=50",
+            Some(ADMIN_KEY),
+            &[],
+            None,
+        );
+        let got = ids(&listed.body);
+        (got.len() == 5).then_some(got)
+    });
+    assert!(
+        stored.iter().all(|id| id.starts_with("left-")),
+        "{stored:?}"
+    );
+}
+
 on_both_backends!(
+    a_batch_whose_sender_hangs_up_mid_write_is_still_stored,
+    a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again,
     concurrent_batches_are_followed_without_gaps,
     events_are_stored_once_filtered_paged_and_summarised,
     escalations_move_by_role_and_are_logged,

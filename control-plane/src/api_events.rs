@@ -217,43 +217,66 @@ async fn ingest(
             return Err(e);
         }
     };
-    let out = {
-        let _writer = app.event_writers.acquire().await;
-        let mut tx = app.db.pool().begin().await?;
-        // Taken with a connection in hand, so a write waiting for its turn never holds back an
-        // earlier one waiting for a connection. The stamp is the events' `received_at`.
-        let ticket = app.event_order.take(app.now());
-        let backend = app.db.backend();
-        let turn = || async {
-            ticket.turn().await.map_err(|e| {
-                tracing::warn!(error = %e, "event batch not stored; the gateway sends it again");
-                sqlx::Error::Protocol(e.to_string())
-            })
-        };
-        if backend == crate::db::Backend::Sqlite {
-            // One writer: nothing is written before the turn.
-            turn().await?;
-        }
-        let out = events::ingest(
-            &mut tx,
-            &batch,
-            ticket.stamp,
-            events::Params::of(backend),
-            async {
-                if backend == crate::db::Backend::Sqlite {
-                    Ok(())
-                } else {
-                    turn().await
-                }
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        drop(ticket);
-        out
-    };
+    let writing = Arc::clone(&app);
+    let out = app
+        .event_tasks
+        .spawn(async move { store(&writing, &batch).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the event write task failed: {e}")))??;
     app.metrics.ingested(&out);
     ok(&json!(out))
+}
+
+/// Store a batch in its place in the commit order (`order`). A turn not reached in time is
+/// 503 `BUSY` with `Retry-After`: nothing was stored and the gateway sends the batch again.
+async fn store(app: &App, batch: &events::Batch) -> Result<events::Ingested, ApiError> {
+    let _writer = app.event_writers.acquire().await;
+    let mut tx = app.db.pool().begin().await?;
+    // Taken with a connection in hand, so a write waiting for its turn never holds back an
+    // earlier one waiting for a connection. The stamp is the events' `received_at`.
+    let ticket = app.event_order.take(app.now());
+    let backend = app.db.backend();
+    let timed_out = std::sync::atomic::AtomicBool::new(false);
+    let turn = || async {
+        ticket.turn().await.map_err(|e| {
+            tracing::warn!(error = %e, "event batch not stored; the gateway sends it again");
+            timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
+            sqlx::Error::Protocol(e.to_string())
+        })
+    };
+    let busy = |e: sqlx::Error| {
+        if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+            ApiError::Busy {
+                message: "earlier event batches are still being stored; send this one again"
+                    .to_owned(),
+                retry_after_s: 1,
+            }
+        } else {
+            ApiError::Storage(e)
+        }
+    };
+    if backend == crate::db::Backend::Sqlite {
+        // One writer: nothing is written before the turn.
+        turn().await.map_err(busy)?;
+    }
+    let out = events::ingest(
+        &mut tx,
+        batch,
+        ticket.stamp,
+        events::Params::of(backend),
+        async {
+            if backend == crate::db::Backend::Sqlite {
+                Ok(())
+            } else {
+                turn().await
+            }
+        },
+    )
+    .await
+    .map_err(busy)?;
+    tx.commit().await?;
+    drop(ticket);
+    Ok(out)
 }
 
 /// The query of `GET /v1/events` and `GET /v1/events/summary`.

@@ -63,6 +63,11 @@ pub struct App {
     pub(crate) event_order: crate::order::CommitOrder,
     /// Event writes holding a connection (`order::MAX_WRITERS`).
     pub(crate) event_writers: tokio::sync::Semaphore,
+    /// Event writes in flight. Each runs on a task of its own, so a gateway that hangs up
+    /// mid-write cannot cancel it between its commit and the end of its ticket (the order would
+    /// then let later writes commit before it lands); shutdown waits for them
+    /// ([`App::finish_event_writes`]).
+    pub(crate) event_tasks: tokio_util::task::TaskTracker,
     /// The last whole-chain verification of the admin log and when it ran (the console's history
     /// page reuses it for [`CHAIN_CHECK_MAX_AGE_MS`]; the API verifies on every call).
     chain_check: arc_swap::ArcSwapOption<(i64, adminlog::ChainReport)>,
@@ -96,6 +101,7 @@ impl App {
             metrics: crate::metrics::Metrics::new()?,
             event_order: crate::order::CommitOrder::starting_at(newest),
             event_writers: tokio::sync::Semaphore::new(crate::order::MAX_WRITERS),
+            event_tasks: tokio_util::task::TaskTracker::new(),
             chain_check: arc_swap::ArcSwapOption::empty(),
         };
         let generated = app.seed(config.admin_key.as_deref()).await?;
@@ -104,6 +110,21 @@ impl App {
 
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// After the server stopped: let the event writes in flight finish (each is bounded by its
+    /// turn timeout and its statements), within `deadline`.
+    pub async fn finish_event_writes(&self, deadline: std::time::Duration) {
+        self.event_tasks.close();
+        if tokio::time::timeout(deadline, self.event_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                writes = self.event_tasks.len(),
+                "event writes still running at shutdown; their batches are sent again"
+            );
+        }
     }
 
     /// Delete every environment's decision events past its retention, in bounded batches (each

@@ -55,6 +55,10 @@ pub enum ApiError {
         message: String,
         gates: Value,
     },
+    /// Too busy to do it now; nothing was changed. The caller may send it again after
+    /// `retry_after_s` (the `Retry-After` header).
+    #[error("{message}")]
+    Busy { message: String, retry_after_s: u64 },
     #[error("storage error: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -90,6 +94,7 @@ impl ApiError {
             }
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Refused { status, .. } => *status,
+            Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +115,7 @@ impl ApiError {
             Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
             Self::Compile(_) | Self::CompileIn { .. } => ErrorCode::PolicyCompileError,
             Self::Storage(_) => ErrorCode::StorageError,
+            Self::Busy { .. } => ErrorCode::Busy,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -158,7 +164,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         tracing::debug!(code = self.code().as_str(), "request failed");
-        json_response(self.status(), &self.body())
+        let mut resp = json_response(self.status(), &self.body());
+        if let Self::Busy { retry_after_s, .. } = &self {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
+        resp
     }
 }
 

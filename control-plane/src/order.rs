@@ -8,14 +8,15 @@
 //! gateways insert in parallel and only the shared rows (the rollups) and the commit are taken
 //! in order; SQLite, with one writer, takes its turn before writing anything.
 //!
-//! A turn waited for longer than [`TURN_TIMEOUT`] fails the write (the gateway sends the batch
-//! again). It is short for two reasons: the stamp is taken before the rows are written, so the
+//! A turn waited for longer than [`TURN_TIMEOUT`] fails the write: 503 `BUSY` with
+//! `Retry-After`, and the gateway sends the batch again. It is short for two reasons: the stamp is taken before the rows are written, so the
 //! time from stamp to commit (the write, then the wait) stays inside the 2 s that
 //! `events --follow` re-reads behind its cursor for other processes' commits; and two batches
 //! that carry the same request id can each wait for the other, one on the row the other
 //! inserted and one on its turn, which the timeout breaks (a gateway sends one batch at a time
-//! and resends only after 10 s, so such a pair is rare). A write cancelled during its commit (its
-//! caller gone) finishes its ticket before the commit lands; the same margin covers that.
+//! and resends only after 10 s, so such a pair is rare). A write is never cancelled with its
+//! caller: it runs on a task of its own (`App::event_tasks`), so its ticket ends after its
+//! commit or rollback, whatever the gateway does.
 //!
 //! Stamps start at the newest `received_at` stored ([`CommitOrder::starting_at`]), so a clock
 //! that is behind after a restart cannot stamp new events below ones a follower has read.

@@ -62,6 +62,8 @@ codes! {
     ManifestMismatch = "MANIFEST_MISMATCH",
     /// The registry's storage failed; nothing was changed (500).
     StorageError = "STORAGE_ERROR",
+    /// The control plane is busy; nothing was changed; send again after `Retry-After` (503).
+    Busy = "BUSY",
     Internal = "INTERNAL",
 }
 

@@ -117,6 +117,40 @@ impl Database {
         };
     }
 
+    /// Hold a lock that stops event writes for `hold`, from another connection, as a long
+    /// transaction of someone with database access would: SQLite's write lock, Postgres's lock
+    /// on the rollup table (event rows still insert; the rollups, written in commit order,
+    /// wait). Returns once the lock is held; the thread lets it go after `hold`.
+    pub fn hold_event_writes(&self, hold: Duration) -> std::thread::JoinHandle<()> {
+        let (url, statements): (String, &[&str]) = match self.backend {
+            Backend::Sqlite => (format!("sqlite://{}", self.url), &["BEGIN IMMEDIATE"]),
+            Backend::Postgres => (
+                self.url.clone(),
+                &["BEGIN", "LOCK TABLE event_rollups IN EXCLUSIVE MODE"],
+            ),
+        };
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            sqlx::any::install_default_drivers();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+                for sql in statements {
+                    sqlx::query(sql).execute(&mut conn).await.unwrap();
+                }
+                held_tx.send(()).unwrap();
+                tokio::time::sleep(hold).await;
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            });
+        });
+        held_rx.recv().unwrap();
+        holder
+    }
+
     /// Run statements on the registry directly, as someone with database access might.
     pub fn execute(&self, statements: &[&str]) -> u64 {
         let url = match self.backend {
