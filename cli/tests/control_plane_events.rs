@@ -836,11 +836,15 @@ fn a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again(backend: 
             )
         })
         .collect();
-    let holder = cp.db.hold_event_writes(Duration::from_millis(2500));
+    let holder = cp.db.hold_event_writes(Duration::from_secs(4));
     let (stuck, refused) = std::thread::scope(|scope| {
         let stuck = scope.spawn(|| send(&cp, &gw, &first));
-        // The second batch takes its ticket after the first.
-        std::thread::park_timeout(Duration::from_millis(300));
+        // The second batch takes its ticket once the first holds one (and waits on the lock).
+        eventually(Duration::from_secs(3), "the first write in flight", || {
+            get_text(&cp, "/metrics")
+                .contains("palisade_cp_event_writes_in_flight 1")
+                .then_some(())
+        });
         let refused = send(&cp, &gw, &second);
         (stuck.join().unwrap(), refused)
     });
@@ -872,8 +876,8 @@ fn a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again(backend: 
 }
 
 /// A gateway that hangs up while its batch is being written does not cancel the write: the
-/// batch is stored (a resend would then find it there), and its place in the commit order
-/// ends only after its commit.
+/// batch is stored and counted (a resend would then find it there), and its place in the
+/// commit order ends only after its commit.
 fn a_batch_whose_sender_hangs_up_mid_write_is_still_stored(backend: Backend) {
     let cp = ControlPlane::start(backend, 200);
     let gw = cp.create_key("gateway", Some("dev"));
@@ -890,8 +894,12 @@ fn a_batch_whose_sender_hangs_up_mid_write_is_still_stored(backend: Backend) {
         body.len()
     )
     .unwrap();
-    // The write is waiting on the lock: hang up.
-    std::thread::park_timeout(Duration::from_millis(300));
+    // Hang up once the write has started (it waits on the lock).
+    eventually(Duration::from_secs(3), "the write in flight", || {
+        get_text(&cp, "/metrics")
+            .contains("palisade_cp_event_writes_in_flight 1")
+            .then_some(())
+    });
     s.shutdown(std::net::Shutdown::Both).unwrap();
     drop(s);
     holder.join().unwrap();
@@ -909,6 +917,15 @@ fn a_batch_whose_sender_hangs_up_mid_write_is_still_stored(backend: Backend) {
     assert!(
         stored.iter().all(|id| id.starts_with("left-")),
         "{stored:?}"
+    );
+    let metrics = get_text(&cp, "/metrics");
+    assert!(
+        metrics.contains("palisade_cp_events_accepted_total 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("palisade_cp_event_writes_in_flight 0"),
+        "{metrics}"
     );
 }
 

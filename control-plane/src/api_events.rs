@@ -217,21 +217,34 @@ async fn ingest(
             return Err(e);
         }
     };
+    // Waiting for a writer's place and a connection ends with the caller; from its ticket on, a
+    // write runs on a task of its own and is never cancelled (see `store`).
+    let permit = Arc::clone(&app.event_writers)
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::Internal(format!("the event writers closed: {e}")))?;
+    let tx = app.db.pool().begin().await?;
     let writing = Arc::clone(&app);
     let out = app
         .event_tasks
-        .spawn(async move { store(&writing, &batch).await })
+        .spawn(async move {
+            let _permit = permit;
+            store(&writing, tx, &batch).await
+        })
         .await
         .map_err(|e| ApiError::Internal(format!("the event write task failed: {e}")))??;
-    app.metrics.ingested(&out);
     ok(&json!(out))
 }
 
-/// Store a batch in its place in the commit order (`order`). A turn not reached in time is
-/// 503 `BUSY` with `Retry-After`: nothing was stored and the gateway sends the batch again.
-async fn store(app: &App, batch: &events::Batch) -> Result<events::Ingested, ApiError> {
-    let _writer = app.event_writers.acquire().await;
-    let mut tx = app.db.pool().begin().await?;
+/// Store a batch in its place in the commit order (`order`), in `tx`, and count it. A turn not
+/// reached in time is 503 `BUSY` with `Retry-After`: nothing was stored and the gateway sends
+/// the batch again.
+async fn store(
+    app: &App,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    batch: &events::Batch,
+) -> Result<events::Ingested, ApiError> {
+    let _in_flight = WriteInFlight::new(&app.metrics.event_writes);
     // Taken with a connection in hand, so a write waiting for its turn never holds back an
     // earlier one waiting for a connection. The stamp is the events' `received_at`.
     let ticket = app.event_order.take(app.now());
@@ -276,7 +289,24 @@ async fn store(app: &App, batch: &events::Batch) -> Result<events::Ingested, Api
     .map_err(busy)?;
     tx.commit().await?;
     drop(ticket);
+    app.metrics.ingested(&out);
     Ok(out)
+}
+
+/// One write counted in `palisade_cp_event_writes_in_flight` for as long as it lives.
+struct WriteInFlight(prometheus::IntGauge);
+
+impl WriteInFlight {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The query of `GET /v1/events` and `GET /v1/events/summary`.

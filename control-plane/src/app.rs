@@ -62,7 +62,7 @@ pub struct App {
     /// idempotent.
     pub(crate) event_order: crate::order::CommitOrder,
     /// Event writes holding a connection (`order::MAX_WRITERS`).
-    pub(crate) event_writers: tokio::sync::Semaphore,
+    pub(crate) event_writers: Arc<tokio::sync::Semaphore>,
     /// Event writes in flight. Each runs on a task of its own, so a gateway that hangs up
     /// mid-write cannot cancel it between its commit and the end of its ticket (the order would
     /// then let later writes commit before it lands); shutdown waits for them
@@ -100,7 +100,7 @@ impl App {
             },
             metrics: crate::metrics::Metrics::new()?,
             event_order: crate::order::CommitOrder::starting_at(newest),
-            event_writers: tokio::sync::Semaphore::new(crate::order::MAX_WRITERS),
+            event_writers: Arc::new(tokio::sync::Semaphore::new(crate::order::MAX_WRITERS)),
             event_tasks: tokio_util::task::TaskTracker::new(),
             chain_check: arc_swap::ArcSwapOption::empty(),
         };

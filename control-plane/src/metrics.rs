@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use prometheus::{Encoder as _, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::events::Ingested;
 
@@ -19,6 +19,8 @@ pub(crate) struct Metrics {
     duplicates: IntCounter,
     escalations_opened: IntCounter,
     pub(crate) batches_refused: IntCounterVec,
+    /// Event writes holding a database connection: started, not yet committed or rolled back.
+    pub(crate) event_writes: IntGauge,
 }
 
 impl Metrics {
@@ -46,13 +48,19 @@ impl Metrics {
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(escalations_opened.clone()))?;
+        let event_writes = IntGauge::new(
+            "palisade_cp_event_writes_in_flight",
+            "Event batch writes holding a database connection (waiting for their turn or writing).",
+        )?;
         registry.register(Box::new(batches_refused.clone()))?;
+        registry.register(Box::new(event_writes.clone()))?;
         Ok(Self {
             registry,
             accepted,
             duplicates,
             escalations_opened,
             batches_refused,
+            event_writes,
         })
     }
 

@@ -484,9 +484,9 @@ impl RequestTrace {
     /// and one child span per policy decision. Never waits: a full queue drops the request's
     /// spans and counts them.
     pub(crate) fn end(self: Box<Self>, meta: &RequestMeta, ended: Ended<'_>) {
-        let this = *self;
+        let mut this = *self;
         // Not sampled (`OTEL_TRACES_SAMPLER`): nothing is recorded, nor are its children.
-        let Some(queue) = this.queue.as_ref().map(Arc::clone) else {
+        let Some(queue) = this.queue.take() else {
             return;
         };
         let now = Instant::now();

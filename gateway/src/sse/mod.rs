@@ -140,7 +140,8 @@ pub(crate) fn relay(
         // The chunk loop runs outside the request's span (entering it on every poll costs a
         // microsecond or more per stream); the end of the stream, which settles and logs, runs
         // inside it.
-        let pumped_from = std::time::Instant::now();
+        let pumped_from =
+            crate::otel::recording(outcome.meta.trace.as_deref()).then(std::time::Instant::now);
         let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
         async move {
             if let Some(report) = proc.report() {
@@ -154,9 +155,9 @@ pub(crate) fn relay(
                 outcome.meta.pii_response = Some(report);
             }
             if let Some(t) = &mut outcome.meta.trace {
-                if detector.is_some() {
+                if let (Some(from), true) = (pumped_from, detector.is_some()) {
                     // The answer was scanned as it streamed.
-                    t.mark(crate::otel::Decision::ResponseScan, pumped_from);
+                    t.mark(crate::otel::Decision::ResponseScan, from);
                 }
                 for r in proc.finish_reasons.drain(..) {
                     t.finish_reason(&r);
