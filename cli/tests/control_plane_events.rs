@@ -41,6 +41,13 @@ fn event(id: &str, version: &str, hash: &str, outcome: &str, at_ms: i64) -> Valu
     })
 }
 
+/// `n` allowed events of version 1.0.0, ids `PREFIX-0`…, a millisecond apart from `t0`.
+fn allowed(prefix: &str, n: i64, t0: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| event(&format!("{prefix}-{i}"), "1.0.0", "h1", "allowed", t0 + i))
+        .collect()
+}
+
 fn send(cp: &ControlPlane, key: &str, events: &[Value]) -> cp_support::HttpAnswer {
     cp.http(
         "POST",
@@ -822,20 +829,8 @@ fn a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again(backend: 
     let cp = ControlPlane::start(backend, 200);
     let gw = cp.create_key("gateway", Some("dev"));
     let t0 = now_ms() - 60_000;
-    let first: Vec<Value> = (0..5)
-        .map(|i| event(&format!("first-{i}"), "1.0.0", "h1", "allowed", t0 + i))
-        .collect();
-    let second: Vec<Value> = (0..5)
-        .map(|i| {
-            event(
-                &format!("second-{i}"),
-                "1.0.0",
-                "h1",
-                "allowed",
-                t0 + 10 + i,
-            )
-        })
-        .collect();
+    let first = allowed("first", 5, t0);
+    let second = allowed("second", 5, t0 + 10);
     let holder = cp.db.hold_event_writes(Duration::from_secs(4));
     let (stuck, refused) = std::thread::scope(|scope| {
         let stuck = scope.spawn(|| send(&cp, &gw, &first));
@@ -882,9 +877,7 @@ fn a_batch_whose_sender_hangs_up_mid_write_is_still_stored(backend: Backend) {
     let cp = ControlPlane::start(backend, 200);
     let gw = cp.create_key("gateway", Some("dev"));
     let t0 = now_ms() - 60_000;
-    let batch: Vec<Value> = (0..5)
-        .map(|i| event(&format!("left-{i}"), "1.0.0", "h1", "allowed", t0 + i))
-        .collect();
+    let batch = allowed("left", 5, t0);
     let body = json!({ "gateway": "gw-1", "events": batch }).to_string();
     let holder = cp.db.hold_event_writes(Duration::from_millis(1500));
     let mut s = std::net::TcpStream::connect(&cp.addr).unwrap();

@@ -117,27 +117,28 @@ impl Database {
         };
     }
 
+    /// The registry's URL as sqlx takes it.
+    fn sqlx_url(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("sqlite://{}", self.url),
+            Backend::Postgres => self.url.clone(),
+        }
+    }
+
     /// Hold a lock that stops event writes for `hold`, from another connection, as a long
     /// transaction of someone with database access would: SQLite's write lock, Postgres's lock
     /// on the rollup table (event rows still insert; the rollups, written in commit order,
     /// wait). Returns once the lock is held; the thread lets it go after `hold`.
     pub fn hold_event_writes(&self, hold: Duration) -> std::thread::JoinHandle<()> {
-        let (url, statements): (String, &[&str]) = match self.backend {
-            Backend::Sqlite => (format!("sqlite://{}", self.url), &["BEGIN IMMEDIATE"]),
-            Backend::Postgres => (
-                self.url.clone(),
-                &["BEGIN", "LOCK TABLE event_rollups IN EXCLUSIVE MODE"],
-            ),
+        let url = self.sqlx_url();
+        let statements: &[&str] = match self.backend {
+            Backend::Sqlite => &["BEGIN IMMEDIATE"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE event_rollups IN EXCLUSIVE MODE"],
         };
         let (held_tx, held_rx) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
             use sqlx::Connection as _;
-            sqlx::any::install_default_drivers();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+            runtime().block_on(async {
                 let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
                 for sql in statements {
                     sqlx::query(sql).execute(&mut conn).await.unwrap();
@@ -153,16 +154,8 @@ impl Database {
 
     /// Run statements on the registry directly, as someone with database access might.
     pub fn execute(&self, statements: &[&str]) -> u64 {
-        let url = match self.backend {
-            Backend::Sqlite => format!("sqlite://{}", self.url),
-            Backend::Postgres => self.url.clone(),
-        };
-        sqlx::any::install_default_drivers();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        let url = self.sqlx_url();
+        runtime().block_on(async {
             let pool = sqlx::AnyPool::connect(&url).await.unwrap();
             let mut affected = 0;
             for sql in statements {
@@ -176,6 +169,15 @@ impl Database {
             affected
         })
     }
+}
+
+/// A runtime for a test's direct database work, with sqlx's drivers installed.
+fn runtime() -> tokio::runtime::Runtime {
+    sqlx::any::install_default_drivers();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub const ADMIN_KEY: &str = "pal_test_admin_key_0123456789abcdef";
