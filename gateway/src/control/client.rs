@@ -28,7 +28,12 @@ pub enum ControlError {
     #[error("control plane unreachable: {0}")]
     Unreachable(String),
     #[error("control plane answered {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        status: u16,
+        body: String,
+        /// The answer's `Retry-After` in seconds, when it has one (a busy control plane).
+        retry_after: Option<Duration>,
+    },
     #[error("control plane answer is not what the protocol says: {0}")]
     Protocol(String),
     #[error("control plane did not answer within {0:?}")]
@@ -139,8 +144,18 @@ impl ControlClient {
             .header(header::CONTENT_ENCODING, "gzip")
             .body(Full::new(gzipped))
             .map_err(|e| ControlError::Url(e.to_string()))?;
-        let (status, bytes) = self.exchange(req, Duration::from_secs(10)).await?;
-        expect_ok(status, &bytes)
+        let (status, retry_after, bytes) = self.exchange(req, Duration::from_secs(10)).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        match status_error(status, &bytes) {
+            ControlError::Status { status, body, .. } => Err(ControlError::Status {
+                status,
+                body,
+                retry_after,
+            }),
+            other => Err(other),
+        }
     }
 
     async fn call<B: Serialize>(
@@ -168,7 +183,8 @@ impl ControlClient {
         let req = req
             .body(Full::new(bytes))
             .map_err(|e| ControlError::Url(e.to_string()))?;
-        self.exchange(req, deadline).await
+        let (status, _, bytes) = self.exchange(req, deadline).await?;
+        Ok((status, bytes))
     }
 
     /// Send `req` and read the answer within `deadline`.
@@ -176,7 +192,7 @@ impl ControlClient {
         &self,
         req: Request<Full<Bytes>>,
         deadline: Duration,
-    ) -> Result<(StatusCode, Bytes), ControlError> {
+    ) -> Result<(StatusCode, Option<Duration>, Bytes), ControlError> {
         #[expect(
             clippy::disallowed_methods,
             reason = "the body is wrapped in Limited, so collecting is bounded"
@@ -188,12 +204,19 @@ impl ControlClient {
                 .await
                 .map_err(|e| ControlError::Unreachable(e.to_string()))?;
             let status = resp.status();
+            // Seconds only: the HTTP-date form is not something the control plane sends.
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(60)));
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
                 .map_err(|e| ControlError::Protocol(format!("reading the answer: {e}")))?
                 .to_bytes();
-            Ok((status, body))
+            Ok((status, retry_after, body))
         };
         tokio::time::timeout(deadline, work)
             .await
@@ -215,6 +238,7 @@ fn status_error(status: StatusCode, body: &[u8]) -> ControlError {
     ControlError::Status {
         status: status.as_u16(),
         body: short,
+        retry_after: None,
     }
 }
 

@@ -8,8 +8,9 @@
 //!
 //! The shipper sends a batch when it holds [`ShipperConfig::max_batch`] events or its oldest
 //! event has waited [`ShipperConfig::flush_interval`]. A failed send (unreachable, timeout,
-//! 5xx, 408, 429) is retried with exponential backoff and jitter, holding that batch while new
-//! events queue behind it; the control plane stores by request id, so a batch retried after a
+//! 5xx, 408, 429) is retried with exponential backoff and jitter, never sooner than the control
+//! plane's `Retry-After` (a busy control plane answers 503 `BUSY` with one), holding that batch
+//! while new events queue behind it; the control plane stores by request id, so a batch retried after a
 //! lost acknowledgement is not counted twice. A batch the control plane refuses as malformed
 //! or forbidden (another 4xx) would be refused again: it is dropped, counted and logged. At
 //! shutdown, after the gateway drained, the shipper sends what is queued within a deadline and
@@ -311,6 +312,8 @@ impl EventShipper {
     ) -> bool {
         let mut backoff = self.cfg.min_backoff;
         loop {
+            // A busy control plane says when to come back (`Retry-After`): not sooner.
+            let mut asked = Duration::ZERO;
             match self.send(batch).await {
                 Sent::Acknowledged => {
                     self.stats
@@ -329,10 +332,17 @@ impl EventShipper {
                 }
                 Sent::Failed(e) => {
                     self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "sending decision events failed; retrying");
+                    if let ControlError::Status {
+                        retry_after: Some(d),
+                        ..
+                    } = &e
+                    {
+                        asked = *d;
+                    }
+                    tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.max(asked).as_millis() as u64, "sending decision events failed; retrying");
                 }
             }
-            let pause = jitter(backoff);
+            let pause = jitter(backoff).max(asked);
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = stop.as_mut() => return false,
