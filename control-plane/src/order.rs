@@ -18,8 +18,9 @@
 //! caller: it runs on a task of its own (`App::event_tasks`), so its ticket ends after its
 //! commit or rollback, whatever the gateway does.
 //!
-//! Stamps start at the newest `received_at` stored ([`CommitOrder::starting_at`]), so a clock
-//! that is behind after a restart cannot stamp new events below ones a follower has read.
+//! Stamps are unique and start above the newest `received_at` stored
+//! ([`CommitOrder::starting_at`]), so a clock that is behind after a restart cannot stamp new
+//! events at or below ones a follower has read.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -66,11 +67,17 @@ impl CommitOrder {
         }
     }
 
-    /// The next ticket, stamped `now` or the previous stamp if the clock went back.
+    /// The next ticket, stamped `now`, or one millisecond after the previous stamp when that
+    /// is not below `now` (the clock went back, or two writes came in one millisecond).
+    ///
+    /// Stamps are unique: a follower pages by `(received_at, request_id)`, and two batches with
+    /// one stamp would interleave by request id, not by commit, so a follower that read the
+    /// first could skip the second's lower ids. They run ahead of the clock only while more
+    /// than a thousand writes a second arrive.
     pub(crate) fn take(&self, now: i64) -> Ticket<'_> {
         let mut ticket = (0, 0);
         self.state.send_if_modified(|st| {
-            st.last_stamp = st.last_stamp.max(now);
+            st.last_stamp = st.last_stamp.saturating_add(1).max(now);
             ticket = (st.next, st.last_stamp);
             st.next += 1;
             false
@@ -147,11 +154,13 @@ mod tests {
     #[tokio::test]
     async fn turns_come_in_ticket_order_and_stamps_never_go_back() {
         let order = CommitOrder::default();
-        assert_eq!(CommitOrder::starting_at(500).take(100).stamp, 500);
+        assert_eq!(CommitOrder::starting_at(500).take(100).stamp, 501);
         let a = order.take(100);
         let b = order.take(90);
         let c = order.take(120);
-        assert_eq!((a.stamp, b.stamp, c.stamp), (100, 100, 120));
+        let d = order.take(120);
+        assert_eq!((a.stamp, b.stamp, c.stamp, d.stamp), (100, 101, 120, 121));
+        drop(d);
         a.turn().await.unwrap();
         // c waits for a and b; b finishing first (a rollback) is not enough.
         let waiting = c.turn();
