@@ -249,28 +249,19 @@ async fn store(
     // earlier one waiting for a connection. The stamp is the events' `received_at`.
     let ticket = app.event_order.take(app.now());
     let backend = app.db.backend();
-    let timed_out = std::sync::atomic::AtomicBool::new(false);
     let turn = || async {
         ticket.turn().await.map_err(|e| {
             tracing::warn!(error = %e, "event batch not stored; the gateway sends it again");
-            timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
-            sqlx::Error::Protocol(e.to_string())
-        })
-    };
-    let busy = |e: sqlx::Error| {
-        if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
             ApiError::Busy {
                 message: "earlier event batches are still being stored; send this one again"
                     .to_owned(),
                 retry_after_s: 1,
             }
-        } else {
-            ApiError::Storage(e)
-        }
+        })
     };
     if backend == crate::db::Backend::Sqlite {
         // One writer: nothing is written before the turn.
-        turn().await.map_err(busy)?;
+        turn().await?;
     }
     let out = events::ingest(
         &mut tx,
@@ -285,8 +276,7 @@ async fn store(
             }
         },
     )
-    .await
-    .map_err(busy)?;
+    .await?;
     tx.commit().await?;
     drop(ticket);
     app.metrics.ingested(&out);

@@ -252,14 +252,14 @@ const EVENT_COLUMN_COUNT: usize = 25;
 /// Store a checked batch in one transaction: the new events, their entity rows, the
 /// escalations they open, and then — once `turn` says every earlier write has finished
 /// (`order`) — the rollups, which all batches share. Events already stored (by request id) are
-/// skipped entirely.
-pub(crate) async fn ingest(
+/// skipped entirely. A turn that fails fails the write with its own error.
+pub(crate) async fn ingest<E: From<sqlx::Error>>(
     conn: &mut AnyConnection,
     batch: &Batch,
     now: i64,
     params: Params,
-    turn: impl std::future::Future<Output = Result<(), sqlx::Error>>,
-) -> Result<Ingested, sqlx::Error> {
+    turn: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<Ingested, E> {
     let mut out = Ingested::default();
     let mut new_ids: Vec<String> = Vec::with_capacity(batch.events.len());
     // One request id twice in one batch: the first wins, like a second batch would.
