@@ -75,7 +75,7 @@ impl ControlClient {
     }
 
     pub async fn register(&self, body: &Register) -> Result<Registered, ControlError> {
-        let (status, bytes) = self
+        let answer = self
             .call(
                 Method::POST,
                 "/v1/gateways/register",
@@ -84,8 +84,7 @@ impl ControlClient {
                 Duration::from_secs(10),
             )
             .await?;
-        expect_ok(status, &bytes)?;
-        parse(&bytes)
+        parse(&expect_ok(answer)?)
     }
 
     /// Long-poll for the desired version; `known` is the hash already seen (`If-None-Match`).
@@ -103,7 +102,7 @@ impl ControlClient {
             wait.as_secs()
         );
         let etag = known.map(|h| format!("\"{h}\""));
-        let (status, bytes) = self
+        let answer = self
             .call::<()>(
                 Method::GET,
                 &path,
@@ -112,17 +111,17 @@ impl ControlClient {
                 wait + Duration::from_secs(10),
             )
             .await?;
-        match status {
-            StatusCode::OK => Ok(DesiredAnswer::Changed(parse(&bytes)?)),
+        match answer.status {
+            StatusCode::OK => Ok(DesiredAnswer::Changed(parse(&answer.body)?)),
             StatusCode::NOT_MODIFIED => Ok(DesiredAnswer::NotModified),
             StatusCode::NOT_FOUND => Ok(DesiredAnswer::NothingDeployed),
-            other => Err(status_error(other, &bytes)),
+            _ => Err(status_error(answer)),
         }
     }
 
     pub async fn report(&self, id: &str, body: &Report) -> Result<(), ControlError> {
         let path = format!("/v1/gateways/{}/report", enc(id));
-        let (status, bytes) = self
+        let answer = self
             .call(
                 Method::POST,
                 &path,
@@ -131,7 +130,7 @@ impl ControlClient {
                 Duration::from_secs(10),
             )
             .await?;
-        expect_ok(status, &bytes)
+        expect_ok(answer).map(drop)
     }
 
     /// `POST /v1/events` with a gzipped batch; `Ok` once the control plane stored it.
@@ -144,18 +143,7 @@ impl ControlClient {
             .header(header::CONTENT_ENCODING, "gzip")
             .body(Full::new(gzipped))
             .map_err(|e| ControlError::Url(e.to_string()))?;
-        let (status, retry_after, bytes) = self.exchange(req, Duration::from_secs(10)).await?;
-        if status.is_success() {
-            return Ok(());
-        }
-        match status_error(status, &bytes) {
-            ControlError::Status { status, body, .. } => Err(ControlError::Status {
-                status,
-                body,
-                retry_after,
-            }),
-            other => Err(other),
-        }
+        expect_ok(self.exchange(req, Duration::from_secs(10)).await?).map(drop)
     }
 
     async fn call<B: Serialize>(
@@ -165,7 +153,7 @@ impl ControlClient {
         body: Option<&B>,
         if_none_match: Option<&str>,
         deadline: Duration,
-    ) -> Result<(StatusCode, Bytes), ControlError> {
+    ) -> Result<Answer, ControlError> {
         let bytes = match body {
             Some(b) => Bytes::from(
                 serde_json::to_vec(b).map_err(|e| ControlError::Protocol(e.to_string()))?,
@@ -183,8 +171,7 @@ impl ControlClient {
         let req = req
             .body(Full::new(bytes))
             .map_err(|e| ControlError::Url(e.to_string()))?;
-        let (status, _, bytes) = self.exchange(req, deadline).await?;
-        Ok((status, bytes))
+        self.exchange(req, deadline).await
     }
 
     /// Send `req` and read the answer within `deadline`.
@@ -192,7 +179,7 @@ impl ControlClient {
         &self,
         req: Request<Full<Bytes>>,
         deadline: Duration,
-    ) -> Result<(StatusCode, Option<Duration>, Bytes), ControlError> {
+    ) -> Result<Answer, ControlError> {
         #[expect(
             clippy::disallowed_methods,
             reason = "the body is wrapped in Limited, so collecting is bounded"
@@ -216,7 +203,11 @@ impl ControlClient {
                 .await
                 .map_err(|e| ControlError::Protocol(format!("reading the answer: {e}")))?
                 .to_bytes();
-            Ok((status, retry_after, body))
+            Ok(Answer {
+                status,
+                retry_after,
+                body,
+            })
         };
         tokio::time::timeout(deadline, work)
             .await
@@ -224,21 +215,29 @@ impl ControlClient {
     }
 }
 
-fn expect_ok(status: StatusCode, body: &[u8]) -> Result<(), ControlError> {
-    if status.is_success() {
-        Ok(())
+/// A control-plane answer: its status, `Retry-After` (seconds) and body.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+/// The body of a 2xx answer; any other is an error.
+fn expect_ok(answer: Answer) -> Result<Bytes, ControlError> {
+    if answer.status.is_success() {
+        Ok(answer.body)
     } else {
-        Err(status_error(status, body))
+        Err(status_error(answer))
     }
 }
 
-fn status_error(status: StatusCode, body: &[u8]) -> ControlError {
-    let text = String::from_utf8_lossy(body);
+fn status_error(answer: Answer) -> ControlError {
+    let text = String::from_utf8_lossy(&answer.body);
     let short: String = text.chars().take(300).collect();
     ControlError::Status {
-        status: status.as_u16(),
+        status: answer.status.as_u16(),
         body: short,
-        retry_after: None,
+        retry_after: answer.retry_after,
     }
 }
 
