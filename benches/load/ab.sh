@@ -7,6 +7,9 @@
 #   EVENTS_SIDE=B benches/load/ab.sh bin bin 6 16      # B runs under a control plane, shipping
 #                                                      # one decision event per request
 #   EVENTS_SIDE=AB benches/load/ab.sh old new 6 16     # both ship: the cost of shipping, A/B
+#   EVENTS_SIDE=AB ARGS_A="--events-buffer 0" benches/load/ab.sh bin bin 6 16
+#                                                      # both under the control plane, only B
+#                                                      # ships: the cost of shipping alone
 #   ARGS_B="--otlp-endpoint {mock}" benches/load/ab.sh bin bin 8 16
 #                                                      # extra gateway arguments of one side;
 #                                                      # {mock} is the mock's URL, which is also
@@ -88,17 +91,17 @@ declare -A URL PID
 for side in A B; do
   bin=$A; [ "$side" = B ] && bin=$B
   pack "$side" >"$OUT/$side.yaml"
+  extra_var=ARGS_$side
+  read -r -a extra <<<"${!extra_var:-}"
+  extra=("${extra[@]//\{mock\}/$MOCK_URL}")
   if [[ "${EVENTS_SIDE:-}" == *"$side"* ]]; then
     PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" push "$OUT/$side.yaml" --note bench \
       --control-plane "$CP_URL" >/dev/null
     PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$A" deploy "bench-${side,,}" 1.0.0 -e dev --note bench \
       --control-plane "$CP_URL" >/dev/null
     PALISADE_GATEWAY_KEY=$GW_KEY "$bin" gateway --control-plane "$CP_URL" --pack "bench-${side,,}" -e dev \
-      --listen 127.0.0.1:0 --state-dir "$OUT/state-$side" >"$OUT/$side.out" 2>"$OUT/$side.err" &
+      --listen 127.0.0.1:0 --state-dir "$OUT/state-$side" "${extra[@]}" >"$OUT/$side.out" 2>"$OUT/$side.err" &
   else
-    extra_var=ARGS_$side
-    read -r -a extra <<<"${!extra_var:-}"
-    extra=("${extra[@]//\{mock\}/$MOCK_URL}")
     "$bin" gateway --pack "$OUT/$side.yaml" --environment dev --listen 127.0.0.1:0 \
       --state-dir "$OUT/state-$side" "${extra[@]}" >"$OUT/$side.out" 2>"$OUT/$side.err" &
   fi

@@ -195,6 +195,11 @@ impl EventSink {
     }
 }
 
+/// How often a shipper holding events takes what has queued since (see [`EventShipper::run`]).
+/// At 20 ms, the default queue of 20,000 events holds a million events a second between two
+/// takes.
+const COLLECT_TICK: Duration = Duration::from_millis(20);
+
 /// How the shipper batches and retries.
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
@@ -273,25 +278,42 @@ enum Sent {
 
 impl EventShipper {
     /// Ship until `stop` resolves, then send what is queued within the final-flush deadline.
+    ///
+    /// Idle, the shipper waits for an event; once it holds one, it takes what is queued every
+    /// [`COLLECT_TICK`] instead of waking for each event. A wake-up per event is a wake-up per
+    /// request: the serving threads would unpark this runtime's worker on every request, which
+    /// cost more gateway CPU than building, encoding and sending the events together.
     pub async fn run(mut self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut stopping = false;
         let mut batch = Vec::with_capacity(self.cfg.max_batch);
         while !stopping {
-            let first = tokio::select! {
-                e = self.rx.recv() => e,
-                () = &mut stop => None,
-            };
-            let Some(first) = first else { break };
-            batch.push(first);
+            if batch.is_empty() {
+                let first = tokio::select! {
+                    e = self.rx.recv() => e,
+                    () = &mut stop => None,
+                };
+                let Some(first) = first else { break };
+                batch.push(first);
+            }
             let deadline = tokio::time::Instant::now() + self.cfg.flush_interval;
-            while batch.len() < self.cfg.max_batch {
+            loop {
+                while batch.len() < self.cfg.max_batch {
+                    match self.rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            stopping = true;
+                            break;
+                        }
+                    }
+                }
+                let now = tokio::time::Instant::now();
+                if stopping || batch.len() >= self.cfg.max_batch || now >= deadline {
+                    break;
+                }
                 tokio::select! {
-                    e = self.rx.recv() => match e {
-                        Some(e) => batch.push(e),
-                        None => { stopping = true; break; }
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = tokio::time::sleep_until(deadline.min(now + COLLECT_TICK)) => {}
                     () = &mut stop => { stopping = true; break; }
                 }
             }
@@ -408,7 +430,7 @@ impl EventShipper {
 }
 
 /// The batch as gzipped JSON: `{"gateway": …, "events": [...]}`.
-fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
+pub fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
     // Serialise first, then compress in one write: serde_json writes in small pieces, and each
     // write into the encoder is a deflate call (streaming into it spent a third of a busy
     // gateway's CPU in the compressor's setup).
