@@ -38,6 +38,8 @@ case "$BACKEND" in
 esac
 start cp "$BIN/palisade" control-plane --listen 127.0.0.1:0 --database "$DB"
 CP=$START_URL
+# The bench reads the control plane's CPU over the ingest (not Postgres's own processes).
+export CP_PID=$START_PID
 KEY=$(PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$BIN/palisade" keys create --role gateway -e dev \
   --control-plane "$CP" 2>/dev/null)
 echo "backend=$BACKEND control plane $CP ($(nproc) cores)"

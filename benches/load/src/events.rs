@@ -231,8 +231,26 @@ async fn main() {
         ingest,
         total,
     };
+    // The control plane's CPU over the ingest, when events.sh names its process (`CP_PID`).
+    let cp_ticks = || {
+        let pid = std::env::var("CP_PID").ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    };
+    let before = cp_ticks();
     let rate = send_range(&http, url, gw_key, senders, time, (0, ingest)).await;
-    println!("RESULT phase=ingest senders={senders} events={ingest} events_per_s={rate:.0}");
+    let cpu = match (before, cp_ticks()) {
+        // Linux counts CPU time in ticks of 1/100 s.
+        (Some(a), Some(b)) => format!(
+            " cp_cpu_us_per_event={:.1}",
+            (b - a) as f64 * 1e4 / ingest as f64
+        ),
+        _ => String::new(),
+    };
+    println!("RESULT phase=ingest senders={senders} events={ingest} events_per_s={rate:.0}{cpu}");
     if total > ingest {
         let rate = send_range(&http, url, gw_key, senders, time, (ingest, total)).await;
         println!(
