@@ -15,6 +15,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http::{HeaderMap, StatusCode};
+use palisade_wire::events::ROWS_CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -204,7 +205,13 @@ async fn ingest(
         ));
     }
     let body = body_bytes(&headers, &body)?;
-    let batch = match events::parse_batch(&body, caller.environment.as_deref()) {
+    // The media type without its parameters names the form.
+    let rows = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(ROWS_CONTENT_TYPE));
+    let batch = match events::parse_batch(&body, rows, caller.environment.as_deref()) {
         Ok(b) => b,
         Err(e) => {
             app.metrics

@@ -25,12 +25,20 @@
 //! Retention ([`prune`]) deletes per environment in bounded batches, each its own transaction.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hashbrown::HashSet;
 use std::fmt::Write as _;
 
 use palisade_wire::error::ErrorCode;
-pub use palisade_wire::events::{Batch, DecisionEvent, Findings, Ingested, Outcome};
+use palisade_wire::events::{DecodedRow, RowBatch, SharedText};
+pub use palisade_wire::events::{Findings, Ingested, Outcome};
+
+/// An event as the control plane holds it: the text every event of a pack version shares is
+/// one `Arc` per rows batch, not a copy per event.
+pub type DecisionEvent = palisade_wire::events::DecisionEvent<Arc<str>>;
+/// A decoded batch, of either form.
+pub type Batch = palisade_wire::events::Batch<String, Vec<DecisionEvent>>;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -127,15 +135,15 @@ fn check(e: &DecisionEvent) -> Result<(), String> {
     Ok(())
 }
 
+/// Both sides, empty or not: the stored and answered shape does not depend on the wire's.
 fn findings_json(e: &DecisionEvent) -> String {
-    serde_json::to_string(&e.pii).unwrap_or_else(|_| "{}".to_owned())
+    json!({"request": &e.pii.request, "response": &e.pii.response}).to_string()
 }
 
-/// Decode and check a batch for a gateway key of `environment`: every event must be well-formed
-/// and of that environment, or the batch is refused whole.
-pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<Batch, ApiError> {
-    let batch: Batch = match serde_json::from_slice(body) {
-        Ok(b) => b,
+/// A batch decoded, or a 400 naming where it is malformed.
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(b) => Ok(b),
         // Decoded again, tracking the path, only to say where it fails: tracking it on every
         // batch costs a fifth of decoding.
         Err(_) => {
@@ -146,8 +154,28 @@ pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<
                     e.path(),
                     e.inner()
                 ))
-            })?
+            })
         }
+    }
+}
+
+/// Decode and check a batch for a gateway key of `environment`: every event must be well-formed
+/// and of that environment, or the batch is refused whole. `rows`: the body is a
+/// [`RowBatch`] (its `Content-Type` said so), else the object form.
+pub(crate) fn parse_batch(
+    body: &[u8],
+    rows: bool,
+    key_environment: Option<&str>,
+) -> Result<Batch, ApiError> {
+    let batch = if rows {
+        decode::<RowBatch<String, SharedText<Arc<str>>, Vec<DecodedRow<Arc<str>>>>>(body).map(
+            |b| Batch {
+                gateway: b.gateway,
+                events: b.rows.into_iter().map(|r| r.resolve(&b.shared)).collect(),
+            },
+        )?
+    } else {
+        decode::<Batch>(body)?
     };
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::TooLong {
@@ -159,12 +187,13 @@ pub(crate) fn parse_batch(body: &[u8], key_environment: Option<&str>) -> Result<
         });
     }
     identifier("gateway", &batch.gateway, 128).map_err(ApiError::BadRequest)?;
+    let list = if rows { "rows" } else { "events" };
     for (i, e) in batch.events.iter().enumerate() {
-        check(e).map_err(|m| ApiError::BadRequest(format!("events[{i}]: {m}")))?;
+        check(e).map_err(|m| ApiError::BadRequest(format!("{list}[{i}]: {m}")))?;
         if let Some(env) = key_environment {
-            if e.environment != env {
+            if &*e.environment != env {
                 return Err(ApiError::Forbidden(format!(
-                    "events[{i}] is for environment {}; this gateway key may only send events of {env}",
+                    "{list}[{i}] is for environment {}; this gateway key may only send events of {env}",
                     e.environment
                 )));
             }
@@ -407,10 +436,10 @@ async fn upsert_rollups(
     let mut entities: BTreeMap<(VersionBucket<'_>, &str, &str), (i64, i64)> = BTreeMap::new();
     for (e, span) in events.iter().flat_map(|e| SPANS.map(|s| (e, s))) {
         let key = (
-            e.environment.as_str(),
-            e.pack.as_str(),
-            e.version.as_str(),
-            e.hash.as_str(),
+            &*e.environment,
+            &*e.pack,
+            &*e.version,
+            &*e.hash,
             span,
             e.at_ms.min(now) / span * span,
         );
@@ -1015,7 +1044,7 @@ mod tests {
         let mut bad = event();
         bad["outcome"] = json!("fine");
         let body = json!({"gateway": "g", "events": [event(), bad]}).to_string();
-        let err = parse_batch(body.as_bytes(), Some("dev")).unwrap_err();
+        let err = parse_batch(body.as_bytes(), false, Some("dev")).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("invalid event batch at `events[1].outcome`: unknown variant `fine`"),
@@ -1025,12 +1054,51 @@ mod tests {
         let mut typo = event();
         typo["status"] = json!("ok");
         let body = json!({"gateway": "g", "events": [typo]}).to_string();
-        let err = parse_batch(body.as_bytes(), Some("dev")).unwrap_err();
+        let err = parse_batch(body.as_bytes(), false, Some("dev")).unwrap_err();
         assert!(err.to_string().contains("events[0].status"), "{err}");
 
         let body = json!({"gateway": "g", "events": [event()]}).to_string();
-        let err = parse_batch(body.as_bytes(), Some("prod")).unwrap_err();
+        let err = parse_batch(body.as_bytes(), false, Some("prod")).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
-        assert!(parse_batch(body.as_bytes(), Some("dev")).is_ok());
+        assert!(parse_batch(body.as_bytes(), false, Some("dev")).is_ok());
+    }
+
+    fn row(id: &str, env: Value) -> Value {
+        json!([id, 1, env, null, null, null, null, "m", "m", "app", null, "allowed", false, 200,
+               5, 4, 1, 2, 0.5, {"request": {"email": 1}}])
+    }
+
+    #[test]
+    fn a_rows_batch_takes_the_shared_text_and_is_refused_whole_naming_the_bad_row() {
+        let shared = json!({"environment": "dev", "pack": "p", "version": "1", "hash": "h",
+                            "route": "/v1/chat/completions"});
+        let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", Value::Null)]});
+        let batch = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap();
+        let e = &batch.events[0];
+        assert_eq!((&*e.environment, &*e.pack, &*e.hash), ("dev", "p", "h"));
+        assert_eq!(e.pii.request.get("email"), Some(&1));
+        assert_eq!(e.cost_usd, Some(0.5));
+        // The object form of the same body is not a batch.
+        assert!(parse_batch(body.to_string().as_bytes(), false, Some("dev")).is_err());
+
+        let mut bad = row("r2", Value::Null);
+        bad[11] = json!("fine");
+        let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", Value::Null), bad]});
+        let err = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "invalid event batch at `rows[1][11]`: outcome: unknown variant `fine`"
+            ),
+            "{err}"
+        );
+
+        let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", json!("prod"))]});
+        let err = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
+        assert!(
+            err.to_string()
+                .starts_with("rows[0] is for environment prod"),
+            "{err}"
+        );
     }
 }

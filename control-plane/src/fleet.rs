@@ -190,7 +190,10 @@ pub(crate) async fn register(
         .await?;
     upsert_registration(&mut tx, caller, instance, now).await?;
     tx.commit().await?;
-    Ok(json!({ "report_interval_ms": app.timing.report_interval_ms }))
+    Ok(json!({
+        "report_interval_ms": app.timing.report_interval_ms,
+        "event_formats": [palisade_wire::events::ROWS_FORMAT],
+    }))
 }
 
 /// `POST /v1/gateways/{id}/report`.

@@ -50,8 +50,11 @@ fn encode_batch(c: &mut Criterion) {
     let batch = events(1000);
     let mut g = c.benchmark_group("events");
     g.throughput(Throughput::Elements(batch.len() as u64));
-    g.bench_function("encode 1000", |b| {
-        b.iter(|| encode("gw-0123456789abcdef", &batch).unwrap())
+    g.bench_function("encode 1000, objects", |b| {
+        b.iter(|| encode("gw-0123456789abcdef", &batch, false).unwrap())
+    });
+    g.bench_function("encode 1000, rows", |b| {
+        b.iter(|| encode("gw-0123456789abcdef", &batch, true).unwrap())
     });
     g.finish();
 }

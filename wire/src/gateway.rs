@@ -27,6 +27,10 @@ pub struct Register {
 pub struct Registered {
     #[serde(default)]
     pub report_interval_ms: Option<u64>,
+    /// Event batch formats the control plane reads besides the object form
+    /// ([`crate::events::ROWS_FORMAT`]); none from a control plane older than them.
+    #[serde(default)]
+    pub event_formats: Vec<String>,
 }
 
 /// `GET /v1/gateways/desired` answer.

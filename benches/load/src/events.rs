@@ -79,8 +79,9 @@ impl Timeline {
     }
 }
 
-/// Event number `n`: in time order (see [`Timeline`]), 5 versions, 50 callers, 2 % escalated.
-fn event(n: u64, time: Timeline, out: &mut String) {
+/// Event number `n`: in time order (see [`Timeline`]), 5 versions, 50 callers, 2 % escalated;
+/// a row of a rows batch (version 2.0.0 shared) or an object.
+fn event(n: u64, time: Timeline, rows: bool, out: &mut String) {
     let r = mix(n);
     let at = time.at(n, r);
     let version = (r >> 20) % 5;
@@ -99,26 +100,51 @@ fn event(n: u64, time: Timeline, out: &mut String) {
             1 + (r >> 44) % 3
         )
     };
-    let _ = write!(
-        out,
-        r#"{{"request_id":"{n:016x}{r:016x}","at_ms":{at},"environment":"dev","pack":"support","version":"2.{version}.0","hash":"hash{version}","route":"/v1/chat/completions","model_requested":"gpt-4o-mini","model_used":"gpt-4o-mini","caller":"app-{}","team":"team-{}","outcome":"{outcome}","escalated":{escalated},"status":200,"latency_us":{},"upstream_us":{},"input_tokens":{},"output_tokens":{},"cost_usd":0.00012,"pii":{{"request":{{{pii}}},"response":{{}}}}}}"#,
-        (r >> 48) % 50,
-        (r >> 54) % 8,
-        500 + (r >> 8) % 2000,
-        300_000 + (r >> 12) % 900_000,
-        10 + (r >> 16) % 500,
-        10 + (r >> 24) % 800,
-    );
+    let (caller, team) = ((r >> 48) % 50, (r >> 54) % 8);
+    let (latency, upstream) = (500 + (r >> 8) % 2000, 300_000 + (r >> 12) % 900_000);
+    let (input, output) = (10 + (r >> 16) % 500, 10 + (r >> 24) % 800);
+    let _ = if rows {
+        let (v, h) = if version == 0 {
+            ("null".to_owned(), "null".to_owned())
+        } else {
+            (format!("\"2.{version}.0\""), format!("\"hash{version}\""))
+        };
+        let pii = if pii.is_empty() {
+            "{}".to_owned()
+        } else {
+            format!("{{\"request\":{{{pii}}}}}")
+        };
+        write!(
+            out,
+            r#"["{n:016x}{r:016x}",{at},null,null,{v},{h},null,"gpt-4o-mini","gpt-4o-mini","app-{caller}","team-{team}","{outcome}",{escalated},200,{latency},{upstream},{input},{output},0.00012,{pii}]"#,
+        )
+    } else {
+        write!(
+            out,
+            r#"{{"request_id":"{n:016x}{r:016x}","at_ms":{at},"environment":"dev","pack":"support","version":"2.{version}.0","hash":"hash{version}","route":"/v1/chat/completions","model_requested":"gpt-4o-mini","model_used":"gpt-4o-mini","caller":"app-{caller}","team":"team-{team}","outcome":"{outcome}","escalated":{escalated},"status":200,"latency_us":{latency},"upstream_us":{upstream},"input_tokens":{input},"output_tokens":{output},"cost_usd":0.00012,"pii":{{"request":{{{pii}}},"response":{{}}}}}}"#,
+        )
+    };
+}
+
+/// Gateways send rows to a control plane that reads them; `FORMAT=objects` sends the object
+/// form instead.
+fn rows() -> bool {
+    std::env::var("FORMAT").map_or(true, |f| f != "objects")
 }
 
 fn batch(first: u64, count: u64, time: Timeline) -> Bytes {
+    let rows = rows();
     let mut json = String::with_capacity(count as usize * 520);
-    json.push_str(r#"{"gateway":"bench","events":["#);
+    json.push_str(if rows {
+        r#"{"gateway":"bench","shared":{"environment":"dev","pack":"support","version":"2.0.0","hash":"hash0","route":"/v1/chat/completions"},"rows":["#
+    } else {
+        r#"{"gateway":"bench","events":["#
+    });
     for i in 0..count {
         if i > 0 {
             json.push(',');
         }
-        event(first + i, time, &mut json);
+        event(first + i, time, rows, &mut json);
     }
     json.push_str("]}");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -129,7 +155,14 @@ fn batch(first: u64, count: u64, time: Timeline) -> Bytes {
 async fn post(http: &Http, url: &str, key: &str, body: Bytes) -> Result<(), String> {
     let req = hyper::Request::post(format!("{url}/v1/events"))
         .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
+        .header(
+            "content-type",
+            if rows() {
+                "application/vnd.palisade.event-rows+json"
+            } else {
+                "application/json"
+            },
+        )
         .header("content-encoding", "gzip")
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;

@@ -5,6 +5,8 @@
 //! never logged. Plain `http://` only for now: TLS to the control plane goes through the same
 //! rustls connector as the provider client once both are in one place.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use palisade_wire::events::{ROWS_CONTENT_TYPE, ROWS_FORMAT};
 use palisade_wire::gateway::{Desired, Register, Registered, Report};
 
 /// Largest answer read from the control plane (a pack document is well below this).
@@ -53,6 +56,9 @@ pub struct ControlClient {
     base: String,
     key: String,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// The control plane said, when this gateway last registered, that it reads event batches
+    /// as rows (shared by every clone: the agent registers, the shipper sends).
+    reads_rows: Arc<AtomicBool>,
 }
 
 impl ControlClient {
@@ -71,6 +77,7 @@ impl ControlClient {
             base: base.to_owned(),
             key: key.to_owned(),
             http,
+            reads_rows: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -84,7 +91,15 @@ impl ControlClient {
                 Duration::from_secs(10),
             )
             .await?;
-        parse(&expect_ok(answer)?)
+        let registered: Registered = parse(&expect_ok(answer)?)?;
+        let rows = registered.event_formats.iter().any(|f| f == ROWS_FORMAT);
+        self.reads_rows.store(rows, Ordering::Relaxed);
+        Ok(registered)
+    }
+
+    /// Whether the control plane reads event batches as rows (as of the last registration).
+    pub fn reads_rows(&self) -> bool {
+        self.reads_rows.load(Ordering::Relaxed)
     }
 
     /// Long-poll for the desired version; `known` is the hash already seen (`If-None-Match`).
@@ -133,13 +148,19 @@ impl ControlClient {
         expect_ok(answer).map(drop)
     }
 
-    /// `POST /v1/events` with a gzipped batch; `Ok` once the control plane stored it.
-    pub async fn send_events(&self, gzipped: Bytes) -> Result<(), ControlError> {
+    /// `POST /v1/events` with a gzipped batch (rows, or the object form); `Ok` once the control
+    /// plane stored it.
+    pub async fn send_events(&self, gzipped: Bytes, rows: bool) -> Result<(), ControlError> {
+        let content_type = if rows {
+            ROWS_CONTENT_TYPE
+        } else {
+            "application/json"
+        };
         let req = Request::builder()
             .method(Method::POST)
             .uri(format!("{}/v1/events", self.base))
             .header(header::AUTHORIZATION, format!("Bearer {}", self.key))
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_ENCODING, "gzip")
             .body(Full::new(gzipped))
             .map_err(|e| ControlError::Url(e.to_string()))?;

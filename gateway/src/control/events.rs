@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use palisade_wire::events::{Batch, Findings, Outcome};
+use palisade_wire::events::{Batch, Findings, Outcome, RowBatch, Rows, SharedText};
 use policy_engine::pack::PiiAction;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -413,11 +413,12 @@ impl EventShipper {
     }
 
     async fn send(&self, batch: &[DecisionEvent]) -> Sent {
-        let body = match encode(&self.cfg.gateway, batch) {
+        let rows = self.client.reads_rows();
+        let body = match encode(&self.cfg.gateway, batch, rows) {
             Ok(b) => b,
             Err(e) => return Sent::Refused(ControlError::Protocol(e)),
         };
-        match self.client.send_events(body).await {
+        match self.client.send_events(body, rows).await {
             Ok(()) => Sent::Acknowledged,
             Err(e @ ControlError::Status { status, .. })
                 if (400..500).contains(&status) && status != 408 && status != 429 =>
@@ -429,15 +430,30 @@ impl EventShipper {
     }
 }
 
-/// The batch as gzipped JSON: `{"gateway": …, "events": [...]}`.
-pub fn encode(gateway: &str, batch: &[DecisionEvent]) -> Result<Bytes, String> {
+/// The batch as gzipped JSON: rows (`{"gateway": …, "shared": {…}, "rows": [[…], …]}`, the
+/// shared text of the first event) when the control plane reads them, else the object form
+/// (`{"gateway": …, "events": [{…}, …]}`).
+pub fn encode(gateway: &str, batch: &[DecisionEvent], rows: bool) -> Result<Bytes, String> {
     // Serialise first, then compress in one write: serde_json writes in small pieces, and each
     // write into the encoder is a deflate call (streaming into it spent a third of a busy
     // gateway's CPU in the compressor's setup).
-    let json = serde_json::to_vec(&Batch {
-        gateway,
-        events: batch,
-    })
+    let json = match batch.first() {
+        Some(first) if rows => {
+            let shared = SharedText::of(first);
+            serde_json::to_vec(&RowBatch {
+                gateway,
+                shared: &shared,
+                rows: Rows {
+                    shared: &shared,
+                    events: batch,
+                },
+            })
+        }
+        _ => serde_json::to_vec(&Batch {
+            gateway,
+            events: batch,
+        }),
+    }
     .map_err(|e| e.to_string())?;
     let mut gz = flate2::write::GzEncoder::new(
         Vec::with_capacity(json.len() / 4),
