@@ -131,6 +131,14 @@ async fn a_managed_gateway_ships_its_decisions_and_counts_what_it_could_not() {
             .count()
     };
     assert_eq!((by("1.0.0", "escalated"), by("1.0.0", "allowed")), (2, 3));
+    // A gateway and a control plane of one build exchange rows, not objects.
+    let cp_metrics = client::get(&client::client(), &format!("{}/metrics", cp.url)).await;
+    let cp_metrics = String::from_utf8_lossy(&cp_metrics.body).into_owned();
+    assert!(
+        cp_metrics.contains("palisade_cp_event_batches_total{format=\"rows\"}")
+            && !cp_metrics.contains("format=\"objects\""),
+        "{cp_metrics}"
+    );
     assert_eq!((by("2.0.0", "blocked"), by("2.0.0", "allowed")), (2, 2));
     let escalated = events.iter().find(|e| e["outcome"] == "escalated").unwrap();
     assert_eq!(escalated["pii"]["request"]["email"], 1, "{escalated}");

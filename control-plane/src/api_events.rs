@@ -211,6 +211,10 @@ async fn ingest(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(ROWS_CONTENT_TYPE));
+    app.metrics
+        .batches
+        .with_label_values(&[if rows { "rows" } else { "objects" }])
+        .inc();
     let batch = match events::parse_batch(&body, rows, caller.environment.as_deref()) {
         Ok(b) => b,
         Err(e) => {

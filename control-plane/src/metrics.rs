@@ -19,6 +19,9 @@ pub(crate) struct Metrics {
     duplicates: IntCounter,
     escalations_opened: IntCounter,
     pub(crate) batches_refused: IntCounterVec,
+    /// Event batches received, by form (`rows`, `objects`): gateways still on the object form
+    /// are ones older than rows.
+    pub(crate) batches: IntCounterVec,
     /// Event writes holding a database connection: started, not yet committed or rolled back.
     pub(crate) event_writes: IntGauge,
 }
@@ -45,6 +48,14 @@ impl Metrics {
             ),
             &["code"],
         )?;
+        let batches = IntCounterVec::new(
+            Opts::new(
+                "palisade_cp_event_batches_total",
+                "Event batches received, by form: rows or objects.",
+            ),
+            &["format"],
+        )?;
+        registry.register(Box::new(batches.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(escalations_opened.clone()))?;
@@ -60,6 +71,7 @@ impl Metrics {
             duplicates,
             escalations_opened,
             batches_refused,
+            batches,
             event_writes,
         })
     }
