@@ -159,13 +159,22 @@ pub(crate) async fn serve(
         let spawned = std::thread::Builder::new()
             .name(format!("palisade-io-{i}"))
             .spawn(move || {
+                // Rows of decision events held back on this thread; its housekeeping tick
+                // queues them every second.
+                let serving = crate::control::events::serving_thread();
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(worker(l, tls, state, settings, permits, clients, stop)),
+                    Ok(rt) => {
+                        rt.block_on(worker(l, tls, state, settings, permits, clients, stop));
+                        // Requests cut off by the drain timeout end as their tasks are dropped.
+                        drop(rt);
+                    }
                     Err(e) => tracing::error!(error = %e, "cannot start a serving runtime"),
                 }
+                // Before the gateway counts as stopped: the shipper's final flush sends these.
+                drop(serving);
                 let _ = done_tx.send(());
             });
         match spawned {
@@ -279,7 +288,7 @@ async fn worker(
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
 /// A serving thread's periodic work, for as long as its runtime lives: closing upstream
-/// connections idle for too long. The tick has a second job. tokio's timer wakes its I/O driver
+/// connections idle for too long, and queueing the decision events it holds back. The tick has a second job. tokio's timer wakes its I/O driver
 /// (an eventfd write, plus an extra event on the next `epoll_wait`) whenever a timer is armed
 /// that is due before the driver's planned wake-up; hyper arms a 30 s header-read timer each
 /// time a keep-alive connection waits for its next request, and with no earlier timer pending
@@ -291,6 +300,7 @@ async fn housekeeping() {
     loop {
         tick.tick().await;
         crate::upstream::sweep_idle();
+        crate::control::events::flush_thread();
     }
 }
 

@@ -9,22 +9,21 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::control::events::{queue, ShipperConfig, Text};
+use gateway::control::events::{flush_thread, queue, serving_thread, DecisionEvent, ShipperConfig};
 use gateway::control::ControlClient;
-use palisade_wire::events::{DecisionEvent, Findings, Outcome};
+use palisade_wire::events::{Findings, Outcome};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-fn event(id: &str) -> DecisionEvent<Text> {
-    let fixed = |s: &'static str| Text::Fixed(s.into());
+fn event(id: &str) -> DecisionEvent<'_> {
     DecisionEvent {
-        request_id: id.to_owned(),
+        request_id: id,
         at_ms: 1,
-        environment: fixed("dev"),
-        pack: fixed("support"),
-        version: fixed("1.0.0"),
-        hash: fixed("h1"),
-        route: fixed("/v1/chat/completions"),
+        environment: "dev",
+        pack: "support",
+        version: "1.0.0",
+        hash: "h1",
+        route: "/v1/chat/completions",
         model_requested: None,
         model_used: None,
         caller: None,
@@ -104,11 +103,17 @@ async fn batch_after_registering(registered: &str) -> (String, serde_json::Value
 
     let mut cfg = ShipperConfig::new("gw-1".to_owned());
     cfg.flush_interval = Duration::from_millis(10);
-    let (sink, events) = queue(16);
-    sink.push(event("req-1"));
+    let (sink, events) = queue(16_000);
+    // As a serving thread does: rows held back in one chunk, queued on the tick.
+    let serving = serving_thread();
+    sink.push(&event("req-1"));
     let mut other = event("req-2");
-    other.version = Text::Fixed("2.0.0".into());
-    sink.push(other);
+    other.version = "2.0.0";
+    sink.push(&other);
+    assert_eq!(sink.queued(), 0, "held back on this thread");
+    flush_thread();
+    assert_eq!(sink.queued(), 2);
+    drop(serving);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(events.ship(client, cfg).run(async {
@@ -155,7 +160,7 @@ async fn a_busy_control_plane_is_retried_no_sooner_than_it_asks() {
     cfg.flush_interval = Duration::from_millis(10);
     cfg.min_backoff = Duration::from_millis(10);
     let (sink, events) = queue(16);
-    sink.push(event("req-1"));
+    sink.push(&event("req-1"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shipper = events.ship(client, cfg);
     let mut tasks = tokio::task::JoinSet::new();

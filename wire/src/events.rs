@@ -90,10 +90,11 @@ pub struct Findings {
 }
 
 /// One decision event. `S` is the text of the fields every event of a pack version shares
-/// (environment, pack, version, hash, route).
+/// (environment, pack, version, hash, route), `T` the event's own text (request id, models,
+/// caller, team, redacted text): a gateway serialises events that borrow both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionEvent<S = String> {
-    pub request_id: String,
+pub struct DecisionEvent<S = String, T = String> {
+    pub request_id: T,
     /// Unix milliseconds, the gateway's clock, when the request ended.
     pub at_ms: i64,
     pub environment: S,
@@ -102,13 +103,13 @@ pub struct DecisionEvent<S = String> {
     pub hash: S,
     pub route: S,
     #[serde(default)]
-    pub model_requested: Option<String>,
+    pub model_requested: Option<T>,
     #[serde(default)]
-    pub model_used: Option<String>,
+    pub model_used: Option<T>,
     #[serde(default)]
-    pub caller: Option<String>,
+    pub caller: Option<T>,
     #[serde(default)]
-    pub team: Option<String>,
+    pub team: Option<T>,
     pub outcome: Outcome,
     #[serde(default)]
     pub escalated: bool,
@@ -126,9 +127,9 @@ pub struct DecisionEvent<S = String> {
     pub pii: Findings,
     /// Only when the pack's audit settings put redacted text in the audit record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redacted_text: Option<String>,
+    pub redacted_text: Option<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redacted_response_text: Option<String>,
+    pub redacted_response_text: Option<T>,
     /// Every call to a provider when there was more than one (retries, fallbacks), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
@@ -204,13 +205,26 @@ pub struct SharedText<S> {
 
 impl<S: Clone> SharedText<S> {
     /// The shared text of `e`.
-    pub fn of(e: &DecisionEvent<S>) -> Self {
+    pub fn of<T>(e: &DecisionEvent<S, T>) -> Self {
         Self {
             environment: e.environment.clone(),
             pack: e.pack.clone(),
             version: e.version.clone(),
             hash: e.hash.clone(),
             route: e.route.clone(),
+        }
+    }
+}
+
+impl<S: AsRef<str>> SharedText<S> {
+    /// The same text, borrowed.
+    pub fn borrowed(&self) -> SharedText<&str> {
+        SharedText {
+            environment: self.environment.as_ref(),
+            pack: self.pack.as_ref(),
+            version: self.version.as_ref(),
+            hash: self.hash.as_ref(),
+            route: self.route.as_ref(),
         }
     }
 }
@@ -230,12 +244,12 @@ pub struct RowBatch<G, H, R> {
 
 /// The rows of `events` for a [`RowBatch`] whose shared text is `shared`.
 #[derive(Debug)]
-pub struct Rows<'a, S> {
+pub struct Rows<'a, S, T> {
     pub shared: &'a SharedText<S>,
-    pub events: &'a [DecisionEvent<S>],
+    pub events: &'a [DecisionEvent<S, T>],
 }
 
-impl<S: Serialize + PartialEq> Serialize for Rows<'_, S> {
+impl<S: Serialize + PartialEq, T: Serialize> Serialize for Rows<'_, S, T> {
     fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
         s.collect_seq(self.events.iter().map(|event| Row {
             shared: self.shared,
@@ -244,9 +258,12 @@ impl<S: Serialize + PartialEq> Serialize for Rows<'_, S> {
     }
 }
 
-struct Row<'a, S> {
-    shared: &'a SharedText<S>,
-    event: &'a DecisionEvent<S>,
+/// One event as a row of a batch whose shared text is `shared`: rows serialised one at a time
+/// and joined with commas make a [`RowBatch`]'s `rows`.
+#[derive(Debug)]
+pub struct Row<'a, S, T> {
+    pub shared: &'a SharedText<S>,
+    pub event: &'a DecisionEvent<S, T>,
 }
 
 /// `v`, or `None` when it is the shared text.
@@ -254,7 +271,7 @@ fn own<'a, S: PartialEq>(v: &'a S, shared: &S) -> Option<&'a S> {
     (v != shared).then_some(v)
 }
 
-impl<S: Serialize + PartialEq> Serialize for Row<'_, S> {
+impl<S: Serialize + PartialEq, T: Serialize> Serialize for Row<'_, S, T> {
     fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
         let (e, shared) = (self.event, self.shared);
         let cells = if !e.attempts.is_empty() {

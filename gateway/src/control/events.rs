@@ -1,22 +1,29 @@
-//! Decision events to the control plane: one per request, queued from the request's terminal
-//! call without waiting, batched, gzipped and sent by one shipper task, off the request path.
+//! Decision events to the control plane: one per request, written as a row (see
+//! [`palisade_wire::events::RowBatch`]) by the thread that served the request, batched, gzipped
+//! and sent by one shipper task, off the request path.
 //!
-//! The queue is bounded ([`EventSink::push`] never waits): when it is full — the control plane
-//! is down or slower than the traffic — the event is dropped and counted
+//! A serving thread writes its requests' rows into a chunk of its own (up to 64 rows, no lock,
+//! no allocation per event beyond the chunk's growth) and queues the chunk when it is full and
+//! on the thread's one-second housekeeping tick; any other thread queues each row at once. The
+//! queue is bounded ([`EventSink::record`] never waits): when it is full — the control plane is
+//! down or slower than the traffic — the chunk's events are dropped and counted
 //! (`palisade_events_dropped_total`, `/status`, the report `palisade status` shows). The local
 //! audit log stays the record of truth; events are the fleet view.
 //!
 //! The shipper sends a batch when it holds [`ShipperConfig::max_batch`] events or its oldest
-//! event has waited [`ShipperConfig::flush_interval`]. A failed send (unreachable, timeout,
+//! chunk has waited [`ShipperConfig::flush_interval`]. A failed send (unreachable, timeout,
 //! 5xx, 408, 429) is retried with exponential backoff and jitter, never sooner than the control
 //! plane's `Retry-After` (a busy control plane answers 503 `BUSY` with one), holding that batch
-//! while new events queue behind it; the control plane stores by request id, so a batch retried after a
-//! lost acknowledgement is not counted twice. A batch the control plane refuses as malformed
-//! or forbidden (another 4xx) would be refused again: it is dropped, counted and logged. At
-//! shutdown, after the gateway drained, the shipper sends what is queued within a deadline and
-//! counts the rest as dropped; nothing is kept on disk, so a restarted gateway never resends
-//! what was acknowledged.
+//! while new events queue behind it; the control plane stores by request id, so a batch retried
+//! after a lost acknowledgement is not counted twice. A batch the control plane refuses as
+//! malformed or forbidden (another 4xx) would be refused again: it is dropped, counted and
+//! logged. A control plane that does not list rows among its event formats (one older than
+//! them) gets the object form, decoded from the rows. At shutdown, after the gateway drained and
+//! its serving threads queued their last chunks, the shipper sends what is queued within a
+//! deadline and counts the rest as dropped; nothing is kept on disk, so a restarted gateway
+//! never resends what was acknowledged.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
@@ -25,11 +32,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use palisade_wire::events::{Batch, Findings, Outcome, RowBatch, Rows, SharedText};
+use palisade_wire::events::{DecodedRow, Findings, Outcome, Row, SharedText};
 use policy_engine::pack::PiiAction;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::client::{ControlClient, ControlError};
@@ -37,32 +43,9 @@ use crate::audit::{AuditRecord, OutcomeKind};
 use crate::hooks::RequestMeta;
 use crate::policy::PiiReport;
 
-/// One decision event as this gateway builds and sends it.
-pub type DecisionEvent = palisade_wire::events::DecisionEvent<Text>;
-
-/// An event's text that every event of a pack version shares (environment, pack, version, hash:
-/// `Arc`s of the active pack) or that is fixed (the route): cloned into each event without
-/// copying, serialised as a plain string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Text {
-    Shared(Arc<str>),
-    Fixed(std::borrow::Cow<'static, str>),
-}
-
-impl Text {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Shared(s) => s,
-            Self::Fixed(s) => s,
-        }
-    }
-}
-
-impl Serialize for Text {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
+/// One decision event as this gateway builds it: borrowed from the request's audit record,
+/// serialised into a row and dropped.
+pub type DecisionEvent<'a> = palisade_wire::events::DecisionEvent<&'a str, &'a str>;
 
 fn side(report: Option<&PiiReport>) -> BTreeMap<String, u32> {
     report
@@ -105,22 +88,22 @@ fn outcome(record: &AuditRecord, meta: &RequestMeta) -> Outcome {
 
 /// The event of a request, from its audit record and what the request path knew. Text only
 /// where the record carries it (the pack's `include_redacted_text`).
-pub fn event(record: &AuditRecord, meta: &RequestMeta) -> DecisionEvent {
+pub fn event<'a>(record: &'a AuditRecord, meta: &RequestMeta) -> DecisionEvent<'a> {
     let at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     DecisionEvent {
-        request_id: record.request_id.clone(),
+        request_id: &record.request_id,
         at_ms,
-        environment: Text::Shared(Arc::clone(&record.environment)),
-        pack: Text::Shared(Arc::clone(&record.pack.name)),
-        version: Text::Shared(Arc::clone(&record.pack.version)),
-        hash: Text::Shared(Arc::clone(&record.pack.hash)),
-        route: Text::Fixed(record.route.clone()),
-        model_requested: record.model_requested.clone(),
-        model_used: record.model_used.clone(),
-        caller: record.caller.key_id.clone(),
-        team: record.caller.team.clone(),
+        environment: &record.environment,
+        pack: &record.pack.name,
+        version: &record.pack.version,
+        hash: &record.pack.hash,
+        route: &record.route,
+        model_requested: record.model_requested.as_deref(),
+        model_used: record.model_used.as_deref(),
+        caller: record.caller.key_id.as_deref(),
+        team: record.caller.team.as_deref(),
         outcome: outcome(record, meta),
         escalated: record.escalated,
         status: record.status,
@@ -136,8 +119,8 @@ pub fn event(record: &AuditRecord, meta: &RequestMeta) -> DecisionEvent {
             request: side(meta.pii_request.as_ref()),
             response: side(meta.pii_response.as_ref()),
         },
-        redacted_text: record.redacted_text.clone(),
-        redacted_response_text: record.redacted_response_text.clone(),
+        redacted_text: record.redacted_text.as_deref(),
+        redacted_response_text: record.redacted_response_text.as_deref(),
         attempts: record
             .attempts
             .iter()
@@ -150,27 +133,165 @@ pub fn event(record: &AuditRecord, meta: &RequestMeta) -> DecisionEvent {
     }
 }
 
-/// Counters of the shipper, exported as metrics and in `/status` (what is queued is read from
-/// the channel itself).
+/// Counters of the shipper, exported as metrics and in `/status`.
 #[derive(Debug, Default)]
 pub struct EventStats {
     pub shipped: AtomicU64,
     pub dropped: AtomicU64,
     pub send_failures: AtomicU64,
+    /// Events in queued chunks (not counting a batch the shipper holds, nor rows a serving
+    /// thread has not queued yet).
+    pub queued: AtomicU64,
+}
+
+/// Rows of one or more events, written by one thread: the text they share is sent once per
+/// batch, and a row whose text differs carries its own.
+#[derive(Debug)]
+pub struct Chunk {
+    shared: SharedText<Arc<str>>,
+    /// Rows joined with commas, without the brackets.
+    rows: Vec<u8>,
+    events: usize,
+}
+
+impl Chunk {
+    /// An empty chunk sharing `e`'s text.
+    pub fn new(e: &DecisionEvent<'_>) -> Self {
+        let shared = SharedText::of(e);
+        Self {
+            shared: SharedText {
+                environment: Arc::from(shared.environment),
+                pack: Arc::from(shared.pack),
+                version: Arc::from(shared.version),
+                hash: Arc::from(shared.hash),
+                route: Arc::from(shared.route),
+            },
+            rows: Vec::new(),
+            events: 0,
+        }
+    }
+
+    /// `e` as one more row.
+    pub fn push(&mut self, e: &DecisionEvent<'_>) {
+        if self.events > 0 {
+            self.rows.push(b',');
+        }
+        let shared = self.shared.borrowed();
+        // Only an I/O error can fail serialising, and a Vec has none.
+        let _ = serde_json::to_writer(
+            &mut self.rows,
+            &Row {
+                shared: &shared,
+                event: e,
+            },
+        );
+        self.events += 1;
+    }
 }
 
 /// The request path's end of the queue.
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<DecisionEvent>,
+    tx: mpsc::Sender<Chunk>,
     stats: Arc<EventStats>,
+    /// Rows a serving thread gathers before it queues them.
+    chunk_rows: usize,
+    capacity: usize,
+}
+
+/// A thread's chunk and the sink it is for; queued if the thread ends holding it.
+struct Pending(Option<(EventSink, Chunk)>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((sink, chunk)) = self.0.take() {
+            sink.queue(chunk);
+        }
+    }
+}
+
+thread_local! {
+    static PENDING: RefCell<Pending> = const { RefCell::new(Pending(None)) };
+    /// This thread queues its chunk on a tick of its own ([`serving_thread`]).
+    static TICKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While the guard lives, the current thread may hold rows back to queue them together: it
+/// promises to call [`flush_thread`] at least once a second. Dropped, it queues what the thread
+/// holds.
+#[must_use = "the thread holds rows back only while the guard lives"]
+#[derive(Debug)]
+pub struct ServingThread(());
+
+impl Drop for ServingThread {
+    fn drop(&mut self) {
+        let _ = TICKING.try_with(|t| t.set(false));
+        flush_thread();
+    }
+}
+
+/// Mark the current thread as a serving thread (see [`ServingThread`]).
+pub fn serving_thread() -> ServingThread {
+    TICKING.set(true);
+    ServingThread(())
+}
+
+/// Queue the rows the current thread holds back. Serving threads call it on their housekeeping
+/// tick and when they stop.
+pub fn flush_thread() {
+    if let Ok(Some((sink, chunk))) = PENDING.try_with(|p| p.borrow_mut().0.take()) {
+        sink.queue(chunk);
+    }
 }
 
 impl EventSink {
-    /// Queue an event, or drop and count it when the queue is full. Never waits.
-    pub fn push(&self, event: DecisionEvent) {
-        if self.tx.try_send(event).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    /// The request's event, as a row of this thread's chunk. Never waits: a full queue drops
+    /// and counts the chunk.
+    pub fn record(&self, record: &AuditRecord, meta: &RequestMeta) {
+        self.push(&event(record, meta));
+    }
+
+    /// `e` as a row of this thread's chunk (see [`EventSink::record`]).
+    pub fn push(&self, e: &DecisionEvent<'_>) {
+        let ticking = TICKING.try_with(Cell::get).unwrap_or(false);
+        let held = PENDING.try_with(|cell| {
+            let Pending(pending) = &mut *cell.borrow_mut();
+            if pending
+                .as_ref()
+                .is_some_and(|(sink, _)| !Arc::ptr_eq(&sink.stats, &self.stats))
+            {
+                // Another gateway's sink on this thread (tests): its rows go first.
+                if let Some((sink, chunk)) = pending.take() {
+                    sink.queue(chunk);
+                }
+            }
+            let (_, chunk) = pending.get_or_insert_with(|| (self.clone(), Chunk::new(e)));
+            chunk.push(e);
+            if chunk.events >= self.chunk_rows || !ticking {
+                pending.take().map(|(_, chunk)| chunk)
+            } else {
+                None
+            }
+        });
+        match held {
+            Ok(Some(full)) => self.queue(full),
+            Ok(None) => {}
+            // The thread is ending and its chunk is gone already: this row goes alone.
+            Err(_) => {
+                let mut chunk = Chunk::new(e);
+                chunk.push(e);
+                self.queue(chunk);
+            }
+        }
+    }
+
+    fn queue(&self, chunk: Chunk) {
+        let n = chunk.events as u64;
+        // Counted before it is sent, so the shipper never takes it before it counts.
+        self.stats.queued.fetch_add(n, Ordering::Relaxed);
+        if self.tx.try_send(chunk).is_err() {
+            self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -179,8 +300,8 @@ impl EventSink {
     }
 
     /// Events waiting in the queue (not counting a batch the shipper holds).
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    pub fn queued(&self) -> u64 {
+        self.stats.queued.load(Ordering::Relaxed)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -190,14 +311,12 @@ impl EventSink {
             "dropped": load(&self.stats.dropped),
             "send_failures": load(&self.stats.send_failures),
             "queued": self.queued(),
-            "capacity": self.tx.max_capacity(),
+            "capacity": self.capacity,
         })
     }
 }
 
 /// How often a shipper holding events takes what has queued since (see [`EventShipper::run`]).
-/// At 20 ms, the default queue of 20,000 events holds a million events a second between two
-/// takes.
 const COLLECT_TICK: Duration = Duration::from_millis(20);
 
 /// How the shipper batches and retries.
@@ -229,16 +348,19 @@ impl ShipperConfig {
 /// The shipper's end of the queue.
 #[derive(Debug)]
 pub struct EventShipper {
-    rx: mpsc::Receiver<DecisionEvent>,
+    rx: mpsc::Receiver<Chunk>,
     stats: Arc<EventStats>,
     client: ControlClient,
     cfg: ShipperConfig,
+    /// A chunk taken while collecting that shares other text than the batch: the next batch's
+    /// first.
+    held: Option<Chunk>,
 }
 
 /// The receiving end of the queue, before it has a client to ship with.
 #[derive(Debug)]
 pub struct EventQueue {
-    rx: mpsc::Receiver<DecisionEvent>,
+    rx: mpsc::Receiver<Chunk>,
     stats: Arc<EventStats>,
 }
 
@@ -250,22 +372,57 @@ impl EventQueue {
             stats: self.stats,
             client,
             cfg,
+            held: None,
         }
     }
 }
 
-/// A queue of `capacity` events: the sink for the enforcement (built before the gateway
-/// binds), the queue for the shipper (started once the gateway knows its instance id).
+/// A queue of about `capacity` events: the sink for the enforcement (built before the gateway
+/// binds), the queue for the shipper (started once the gateway knows its instance id). Serving
+/// threads queue chunks of up to 64 rows, a sixteenth of the capacity at most, so the queue
+/// holds at least `capacity` events in whole chunks.
 pub fn queue(capacity: usize) -> (EventSink, EventQueue) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let capacity = capacity.max(1);
+    let chunk_rows = (capacity / 16).clamp(1, 64);
+    let (tx, rx) = mpsc::channel(capacity.div_ceil(chunk_rows));
     let stats = Arc::new(EventStats::default());
     (
         EventSink {
             tx,
             stats: Arc::clone(&stats),
+            chunk_rows,
+            capacity,
         },
         EventQueue { rx, stats },
     )
+}
+
+/// The chunks of one batch: all share the first one's text.
+#[derive(Debug, Default)]
+struct Gathered {
+    chunks: Vec<Chunk>,
+    events: usize,
+}
+
+impl Gathered {
+    /// Take `chunk` if it shares this batch's text; give it back if not.
+    fn take(&mut self, chunk: Chunk) -> Option<Chunk> {
+        if self
+            .chunks
+            .first()
+            .is_some_and(|c| c.shared != chunk.shared)
+        {
+            return Some(chunk);
+        }
+        self.events += chunk.events;
+        self.chunks.push(chunk);
+        None
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.events = 0;
+    }
 }
 
 /// What became of one send.
@@ -279,28 +436,35 @@ enum Sent {
 impl EventShipper {
     /// Ship until `stop` resolves, then send what is queued within the final-flush deadline.
     ///
-    /// Idle, the shipper waits for an event; once it holds one, it takes what is queued every
-    /// [`COLLECT_TICK`] instead of waking for each event. A wake-up per event is a wake-up per
-    /// request: the serving threads would unpark this runtime's worker on every request, which
-    /// cost more gateway CPU than building, encoding and sending the events together.
+    /// Idle, the shipper waits for a chunk; once it holds one, it takes what is queued every
+    /// [`COLLECT_TICK`] instead of waking for each chunk, which would wake this runtime's worker
+    /// from the serving threads.
     pub async fn run(mut self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut stopping = false;
-        let mut batch = Vec::with_capacity(self.cfg.max_batch);
+        let mut batch = Gathered::default();
         while !stopping {
-            if batch.is_empty() {
-                let first = tokio::select! {
-                    e = self.rx.recv() => e,
+            let first = match self.held.take() {
+                Some(c) => Some(c),
+                None => tokio::select! {
+                    c = self.rx.recv() => c,
                     () = &mut stop => None,
-                };
-                let Some(first) = first else { break };
-                batch.push(first);
-            }
+                },
+            };
+            let Some(first) = first else { break };
+            self.took(&first);
+            let _ = batch.take(first);
             let deadline = tokio::time::Instant::now() + self.cfg.flush_interval;
-            loop {
-                while batch.len() < self.cfg.max_batch {
+            'collect: loop {
+                while batch.events < self.cfg.max_batch {
                     match self.rx.try_recv() {
-                        Ok(e) => batch.push(e),
+                        Ok(c) => {
+                            self.took(&c);
+                            if let Some(other) = batch.take(c) {
+                                self.held = Some(other);
+                                break 'collect;
+                            }
+                        }
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
                             stopping = true;
@@ -309,7 +473,7 @@ impl EventShipper {
                     }
                 }
                 let now = tokio::time::Instant::now();
-                if stopping || batch.len() >= self.cfg.max_batch || now >= deadline {
+                if stopping || batch.events >= self.cfg.max_batch || now >= deadline {
                     break;
                 }
                 tokio::select! {
@@ -325,11 +489,17 @@ impl EventShipper {
         self.final_flush(batch).await;
     }
 
+    fn took(&self, chunk: &Chunk) {
+        self.stats
+            .queued
+            .fetch_sub(chunk.events as u64, Ordering::Relaxed);
+    }
+
     /// Send `batch` until it is acknowledged or refused (it is then empty), or `stop` resolves
     /// (returns false; the batch is kept for the final flush).
     async fn send_until_done(
         &self,
-        batch: &mut Vec<DecisionEvent>,
+        batch: &mut Gathered,
         stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> bool {
         let mut backoff = self.cfg.min_backoff;
@@ -340,15 +510,15 @@ impl EventShipper {
                 Sent::Acknowledged => {
                     self.stats
                         .shipped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        .fetch_add(batch.events as u64, Ordering::Relaxed);
                     batch.clear();
                     return true;
                 }
                 Sent::Refused(e) => {
-                    tracing::error!(error = %e, events = batch.len(), "the control plane refused a batch of decision events; dropped");
+                    tracing::error!(error = %e, events = batch.events, "the control plane refused a batch of decision events; dropped");
                     self.stats
                         .dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        .fetch_add(batch.events as u64, Ordering::Relaxed);
                     batch.clear();
                     return true;
                 }
@@ -361,7 +531,7 @@ impl EventShipper {
                     {
                         asked = *d;
                     }
-                    tracing::warn!(error = %e, events = batch.len(), retry_in_ms = backoff.max(asked).as_millis() as u64, "sending decision events failed; retrying");
+                    tracing::warn!(error = %e, events = batch.events, retry_in_ms = backoff.max(asked).as_millis() as u64, "sending decision events failed; retrying");
                 }
             }
             let pause = jitter(backoff).max(asked);
@@ -375,31 +545,37 @@ impl EventShipper {
 
     /// After the gateway drained: one attempt per batch for what is left, within the deadline;
     /// what is not acknowledged then is counted as dropped.
-    async fn final_flush(mut self, mut batch: Vec<DecisionEvent>) {
+    async fn final_flush(mut self, mut batch: Gathered) {
         let deadline = tokio::time::Instant::now() + self.cfg.final_flush;
         self.rx.close();
         loop {
-            while batch.len() < self.cfg.max_batch {
-                match self.rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
-                }
+            while batch.events < self.cfg.max_batch && self.held.is_none() {
+                let Ok(c) = self.rx.try_recv() else { break };
+                self.took(&c);
+                self.held = batch.take(c);
             }
-            if batch.is_empty() {
-                return;
+            if batch.events == 0 {
+                match self.held.take() {
+                    Some(c) => {
+                        let _ = batch.take(c);
+                    }
+                    None => return,
+                }
             }
             let sent = tokio::time::timeout_at(deadline, self.send(&batch)).await;
             match sent {
                 Ok(Sent::Acknowledged) => {
                     self.stats
                         .shipped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        .fetch_add(batch.events as u64, Ordering::Relaxed);
                     batch.clear();
                 }
                 _ => {
-                    let mut lost = batch.len() as u64;
-                    while self.rx.try_recv().is_ok() {
-                        lost += 1;
+                    let mut lost = batch.events as u64;
+                    lost += self.held.take().map_or(0, |c| c.events as u64);
+                    while let Ok(c) = self.rx.try_recv() {
+                        self.took(&c);
+                        lost += c.events as u64;
                     }
                     self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
                     tracing::warn!(
@@ -412,9 +588,9 @@ impl EventShipper {
         }
     }
 
-    async fn send(&self, batch: &[DecisionEvent]) -> Sent {
+    async fn send(&self, batch: &Gathered) -> Sent {
         let rows = self.client.reads_rows();
-        let body = match encode(&self.cfg.gateway, batch, rows) {
+        let body = match encode(&self.cfg.gateway, &batch.chunks, rows) {
             Ok(b) => b,
             Err(e) => return Sent::Refused(ControlError::Protocol(e)),
         };
@@ -430,31 +606,45 @@ impl EventShipper {
     }
 }
 
-/// The batch as gzipped JSON: rows (`{"gateway": …, "shared": {…}, "rows": [[…], …]}`, the
-/// shared text of the first event) when the control plane reads them, else the object form
-/// (`{"gateway": …, "events": [{…}, …]}`).
-pub fn encode(gateway: &str, batch: &[DecisionEvent], rows: bool) -> Result<Bytes, String> {
-    // Serialise first, then compress in one write: serde_json writes in small pieces, and each
-    // write into the encoder is a deflate call (streaming into it spent a third of a busy
-    // gateway's CPU in the compressor's setup).
-    let json = match batch.first() {
-        Some(first) if rows => {
-            let shared = SharedText::of(first);
-            serde_json::to_vec(&RowBatch {
-                gateway,
-                shared: &shared,
-                rows: Rows {
-                    shared: &shared,
-                    events: batch,
-                },
-            })
+/// Chunks that share their text (the first's) as one gzipped batch: rows
+/// (`{"gateway": …, "shared": {…}, "rows": [[…], …]}`) when the control plane reads them, else
+/// the object form (`{"gateway": …, "events": [{…}, …]}`), decoded from the rows.
+pub fn encode(gateway: &str, chunks: &[Chunk], rows: bool) -> Result<Bytes, String> {
+    let Some(first) = chunks.first() else {
+        return Err("an empty batch".to_owned());
+    };
+    let size: usize = chunks.iter().map(|c| c.rows.len() + 1).sum();
+    let mut json = Vec::with_capacity(size + 512);
+    let err = |e: serde_json::Error| e.to_string();
+    json.extend_from_slice(b"{\"gateway\":");
+    serde_json::to_writer(&mut json, gateway).map_err(err)?;
+    if rows {
+        json.extend_from_slice(b",\"shared\":");
+        serde_json::to_writer(&mut json, &first.shared).map_err(err)?;
+        json.extend_from_slice(b",\"rows\":[");
+        for (i, c) in chunks.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(&c.rows);
         }
-        _ => serde_json::to_vec(&Batch {
-            gateway,
-            events: batch,
-        }),
+        json.push(b']');
+    } else {
+        let mut events = Vec::new();
+        for c in chunks {
+            let mut list = Vec::with_capacity(c.rows.len() + 2);
+            list.push(b'[');
+            list.extend_from_slice(&c.rows);
+            list.push(b']');
+            let decoded: Vec<DecodedRow<Arc<str>>> = serde_json::from_slice(&list).map_err(err)?;
+            events.extend(decoded.into_iter().map(|r| r.resolve(&c.shared)));
+        }
+        json.extend_from_slice(b",\"events\":");
+        serde_json::to_writer(&mut json, &events).map_err(err)?;
     }
-    .map_err(|e| e.to_string())?;
+    json.push(b'}');
+    // Serialised first, then compressed in one write: each write into the encoder is a
+    // deflate call.
     let mut gz = flate2::write::GzEncoder::new(
         Vec::with_capacity(json.len() / 4),
         flate2::Compression::fast(),

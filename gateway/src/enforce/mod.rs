@@ -38,7 +38,7 @@ use policy_engine::PolicyKind;
 
 use crate::budget::{BudgetEnforcer, BudgetMetrics, BudgetStore, MemoryStore, RedisStore};
 use crate::clock::Clock;
-use crate::control::events::{event as decision_event, EventMetrics, EventSink};
+use crate::control::events::{EventMetrics, EventSink};
 use crate::error::ApiError;
 use crate::hooks::{Admission, Admit, Enforcement, Failure, Release, RequestMeta, Settled};
 use crate::pack::ActivePack;
@@ -276,7 +276,7 @@ impl PolicyEnforcement {
         }
         let record = build(policies);
         if let Some(events) = events {
-            events.push(decision_event(&record, meta));
+            events.record(&record, meta);
         }
         if policies.audit.is_none() {
             return Release::Now;
