@@ -1064,14 +1064,13 @@ mod tests {
     }
 
     fn row(id: &str, env: Value) -> Value {
-        json!([id, 1, env, null, null, null, null, "m", "m", "app", null, "allowed", false, 200,
+        json!([id, 1, env, null, null, null, "/v1/chat/completions", "m", "m", "app", null, "allowed", false, 200,
                5, 4, 1, 2, 0.5, {"request": {"email": 1}}])
     }
 
     #[test]
     fn a_rows_batch_takes_the_shared_text_and_is_refused_whole_naming_the_bad_row() {
-        let shared = json!({"environment": "dev", "pack": "p", "version": "1", "hash": "h",
-                            "route": "/v1/chat/completions"});
+        let shared = json!({"environment": "dev", "pack": "p", "version": "1", "hash": "h"});
         let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", Value::Null)]});
         let batch = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap();
         let e = &batch.events[0];

@@ -1,5 +1,7 @@
-//! The decision-event shipper against a control plane that is busy: a 503 with `Retry-After`
-//! holds the batch back for at least that long, however short the shipper's own backoff.
+//! The decision-event queue and shipper against a control plane played by the test: a busy
+//! control plane's `Retry-After` is honoured, rows go only to a control plane that reads them
+//! (and fall back to objects when one refuses them), chunks of different versions go in batches
+//! of their own, and the queue holds its capacity in events, counting what it drops.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -203,4 +205,175 @@ async fn a_busy_control_plane_is_retried_no_sooner_than_it_asks() {
     );
     stop_tx.send(()).unwrap();
     tasks.join_next().await.unwrap().unwrap();
+}
+
+/// Accept one request, answer it `status` with `body`: the request's `Content-Type` and JSON.
+async fn answer(listener: &TcpListener, status: &str, body: &str) -> (String, serde_json::Value) {
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("a request came")
+        .unwrap();
+    let (head, gz) = read_request(&mut conn).await;
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(reply.as_bytes()).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json).unwrap();
+    (
+        content_type,
+        serde_json::from_str(&json).unwrap_or_default(),
+    )
+}
+
+/// A client registered with the control plane on `listener`, which lists rows.
+async fn registered_for_rows(listener: &TcpListener) -> ControlClient {
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let client = ControlClient::new(&base, "pal_gateway_key").unwrap();
+    let register = palisade_wire::gateway::Register {
+        instance: palisade_wire::gateway::Instance {
+            id: "gw-1".into(),
+            environment: "dev".into(),
+            pack: "support".into(),
+            build: String::new(),
+            started_at: String::new(),
+        },
+    };
+    let (registered, _) = tokio::join!(
+        client.register(&register),
+        answer_one(listener, r#"{"event_formats": ["rows"]}"#)
+    );
+    registered.unwrap();
+    assert!(client.reads_rows());
+    client
+}
+
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_control_plane_that_refuses_rows_gets_the_batch_again_as_objects() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = registered_for_rows(&listener).await;
+    let mut cfg = ShipperConfig::new("gw-1".to_owned());
+    cfg.flush_interval = Duration::from_millis(10);
+    let (sink, events) = queue(16);
+    sink.push(&event("req-1"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(events.ship(client.clone(), cfg).run(async {
+        let _ = stop_rx.await;
+    }));
+    // What an older control plane says to rows: the object form's field is missing.
+    let (content_type, _) = answer(
+        &listener,
+        "400 Bad Request",
+        r#"{"error":{"code":"BAD_REQUEST","message":"invalid event batch at `.`: missing field `events`"}}"#,
+    )
+    .await;
+    assert_eq!(content_type, palisade_wire::events::ROWS_CONTENT_TYPE);
+    let (content_type, batch) = answer(&listener, "200 OK", "{}").await;
+    assert_eq!(content_type, "application/json");
+    assert_eq!(batch["events"][0]["request_id"], "req-1", "{batch}");
+    let stats = sink.stats();
+    wait_for("the batch counted as shipped", || load(&stats.shipped) == 1).await;
+    assert_eq!(load(&stats.dropped), 0);
+    assert!(!client.reads_rows(), "objects from then on");
+    stop_tx.send(()).unwrap();
+    tasks.join_all().await;
+}
+
+#[tokio::test]
+async fn chunks_of_other_versions_go_in_batches_of_their_own_and_count_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = registered_for_rows(&listener).await;
+    let mut cfg = ShipperConfig::new("gw-1".to_owned());
+    cfg.flush_interval = Duration::from_millis(10);
+    let (sink, events) = queue(16);
+    // Not a serving thread: each row is a chunk of its own.
+    sink.push(&event("req-1"));
+    let mut other = event("req-2");
+    other.version = "2.0.0";
+    sink.push(&other);
+    sink.push(&event("req-3"));
+    assert_eq!(sink.queued(), 3);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(events.ship(client, cfg).run(async {
+        let _ = stop_rx.await;
+    }));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (_, batch) = answer(&listener, "200 OK", "{}").await;
+        for row in batch["rows"].as_array().unwrap() {
+            let version = row[4]
+                .as_str()
+                .unwrap_or(batch["shared"]["version"].as_str().unwrap());
+            got.push(format!("{}@{version}", row[0].as_str().unwrap()));
+        }
+        if got.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(got, ["req-1@1.0.0", "req-2@2.0.0", "req-3@1.0.0"]);
+    let stats = sink.stats();
+    wait_for("all three counted as shipped", || load(&stats.shipped) == 3).await;
+    assert_eq!((sink.queued(), load(&stats.dropped)), (0, 0));
+    stop_tx.send(()).unwrap();
+    tasks.join_all().await;
+}
+
+#[test]
+fn the_queue_holds_its_capacity_in_events_and_counts_the_rest() {
+    let (sink, _events) = queue(10);
+    for i in 0..15 {
+        sink.push(&event(&format!("req-{i}")));
+    }
+    assert_eq!((sink.queued(), load(&sink.stats().dropped)), (10, 5));
+
+    // A serving thread holds rows back in chunks (here of 2: a sixteenth of 32) and queues
+    // the rest when its guard goes.
+    let (sink, _events) = queue(32);
+    let serving = serving_thread();
+    for i in 0..5 {
+        sink.push(&event(&format!("req-{i}")));
+    }
+    assert_eq!(sink.queued(), 4);
+    drop(serving);
+    assert_eq!(sink.queued(), 5);
+    assert_eq!(load(&sink.stats().dropped), 0);
+}
+
+#[test]
+fn a_serving_thread_that_ends_queues_what_it_held() {
+    let (sink, _events) = queue(1000);
+    let on_thread = sink.clone();
+    std::thread::spawn(move || {
+        // Never dropped: only the thread's end can queue the row.
+        std::mem::forget(serving_thread());
+        on_thread.push(&event("req-1"));
+        assert_eq!(on_thread.queued(), 0);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(sink.queued(), 1);
 }

@@ -116,7 +116,7 @@ fn event(n: u64, time: Timeline, rows: bool, out: &mut String) {
         };
         write!(
             out,
-            r#"["{n:016x}{r:016x}",{at},null,null,{v},{h},null,"gpt-4o-mini","gpt-4o-mini","app-{caller}","team-{team}","{outcome}",{escalated},200,{latency},{upstream},{input},{output},0.00012,{pii}]"#,
+            r#"["{n:016x}{r:016x}",{at},null,null,{v},{h},"/v1/chat/completions","gpt-4o-mini","gpt-4o-mini","app-{caller}","team-{team}","{outcome}",{escalated},200,{latency},{upstream},{input},{output},0.00012,{pii}]"#,
         )
     } else {
         write!(
@@ -136,7 +136,7 @@ fn batch(first: u64, count: u64, time: Timeline) -> Bytes {
     let rows = rows();
     let mut json = String::with_capacity(count as usize * 520);
     json.push_str(if rows {
-        r#"{"gateway":"bench","shared":{"environment":"dev","pack":"support","version":"2.0.0","hash":"hash0","route":"/v1/chat/completions"},"rows":["#
+        r#"{"gateway":"bench","shared":{"environment":"dev","pack":"support","version":"2.0.0","hash":"hash0"},"rows":["#
     } else {
         r#"{"gateway":"bench","events":["#
     });

@@ -102,6 +102,11 @@ impl ControlClient {
         self.reads_rows.load(Ordering::Relaxed)
     }
 
+    /// Send event batches as objects until the next registration says otherwise.
+    pub fn forget_rows(&self) {
+        self.reads_rows.store(false, Ordering::Relaxed);
+    }
+
     /// Long-poll for the desired version; `known` is the hash already seen (`If-None-Match`).
     pub async fn desired(
         &self,

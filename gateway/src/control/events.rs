@@ -164,7 +164,6 @@ impl Chunk {
                 pack: Arc::from(shared.pack),
                 version: Arc::from(shared.version),
                 hash: Arc::from(shared.hash),
-                route: Arc::from(shared.route),
             },
             rows: Vec::new(),
             events: 0,
@@ -285,11 +284,12 @@ impl EventSink {
         }
     }
 
+    /// Queue `chunk`, or drop and count it when the queue holds `capacity` events already.
     fn queue(&self, chunk: Chunk) {
         let n = chunk.events as u64;
         // Counted before it is sent, so the shipper never takes it before it counts.
-        self.stats.queued.fetch_add(n, Ordering::Relaxed);
-        if self.tx.try_send(chunk).is_err() {
+        let before = self.stats.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.capacity as u64 || self.tx.try_send(chunk).is_err() {
             self.stats.queued.fetch_sub(n, Ordering::Relaxed);
             self.stats.dropped.fetch_add(n, Ordering::Relaxed);
         }
@@ -377,14 +377,15 @@ impl EventQueue {
     }
 }
 
-/// A queue of about `capacity` events: the sink for the enforcement (built before the gateway
+/// A queue of `capacity` events: the sink for the enforcement (built before the gateway
 /// binds), the queue for the shipper (started once the gateway knows its instance id). Serving
-/// threads queue chunks of up to 64 rows, a sixteenth of the capacity at most, so the queue
-/// holds at least `capacity` events in whole chunks.
+/// threads queue chunks of up to 64 rows, a sixteenth of the capacity at most; the queue takes
+/// a chunk while its events fit, and has a slot for every event, so a chunk of one row (a quiet
+/// thread's tick) never takes the room of 64.
 pub fn queue(capacity: usize) -> (EventSink, EventQueue) {
     let capacity = capacity.max(1);
     let chunk_rows = (capacity / 16).clamp(1, 64);
-    let (tx, rx) = mpsc::channel(capacity.div_ceil(chunk_rows));
+    let (tx, rx) = mpsc::channel(capacity);
     let stats = Arc::new(EventStats::default());
     (
         EventSink {
@@ -444,15 +445,15 @@ impl EventShipper {
         let mut stopping = false;
         let mut batch = Gathered::default();
         while !stopping {
+            // A held chunk was counted out of the queue when it was taken.
             let first = match self.held.take() {
                 Some(c) => Some(c),
                 None => tokio::select! {
-                    c = self.rx.recv() => c,
+                    c = self.rx.recv() => c.inspect(|c| self.took(c)),
                     () = &mut stop => None,
                 },
             };
             let Some(first) = first else { break };
-            self.took(&first);
             let _ = batch.take(first);
             let deadline = tokio::time::Instant::now() + self.cfg.flush_interval;
             'collect: loop {
@@ -590,6 +591,25 @@ impl EventShipper {
 
     async fn send(&self, batch: &Gathered) -> Sent {
         let rows = self.client.reads_rows();
+        match self.send_as(batch, rows).await {
+            // A control plane that listed rows may have been replaced by an older one (a
+            // rollback, or both behind one address): the same batch as objects, and objects
+            // from then on, until the gateway registers again.
+            Sent::Refused(ControlError::Status { status, .. })
+                if rows && (status == 400 || status == 415) =>
+            {
+                tracing::warn!(
+                    status,
+                    "the control plane refused a batch of rows; sending decision events as objects"
+                );
+                self.client.forget_rows();
+                self.send_as(batch, false).await
+            }
+            sent => sent,
+        }
+    }
+
+    async fn send_as(&self, batch: &Gathered, rows: bool) -> Sent {
         let body = match encode(&self.cfg.gateway, &batch.chunks, rows) {
             Ok(b) => b,
             Err(e) => return Sent::Refused(ControlError::Protocol(e)),
