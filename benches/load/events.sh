@@ -36,7 +36,10 @@ case "$BACKEND" in
     DB=postgres://postgres@127.0.0.1:$PORT/postgres ;;
   *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
 esac
-start cp "$BIN/palisade" control-plane --listen 127.0.0.1:0 --database "$DB"
+# RETAIN_DAYS=N: after the queries, ingest once more while the events older than N days are
+# deleted (the control plane deletes every second), and compare with the same ingest before.
+start cp env RUST_LOG=info "$BIN/palisade" control-plane --listen 127.0.0.1:0 --database "$DB" \
+  --event-prune-interval "$([ -n "${RETAIN_DAYS:-}" ] && echo 1s || echo 60s)"
 CP=$START_URL
 # The bench reads the control plane's CPU over the ingest (not Postgres's own processes).
 export CP_PID=$START_PID
@@ -44,3 +47,7 @@ KEY=$(PALISADE_SERVICE_KEY=$PALISADE_ADMIN_KEY "$BIN/palisade" keys create --rol
   --control-plane "$CP" 2>/dev/null)
 echo "backend=$BACKEND control plane $CP ($(nproc) cores)"
 "$BIN/palisade-events-bench" "$CP" "$KEY" "$PALISADE_ADMIN_KEY" "${SENDERS:-4}" "$INGEST" "$TOTAL"
+if [ -n "${RETAIN_DAYS:-}" ] && [ "$BACKEND" = sqlite ]; then
+  # How far the deletion got by the end of the ingest (the bench stored TOTAL + 2 × INGEST).
+  python3 -c "import sqlite3; print('RESULT phase=retention stored_after=%d' % sqlite3.connect('$DB').execute('SELECT COUNT(*) FROM events').fetchone()[0])"
+fi

@@ -181,7 +181,8 @@ async fn post(http: &Http, url: &str, key: &str, body: Bytes) -> Result<(), Stri
     }
 }
 
-/// Send events `[from, to)` from `senders` concurrent senders; returns events per second.
+/// Send events `[from, to)` from `senders` concurrent senders; returns events per second and
+/// each batch's time to its acknowledgement (ms, sorted).
 async fn send_range(
     http: &Http,
     url: &str,
@@ -189,7 +190,7 @@ async fn send_range(
     senders: u64,
     time: Timeline,
     (from, to): (u64, u64),
-) -> f64 {
+) -> (f64, Vec<f64>) {
     let next = Arc::new(AtomicU64::new(from));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -201,25 +202,31 @@ async fn send_range(
             Arc::clone(&next),
         );
         tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
             loop {
                 let first = next.fetch_add(BATCH, Ordering::Relaxed);
                 if first >= to {
-                    return;
+                    return times;
                 }
                 // Encoding is the sender's work, as on a gateway; it runs here off the clock
                 // of no one but this process.
                 let body = batch(first, BATCH.min(to - first), time);
-                if let Err(e) = post(&http, &url, &key, body).await {
+                let sent = Instant::now();
+                let posted = post(&http, &url, &key, body).await;
+                times.push(sent.elapsed().as_secs_f64() * 1000.0);
+                if let Err(e) = posted {
                     eprintln!("batch at {first} failed: {e}");
                     std::process::exit(1);
                 }
             }
         }));
     }
+    let mut times = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        times.extend(t.await.unwrap_or_default());
     }
-    (to - from) as f64 / start.elapsed().as_secs_f64()
+    times.sort_by(f64::total_cmp);
+    ((to - from) as f64 / start.elapsed().as_secs_f64(), times)
 }
 
 async fn get_ms(http: &Http, url: &str, key: &str, path: &str) -> f64 {
@@ -274,7 +281,7 @@ async fn main() {
         Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     };
     let before = cp_ticks();
-    let rate = send_range(&http, url, gw_key, senders, time, (0, ingest)).await;
+    let (rate, _) = send_range(&http, url, gw_key, senders, time, (0, ingest)).await;
     let cpu = match (before, cp_ticks()) {
         // Linux counts CPU time in ticks of 1/100 s.
         (Some(a), Some(b)) => format!(
@@ -285,7 +292,7 @@ async fn main() {
     };
     println!("RESULT phase=ingest senders={senders} events={ingest} events_per_s={rate:.0}{cpu}");
     if total > ingest {
-        let rate = send_range(&http, url, gw_key, senders, time, (ingest, total)).await;
+        let (rate, _) = send_range(&http, url, gw_key, senders, time, (ingest, total)).await;
         println!(
             "RESULT phase=seed events={} events_per_s={rate:.0}",
             total - ingest
@@ -312,5 +319,41 @@ async fn main() {
             percentile(&times, 0.5),
             percentile(&times, 0.99)
         );
+    }
+    // Retention while ingesting (`RETAIN_DAYS`, with the control plane deleting every second):
+    // the same ingest before and while the events older than that are deleted.
+    if let Some(days) = std::env::var("RETAIN_DAYS")
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+    {
+        let timed = |phase: &str, rate: f64, times: &[f64]| {
+            println!(
+                "RESULT phase={phase} events={ingest} events_per_s={rate:.0} batch_p50_ms={:.1} batch_p99_ms={:.1} batch_max_ms={:.1}",
+                percentile(times, 0.5),
+                percentile(times, 0.99),
+                times.last().copied().unwrap_or_default()
+            );
+        };
+        let range = (total, total + ingest);
+        let (rate, times) = send_range(&http, url, gw_key, senders, time, range).await;
+        timed("ingest_before_retention", rate, &times);
+        let body = format!(r#"{{"event_retention_ms": {}}}"#, days * 24 * 3600 * 1000);
+        let req = hyper::Request::patch(format!("{url}/v1/environments/dev"))
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default();
+        match http.request(req).await {
+            Ok(r) if r.status().is_success() => {}
+            other => {
+                eprintln!("setting the retention failed: {other:?}");
+                std::process::exit(1);
+            }
+        }
+        // The control plane's next deletion round starts within its one-second interval.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let range = (total + ingest, total + 2 * ingest);
+        let (rate, times) = send_range(&http, url, gw_key, senders, time, range).await;
+        timed("ingest_during_retention", rate, &times);
     }
 }
