@@ -11,7 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::control::events::{flush_thread, queue, serving_thread, DecisionEvent, ShipperConfig};
+use gateway::control::events::{
+    flush_thread, queue, serving_thread, DecisionEvent, EventQueue, ShipperConfig,
+};
 use gateway::control::ControlClient;
 use palisade_wire::events::{Findings, Outcome};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -68,40 +70,41 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
     }
 }
 
-/// Accept one request on `listener`, answer it 200 with `body`; its head and body.
-async fn answer_one(listener: &TcpListener, body: &str) -> (String, Vec<u8>) {
-    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
-        .await
-        .expect("a request came")
-        .unwrap();
-    let request = read_request(&mut conn).await;
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(answer.as_bytes()).await.unwrap();
-    conn.shutdown().await.unwrap();
-    request
+/// The shipper's settings with a 10 ms flush interval.
+fn config() -> ShipperConfig {
+    let mut cfg = ShipperConfig::new("gw-1".to_owned());
+    cfg.flush_interval = Duration::from_millis(10);
+    cfg
+}
+
+/// A shipper running on the test's runtime until stopped.
+struct Shipping {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinSet<()>,
+}
+
+impl Shipping {
+    fn start(events: EventQueue, client: ControlClient, cfg: ShipperConfig) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut task = tokio::task::JoinSet::new();
+        task.spawn(events.ship(client, cfg).run(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Stop it, and wait for its final flush.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.join_all().await;
+    }
 }
 
 /// Register with a control plane that answers `registered`, ship two events (the second of
 /// another version), and return the batch's `Content-Type` and JSON.
 async fn batch_after_registering(registered: &str) -> (String, serde_json::Value) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let client = ControlClient::new(&base, "pal_gateway_key").unwrap();
-    let register = palisade_wire::gateway::Register {
-        instance: palisade_wire::gateway::Instance {
-            id: "gw-1".into(),
-            environment: "dev".into(),
-            pack: "support".into(),
-            build: String::new(),
-            started_at: String::new(),
-        },
-    };
-    let registering = client.register(&register);
-    let (registered, _) = tokio::join!(registering, answer_one(&listener, registered));
-    registered.unwrap();
+    let client = registered_with(&listener, registered).await;
 
     let mut cfg = ShipperConfig::new("gw-1".to_owned());
     cfg.flush_interval = Duration::from_millis(10);
@@ -116,23 +119,10 @@ async fn batch_after_registering(registered: &str) -> (String, serde_json::Value
     flush_thread();
     assert_eq!(sink.queued(), 2);
     drop(serving);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(events.ship(client, cfg).run(async {
-        let _ = stop_rx.await;
-    }));
-    let (head, body) = answer_one(&listener, "{}").await;
-    stop_tx.send(()).unwrap();
-    tasks.join_all().await;
-    let content_type = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-type:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let mut json = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut json).unwrap();
-    (content_type, serde_json::from_str(&json).unwrap())
+    let shipper = Shipping::start(events, client, cfg);
+    let batch = answer(&listener, "200 OK", "{}").await;
+    shipper.stop().await;
+    batch
 }
 
 #[tokio::test]
@@ -163,12 +153,7 @@ async fn a_busy_control_plane_is_retried_no_sooner_than_it_asks() {
     cfg.min_backoff = Duration::from_millis(10);
     let (sink, events) = queue(16);
     sink.push(&event("req-1"));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let shipper = events.ship(client, cfg);
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(shipper.run(async {
-        let _ = stop_rx.await;
-    }));
+    let shipper = Shipping::start(events, client, cfg);
 
     let mut arrivals = Vec::new();
     for answer in [
@@ -203,17 +188,17 @@ async fn a_busy_control_plane_is_retried_no_sooner_than_it_asks() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    stop_tx.send(()).unwrap();
-    tasks.join_next().await.unwrap().unwrap();
+    shipper.stop().await;
 }
 
-/// Accept one request, answer it `status` with `body`: the request's `Content-Type` and JSON.
+/// Accept one request, answer it `status` with `body`: the request's `Content-Type` and JSON
+/// (gunzipped when it is gzip).
 async fn answer(listener: &TcpListener, status: &str, body: &str) -> (String, serde_json::Value) {
     let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .expect("a request came")
         .unwrap();
-    let (head, gz) = read_request(&mut conn).await;
+    let (head, raw) = read_request(&mut conn).await;
     let reply = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -227,15 +212,19 @@ async fn answer(listener: &TcpListener, status: &str, body: &str) -> (String, se
         .trim()
         .to_owned();
     let mut json = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json).unwrap();
+    if std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut json)
+        .is_err()
+    {
+        json = String::from_utf8_lossy(&raw).into_owned();
+    }
     (
         content_type,
         serde_json::from_str(&json).unwrap_or_default(),
     )
 }
 
-/// A client registered with the control plane on `listener`, which lists rows.
-async fn registered_for_rows(listener: &TcpListener) -> ControlClient {
+/// A client registered with the control plane on `listener`, which answers `registered`.
+async fn registered_with(listener: &TcpListener, registered: &str) -> ControlClient {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let client = ControlClient::new(&base, "pal_gateway_key").unwrap();
     let register = palisade_wire::gateway::Register {
@@ -247,11 +236,17 @@ async fn registered_for_rows(listener: &TcpListener) -> ControlClient {
             started_at: String::new(),
         },
     };
-    let (registered, _) = tokio::join!(
+    let (answer, _) = tokio::join!(
         client.register(&register),
-        answer_one(listener, r#"{"event_formats": ["rows"]}"#)
+        answer(listener, "200 OK", registered)
     );
-    registered.unwrap();
+    answer.unwrap();
+    client
+}
+
+/// A client registered with the control plane on `listener`, which lists rows.
+async fn registered_for_rows(listener: &TcpListener) -> ControlClient {
+    let client = registered_with(listener, r#"{"event_formats": ["rows"]}"#).await;
     assert!(client.reads_rows());
     client
 }
@@ -274,15 +269,9 @@ fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
 async fn a_control_plane_that_refuses_rows_gets_the_batch_again_as_objects() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = registered_for_rows(&listener).await;
-    let mut cfg = ShipperConfig::new("gw-1".to_owned());
-    cfg.flush_interval = Duration::from_millis(10);
     let (sink, events) = queue(16);
     sink.push(&event("req-1"));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(events.ship(client.clone(), cfg).run(async {
-        let _ = stop_rx.await;
-    }));
+    let shipper = Shipping::start(events, client.clone(), config());
     // What an older control plane says to rows: the object form's field is missing.
     let (content_type, _) = answer(
         &listener,
@@ -298,16 +287,13 @@ async fn a_control_plane_that_refuses_rows_gets_the_batch_again_as_objects() {
     wait_for("the batch counted as shipped", || load(&stats.shipped) == 1).await;
     assert_eq!(load(&stats.dropped), 0);
     assert!(!client.reads_rows(), "objects from then on");
-    stop_tx.send(()).unwrap();
-    tasks.join_all().await;
+    shipper.stop().await;
 }
 
 #[tokio::test]
 async fn chunks_of_other_versions_go_in_batches_of_their_own_and_count_once() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = registered_for_rows(&listener).await;
-    let mut cfg = ShipperConfig::new("gw-1".to_owned());
-    cfg.flush_interval = Duration::from_millis(10);
     let (sink, events) = queue(16);
     // Not a serving thread: each row is a chunk of its own.
     sink.push(&event("req-1"));
@@ -316,11 +302,7 @@ async fn chunks_of_other_versions_go_in_batches_of_their_own_and_count_once() {
     sink.push(&other);
     sink.push(&event("req-3"));
     assert_eq!(sink.queued(), 3);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(events.ship(client, cfg).run(async {
-        let _ = stop_rx.await;
-    }));
+    let shipper = Shipping::start(events, client, config());
     let mut got = Vec::new();
     for _ in 0..3 {
         let (_, batch) = answer(&listener, "200 OK", "{}").await;
@@ -338,8 +320,7 @@ async fn chunks_of_other_versions_go_in_batches_of_their_own_and_count_once() {
     let stats = sink.stats();
     wait_for("all three counted as shipped", || load(&stats.shipped) == 3).await;
     assert_eq!((sink.queued(), load(&stats.dropped)), (0, 0));
-    stop_tx.send(()).unwrap();
-    tasks.join_all().await;
+    shipper.stop().await;
 }
 
 #[test]
