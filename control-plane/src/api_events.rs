@@ -15,7 +15,6 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http::{HeaderMap, StatusCode};
-use palisade_wire::events::ROWS_CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -205,17 +204,13 @@ async fn ingest(
         ));
     }
     let body = body_bytes(&headers, &body)?;
-    // The media type without its parameters names the form.
-    let rows = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(ROWS_CONTENT_TYPE));
-    app.metrics
-        .batches
-        .with_label_values(&[if rows { "rows" } else { "objects" }])
-        .inc();
-    let batch = match events::parse_batch(&body, rows, caller.environment.as_deref()) {
+    let form = events::BatchForm::of(
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    app.metrics.batches.with_label_values(&[form.label()]).inc();
+    let batch = match events::parse_batch(&body, form, caller.environment.as_deref()) {
         Ok(b) => b,
         Err(e) => {
             app.metrics
@@ -255,24 +250,13 @@ async fn store(
     mut tx: sqlx::Transaction<'static, sqlx::Any>,
     batch: &events::Batch,
 ) -> Result<events::Ingested, ApiError> {
-    let _in_flight = WriteInFlight::new(&app.metrics.event_writes);
     // Taken with a connection in hand, so a write waiting for its turn never holds back an
     // earlier one waiting for a connection. The stamp is the events' `received_at`.
     let ticket = app.event_order.take(app.now());
     let backend = app.db.backend();
-    let turn = || async {
-        ticket.turn().await.map_err(|e| {
-            tracing::warn!(error = %e, "event batch not stored; the gateway sends it again");
-            ApiError::Busy {
-                message: "earlier event batches are still being stored; send this one again"
-                    .to_owned(),
-                retry_after_s: 1,
-            }
-        })
-    };
     if backend == crate::db::Backend::Sqlite {
         // One writer: nothing is written before the turn.
-        turn().await?;
+        ticket.turn().await?;
     }
     let out = events::ingest(
         &mut tx,
@@ -283,7 +267,7 @@ async fn store(
             if backend == crate::db::Backend::Sqlite {
                 Ok(())
             } else {
-                turn().await
+                ticket.turn().await.map_err(ApiError::from)
             }
         },
     )
@@ -292,22 +276,6 @@ async fn store(
     drop(ticket);
     app.metrics.ingested(&out);
     Ok(out)
-}
-
-/// One write counted in `palisade_cp_event_writes_in_flight` for as long as it lives.
-struct WriteInFlight(prometheus::IntGauge);
-
-impl WriteInFlight {
-    fn new(gauge: &prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for WriteInFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// The query of `GET /v1/events` and `GET /v1/events/summary`.
@@ -447,6 +415,10 @@ async fn summary(
 async fn metrics(State(app): AppState) -> Result<Response, ApiError> {
     let queue = escalations::queue(&mut *app.db.read().await?).await?;
     let now = app.now();
+    // Every event write runs as one task of `event_tasks`, from its ticket to its commit.
+    app.metrics
+        .event_writes
+        .set(i64::try_from(app.event_tasks.len()).unwrap_or(i64::MAX));
     let text = app.metrics.render(&queue, now);
     let content_type = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
     Ok((content_type, text).into_response())

@@ -160,6 +160,18 @@ impl ApiError {
     }
 }
 
+/// An event write whose turn did not come: nothing of it was stored, and the gateway sends the
+/// batch again after `Retry-After`.
+impl From<crate::order::TurnTimeout> for ApiError {
+    fn from(e: crate::order::TurnTimeout) -> Self {
+        tracing::warn!(error = %e, "event batch not stored; the gateway sends it again");
+        Self::Busy {
+            message: "earlier event batches are still being stored; send this one again".to_owned(),
+            retry_after_s: 1,
+        }
+    }
+}
+
 /// The only place an error becomes a response.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

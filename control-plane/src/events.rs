@@ -31,7 +31,7 @@ use hashbrown::HashSet;
 use std::fmt::Write as _;
 
 use palisade_wire::error::ErrorCode;
-use palisade_wire::events::{DecodedRow, RowBatch, SharedText};
+use palisade_wire::events::{DecodedRow, RowBatch, SharedText, ROWS_CONTENT_TYPE, ROWS_FORMAT};
 pub use palisade_wire::events::{Findings, Ingested, Outcome};
 
 /// An event as the control plane holds it: the text every event of a pack version shares is
@@ -135,9 +135,19 @@ fn check(e: &DecisionEvent) -> Result<(), String> {
     Ok(())
 }
 
-/// Both sides, empty or not: the stored and answered shape does not depend on the wire's.
+/// Both sides, empty or not: the stored and answered shape does not depend on the wire's,
+/// which leaves an empty side out.
 fn findings_json(e: &DecisionEvent) -> String {
-    json!({"request": &e.pii.request, "response": &e.pii.response}).to_string()
+    #[derive(Serialize)]
+    struct Stored<'a> {
+        request: &'a BTreeMap<String, u32>,
+        response: &'a BTreeMap<String, u32>,
+    }
+    serde_json::to_string(&Stored {
+        request: &e.pii.request,
+        response: &e.pii.response,
+    })
+    .unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// A batch decoded, or a 400 naming where it is malformed.
@@ -159,23 +169,61 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     }
 }
 
+/// The two forms of a batch, told apart by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchForm {
+    /// [`RowBatch`] (`ROWS_CONTENT_TYPE`).
+    Rows,
+    /// `{"gateway": …, "events": [{…}]}`, any other type.
+    Objects,
+}
+
+impl BatchForm {
+    /// The form a `Content-Type` names (its media type, without parameters).
+    pub(crate) fn of(content_type: Option<&str>) -> Self {
+        let media = content_type
+            .and_then(|t| t.split(';').next())
+            .map(str::trim);
+        if media.is_some_and(|t| t.eq_ignore_ascii_case(ROWS_CONTENT_TYPE)) {
+            Self::Rows
+        } else {
+            Self::Objects
+        }
+    }
+
+    /// The metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Rows => ROWS_FORMAT,
+            Self::Objects => "objects",
+        }
+    }
+
+    /// The list's name in the body, for errors (`rows[3]`, `events[3]`).
+    fn list(self) -> &'static str {
+        match self {
+            Self::Rows => "rows",
+            Self::Objects => "events",
+        }
+    }
+}
+
 /// Decode and check a batch for a gateway key of `environment`: every event must be well-formed
-/// and of that environment, or the batch is refused whole. `rows`: the body is a
-/// [`RowBatch`] (its `Content-Type` said so), else the object form.
+/// and of that environment, or the batch is refused whole.
 pub(crate) fn parse_batch(
     body: &[u8],
-    rows: bool,
+    form: BatchForm,
     key_environment: Option<&str>,
 ) -> Result<Batch, ApiError> {
-    let batch = if rows {
-        decode::<RowBatch<String, SharedText<Arc<str>>, Vec<DecodedRow<Arc<str>>>>>(body).map(
-            |b| Batch {
-                gateway: b.gateway,
-                events: b.rows.into_iter().map(|r| r.resolve(&b.shared)).collect(),
-            },
-        )?
-    } else {
-        decode::<Batch>(body)?
+    let batch = match form {
+        BatchForm::Rows => decode::<
+            RowBatch<String, SharedText<Arc<str>>, Vec<DecodedRow<Arc<str>>>>,
+        >(body)
+        .map(|b| Batch {
+            gateway: b.gateway,
+            events: b.rows.into_iter().map(|r| r.resolve(&b.shared)).collect(),
+        })?,
+        BatchForm::Objects => decode::<Batch>(body)?,
     };
     if batch.events.len() > MAX_BATCH_EVENTS {
         return Err(ApiError::TooLong {
@@ -187,7 +235,7 @@ pub(crate) fn parse_batch(
         });
     }
     identifier("gateway", &batch.gateway, 128).map_err(ApiError::BadRequest)?;
-    let list = if rows { "rows" } else { "events" };
+    let list = form.list();
     for (i, e) in batch.events.iter().enumerate() {
         check(e).map_err(|m| ApiError::BadRequest(format!("{list}[{i}]: {m}")))?;
         if let Some(env) = key_environment {
@@ -363,11 +411,16 @@ pub(crate) async fn ingest<E: From<sqlx::Error>>(
     if new_ids.is_empty() {
         return Ok(out);
     }
-    let new: HashSet<&str> = new_ids.iter().map(String::as_str).collect();
-    let fresh: Vec<&DecisionEvent> = unique
-        .into_iter()
-        .filter(|e| new.contains(e.request_id.as_str()))
-        .collect();
+    // Only when some were stored already does it take a set to tell which are new.
+    let fresh: Vec<&DecisionEvent> = if new_ids.len() == unique.len() {
+        unique
+    } else {
+        let new: HashSet<&str> = new_ids.iter().map(String::as_str).collect();
+        unique
+            .into_iter()
+            .filter(|e| new.contains(e.request_id.as_str()))
+            .collect()
+    };
     insert_entities(conn, &fresh, now, params).await?;
     out.escalations_opened = open_escalations(conn, &fresh, &batch.gateway, now, params).await?;
     turn.await?;
@@ -1044,7 +1097,7 @@ mod tests {
         let mut bad = event();
         bad["outcome"] = json!("fine");
         let body = json!({"gateway": "g", "events": [event(), bad]}).to_string();
-        let err = parse_batch(body.as_bytes(), false, Some("dev")).unwrap_err();
+        let err = parse_batch(body.as_bytes(), BatchForm::Objects, Some("dev")).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("invalid event batch at `events[1].outcome`: unknown variant `fine`"),
@@ -1054,13 +1107,13 @@ mod tests {
         let mut typo = event();
         typo["status"] = json!("ok");
         let body = json!({"gateway": "g", "events": [typo]}).to_string();
-        let err = parse_batch(body.as_bytes(), false, Some("dev")).unwrap_err();
+        let err = parse_batch(body.as_bytes(), BatchForm::Objects, Some("dev")).unwrap_err();
         assert!(err.to_string().contains("events[0].status"), "{err}");
 
         let body = json!({"gateway": "g", "events": [event()]}).to_string();
-        let err = parse_batch(body.as_bytes(), false, Some("prod")).unwrap_err();
+        let err = parse_batch(body.as_bytes(), BatchForm::Objects, Some("prod")).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
-        assert!(parse_batch(body.as_bytes(), false, Some("dev")).is_ok());
+        assert!(parse_batch(body.as_bytes(), BatchForm::Objects, Some("dev")).is_ok());
     }
 
     fn row(id: &str, env: Value) -> Value {
@@ -1072,18 +1125,19 @@ mod tests {
     fn a_rows_batch_takes_the_shared_text_and_is_refused_whole_naming_the_bad_row() {
         let shared = json!({"environment": "dev", "pack": "p", "version": "1", "hash": "h"});
         let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", Value::Null)]});
-        let batch = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap();
+        let batch = parse_batch(body.to_string().as_bytes(), BatchForm::Rows, Some("dev")).unwrap();
         let e = &batch.events[0];
         assert_eq!((&*e.environment, &*e.pack, &*e.hash), ("dev", "p", "h"));
         assert_eq!(e.pii.request.get("email"), Some(&1));
         assert_eq!(e.cost_usd, Some(0.5));
         // The object form of the same body is not a batch.
-        assert!(parse_batch(body.to_string().as_bytes(), false, Some("dev")).is_err());
+        assert!(parse_batch(body.to_string().as_bytes(), BatchForm::Objects, Some("dev")).is_err());
 
         let mut bad = row("r2", Value::Null);
         bad[11] = json!("fine");
         let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", Value::Null), bad]});
-        let err = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap_err();
+        let err =
+            parse_batch(body.to_string().as_bytes(), BatchForm::Rows, Some("dev")).unwrap_err();
         assert!(
             err.to_string().starts_with(
                 "invalid event batch at `rows[1][11]`: outcome: unknown variant `fine`"
@@ -1092,7 +1146,8 @@ mod tests {
         );
 
         let body = json!({"gateway": "g", "shared": shared, "rows": [row("r1", json!("prod"))]});
-        let err = parse_batch(body.to_string().as_bytes(), true, Some("dev")).unwrap_err();
+        let err =
+            parse_batch(body.to_string().as_bytes(), BatchForm::Rows, Some("dev")).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
         assert!(
             err.to_string()

@@ -22,7 +22,7 @@ pub(crate) struct Metrics {
     /// Event batches received, by form (`rows`, `objects`): gateways still on the object form
     /// are ones older than rows.
     pub(crate) batches: IntCounterVec,
-    /// Event writes holding a database connection: started, not yet committed or rolled back.
+    /// Event writes holding a database connection (`App::event_tasks`), set at scrape time.
     pub(crate) event_writes: IntGauge,
 }
 

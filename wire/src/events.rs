@@ -203,18 +203,6 @@ pub struct SharedText<S> {
     pub hash: S,
 }
 
-impl<S: Clone> SharedText<S> {
-    /// The shared text of `e`.
-    pub fn of<T>(e: &DecisionEvent<S, T>) -> Self {
-        Self {
-            environment: e.environment.clone(),
-            pack: e.pack.clone(),
-            version: e.version.clone(),
-            hash: e.hash.clone(),
-        }
-    }
-}
-
 impl<S: AsRef<str>> SharedText<S> {
     /// The same text, borrowed.
     pub fn borrowed(&self) -> SharedText<&str> {
@@ -238,22 +226,6 @@ pub struct RowBatch<G, H, R> {
     /// A [`SharedText`] (borrowed to send).
     pub shared: H,
     pub rows: R,
-}
-
-/// The rows of `events` for a [`RowBatch`] whose shared text is `shared`.
-#[derive(Debug)]
-pub struct Rows<'a, S, T> {
-    pub shared: &'a SharedText<S>,
-    pub events: &'a [DecisionEvent<S, T>],
-}
-
-impl<S: Serialize + PartialEq, T: Serialize> Serialize for Rows<'_, S, T> {
-    fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
-        s.collect_seq(self.events.iter().map(|event| Row {
-            shared: self.shared,
-            event,
-        }))
-    }
 }
 
 /// One event as a row of a batch whose shared text is `shared`: rows serialised one at a time
@@ -493,14 +465,24 @@ mod tests {
     type Decoded = RowBatch<String, SharedText<String>, Vec<DecodedRow<String>>>;
 
     fn rows_json(events: &[DecisionEvent]) -> String {
-        let shared = SharedText::of(&events[0]);
+        let first = &events[0];
+        let shared = SharedText {
+            environment: first.environment.clone(),
+            pack: first.pack.clone(),
+            version: first.version.clone(),
+            hash: first.hash.clone(),
+        };
+        let rows: Vec<_> = events
+            .iter()
+            .map(|event| Row {
+                shared: &shared,
+                event,
+            })
+            .collect();
         serde_json::to_string(&RowBatch {
             gateway: "gw",
             shared: &shared,
-            rows: Rows {
-                shared: &shared,
-                events,
-            },
+            rows,
         })
         .unwrap()
     }

@@ -157,13 +157,12 @@ pub struct Chunk {
 impl Chunk {
     /// An empty chunk sharing `e`'s text.
     pub fn new(e: &DecisionEvent<'_>) -> Self {
-        let shared = SharedText::of(e);
         Self {
             shared: SharedText {
-                environment: Arc::from(shared.environment),
-                pack: Arc::from(shared.pack),
-                version: Arc::from(shared.version),
-                hash: Arc::from(shared.hash),
+                environment: Arc::from(e.environment),
+                pack: Arc::from(e.pack),
+                version: Arc::from(e.version),
+                hash: Arc::from(e.hash),
             },
             rows: Vec::new(),
             events: 0,
@@ -456,25 +455,14 @@ impl EventShipper {
             let Some(first) = first else { break };
             let _ = batch.take(first);
             let deadline = tokio::time::Instant::now() + self.cfg.flush_interval;
-            'collect: loop {
-                while batch.events < self.cfg.max_batch {
-                    match self.rx.try_recv() {
-                        Ok(c) => {
-                            self.took(&c);
-                            if let Some(other) = batch.take(c) {
-                                self.held = Some(other);
-                                break 'collect;
-                            }
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            stopping = true;
-                            break;
-                        }
-                    }
-                }
+            loop {
+                stopping = !self.gather(&mut batch);
                 let now = tokio::time::Instant::now();
-                if stopping || batch.events >= self.cfg.max_batch || now >= deadline {
+                if stopping
+                    || self.held.is_some()
+                    || batch.events >= self.cfg.max_batch
+                    || now >= deadline
+                {
                     break;
                 }
                 tokio::select! {
@@ -488,6 +476,22 @@ impl EventShipper {
             }
         }
         self.final_flush(batch).await;
+    }
+
+    /// Take what is queued into `batch` without waiting, until it is full or a chunk shares
+    /// other text (held for the next batch). False once the queue is closed and empty.
+    fn gather(&mut self, batch: &mut Gathered) -> bool {
+        while batch.events < self.cfg.max_batch && self.held.is_none() {
+            match self.rx.try_recv() {
+                Ok(c) => {
+                    self.took(&c);
+                    self.held = batch.take(c);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
     }
 
     fn took(&self, chunk: &Chunk) {
@@ -550,11 +554,7 @@ impl EventShipper {
         let deadline = tokio::time::Instant::now() + self.cfg.final_flush;
         self.rx.close();
         loop {
-            while batch.events < self.cfg.max_batch && self.held.is_none() {
-                let Ok(c) = self.rx.try_recv() else { break };
-                self.took(&c);
-                self.held = batch.take(c);
-            }
+            self.gather(&mut batch);
             if batch.events == 0 {
                 match self.held.take() {
                     Some(c) => {
