@@ -197,7 +197,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
 
 /// A field's raw value when the key is there, `null` included (`Option<&RawValue>` reads
 /// `null` as absent, and a key that is there must be replaced, not added a second time).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Present<'a>(pub(crate) Option<&'a RawValue>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {

@@ -85,7 +85,8 @@ pub enum OtlpError {
 pub struct Traces {
     /// `OTEL_TRACES_SAMPLER` and its argument, as the SDK reads them.
     sampler: Box<dyn ShouldSample>,
-    ids: Box<dyn IdGenerator>,
+    /// The SDK's only id generator (its default); concrete, so no dynamic call per request.
+    ids: RandomIdGenerator,
     queue: Arc<Queue>,
     stop: mpsc::UnboundedSender<StopAsk>,
 }
@@ -131,7 +132,7 @@ impl Traces {
         let sdk = opentelemetry_sdk::trace::Config::default();
         Ok(Self {
             sampler: sdk.sampler,
-            ids: sdk.id_generator,
+            ids: RandomIdGenerator::default(),
             queue: Arc::new(Queue { requests, stats }),
             stop,
         })
@@ -475,9 +476,9 @@ impl RequestTrace {
         }
     }
 
-    /// A streamed choice finished with `reason`.
-    pub(crate) fn finish_reason(&mut self, reason: &str) {
-        self.finish_reasons.push(reason.to_owned());
+    /// Streamed choices finished with these reasons.
+    pub(crate) fn finish_reasons(&mut self, reasons: impl IntoIterator<Item = String>) {
+        self.finish_reasons.extend(reasons);
     }
 
     /// Record how the request ended and queue it for the export thread, which builds its span
@@ -555,6 +556,7 @@ impl RequestTrace {
                 matches!(refused, Some(ApiError::PiiBlocked { side: s, .. }) if *s == side);
             Guardrail {
                 guardian: "pii-detector",
+                span_name: "apply_guardrail pii-detector",
                 target,
                 decision: pii_decision(report, blocked),
                 findings: Some((
@@ -589,6 +591,7 @@ impl RequestTrace {
                     };
                     Guardrail {
                         guardian: "budget-enforcer",
+                        span_name: "apply_guardrail budget-enforcer",
                         target: "llm_input",
                         decision,
                         findings: None,
@@ -628,11 +631,20 @@ struct Finished {
 /// One policy decision: the pack's guardian, what it looked at, what it decided, and when.
 struct Guardrail {
     guardian: &'static str,
+    /// `apply_guardrail {guardian}`.
+    span_name: &'static str,
     target: &'static str,
     decision: &'static str,
     /// A PII scan's findings: how many, and of which entities.
     findings: Option<(u32, Vec<String>)>,
     span: (Instant, Instant),
+}
+
+/// A string-array attribute value.
+fn strings(v: &[String]) -> Value {
+    Value::Array(Array::String(
+        v.iter().map(|s| StringValue::from(s.clone())).collect(),
+    ))
 }
 
 impl Finished {
@@ -678,14 +690,9 @@ impl Finished {
             attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
         }
         if !self.finish_reasons.is_empty() {
-            let reasons = self
-                .finish_reasons
-                .iter()
-                .map(|r| StringValue::from(r.clone()))
-                .collect();
             attrs.push(KeyValue::new(
                 "gen_ai.response.finish_reasons",
-                Value::Array(Array::String(reasons)),
+                strings(&self.finish_reasons),
             ));
         }
         let status = match &self.error {
@@ -712,14 +719,7 @@ impl Finished {
             if let Some((total, entities)) = &g.findings {
                 attrs.push(KeyValue::new("palisade.pii.findings", i64::from(*total)));
                 if !entities.is_empty() {
-                    let entities = entities
-                        .iter()
-                        .map(|e| StringValue::from(e.clone()))
-                        .collect();
-                    attrs.push(KeyValue::new(
-                        "palisade.pii.entities",
-                        Value::Array(Array::String(entities)),
-                    ));
+                    attrs.push(KeyValue::new("palisade.pii.entities", strings(entities)));
                 }
             }
             out.push(span_data(
@@ -732,10 +732,7 @@ impl Finished {
                 ),
                 (self.context.span_id(), false),
                 SpanKind::Internal,
-                Cow::Borrowed(match g.guardian {
-                    "budget-enforcer" => "apply_guardrail budget-enforcer",
-                    _ => "apply_guardrail pii-detector",
-                }),
+                Cow::Borrowed(g.span_name),
                 (self.at(g.span.0), self.at(g.span.1)),
                 attrs,
                 Status::Unset,

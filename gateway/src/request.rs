@@ -78,7 +78,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedRequest<'_>, ApiError> {
             "the model must not be empty",
         ));
     }
-    let stream_options = match peek.stream_options {
+    let stream_options = match peek.stream_options.0 {
         None => None,
         Some(raw) if raw.get() == "null" => None,
         Some(raw) => Some(
@@ -98,7 +98,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedRequest<'_>, ApiError> {
                 .or(peek.max_tokens),
         },
         model: peek.model,
-        stream_options: peek.stream_options,
+        stream_options: peek.stream_options.0,
     })
 }
 

@@ -1,7 +1,9 @@
 //! A request as the gateway reads it.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::json_splice::Present;
 
 /// The fields of a chat, completions, embeddings or Responses request the gateway reads,
 /// borrowed from the body (`request::parse`); every other field passes through untouched.
@@ -12,8 +14,8 @@ pub(crate) struct RequestPeek<'a> {
     #[serde(default)]
     pub(crate) stream: Option<bool>,
     /// Kept even when `null`, so a rewrite replaces it instead of adding a second key.
-    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
-    pub(crate) stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub(crate) stream_options: Present<'a>,
     #[serde(default)]
     pub(crate) max_tokens: Option<u64>,
     #[serde(default)]
@@ -21,10 +23,6 @@ pub(crate) struct RequestPeek<'a> {
     /// The Responses API's output bound.
     #[serde(default)]
     pub(crate) max_output_tokens: Option<u64>,
-}
-
-fn raw_even_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// `stream_options`: whether the caller asked for the usage chunk.

@@ -132,7 +132,8 @@ pub(crate) fn relay(
         if hold_end {
             proc.watch_done = true;
         }
-        proc.watch_finish = outcome.meta.trace.as_ref().is_some_and(|t| t.recording());
+        let recording = crate::otel::recording(outcome.meta.trace.as_deref());
+        proc.watch_finish = recording;
         if record_text && detector.is_some() {
             proc.texts = Some(Vec::new());
         }
@@ -140,8 +141,7 @@ pub(crate) fn relay(
         // The chunk loop runs outside the request's span (entering it on every poll costs a
         // microsecond or more per stream); the end of the stream, which settles and logs, runs
         // inside it.
-        let pumped_from =
-            crate::otel::recording(outcome.meta.trace.as_deref()).then(std::time::Instant::now);
+        let pumped_from = recording.then(std::time::Instant::now);
         let result = pump(upstream, &tx, &mut proc, &mut held, limits).await;
         async move {
             if let Some(report) = proc.report() {
@@ -159,9 +159,7 @@ pub(crate) fn relay(
                     // The answer was scanned as it streamed.
                     t.mark(crate::otel::Decision::ResponseScan, from);
                 }
-                for r in proc.finish_reasons.drain(..) {
-                    t.finish_reason(&r);
-                }
+                t.finish_reasons(proc.finish_reasons.drain(..));
             }
             match result {
                 Pump::Done => {
