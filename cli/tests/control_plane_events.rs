@@ -408,14 +408,12 @@ fn escalations_move_by_role_and_are_logged(backend: Backend) {
         .map(|i| event(&format!("esc-{i}"), "2.0.0", "hash-2", "escalated", t0 + i))
         .collect();
     assert_eq!(send(&cp, &gw, &batch).status, 200);
-    let metrics = get_text(&cp, "/metrics");
-    assert!(
-        metrics.contains("palisade_escalations_open{environment=\"dev\",version=\"2.0.0\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("palisade_cp_events_accepted_total 3"),
-        "{metrics}"
+    assert_metrics(
+        &cp,
+        &[
+            "palisade_escalations_open{environment=\"dev\",version=\"2.0.0\"} 3",
+            "palisade_cp_events_accepted_total 3",
+        ],
     );
 
     let viewer = cp.create_key("viewer", None);
@@ -493,10 +491,9 @@ fn escalations_move_by_role_and_are_logged(backend: Backend) {
         )
         .body;
     assert_eq!(open["escalations"].as_array().unwrap().len(), 1);
-    let metrics = get_text(&cp, "/metrics");
-    assert!(
-        metrics.contains("palisade_escalations_open{environment=\"dev\",version=\"2.0.0\"} 1"),
-        "{metrics}"
+    assert_metrics(
+        &cp,
+        &["palisade_escalations_open{environment=\"dev\",version=\"2.0.0\"} 1"],
     );
 
     let h = cp
@@ -835,11 +832,7 @@ fn a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again(backend: 
     let (stuck, refused) = std::thread::scope(|scope| {
         let stuck = scope.spawn(|| send(&cp, &gw, &first));
         // The second batch takes its ticket once the first holds one (and waits on the lock).
-        eventually(Duration::from_secs(3), "the first write in flight", || {
-            get_text(&cp, "/metrics")
-                .contains("palisade_cp_event_writes_in_flight 1")
-                .then_some(())
-        });
+        one_write_in_flight(&cp);
         let refused = send(&cp, &gw, &second);
         (stuck.join().unwrap(), refused)
     });
@@ -852,14 +845,7 @@ fn a_batch_that_cannot_get_its_turn_is_busy_and_stored_when_sent_again(backend: 
     let again = send(&cp, &gw, &second);
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["accepted"], 5, "{}", again.body);
-    let listed = cp.http(
-        "GET",
-        "/v1/events?environment=dev&limit=50",
-        Some(ADMIN_KEY),
-        &[],
-        None,
-    );
-    let mut got = ids(&listed.body);
+    let mut got = dev_ids(&cp);
     got.sort();
     let mut want: Vec<String> = first
         .iter()
@@ -888,37 +874,24 @@ fn a_batch_whose_sender_hangs_up_mid_write_is_still_stored(backend: Backend) {
     )
     .unwrap();
     // Hang up once the write has started (it waits on the lock).
-    eventually(Duration::from_secs(3), "the write in flight", || {
-        get_text(&cp, "/metrics")
-            .contains("palisade_cp_event_writes_in_flight 1")
-            .then_some(())
-    });
+    one_write_in_flight(&cp);
     s.shutdown(std::net::Shutdown::Both).unwrap();
     drop(s);
     holder.join().unwrap();
     let stored = eventually(Duration::from_secs(10), "the batch stored", || {
-        let listed = cp.http(
-            "GET",
-            "/v1/events?environment=dev&limit=50",
-            Some(ADMIN_KEY),
-            &[],
-            None,
-        );
-        let got = ids(&listed.body);
+        let got = dev_ids(&cp);
         (got.len() == 5).then_some(got)
     });
     assert!(
         stored.iter().all(|id| id.starts_with("left-")),
         "{stored:?}"
     );
-    let metrics = get_text(&cp, "/metrics");
-    assert!(
-        metrics.contains("palisade_cp_events_accepted_total 5"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("palisade_cp_event_writes_in_flight 0"),
-        "{metrics}"
+    assert_metrics(
+        &cp,
+        &[
+            "palisade_cp_events_accepted_total 5",
+            "palisade_cp_event_writes_in_flight 0",
+        ],
     );
 }
 
@@ -931,3 +904,32 @@ on_both_backends!(
     promotion_needs_runtime_evidence_when_the_target_asks,
     retention_deletes_what_the_environment_no_longer_keeps,
 );
+
+/// Every line in the control plane's `/metrics`.
+fn assert_metrics(cp: &ControlPlane, lines: &[&str]) {
+    let metrics = get_text(cp, "/metrics");
+    for line in lines {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}
+
+/// Wait until one event write holds a connection (it waits on the lock held elsewhere).
+fn one_write_in_flight(cp: &ControlPlane) {
+    eventually(Duration::from_secs(3), "a write in flight", || {
+        get_text(cp, "/metrics")
+            .contains("palisade_cp_event_writes_in_flight 1")
+            .then_some(())
+    });
+}
+
+/// The request ids of dev's newest 50 events.
+fn dev_ids(cp: &ControlPlane) -> Vec<String> {
+    let listed = cp.http(
+        "GET",
+        "/v1/events?environment=dev&limit=50",
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    ids(&listed.body)
+}

@@ -212,7 +212,16 @@ async fn send_range(
                 // of no one but this process.
                 let body = batch(first, BATCH.min(to - first), time);
                 let sent = Instant::now();
-                let posted = post(&http, &url, &key, body).await;
+                // A busy control plane (503 `BUSY`) asks for the batch again, as a gateway
+                // would send it; the time counts until it is stored.
+                let posted = loop {
+                    match post(&http, &url, &key, body.clone()).await {
+                        Err(e) if e.starts_with("503") => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        done => break done,
+                    }
+                };
                 times.push(sent.elapsed().as_secs_f64() * 1000.0);
                 if let Err(e) = posted {
                     eprintln!("batch at {first} failed: {e}");
